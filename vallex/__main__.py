@@ -1,0 +1,5 @@
+import sys
+
+from vallex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The ``vallex`` command line.
+
+Each sub-command lives in its own module of this package and exposes ``register(subparsers)``,
+which adds an argparse parser whose ``func`` default takes the parsed arguments and returns an
+exit code. Bad input raises ``ValueError`` (or ``FileNotFoundError``); ``main`` turns it into a
+one-line message and exit code 2, so users never see a traceback for their own mistakes.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# Modules that provide a sub-command, in the order `vallex --help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "vallex.cli.synthesize",
+    "vallex.cli.prompts",
+    "vallex.cli.weights",
+    "vallex.cli.training",
+    "vallex.cli.evaluate",
+    "vallex.cli.translate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vallex",
+        description="VALL-E X: zero-shot cross-lingual text-to-speech (English, Mandarin, Japanese).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name == name:  # command not built yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"vallex {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
