@@ -1,0 +1,124 @@
+"""Model configuration.
+
+One frozen dataclass describes a VALL-E X model. ``VallexConfig.public()`` is the shape of the public
+checkpoint (``Plachta/VALL-E-X``); ``VallexConfig.tiny()`` is a small model for tests and tutorials.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Reference constructor arguments whose only supported value is the public checkpoint's.
+_FIXED_CHOICES: dict[str, Any] = {
+    "norm_first": True,  # pre-norm residual blocks
+    "add_prenet": False,  # no text/audio prenets (nn.Identity in the reference)
+    "prefix_mode": 1,  # NAR prompt = the prompt frames with all 8 codebooks
+    "share_embedding": True,  # NAR predictor j tied to NAR audio embedding j+2
+    "nar_scale_factor": 1.0,  # NAR width = AR width
+    "prepend_bos": True,  # AR audio input starts with BOS (id 1025)
+}
+
+
+@dataclass(frozen=True)
+class VallexConfig:
+    """Sizes of a VALL-E X model. Defaults are the public checkpoint's."""
+
+    d_model: int = 1024
+    nhead: int = 16
+    num_layers: int = 12
+    #: EnCodec codebooks at 6 kbps; the AR predicts codebook 0, the NAR codebooks 1..7.
+    num_quantizers: int = 8
+    #: Rows of the text embeddings. Only ids 0..69 are produced by the front end, but the checkpoint has 2048.
+    text_vocab_size: int = 2048
+    #: EnCodec bins per codebook. Id 1024 is EOS (AR output and input), 1025 is BOS (AR input only).
+    audio_vocab_size: int = 1024
+    #: Rows of the language embeddings (en=0, zh=1, ja=2); training a new language adds a row.
+    num_languages: int = 3
+    #: Feed-forward width as a multiple of d_model (4 in every reference model).
+    ff_multiplier: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("d_model", "nhead", "num_layers", "num_quantizers", "text_vocab_size",
+                     "audio_vocab_size", "num_languages", "ff_multiplier"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"VallexConfig.{name} must be a positive integer, got {value!r}.")
+        if self.d_model % self.nhead:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
+        if self.num_quantizers < 2:
+            raise ValueError("num_quantizers must be at least 2 (one AR codebook plus NAR codebooks).")
+
+    # Special audio ids ---------------------------------------------------------------------------
+    @property
+    def eos_id(self) -> int:
+        return self.audio_vocab_size
+
+    @property
+    def bos_id(self) -> int:
+        return self.audio_vocab_size + 1
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.nhead
+
+    # Named configurations -------------------------------------------------------------------------
+    @classmethod
+    def public(cls) -> "VallexConfig":
+        """The public checkpoint: 1024 dims, 16 heads, 12 layers per decoder (370.5 M parameters)."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "VallexConfig":
+        """A 2-layer, 64-dim model (about 1.2 M parameters) for tests, tutorials and random weights."""
+        return cls(d_model=64, nhead=4, num_layers=2)
+
+    @classmethod
+    def named(cls, name: str) -> "VallexConfig":
+        """``"public"``/``"full"`` or ``"tiny"``."""
+        if name in ("public", "full"):
+            return cls.public()
+        if name == "tiny":
+            return cls.tiny()
+        raise ValueError(f"Unknown model size {name!r}: expected 'full' (the public checkpoint) or 'tiny'.")
+
+    # (De)serialisation ---------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VallexConfig":
+        """Build from our own fields or from the reference's ``VALLE(...)`` constructor arguments.
+
+        Reference-only arguments (``norm_first``, ``prefix_mode``, ...) are accepted only with the
+        value the public checkpoint uses, because the other variants are not implemented.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in fields:
+                kwargs[key] = value
+            elif key in _FIXED_CHOICES:
+                if value != _FIXED_CHOICES[key]:
+                    raise ValueError(
+                        f"Unsupported model option {key}={value!r}: only {key}={_FIXED_CHOICES[key]!r} "
+                        "(the public checkpoint's choice) is implemented."
+                    )
+            else:
+                raise ValueError(f"Unknown model option {key!r} in the configuration.")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "VallexConfig":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of model options.")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")

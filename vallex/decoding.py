@@ -1,0 +1,287 @@
+"""Inference: AR sampling of codebook 0, then greedy NAR stages for codebooks 1..7 (SPEC §3.2–3.3).
+
+The AR loop keeps a preallocated KV cache, embeds only the newest frame each step and needs no mask
+after the first step (a new frame may attend to everything before it). With ``top_k=1`` it is greedy and
+reproduces the reference exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vallex.languages import MODEL_LANGUAGE_ID
+from vallex.model import KVCache, VallexModel, ar_attention_mask
+
+#: The reference's length rule: at most 16 generated frames per text token (prompt + target).
+MAX_FRAMES_PER_TEXT_TOKEN = 16
+
+
+def language_ids(
+    num_tokens: int,
+    enroll_len: int,
+    prompt_language: str,
+    text_language: str | Sequence[str],
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Per-token language ids LongTensor [S] for ``[prompt transcript ; target text]``.
+
+    The first ``enroll_len`` tokens get ``prompt_language``; the rest get ``text_language``: one
+    language for all (accent control) or one per target token (as the text front end returns them).
+    """
+    if not 0 <= enroll_len <= num_tokens:
+        raise ValueError(f"enroll_len must be between 0 and {num_tokens}, got {enroll_len}.")
+    target_len = num_tokens - enroll_len
+    if isinstance(text_language, str):
+        target = [text_language] * target_len
+    elif isinstance(text_language, (list, tuple)):
+        target = list(text_language)
+        if len(target) != target_len:
+            raise ValueError(
+                f"text_language has {len(target)} entries but there are {target_len} target text tokens."
+            )
+    else:
+        raise ValueError(
+            f"text_language must be a language code or a list of them, not {type(text_language).__name__}."
+        )
+    ids = []
+    for lang in [prompt_language] * enroll_len + target:
+        if lang not in MODEL_LANGUAGE_ID:
+            raise ValueError(f"Unknown language {lang!r}: expected one of {', '.join(MODEL_LANGUAGE_ID)}.")
+        ids.append(MODEL_LANGUAGE_ID[lang])
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Top-k then nucleus filtering of logits [B, V]; removed entries become -inf (new tensor)."""
+    logits = logits.clone()
+    if top_k is not None and top_k > 0:
+        k = min(top_k, logits.shape[-1])
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # [B, 1]
+        logits[logits < kth] = float("-inf")
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+        remove = cumulative > top_p
+        remove[..., 1:] = remove[..., :-1].clone()  # keep the token that crosses top_p
+        remove[..., 0] = False  # always keep the most likely token
+        logits[remove.scatter(-1, sorted_idx, remove)] = float("-inf")
+    return logits
+
+
+def sample_tokens(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Draw one token per row of logits [B, V]; returns (tokens LongTensor [B], log-probs [B]).
+
+    The log-probability is taken from the filtered, temperature-scaled distribution, as the reference does.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if temperature != 1.0:
+        logits = logits / temperature
+    logits = filter_logits(logits.float(), top_k, top_p)
+    probs = F.softmax(logits, dim=-1)
+    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
+    logprobs = F.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
+    return tokens, logprobs
+
+
+@dataclass
+class ARResult:
+    """Outcome of :func:`ar_decode`."""
+
+    codes: Tensor  # LongTensor [1, T]: generated codebook-0 codes of the best row
+    stop_reason: str  # "eos" or "maxlen"
+    steps: int  # decoder calls, T + 1 (the call that stopped is not kept)
+    first_logits: Tensor  # [B, 1025] logits of the first (prefill) step, for inspection and tests
+
+
+@torch.inference_mode()
+def ar_decode(
+    model: VallexModel,
+    text: Tensor,
+    text_langs: Tensor,
+    prompt_codes0: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    best_of: int = 1,
+    length_penalty: float = 1.0,
+    min_frames: int = 1,
+    max_frames: int | None = None,
+    generator: torch.Generator | None = None,
+    logits_processor: Callable[[int, Tensor], Tensor] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> ARResult:
+    """Sample codebook 0 after the prompt.
+
+    Args:
+        text: LongTensor [1, S], prompt transcript ids then target ids.
+        text_langs: LongTensor [1, S] language ids (see :func:`language_ids`).
+        prompt_codes0: LongTensor [1, P], codebook 0 of the prompt (P may be 0).
+        best_of: rows sampled in parallel; the row with the highest mean log-probability of its
+            *generated* tokens wins (the reference also counted BOS and prompt tokens, SPEC §9.2).
+        min_frames: EOS is masked until this many frames exist (the reference could return nothing).
+        max_frames: stop after this many frames; default 16 × S, the reference's rule.
+        logits_processor: ``f(step, logits [B, 1025]) -> logits``, applied before sampling (benchmarks
+            use it to force a length).
+        on_step: called with the step index after each decoder call (progress bars).
+    """
+    cfg = model.config
+    eos, bos = cfg.eos_id, cfg.bos_id
+    if text.ndim != 2 or text.shape[0] != 1:
+        raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
+    if best_of < 1:
+        raise ValueError(f"best_of must be >= 1, got {best_of}.")
+    text_len = text.shape[1]
+    if max_frames is None:
+        max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text_len
+    device = text.device
+    prompt_len = prompt_codes0.shape[1]
+
+    text_emb = model.embed_text("ar", text, text_langs).expand(best_of, -1, -1)  # [B, S, D]
+    y = torch.cat([torch.full((1, 1), bos, dtype=torch.long, device=device), prompt_codes0.long()], dim=1)
+    y = y.expand(best_of, -1)  # [B, 1 + P]
+    audio_emb = model.embed_ar_audio(y)  # [B, 1 + P, D]
+
+    capacity = text_len + y.shape[1] + max_frames
+    cache = KVCache.allocate(cfg, best_of, capacity, device, text_emb.dtype)
+    prefix = torch.cat([text_emb, audio_emb], dim=1)
+    mask = ar_attention_mask(text_len, y.shape[1], device=device)
+    hidden = model.ar_decoder(prefix, mask, cache=cache, start=0)  # [B, S + 1 + P, D]
+    position = prefix.shape[1]  # next free cache slot
+    logits = model.ar_logits(hidden[:, -1])  # [B, 1025]
+    first_logits = logits.float().clone()
+
+    generated = torch.empty(best_of, max_frames, dtype=torch.long, device=device)
+    finished = torch.zeros(best_of, dtype=torch.bool, device=device)
+    sum_logprobs = torch.zeros(best_of, device=device)
+    num_frames = 0
+    steps = 1
+    stop_reason = "maxlen"
+    while True:
+        if on_step is not None:
+            on_step(steps - 1)
+        if logits_processor is not None:
+            logits = logits_processor(num_frames, logits)
+        if num_frames < min_frames:
+            logits = logits.clone()
+            logits[:, eos] = float("-inf")
+        tokens, logprobs = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                         generator=generator)
+        sum_logprobs += torch.where(finished, 0.0, logprobs)
+        tokens = torch.where(finished, eos, tokens)  # finished rows keep emitting EOS
+        finished |= tokens == eos
+        if bool(finished.all()):
+            stop_reason = "eos"
+            break
+        if num_frames >= max_frames:
+            break
+        generated[:, num_frames] = tokens
+        num_frames += 1
+        # One new frame: its audio position is 1 + P + (num_frames - 1) (BOS at 0).
+        step_emb = model.embed_ar_audio(tokens[:, None], offset=prompt_len + num_frames)  # [B, 1, D]
+        hidden = model.ar_decoder(step_emb, None, cache=cache, start=position)
+        position += 1
+        logits = model.ar_logits(hidden[:, -1])
+        steps += 1
+
+    rows = generated[:, :num_frames]  # [B, T]
+    best = 0
+    if best_of > 1:
+        lengths = (rows != eos).sum(dim=1).clamp(min=1).float()
+        best = int(torch.argmax(sum_logprobs / lengths**length_penalty))
+    codes = rows[best][rows[best] != eos][None]  # [1, T]
+    return ARResult(codes=codes, stop_reason=stop_reason, steps=steps, first_logits=first_logits)
+
+
+@torch.inference_mode()
+def nar_decode(
+    model: VallexModel,
+    text: Tensor,
+    text_langs: Tensor,
+    prompt_codes: Tensor,
+    codes0: Tensor,
+    on_stage: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Greedy NAR stages (prefix mode 1): predict codebooks 1..7 of the generated frames.
+
+    Args:
+        text, text_langs: LongTensor [1, S].
+        prompt_codes: LongTensor [1, P, 8] (all codebooks of the prompt; P may be 0).
+        codes0: LongTensor [1, T], codebook 0 of the generated frames.
+    Returns:
+        LongTensor [1, T, 8].
+    """
+    n_q = model.config.num_quantizers
+    prompt_len = prompt_codes.shape[1]
+    text_emb = model.embed_text("nar", text, text_langs)  # [1, S, D]
+    timeline0 = torch.cat([prompt_codes[..., 0].long(), codes0.long()], dim=1)  # [1, P + T]
+    audio_emb = model.nar_audio_embeddings[0](timeline0)  # [1, P + T, D]
+    # Prompt frames carry all their codebooks (prefix mode 1).
+    prompt_part = audio_emb[:, :prompt_len]
+    for j in range(1, n_q):
+        prompt_part = prompt_part + model.nar_audio_embeddings[j](prompt_codes[..., j].long())
+    audio_emb = torch.cat([prompt_part, audio_emb[:, prompt_len:]], dim=1)
+
+    codes = [codes0.long()]
+    for stage in range(n_q - 1):
+        if on_stage is not None:
+            on_stage(stage)
+        hidden = model.nar_forward(text_emb, audio_emb, stage)[:, prompt_len:]  # [1, T, D]
+        predicted = model.nar_predict_layers[stage](hidden).argmax(dim=-1)  # [1, T]
+        codes.append(predicted)
+        if stage < n_q - 2:
+            target = audio_emb[:, prompt_len:] + model.nar_audio_embeddings[stage + 1](predicted)
+            audio_emb = torch.cat([audio_emb[:, :prompt_len], target], dim=1)
+    return torch.stack(codes, dim=-1)  # [1, T, 8]
+
+
+@dataclass
+class GenerationResult:
+    codes: Tensor  # LongTensor [1, T, 8], generated frames only
+    stop_reason: str  # "eos" | "maxlen"
+    ar: ARResult
+
+
+def generate(
+    model: VallexModel,
+    text: Tensor,
+    enroll_len: int,
+    prompt_codes: Tensor,
+    prompt_language: str,
+    text_language: str | Sequence[str],
+    **ar_options,
+) -> GenerationResult:
+    """AR then NAR, from reference-style inputs.
+
+    Args:
+        text: LongTensor [1, S] = prompt transcript ids (``enroll_len`` of them) ++ target ids.
+        prompt_codes: LongTensor [1, P, 8] (P = 0 without a prompt).
+        prompt_language: language of the prompt transcript ("en"/"zh"/"ja").
+        text_language: one language (accent override) or one per target token.
+        ar_options: forwarded to :func:`ar_decode` (temperature, top_k, top_p, best_of, generator, ...).
+    Returns:
+        :class:`GenerationResult` with codes [1, T, 8].
+    """
+    if prompt_codes.ndim != 3 or prompt_codes.shape[0] != 1 or prompt_codes.shape[2] != model.config.num_quantizers:
+        raise ValueError(
+            f"prompt codes must have shape [1, P, {model.config.num_quantizers}], got {tuple(prompt_codes.shape)}."
+        )
+    device = next(model.parameters()).device
+    text = text.to(device).long()
+    prompt_codes = prompt_codes.to(device).long()
+    langs = language_ids(text.shape[1], enroll_len, prompt_language, text_language, device)[None]  # [1, S]
+    ar = ar_decode(model, text, langs, prompt_codes[..., 0], **ar_options)
+    codes = nar_decode(model, text, langs, prompt_codes, ar.codes)
+    return GenerationResult(codes=codes, stop_reason=ar.stop_reason, ar=ar)

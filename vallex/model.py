@@ -1,0 +1,330 @@
+"""The VALL-E X model: an autoregressive (AR) and a non-autoregressive (NAR) transformer decoder.
+
+VALL-E X (Zhang et al. 2023, arXiv 2303.03926, §3) treats TTS as language modelling over EnCodec codes.
+Both decoders read one sequence ``[text phonemes ; audio codes]``:
+
+* the **AR** decoder predicts codebook 0 frame by frame (text bidirectional, audio causal);
+* the **NAR** decoder predicts codebooks 1..7, one whole codebook per stage, attending everywhere,
+  told which stage it is in by a stage embedding fed to every (adaptive) LayerNorm.
+
+A language embedding (en/zh/ja) is added to every text token (§3.2): the prompt transcript gets the prompt's
+language, the target text its own language, or the *accent* language when the user overrides it.
+
+Module and parameter names reproduce the reference checkpoint's state-dict keys exactly, so the public
+``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.decoding`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vallex.config import VallexConfig
+
+LAYER_NORM_EPS = 1e-5
+
+
+class TokenEmbedding(nn.Module):
+    """``nn.Embedding`` under the reference's key name ``word_embeddings``."""
+
+    def __init__(self, num_embeddings: int, dim: int) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(num_embeddings, dim)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.word_embeddings.weight
+
+    def forward(self, ids: Tensor) -> Tensor:  # ids [B, T] -> [B, T, D]
+        return self.word_embeddings(ids)
+
+
+class SinePositionalEmbedding(nn.Module):
+    """``x + alpha * PE[offset : offset + T]`` with the standard transformer sinusoid table.
+
+    ``alpha`` is a learned scalar stored in the checkpoint. The table is not a parameter; it is
+    computed in float32 exactly as the reference computes it and cached on the module.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.alpha = nn.Parameter(torch.ones(1))
+        self._table: Tensor | None = None  # [L, D], grown on demand
+
+    def table(self, length: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """PE rows 0..length-1: [length, D]."""
+        cached = self._table
+        if cached is None or cached.shape[0] < length or cached.device != device or cached.dtype != dtype:
+            rows = max(length, 1024 if cached is None else 2 * cached.shape[0])
+            position = torch.arange(0, rows, dtype=torch.float32).unsqueeze(1)  # [L, 1]
+            div_term = torch.exp(
+                torch.arange(0, self.dim, 2, dtype=torch.float32) * -(math.log(10000.0) / self.dim)
+            )  # [D/2]
+            pe = torch.zeros(rows, self.dim)
+            pe[:, 0::2] = torch.sin(position * div_term)
+            pe[:, 1::2] = torch.cos(position * div_term)
+            self._table = cached = pe.to(device=device, dtype=dtype)
+        return cached[:length]
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:  # x [B, T, D]
+        pe = self.table(offset + x.shape[1], x.device, x.dtype)[offset:]  # [T, D]
+        return x + self.alpha * pe
+
+
+class MultiheadSelfAttention(nn.Module):
+    """Self-attention with one packed QKV projection, via ``scaled_dot_product_attention``.
+
+    The packed projection is an ``nn.Linear`` (so quantisation and compilation treat it like any other
+    Linear) stored under the reference's names ``in_proj_weight`` / ``in_proj_bias``.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self._register_state_dict_hook(_packed_projection_to_reference_keys)
+        self._register_load_state_dict_pre_hook(_packed_projection_from_reference_keys)
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        cache: "LayerKVCache | None" = None,
+        start: int = 0,
+    ) -> Tensor:
+        """x [B, T, D] -> [B, T, D].
+
+        ``attn_mask``: bool [T, T_total], True = may attend. With ``cache``, keys/values of these T
+        positions are written at ``start`` and the queries attend to cache positions ``< start + T``.
+        """
+        batch, length, dim = x.shape
+        qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
+        if cache is not None:
+            k, v = cache.append(k, v, start)  # [B, H, start + T, hd]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T, hd]
+        out = out.transpose(1, 2).reshape(batch, length, dim)
+        return self.out_proj(out)
+
+
+def _packed_projection_to_reference_keys(module, state_dict, prefix, local_metadata):
+    state_dict[prefix + "in_proj_weight"] = state_dict.pop(prefix + "in_proj.weight")
+    state_dict[prefix + "in_proj_bias"] = state_dict.pop(prefix + "in_proj.bias")
+    # Keep the reference's key order: in_proj_* first, then out_proj.*.
+    for key in (prefix + "out_proj.weight", prefix + "out_proj.bias"):
+        state_dict[key] = state_dict.pop(key)
+    return state_dict
+
+
+def _packed_projection_from_reference_keys(state_dict, prefix, *args, **kwargs):
+    for old, new in (("in_proj_weight", "in_proj.weight"), ("in_proj_bias", "in_proj.bias")):
+        if prefix + old in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+class LayerNorm(nn.LayerNorm):
+    """Plain LayerNorm (eps 1e-5). ``stage`` is accepted and ignored so both layer kinds share code."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, eps=LAYER_NORM_EPS)
+
+    def forward(self, x: Tensor, stage: Tensor | None = None) -> Tensor:
+        return super().forward(x)
+
+
+class AdaptiveLayerNorm(nn.Module):
+    """``w ⊙ LayerNorm(x) + b`` with ``[w, b] = project_layer(stage embedding)`` (NAR only)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.project_layer = nn.Linear(dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+
+    def forward(self, x: Tensor, stage: Tensor) -> Tensor:  # x [B, T, D], stage [1, D]
+        weight, bias = torch.split(self.project_layer(stage), self.dim, dim=-1)  # [1, D] each
+        return weight * self.norm(x) + bias
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: ``h = x + Attn(Norm1(x)); out = h + FFN(Norm2(h))`` with a ReLU FFN."""
+
+    def __init__(self, config: VallexConfig, adaptive: bool) -> None:
+        super().__init__()
+        dim = config.d_model
+        self.self_attn = MultiheadSelfAttention(dim, config.nhead)
+        self.linear1 = nn.Linear(dim, config.ff_multiplier * dim)
+        self.linear2 = nn.Linear(config.ff_multiplier * dim, dim)
+        norm = AdaptiveLayerNorm if adaptive else LayerNorm
+        self.norm1 = norm(dim)
+        self.norm2 = norm(dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        stage: Tensor | None = None,
+        cache: "LayerKVCache | None" = None,
+        start: int = 0,
+    ) -> Tensor:  # x [B, T, D]
+        x = x + self.self_attn(self.norm1(x, stage), attn_mask, cache, start)
+        return x + self.linear2(F.relu(self.linear1(self.norm2(x, stage))))
+
+
+class Decoder(nn.Module):
+    """A stack of decoder layers and a final norm (``layers.{i}``, ``norm``)."""
+
+    def __init__(self, config: VallexConfig, adaptive: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(config, adaptive) for _ in range(config.num_layers))
+        self.norm = AdaptiveLayerNorm(config.d_model) if adaptive else LayerNorm(config.d_model)
+
+    def forward(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None = None,
+        stage: Tensor | None = None,
+        cache: "KVCache | None" = None,
+        start: int = 0,
+    ) -> Tensor:  # x [B, T, D] -> [B, T, D]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, attn_mask, stage, None if cache is None else cache.layers[i], start)
+        return self.norm(x, stage)
+
+
+@dataclass
+class LayerKVCache:
+    """Preallocated keys and values of one layer: [B, H, capacity, hd] each."""
+
+    k: Tensor
+    v: Tensor
+
+    def append(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        end = start + k.shape[2]
+        if end > self.k.shape[2]:
+            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.k.shape[2]}.")
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+@dataclass
+class KVCache:
+    """One :class:`LayerKVCache` per decoder layer, allocated once for the whole generation."""
+
+    layers: list[LayerKVCache]
+
+    @classmethod
+    def allocate(cls, config: VallexConfig, batch: int, capacity: int, device, dtype) -> "KVCache":
+        shape = (batch, config.nhead, capacity, config.head_dim)
+        return cls([
+            LayerKVCache(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+            for _ in range(config.num_layers)
+        ])
+
+
+class VallexModel(nn.Module):
+    """VALL-E X with the reference checkpoint's parameter names (SPEC §1.7).
+
+    Text ids are bpe_69 phoneme ids; audio ids are EnCodec codes 0..1023, EOS = 1024, BOS = 1025.
+    Language ids: en=0, zh=1, ja=2 (:data:`vallex.languages.MODEL_LANGUAGE_ID`).
+    """
+
+    def __init__(self, config: VallexConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, n_q = config.d_model, config.num_quantizers
+        # Registration order = the reference's state-dict order.
+        self.ar_text_embedding = TokenEmbedding(config.text_vocab_size, d)
+        self.nar_text_embedding = TokenEmbedding(config.text_vocab_size, d)
+        self.ar_audio_embedding = TokenEmbedding(config.audio_vocab_size + 2, d)  # + EOS, BOS
+        self.ar_text_position = SinePositionalEmbedding(d)
+        self.ar_audio_position = SinePositionalEmbedding(d)
+        self.ar_decoder = Decoder(config, adaptive=False)
+        self.ar_predict_layer = nn.Linear(d, config.audio_vocab_size + 1, bias=False)  # codes + EOS
+        # Codebook 0 embedding has an EOS row (the AR output may end the sequence); the others do not.
+        self.nar_audio_embeddings = nn.ModuleList(
+            [TokenEmbedding(config.audio_vocab_size + 1, d)]
+            + [TokenEmbedding(config.audio_vocab_size, d) for _ in range(n_q - 1)]
+        )
+        self.nar_text_position = SinePositionalEmbedding(d)
+        self.nar_audio_position = SinePositionalEmbedding(d)
+        self.nar_decoder = Decoder(config, adaptive=True)
+        self.nar_predict_layers = nn.ModuleList(
+            nn.Linear(d, config.audio_vocab_size, bias=False) for _ in range(n_q - 1)
+        )
+        self.nar_stage_embeddings = nn.ModuleList(TokenEmbedding(1, d) for _ in range(n_q - 1))
+        self.ar_language_embedding = TokenEmbedding(config.num_languages, d)
+        self.nar_language_embedding = TokenEmbedding(config.num_languages, d)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share NAR predictor j's weight with NAR audio embedding j+2 (j = 0..n_q-3), as the checkpoint does.
+
+        The off-by-one is the reference's: the predictor of codebook j+1 shares with the *input*
+        embedding of codebook j+2; the last predictor is untied. Call again after loading with
+        ``assign=True``, which replaces parameter objects.
+        """
+        for j in range(self.config.num_quantizers - 2):
+            self.nar_predict_layers[j].weight = self.nar_audio_embeddings[j + 2].word_embeddings.weight
+
+    # Embeddings ---------------------------------------------------------------------------------
+    def embed_text(self, side: str, text: Tensor, text_langs: Tensor) -> Tensor:
+        """Text input of the ``"ar"`` or ``"nar"`` decoder.
+
+        text, text_langs: LongTensor [B, S] (phoneme ids, language ids) -> [B, S, D]:
+        token embedding + language embedding, then + alpha * PE (positions from 0).
+        """
+        token = getattr(self, f"{side}_text_embedding")
+        language = getattr(self, f"{side}_language_embedding")
+        position = getattr(self, f"{side}_text_position")
+        return position(token(text) + language(text_langs))
+
+    def embed_ar_audio(self, codes: Tensor, offset: int = 0) -> Tensor:
+        """AR audio input: codes LongTensor [B, T] (0..1025, BOS first) at positions offset.. -> [B, T, D]."""
+        return self.ar_audio_position(self.ar_audio_embedding(codes), offset)
+
+    def nar_stage_embedding(self, stage: int) -> Tensor:
+        """Stage embedding [1, D] of NAR stage ``stage`` (0-based; predicts codebook stage+1)."""
+        return self.nar_stage_embeddings[stage].weight
+
+    # Decoders -----------------------------------------------------------------------------------
+    def ar_logits(self, hidden: Tensor) -> Tensor:
+        """[..., D] -> logits [..., 1025] over codes + EOS."""
+        return self.ar_predict_layer(hidden)
+
+    def nar_forward(self, text_emb: Tensor, audio_emb: Tensor, stage: int, key_padding_mask: Tensor | None = None) -> Tensor:
+        """One NAR stage over ``[text ; audio + PE]`` with full attention.
+
+        text_emb [B, S, D] (from :meth:`embed_text`), audio_emb [B, T, D] (summed codebook embeddings
+        before PE). ``key_padding_mask`` bool [B, S+T], True = padding (training batches only).
+        Returns the decoder output of the audio positions [B, T, D].
+        """
+        xy = torch.cat([text_emb, self.nar_audio_position(audio_emb)], dim=1)  # [B, S+T, D]
+        mask = None
+        if key_padding_mask is not None:
+            mask = (~key_padding_mask)[:, None, None, :]  # [B, 1, 1, S+T], True = may attend
+        hidden = self.nar_decoder(xy, mask, stage=self.nar_stage_embedding(stage))
+        return hidden[:, text_emb.shape[1]:]
+
+    def extra_repr(self) -> str:
+        return f"config={self.config}"
+
+
+def ar_attention_mask(text_len: int, audio_len: int, device=None) -> Tensor:
+    """Bool [S+T, S+T], True = may attend: text sees all text; audio sees all text and earlier audio."""
+    total = text_len + audio_len
+    mask = torch.ones(total, total, dtype=torch.bool, device=device).tril_()
+    mask[:, :text_len] = True  # every position sees the whole text
+    mask[:text_len, text_len:] = False  # text never sees audio
+    return mask
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Unique parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in module.parameters()}.values())
