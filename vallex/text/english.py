@@ -1,0 +1,100 @@
+"""English G2P: the reference's ``english_to_ipa2`` (keithito-style normalisation + CMU dict IPA).
+
+Pipeline (SPEC 4.3): unidecode + lowercase, abbreviations, numbers/currency/ordinals, ``eng_to_ipa``,
+collapse whitespace, dark L, ``r``->``ɹ``, ``ʤ``->``dʒ``, ``ʧ``->``tʃ``, ``...``->``…``. Words missing from
+the CMU dictionary come back spelled with a trailing ``*``; the checkpoint was trained on exactly that.
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+# (abbreviation, expansion) in the reference's order: "mrs" must come before "mr".
+_ABBREVIATIONS = [
+    (re.compile(r"\b%s\." % abbr, re.IGNORECASE), expansion)
+    for abbr, expansion in [
+        ("mrs", "misess"), ("mr", "mister"), ("dr", "doctor"), ("st", "saint"), ("co", "company"),
+        ("jr", "junior"), ("maj", "major"), ("gen", "general"), ("drs", "doctors"), ("rev", "reverend"),
+        ("lt", "lieutenant"), ("hon", "honorable"), ("sgt", "sergeant"), ("capt", "captain"),
+        ("esq", "esquire"), ("ltd", "limited"), ("col", "colonel"), ("ft", "fort"),
+    ]
+]
+
+_COMMA_NUMBER_RE = re.compile(r"([0-9][0-9\,]+[0-9])")
+_DECIMAL_NUMBER_RE = re.compile(r"([0-9]+\.[0-9]+)")
+_POUNDS_RE = re.compile(r"£([0-9\,]*[0-9]+)")
+_DOLLARS_RE = re.compile(r"\$([0-9\.\,]*[0-9]+)")
+_ORDINAL_RE = re.compile(r"[0-9]+(st|nd|rd|th)")
+_NUMBER_RE = re.compile(r"[0-9]+")
+_DARK_L_RE = re.compile(r"l([^aeiouæɑɔəɛɪʊ ]*(?: |$))")
+_WHITESPACE_RE = re.compile(r"\s+")
+_IPA_TO_IPA2 = [("r", "ɹ"), ("ʤ", "dʒ"), ("ʧ", "tʃ")]
+
+
+@functools.lru_cache(maxsize=1)
+def _inflect_engine():
+    # inflect takes ~2 s to import: load it on first use, once.
+    import inflect
+
+    return inflect.engine()
+
+
+def _expand_dollars(match: re.Match) -> str:
+    amount = match.group(1)
+    parts = amount.split(".")
+    if len(parts) > 2:
+        return amount + " dollars"  # unexpected format, kept as the reference does
+    dollars = int(parts[0]) if parts[0] else 0
+    cents = int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    if dollars and cents:
+        dollar_unit = "dollar" if dollars == 1 else "dollars"
+        cent_unit = "cent" if cents == 1 else "cents"
+        return f"{dollars} {dollar_unit}, {cents} {cent_unit}"
+    if dollars:
+        return f"{dollars} {'dollar' if dollars == 1 else 'dollars'}"
+    if cents:
+        return f"{cents} {'cent' if cents == 1 else 'cents'}"
+    return "zero dollars"
+
+
+def _expand_number(match: re.Match) -> str:
+    words = _inflect_engine().number_to_words
+    num = int(match.group(0))
+    if 1000 < num < 3000:
+        # Years are read in pairs ("nineteen ninety-nine"), as the reference does.
+        if num == 2000:
+            return "two thousand"
+        if 2000 < num < 2010:
+            return "two thousand " + words(num % 100)
+        if num % 100 == 0:
+            return words(num // 100) + " hundred"
+        return words(num, andword="", zero="oh", group=2).replace(", ", " ")
+    return words(num, andword="")
+
+
+def normalize_numbers(text: str) -> str:
+    """Spell out numbers, currency and ordinals (order matters: commas, £, $, decimals, ordinals, ints)."""
+    text = _COMMA_NUMBER_RE.sub(lambda m: m.group(1).replace(",", ""), text)
+    text = _POUNDS_RE.sub(r"\1 pounds", text)
+    text = _DOLLARS_RE.sub(_expand_dollars, text)
+    text = _DECIMAL_NUMBER_RE.sub(lambda m: m.group(1).replace(".", " point "), text)
+    text = _ORDINAL_RE.sub(lambda m: _inflect_engine().number_to_words(m.group(0)), text)
+    return _NUMBER_RE.sub(_expand_number, text)
+
+
+def english_to_ipa(text: str) -> str:
+    """English text -> IPA string with stress marks, as the reference's ``english_to_ipa2``."""
+    import eng_to_ipa
+    from unidecode import unidecode
+
+    text = unidecode(text).lower()
+    for regex, expansion in _ABBREVIATIONS:
+        text = regex.sub(expansion, text)
+    text = normalize_numbers(text)
+    phonemes = eng_to_ipa.convert(text)
+    phonemes = _WHITESPACE_RE.sub(" ", phonemes)
+    # Dark L: an "l" followed only by consonants up to the end of the word.
+    phonemes = _DARK_L_RE.sub(lambda m: "ɫ" + m.group(1), phonemes)
+    for old, new in _IPA_TO_IPA2:
+        phonemes = phonemes.replace(old, new)
+    return phonemes.replace("...", "…")
