@@ -1,0 +1,359 @@
+"""The Python API: ``VallEX`` turns text (+ an optional voice prompt) into speech.
+
+    from vallex import VallEX
+    tts = VallEX.from_pretrained()                        # loads once; reuse the object
+    wav, sr = tts.synthesize("Hello!", prompt="my_voice")  # float32 [N] at 24 kHz
+    wav, sr = tts.synthesize("你好！", prompt=(audio_path, "transcript of the audio"), accent="en")
+
+It knows nothing of any UI. Long text is split into sentences and synthesised one by one
+(``long_text="fixed-prompt"`` or ``"sliding-window"``); :meth:`VallEX.synthesize_stream` yields the
+audio sentence by sentence, and :meth:`VallEX.synthesize` is exactly the concatenation of that stream.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, Union
+
+import numpy as np
+import torch
+
+from vallex.audio import FRAME_RATE, SAMPLE_RATE
+from vallex.decoding import generate
+from vallex.languages import check_language, normalize_accent
+from vallex.model import VallexModel
+from vallex.prompts import VoicePrompt
+from vallex.text import TextTokens, detect_language, split_sentences, tokenize
+
+#: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
+MAX_UTTERANCE_SECONDS = 22.0
+#: Target text tokens one utterance may hold without the long-text mode (~15-20 s of speech).
+MAX_SINGLE_UTTERANCE_TOKENS = 300
+#: A sliding-window prompt longer than this falls back to the user's prompt (keeps room for the output).
+MAX_SLIDING_PROMPT_SECONDS = 10.0
+#: Pause between sentences of long text, and the fade applied at each edge (no clicks at the joins).
+SENTENCE_PAUSE_SECONDS = 0.2
+EDGE_FADE_SECONDS = 0.01
+
+LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
+
+PromptLike = Union[VoicePrompt, str, Path, tuple, None]
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA, then Apple MPS, then CPU (the reference preferred MPS over CUDA)."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass
+class SentenceResult:
+    """One synthesised utterance."""
+
+    text: str
+    tokens: TextTokens
+    codes: torch.Tensor  # LongTensor [1, T, 8]
+    stop_reason: str
+    waveform: np.ndarray  # float32 [320 * T] at 24 kHz (before pauses/fades)
+    prompt_language: str | None
+    accent: str | None
+
+
+@dataclass
+class Synthesis:
+    """Everything :meth:`VallEX.synthesize_detailed` produced."""
+
+    waveform: np.ndarray  # float32 [N] at 24 kHz
+    sample_rate: int
+    sentences: list[SentenceResult]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.waveform) / self.sample_rate
+
+    @property
+    def language(self) -> str:
+        return ",".join(dict.fromkeys(s.tokens.language for s in self.sentences))
+
+    @property
+    def phonemes(self) -> str:
+        return " | ".join(s.tokens.phonemes for s in self.sentences)
+
+
+class VallEX:
+    """Zero-shot cross-lingual TTS with one loaded model; thread-compatible, not thread-safe."""
+
+    def __init__(self, model: VallexModel, codec: Any, presets: Any = None, device: torch.device | None = None):
+        self.model = model.eval()
+        self.codec = codec
+        self.presets = presets
+        self.device = device or next(model.parameters()).device
+
+    # Construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        weights_dir: str | Path | None = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        num_threads: int | None = None,
+        presets_dir: str | Path | None = None,
+        download: bool = True,
+    ) -> "VallEX":
+        """Load VALL-E X, EnCodec and Vocos through the weights manager (downloading when allowed).
+
+        Args:
+            weights_dir: a folder holding the weights in the documented layout (or ``$VALLEX_WEIGHTS_DIR``);
+                default: the Hugging Face / torch hub caches.
+            device: default CUDA, then MPS, then CPU.
+            dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
+            num_threads: torch intra-op threads (CPU).
+            presets_dir: folder of named ``.npz`` voice presets.
+        """
+        from vallex.checkpoint import load_model
+        from vallex.codec import AudioCodec
+        from vallex.prompts import PresetLibrary
+        from vallex.weights import resolve_weights
+
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be >= 1, got {num_threads}.")
+            torch.set_num_threads(num_threads)
+        device = select_device(device)
+        paths = resolve_weights(weights_dir, download=download)
+        model = load_model(paths.vallex, config=paths.vallex_config, device=device)
+        if dtype is not None and str(dtype).replace("torch.", "") != "float32":
+            from vallex.precision import apply_precision
+
+            model = apply_precision(model, str(dtype).replace("torch.", ""), device)
+        codec = AudioCodec.from_paths(paths, device=device)
+        presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
+        return cls(model, codec, presets, device)
+
+    # Prompts ------------------------------------------------------------------------------------
+    def make_prompt(self, audio: Any, transcript: str | None = None, language: str | None = None,
+                    name: str | None = None) -> VoicePrompt:
+        """A :class:`VoicePrompt` from 1-15 s of audio (path, numpy, Gradio tuple) and its transcript."""
+        from vallex.prompts import make_prompt
+
+        return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name)
+
+    def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None:
+        """``VoicePrompt`` | preset name (str) | ``Path`` to an ``.npz`` | ``(audio, transcript)`` | None."""
+        if prompt is None or isinstance(prompt, VoicePrompt):
+            return prompt
+        if isinstance(prompt, Path):
+            return VoicePrompt.load_npz(prompt)
+        if isinstance(prompt, str):
+            if self.presets is None:
+                raise ValueError(f"Unknown preset {prompt!r}: no preset folder is configured.")
+            return self.presets.load(prompt)
+        if isinstance(prompt, tuple) and len(prompt) == 2:
+            audio, transcript = prompt
+            return self.make_prompt(audio, transcript)
+        raise ValueError(
+            "prompt must be a VoicePrompt, a preset name, a Path to an .npz file, or (audio, transcript)."
+        )
+
+    # Synthesis ----------------------------------------------------------------------------------
+    def synthesize(self, text: str, prompt: PromptLike = None, **options: Any) -> tuple[np.ndarray, int]:
+        """Speech for ``text``: (float32 waveform [N], 24000). Options as :meth:`synthesize_detailed`."""
+        result = self.synthesize_detailed(text, prompt, **options)
+        return result.waveform, result.sample_rate
+
+    def synthesize_detailed(self, text: str, prompt: PromptLike = None, **options: Any) -> Synthesis:
+        """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings."""
+        start = time.perf_counter()
+        sentences: list[SentenceResult] = []
+        chunks = [chunk for chunk in self._stream(text, prompt, sentences, **options)]
+        waveform = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+        elapsed = time.perf_counter() - start
+        audio_seconds = len(waveform) / SAMPLE_RATE
+        timings = {"total_s": elapsed, "audio_s": audio_seconds,
+                   "rtf": elapsed / audio_seconds if audio_seconds else float("inf")}
+        return Synthesis(waveform, SAMPLE_RATE, sentences, timings)
+
+    def synthesize_stream(self, text: str, prompt: PromptLike = None, **options: Any) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks at 24 kHz, one per sentence, as soon as each is ready.
+
+        The concatenation of the chunks equals :meth:`synthesize`'s output for the same arguments and seed.
+        """
+        yield from self._stream(text, prompt, [], **options)
+
+    def _stream(
+        self,
+        text: str,
+        prompt: PromptLike,
+        results: list[SentenceResult],
+        *,
+        language: str = "auto",
+        accent: str | None = None,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        best_of: int = 1,
+        long_text: str | None = None,
+        progress: bool | ProgressCallback = False,
+    ) -> Iterator[np.ndarray]:
+        _check_sampling(temperature, top_k, top_p, best_of)
+        accent_language = normalize_accent(accent)
+        voice = self.resolve_prompt(prompt)
+        if long_text is not None and long_text not in LONG_TEXT_MODES:
+            raise ValueError(f"Unknown long-text mode {long_text!r}: expected one of {', '.join(LONG_TEXT_MODES)}.")
+        sentences, language = self._plan_sentences(text, language, long_text)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu")
+            generator.manual_seed(int(seed))
+        report = _progress_reporter(progress)
+        current = voice
+        for index, (sentence_text, tokens) in enumerate(sentences):
+            report("sentence", index, len(sentences))
+            result = self._synthesize_one(sentence_text, tokens, current, accent_language, generator,
+                                          temperature=temperature, top_k=top_k, top_p=top_p, best_of=best_of,
+                                          report=report)
+            results.append(result)
+            if long_text == "sliding-window":
+                current = self._next_sliding_prompt(result, voice)
+            last = index == len(sentences) - 1
+            yield _shape_chunk(result.waveform, pause=0.0 if last else SENTENCE_PAUSE_SECONDS,
+                               fade_in=index > 0, fade_out=not last)
+        report("sentence", len(sentences), len(sentences))
+
+    def _plan_sentences(self, text: str, language: str, long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("Text is empty: type the sentence you want to hear.")
+        if language not in ("auto", "mix", "auto-mix"):
+            check_language(language)
+        if long_text is None:
+            tokens = tokenize(text, language)
+            if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
+                raise ValueError(
+                    f"The text is too long for one utterance ({len(tokens)} phonemes; at most "
+                    f"{MAX_SINGLE_UTTERANCE_TOKENS}). Use long-text mode (long_text='fixed-prompt' or "
+                    "'sliding-window'), which speaks it sentence by sentence."
+                )
+            return [(text, tokens)], tokens.language
+        # Long text: detect the language once on the whole text, as the reference does, then split.
+        if language == "auto":
+            language = detect_language(text)
+        split_language = language if language in ("en", "zh", "ja") else detect_language(text)
+        planned = []
+        for sentence in split_sentences(text, split_language):
+            if not sentence.strip():
+                continue
+            try:
+                tokens = tokenize(sentence, language)
+            except ValueError as error:
+                if "pronounce" in str(error) or "empty" in str(error).lower():
+                    continue  # a stray punctuation-only piece between sentences
+                raise
+            if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
+                raise ValueError(
+                    f"A sentence is too long to speak in one go ({len(tokens)} phonemes; at most "
+                    f"{MAX_SINGLE_UTTERANCE_TOKENS}): {sentence[:60]!r}... Add punctuation to split it."
+                )
+            planned.append((sentence, tokens))
+        if not planned:
+            raise ValueError("The text has nothing to pronounce.")
+        return planned, language
+
+    def _synthesize_one(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, accent: str | None,
+                        generator: torch.Generator | None, *, report: ProgressCallback, **sampling: Any) -> SentenceResult:
+        if prompt is not None:
+            prompt_ids = list(prompt.text_ids)
+            prompt_codes = prompt.codes.reshape(1, -1, self.model.config.num_quantizers)
+            prompt_language = prompt.language
+        else:
+            prompt_ids = []
+            prompt_codes = torch.zeros(1, 0, self.model.config.num_quantizers, dtype=torch.long)
+            prompt_language = tokens.langs[0] if tokens.langs else "en"
+        text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long)
+        text_language: str | Sequence[str] = accent if accent is not None else list(tokens.langs)
+        budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_codes.shape[1]
+        if budget < FRAME_RATE:
+            raise ValueError(
+                f"The voice prompt is too long ({prompt_codes.shape[1] / FRAME_RATE:.1f} s): prompt and speech "
+                f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
+            )
+        max_frames = min(16 * text_ids.shape[1], budget)
+        result = generate(
+            self.model, text_ids, len(prompt_ids), prompt_codes, prompt_language, text_language,
+            generator=generator, max_frames=max_frames,
+            on_step=lambda step: report("ar_step", step, max_frames), **sampling,
+        )
+        waveform = self.codec.decode_codes(result.codes)
+        return SentenceResult(text, tokens, result.codes.cpu(), result.stop_reason,
+                              np.asarray(waveform, dtype=np.float32).reshape(-1), prompt_language, accent)
+
+    @staticmethod
+    def _next_sliding_prompt(result: SentenceResult, original: VoicePrompt | None) -> VoicePrompt | None:
+        """The sentence just spoken becomes the next prompt, with its own language (bounded length)."""
+        frames = result.codes.shape[1]
+        if frames == 0 or frames > MAX_SLIDING_PROMPT_SECONDS * FRAME_RATE:
+            return original
+        language = result.tokens.langs[0] if result.tokens.language == "mix" else result.tokens.language
+        return VoicePrompt(codes=result.codes, text_ids=list(result.tokens.ids), language=language,
+                           transcript=result.text)
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, best_of: int) -> None:
+    if not isinstance(temperature, (int, float)) or not 0 < temperature <= 10:
+        raise ValueError(f"temperature must be in (0, 10], got {temperature!r}.")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}.")
+    if not isinstance(best_of, int) or not 1 <= best_of <= 16:
+        raise ValueError(f"best_of must be an integer from 1 to 16, got {best_of!r}.")
+
+
+def _shape_chunk(wav: np.ndarray, *, pause: float, fade_in: bool, fade_out: bool) -> np.ndarray:
+    """Short fades at sentence joins (no clicks) and a pause after every sentence but the last."""
+    wav = wav.astype(np.float32, copy=True)
+    n = min(int(EDGE_FADE_SECONDS * SAMPLE_RATE), len(wav) // 2)
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        if fade_in:
+            wav[:n] *= ramp
+        if fade_out:
+            wav[-n:] *= ramp[::-1]
+    if pause > 0:
+        wav = np.concatenate([wav, np.zeros(int(pause * SAMPLE_RATE), dtype=np.float32)])
+    return wav
+
+
+def _progress_reporter(progress: bool | ProgressCallback) -> ProgressCallback:
+    """A callback ``(stage, done, total)``; ``True`` shows tqdm bars for sentences and AR steps."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return lambda stage, done, total: None
+    from tqdm.auto import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None or (stage == "ar_step" and done == 0):
+            if bar is not None:
+                bar.close()
+            bar = bars[stage] = tqdm(total=total, desc="sentences" if stage == "sentence" else "AR steps",
+                                     leave=stage == "sentence", unit="step" if stage == "ar_step" else "sentence")
+        bar.n = done
+        bar.refresh()
+        if stage == "sentence" and done >= total:
+            bar.close()
+            for other in bars.values():
+                other.close()
+
+    return report

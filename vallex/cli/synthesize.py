@@ -1,0 +1,89 @@
+"""``vallex synthesize``: text (+ a voice prompt) to a WAV file."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synthesize",
+        help="speak text in a voice (zero-shot, cross-lingual)",
+        description="Synthesise speech for TEXT, optionally in the voice of a prompt "
+        "(audio + transcript, a preset name, or an .npz prompt file).",
+    )
+    text = parser.add_mutually_exclusive_group(required=True)
+    text.add_argument("--text", help="the text to speak (English, Mandarin or Japanese)")
+    text.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prompt-audio", type=Path, help="3-10 s recording of the voice to clone")
+    prompt.add_argument("--preset", help="name of a voice preset")
+    prompt.add_argument("--prompt-npz", type=Path, help="a prompt file made by `vallex make-prompt`")
+    parser.add_argument("--prompt-text", help="transcript of --prompt-audio (Whisper is used when omitted)")
+    parser.add_argument("--language", default="auto", choices=["auto", "en", "zh", "ja", "mix", "auto-mix"],
+                        help="language of the text; 'mix' reads [EN]..[EN][ZH]..[ZH] tags, "
+                        "'auto-mix' tags Latin/CJK runs by itself (default: auto)")
+    parser.add_argument("--accent", choices=["en", "zh", "ja"], help="speak with this language's accent")
+    parser.add_argument("--long-text", choices=["fixed-prompt", "sliding-window"],
+                        help="split long text into sentences and speak them one by one")
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same audio)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--best-of", type=int, default=1, help="sample N candidates, keep the most likely")
+    parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
+                        "or the Hugging Face cache)")
+    parser.add_argument("--presets-dir", type=Path, help="folder of named voice presets")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"], help="inference precision")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vallex.api import VallEX
+    from vallex.audio import save_audio
+
+    if args.text_file is not None:
+        try:
+            text = args.text_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{args.text_file} is not UTF-8 text.") from None
+    else:
+        text = args.text
+    if args.prompt_text is not None and args.prompt_audio is None:
+        raise ValueError("--prompt-text needs --prompt-audio.")
+    if args.output.suffix.lower() != ".wav":
+        raise ValueError(f"The output must be a .wav file, got {args.output}.")
+
+    tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
+                                 num_threads=args.threads, presets_dir=args.presets_dir)
+    if args.prompt_audio is not None:
+        prompt = tts.make_prompt(args.prompt_audio, args.prompt_text)
+    elif args.prompt_npz is not None:
+        prompt = args.prompt_npz
+    else:
+        prompt = args.preset
+    result = tts.synthesize_detailed(
+        text, prompt, language=args.language, accent=args.accent, seed=args.seed,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, best_of=args.best_of,
+        long_text=args.long_text, progress=not args.quiet,
+    )
+    # Write to a temporary file first so a failure never leaves a partial output behind.
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(suffix=".wav", dir=args.output.parent)
+    os.close(handle)
+    try:
+        save_audio(tmp_name, result.waveform, result.sample_rate)
+        os.replace(tmp_name, args.output)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    print(f"Wrote {args.output} ({result.duration:.2f} s, language {result.language}, "
+          f"{len(result.sentences)} sentence(s), RTF {result.timings['rtf']:.2f}).", file=sys.stderr)
+    return 0
