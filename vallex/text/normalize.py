@@ -54,8 +54,10 @@ def script_of(char: str) -> str:
     return "other"
 
 
-def normalize_text(text: str) -> str:
-    """Apply the rules of this module's docstring; return the normalised text or raise ValueError."""
+def normalize_text(text: str, any_script: bool = False) -> str:
+    """Apply the rules of this module's docstring; return the normalised text or raise ValueError.
+
+    ``any_script=True`` skips rule 5 (for the espeak front end, which reads other scripts)."""
     if not isinstance(text, str):
         raise ValueError(f"Text must be a string, not {type(text).__name__}.")
     if len(text) > MAX_INPUT_CHARS:
@@ -77,7 +79,7 @@ def normalize_text(text: str) -> str:
                 f"Text contains the control or unassigned-use character U+{ord(char):04X} at position "
                 f"{len(out)}; remove it (only printable text can be spoken)."
             )
-        if script_of(char) == "other":
+        if not any_script and script_of(char) == "other":
             raise ValueError(
                 f"Text contains {char!r} (U+{ord(char):04X}, {unicodedata.name(char, 'unnamed')}), a script "
                 "the model cannot speak; supported are English (Latin letters), Mandarin (Chinese "
