@@ -1,0 +1,231 @@
+"""The teacher-forced training forward of VALL-E X and its losses (SPEC §8.2).
+
+One call runs both decoders on a padded batch, the way the trainer the public checkpoint derives from
+(lifeiteng/vall-e ``VALLE.forward``, with VALL-E X's language embedding added to the text) does it:
+
+* **AR**: input ``[BOS] + q0`` (padding frames read EOS), target ``q0 + [EOS]``; the text is
+  bidirectional, the audio causal, padded keys are masked. Cross-entropy over 1025 classes, summed.
+* **NAR**: one stage ``s`` in 1..7 per call. *Prefix mode 1*: the first ``prefix_len`` frames are an
+  acoustic prompt that carries all 8 codebooks; the other frames carry codebooks ``0..s-1``; the target is
+  codebook ``s`` on the non-prompt frames (padding ignored). The summed cross-entropy is scaled by
+  ``frames / (frames - prefix_len * B)`` so its size does not depend on the prompt length.
+* ``loss = (ar_loss + nar_loss) / 2`` when both are trained (``train_stage`` 0 in the reference).
+
+The random choices (NAR stage, prefix length) are made by :func:`sample_nar_stage` and
+:func:`sample_prefix_len` from generators the caller owns, so a run is reproducible and every DDP rank
+draws the same values.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vallex.model import VallexModel, ar_attention_mask
+
+#: The reference caps the NAR acoustic prompt at 3 s (24000 / 320 * 3 frames).
+MAX_PREFIX_FRAMES = 225
+#: Which decoders a step trains (the reference's train_stage 0 / 1 / 2).
+TRAIN_STAGES = ("both", "ar", "nar")
+
+
+@dataclass
+class TrainingBatch:
+    """A padded batch of utterances (see :func:`vallex.training.dataset.collate`).
+
+    Attributes:
+        text: LongTensor [B, S] phoneme ids, padded with 0.
+        text_lens: LongTensor [B] number of real text tokens (>= 1).
+        text_langs: LongTensor [B, S] language id of every text token (model rows; padding 0).
+        codes: LongTensor [B, T, Q] EnCodec codes at 75 Hz (padding frames are ignored, any value).
+        code_lens: LongTensor [B] number of real frames (>= 1).
+    """
+
+    text: Tensor
+    text_lens: Tensor
+    text_langs: Tensor
+    codes: Tensor
+    code_lens: Tensor
+
+    def to(self, device: torch.device | str) -> "TrainingBatch":
+        return TrainingBatch(*(t.to(device, non_blocking=True) for t in
+                               (self.text, self.text_lens, self.text_langs, self.codes, self.code_lens)))
+
+    @property
+    def size(self) -> int:
+        return int(self.text.shape[0])
+
+
+@dataclass
+class ForwardResult:
+    """Losses (summed over the batch, float32 scalars) and what was drawn.
+
+    ``loss`` is what a step optimises: ``(ar_loss + nar_loss) / 2`` for ``"both"``, else the one trained.
+    ``*_top10_correct``: targets found among the 10 highest logits (the reference's logged accuracy
+    times its frame count is ``ar_top10_correct`` and ``nar_top10_correct * nar_scale``).
+    ``ar_logits`` [B, T+1, 1025] and ``nar_logits`` [B, T-prefix_len, 1024] are kept for inspection.
+    """
+
+    loss: Tensor
+    ar_loss: Tensor | None
+    nar_loss: Tensor | None
+    nar_ce: Tensor | None
+    nar_scale: float | None
+    nar_stage: int | None
+    prefix_len: int | None
+    ar_targets: int  # number of AR positions with a loss term
+    nar_targets: int  # number of NAR positions with a loss term
+    ar_top10_correct: int
+    nar_top10_correct: int
+    ar_logits: Tensor | None = None
+    nar_logits: Tensor | None = None
+
+
+def sample_nar_stage(rng: random.Random, num_quantizers: int = 8) -> int:
+    """NAR stage 1..Q-1, uniform, drawn exactly as the reference draws it from ``model.rng``."""
+    stages = range(1, num_quantizers)
+    return rng.choices(stages, weights=[1.0 / len(stages)] * len(stages))[0]
+
+
+def sample_prefix_len(min_frames: int, generator: torch.Generator | None = None) -> int:
+    """Prefix-mode-1 prompt length: uniform in ``[0, 2 * floor(0.25 * min_frames))``, at most 225 frames.
+
+    ``min_frames`` is the shortest utterance of the batch. ``generator=None`` draws from the global torch
+    RNG, as the reference does. Batches whose shortest utterance has < 4 frames get no prompt.
+    """
+    high = 2 * int(0.25 * min_frames)
+    if high <= 0:
+        return 0
+    return min(int(torch.randint(0, high, (), generator=generator).item()), MAX_PREFIX_FRAMES)
+
+
+def nar_loss_scale(total_frames: int, prefix_len: int, batch_size: int) -> float:
+    """``frames / (frames - prefix_len * B)``: makes the NAR loss comparable whatever the prompt length."""
+    return float(total_frames) / float(total_frames - prefix_len * batch_size)
+
+
+def _top10_hits(logits: Tensor, targets: Tensor, ignore: int) -> int:
+    """Targets among the 10 highest logits, over positions whose target is not ``ignore`` / -100."""
+    k = min(10, logits.shape[-1])
+    top = logits.detach().topk(k, dim=-1).indices  # [..., k]
+    hit = (top == targets.unsqueeze(-1)).any(-1) & (targets != ignore) & (targets >= 0)
+    return int(hit.sum())
+
+
+def training_forward(
+    model: VallexModel,
+    batch: TrainingBatch,
+    *,
+    train_stage: str = "both",
+    nar_stage: int | None = None,
+    prefix_len: int | None = None,
+    nar_scale: float | None = None,
+    rng: random.Random | None = None,
+    generator: torch.Generator | None = None,
+    ar_loss_on_padding: bool = True,
+    keep_logits: bool = False,
+) -> ForwardResult:
+    """Teacher-forced losses of one batch.
+
+    Args:
+        model: a :class:`VallexModel` (its ``training`` flag decides dropout, if hooks add any).
+        batch: padded :class:`TrainingBatch`.
+        train_stage: ``"both"``, ``"ar"`` or ``"nar"``.
+        nar_stage: codebook the NAR predicts (1..Q-1); default: drawn with :func:`sample_nar_stage` from
+            ``rng`` (a fresh ``random.Random(0)`` if None, which is what a fresh reference model uses).
+        prefix_len: prefix-mode-1 prompt frames; default: drawn with :func:`sample_prefix_len` from
+            ``generator`` (the global torch RNG if None) and the batch's shortest utterance.
+        nar_scale: default :func:`nar_loss_scale` of this batch. The trainer passes the value of the whole
+            global batch so that splitting it over GPUs or accumulation steps changes nothing.
+        ar_loss_on_padding: the reference also trains padding frames (input EOS -> target EOS), which
+            makes the loss depend on how utterances are padded together. ``False`` keeps only each
+            utterance's frames and its final EOS (what inference uses); the golden parity needs ``True``.
+        keep_logits: return the logits (for tests and debugging).
+    """
+    if train_stage not in TRAIN_STAGES:
+        raise ValueError(f"train_stage must be one of {TRAIN_STAGES}, got {train_stage!r}.")
+    cfg = model.config
+    eos, bos, n_q = cfg.eos_id, cfg.bos_id, cfg.num_quantizers
+    text_lens, code_lens = batch.text_lens.long(), batch.code_lens.long()
+    if bool((text_lens < 1).any()) or bool((code_lens < 1).any()):
+        raise ValueError("Every utterance in a training batch needs at least one text token and one frame.")
+    if batch.codes.ndim != 3 or batch.codes.shape[2] != n_q:
+        raise ValueError(f"codes must have shape [B, T, {n_q}], got {tuple(batch.codes.shape)}.")
+    text_len, frames = int(text_lens.max()), int(code_lens.max())
+    text = batch.text[:, :text_len].long()  # [B, S]
+    text_langs = batch.text_langs[:, :text_len].long()  # [B, S]
+    device = text.device
+    size = text.shape[0]
+    text_pad = torch.arange(text_len, device=device)[None] >= text_lens[:, None]  # [B, S], True = padding
+    audio_pad = torch.arange(frames, device=device)[None] >= code_lens[:, None]  # [B, T]
+    codes = batch.codes[:, :frames].long().masked_fill(audio_pad[..., None], 0)  # [B, T, Q]
+
+    # AR targets: q0 then EOS (and EOS on every padding frame); inputs: BOS then the targets shifted right.
+    ar_targets = F.pad(codes[..., 0], (0, 1), value=0) + eos * F.pad(audio_pad.long(), (0, 1), value=1)  # [B, T+1]
+    ar_inputs = F.pad(ar_targets[:, :-1], (1, 0), value=bos)  # [B, T+1]
+
+    ar_loss = nar_loss = nar_ce = None
+    ar_logits = nar_logits = None
+    ar_count = nar_count = ar_hits = nar_hits = 0
+    if train_stage in ("both", "ar"):
+        xy = torch.cat([model.embed_text("ar", text, text_langs), model.embed_ar_audio(ar_inputs)], dim=1)
+        # Text bidirectional, audio causal, padded keys hidden. Every query row still sees its first text
+        # token (text_lens >= 1), so no row is fully masked (SDPA would give NaN).
+        keys = torch.cat([~text_pad, F.pad(~audio_pad, (1, 0), value=True)], dim=1)  # [B, S+T+1]
+        mask = ar_attention_mask(text_len, frames + 1, device=device)[None] & keys[:, None, :]  # [B, L, L]
+        hidden = model.ar_decoder(xy, mask[:, None])  # [B, S+T+1, D]
+        ar_logits = model.ar_logits(hidden[:, text_len:]).float()  # [B, T+1, 1025]
+        targets = ar_targets
+        if not ar_loss_on_padding:  # keep frames 0..len (the last one is the EOS target)
+            beyond = torch.arange(frames + 1, device=device)[None] > code_lens[:, None]
+            targets = ar_targets.masked_fill(beyond, -100)
+        ar_loss = F.cross_entropy(ar_logits.reshape(-1, ar_logits.shape[-1]), targets.reshape(-1),
+                                  reduction="sum", ignore_index=-100)
+        ar_count = int((targets >= 0).sum())
+        ar_hits = _top10_hits(ar_logits, targets, ignore=eos)
+
+    if train_stage in ("both", "nar"):
+        if nar_stage is None:
+            nar_stage = sample_nar_stage(random.Random(0) if rng is None else rng, n_q)
+        if not 1 <= nar_stage < n_q:
+            raise ValueError(f"nar_stage must be in 1..{n_q - 1}, got {nar_stage}.")
+        if prefix_len is None:
+            prefix_len = sample_prefix_len(int(code_lens.min()), generator)
+        if not 0 <= prefix_len < int(code_lens.min()):
+            raise ValueError(f"prefix_len {prefix_len} must be below the shortest utterance ({int(code_lens.min())}).")
+        if nar_scale is None:
+            nar_scale = nar_loss_scale(int(code_lens.sum()), prefix_len, size)
+        q0 = ar_targets[:, :-1]  # [B, T]: codebook 0 with EOS on padding frames
+        embeddings = model.nar_audio_embeddings
+        prompt = embeddings[0](q0[:, :prefix_len])  # [B, P, D]
+        rest = embeddings[0](q0[:, prefix_len:])  # [B, T-P, D]
+        for j in range(1, n_q):
+            prompt = prompt + embeddings[j](codes[:, :prefix_len, j])  # prompt frames: all codebooks
+            if j < nar_stage:
+                rest = rest + embeddings[j](codes[:, prefix_len:, j])  # others: codebooks below the stage
+        audio_emb = torch.cat([prompt, rest], dim=1)  # [B, T, D]
+        padding = torch.cat([text_pad, audio_pad], dim=1)  # [B, S+T]
+        hidden = model.nar_forward(model.embed_text("nar", text, text_langs), audio_emb, nar_stage - 1, padding)
+        nar_logits = model.nar_predict_layers[nar_stage - 1](hidden[:, prefix_len:]).float()  # [B, T-P, 1024]
+        targets = (codes[..., nar_stage] + eos * audio_pad.long())[:, prefix_len:]  # [B, T-P], 1024 = ignore
+        nar_ce = F.cross_entropy(nar_logits.reshape(-1, nar_logits.shape[-1]), targets.reshape(-1),
+                                 ignore_index=eos, reduction="sum")
+        nar_loss = nar_ce * nar_scale
+        nar_count = int((targets != eos).sum())
+        nar_hits = _top10_hits(nar_logits, targets, ignore=eos)
+
+    if ar_loss is not None and nar_loss is not None:
+        loss = (ar_loss + nar_loss) / 2
+    else:
+        loss = ar_loss if ar_loss is not None else nar_loss
+    return ForwardResult(
+        loss=loss, ar_loss=ar_loss, nar_loss=nar_loss, nar_ce=nar_ce,
+        nar_scale=nar_scale if nar_loss is not None else None,
+        nar_stage=nar_stage if nar_loss is not None else None,
+        prefix_len=prefix_len if nar_loss is not None else None,
+        ar_targets=ar_count, nar_targets=nar_count, ar_top10_correct=ar_hits, nar_top10_correct=nar_hits,
+        ar_logits=ar_logits if keep_logits else None, nar_logits=nar_logits if keep_logits else None,
+    )
