@@ -1,0 +1,364 @@
+"""Audio ↔ codes: EnCodec 24 kHz at 6 kbps (8 codebooks × 1024 bins, 75 frames/s) and the Vocos vocoder.
+
+    codec = AudioCodec.pretrained()                 # or AudioCodec.from_paths(resolve_weights(...))
+    codes = codec.encode_audio(load_audio("me.wav"))  # LongTensor [1, T, 8]
+    wav = codec.decode_codes(codes)                 # float32 [320 * T] at 24 kHz
+
+The VALL-E X checkpoint was trained on these codes; its outputs are turned back into sound with Vocos
+``charactr/vocos-encodec-24khz`` (bandwidth id 2 = 6 kbps), as the reference does. Both models load lazily,
+once, on first use.
+
+Vocos is built from its classes here rather than with ``Vocos.from_pretrained``: that would instantiate
+whatever class the yaml names and ask for the pretrained EnCodec over the network, although decoding codes
+only needs Vocos's own codebook table (stored in its checkpoint).
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vallex.audio import HOP, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from encodec import EncodecModel
+    from vocos import Vocos
+
+    from vallex.weights import WeightPaths
+
+#: EnCodec target bandwidth in kbps: 8 codebooks.
+ENCODEC_BANDWIDTH = 6.0
+NUM_CODEBOOKS = 8
+CODEBOOK_SIZE = 1024
+#: Index of 6 kbps in Vocos's bandwidth list [1.5, 3, 6, 12].
+VOCOS_BANDWIDTH_ID = 2
+
+#: The values of vocos's configs/vocos-encodec.yaml (the published model's architecture).
+_VOCOS_CONFIG: dict[str, Any] = {
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.EncodecFeatures",
+        "init_args": {"encodec_model": "encodec_24khz", "bandwidths": [1.5, 3.0, 6.0, 12.0],
+                      "train_codebooks": False},
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 128, "dim": 384, "intermediate_dim": 1152, "num_layers": 8,
+                      "adanorm_num_embeddings": 4},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 384, "n_fft": 1280, "hop_length": 320, "padding": "same"},
+    },
+}
+
+
+def vocos_config_dict() -> dict[str, Any]:
+    """A fresh copy of the Vocos architecture as written in ``config.yaml``."""
+    import copy
+
+    return copy.deepcopy(_VOCOS_CONFIG)
+
+
+def _import_codec_packages() -> None:
+    from vallex._torchaudio_guard import ensure_torchaudio
+
+    ensure_torchaudio()  # encodec and vocos import torchaudio at import time
+
+
+# EnCodec ------------------------------------------------------------------------------------------
+
+def encodec_skeleton() -> "EncodecModel":
+    """The EnCodec 24 kHz architecture with untrained weights (no download), set to 6 kbps, eval mode."""
+    _import_codec_packages()
+    from encodec import EncodecModel
+
+    with warnings.catch_warnings():
+        # encodec 0.1.1 uses torch.nn.utils.weight_norm, which torch deprecates; nothing for users to act on.
+        warnings.filterwarnings("ignore", message=".*weight_norm.*", category=FutureWarning)
+        model = EncodecModel.encodec_model_24khz(pretrained=False)
+    model.set_target_bandwidth(ENCODEC_BANDWIDTH)
+    return model.eval()
+
+
+def load_encodec(path: str | Path, device: str | torch.device = "cpu") -> "EncodecModel":
+    """EnCodec 24 kHz from its torch hub state-dict file (read with ``weights_only=True``)."""
+    model = encodec_skeleton()
+    try:
+        state = torch.load(Path(path), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as error:  # unpickling refusals, wrong keys/shapes
+        raise ValueError(f"{path} is not an EnCodec 24 kHz state dict: {error}") from None
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def build_random_encodec(seed: int = 0) -> "EncodecModel":
+    """An EnCodec 24 kHz with random weights whose codebooks produce varied codes.
+
+    The untrained quantizer has all-zero codebooks (they are meant to be k-means-initialised on the first
+    training batch), which would map every frame to code 0. Each codebook is therefore filled with jittered
+    residual vectors of a seeded test signal, so that encoding gives codes spread over 0..1023.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = encodec_skeleton()
+    seconds = 4
+    t = torch.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
+    signal = 0.3 * torch.sin(2 * torch.pi * (100 + 400 * t) * t) + 0.05 * torch.randn(t.shape, generator=generator)
+    residual = model.encoder(signal.view(1, 1, -1))[0].T  # [T, 128] encoder frames
+    for layer in model.quantizer.vq.layers:
+        codebook = layer._codebook
+        picks = torch.randint(0, residual.shape[0], (codebook.codebook_size,), generator=generator)
+        spread = residual.std() * 0.1 + 1e-6
+        embed = residual[picks] + spread * torch.randn(codebook.embed.shape, generator=generator)
+        codebook.embed.copy_(embed)
+        codebook.embed_avg.copy_(embed)
+        codebook.cluster_size.fill_(1.0)
+        codebook.inited.fill_(1.0)
+        residual = residual - codebook.dequantize(codebook.quantize(residual))
+    return model.eval()
+
+
+# Vocos --------------------------------------------------------------------------------------------
+
+def _encodec_features_class() -> type:
+    _import_codec_packages()
+    from vocos.feature_extractors import EncodecFeatures, FeatureExtractor
+
+    class CodebookFeatures(EncodecFeatures):
+        """Vocos's EnCodec feature extractor, built without fetching the pretrained EnCodec.
+
+        Decoding codes uses only ``codebook_weights`` (loaded from the Vocos checkpoint) and the quantizer's
+        geometry, so the EnCodec inside may be the untrained skeleton; pass the real one to use Vocos's
+        audio-in path (``Vocos.forward``).
+        """
+
+        def __init__(self, bandwidths: list[float], encodec: nn.Module | None = None):
+            FeatureExtractor.__init__(self)
+            self.encodec = encodec if encodec is not None else encodec_skeleton()
+            for param in self.encodec.parameters():
+                param.requires_grad = False
+            self.num_q = self.encodec.quantizer.get_num_quantizers_for_bandwidth(
+                self.encodec.frame_rate, bandwidth=max(bandwidths))
+            dim = self.encodec.quantizer.vq.layers[0]._codebook.embed.shape[1]
+            self.codebook_weights = nn.Parameter(torch.zeros(self.num_q * self.encodec.quantizer.bins, dim),
+                                                 requires_grad=False)
+            self.bandwidths = list(bandwidths)
+
+    return CodebookFeatures
+
+
+def build_vocos(config: dict[str, Any], encodec: nn.Module | None = None) -> "Vocos":
+    """A Vocos with the architecture ``config`` (the ``config.yaml`` dict) and untrained weights.
+
+    Only the published model's classes are accepted: a config cannot make us import arbitrary code.
+    """
+    _import_codec_packages()
+    from vocos import Vocos
+    from vocos.heads import ISTFTHead
+    from vocos.models import VocosBackbone
+
+    expected = {"feature_extractor": "vocos.feature_extractors.EncodecFeatures",
+                "backbone": "vocos.models.VocosBackbone", "head": "vocos.heads.ISTFTHead"}
+    try:
+        for part, class_path in expected.items():
+            if config[part]["class_path"] != class_path:
+                raise ValueError(f"Vocos config: {part} must be {class_path}, not {config[part]['class_path']!r}.")
+        features_args = dict(config["feature_extractor"].get("init_args", {}))
+        if features_args.get("encodec_model", "encodec_24khz") != "encodec_24khz":
+            raise ValueError("Vocos config: only encodec_model 'encodec_24khz' is supported.")
+        features = _encodec_features_class()(features_args.get("bandwidths", [1.5, 3.0, 6.0, 12.0]), encodec)
+        backbone = VocosBackbone(**config["backbone"]["init_args"])
+        head = ISTFTHead(**config["head"]["init_args"])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"Vocos config is malformed ({type(error).__name__}: {error}).") from None
+    return Vocos(feature_extractor=features, backbone=backbone, head=head).eval()
+
+
+def load_vocos(config_path: str | Path, model_path: str | Path, device: str | torch.device = "cpu",
+               encodec: nn.Module | None = None) -> "Vocos":
+    """Vocos from ``config.yaml`` + ``pytorch_model.bin`` (the Hugging Face repository's files).
+
+    The checkpoint holds everything but the EnCodec inside the feature extractor (which
+    ``Vocos.from_pretrained`` also fills from the EnCodec model itself).
+    """
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(config_path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ValueError(f"{config_path} is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must be a YAML mapping with feature_extractor, backbone and head.")
+    vocos = build_vocos(config, encodec)
+    try:
+        state = torch.load(Path(model_path), map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{model_path} could not be read safely as a Vocos state dict: {error}") from None
+    encodec_state = {f"feature_extractor.encodec.{key}": value
+                     for key, value in vocos.feature_extractor.encodec.state_dict().items()}
+    state = {**state, **encodec_state}
+    try:
+        vocos.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{model_path} does not match the Vocos architecture in {config_path}: {error}") from None
+    return vocos.to(device).eval()
+
+
+@torch.no_grad()
+def build_random_vocos(encodec: "EncodecModel", seed: int = 0) -> "Vocos":
+    """A Vocos with random backbone/head whose codebook table is ``encodec``'s (as in the real model)."""
+    torch.manual_seed(seed)
+    vocos = build_vocos(vocos_config_dict(), encodec)
+    features = vocos.feature_extractor
+    table = torch.cat([layer.codebook for layer in encodec.quantizer.vq.layers[: features.num_q]], dim=0)
+    features.codebook_weights.copy_(table)
+    return vocos
+
+
+def save_vocos(vocos: "Vocos", config_path: str | Path, model_path: str | Path, config: dict[str, Any]) -> None:
+    """Write ``config.yaml`` and ``pytorch_model.bin`` as the Hugging Face repository has them."""
+    import yaml
+
+    config_path, model_path = Path(config_path), Path(model_path)
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    state = {key: value for key, value in vocos.state_dict().items()
+             if not key.startswith("feature_extractor.encodec.")}
+    torch.save(state, model_path)
+
+
+# The codec ----------------------------------------------------------------------------------------
+
+class AudioCodec:
+    """EnCodec tokenizer + Vocos decoder, each loaded on first use and then reused (thread-safe).
+
+    Build with :meth:`pretrained`, :meth:`from_paths` (files from :mod:`vallex.weights`), :meth:`from_dir`
+    or :meth:`random` (untrained models, in memory: for tests).
+    """
+
+    def __init__(self, paths: "WeightPaths | None" = None, *, encodec: "EncodecModel | None" = None,
+                 vocos: "Vocos | None" = None, device: str | torch.device = "cpu"):
+        self.paths = paths
+        self.device = torch.device(device)
+        self._encodec = encodec.to(self.device).eval() if encodec is not None else None
+        self._vocos = vocos.to(self.device).eval() if vocos is not None else None
+        self._lock = threading.Lock()
+        if paths is None and (encodec is None or vocos is None):
+            raise ValueError("AudioCodec needs weight paths, or both an EnCodec and a Vocos model.")
+
+    @classmethod
+    def from_paths(cls, paths: "WeightPaths", device: str | torch.device = "cpu") -> "AudioCodec":
+        """Use the EnCodec/Vocos files of ``paths`` (loaded lazily)."""
+        if paths.encodec is None or paths.vocos_config is None or paths.vocos_model is None:
+            raise ValueError("The weight paths lack EnCodec or Vocos files: resolve them with "
+                             "components=('encodec', 'vocos').")
+        return cls(paths, device=device)
+
+    @classmethod
+    def from_dir(cls, weights_dir: str | Path, device: str | torch.device = "cpu") -> "AudioCodec":
+        """EnCodec/Vocos from a weights folder in the documented layout (no download)."""
+        from vallex.weights import resolve_weights
+
+        return cls.from_paths(resolve_weights(weights_dir, download=False, components=("encodec", "vocos")), device)
+
+    @classmethod
+    def pretrained(cls, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                   download: bool = True) -> "AudioCodec":
+        """The published EnCodec and Vocos through the weights manager (caches, or ``weights_dir``)."""
+        from vallex.weights import resolve_weights
+
+        return cls.from_paths(resolve_weights(weights_dir, download=download, components=("encodec", "vocos")),
+                              device)
+
+    @classmethod
+    def random(cls, seed: int = 0, device: str | torch.device = "cpu") -> "AudioCodec":
+        """Untrained EnCodec and Vocos built in memory (no files): shapes are real, sound is noise."""
+        encodec = build_random_encodec(seed)
+        return cls(encodec=encodec, vocos=build_random_vocos(encodec, seed), device=device)
+
+    # Lazy models --------------------------------------------------------------------------------
+    @property
+    def encodec(self) -> "EncodecModel":
+        if self._encodec is None:
+            with self._lock:
+                if self._encodec is None:
+                    self._encodec = load_encodec(self.paths.encodec, self.device)
+        return self._encodec
+
+    @property
+    def vocos(self) -> "Vocos":
+        if self._vocos is None:
+            with self._lock:
+                if self._vocos is None:
+                    self._vocos = load_vocos(self.paths.vocos_config, self.paths.vocos_model, self.device)
+        return self._vocos
+
+    # Encode / decode ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode_audio(self, wav: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """EnCodec codes of 24 kHz mono audio.
+
+        Args:
+            wav: float samples at 24 kHz, ``[N]`` (one clip) or ``[B, N]`` (a batch of equal-length clips),
+                as :func:`vallex.audio.load_audio` returns them.
+
+        Returns:
+            LongTensor ``[B, T, 8]`` on the CPU (``B = 1`` for one clip), codes in 0..1023,
+            ``T = ceil(N / 320)`` frames at 75 Hz.
+        """
+        samples = torch.as_tensor(np.asarray(wav) if not isinstance(wav, torch.Tensor) else wav)
+        if samples.dim() == 1:
+            samples = samples.unsqueeze(0)
+        if samples.dim() == 3 and samples.shape[1] == 1:
+            samples = samples[:, 0]
+        if samples.dim() != 2 or samples.shape[-1] == 0:
+            raise ValueError(f"encode_audio expects 24 kHz samples shaped [N] or [B, N], got {tuple(samples.shape)}.")
+        if not samples.is_floating_point():
+            raise ValueError("encode_audio expects float samples in [-1, 1]; load audio with vallex.audio.load_audio.")
+        if not torch.isfinite(samples).all():
+            raise ValueError("encode_audio got NaN or infinite samples.")
+        x = samples.to(device=self.device, dtype=torch.float32).unsqueeze(1)  # [B, 1, N]
+        frames = self.encodec.encode(x)
+        codes = torch.cat([frame_codes for frame_codes, _ in frames], dim=-1)  # [B, 8, T]
+        return codes.transpose(1, 2).to("cpu", torch.long).contiguous()  # [B, T, 8]
+
+    @torch.inference_mode()
+    def decode_codes(self, codes: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Waveform of EnCodec codes through Vocos (bandwidth id 2 = 6 kbps).
+
+        Args:
+            codes: integer codes in 0..1023 shaped ``[T, 8]``, ``[1, T, 8]`` or ``[B, T, 8]``.
+
+        Returns:
+            float32 samples at 24 kHz: ``[320 * T]`` for one clip, ``[B, 320 * T]`` for B > 1.
+        """
+        codes = torch.as_tensor(codes)
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(0)
+        if codes.dim() != 3 or codes.shape[-1] != NUM_CODEBOOKS:
+            raise ValueError(f"decode_codes expects codes shaped [B, T, {NUM_CODEBOOKS}], got {tuple(codes.shape)}.")
+        if codes.is_floating_point() or codes.is_complex():
+            raise ValueError("decode_codes expects integer codes.")
+        batch, frames, _ = codes.shape
+        if frames == 0:
+            empty = np.zeros((batch, 0), dtype=np.float32)
+            return empty[0] if batch == 1 else empty
+        low, high = int(codes.min()), int(codes.max())
+        if low < 0 or high >= CODEBOOK_SIZE:
+            raise ValueError(f"Codes must be in 0..{CODEBOOK_SIZE - 1}, got values {low}..{high} "
+                             "(1024 is the model's end-of-speech id and must be removed first).")
+        vocos = self.vocos
+        codes = codes.to(self.device, torch.long).permute(2, 0, 1)  # [8, B, T]
+        features = vocos.codes_to_features(codes)  # [B, 128, T]
+        bandwidth_id = torch.tensor([VOCOS_BANDWIDTH_ID], device=self.device)
+        wav = vocos.decode(features, bandwidth_id=bandwidth_id)  # [B, 320 * T]
+        wav = wav.float().cpu().numpy()
+        assert wav.shape == (batch, frames * HOP), wav.shape  # internal invariant of ISTFTHead(padding="same")
+        return wav[0] if batch == 1 else wav

@@ -1,0 +1,454 @@
+"""Model weights: where each file comes from, where it is kept, and how it is checked.
+
+Three models are needed (five files):
+
+========================  ==========================================================  ==========================
+model                     source (pinned)                                             weights-dir layout
+========================  ==========================================================  ==========================
+VALL-E X                  Hugging Face ``Plachta/VALL-E-X`` / ``vallex-checkpoint.pt``   ``vallex-checkpoint.pt``
+                                                                                       (or ``.safetensors``) and
+                                                                                       optional ``vallex-config.json``
+EnCodec 24 kHz            ``dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th`` ``encodec_24khz-d7cc33bc.th``
+Vocos (EnCodec features)  Hugging Face ``charactr/vocos-encodec-24khz``                ``vocos-encodec-24khz/config.yaml``
+                          ``config.yaml`` + ``pytorch_model.bin``                      ``vocos-encodec-24khz/pytorch_model.bin``
+========================  ==========================================================  ==========================
+
+Where files are looked for:
+
+* ``weights_dir`` (``--weights-dir`` or ``$VALLEX_WEIGHTS_DIR``) if given: that folder only, in the layout
+  above; nothing is downloaded into the caches. ``vallex download --weights-dir DIR`` fills such a folder.
+* otherwise the standard caches: the Hugging Face hub cache (``$HF_HOME``/``$HF_HUB_CACHE``, default
+  ``~/.cache/huggingface/hub``) and torch hub (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch``);
+  missing files are downloaded there with progress bars, unless offline (``HF_HUB_OFFLINE=1`` or
+  ``VALLEX_OFFLINE=1``), where the lookup fails at once with one message listing every missing file.
+
+Mirrors: ``HF_ENDPOINT`` (read by huggingface_hub, e.g. ``https://hf-mirror.com``) replaces the Hugging Face
+endpoint; ``VALLEX_HF_MIRROR`` is tried after it when a download fails; ``VALLEX_ENCODEC_URL`` is tried
+after the official EnCodec URL.
+
+Integrity: EnCodec's file name carries the first 8 hex digits of its SHA-256, checked on every load as
+torch hub does. No SHA-256 is published for the VALL-E X and Vocos files, so they are pinned by
+repository revision only (and the VALL-E X checkpoint is read with ``weights_only=True`` regardless).
+A folder made by ``vallex make-random-weights`` carries a manifest with the SHA-256 of each of its files,
+which are checked instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from vallex.config import VallexConfig
+
+_LOG = logging.getLogger(__name__)
+
+#: Environment variables (documented in the module docstring).
+WEIGHTS_DIR_ENV = "VALLEX_WEIGHTS_DIR"
+OFFLINE_ENV = "VALLEX_OFFLINE"
+HF_MIRROR_ENV = "VALLEX_HF_MIRROR"
+ENCODEC_URL_ENV = "VALLEX_ENCODEC_URL"
+
+#: Written by :func:`make_random_weights`; lists the SHA-256 of every file in the folder.
+MANIFEST_NAME = "vallex-weights.json"
+VALLEX_CONFIG_NAME = "vallex-config.json"
+VOCOS_SUBDIR = "vocos-encodec-24khz"
+
+COMPONENTS: tuple[str, ...] = ("vallex", "encodec", "vocos")
+
+NOISE_WARNING = ("These are RANDOM weights for development and tests: every output made with them is noise, "
+                 "not speech.")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file of one model: where it comes from and where it lives in a weights folder."""
+
+    component: str  # "vallex" | "encodec" | "vocos"
+    description: str
+    layout_name: str  # path inside a weights folder
+    repo_id: str | None = None  # Hugging Face source...
+    repo_filename: str | None = None
+    revision: str | None = None
+    url: str | None = None  # ...or a plain URL (saved into the torch hub cache)
+    sha256_prefix: str | None = None  # the known leading hex digits of the file's SHA-256
+    alternatives: tuple[str, ...] = ()  # other accepted names in a weights folder
+
+    @property
+    def source(self) -> str:
+        if self.repo_id:
+            return f"https://huggingface.co/{self.repo_id} (file {self.repo_filename}, revision {self.revision})"
+        return str(self.url)
+
+
+# The revisions are the repositories' default branch: the commit hashes could not be verified from here.
+# Replace "main" by a commit hash to pin a reviewed snapshot (hf_hub_download accepts either).
+VALLEX_CHECKPOINT = WeightFile(
+    component="vallex", description="VALL-E X checkpoint (1.48 GB)", layout_name="vallex-checkpoint.pt",
+    repo_id="Plachta/VALL-E-X", repo_filename="vallex-checkpoint.pt", revision="main",
+    alternatives=("vallex-checkpoint.safetensors",),
+)
+ENCODEC_CHECKPOINT = WeightFile(
+    component="encodec", description="EnCodec 24 kHz (89 MB)", layout_name="encodec_24khz-d7cc33bc.th",
+    url="https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th", sha256_prefix="d7cc33bc",
+)
+VOCOS_CONFIG = WeightFile(
+    component="vocos", description="Vocos config", layout_name=f"{VOCOS_SUBDIR}/config.yaml",
+    repo_id="charactr/vocos-encodec-24khz", repo_filename="config.yaml", revision="main",
+)
+VOCOS_MODEL = WeightFile(
+    component="vocos", description="Vocos weights (40 MB)", layout_name=f"{VOCOS_SUBDIR}/pytorch_model.bin",
+    repo_id="charactr/vocos-encodec-24khz", repo_filename="pytorch_model.bin", revision="main",
+)
+WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, VOCOS_CONFIG, VOCOS_MODEL)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Some weight files are missing; the message lists each one, where it was looked for, and what to do."""
+
+
+@dataclass(frozen=True)
+class WeightPaths:
+    """Local paths of the model files (None for components that were not requested)."""
+
+    vallex: Path | None = None
+    vallex_config_path: Path | None = None
+    encodec: Path | None = None
+    vocos_config: Path | None = None
+    vocos_model: Path | None = None
+    #: True when the files come from ``make_random_weights`` (outputs are noise).
+    random: bool = False
+
+    @property
+    def vallex_config(self) -> "VallexConfig | None":
+        """The model sizes from ``vallex-config.json`` beside the checkpoint; None means the public sizes."""
+        if self.vallex_config_path is None:
+            return None
+        from vallex.config import VallexConfig
+
+        return VallexConfig.from_json(self.vallex_config_path)
+
+
+def is_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``VALLEX_OFFLINE`` is set to a true value."""
+    return any(os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+               for name in ("HF_HUB_OFFLINE", OFFLINE_ENV))
+
+
+def default_weights_dir() -> Path | None:
+    value = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def resolve_weights(
+    weights_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    components: Iterable[str] = COMPONENTS,
+) -> WeightPaths:
+    """Find (and, when allowed, download) the files of ``components``; see :class:`WeightsManager`."""
+    return WeightsManager(weights_dir).resolve(components, download=download)
+
+
+class WeightsManager:
+    """Locates, downloads and verifies model files.
+
+    Args:
+        weights_dir: a folder in the documented layout; default ``$VALLEX_WEIGHTS_DIR``; None: the caches.
+    """
+
+    def __init__(self, weights_dir: str | os.PathLike | None = None):
+        self.weights_dir: Path | None = Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
+        # SHA-256 of files already hashed, keyed by (path, size, mtime): a 1.5 GB file is hashed once.
+        self._verified: dict[tuple[str, int, int], str] = {}
+
+    def __repr__(self) -> str:
+        return f"WeightsManager(weights_dir={self.weights_dir!r})"
+
+    # Public -------------------------------------------------------------------------------------
+    def resolve(self, components: Iterable[str] = COMPONENTS, *, download: bool = True) -> WeightPaths:
+        """Local paths for ``components`` ("vallex", "encodec", "vocos"), verified.
+
+        Raises:
+            WeightsNotFoundError: one message listing every missing file (offline: without any network call).
+            ValueError: unknown component, or a file whose checksum does not match.
+        """
+        wanted = _check_components(components)
+        files = [f for f in WEIGHT_FILES if f.component in wanted]
+        found: dict[WeightFile, Path] = {}
+        missing: list[tuple[WeightFile, list[str], str | None]] = []
+        manifest = self._manifest()
+        for weight_file in files:
+            path, places = self._find_local(weight_file)
+            if path is None:
+                missing.append((weight_file, places, None))
+            else:
+                found[weight_file] = path
+        if missing and download and self.weights_dir is None and not is_offline():
+            still_missing = []
+            for weight_file, places, _ in missing:
+                try:
+                    found[weight_file] = self._download(weight_file, into=None)
+                except Exception as error:  # noqa: BLE001 - reported together below
+                    still_missing.append((weight_file, places, _short_error(error)))
+            missing = still_missing
+        if missing:
+            raise WeightsNotFoundError(self._missing_message(missing, download))
+        for weight_file, path in found.items():
+            self._verify(weight_file, path, manifest)
+        if manifest is not None and manifest.get("random"):
+            _LOG.warning("%s (%s)", NOISE_WARNING, self.weights_dir)
+        config_path = None
+        if "vallex" in wanted and found[VALLEX_CHECKPOINT].with_name(VALLEX_CONFIG_NAME).is_file():
+            config_path = found[VALLEX_CHECKPOINT].with_name(VALLEX_CONFIG_NAME)
+        return WeightPaths(
+            vallex=found.get(VALLEX_CHECKPOINT), vallex_config_path=config_path,
+            encodec=found.get(ENCODEC_CHECKPOINT), vocos_config=found.get(VOCOS_CONFIG),
+            vocos_model=found.get(VOCOS_MODEL), random=bool(manifest and manifest.get("random")),
+        )
+
+    def download(self, components: Iterable[str] = COMPONENTS, *, force: bool = False) -> WeightPaths:
+        """Fetch ``components`` into the weights folder (if set) or the caches; return the resolved paths."""
+        wanted = _check_components(components)
+        if is_offline():
+            raise WeightsNotFoundError(
+                "Cannot download while offline (HF_HUB_OFFLINE / VALLEX_OFFLINE is set). Unset it, or copy the "
+                f"files into a folder laid out as `vallex download --help` shows and set {WEIGHTS_DIR_ENV}."
+            )
+        failures = []
+        for weight_file in (f for f in WEIGHT_FILES if f.component in wanted):
+            path, _ = self._find_local(weight_file)
+            if path is not None and not force:
+                continue
+            try:
+                self._download(weight_file, into=self.weights_dir)
+            except Exception as error:  # noqa: BLE001 - reported together below
+                failures.append(f"  - {weight_file.description}: {weight_file.source}: {_short_error(error)}")
+        if failures:
+            raise WeightsNotFoundError(
+                "Some downloads failed:\n" + "\n".join(failures) + "\n" + _mirror_hint()
+            )
+        return self.resolve(wanted, download=False)
+
+    def status(self) -> list[tuple[WeightFile, Path | None]]:
+        """(file, local path or None) for every file, without network access."""
+        return [(f, self._find_local(f)[0]) for f in WEIGHT_FILES]
+
+    # Lookup -------------------------------------------------------------------------------------
+    def _find_local(self, weight_file: WeightFile) -> tuple[Path | None, list[str]]:
+        """A local copy of ``weight_file`` and the list of places searched (for the error message)."""
+        if self.weights_dir is not None:
+            names = (weight_file.layout_name, *weight_file.alternatives)
+            candidates = [self.weights_dir / name for name in names]
+            for candidate in candidates:
+                if candidate.is_file():
+                    return candidate, []
+            return None, [str(c) for c in candidates]
+        if weight_file.repo_id:
+            from huggingface_hub import constants, try_to_load_from_cache
+
+            cached = try_to_load_from_cache(weight_file.repo_id, weight_file.repo_filename,
+                                            revision=weight_file.revision)
+            if isinstance(cached, str) and Path(cached).is_file():
+                return Path(cached), []
+            return None, [f"Hugging Face cache {constants.HF_HUB_CACHE} ({weight_file.repo_id}@{weight_file.revision})"]
+        target = _torch_hub_dir() / weight_file.layout_name
+        return (target, []) if target.is_file() else (None, [f"torch hub cache {target}"])
+
+    def _manifest(self) -> dict | None:
+        if self.weights_dir is None or not (self.weights_dir / MANIFEST_NAME).is_file():
+            return None
+        try:
+            manifest = json.loads((self.weights_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{self.weights_dir / MANIFEST_NAME} is not valid JSON ({error}); delete or "
+                             "regenerate it.") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256", {}), dict):
+            raise ValueError(f"{self.weights_dir / MANIFEST_NAME} is malformed; delete or regenerate it.")
+        return manifest
+
+    # Download -----------------------------------------------------------------------------------
+    def _download(self, weight_file: WeightFile, into: Path | None) -> Path:
+        """Fetch one file into ``into`` (weights-folder layout) or the cache; return its path."""
+        if weight_file.repo_id:
+            return self._download_hf(weight_file, into)
+        return self._download_url(weight_file, into)
+
+    def _download_hf(self, weight_file: WeightFile, into: Path | None) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        endpoints: list[str | None] = [None]  # None: HF_ENDPOINT or huggingface.co
+        if os.environ.get(HF_MIRROR_ENV):
+            endpoints.append(os.environ[HF_MIRROR_ENV])
+        local_dir = None
+        if into is not None:
+            local_dir = (into / weight_file.layout_name).parent
+        last_error: Exception | None = None
+        for endpoint in endpoints:
+            try:
+                _LOG.info("Downloading %s from %s", weight_file.description, endpoint or "the Hugging Face hub")
+                # local_dir keeps the repository file name, which is the layout name in that folder.
+                return Path(hf_hub_download(weight_file.repo_id, weight_file.repo_filename,
+                                            revision=weight_file.revision, endpoint=endpoint, local_dir=local_dir))
+            except Exception as error:  # noqa: BLE001 - try the next endpoint
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    def _download_url(self, weight_file: WeightFile, into: Path | None) -> Path:
+        import torch
+
+        target_dir = into if into is not None else _torch_hub_dir()
+        target_dir.mkdir(parents=True, exist_ok=True)
+        target = target_dir / weight_file.layout_name
+        urls = [weight_file.url] + ([os.environ[ENCODEC_URL_ENV]] if os.environ.get(ENCODEC_URL_ENV) else [])
+        last_error: Exception | None = None
+        for url in urls:
+            try:
+                _LOG.info("Downloading %s from %s", weight_file.description, url)
+                # Checks the SHA-256 prefix while writing to a temporary file, then renames it into place.
+                torch.hub.download_url_to_file(url, str(target), hash_prefix=weight_file.sha256_prefix,
+                                               progress=True)
+                return target
+            except Exception as error:  # noqa: BLE001 - try the mirror
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    # Verification -------------------------------------------------------------------------------
+    def _verify(self, weight_file: WeightFile, path: Path, manifest: dict | None) -> None:
+        """Check the file's SHA-256 against the manifest (random weights) or the published prefix."""
+        expected = None
+        if manifest is not None:
+            expected = manifest.get("sha256", {}).get(path.relative_to(self.weights_dir).as_posix())
+        if expected is None and not (manifest and manifest.get("random")):
+            expected = weight_file.sha256_prefix
+        if not expected:
+            return
+        actual = self._sha256(path)
+        if not actual.startswith(expected.lower()):
+            raise ValueError(
+                f"Checksum mismatch for {path}: SHA-256 {actual[:16]}... does not start with {expected[:16]}. "
+                "The file is damaged or not the expected one; delete it and download it again."
+            )
+
+    def _sha256(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._verified:
+            self._verified[key] = sha256_file(path)
+        return self._verified[key]
+
+    # Messages -----------------------------------------------------------------------------------
+    def _missing_message(self, missing: list[tuple[WeightFile, list[str], str | None]], download: bool) -> str:
+        if self.weights_dir is not None:
+            why = f"in the weights folder {self.weights_dir} (set by --weights-dir or {WEIGHTS_DIR_ENV})"
+        elif is_offline():
+            why = "and downloading is off (offline: HF_HUB_OFFLINE or VALLEX_OFFLINE is set)"
+        elif not download:
+            why = "and downloading was not allowed"
+        else:
+            why = "and could not be downloaded"
+        lines = [f"{len(missing)} model file(s) not found {why}:"]
+        for weight_file, places, error in missing:
+            lines.append(f"  - {weight_file.description}: {weight_file.layout_name}")
+            lines.append(f"      looked in: {'; '.join(places)}")
+            lines.append(f"      source: {weight_file.source}")
+            if error:
+                lines.append(f"      download error: {error}")
+        lines.append("How to provide them:")
+        if self.weights_dir is not None:
+            lines.append(f"  * copy each file to {self.weights_dir}/<name shown above> "
+                         f"(or run `vallex download --weights-dir {self.weights_dir}` with network access);")
+        else:
+            lines.append("  * run `vallex download` once with network access (fills the caches), or")
+            lines.append(f"  * put the files in a folder with the names shown above and pass --weights-dir DIR or "
+                         f"set {WEIGHTS_DIR_ENV}=DIR;")
+        lines.append("  * " + _mirror_hint())
+        lines.append("  * for offline development only: `vallex make-random-weights DIR` (outputs are noise).")
+        return "\n".join(lines)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_components(components: Iterable[str]) -> tuple[str, ...]:
+    wanted = tuple(dict.fromkeys(components))
+    unknown = [c for c in wanted if c not in COMPONENTS]
+    if unknown or not wanted:
+        raise ValueError(f"Unknown model component(s) {unknown or '(none)'}: choose from {', '.join(COMPONENTS)}.")
+    return wanted
+
+
+def _torch_hub_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _short_error(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _mirror_hint() -> str:
+    return (f"behind a firewall: set HF_ENDPOINT (or {HF_MIRROR_ENV}) to a Hugging Face mirror, e.g. "
+            f"https://hf-mirror.com, and {ENCODEC_URL_ENV} to a copy of {ENCODEC_CHECKPOINT.layout_name};")
+
+
+# Random weights ------------------------------------------------------------------------------------
+
+def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> WeightPaths:
+    """Write random-weight VALL-E X, EnCodec and Vocos files in the weights-folder layout.
+
+    The files have exactly the formats of the real ones (so every loader runs for real, offline), plus a
+    manifest (``vallex-weights.json``) that marks them as random and records their SHA-256.
+    ``size``: "tiny" (a 2-layer VALL-E X) or "full" (the public checkpoint's shape, 1.48 GB). EnCodec and
+    Vocos always have their real architectures. **Everything synthesised with these files is noise.**
+    """
+    import torch
+
+    from vallex.checkpoint import save_checkpoint
+    from vallex.codec import build_random_encodec, build_random_vocos, save_vocos, vocos_config_dict
+    from vallex.config import VallexConfig
+    from vallex.model import VallexModel
+
+    config = VallexConfig.named(size)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = VallexModel(config)
+        save_checkpoint(model, directory / VALLEX_CHECKPOINT.layout_name)
+        config.to_json(directory / VALLEX_CONFIG_NAME)
+        del model
+        encodec = build_random_encodec(seed)
+        torch.save(encodec.state_dict(), directory / ENCODEC_CHECKPOINT.layout_name)
+        vocos = build_random_vocos(encodec, seed)
+        save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name,
+                   vocos_config_dict())
+    finally:
+        torch.random.set_rng_state(generator_state)
+    files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
+             VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
+    manifest = {
+        "random": True,
+        "warning": NOISE_WARNING,
+        "made_by": "vallex make-random-weights",
+        "size": size,
+        "seed": seed,
+        "sha256": {name: sha256_file(directory / name) for name in files},
+    }
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return WeightsManager(directory).resolve()
