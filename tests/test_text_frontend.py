@@ -101,6 +101,14 @@ def test_control_characters(text: str) -> None:
         tokenize(text, "en")
 
 
+@pytest.mark.parametrize("text, language", [
+    ("1" * 60, "en"), ("1st 2nd " + "1" * 40 + "st", "en"), ("1" * 60, "zh"), ("٣٤", "zh"), ("𝟙𝟚", "zh"),
+])
+def test_numbers_that_cannot_be_read(text: str, language: str) -> None:
+    with pytest.raises(ValueError, match="number"):
+        tokenize(text, language)
+
+
 def test_non_text_input() -> None:
     with pytest.raises(ValueError, match="string"):
         tokenize(b"Hello", "en")  # type: ignore[arg-type]

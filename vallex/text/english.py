@@ -90,7 +90,13 @@ def english_to_ipa(text: str) -> str:
     text = unidecode(text).lower()
     for regex, expansion in _ABBREVIATIONS:
         text = regex.sub(expansion, text)
-    text = normalize_numbers(text)
+    try:
+        text = normalize_numbers(text)
+    except Exception as exc:  # inflect raises NumOutOfRangeError for numbers beyond its range
+        raise ValueError(
+            f"Cannot read a number in {text!r} in English ({type(exc).__name__}: {exc}); numbers up to "
+            "36 digits can be spoken: shorten it or write it in words."
+        ) from exc
     phonemes = eng_to_ipa.convert(text)
     phonemes = _WHITESPACE_RE.sub(" ", phonemes)
     # Dark L: an "l" followed only by consonants up to the end of the word.

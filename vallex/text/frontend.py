@@ -104,7 +104,8 @@ def tokenize(text: str, language: str = "auto", max_tokens: int | None = MAX_TOK
     if not phonemes:
         hint = (" With language='mix' only [EN]..[EN], [ZH]..[ZH], [JA]..[JA] spans are read; "
                 "use 'auto-mix' to tag text automatically." if used == "mix" else "")
-        raise ValueError(f"Text {text!r} gave no phonemes (empty text).{hint}")
+        raise ValueError(
+            f"Text {text!r} gave no phonemes: nothing in it can be read as {used} (empty text).{hint}")
     ids = phonemes_to_ids(phonemes)
     if len(ids) != len(langs):
         # Only possible if the phonemes spell a special token such as "[UNK]" (the reference's assert).
