@@ -1,0 +1,496 @@
+"""Voice prompts: a few seconds of someone's voice as EnCodec codes, plus what they said.
+
+VALL-E X continues a prompt: the prompt's codes and the token ids of its transcript are put in front of
+the target text, so the generated speech takes the prompt's voice, recording conditions and prosody.
+
+    prompt = make_prompt("me.wav", "Hello there, this is my voice.", codec=codec)  # language detected
+    prompt.save_npz("me.npz")                       # the reference .npz format (reads in Plachtaa/VALL-E-X)
+    presets = PresetLibrary("~/vallex-presets")
+    presets.save("me", prompt); presets.load("me")  # names: ^[A-Za-z0-9_-]{1,64}$
+
+``.npz`` layout (SPEC §5.1): ``audio_tokens`` int64 ``[1, T, 8]``, ``text_tokens`` int64 ``[1, L]``,
+``lang_code`` 0-d int32 or int64 with **zh=0, ja=1, en=2** (not the model's en=0, zh=1, ja=2).
+Files are written deterministically (no timestamps) in the zip layout of the reference presets, so loading
+and saving a preset gives the same bytes.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio, resample
+from vallex.languages import LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, check_language, normalize_accent
+
+_LOG = logging.getLogger(__name__)
+
+NUM_CODEBOOKS = 8
+CODEBOOK_SIZE = 1024
+#: Rows of the checkpoint's text embedding: valid text ids are below this (the front end uses 0..69).
+TEXT_VOCAB_SIZE = 2048
+#: Names of presets and prompts: letters, digits, "_" and "-" only, so a name can never address a path.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: Prompt files are small (a 15 s prompt is ~75 kB); anything bigger is refused before parsing.
+MAX_NPZ_BYTES = 4 * 1024 * 1024
+#: Longest prompt accepted from a file, in frames (the audio limit, 15 s).
+MAX_PROMPT_FRAMES = int(PROMPT_MAX_SECONDS * FRAME_RATE)
+_NPZ_KEYS = ("audio_tokens", "text_tokens", "lang_code")
+
+
+def validate_name(name: Any) -> str:
+    """Return ``name`` if it matches ``^[A-Za-z0-9_-]{1,64}$``, else raise a ValueError saying what is allowed."""
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"Invalid prompt name {name!r}: use 1-64 letters, digits, '_' or '-' (no spaces, dots or slashes)."
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class _ZipStyle:
+    """Header fields of an .npz (a stored zip) that differ between the numpy/Python/OS that wrote it.
+
+    The default is the reference presets' layout (written on Windows): version 2.0, real sizes plus a zip64
+    extra field in each local header, fixed 1980-01-01 timestamps. Loading a file records its style so that
+    saving it again reproduces the original bytes.
+    """
+
+    create_version: int = 20
+    create_system: int = 0
+    extract_version: int = 20
+    local_version: int = 20
+    external_attr: int = 0o600 << 16
+    date_time: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
+    local_sizes: bool = True  # False: 0xFFFFFFFF in the local header, sizes only in the zip64 extra
+    local_zip64_extra: bool = True
+
+
+@dataclass
+class VoicePrompt:
+    """A voice prompt.
+
+    Attributes:
+        codes: LongTensor ``[1, T, 8]``, EnCodec codes (0..1023) of the prompt audio, 75 frames/s.
+        text_ids: text-token ids of the transcript (no BOS/EOS), as a list of L ints.
+        language: the prompt's language, "en", "zh" or "ja".
+        transcript: the transcript, when known (not stored in ``.npz`` files).
+        name: a preset name, when it has one.
+    """
+
+    codes: torch.Tensor
+    text_ids: list[int]
+    language: str
+    transcript: str | None = None
+    name: str | None = None
+    #: dtype of ``lang_code`` in the file it came from (the reference wrote int32 on Windows, int64 on Linux).
+    lang_code_dtype: str = field(default="int64", repr=False)
+    #: Memory order of ``audio_tokens`` in the file: the reference saves a transposed tensor, which numpy
+    #: writes in Fortran order. Kept so that a loaded preset saves back to identical bytes.
+    audio_fortran_order: bool = field(default=True, repr=False)
+    _zip_style: _ZipStyle = field(default_factory=_ZipStyle, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.codes = _as_codes(self.codes)
+        self.text_ids = _as_text_ids(self.text_ids)
+        language = normalize_accent(self.language) if isinstance(self.language, str) else self.language
+        self.language = check_language(language)
+        if self.name is not None:
+            validate_name(self.name)
+        if self.lang_code_dtype not in ("int32", "int64"):
+            raise ValueError(f"lang_code_dtype must be 'int32' or 'int64', got {self.lang_code_dtype!r}.")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.codes.shape[1])
+
+    @property
+    def seconds(self) -> float:
+        """Duration of the prompt audio."""
+        return self.num_frames / FRAME_RATE
+
+    @property
+    def text_tensor(self) -> torch.Tensor:
+        """LongTensor ``[1, L]`` of the transcript's token ids."""
+        return torch.tensor([self.text_ids], dtype=torch.long).reshape(1, -1)
+
+    # .npz ---------------------------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The three arrays of the reference ``.npz`` format."""
+        audio = self.codes.cpu().numpy().astype(np.int64)
+        return {
+            "audio_tokens": np.asfortranarray(audio) if self.audio_fortran_order else audio,
+            "text_tokens": np.asarray([self.text_ids], dtype=np.int64).reshape(1, -1),
+            "lang_code": np.array(NPZ_LANGUAGE_CODE[self.language], dtype=self.lang_code_dtype),
+        }
+
+    def save_npz(self, path: str | os.PathLike) -> Path:
+        """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring)."""
+        path = Path(path)
+        data = _write_npz_bytes(self.to_arrays(), self._zip_style)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see a half-written file
+        return path
+
+    def to_npz_bytes(self) -> bytes:
+        """The ``.npz`` file as bytes (e.g. for a download button)."""
+        return _write_npz_bytes(self.to_arrays(), self._zip_style)
+
+    @classmethod
+    def load_npz(cls, path: str | os.PathLike, *, name: str | None = None,
+                 max_frames: int | None = MAX_PROMPT_FRAMES) -> "VoicePrompt":
+        """Read a reference ``.npz`` prompt (``allow_pickle=False``), checking every array.
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError: not an .npz prompt, missing keys, wrong shapes/dtypes, codes or ids out of range,
+                unknown ``lang_code``, or longer than ``max_frames`` (default 15 s).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Prompt file not found: {path}")
+        size = path.stat().st_size
+        if size > MAX_NPZ_BYTES:
+            raise ValueError(f"{path.name} is {size // 1024} kB; prompt files are at most {MAX_NPZ_BYTES // 2**20} MiB.")
+        return cls.from_npz_bytes(path.read_bytes(), name=name, source=path.name, max_frames=max_frames)
+
+    @classmethod
+    def from_npz_bytes(cls, data: bytes, *, name: str | None = None, source: str = "the prompt file",
+                       max_frames: int | None = MAX_PROMPT_FRAMES) -> "VoicePrompt":
+        """:meth:`load_npz` from the file's bytes."""
+        arrays, style = _read_npz_bytes(data, source)
+        audio, text, code = arrays["audio_tokens"], arrays["text_tokens"], arrays["lang_code"]
+        if not np.issubdtype(audio.dtype, np.integer) or not np.issubdtype(text.dtype, np.integer):
+            raise ValueError(f"{source}: audio_tokens and text_tokens must be integer arrays.")
+        if audio.ndim != 3 or audio.shape[0] != 1 or audio.shape[2] != NUM_CODEBOOKS:
+            raise ValueError(f"{source}: audio_tokens must be shaped [1, T, 8], got {list(audio.shape)}.")
+        if text.ndim != 2 or text.shape[0] != 1:
+            raise ValueError(f"{source}: text_tokens must be shaped [1, L], got {list(text.shape)}.")
+        if max_frames is not None and audio.shape[1] > max_frames:
+            raise ValueError(f"{source}: the prompt is {audio.shape[1] / FRAME_RATE:.1f} s long; at most "
+                             f"{max_frames / FRAME_RATE:g} s is accepted.")
+        if code.size != 1 or not np.issubdtype(code.dtype, np.integer):
+            raise ValueError(f"{source}: lang_code must be one integer (0=zh, 1=ja, 2=en).")
+        lang_code = int(code.reshape(-1)[0])
+        if lang_code not in NPZ_CODE_LANGUAGE:
+            raise ValueError(f"{source}: unknown lang_code {lang_code}; expected 0 (zh), 1 (ja) or 2 (en).")
+        dtype = "int32" if code.dtype == np.int32 else "int64"
+        prompt = cls(codes=torch.from_numpy(audio.astype(np.int64)), text_ids=text.reshape(-1).tolist(),
+                     language=NPZ_CODE_LANGUAGE[lang_code], name=name, lang_code_dtype=dtype,
+                     audio_fortran_order=bool(audio.flags.f_contiguous and not audio.flags.c_contiguous))
+        if audio.dtype == np.int64 and text.dtype == np.int64 and code.shape == ():
+            prompt._zip_style = style  # byte-exact round trip only makes sense for reference-typed arrays
+        return prompt
+
+
+# Making prompts -----------------------------------------------------------------------------------
+
+class Transcriber(Protocol):
+    """Speech recognition for prompts without a transcript."""
+
+    def transcribe(self, wav: np.ndarray) -> tuple[str, str]:
+        """``wav``: float32 ``[N]`` at 24 kHz → (text, ISO 639-1 language code)."""
+
+
+def make_prompt(
+    audio: Any,
+    transcript: str | None = None,
+    language: str | None = None,
+    *,
+    codec: Any,
+    name: str | None = None,
+    transcriber: Transcriber | None = None,
+    trim_silence: bool = False,
+    sample_rate: int | None = None,
+) -> VoicePrompt:
+    """A voice prompt from 1-15 s of speech and its transcript.
+
+    Args:
+        audio: a file path, a Gradio ``(sample_rate, array)`` tuple, or an array with ``sample_rate``
+            (see :func:`vallex.audio.load_audio`).
+        transcript: what is said. None/empty: transcribed with Whisper when it is installed with its weights
+            (or ``transcriber``), else a ValueError asks for it.
+        language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None: detected from the transcript.
+        codec: a :class:`vallex.codec.AudioCodec` (its EnCodec makes the codes).
+        name: optional preset name (validated).
+        trim_silence: drop leading/trailing silence before encoding.
+
+    Returns:
+        VoicePrompt with codes ``[1, T, 8]`` (T = ceil(24000·seconds / 320)) and the transcript's token ids.
+    """
+    from vallex.text import tokenize  # the text front end is heavy; import on use
+
+    if name is not None:
+        validate_name(name)
+    wav = load_prompt_audio(audio, sample_rate, trim_silence=trim_silence)
+    chosen = normalize_accent(language) if language is not None else None
+    if chosen is not None:
+        check_language(chosen)
+    if transcript is None or not transcript.strip():
+        engine = transcriber or find_transcriber()
+        if engine is None:
+            raise ValueError(
+                "No transcript given and no speech recogniser is available: type what is said in the audio "
+                "(or install faster-whisper / openai-whisper with its model weights)."
+            )
+        transcript, heard = engine.transcribe(wav)
+        transcript = (transcript or "").strip()
+        if not transcript:
+            raise ValueError("Speech recognition heard no words in the audio: type the transcript instead.")
+        if chosen is None:
+            if heard not in LANGUAGES:
+                raise ValueError(
+                    f"Speech recognition detected language {heard!r}, but VALL-E X supports only "
+                    f"{', '.join(LANGUAGES)}. Give the transcript and its language."
+                )
+            chosen = heard
+        if transcript[-1] not in "?!.,。，？！、":
+            transcript += "."  # the reference ends recognised text with punctuation too
+    tokens = tokenize(transcript, chosen or "auto")
+    prompt_language = tokens.language if tokens.language in LANGUAGES else tokens.langs[0]
+    codes = codec.encode_audio(wav)
+    return VoicePrompt(codes=codes, text_ids=list(tokens.ids), language=prompt_language,
+                       transcript=transcript, name=name)
+
+
+def find_transcriber(model_size: str = "medium") -> Transcriber | None:
+    """A Whisper transcriber if one can run without downloading anything, else None.
+
+    Tries faster-whisper (``local_files_only``), then openai-whisper (its ``~/.cache/whisper/<size>.pt``).
+    ``$VALLEX_WHISPER_MODEL`` overrides the model size or gives a local model folder.
+    """
+    model_size = os.environ.get("VALLEX_WHISPER_MODEL", model_size)
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        pass
+    else:
+        try:
+            return _FasterWhisper(WhisperModel(model_size, device="auto", compute_type="default",
+                                               local_files_only=True))
+        except Exception as error:  # noqa: BLE001 - weights not present: try the next engine
+            _LOG.info("faster-whisper model %r not available offline: %s", model_size, error)
+    try:
+        import whisper
+    except ImportError:
+        return None
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
+    if not (root / f"{model_size}.pt").is_file() and not Path(model_size).is_file():
+        _LOG.info("openai-whisper weights for %r not found in %s", model_size, root)
+        return None
+    return _OpenAIWhisper(whisper.load_model(model_size, download_root=str(root)))
+
+
+class _FasterWhisper:
+    def __init__(self, model: Any):
+        self.model = model
+
+    def transcribe(self, wav: np.ndarray) -> tuple[str, str]:
+        segments, info = self.model.transcribe(resample(wav, SAMPLE_RATE, 16_000), beam_size=5)
+        return "".join(segment.text for segment in segments).strip(), str(info.language)
+
+
+class _OpenAIWhisper:
+    def __init__(self, model: Any):
+        self.model = model
+
+    def transcribe(self, wav: np.ndarray) -> tuple[str, str]:
+        result = self.model.transcribe(resample(wav, SAMPLE_RATE, 16_000), fp16=False)
+        return str(result.get("text", "")).strip(), str(result.get("language", ""))
+
+
+# Presets ------------------------------------------------------------------------------------------
+
+class PresetLibrary:
+    """Named voice prompts stored as ``<directory>/<name>.npz``.
+
+    Names are validated against ``^[A-Za-z0-9_-]{1,64}$`` and the resolved path is checked to lie inside
+    the directory, so no name (``../x``, ``/etc/passwd``, a symlink) can read or write elsewhere.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory).expanduser()
+
+    @classmethod
+    def default(cls) -> "PresetLibrary":
+        """``$VALLEX_PRESETS_DIR``, else ``$XDG_DATA_HOME/vallex/presets`` (``~/.local/share/vallex/presets``)."""
+        if os.environ.get("VALLEX_PRESETS_DIR"):
+            return cls(os.environ["VALLEX_PRESETS_DIR"])
+        data_home = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+        return cls(data_home / "vallex" / "presets")
+
+    def __repr__(self) -> str:
+        return f"PresetLibrary({str(self.directory)!r})"
+
+    def names(self) -> list[str]:
+        """Sorted names of the presets present (files whose name is not a valid preset name are ignored)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.npz")
+                      if p.is_file() and NAME_PATTERN.fullmatch(p.stem))
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return self.path_for(name).is_file()
+        except ValueError:
+            return False
+
+    def path_for(self, name: Any) -> Path:
+        """The file of preset ``name`` (validated, and checked to stay inside the directory)."""
+        validate_name(name)
+        root = self.directory.resolve()
+        path = (root / f"{name}.npz").resolve()
+        if path.parent != root:
+            raise ValueError(f"Preset {name!r} resolves outside the preset folder {root}.")
+        return path
+
+    def load(self, name: str) -> VoicePrompt:
+        path = self.path_for(name)
+        if not path.is_file():
+            available = ", ".join(self.names()[:20]) or "none"
+            raise ValueError(f"Unknown voice preset {name!r} (available: {available}).")
+        return VoicePrompt.load_npz(path, name=name)
+
+    def save(self, name: str, prompt: VoicePrompt, *, overwrite: bool = False) -> Path:
+        path = self.path_for(name)
+        if path.exists() and not overwrite:
+            raise ValueError(f"A preset named {name!r} already exists; choose another name or overwrite it.")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return prompt.save_npz(path)
+
+    def delete(self, name: str) -> None:
+        path = self.path_for(name)
+        if not path.is_file():
+            raise ValueError(f"Unknown voice preset {name!r}.")
+        path.unlink()
+
+
+# Validation helpers -------------------------------------------------------------------------------
+
+def _as_codes(codes: Any) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
+    if tensor.dim() == 2:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 3 or tensor.shape[0] != 1 or tensor.shape[2] != NUM_CODEBOOKS:
+        raise ValueError(f"Prompt codes must be shaped [1, T, {NUM_CODEBOOKS}], got {list(tensor.shape)}.")
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError("Prompt codes must be integers.")
+    if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= CODEBOOK_SIZE):
+        raise ValueError(f"Prompt codes must be in 0..{CODEBOOK_SIZE - 1}, got {int(tensor.min())}..{int(tensor.max())}.")
+    return tensor.to("cpu", torch.long).contiguous()
+
+
+def _as_text_ids(ids: Any) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        ids = ids.detach().cpu().numpy()
+    array = np.asarray(ids)
+    if array.size == 0:
+        return []
+    if array.ndim > 2 or (array.ndim == 2 and array.shape[0] != 1):
+        raise ValueError(f"Prompt text ids must be a list or shaped [1, L], got shape {list(array.shape)}.")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError("Prompt text ids must be integers.")
+    values = [int(v) for v in array.reshape(-1)]
+    if min(values) < 0 or max(values) >= TEXT_VOCAB_SIZE:
+        raise ValueError(f"Prompt text ids must be in 0..{TEXT_VOCAB_SIZE - 1}, got {min(values)}..{max(values)}.")
+    return values
+
+
+# Deterministic .npz (stored zip) reading and writing -------------------------------------------------
+
+def _read_npz_bytes(data: bytes, source: str) -> tuple[dict[str, np.ndarray], _ZipStyle]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        infos = {info.filename: info for info in archive.infolist()}
+    except zipfile.BadZipFile:
+        raise ValueError(f"{source} is not an .npz prompt file (not a zip archive).") from None
+    missing = [key for key in _NPZ_KEYS if f"{key}.npy" not in infos]
+    if missing:
+        raise ValueError(f"{source} is not a VALL-E X prompt: missing {', '.join(missing)}.")
+    if sum(infos[f"{key}.npy"].file_size for key in _NPZ_KEYS) > 16 * MAX_NPZ_BYTES:
+        raise ValueError(f"{source}: the arrays are implausibly large for a prompt.")
+    arrays = {}
+    try:
+        for key in _NPZ_KEYS:
+            with archive.open(infos[f"{key}.npy"]) as member:
+                arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{source}: could not read the arrays ({error}).") from None
+    return arrays, _zip_style_of(data, infos[f"{_NPZ_KEYS[0]}.npy"])
+
+
+def _zip_style_of(data: bytes, info: zipfile.ZipInfo) -> _ZipStyle:
+    """The header conventions of the file's first member (default style if anything is unusual)."""
+    offset = info.header_offset
+    if info.compress_type != zipfile.ZIP_STORED or data[offset:offset + 4] != b"PK\x03\x04":
+        return _ZipStyle()
+    local_version, = struct.unpack_from("<H", data, offset + 4)
+    local_csize, = struct.unpack_from("<I", data, offset + 18)
+    name_len, extra_len = struct.unpack_from("<HH", data, offset + 26)
+    extra = data[offset + 30 + name_len: offset + 30 + name_len + extra_len]
+    return _ZipStyle(
+        create_version=info.create_version, create_system=info.create_system,
+        extract_version=info.extract_version, local_version=local_version, external_attr=info.external_attr,
+        date_time=tuple(info.date_time), local_sizes=local_csize != 0xFFFFFFFF,
+        local_zip64_extra=extra[:2] == b"\x01\x00",
+    )
+
+
+def _write_npz_bytes(arrays: dict[str, np.ndarray], style: _ZipStyle) -> bytes:
+    """A stored (uncompressed) zip of ``<key>.npy`` members, as ``np.savez`` writes, with fixed headers."""
+    year, month, day, hour, minute, second = style.date_time
+    dos_time = (hour << 11) | (minute << 5) | (second // 2)
+    dos_date = ((year - 1980) << 9) | (month << 5) | day
+    out = io.BytesIO()
+    central = []
+    for key in _NPZ_KEYS:
+        buffer = io.BytesIO()
+        np.lib.format.write_array(buffer, np.asanyarray(arrays[key]), allow_pickle=False)
+        payload = buffer.getvalue()
+        name = f"{key}.npy".encode()
+        crc = zlib.crc32(payload)
+        size = len(payload)
+        extra = struct.pack("<HHQQ", 1, 16, size, size) if style.local_zip64_extra else b""
+        header_size = size if style.local_sizes else 0xFFFFFFFF
+        offset = out.tell()
+        out.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", style.local_version, 0, 0, dos_time, dos_date,
+                              crc, header_size, header_size, len(name), len(extra)))
+        out.write(name + extra + payload)
+        central.append(struct.pack("<4sBBHHHHHIIIHHHHHII", b"PK\x01\x02", style.create_version, style.create_system,
+                                   style.extract_version, 0, 0, dos_time, dos_date, crc, size, size, len(name),
+                                   0, 0, 0, 0, style.external_attr, offset) + name)
+    start = out.tell()
+    for entry in central:
+        out.write(entry)
+    out.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(central), len(central), out.tell() - start, start, 0))
+    return out.getvalue()
+
+
+def presets_table(library: PresetLibrary) -> list[dict[str, Any]]:
+    """One row per preset: name, language, frames, seconds, text tokens (for listings)."""
+    rows = []
+    for name in library.names():
+        try:
+            prompt = library.load(name)
+        except ValueError as error:
+            rows.append({"name": name, "error": str(error)})
+            continue
+        rows.append({"name": name, "language": prompt.language, "frames": prompt.num_frames,
+                     "seconds": round(prompt.seconds, 2), "text_tokens": len(prompt.text_ids)})
+    return rows
+
+
+__all__: Sequence[str] = (
+    "VoicePrompt", "PresetLibrary", "Transcriber", "make_prompt", "find_transcriber", "validate_name",
+    "presets_table", "NAME_PATTERN",
+)
