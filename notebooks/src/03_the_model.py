@@ -1,0 +1,329 @@
+# %% [markdown]
+# # 3. The model: an autoregressive and a non-autoregressive decoder
+#
+# VALL-E X (Zhang et al. 2023, [arXiv 2303.03926](https://arxiv.org/abs/2303.03926)) treats speech
+# synthesis as **language modelling over audio codec tokens**. It keeps the architecture of VALL-E
+# (Wang et al. 2023, [arXiv 2301.02111](https://arxiv.org/abs/2301.02111), §4) and makes it multilingual
+# (VALL-E X §3): one sequence holds the *phonemes* of the text and the *EnCodec codes* of the speech, and
+# two transformer decoders read it:
+#
+# | decoder | predicts | attention | why |
+# |---|---|---|---|
+# | **AR** (autoregressive) | codebook 0, one frame at a time | text bidirectional, audio causal | codebook 0 carries most of the content and the timing; sampling it frame by frame lets the model decide the length and the prosody |
+# | **NAR** (non-autoregressive) | codebooks 1..7, one *whole codebook* per stage | full, in both directions | the finer codebooks only refine the sound of frames that already exist, so all frames can be predicted at once: 7 passes instead of 7 × T |
+#
+# This notebook takes the model apart: its sizes, the input sequence, the attention masks, where the
+# **language ID** enters (the VALL-E X addition, §3), the NAR **stage embeddings** with adaptive layer
+# norm, and where the 370 M parameters sit.
+#
+# > **Runs offline with random weights.** Everything here is about structure: shapes, masks and parameter
+# > counts do not depend on the weight values, so a tiny randomly initialised model (`VallexConfig.tiny()`)
+# > shows it all in a few seconds. The full-size model is only ever built on PyTorch's `meta` device (shapes,
+# > no memory). If `VALLEX_WEIGHTS_DIR` points at a folder with the real checkpoint, the last section loads
+# > it and looks at the trained language and stage embeddings.
+#
+# The code is in `vallex/model.py` (one file, read it top to bottom) and `vallex/decoding.py`; this
+# notebook only imports it.
+
+# %%
+import io
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # render off-screen; figures are embedded as PNG below
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Image, display
+
+from vallex.config import VallexConfig
+from vallex.decoding import language_ids
+from vallex.languages import MODEL_LANGUAGE_ID
+from vallex.model import VallexModel, ar_attention_mask, count_parameters
+from vallex.text import tokenize
+
+torch.set_num_threads(1)  # small ops are fastest (and never stall) on one thread
+torch.manual_seed(0)
+
+
+def show(fig) -> None:
+    """Embed a matplotlib figure in the notebook output as a PNG and free it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(buffer.getvalue()))
+
+
+# %% [markdown]
+# ## 3.1 Two sizes of the same model
+#
+# `VallexConfig.public()` is the shape of the public checkpoint (`Plachta/VALL-E-X`): 12 layers of width
+# 1024 with 16 heads in *each* decoder. `VallexConfig.tiny()` keeps every structural choice and shrinks the
+# widths, so the tutorials and tests run on a laptop CPU.
+
+# %%
+public, tiny = VallexConfig.public(), VallexConfig.tiny()
+for name in ("d_model", "nhead", "num_layers", "num_quantizers", "text_vocab_size", "audio_vocab_size",
+             "num_languages", "ff_multiplier"):
+    print(f"{name:18s} public={getattr(public, name):5d}   tiny={getattr(tiny, name):5d}")
+print(f"special audio ids: EOS={public.eos_id} (AR output), BOS={public.bos_id} (AR input only)")
+
+# %% [markdown]
+# ## 3.2 Where the 370 M parameters sit
+#
+# We build the full model on the `meta` device: PyTorch creates every parameter's shape and dtype but
+# allocates no memory, so counting is instant. Six of the NAR output layers share their weight with NAR
+# input embeddings (the reference's `share_embedding=True`), so a shared tensor is counted once, under the
+# first name that owns it.
+
+# %%
+with torch.device("meta"):
+    full = VallexModel(public)
+
+
+def part_of(name: str) -> str:
+    """Group a parameter name into a readable part of the model."""
+    if name.startswith("ar_decoder"):
+        return "AR decoder"
+    if name.startswith("nar_decoder"):
+        return "NAR decoder: adaptive norms" if "project_layer" in name else "NAR decoder: attention + FFN + norms"
+    if "text_embedding" in name:
+        return "text embeddings (AR + NAR)"
+    if "audio_embedding" in name:
+        return "audio embeddings (AR + NAR)"
+    if "predict_layer" in name:
+        return "output heads (untied)"
+    if "language_embedding" in name:
+        return "language embeddings"
+    if "stage_embeddings" in name:
+        return "NAR stage embeddings"
+    return "positional scales (alpha)"
+
+
+parts: dict[str, int] = {}
+for name, parameter in full.named_parameters():  # shared tensors are listed once (first owner)
+    parts[part_of(name)] = parts.get(part_of(name), 0) + parameter.numel()
+total = count_parameters(full)
+assert sum(parts.values()) == total
+for part, count in sorted(parts.items(), key=lambda item: -item[1]):
+    print(f"{part:40s} {count:>12,d}  {100 * count / total:5.1f} %")
+print(f"{'total (unique)':40s} {total:>12,d}  = {total * 4 / 1e9:.2f} GB in float32")
+ar_layer, nar_layer = count_parameters(full.ar_decoder.layers[0]), count_parameters(full.nar_decoder.layers[0])
+print(f"\none AR layer: {ar_layer:,d}   one NAR layer: {nar_layer:,d}   "
+      f"difference: {nar_layer - ar_layer:,d} = 2 adaptive-norm projections of 1024 -> 2048")
+print(f"tiny model: {count_parameters(VallexModel(tiny)):,d} parameters")
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.2))
+ordered = sorted(parts.items(), key=lambda item: item[1])
+ax.barh([p for p, _ in ordered], [c / 1e6 for _, c in ordered], color="tab:blue")
+for y, (_, count) in enumerate(ordered):
+    ax.text(count / 1e6 + 2, y, f"{count / 1e6:.2f} M", va="center", fontsize=8)
+ax.set_xlabel("parameters (millions)")
+ax.set_title(f"VALL-E X public checkpoint: {total / 1e6:.1f} M parameters")
+ax.set_xlim(0, max(parts.values()) / 1e6 * 1.25)
+show(fig)
+
+# %% [markdown]
+# The two decoders are almost everything. The NAR decoder is a third larger than the AR one only because
+# its layer norms are *adaptive*: each one owns a 1024→2048 projection that turns the stage embedding into a
+# gain and a bias (§3.5 below). The embeddings are small: the text vocabulary has 2048 rows although the
+# phoneme table (`vallex.text.SYMBOLS`) uses only 70 of them.
+#
+# ## 3.3 One sequence: `[text ; audio]`
+#
+# There is no encoder and no cross-attention (VALL-E §4.2: a decoder-only language model). The text tokens
+# (phonemes of the prompt transcript, then of the target text) are embedded, the audio codes are embedded,
+# each gets its own sinusoidal positions starting at 0, and the two are concatenated along time.
+
+# %%
+model = VallexModel(tiny).eval()
+prompt_text = tokenize("こんにちは", "ja")  # transcript of a Japanese voice prompt
+target_text = tokenize("Hello world.", "en")  # what we want said, in English
+text = torch.tensor([prompt_text.ids + target_text.ids])  # LongTensor [1, S]
+langs = language_ids(text.shape[1], len(prompt_text), "ja", target_text.langs)[None]  # [1, S]
+prompt_codes0 = torch.randint(0, 1024, (1, 6))  # codebook 0 of a 6-frame prompt (random codes here)
+audio_in = torch.cat([torch.tensor([[tiny.bos_id]]), prompt_codes0], dim=1)  # AR input: BOS first
+
+text_emb = model.embed_text("ar", text, langs)  # [1, S, D]
+audio_emb = model.embed_ar_audio(audio_in)  # [1, 1 + P, D]
+print("text ids     ", text.tolist()[0])
+print("language ids ", langs.tolist()[0], "  (en=0 zh=1 ja=2)")
+print("text_emb     ", tuple(text_emb.shape), "  audio_emb", tuple(audio_emb.shape))
+
+# %% [markdown]
+# ## 3.4 Attention masks
+#
+# **AR decoder.** Text positions see all the text and no audio; audio positions see all the text and the
+# audio up to and including themselves. That is what lets the AR model be trained on whole utterances in
+# one pass (teacher forcing) and still be sampled one frame at a time (VALL-E §4.2.1).
+# `vallex.model.ar_attention_mask(S, T)` builds it (True = may attend).
+#
+# **NAR decoder.** No mask at all: every position sees every other, because when stage *j* runs, codebooks
+# 0..j-1 are known for *all* frames (VALL-E §4.2.2). Training batches add only a padding mask.
+
+# %%
+S, T = 7, 9
+ar_mask = ar_attention_mask(S, T)  # bool [S+T, S+T]
+nar_mask = torch.ones(S + T, S + T, dtype=torch.bool)
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+for ax, mask, title in ((axes[0], ar_mask, "AR: text bidirectional, audio causal"),
+                        (axes[1], nar_mask, "NAR: full attention")):
+    ax.imshow(mask.numpy(), cmap="Blues", vmin=0, vmax=1.4)
+    ax.axhline(S - 0.5, color="tab:red", lw=1)
+    ax.axvline(S - 0.5, color="tab:red", lw=1)
+    ax.set_xticks([S / 2 - 0.5, S + T / 2 - 0.5], ["text keys", "audio keys"])
+    ax.set_yticks([S / 2 - 0.5, S + T / 2 - 0.5], ["text\nqueries", "audio\nqueries"])
+    ax.set_title(title, fontsize=10)
+show(fig)
+print("AR mask: text row 0 sees", int(ar_mask[0].sum()), "positions; the last audio row sees", int(ar_mask[-1].sum()))
+
+# %% [markdown]
+# The mask is not decoration; we can *measure* it. Change one audio code in the middle of the sequence and
+# see which decoder outputs move. In the AR decoder only that position and later ones change (the text
+# never sees the audio); in the NAR decoder everything changes.
+
+# %%
+torch.manual_seed(1)
+codes = torch.randint(0, 1024, (1, T))
+changed = codes.clone()
+k = 4  # the audio frame we change
+changed[0, k] = (codes[0, k] + 1) % 1024
+
+with torch.inference_mode():
+    text_ar = model.embed_text("ar", text[:, :S], langs[:, :S])
+    ar_out = [model.ar_decoder(torch.cat([text_ar, model.embed_ar_audio(c)], 1), ar_attention_mask(S, T))
+              for c in (codes, changed)]
+    text_nar = model.embed_text("nar", text[:, :S], langs[:, :S])
+    nar_out = [model.nar_decoder(torch.cat([text_nar, model.nar_audio_position(model.nar_audio_embeddings[0](c))], 1),
+                                 None, stage=model.nar_stage_embedding(0))
+               for c in (codes, changed)]
+ar_delta = (ar_out[1] - ar_out[0]).abs().amax(-1)[0]  # [S+T]
+nar_delta = (nar_out[1] - nar_out[0]).abs().amax(-1)[0]
+
+FLOOR = 1e-9  # log scale: outputs that did not change at all sit on this floor
+fig, axes = plt.subplots(2, 1, figsize=(8, 4), sharex=True, constrained_layout=True)
+for ax, delta, title in ((axes[0], ar_delta, "AR decoder"), (axes[1], nar_delta, "NAR decoder")):
+    ax.bar(range(S + T), delta.clamp(min=FLOOR).numpy(), bottom=0, color=["tab:gray"] * S + ["tab:orange"] * T)
+    ax.axvline(S + k, color="tab:red", ls="--", lw=1)
+    ax.set_yscale("log")
+    ax.set_ylim(FLOOR, 10)
+    ax.set_ylabel("max |Δ output|")
+    ax.set_title(f"{title}: output change after changing audio frame {k} (red line)", fontsize=10)
+axes[1].set_xlabel("position (grey: text, orange: audio); bars at the floor did not change at all")
+show(fig)
+assert ar_delta[: S + k].max() == 0 and ar_delta[S + k] > 0  # causal: nothing before the change moves
+assert bool((nar_delta > 0).all())  # bidirectional: everything moves
+
+# %% [markdown]
+# ## 3.5 Where the language ID enters
+#
+# VALL-E X trains one model on several languages and tells it, with a **language ID**, which language's
+# pronunciation to use (§3, the multilingual codec language models and their language ID). In the public
+# checkpoint the ID is an embedding row (en=0, zh=1, ja=2) that `embed_text` **adds to every text-token
+# embedding before the positional encoding**; audio tokens get none. The prompt transcript gets the prompt's
+# language and the target text its own, token by token, which is what makes *cross-lingual* prompting work:
+# a Japanese speaker's voice, English words.
+#
+# **Accent control** is the same mechanism used on purpose (the paper's abstract: the foreign accent "can
+# be controlled by a language ID"): keep the English phonemes but give every target token the *Chinese* ID,
+# and the model pronounces English the way its Chinese training speakers did.
+
+# %%
+no_accent = language_ids(text.shape[1], len(prompt_text), "ja", target_text.langs)
+zh_accent = language_ids(text.shape[1], len(prompt_text), "ja", "zh")  # one language for all target tokens
+print("no accent:", no_accent.tolist())
+print("zh accent:", zh_accent.tolist())
+
+# The language embedding is a per-position offset: with the same phonemes, switching a token's language
+# moves its embedding by exactly E[zh] - E[en], whatever the token.
+with torch.inference_mode():
+    a = model.embed_text("ar", text, no_accent[None])
+    b = model.embed_text("ar", text, zh_accent[None])
+    table = model.ar_language_embedding.weight
+    expected = table[MODEL_LANGUAGE_ID["zh"]] - table[MODEL_LANGUAGE_ID["en"]]
+target = slice(len(prompt_text), None)
+print("prompt part unchanged:", torch.equal(a[0, : len(prompt_text)], b[0, : len(prompt_text)]))
+print("target part moved by E[zh] - E[en] at every token:",
+      torch.allclose(b[0, target] - a[0, target], expected.expand_as(a[0, target]), atol=1e-6))
+
+fig, ax = plt.subplots(figsize=(9, 1.6))
+strip = torch.stack([no_accent, zh_accent]).numpy()
+ax.imshow(strip, cmap=matplotlib.colors.ListedColormap(["tab:blue", "tab:red", "tab:green"]), vmin=0, vmax=2,
+          aspect="auto")
+ax.set_yticks([0, 1], ["no accent", "accent = zh"])
+ax.set_xticks(range(text.shape[1]), list(prompt_text.phonemes.replace(" ", "_") + target_text.phonemes.replace(" ", "_")),
+              fontsize=7)
+ax.axvline(len(prompt_text) - 0.5, color="black", lw=2)
+ax.set_title("language id per text token (blue en, red zh, green ja); black line: prompt | target", fontsize=9)
+show(fig)
+
+# %% [markdown]
+# ## 3.6 The NAR stages: one decoder, seven jobs
+#
+# The NAR decoder is run seven times, stage *i* predicting codebook *i + 1* from the text and the sum of the
+# embeddings of codebooks 0..*i* (VALL-E §4.2.2). One set of weights serves all seven stages; it learns which
+# stage it is in from a **stage embedding** `nar_stage_embeddings[i]` (a [1, D] vector) that drives every
+# layer norm: `AdaptiveLayerNorm(x) = w ⊙ LayerNorm(x) + b` with `[w, b] = project_layer(stage embedding)`.
+# So each stage gets its own gains and biases in every layer at the cost of one embedding row.
+#
+# The output side has a twist inherited from the reference: the predictor of codebook *j + 1* shares its
+# weight matrix with the NAR **input** embedding of codebook *j + 2* (j = 0..5); the last predictor is free.
+
+# %%
+norm = model.nar_decoder.layers[0].norm1
+with torch.inference_mode():
+    gains = torch.stack([torch.split(norm.project_layer(model.nar_stage_embedding(i)), tiny.d_model, -1)[0][0]
+                         for i in range(tiny.num_quantizers - 1)])  # [7, D]
+    x = torch.randn(1, 5, tiny.d_model)
+    per_stage = torch.stack([norm(x, model.nar_stage_embedding(i))[0, 0] for i in range(tiny.num_quantizers - 1)])
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), gridspec_kw={"width_ratios": [3, 1.2]})
+image = axes[0].imshow(gains.numpy(), aspect="auto", cmap="coolwarm")
+axes[0].set_xlabel("channel")
+axes[0].set_ylabel("NAR stage")
+axes[0].set_title("gain w of layer 0's first adaptive norm, per stage", fontsize=9)
+fig.colorbar(image, ax=axes[0])
+similarity = torch.nn.functional.cosine_similarity(per_stage[:, None], per_stage[None], dim=-1)
+axes[1].imshow(similarity.numpy(), cmap="viridis", vmin=-1, vmax=1)
+axes[1].set_title("cos sim of the norm's output\nfor the same input, per stage", fontsize=9)
+axes[1].set_xlabel("stage")
+axes[1].set_ylabel("stage")
+show(fig)
+
+tied = [model.nar_predict_layers[j].weight is model.nar_audio_embeddings[j + 2].weight
+        for j in range(tiny.num_quantizers - 1 - 1)]
+print("predictor j shares its weight with NAR audio embedding j+2 (j = 0..5):", tied)
+print("last predictor untied:", all(model.nar_predict_layers[-1].weight is not e.weight for e in model.nar_audio_embeddings))
+
+# %% [markdown]
+# With random weights the gains are noise, but the mechanism is visible: the same input leaves the norm
+# differently at each stage. Notebook 4 runs the full AR loop (with a KV cache) and the seven NAR stages;
+# notebook 5 trains both decoders.
+#
+# ## 3.7 With the real checkpoint (optional)
+#
+# Set `VALLEX_WEIGHTS_DIR` to a folder holding `vallex-checkpoint.pt` (see `vallex download --help`) and
+# this cell loads it (read with `torch.load(weights_only=True)`) and shows how similar the trained language
+# embeddings are, and the learned scales `alpha` of the positional encodings. Without it, the cell says so
+# and does nothing.
+
+# %%
+from vallex.checkpoint import load_model
+from vallex.weights import resolve_weights
+
+weights_dir = os.environ.get("VALLEX_WEIGHTS_DIR")
+if not weights_dir:
+    print("VALLEX_WEIGHTS_DIR is not set: skipping the real-checkpoint section (nothing above needed it).")
+else:
+    paths = resolve_weights(weights_dir, download=False, components=["vallex"])
+    trained = load_model(paths.vallex, config=paths.vallex_config)
+    print(f"loaded {paths.vallex} ({count_parameters(trained):,d} parameters){' - RANDOM weights' if paths.random else ''}")
+    for side in ("ar", "nar"):
+        table = getattr(trained, f"{side}_language_embedding").weight.detach()
+        cos = torch.nn.functional.cosine_similarity(table[:, None], table[None], dim=-1)
+        print(f"{side} language embeddings, cosine similarity (rows/cols en, zh, ja):\n{np.round(cos.numpy(), 3)}")
+    for name in ("ar_text_position", "ar_audio_position", "nar_text_position", "nar_audio_position"):
+        print(f"{name}.alpha = {getattr(trained, name).alpha.item():.4f}")
