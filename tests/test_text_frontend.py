@@ -211,3 +211,27 @@ def test_japanese_works_offline_in_a_fresh_process() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "a↑ɾi↓gatoo go↑zaima↓sɯ*."
+
+
+# --- English dictionary lookup ----------------------------------------------------------------------
+
+def test_in_memory_cmu_lookup_matches_eng_to_ipa() -> None:
+    import random
+
+    import eng_to_ipa
+
+    from vallex.text.english import _cmu_dictionary, eng_to_ipa_convert
+
+    rng = random.Random(0)
+    words = sorted(_cmu_dictionary())
+    texts = [
+        "hello, world! this is a test of the text front-end.",
+        "wait... what? really?! no way--that's impossible.",
+        "\"quoted\" (parenthesised) words; colons: and it's o'clock 10:30 a.m., pms xyzzy*",
+        "read lead live wind tear bass content object record",  # several pronunciations each
+        "", "   ", "!!! ??? ...", "a", "the the the",
+    ]
+    texts += [" ".join(rng.choice(words) for _ in range(8)) for _ in range(20)]
+    texts += ["".join(rng.choice("abcxyz.,'-!? ") for _ in range(30)) for _ in range(20)]
+    for text in texts:
+        assert eng_to_ipa_convert(text) == eng_to_ipa.convert(text), text
