@@ -391,9 +391,13 @@ def _check_components(components: Iterable[str]) -> tuple[str, ...]:
 
 
 def _torch_hub_dir() -> Path:
-    import torch
+    """``torch.hub.get_dir()/checkpoints``, computed as torch does when torch is not imported yet (fast)."""
+    import sys
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(os.environ.get("TORCH_HOME", cache / "torch")).expanduser() / "hub" / "checkpoints"
 
 
 def _short_error(error: Exception) -> str:

@@ -1,0 +1,80 @@
+"""``vallex download`` and ``vallex make-random-weights``: getting model files in place."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_LAYOUT = """weights folder layout (--weights-dir / $VALLEX_WEIGHTS_DIR):
+  DIR/vallex-checkpoint.pt                 VALL-E X, {"model": state_dict} (or vallex-checkpoint.safetensors)
+  DIR/vallex-config.json                   optional model sizes (absent: the public checkpoint's)
+  DIR/encodec_24khz-d7cc33bc.th            EnCodec 24 kHz state dict
+  DIR/vocos-encodec-24khz/config.yaml      Vocos architecture
+  DIR/vocos-encodec-24khz/pytorch_model.bin
+without a folder the files live in the Hugging Face and torch hub caches."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    download = subparsers.add_parser(
+        "download",
+        help="fetch the VALL-E X, EnCodec and Vocos weights",
+        description="Download the model files (with progress bars) into the standard caches, or into "
+        "--weights-dir in the layout below. Mirrors: HF_ENDPOINT / VALLEX_HF_MIRROR for Hugging Face files, "
+        "VALLEX_ENCODEC_URL for EnCodec.",
+        epilog=_LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    download.add_argument("--weights-dir", type=Path, help="download into this folder instead of the caches")
+    download.add_argument("--only", nargs="+", choices=["vallex", "encodec", "vocos"],
+                          help="download only these models")
+    download.add_argument("--check", action="store_true", help="only report which files are present (no network)")
+    download.add_argument("--force", action="store_true", help="download again even if present")
+    download.set_defaults(func=run_download)
+
+    random = subparsers.add_parser(
+        "make-random-weights",
+        help="write random-weight model files for offline development (outputs are noise)",
+        description="Development tool: writes VALL-E X, EnCodec and Vocos files with RANDOM weights in exactly the "
+        "on-disk formats of the real ones, so the app, CLI, notebooks and tests run the real loading code "
+        "offline. Everything synthesised with them is noise.",
+        epilog=_LAYOUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    random.add_argument("directory", type=Path, help="folder to write (created if needed)")
+    random.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                        help="VALL-E X size: tiny (2 layers, ~5 MB) or full (the public shape, 1.48 GB)")
+    random.add_argument("--seed", type=int, default=0)
+    random.set_defaults(func=run_make_random_weights)
+
+
+def run_download(args: argparse.Namespace) -> int:
+    from vallex.weights import WeightsManager
+
+    manager = WeightsManager(args.weights_dir)
+    components = args.only or ["vallex", "encodec", "vocos"]
+    if args.check:
+        missing = 0
+        for weight_file, path in manager.status():
+            if weight_file.component not in components:
+                continue
+            missing += path is None
+            print(f"{'ok     ' if path else 'MISSING'} {weight_file.description:32s} {path or weight_file.source}")
+        return 1 if missing else 0
+    paths = manager.download(components, force=args.force)
+    for name in ("vallex", "encodec", "vocos_config", "vocos_model"):
+        if getattr(paths, name) is not None:
+            print(f"{name:13s} {getattr(paths, name)}")
+    return 0
+
+
+def run_make_random_weights(args: argparse.Namespace) -> int:
+    from vallex.weights import NOISE_WARNING, make_random_weights
+
+    if args.directory.exists() and not args.directory.is_dir():
+        raise ValueError(f"{args.directory} exists and is not a folder.")
+    paths = make_random_weights(args.directory, size=args.size, seed=args.seed)
+    print(f"WARNING: {NOISE_WARNING}")
+    print(f"Wrote random {args.size} weights to {args.directory}:")
+    for name in ("vallex", "vallex_config_path", "encodec", "vocos_config", "vocos_model"):
+        print(f"  {getattr(paths, name)}")
+    print(f"Use them with --weights-dir {args.directory} or VALLEX_WEIGHTS_DIR={args.directory}.")
+    return 0
