@@ -1,0 +1,216 @@
+# %% [markdown]
+# # 1. The text front end: from text to phonemes to ids
+#
+# VALL-E X (Zhang et al. 2023, [arXiv 2303.03926](https://arxiv.org/abs/2303.03926)) never reads letters.
+# Its Figure 1 and §3 condition the model on **phoneme sequences** of the prompt's transcript (the
+# *source* text) and of the text to speak (the *target* text), produced by grapheme-to-phoneme (G2P)
+# conversion, plus a **language ID**. Phonemes are the natural currency for a cross-lingual model: what it
+# must learn is how *sounds* become speech, and sounds are shared between languages where spellings are not.
+#
+# This notebook follows one utterance through `vallex.text`:
+#
+# 1. the shared 70-symbol phoneme table,
+# 2. `tokenize(text, language)` in English, Mandarin and Japanese (normalisation, tags, G2P, ids),
+# 3. language detection and mixed-language (code-switched) text with per-token language ids,
+# 4. what accent control changes (and what it does not),
+# 5. long text: sentence splitting,
+# 6. other languages through espeak-ng (for training a new language).
+#
+# > **Runs offline and needs no model weights at all.** The G2P tools (eng-to-ipa's CMU dictionary,
+# > pypinyin + jieba, OpenJTalk with Debian's dictionary, espeak-ng) are local. With real weights installed
+# > nothing here changes: the text front end is the same for random and trained models.
+
+# %%
+import io
+import warnings
+from collections import Counter
+
+import matplotlib
+
+matplotlib.use("Agg")  # render off-screen; figures are embedded as PNG below
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Image, display
+
+from vallex.decoding import language_ids
+from vallex.text import (MAX_TOKENS, SYMBOLS, auto_tag, detect_language, ids_to_phonemes, split_sentences,
+                         tokenize)
+
+torch.set_num_threads(1)
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # jieba's import, harmless
+
+# Matplotlib's default font has no CJK glyphs; use one that does when the machine has it.
+from matplotlib import font_manager
+
+CJK_FONTS = [f.name for f in font_manager.fontManager.ttflist if "WenQuanYi" in f.name or "Noto Sans CJK" in f.name]
+if CJK_FONTS:
+    plt.rcParams["font.family"] = ["DejaVu Sans", CJK_FONTS[0]]
+
+
+def show(fig) -> None:
+    """Embed a matplotlib figure in the notebook output as a PNG and free it."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(buffer.getvalue()))
+
+
+# %% [markdown]
+# ## 1.1 One table for three languages
+#
+# The public checkpoint's text vocabulary (the reference's `bpe_69.json`) is in effect a **character table
+# of 70 entries**: five special tokens (only `[UNK]` = 0 ever appears) and 65 phoneme characters, one id
+# per character; a word boundary (space) becomes `_`. English, Mandarin and Japanese all write into this one
+# table, so the `s` of "sun" and the `s` of 三 (*san*) are the same token.
+
+# %%
+print(f"{len(SYMBOLS)} symbols")
+for start in range(0, len(SYMBOLS), 14):
+    print("  ".join(f"{i:2d}:{SYMBOLS[i]}" for i in range(start, min(start + 14, len(SYMBOLS)))))
+
+# %% [markdown]
+# ## 1.2 `tokenize`: text → tagged text → phonemes → ids
+#
+# `tokenize(text, language)` does what the reference does before the model sees anything:
+#
+# * normalise the text (numbers, currency and dates are read out: "$3.50" → "three dollars, fifty cents";
+#   full-width forms are folded),
+# * wrap it in its language tag (`[EN]…[EN]`), which tells the cleaner which G2P to run,
+# * convert to phonemes: English IPA with stress marks `ˈ ˌ`; Mandarin pinyin → IPA with tone arrows
+#   `→ ↑ ↓↑ ↓`; Japanese OpenJTalk → romaji-like IPA with pitch-accent marks `↑ ↓`,
+# * map each character to its id and record the language of each id.
+
+# %%
+examples = [
+    ("It costs $3.50 on Jan. 5th.", "en"),
+    ("我有3个苹果。", "zh"),  # "I have 3 apples."
+    ("東京タワーは333メートルです。", "ja"),  # "Tokyo Tower is 333 metres tall."
+]
+tokenized = {}
+for text, language in examples:
+    tokens = tokenize(text, language)
+    tokenized[language] = tokens
+    print(f"text      {text}")
+    print(f"tagged    {tokens.tagged_text}")
+    print(f"phonemes  {tokens.phonemes}")
+    print(f"ids       {tokens.ids[:24]}{' ...' if len(tokens) > 24 else ''}  ({len(tokens)} tokens)")
+    print(f"round trip ids -> phonemes: {ids_to_phonemes(tokens.ids)!r}\n")
+
+# %% [markdown]
+# Which symbols does each language use? Counting the symbols of a few sentences per language shows the
+# shared core (vowels, common consonants, the word boundary `_`, punctuation) and the language-specific
+# marks: English stress, Mandarin tones, Japanese pitch accent and devoicing (`*`).
+
+# %%
+corpus = {
+    "en": ["The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
+           "It's easy to tell the depth of a well.", "These days a chicken leg is a rare dish."],
+    "zh": ["今天天气很好，我们去公园散步吧。", "他每天早上六点起床跑步。", "这本书非常有意思，你应该读一读。",
+           "我们明天下午三点在学校门口见面。"],
+    "ja": ["今日はとても良い天気ですね。", "駅までどうやって行けばいいですか。", "この本はとても面白いので読んでください。",
+           "明日の午後三時に学校の前で会いましょう。"],
+}
+counts = {lang: Counter(i for sentence in sentences for i in tokenize(sentence, lang).ids)
+          for lang, sentences in corpus.items()}
+used = sorted(set().union(*counts.values()))
+matrix = np.array([[counts[lang][i] for i in used] for lang in corpus], dtype=float)
+matrix /= matrix.sum(axis=1, keepdims=True)  # share of each symbol within a language
+
+fig, ax = plt.subplots(figsize=(12, 2.4))
+ax.imshow(matrix, aspect="auto", cmap="Greens", norm=matplotlib.colors.PowerNorm(0.4))  # show rare symbols too
+ax.set_yticks(range(3), list(corpus))
+ax.set_xticks(range(len(used)), [SYMBOLS[i] for i in used], fontsize=9)
+ax.set_title("share of each phoneme symbol per language (columns: symbols used by at least one language)", fontsize=10)
+show(fig)
+shared = [SYMBOLS[i] for i in used if all(counts[lang][i] for lang in corpus)]
+print(f"{len(used)} of 70 symbols used; {len(shared)} shared by all three languages: {' '.join(shared)}")
+
+# %% [markdown]
+# ## 1.3 Language detection and mixed text
+#
+# With `language="auto"` the language is detected once for the whole text (langid restricted to en/zh/ja,
+# as the reference does). Script alone cannot always decide: kanji-only Japanese looks like Mandarin.
+#
+# Code-switched text needs per-segment languages. The reference reads **tags**
+# (`[EN]Hello[EN][ZH]你好[ZH]`, `language="mix"`); our `language="auto-mix"` writes the tags for you by
+# splitting runs of Latin and CJK script (`vallex.text.auto_tag`). Every token then carries its own
+# segment's language, and the model receives one language id per token (notebook 3, §3.5).
+
+# %%
+for text in ["The quick brown fox.", "我们今天去公园散步。", "今日はいい天気ですね。", "東京都"]:
+    print(f"{text:24s} -> {detect_language(text)}")
+print()
+mixed = "我喜欢 machine learning 和 deep learning。"  # "I like machine learning and deep learning."
+print("auto_tag:", auto_tag(mixed))
+mixed_tokens = tokenize(mixed, "auto-mix")
+print("phonemes:", mixed_tokens.phonemes)
+print("tagged by hand, language='mix':", tokenize("[EN]Good morning.[EN][JA]おはようございます。[JA]", "mix").phonemes)
+
+# %%
+colors = {"en": "tab:blue", "zh": "tab:red", "ja": "tab:green"}
+fig, ax = plt.subplots(figsize=(12, 1.3))
+for x, (char, lang) in enumerate(zip(mixed_tokens.phonemes.replace(" ", "_"), mixed_tokens.langs)):
+    ax.add_patch(plt.Rectangle((x, 0), 1, 1, color=colors[lang], alpha=0.35))
+    ax.text(x + 0.5, 0.5, char, ha="center", va="center", fontsize=9)
+ax.set_xlim(0, len(mixed_tokens))
+ax.set_ylim(0, 1)
+ax.axis("off")
+ax.set_title(f"per-token language of {mixed!r}  (blue en, red zh)", fontsize=10)
+show(fig)
+
+# %% [markdown]
+# ## 1.4 What accent control changes
+#
+# The paper's abstract: VALL-E X "alleviates the foreign accent problems, which can be controlled by a
+# language ID". Accent control does **not** touch the phonemes: English text is still converted by the
+# English G2P. It only replaces the *language id* of every target token (here with Mandarin's), so the
+# model pronounces English phonemes the way it learnt them from Mandarin speakers.
+
+# %%
+english = tokenize("Hello, how are you?", "en")
+prompt = tokenize("你好。", "zh")  # a Mandarin voice prompt's transcript
+total = len(prompt) + len(english)
+print("phonemes (unchanged by the accent):", english.phonemes)
+for accent in (None, "zh", "ja"):
+    ids = language_ids(total, len(prompt), "zh", english.langs if accent is None else accent)
+    print(f"accent={str(accent):5s} language ids: {ids.tolist()}")
+
+# %% [markdown]
+# ## 1.5 Long text
+#
+# The checkpoint was trained on short utterances (SPEC §6: the reference keeps prompt + output within
+# ~22 s), so long text is synthesised sentence by sentence. `split_sentences` splits on sentence
+# punctuation with rules that survive abbreviations, decimals and quotes, in all three languages; one
+# utterance accepts at most `MAX_TOKENS` tokens.
+
+# %%
+print(split_sentences("Dr. Smith went to Washington. He arrived at 3.30 p.m. on Monday! Was it raining? No.", "en"))
+print(split_sentences("今天天气很好。我们去公园吧！你觉得怎么样？", "zh"))
+print(split_sentences("「はい。」と彼は言った。明日また来ます。", "ja"))
+print("MAX_TOKENS =", MAX_TOKENS)
+try:
+    tokenize("This sentence is far too long for one utterance. " * 12, "en")
+except ValueError as error:
+    print("ValueError:", error)
+try:
+    tokenize("Bonjour", "fr")
+except ValueError as error:
+    print("ValueError:", error)
+
+# %% [markdown]
+# ## 1.6 Beyond three languages: espeak-ng
+#
+# To *train* a new language (notebook 5 and `vallex/training`), `EspeakFrontend` phonemizes any language
+# espeak-ng knows. Its symbol table starts with the checkpoint's 70 symbols at the same ids and appends
+# espeak's extra IPA symbols from id 70 on, so a fine-tuned model keeps the embedding rows it learnt for
+# shared sounds (the checkpoint has 2048 text-embedding rows; only 70 are used).
+
+# %%
+from vallex.text import ESPEAK_SYMBOLS, EspeakFrontend
+
+assert ESPEAK_SYMBOLS[: len(SYMBOLS)] == SYMBOLS
+german = EspeakFrontend("de").tokenize("Guten Tag, wie geht es Ihnen?")
+print(german.phonemes)
+print(german.ids)
+print("ids beyond the checkpoint's table:", sorted({(i, ESPEAK_SYMBOLS[i]) for i in german.ids if i >= len(SYMBOLS)}))
