@@ -175,6 +175,9 @@ def test_no_global_langid_mutation() -> None:
     ("Hello, world!", "[EN]Hello, world![EN]"),
     ("“Hi” 你好", "[EN]“Hi” [EN][ZH]你好[ZH]"),
     ("iPhone 15的价格", "[EN]iPhone 15[EN][ZH]的价格[ZH]"),
+    ("ABC和XYZ", "[EN]ABC[EN][ZH]和[ZH][EN]XYZ[EN]"),
+    ("Ｈｅｌｌｏ世界", "[EN]Ｈｅｌｌｏ[EN][ZH]世界[ZH]"),
+    ("2024年3月", "[ZH]2024年3月[ZH]"),
 ])
 def test_auto_tag(text: str, tagged: str) -> None:
     assert auto_tag(text) == tagged
@@ -186,6 +189,8 @@ def test_auto_mix_tokenize_equals_mix_on_the_auto_tags() -> None:
     manual = tokenize(auto_tag(text), "mix")
     assert auto.ids == manual.ids and auto.langs == manual.langs and auto.language == "mix"
     assert set(auto.langs) == {"zh", "en"}
+    # unpaired tags are dropped before tagging
+    assert tokenize("[EN]hello", "auto-mix").ids == tokenize("hello", "auto-mix").ids
     # already tagged text is used as is
     assert tokenize("[EN]Hi.[EN][JA]はい。[JA]", "auto-mix").ids == tokenize("[EN]Hi.[EN][JA]はい。[JA]", "mix").ids
 

@@ -65,6 +65,8 @@ def tag_text(text: str, language: str) -> tuple[str, str]:
     if language == "auto-mix":
         if find_segments(text):
             return text, "mix"  # the user already tagged it: respect their tags
+        for tag in TAGS.values():  # stray, unpaired tags would confuse the automatic tagging
+            text = text.replace(tag, "")
         return auto_tag(text), "mix"
     if language == "mix":
         return text, "mix"

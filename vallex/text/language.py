@@ -47,6 +47,8 @@ def detect_language(text: str) -> str:
     the reference's results are unchanged. Kanji-only Japanese (which langid reads as Mandarin) cannot
     be told apart from Mandarin by script and is left to langid.
     """
+    if not isinstance(text, str):
+        raise ValueError(f"Text must be a string, not {type(text).__name__}.")
     scripts = {script_of(c) for c in text}
     if "kana" in scripts and not scripts & {"han", "latin"}:
         return "ja"
@@ -57,45 +59,35 @@ def auto_tag(text: str) -> str:
     """Tag runs of Latin vs CJK script so mixed text needs no hand-written tags (our "auto-mix").
 
     Rule:
-    - Characters are Latin letters, CJK (Han, kana, bopomofo), or neutral (digits, spaces, punctuation).
-      A neutral character joins the run before it; neutral characters at the start join the first run.
+    - Characters are Latin letters (incl. fullwidth), CJK (Han, kana, bopomofo), or neutral (digits,
+      spaces, punctuation). A neutral character joins the run before it; neutral characters at the
+      start join the first run.
     - A Latin run is English.
-    - A CJK run with kana is Japanese. A CJK run of Han only is Japanese if the text has kana anywhere
-      else (Japanese with embedded English: "今日はGoogleで検索"), otherwise langid on the whole text
-      decides between Mandarin and Japanese (kanji-only Japanese is rare; langid says "zh" for it
-      unless told otherwise), falling back to Mandarin.
+    - A CJK run is Japanese if it has kana, or if the text has kana anywhere else (Japanese with embedded
+      English: "今日はGoogleで検索"); otherwise (Han only, no kana anywhere) it is Mandarin. Kanji-only
+      Japanese cannot be told from Mandarin by script (langid is unreliable on short Han runs both ways),
+      so tag such text by hand ("mix") or pass language="ja".
     - Adjacent runs of the same language are merged; each run is wrapped in its tag.
-    Text with no letters at all is tagged as one run in the detected language.
+    Text with no letters at all is one run in the language :func:`detect_language` picks.
     """
-    runs: list[list] = []  # [script, text]
+    runs: list[list] = []  # [kind, text] with kind "latin", "cjk" or None (no letter yet)
     for char in text:
         script = script_of(char)
         kind = "latin" if script == "latin" else ("cjk" if script in ("han", "kana", "bopomofo") else None)
-        if kind is None or (runs and runs[-1][0] in (kind, None)):
-            if runs:
-                runs[-1][1] += char
-                if runs[-1][0] is None:
-                    runs[-1][0] = kind
-            else:
-                runs.append([kind, char])
+        if runs and (kind is None or runs[-1][0] in (kind, None)):
+            runs[-1][1] += char
+            if runs[-1][0] is None:
+                runs[-1][0] = kind
         else:
             runs.append([kind, char])
-    if not runs:
-        return ""
     text_has_kana = has_kana(text)
-    han_language = None
     tagged: list[list[str]] = []  # [language, text]
     for kind, chunk in runs:
         if kind == "latin":
             lang = "en"
         elif kind == "cjk":
-            if has_kana(chunk) or text_has_kana:
-                lang = "ja"
-            else:
-                if han_language is None:
-                    han_language = "ja" if detect_language(text) == "ja" else "zh"
-                lang = han_language
-        else:  # no letters at all
+            lang = "ja" if text_has_kana else "zh"
+        else:
             lang = detect_language(text)
         if tagged and tagged[-1][0] == lang:
             tagged[-1][1] += chunk
