@@ -1,0 +1,212 @@
+"""The weights manager: local folders, the caches, checksums, offline failure, and random-weight folders."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import shutil
+import time
+
+import huggingface_hub
+import pytest
+import torch
+
+from vallex import weights
+from vallex.cli import main as cli_main
+from vallex.weights import (
+    ENCODEC_CHECKPOINT,
+    MANIFEST_NAME,
+    WeightsManager,
+    WeightsNotFoundError,
+    resolve_weights,
+)
+
+LAYOUT = ["vallex-checkpoint.pt", "encodec_24khz-d7cc33bc.th", "vocos-encodec-24khz/config.yaml",
+          "vocos-encodec-24khz/pytorch_model.bin"]
+
+
+@pytest.fixture(scope="module")
+def random_dir(tmp_path_factory):
+    """A random-weight folder made through the CLI, with what the CLI printed."""
+    directory = tmp_path_factory.mktemp("weights") / "random"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(["make-random-weights", str(directory), "--size", "tiny", "--seed", "1"])
+    assert code == 0
+    return directory, out.getvalue()
+
+
+@pytest.fixture
+def empty_caches(tmp_path, monkeypatch):
+    """Offline, with empty Hugging Face and torch hub caches, and any download attempt an error."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("VALLEX_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the weights manager tried to download while offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path
+
+
+def test_make_random_weights_writes_the_layout_and_says_noise(random_dir):
+    directory, printed = random_dir
+    for name in LAYOUT + ["vallex-config.json", MANIFEST_NAME]:
+        assert (directory / name).is_file(), name
+    assert "noise" in printed.lower() and "RANDOM" in printed
+
+
+def test_random_files_have_the_real_formats(random_dir):
+    directory, _ = random_dir
+    checkpoint = torch.load(directory / "vallex-checkpoint.pt", map_location="cpu", weights_only=True)
+    assert set(checkpoint) == {"model"} and all(isinstance(v, torch.Tensor) for v in checkpoint["model"].values())
+    encodec_state = torch.load(directory / "encodec_24khz-d7cc33bc.th", map_location="cpu", weights_only=True)
+    assert "quantizer.vq.layers.0._codebook.embed" in encodec_state
+    assert encodec_state["quantizer.vq.layers.0._codebook.embed"].shape == (1024, 128)
+    vocos_state = torch.load(directory / "vocos-encodec-24khz/pytorch_model.bin", map_location="cpu",
+                             weights_only=True)
+    # Like the published file: the Vocos codebook table (16 codebooks) but not the EnCodec inside it.
+    assert vocos_state["feature_extractor.codebook_weights"].shape == (16 * 1024, 128)
+    assert not any(key.startswith("feature_extractor.encodec.") for key in vocos_state)
+
+
+def test_resolve_from_a_local_folder(random_dir, empty_caches):
+    directory, _ = random_dir
+    paths = resolve_weights(directory)
+    assert paths.random
+    assert paths.vallex == directory / "vallex-checkpoint.pt"
+    assert paths.encodec == directory / "encodec_24khz-d7cc33bc.th"
+    assert paths.vocos_config == directory / "vocos-encodec-24khz" / "config.yaml"
+    assert paths.vocos_model == directory / "vocos-encodec-24khz" / "pytorch_model.bin"
+    from vallex.checkpoint import load_model
+    from vallex.config import VallexConfig
+
+    assert paths.vallex_config == VallexConfig.tiny()
+    model = load_model(paths.vallex, config=paths.vallex_config)
+    assert model.config == VallexConfig.tiny()
+
+
+def test_weights_dir_from_environment(random_dir, empty_caches, monkeypatch):
+    directory, _ = random_dir
+    monkeypatch.setenv("VALLEX_WEIGHTS_DIR", str(directory))
+    assert resolve_weights().encodec == directory / "encodec_24khz-d7cc33bc.th"
+
+
+def test_missing_file_in_folder_is_named_with_where_it_was_looked_for(random_dir, tmp_path, empty_caches):
+    directory, _ = random_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    (copy / "vocos-encodec-24khz" / "pytorch_model.bin").unlink()
+    with pytest.raises(WeightsNotFoundError) as caught:
+        resolve_weights(copy)
+    message = str(caught.value)
+    assert message.startswith("1 model file(s) not found")
+    assert str(copy / "vocos-encodec-24khz" / "pytorch_model.bin") in message
+    assert "charactr/vocos-encodec-24khz" in message
+    assert "vallex download --weights-dir" in message
+    # Components that are present still resolve.
+    assert resolve_weights(copy, components=("vallex", "encodec")).vocos_model is None
+
+
+def test_offline_fails_fast_with_one_message_listing_every_file(empty_caches):
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError) as caught:
+        resolve_weights()
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0
+    message = str(caught.value)
+    assert "offline" in message and "HF_HUB_OFFLINE" in message
+    for name in LAYOUT:
+        assert name in message
+    assert message.count("looked in:") == 4
+    assert str(empty_caches / "hf") in message and str(empty_caches / "torch") in message
+    assert "vallex download" in message and "VALLEX_WEIGHTS_DIR" in message and "HF_ENDPOINT" in message
+
+
+def _put_in_hf_cache(cache, repo_id: str, files: dict[str, object]) -> None:
+    """Lay files out as huggingface_hub's cache does: refs/main -> snapshots/<commit>/<file>."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copy(source, snapshot / name)
+
+
+def test_files_are_found_in_the_standard_caches_offline(random_dir, empty_caches):
+    directory, _ = random_dir
+    _put_in_hf_cache(empty_caches / "hf", "Plachta/VALL-E-X", {"vallex-checkpoint.pt": directory / LAYOUT[0]})
+    _put_in_hf_cache(empty_caches / "hf", "charactr/vocos-encodec-24khz", {
+        "config.yaml": directory / LAYOUT[2], "pytorch_model.bin": directory / LAYOUT[3]})
+    paths = resolve_weights(components=("vallex", "vocos"))
+    assert paths.vallex.read_bytes() == (directory / LAYOUT[0]).read_bytes()
+    assert paths.vocos_model.name == "pytorch_model.bin" and str(empty_caches / "hf") in str(paths.vocos_model)
+    assert not paths.random
+
+
+def test_published_sha256_prefix_is_checked(random_dir, empty_caches):
+    """A file in the torch hub cache named like EnCodec's but with other contents is refused."""
+    directory, _ = random_dir
+    hub = empty_caches / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    shutil.copy(directory / LAYOUT[1], hub / LAYOUT[1])
+    with pytest.raises(ValueError, match="Checksum mismatch"):
+        resolve_weights(components=("encodec",))
+
+
+def test_manifest_checksums_catch_a_modified_file(random_dir, tmp_path, empty_caches):
+    directory, _ = random_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    config = copy / "vocos-encodec-24khz" / "config.yaml"
+    config.write_text(config.read_text() + "# edited\n")
+    with pytest.raises(ValueError, match="Checksum mismatch"):
+        resolve_weights(copy)
+    (copy / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        resolve_weights(copy)
+
+
+def test_url_download_checks_the_hash_prefix(tmp_path):
+    source = tmp_path / "mirror" / "encodec_24khz-d7cc33bc.th"
+    source.parent.mkdir()
+    source.write_bytes(b"pretend weights" * 1000)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    good = dataclasses.replace(ENCODEC_CHECKPOINT, url=source.as_uri(), sha256_prefix=digest[:8])
+    target = tmp_path / "weights"
+    path = WeightsManager(target)._download_url(good, into=target)
+    assert path == target / "encodec_24khz-d7cc33bc.th" and path.read_bytes() == source.read_bytes()
+    bad = dataclasses.replace(good, sha256_prefix="00000000" if digest[:8] != "00000000" else "11111111")
+    (target / "encodec_24khz-d7cc33bc.th").unlink()
+    with pytest.raises(RuntimeError, match="hash"):
+        WeightsManager(target)._download_url(bad, into=target)
+    assert not (target / "encodec_24khz-d7cc33bc.th").exists()
+
+
+def test_unknown_component_is_a_value_error():
+    with pytest.raises(ValueError, match="Unknown model component"):
+        resolve_weights(components=("whisper",))
+
+
+def test_cli_download_check_and_offline_download(random_dir, empty_caches, capsys):
+    directory, _ = random_dir
+    assert cli_main(["download", "--check", "--weights-dir", str(directory)]) == 0
+    assert capsys.readouterr().out.count("ok") == 4
+    assert cli_main(["download", "--check"]) == 1
+    assert capsys.readouterr().out.count("MISSING") == 4
+    assert cli_main(["download"]) == 2
+    assert "offline" in capsys.readouterr().err
+
+
+def test_is_offline_reads_both_variables(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("VALLEX_OFFLINE", raising=False)
+    assert not weights.is_offline()
+    monkeypatch.setenv("VALLEX_OFFLINE", "true")
+    assert weights.is_offline()
