@@ -1,0 +1,403 @@
+"""``vallex prepare-data``: recordings + transcripts -> a sharded, memory-mappable training set.
+
+Inputs (each utterance: audio, transcript, language, optional speaker):
+
+* a **folder**: ``clip.wav`` beside ``clip.txt``. The language is the first sub-folder's name when it is a
+  language code (``data/en/...``, ``data/de/...``), else ``--language``; a transcript written as
+  ``de|Guten Tag.`` names its own language (one language per line of text).
+* a **manifest**, CSV (header ``path,text,language[,speaker][,id]``) or JSONL (one object per line with the
+  same keys); relative paths are relative to the manifest's folder.
+
+Every utterance is loaded as mono 24 kHz (:func:`vallex.audio.load_audio`), kept if it lasts 0.5-20 s,
+tokenised with EnCodec (8 codebooks at 75 Hz) and its text turned into phoneme ids: the checkpoint's front
+end (:func:`vallex.text.tokenize`) for en/zh/ja, the espeak-ng front end
+(:class:`vallex.text.EspeakFrontend`) for any other language. Bad items (missing transcript, unreadable
+audio, empty text, clip too short/long) are reported and skipped; a summary counts them.
+
+Output folder::
+
+    index.json            items, languages, shards (written atomically after every shard)
+    shard-00000.codes.npy int16 [frames, 8]   all codes of the shard's utterances, concatenated
+    shard-00000.text.npy  int16 [tokens]      phoneme ids, concatenated
+    shard-00000.langs.npy int8  [tokens]      per-token language (index into index.json "languages")
+
+An item records its shard and offsets, so a reader memory-maps the shard and slices it (no unpickling).
+Re-running skips the items already in the index (resumable after an interruption, idempotent).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from vallex.audio import FRAME_RATE, SAMPLE_RATE, SOUNDFILE_EXTENSIONS, PYAV_EXTENSIONS
+from vallex.languages import LANGUAGES
+
+_LOG = logging.getLogger(__name__)
+
+INDEX_NAME = "index.json"
+FORMAT_VERSION = 1
+MIN_SECONDS = 0.5
+MAX_SECONDS = 20.0
+#: Utterances per shard: a shard is the unit of progress that survives an interruption.
+DEFAULT_SHARD_SIZE = 256
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + PYAV_EXTENSIONS
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+_SHARD_RE = re.compile(r"^shard-\d{5}$")
+
+
+class Encoder(Protocol):
+    """What prepare needs from :class:`vallex.codec.AudioCodec`."""
+
+    def encode_audio(self, wav: np.ndarray) -> "object":  # LongTensor [1, T, 8]
+        ...
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One utterance to prepare. ``text`` is None when the transcript is missing (reported, skipped)."""
+
+    id: str
+    audio: Path
+    text: str | None
+    language: str | None
+    speaker: str = ""
+
+
+@dataclass
+class PrepareReport:
+    """What a run did. ``skipped`` maps a reason to the items (id, detail) it rejected."""
+
+    added: int = 0
+    already_done: int = 0
+    skipped: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def skipped_count(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    def reject(self, reason: str, item_id: str, detail: str) -> None:
+        self.skipped.setdefault(reason, []).append((item_id, detail))
+        _LOG.warning("skipped %s (%s): %s", item_id, reason, detail)
+
+    def summary(self) -> str:
+        parts = [f"{self.added} added", f"{self.already_done} already prepared", f"{self.skipped_count} skipped"]
+        text = ", ".join(parts)
+        for reason, items in sorted(self.skipped.items()):
+            text += f"\n  {reason}: {len(items)}"
+            for item_id, detail in items[:5]:
+                text += f"\n    {item_id}: {detail}"
+            if len(items) > 5:
+                text += f"\n    ... and {len(items) - 5} more"
+        return text
+
+
+# Sources --------------------------------------------------------------------------------------------------
+
+def _check_language(language: str, where: str) -> str:
+    language = language.strip().lower()
+    if not _LANGUAGE_RE.match(language):
+        raise ValueError(f"{where}: {language!r} is not a language code (expected e.g. 'en', 'zh', 'de', 'fr-fr').")
+    return language
+
+
+def _split_language_prefix(text: str) -> tuple[str | None, str]:
+    """``"de|Guten Tag"`` -> ("de", "Guten Tag"); text without a ``code|`` prefix -> (None, text)."""
+    head, sep, rest = text.partition("|")
+    if sep and _LANGUAGE_RE.match(head.strip().lower()):
+        return head.strip().lower(), rest.strip()
+    return None, text.strip()
+
+
+def scan_folder(root: str | Path, language: str | None = None) -> list[SourceItem]:
+    """Audio files under ``root`` (recursively, sorted) with their same-name ``.txt`` transcripts.
+
+    Language per item: a ``code|`` prefix in the transcript, else a first sub-folder named like a language
+    code, else ``language``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Data folder not found: {root}")
+    default = _check_language(language, "--language") if language else None
+    items = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()):
+        relative = path.relative_to(root)
+        item_id = relative.with_suffix("").as_posix()
+        folder_language = None
+        if len(relative.parts) > 1 and _LANGUAGE_RE.match(relative.parts[0].lower()):
+            folder_language = relative.parts[0].lower()
+        transcript = path.with_suffix(".txt")
+        text = lang = None
+        if transcript.is_file():
+            try:
+                raw = transcript.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raw = None
+                _LOG.warning("cannot read %s: %s", transcript, error)
+            if raw is not None:
+                lang, text = _split_language_prefix(" ".join(raw.split()))
+        items.append(SourceItem(item_id, path, text, lang or folder_language or default, ""))
+    return items
+
+
+def read_manifest(path: str | Path) -> list[SourceItem]:
+    """Items of a CSV (with a header) or JSONL manifest: path, text, language, optional speaker and id."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Manifest not found: {path}")
+    rows: list[dict] = []
+    if path.suffix.lower() in (".jsonl", ".json"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number} is not valid JSON ({error}); expected one object per line.") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number} must be a JSON object with path, text and language.")
+            rows.append(row)
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    else:
+        raise ValueError(f"Unsupported manifest {path.name}: use .csv (header path,text,language[,speaker]) or .jsonl.")
+    items = []
+    for number, row in enumerate(rows, 1):
+        if not row.get("path"):
+            raise ValueError(f"{path}: row {number} has no 'path'; every row needs path, text and language.")
+        audio = Path(str(row["path"]))
+        audio = audio if audio.is_absolute() else path.parent / audio
+        text = row.get("text")
+        text = " ".join(str(text).split()) if text is not None else None
+        language = row.get("language") or None
+        item_id = str(row.get("id") or Path(str(row["path"])).with_suffix("").as_posix())
+        items.append(SourceItem(item_id, audio, text, language, str(row.get("speaker") or "")))
+    return items
+
+
+# Text -----------------------------------------------------------------------------------------------------
+
+class TextEncoder:
+    """Text -> (phoneme ids, per-token language codes): the checkpoint's front end for en/zh/ja, espeak-ng
+    for other languages (one front end object per language, created on first use)."""
+
+    def __init__(self) -> None:
+        self._espeak: dict[str, object] = {}
+
+    def __call__(self, text: str, language: str) -> tuple[list[int], list[str]]:
+        if language in LANGUAGES:
+            from vallex.text import tokenize
+
+            tokens = tokenize(text, language)
+        else:
+            from vallex.text import EspeakFrontend
+
+            if language not in self._espeak:
+                self._espeak[language] = EspeakFrontend(language)
+            tokens = self._espeak[language].tokenize(text)
+        if not tokens.ids:
+            raise ValueError(f"{text!r} gives no phonemes.")
+        return list(tokens.ids), list(tokens.langs)
+
+
+# Writing --------------------------------------------------------------------------------------------------
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_index(out_dir: str | Path) -> dict:
+    """The dataset index (a fresh empty one if ``out_dir`` has none yet)."""
+    path = Path(out_dir) / INDEX_NAME
+    if not path.is_file():
+        return {"version": FORMAT_VERSION, "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE,
+                "num_quantizers": None, "languages": list(LANGUAGES), "shards": [], "items": []}
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete the folder and prepare again.") from None
+    if index.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {index.get('version')}; this vallex reads {FORMAT_VERSION}.")
+    for shard in index["shards"]:
+        if not _SHARD_RE.match(shard):
+            raise ValueError(f"{path} names an invalid shard {shard!r}.")
+    return index
+
+
+class _ShardWriter:
+    """Buffers prepared utterances and writes them as one shard + updated index."""
+
+    def __init__(self, out_dir: Path, index: dict) -> None:
+        self.out_dir, self.index = out_dir, index
+        self._reset()
+
+    def _reset(self) -> None:
+        self.codes: list[np.ndarray] = []
+        self.text: list[np.ndarray] = []
+        self.langs: list[np.ndarray] = []
+        self.items: list[dict] = []
+        self.frames = self.tokens = 0
+
+    def add(self, item: SourceItem, codes: np.ndarray, ids: list[int], langs: list[int], seconds: float) -> None:
+        shard = f"shard-{len(self.index['shards']):05d}"
+        self.items.append({
+            "id": item.id, "shard": shard, "code_offset": self.frames, "frames": int(codes.shape[0]),
+            "text_offset": self.tokens, "tokens": len(ids), "language": item.language,
+            "speaker": item.speaker, "seconds": round(seconds, 3), "text": item.text,
+        })
+        self.codes.append(codes.astype(np.int16))
+        self.text.append(np.asarray(ids, dtype=np.int16))
+        self.langs.append(np.asarray(langs, dtype=np.int8))
+        self.frames += int(codes.shape[0])
+        self.tokens += len(ids)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def flush(self) -> None:
+        if not self.items:
+            return
+        shard = self.items[0]["shard"]
+        _atomic_save_npy(self.out_dir / f"{shard}.codes.npy", np.concatenate(self.codes))
+        _atomic_save_npy(self.out_dir / f"{shard}.text.npy", np.concatenate(self.text))
+        _atomic_save_npy(self.out_dir / f"{shard}.langs.npy", np.concatenate(self.langs))
+        # The index is written last: a shard it does not list is simply rewritten by the next run.
+        self.index["shards"].append(shard)
+        self.index["items"].extend(self.items)
+        _atomic_write_text(self.out_dir / INDEX_NAME, json.dumps(self.index, ensure_ascii=False, indent=0))
+        self._reset()
+
+
+def prepare_dataset(
+    items: Iterable[SourceItem],
+    out_dir: str | Path,
+    codec: Encoder,
+    *,
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float = MAX_SECONDS,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    text_encoder: Callable[[str, str], tuple[list[int], list[str]]] | None = None,
+    progress: bool = True,
+) -> PrepareReport:
+    """Prepare ``items`` into ``out_dir`` (created if needed); items already there are skipped.
+
+    Args:
+        codec: has ``encode_audio(wav float32 [N] at 24 kHz) -> LongTensor [1, T, 8]``
+            (:class:`vallex.codec.AudioCodec`; ``AudioCodec.random()`` for tests).
+        min_seconds, max_seconds: duration filter (the reference trained on 0.5-20 s).
+        shard_size: utterances per shard.
+        text_encoder: ``(text, language) -> (ids, per-token languages)``; default :class:`TextEncoder`.
+    Returns:
+        A :class:`PrepareReport`; ``report.summary()`` is the human-readable version.
+    """
+    from vallex.audio import load_audio
+
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    if not 0 < min_seconds < max_seconds:
+        raise ValueError(f"Need 0 < min_seconds < max_seconds, got {min_seconds} and {max_seconds}.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = load_index(out_dir)
+    done = {item["id"] for item in index["items"]}
+    encode_text = text_encoder or TextEncoder()
+    report = PrepareReport()
+    writer = _ShardWriter(out_dir, index)
+    items = list(items)
+    seen: set[str] = set()
+    try:
+        for item in _progress(items, progress):
+            if item.id in seen:
+                report.reject("duplicate id", item.id, f"{item.audio} repeats an id already in this input")
+                continue
+            seen.add(item.id)
+            if item.id in done:
+                report.already_done += 1
+                continue
+            entry = _prepare_one(item, codec, encode_text, load_audio, min_seconds, max_seconds, report)
+            if entry is None:
+                continue
+            codes, ids, langs, seconds, language = entry
+            language_ids = []
+            for code in langs:
+                if code not in index["languages"]:
+                    index["languages"].append(code)  # a new language gets the next embedding row
+                language_ids.append(index["languages"].index(code))
+            num_q = int(codes.shape[1])
+            if index["num_quantizers"] is None:
+                index["num_quantizers"] = num_q
+            elif index["num_quantizers"] != num_q:
+                raise ValueError(f"The codec gives {num_q} codebooks but {out_dir} holds {index['num_quantizers']}.")
+            writer.add(SourceItem(item.id, item.audio, item.text, language, item.speaker), codes, ids,
+                       language_ids, seconds)
+            report.added += 1
+            if len(writer) >= shard_size:
+                writer.flush()
+    finally:
+        writer.flush()  # an interrupted run keeps everything finished so far
+    return report
+
+
+def _prepare_one(item, codec, encode_text, load_audio, min_seconds, max_seconds, report):
+    if item.text is None:
+        report.reject("missing transcript", item.id, f"no {item.audio.with_suffix('.txt').name} beside the audio")
+        return None
+    if not item.text.strip():
+        report.reject("empty text", item.id, "the transcript is empty")
+        return None
+    if not item.language:
+        report.reject("no language", item.id, "put it in a language folder (en/, de/...), prefix the "
+                      "transcript with 'de|' or pass --language")
+        return None
+    language = item.language.strip().lower()
+    if not _LANGUAGE_RE.match(language):
+        report.reject("bad language", item.id, f"{item.language!r} is not a language code")
+        return None
+    if not item.audio.is_file():
+        report.reject("unreadable audio", item.id, f"{item.audio} does not exist")
+        return None
+    try:
+        wav = load_audio(item.audio)
+    except (ValueError, OSError, RuntimeError) as error:
+        report.reject("unreadable audio", item.id, str(error).splitlines()[0][:200])
+        return None
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds < min_seconds:
+        report.reject("too short", item.id, f"{seconds:.2f} s < {min_seconds} s")
+        return None
+    if seconds > max_seconds:
+        report.reject("too long", item.id, f"{seconds:.2f} s > {max_seconds} s")
+        return None
+    try:
+        ids, langs = encode_text(item.text, language)
+    except (ValueError, RuntimeError) as error:
+        report.reject("bad text", item.id, str(error).splitlines()[0][:200])
+        return None
+    codes = np.asarray(codec.encode_audio(wav))[0]  # [T, Q]
+    return codes, ids, langs, seconds, language
+
+
+def _progress(items: list, enabled: bool) -> Iterator:
+    if not enabled:
+        yield from items
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(items, desc="prepare", unit="utt")

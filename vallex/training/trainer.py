@@ -1,0 +1,580 @@
+"""``vallex train``: train or fine-tune VALL-E X on a prepared folder (:mod:`vallex.training.data`).
+
+One step = ``accumulate_grad_steps`` global batches (duration-bucketed, :class:`BucketBatchSampler`), the
+training forward (:func:`training_forward`), AdamW with gradient clipping, a warm-up + cosine / Eden /
+constant learning rate. Losses are summed over frames and divided by the frames of the whole step, so a
+step's gradient is the same however the batches are split over processes or accumulation steps.
+
+Multi-GPU (or multi-process CPU) runs use PyTorch DDP: start with
+``torchrun --nproc_per_node=N -m vallex train ...`` (NCCL on GPUs, gloo on CPU). Every rank builds the same
+global batches and takes its slice; random choices (NAR stage, prompt length, dropout) are seeded by
+``(seed, step)``, which also makes a resumed run continue exactly as an uninterrupted one would.
+
+Output folder (``out_dir``)::
+
+    checkpoint-00001000.pt        {"model": state_dict}: the format the app and load_model read
+    checkpoint-00001000.json      its VallexConfig (load_model finds it beside the .pt)
+    checkpoint-00001000.state.pt  optimiser + progress, for resuming (weights_only-loadable)
+    best.pt / best.json           the checkpoint with the lowest validation loss
+    last.json                     which checkpoint to resume from
+    log.csv, valid.csv            training and validation losses
+    train_config.yaml             the configuration of the run
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from vallex.checkpoint import load_model, save_checkpoint
+from vallex.config import VallexConfig
+from vallex.model import VallexModel
+from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
+from vallex.training.dropout import add_dropout
+from vallex.training.extend import extend_model
+from vallex.training.forward import (
+    TRAIN_STAGES,
+    ForwardResult,
+    TrainingBatch,
+    nar_loss_scale,
+    sample_nar_stage,
+    sample_prefix_len,
+    training_forward,
+)
+
+_LOG = logging.getLogger(__name__)
+SCHEDULES = ("cosine", "eden", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; YAML files hold the same keys (:meth:`from_yaml`)."""
+
+    data: str = ""  #: prepared folder (vallex prepare-data)
+    out_dir: str = "runs/vallex"
+    #: "tiny", "public", or a VallexConfig JSON file; ignored when init_checkpoint brings its own config
+    model: str = "tiny"
+    #: fine-tune from these weights ({"model": state_dict} .pt or .safetensors), e.g. vallex-checkpoint.pt
+    init_checkpoint: str | None = None
+    #: new languages' embedding rows start as a copy of this language's row (default: the mean of all rows)
+    init_language_from: str | None = None
+    #: "both" (AR + NAR, the reference's stage 0), "ar" or "nar" (only that decoder's parameters train)
+    stage: str = "both"
+    valid_data: str | None = None  #: a separate prepared folder for validation
+    valid_fraction: float = 0.05  #: else this share of `data` (by a hash of the id) is held out
+    max_steps: int = 10_000
+    batch_size: int = 8  #: utterances per global batch (all processes together)
+    max_frames: int = 0  #: padded frames per global batch (75 per second); 0 = no limit
+    num_buckets: int = 6
+    accumulate_grad_steps: int = 1
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  #: max gradient norm; 0 = off
+    schedule: str = "cosine"
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05  #: cosine floor as a fraction of lr
+    eden_lr_batches: int = 5000
+    eden_lr_epochs: float = 4.0
+    precision: str = "auto"  #: auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
+    dropout: float = 0.1
+    #: the reference also trains padding frames (EOS -> EOS); off by default (see training_forward)
+    ar_loss_on_padding: bool = False
+    seed: int = 42
+    device: str = "auto"
+    num_threads: int | None = None  #: torch CPU threads (None: leave torch's default)
+    log_every: int = 10
+    valid_every: int = 500
+    save_every: int = 1000
+    keep_last: int = 3  #: periodic checkpoints kept (best.pt is kept apart)
+    resume: bool = True  #: continue from out_dir/last.json if it exists
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+        checks = [
+            (self.stage in TRAIN_STAGES, f"stage must be one of {TRAIN_STAGES}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.max_steps >= 1, "max_steps must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.accumulate_grad_steps >= 1, "accumulate_grad_steps must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.valid_fraction < 1, "valid_fraction must be in [0, 1)"),
+            (self.warmup_steps >= 0 and self.log_every >= 1 and self.valid_every >= 1 and self.save_every >= 1,
+             "warmup_steps must be >= 0 and log_every/valid_every/save_every >= 1"),
+            (len(self.betas) == 2, "betas must be two numbers"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"Bad training configuration: {message}.")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+        """Read a YAML file of TrainConfig keys; ``overrides`` (non-None values) win over the file."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Training config not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must be a YAML mapping of training options.")
+        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"Unknown training option(s): {', '.join(unknown)}. Known: {', '.join(sorted(names))}.")
+        return cls(**data)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    out_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    train_losses: list[float] = field(default_factory=list)  # per-frame loss of every step run
+    valid_loss: float | None = None
+
+
+# Learning rate ---------------------------------------------------------------------------------------------
+
+def learning_rate(config: TrainConfig, step: int, epoch: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) in epoch ``epoch``."""
+    base, warm = config.lr, config.warmup_steps
+    if config.schedule == "eden":
+        # lifeiteng/vall-e's Eden: decays with steps and epochs; warm-up factor 0.5 -> 1.
+        factor = ((step**2 + config.eden_lr_batches**2) / config.eden_lr_batches**2) ** -0.25
+        factor *= ((epoch**2 + config.eden_lr_epochs**2) / config.eden_lr_epochs**2) ** -0.25
+        warmup = 1.0 if step >= warm else 0.5 + 0.5 * step / warm
+        return base * factor * warmup
+    if step < warm:
+        return base * (step + 1) / warm
+    if config.schedule == "constant":
+        return base
+    progress = min(1.0, (step - warm) / max(1, config.max_steps - warm))
+    floor = config.min_lr_ratio
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# Setup -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_kind: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device(config: TrainConfig, dist: _Dist) -> torch.device:
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use device: cpu.")
+        device = torch.device("cuda", dist.local_rank if device.index is None else device.index)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """None = float32. bf16 needs hardware support; fp16 is CUDA only (it needs a GradScaler)."""
+    precision = config.precision
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type != "cuda":
+            raise ValueError("precision fp16 needs a CUDA GPU; on CPU use fp32 or bf16.")
+        return torch.float16
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("This GPU does not support bf16; use precision fp16 or fp32.")
+    return torch.bfloat16
+
+
+def _build_model(config: TrainConfig, dataset: CodesDataset) -> VallexModel:
+    if config.init_checkpoint:
+        model = load_model(config.init_checkpoint)
+    else:
+        path = Path(config.model)
+        model_config = VallexConfig.from_json(path) if path.suffix == ".json" else VallexConfig.named(config.model)
+        model = VallexModel(model_config)
+    # The data may use languages or phoneme ids (espeak front end) the model lacks: grow it, keeping old rows.
+    needed_languages = len(dataset.languages)
+    needed_vocab = dataset.max_text_id + 1
+    if needed_languages > model.config.num_languages or needed_vocab > model.config.text_vocab_size:
+        _LOG.info("growing the model to %d languages and %d text rows", needed_languages, needed_vocab)
+        model = extend_model(model, num_languages=needed_languages, text_vocab_size=needed_vocab,
+                             init_from=config.init_language_from, seed=config.seed)
+    return model
+
+
+def _trainable(model: VallexModel, stage: str) -> list[tuple[str, nn.Parameter]]:
+    """Parameters a stage trains: "ar_*", "nar_*" or all. The NAR positional alphas stay frozen, as in the
+    reference. Other parameters get requires_grad=False (DDP then ignores them)."""
+    chosen = []
+    for name, param in model.named_parameters():  # tied weights appear once
+        train = stage == "both" or name.startswith(f"{stage}_")
+        if name in ("nar_text_position.alpha", "nar_audio_position.alpha"):
+            train = False
+        param.requires_grad_(train)
+        if train:
+            chosen.append((name, param))
+    return chosen
+
+
+def _optimizer(config: TrainConfig, params: list[tuple[str, nn.Parameter]]) -> torch.optim.Optimizer:
+    # No weight decay on 1-D parameters (biases, norms, alphas): decaying them only fights the norms.
+    decay = [p for _, p in params if p.ndim >= 2]
+    no_decay = [p for _, p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=1e-8)
+
+
+class _TrainingModule(nn.Module):
+    """Wraps the model so that DDP sees the training forward as the module's forward."""
+
+    def __init__(self, model: VallexModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: TrainingBatch, options: dict) -> tuple[torch.Tensor, ForwardResult]:
+        out = training_forward(self.model, batch, **options)
+        return out.loss, out
+
+
+# Checkpoints -----------------------------------------------------------------------------------------------
+
+def _atomic_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _save(out_dir: Path, model: VallexModel, optimizer, progress: dict, keep_last: int) -> Path:
+    name = f"checkpoint-{progress['step']:08d}"
+    path = save_checkpoint(model, out_dir / f"{name}.pt")
+    model.config.to_json(out_dir / f"{name}.json")
+    torch.save({"optimizer": optimizer.state_dict(), **progress}, out_dir / f"{name}.state.pt")
+    _atomic_json(out_dir / "last.json", {"checkpoint": f"{name}.pt", "state": f"{name}.state.pt", **progress})
+    periodic = sorted(out_dir.glob("checkpoint-*.state.pt"))
+    for old in periodic[:-keep_last] if keep_last > 0 else []:
+        stem = old.name[: -len(".state.pt")]
+        for suffix in (".pt", ".json", ".state.pt"):
+            (out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
+    return path
+
+
+def _load_resume(out_dir: Path) -> tuple[Path, dict] | None:
+    pointer = out_dir / "last.json"
+    if not pointer.is_file():
+        return None
+    info = json.loads(pointer.read_text(encoding="utf-8"))
+    for key in ("checkpoint", "state"):
+        if Path(info[key]).name != info[key]:
+            raise ValueError(f"{pointer} names a file outside the run folder: {info[key]!r}.")
+    state = torch.load(out_dir / info["state"], map_location="cpu", weights_only=True)
+    return out_dir / info["checkpoint"], state
+
+
+def _truncate_csv(path: Path, step: int) -> None:
+    """Drop rows logged after ``step`` by a run that was interrupted before saving them."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step] if rows else []
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+
+
+class _CsvLog:
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path, self.columns = path, columns
+        if not path.is_file():
+            with path.open("w", encoding="utf-8", newline="") as handle:
+                csv.writer(handle).writerow(columns)
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8", newline="") as handle:
+            csv.writer(handle).writerow([_fmt(row.get(c)) for c in self.columns])
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+# The loop --------------------------------------------------------------------------------------------------
+
+def _step_seed(seed: int, step: int, micro: int = 0) -> int:
+    return (seed * 1_000_003 + step * 8191 + micro * 131) % (2**63 - 1)
+
+
+def _draws(config: TrainConfig, step: int, micro: int, batch_frames: list[int], num_q: int) -> dict:
+    """NAR stage, prompt length and NAR scale of one global batch: identical on every rank."""
+    rng = random.Random(_step_seed(config.seed, step, micro))
+    generator = torch.Generator().manual_seed(_step_seed(config.seed + 1, step, micro))
+    stage = sample_nar_stage(rng, num_q)
+    prefix = sample_prefix_len(min(batch_frames), generator)
+    return {"nar_stage": stage, "prefix_len": prefix,
+            "nar_scale": nar_loss_scale(sum(batch_frames), prefix, len(batch_frames))}
+
+
+def _all_reduce(values: list[float], device: torch.device, dist: _Dist) -> list[float]:
+    if not dist.enabled:
+        return values
+    import torch.distributed as tdist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    tdist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+@torch.no_grad()
+def evaluate(model: VallexModel, dataset: CodesDataset, config: TrainConfig, device: torch.device,
+             dist: _Dist | None = None, autocast: torch.dtype | None = None) -> dict[str, float]:
+    """Validation losses per frame (fixed NAR stage/prefix draws, so evaluations are comparable)."""
+    dist = dist or _Dist()
+    was_training = model.training
+    model.eval()
+    sampler = BucketBatchSampler(dataset.frames, config.batch_size, max_frames=config.max_frames,
+                                 num_buckets=config.num_buckets, shuffle=False)
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss, ar, nar, frames
+    for i, batch_ids in enumerate(sampler.batches(0)):
+        frames = [dataset.frames[j] for j in batch_ids]
+        local = shard_batch(batch_ids, dist.rank, dist.world_size)
+        if not local:
+            continue
+        options = _draws(config, -1, i, frames, model.config.num_quantizers)
+        batch = collate([dataset[j] for j in local]).to(device)
+        with _autocast(device, autocast):
+            out = training_forward(model, batch, train_stage=config.stage,
+                                   ar_loss_on_padding=config.ar_loss_on_padding, **options)
+        sums[0] += float(out.loss)
+        sums[1] += float(out.ar_loss) if out.ar_loss is not None else 0.0
+        sums[2] += float(out.nar_loss) if out.nar_loss is not None else 0.0
+        sums[3] += float(batch.code_lens.sum())
+    sums = _all_reduce(sums, device, dist)
+    model.train(was_training)
+    frames = max(sums[3], 1.0)
+    return {"loss": sums[0] / frames, "ar_loss": sums[1] / frames, "nar_loss": sums[2] / frames}
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
+    """Run (or resume) a training run; returns where it ended. ``on_step(step, row)`` is called after every
+    optimiser step with the logged values (used by tests and notebooks)."""
+    if not config.data:
+        raise ValueError("No training data: set `data` to a folder made by `vallex prepare-data`.")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device_kind = "cuda" if (config.device == "auto" and torch.cuda.is_available()) or config.device.startswith("cuda") else "cpu"
+    dist = _init_distributed(device_kind)
+    device = _device(config, dist)
+    autocast = _autocast_dtype(config, device)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    full = CodesDataset(config.data)
+    if len(full) == 0:
+        raise ValueError(f"{config.data} holds no utterances; check the prepare-data summary.")
+    if config.valid_data:
+        train_set, valid_set = full, CodesDataset(config.valid_data)
+    else:
+        train_ids, valid_ids = split_ids([item["id"] for item in full.items], config.valid_fraction)
+        train_set, valid_set = CodesDataset(config.data, train_ids), CodesDataset(config.data, valid_ids)
+    if len(train_set) < dist.world_size:
+        raise ValueError(f"{len(train_set)} training utterances cannot be shared by {dist.world_size} processes.")
+
+    resume = _load_resume(out_dir) if config.resume else None
+    # A resumed run's own checkpoint decides the shape (a grown model stays grown).
+    model = load_model(resume[0]) if resume is not None else _build_model(config, full)
+    if model.config.num_quantizers != full.num_quantizers:
+        raise ValueError(f"The data has {full.num_quantizers} codebooks but the model expects {model.config.num_quantizers}.")
+    model.to(device).train()
+    add_dropout(model, config.dropout)
+    params = _trainable(model, config.stage)
+    optimizer = _optimizer(config, params)
+    progress = {"step": 0, "epoch": 0, "position": 0, "best_valid": None}
+    if resume is not None:
+        optimizer.load_state_dict(resume[1]["optimizer"])
+        progress.update({k: resume[1][k] for k in progress if k in resume[1]})
+        _LOG.info("resumed from %s at step %d", resume[0].name, progress["step"])
+        if dist.main:
+            _truncate_csv(out_dir / "log.csv", progress["step"])
+            _truncate_csv(out_dir / "valid.csv", progress["step"])
+
+    module: nn.Module = _TrainingModule(model)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # One NAR stage (its predictor, stage embedding) is used per step: the others get no gradient.
+        module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                         find_unused_parameters=True)
+    scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
+
+    log = valid_log = None
+    if dist.main:
+        (out_dir / "train_config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        model.config.to_json(out_dir / "config.json")
+        log = _CsvLog(out_dir / "log.csv", ["step", "epoch", "lr", "loss", "ar_loss", "nar_loss", "ar_top10",
+                                           "nar_top10", "frames", "grad_norm", "seconds"])
+        valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])
+
+    sampler = BucketBatchSampler(train_set.frames, config.batch_size, max_frames=config.max_frames,
+                                 num_buckets=config.num_buckets, seed=config.seed, min_batch=dist.world_size)
+    frames_of = train_set.frames
+    num_q = model.config.num_quantizers
+    result = TrainResult(step=progress["step"], out_dir=out_dir,
+                         last_checkpoint=resume[0] if resume is not None and dist.main else None,
+                         best_checkpoint=out_dir / "best.pt" if (out_dir / "best.pt").is_file() else None)
+    step, epoch, position = progress["step"], progress["epoch"], progress["position"]
+    started = time.perf_counter()
+    last_saved = step if resume is not None else -1
+
+    while step < config.max_steps:
+        epoch_batches = sampler.batches(epoch)
+        if len(epoch_batches) < config.accumulate_grad_steps:
+            raise ValueError(f"Only {len(epoch_batches)} batches per epoch, fewer than accumulate_grad_steps "
+                             f"({config.accumulate_grad_steps}): lower batch_size/accumulate_grad_steps or add data.")
+        while position + config.accumulate_grad_steps <= len(epoch_batches) and step < config.max_steps:
+            group = epoch_batches[position:position + config.accumulate_grad_steps]
+            lr = learning_rate(config, step, epoch)
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
+            torch.manual_seed(_step_seed(config.seed + 2 + dist.rank, step))  # dropout masks
+            step_frames = sum(frames_of[i] for batch in group for i in batch)
+            sums = [0.0] * 7  # loss, ar, nar, ar_hits, ar_n, nar_hits, nar_n
+            for micro, batch_ids in enumerate(group):
+                options = _draws(config, step, micro, [frames_of[i] for i in batch_ids], num_q)
+                options.update(train_stage=config.stage, ar_loss_on_padding=config.ar_loss_on_padding)
+                local = shard_batch(batch_ids, dist.rank, dist.world_size)
+                batch = collate([train_set[i] for i in local]).to(device)
+                sync = micro == len(group) - 1 or not dist.enabled
+                with (contextlib.nullcontext() if sync else module.no_sync()), _autocast(device, autocast):
+                    loss, out = module(batch, options)
+                # Sum over frames / frames of the whole step; DDP averages over ranks, hence * world_size.
+                scaled = loss * (dist.world_size / step_frames)
+                (scaler.scale(scaled) if scaler else scaled).backward()
+                sums[0] += float(loss.detach())
+                sums[1] += float(out.ar_loss.detach()) if out.ar_loss is not None else 0.0
+                sums[2] += float(out.nar_loss.detach()) if out.nar_loss is not None else 0.0
+                sums[3:] = [a + b for a, b in zip(sums[3:], (out.ar_top10_correct, out.ar_targets,
+                                                              out.nar_top10_correct, out.nar_targets))]
+            if scaler:
+                scaler.unscale_(optimizer)
+            trained = [p for _, p in params]
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, config.grad_clip if config.grad_clip > 0 else float("inf")))
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            position += len(group)
+            sums = _all_reduce(sums, device, dist)
+            row = {"step": step, "epoch": epoch, "lr": lr, "loss": sums[0] / step_frames,
+                   "ar_loss": sums[1] / step_frames if config.stage != "nar" else None,
+                   "nar_loss": sums[2] / step_frames if config.stage != "ar" else None,
+                   "ar_top10": sums[3] / max(sums[4], 1) if config.stage != "nar" else None,
+                   "nar_top10": sums[5] / max(sums[6], 1) if config.stage != "ar" else None,
+                   "frames": step_frames, "grad_norm": grad_norm,
+                   "seconds": round(time.perf_counter() - started, 3)}
+            result.train_losses.append(row["loss"])
+            if log is not None and (step % config.log_every == 0 or step == 1):
+                log.write(row)
+            if on_step is not None:
+                on_step(step, row)
+            progress.update(step=step, epoch=epoch, position=position)
+            if step % config.valid_every == 0 or step == config.max_steps:
+                result.valid_loss = _validate(model, valid_set, config, device, dist, autocast, progress,
+                                              valid_log, out_dir, result)
+            if step % config.save_every == 0 or step == config.max_steps:
+                if dist.main:
+                    result.last_checkpoint = _save(out_dir, model, optimizer, dict(progress), config.keep_last)
+                last_saved = step
+        epoch += 1
+        position = 0
+        progress.update(epoch=epoch, position=0)
+    if last_saved != step and dist.main:
+        result.last_checkpoint = _save(out_dir, model, optimizer, dict(progress), config.keep_last)
+    result.step = step
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return result
+
+
+def _validate(model, valid_set, config, device, dist, autocast, progress, valid_log, out_dir, result) -> float | None:
+    if len(valid_set) == 0:
+        return None
+    losses = evaluate(model, valid_set, config, device, dist, autocast)
+    if valid_log is not None:
+        valid_log.write({"step": progress["step"], **losses})
+        best = progress.get("best_valid")
+        if best is None or losses["loss"] < best:
+            progress["best_valid"] = losses["loss"]
+            save_checkpoint(model, out_dir / "best.pt")
+            model.config.to_json(out_dir / "best.json")
+            result.best_checkpoint = out_dir / "best.pt"
+    return losses["loss"]
