@@ -31,3 +31,21 @@ def golden() -> Path:
     if not path.is_dir():
         pytest.fail(f"Golden fixtures not found at {path}; set VALLEX_GOLDEN_DIR.")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A weights folder with random tiny VALL-E X + real-architecture EnCodec/Vocos (outputs are noise)."""
+    from vallex.weights import make_random_weights
+
+    directory = tmp_path_factory.mktemp("tiny-weights")
+    make_random_weights(directory, "tiny")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_tts(tiny_weights):
+    """One ``VallEX`` on the tiny random weights, shared by the tests that only synthesise."""
+    from vallex.api import VallEX
+
+    return VallEX.from_pretrained(tiny_weights, device="cpu")

@@ -235,7 +235,7 @@ class VallEX:
         if language not in ("auto", "mix", "auto-mix"):
             check_language(language)
         if long_text is None:
-            tokens = tokenize(text, language)
+            tokens = tokenize(text, language, max_tokens=None)  # our own, friendlier limit below
             if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
                 raise ValueError(
                     f"The text is too long for one utterance ({len(tokens)} phonemes; at most "
@@ -252,7 +252,7 @@ class VallEX:
             if not sentence.strip():
                 continue
             try:
-                tokens = tokenize(sentence, language)
+                tokens = tokenize(sentence, language, max_tokens=None)
             except ValueError as error:
                 if "pronounce" in str(error) or "empty" in str(error).lower():
                     continue  # a stray punctuation-only piece between sentences
