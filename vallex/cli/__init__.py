@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vallex.cli.synthesize",
     "vallex.cli.prompts",
     "vallex.cli.weights",
+    "vallex.cli.checkpoint",
     "vallex.cli.training",
     "vallex.cli.evaluate",
     "vallex.cli.translate",

@@ -1,0 +1,104 @@
+"""The ``vallex`` command line: synthesize, convert-checkpoint, help, and exit codes on bad input."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vallex.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps them here
+    assert {"synthesize", "make-prompt", "download", "make-random-weights", "convert-checkpoint"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            main([name, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: vallex " + name in capsys.readouterr().out
+
+
+def test_synthesize_writes_a_wav(tiny_weights, tmp_path):
+    out = tmp_path / "out.wav"
+    code = main(["synthesize", "--text", "Hello there.", "--weights-dir", str(tiny_weights), "--seed", "1",
+                 "--quiet", "-o", str(out)])
+    assert code == 0
+    wav, sr = sf.read(out, dtype="float32")
+    assert sr == 24000 and len(wav) > 0 and np.isfinite(wav).all()
+
+
+def test_synthesize_with_prompt_audio_cross_lingual_accent(tiny_weights, tmp_path):
+    prompt = tmp_path / "voice.wav"
+    sf.write(prompt, (0.1 * np.random.default_rng(1).standard_normal(48000)).astype(np.float32), 24000)
+    text_file = tmp_path / "text.txt"
+    text_file.write_text("你好。再见。", encoding="utf-8")
+    out = tmp_path / "out.wav"
+    code = main(["synthesize", "--text-file", str(text_file), "--prompt-audio", str(prompt), "--prompt-text",
+                 "Nice to meet you.", "--accent", "en", "--long-text", "sliding-window",
+                 "--weights-dir", str(tiny_weights), "--seed", "2", "--quiet", "-o", str(out)])
+    assert code == 0 and out.stat().st_size > 44
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--text", ""], "empty"),
+    (["--text", "Hi.", "--preset", "nobody"], "preset"),
+    (["--text", "Hi.", "--preset", "../../etc/passwd"], "name"),
+    (["--text", "This is long enough to need several sentences. " * 20], "long-text"),
+    (["--text", "Hi.", "--prompt-text", "orphan transcript"], "--prompt-audio"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_output(tiny_weights, tmp_path, capsys, extra, message):
+    out = tmp_path / "out.wav"
+    code = main(["synthesize", *extra, "--weights-dir", str(tiny_weights), "--presets-dir", str(tmp_path),
+                 "--quiet", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+    assert list(tmp_path.glob("*.wav")) == []  # no partial temporary file either
+
+
+def test_unknown_language_is_rejected_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synthesize", "--text", "Hi", "--language", "fr", "-o", "x.wav"])
+    assert exit_info.value.code == 2
+
+
+def test_convert_checkpoint_round_trip(golden, tmp_path):
+    from vallex.checkpoint import load_model
+    from vallex.config import VallexConfig
+
+    target = tmp_path / "model.safetensors"
+    assert main(["convert-checkpoint", str(golden / "checkpoint.pt"), str(target),
+                 "--config", str(golden / "config.json")]) == 0
+    converted = load_model(target)  # the config travels in the safetensors metadata
+    original = load_model(golden / "checkpoint.pt", VallexConfig.from_json(golden / "config.json"))
+    for key, value in original.state_dict().items():
+        assert torch.equal(value, converted.state_dict()[key]), key
+    assert converted.nar_predict_layers[0].weight is converted.nar_audio_embeddings[2].word_embeddings.weight
+
+
+def test_console_script_runs_offline(tiny_weights, tmp_path):
+    """The installed entry point, in a fresh process, as a user would run it."""
+    out = tmp_path / "cli.wav"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "-m", "vallex", "synthesize", "--text", "Hi.", "--weights-dir",
+                             str(tiny_weights), "--threads", "1", "--quiet", "-o", str(out)],
+                            capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file()
+
+
+def test_missing_weights_is_a_clear_error(tmp_path, capsys):
+    code = main(["synthesize", "--text", "Hi.", "--weights-dir", str(tmp_path / "empty"), "--quiet",
+                 "-o", str(tmp_path / "o.wav")])
+    err = capsys.readouterr().err
+    assert code == 2 and "vallex-checkpoint" in err and "Traceback" not in err
