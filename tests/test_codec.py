@@ -120,6 +120,16 @@ def test_models_load_lazily_once(weights_dir):
     assert fresh.vocos is vocos
 
 
+def test_partial_codecs_say_what_they_lack(weights_dir):
+    encoder_only = AudioCodec.from_dir(weights_dir, components=("encodec",))
+    assert encoder_only.encode_audio(speech_like(0.2)).shape == (1, 15, 8)
+    with pytest.raises(ValueError, match="without Vocos"):
+        encoder_only.decode_codes(torch.zeros(1, 2, 8, dtype=torch.long))
+    decoder_only = AudioCodec.from_dir(weights_dir, components=("vocos",))
+    with pytest.raises(ValueError, match="without EnCodec"):
+        decoder_only.encode_audio(speech_like(0.2))
+
+
 def test_in_memory_random_codec_matches_the_files(weights_dir, codec):
     in_memory = AudioCodec.random(seed=0)
     wav = speech_like(1.0)

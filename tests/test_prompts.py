@@ -18,8 +18,17 @@ from vallex.prompts import PresetLibrary, VoicePrompt, find_transcriber, make_pr
 
 
 @pytest.fixture(scope="module")
-def codec():
-    return AudioCodec.random(seed=0)
+def weights_dir(tmp_path_factory):
+    from vallex.weights import make_random_weights
+
+    directory = tmp_path_factory.mktemp("random-weights")
+    make_random_weights(directory, size="tiny", seed=0)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def codec(weights_dir):
+    return AudioCodec.from_dir(weights_dir, components=("encodec",))  # prompts need no vocoder
 
 
 def golden_presets(golden):
@@ -256,3 +265,20 @@ def test_make_prompt_rejects_long_audio_and_bad_names(codec):
         make_prompt(speech_like(2.0)[:, 0], "Hello.", codec=codec, name="../x", sample_rate=SAMPLE_RATE)
     with pytest.raises(ValueError, match="Unknown"):
         make_prompt(speech_like(2.0)[:, 0], "Hello.", language="ko", codec=codec, sample_rate=SAMPLE_RATE)
+
+
+def test_cli_make_prompt_writes_a_preset_and_a_file(weights_dir, tmp_path, capsys):
+    from vallex.cli import main
+
+    audio = tmp_path / "voice.flac"
+    sf.write(str(audio), speech_like(2.0, 22_050), 22_050, format="FLAC")
+    presets = tmp_path / "presets"
+    code = main(["make-prompt", str(audio), "--transcript", "Hello there.", "--name", "voice_1",
+                 "--presets-dir", str(presets), "-o", str(tmp_path / "voice.npz"), "--weights-dir", str(weights_dir)])
+    assert code == 0
+    assert "language en" in capsys.readouterr().out
+    assert PresetLibrary(presets).names() == ["voice_1"]
+    assert (presets / "voice_1.npz").read_bytes() == (tmp_path / "voice.npz").read_bytes()
+    assert main(["make-prompt", str(audio), "--transcript", "Hi.", "--name", "../x", "--presets-dir", str(presets),
+                 "--weights-dir", str(weights_dir)]) == 2
+    assert "Invalid prompt name" in capsys.readouterr().err

@@ -255,27 +255,30 @@ class AudioCodec:
 
     @classmethod
     def from_paths(cls, paths: "WeightPaths", device: str | torch.device = "cpu") -> "AudioCodec":
-        """Use the EnCodec/Vocos files of ``paths`` (loaded lazily)."""
-        if paths.encodec is None or paths.vocos_config is None or paths.vocos_model is None:
-            raise ValueError("The weight paths lack EnCodec or Vocos files: resolve them with "
+        """Use the EnCodec/Vocos files of ``paths`` (loaded lazily; a missing one fails only when needed)."""
+        if paths.encodec is None and (paths.vocos_config is None or paths.vocos_model is None):
+            raise ValueError("The weight paths hold neither EnCodec nor Vocos files: resolve them with "
                              "components=('encodec', 'vocos').")
         return cls(paths, device=device)
 
     @classmethod
-    def from_dir(cls, weights_dir: str | Path, device: str | torch.device = "cpu") -> "AudioCodec":
+    def from_dir(cls, weights_dir: str | Path, device: str | torch.device = "cpu",
+                 components: tuple[str, ...] = ("encodec", "vocos")) -> "AudioCodec":
         """EnCodec/Vocos from a weights folder in the documented layout (no download)."""
         from vallex.weights import resolve_weights
 
-        return cls.from_paths(resolve_weights(weights_dir, download=False, components=("encodec", "vocos")), device)
+        return cls.from_paths(resolve_weights(weights_dir, download=False, components=components), device)
 
     @classmethod
     def pretrained(cls, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                   download: bool = True) -> "AudioCodec":
-        """The published EnCodec and Vocos through the weights manager (caches, or ``weights_dir``)."""
+                   download: bool = True, components: tuple[str, ...] = ("encodec", "vocos")) -> "AudioCodec":
+        """The published EnCodec and Vocos through the weights manager (caches, or ``weights_dir``).
+
+        ``components=("encodec",)`` is enough for making prompts; ``("vocos",)`` for decoding only.
+        """
         from vallex.weights import resolve_weights
 
-        return cls.from_paths(resolve_weights(weights_dir, download=download, components=("encodec", "vocos")),
-                              device)
+        return cls.from_paths(resolve_weights(weights_dir, download=download, components=components), device)
 
     @classmethod
     def random(cls, seed: int = 0, device: str | torch.device = "cpu") -> "AudioCodec":
@@ -289,6 +292,9 @@ class AudioCodec:
         if self._encodec is None:
             with self._lock:
                 if self._encodec is None:
+                    if self.paths is None or self.paths.encodec is None:
+                        raise ValueError("This AudioCodec was made without EnCodec weights, so it cannot encode "
+                                         "audio; build it with components=('encodec', 'vocos').")
                     self._encodec = load_encodec(self.paths.encodec, self.device)
         return self._encodec
 
@@ -297,6 +303,9 @@ class AudioCodec:
         if self._vocos is None:
             with self._lock:
                 if self._vocos is None:
+                    if self.paths is None or self.paths.vocos_config is None or self.paths.vocos_model is None:
+                        raise ValueError("This AudioCodec was made without Vocos weights, so it cannot decode "
+                                         "codes; build it with components=('encodec', 'vocos').")
                     self._vocos = load_vocos(self.paths.vocos_config, self.paths.vocos_model, self.device)
         return self._vocos
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if args.name in library and not args.overwrite and args.output is None:
             raise ValueError(f"A preset named {args.name!r} already exists in {library.directory}; "
                              "use --overwrite or another name.")
-    codec = AudioCodec.pretrained(args.weights_dir)
+    codec = AudioCodec.pretrained(args.weights_dir, components=("encodec",))  # prompts need no vocoder
     prompt = make_prompt(args.audio, args.transcript, args.language, codec=codec, name=args.name,
                          trim_silence=args.trim_silence)
     written = []
