@@ -21,12 +21,12 @@ def voice_like(seconds: float, rate: int, channels: int = 1, seed: int = 0) -> n
     return (data + 0.02 * rng.standard_normal(data.shape)).astype(np.float32)
 
 
-def write_m4a(path, data: np.ndarray, rate: int) -> None:
+def write_with_pyav(path, data: np.ndarray, rate: int, container_format: str, codec: str) -> None:
     import av
 
     layout = "stereo" if data.shape[1] == 2 else "mono"
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=rate)
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=rate)
         stream.layout = layout
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data.T), format="fltp", layout=layout)
         frame.sample_rate = rate
@@ -62,10 +62,12 @@ def test_every_soundfile_format_loads_as_mono_24k(tmp_path, suffix, fmt, subtype
         np.testing.assert_allclose(wav[:n], reference[:n], atol=2e-4)
 
 
-def test_m4a_loads_through_pyav(tmp_path):
-    data = voice_like(1.5, 44_100, channels=2)
-    path = tmp_path / "clip.m4a"
-    write_m4a(path, data, 44_100)
+@pytest.mark.parametrize("suffix,container_format,codec,rate", [("m4a", "mp4", "aac", 44_100),
+                                                                ("webm", "webm", "libopus", 48_000)])
+def test_m4a_and_webm_load_through_pyav(tmp_path, suffix, container_format, codec, rate):
+    data = voice_like(1.5, rate, channels=2)
+    path = tmp_path / f"clip.{suffix}"
+    write_with_pyav(path, data, rate, container_format, codec)
     wav = load_audio(path)
     assert wav.dtype == np.float32 and wav.ndim == 1
     assert abs(len(wav) - 1.5 * SAMPLE_RATE) < 0.1 * SAMPLE_RATE
@@ -225,6 +227,13 @@ def test_eight_channel_file(tmp_path):
     path = tmp_path / "surround.wav"
     sf.write(str(path), voice_like(1.0, 16_000, channels=8), 16_000)
     with pytest.raises(ValueError, match="8 channels"):
+        load_audio(path)
+
+
+def test_corrupt_m4a(tmp_path):
+    path = tmp_path / "broken.m4a"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="corrupt"):
         load_audio(path)
 
 

@@ -12,8 +12,8 @@ comes from a file, from Gradio's ``(sample_rate, int16 array)`` tuple or from a 
    [-1, 1]; otherwise levels are kept. ``normalize_peak=0.95`` rescales any clip to that peak instead;
 5. optionally trim leading/trailing silence, then check the duration limits.
 
-Supported files: WAV, FLAC, OGG/Vorbis, Opus and MP3 through ``soundfile`` (libsndfile); M4A/AAC/MP4
-when PyAV (``pip install av``) is installed.
+Supported files: WAV, FLAC, OGG/Vorbis, Opus and MP3 through ``soundfile`` (libsndfile); M4A/AAC/MP4 and
+WebM when PyAV (``pip install av``, it bundles FFmpeg) is installed. Other containers are refused by extension.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ MAX_DECODE_SECONDS = 600.0
 
 #: File extensions by decoder. Anything else is refused before decoding.
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
-PYAV_EXTENSIONS = (".m4a", ".mp4", ".aac")
+PYAV_EXTENSIONS = (".m4a", ".mp4", ".aac", ".webm")  # browser recordings are often WebM/Opus
 
 AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor, tuple]
 
@@ -218,7 +218,7 @@ def _read_with_pyav(path: Path) -> tuple[np.ndarray, int]:
         import av  # optional: bundles FFmpeg for M4A/AAC
     except ImportError:
         raise ValueError(
-            f"{path.name}: M4A/AAC audio needs the optional PyAV decoder (`pip install av`). Or convert the file "
+            f"{path.name}: M4A/AAC/WebM audio needs the optional PyAV decoder (`pip install av`). Or convert the file "
             "to WAV, FLAC, OGG, Opus or MP3."
         ) from None
     chunks: list[np.ndarray] = []
@@ -242,7 +242,8 @@ def _read_with_pyav(path: Path) -> tuple[np.ndarray, int]:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray())
     except av.error.FFmpegError as error:
-        raise ValueError(f"Could not decode {path.name}: the file is corrupt or not M4A/AAC audio ({error}).") from None
+        raise ValueError(f"Could not decode {path.name}: the file is corrupt or not {path.suffix[1:].upper()} audio "
+                         f"({error}).") from None
     if not rate:
         raise ValueError(f"Could not decode {path.name}: no sample rate in the header.")
     if not chunks:
@@ -251,9 +252,9 @@ def _read_with_pyav(path: Path) -> tuple[np.ndarray, int]:
 
 
 def _unsupported_message(path: Path) -> str:
-    optional = "" if _pyav_available() else " (M4A/AAC after `pip install av`)"
-    return (f"Unsupported audio container {path.suffix!r} ({path.name}): use WAV, FLAC, OGG/Vorbis, Opus, MP3 or "
-            f"M4A/AAC{optional}.")
+    optional = "" if _pyav_available() else " (after `pip install av`)"
+    return (f"Unsupported audio container {path.suffix!r} ({path.name}): use WAV, FLAC, OGG/Vorbis, Opus, MP3, "
+            f"or M4A/AAC/WebM{optional}.")
 
 
 def _pyav_available() -> bool:
