@@ -445,6 +445,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         raise ValueError(f"{len(train_set)} training utterances cannot be shared by {dist.world_size} processes.")
 
     resume = _load_resume(out_dir) if config.resume else None
+    torch.manual_seed(config.seed)  # the initial weights of a model trained from scratch
     # A resumed run's own checkpoint decides the shape (a grown model stays grown).
     model = load_model(resume[0]) if resume is not None else _build_model(config, full)
     if model.config.num_quantizers != full.num_quantizers:
