@@ -84,8 +84,7 @@ def test_golden_presets_round_trip_byte_identically(golden, tmp_path):
         assert out.read_bytes() == path.read_bytes(), path.name
         assert prompt.to_npz_bytes() == path.read_bytes()
         again = VoicePrompt.load_npz(out)
-        assert torch.equal(again.codes, prompt.codes) and again.text_ids == prompt.text_ids
-        assert again.language == prompt.language
+        assert again == prompt and again is not prompt
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
@@ -160,6 +159,9 @@ def test_voice_prompt_validates_its_fields():
         VoicePrompt(codes=torch.zeros(1, 3, 8, dtype=torch.long), text_ids=[-1], language="en")
     prompt = VoicePrompt(codes=np.zeros((3, 8), dtype=np.int32), text_ids=(1, 2), language="English")
     assert prompt.codes.shape == (1, 3, 8) and prompt.codes.dtype == torch.int64 and prompt.language == "en"
+    assert prompt == VoicePrompt(codes=torch.zeros(1, 3, 8, dtype=torch.long), text_ids=[1, 2], language="en")
+    assert prompt != VoicePrompt(codes=torch.zeros(1, 3, 8, dtype=torch.long), text_ids=[1, 2], language="zh")
+    assert prompt != VoicePrompt(codes=torch.ones(1, 3, 8, dtype=torch.long), text_ids=[1, 2], language="en")
 
 
 # Presets --------------------------------------------------------------------------------------------
@@ -207,6 +209,7 @@ def test_preset_symlink_out_of_the_folder_is_refused(tmp_path, golden):
     (folder / "sneaky.npz").symlink_to(outside)
     with pytest.raises(ValueError, match="outside the preset folder"):
         PresetLibrary(folder).load("sneaky")
+    assert PresetLibrary(folder).names() == []
 
 
 # Making prompts -------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class _ZipStyle:
     local_zip64_extra: bool = True
 
 
-@dataclass
+@dataclass(eq=False)
 class VoicePrompt:
     """A voice prompt.
 
@@ -109,6 +110,16 @@ class VoicePrompt:
         if self.lang_code_dtype not in ("int32", "int64"):
             raise ValueError(f"lang_code_dtype must be 'int32' or 'int64', got {self.lang_code_dtype!r}.")
 
+    def __eq__(self, other: object) -> bool:
+        """Same codes, text ids, language, transcript and name (file-format details are not compared)."""
+        if not isinstance(other, VoicePrompt):
+            return NotImplemented
+        return (torch.equal(self.codes, other.codes) and self.text_ids == other.text_ids
+                and self.language == other.language and self.transcript == other.transcript
+                and self.name == other.name)
+
+    __hash__ = None  # mutable
+
     @property
     def num_frames(self) -> int:
         return int(self.codes.shape[1])
@@ -137,9 +148,9 @@ class VoicePrompt:
         """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring)."""
         path = Path(path)
         data = _write_npz_bytes(self.to_arrays(), self._zip_style)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # readers never see a half-written file
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp", delete=False) as tmp:
+            tmp.write(data)
+        os.replace(tmp.name, path)  # readers never see a half-written file
         return path
 
     def to_npz_bytes(self) -> bytes:
@@ -168,6 +179,9 @@ class VoicePrompt:
     def from_npz_bytes(cls, data: bytes, *, name: str | None = None, source: str = "the prompt file",
                        max_frames: int | None = MAX_PROMPT_FRAMES) -> "VoicePrompt":
         """:meth:`load_npz` from the file's bytes."""
+        if len(data) > MAX_NPZ_BYTES:
+            raise ValueError(f"{source} is {len(data) // 1024} kB; prompt files are at most "
+                             f"{MAX_NPZ_BYTES // 2**20} MiB.")
         arrays, style = _read_npz_bytes(data, source)
         audio, text, code = arrays["audio_tokens"], arrays["text_tokens"], arrays["lang_code"]
         if not np.issubdtype(audio.dtype, np.integer) or not np.issubdtype(text.dtype, np.integer):
@@ -336,8 +350,9 @@ class PresetLibrary:
         """Sorted names of the presets present (files whose name is not a valid preset name are ignored)."""
         if not self.directory.is_dir():
             return []
+        root = self.directory.resolve()
         return sorted(p.stem for p in self.directory.glob("*.npz")
-                      if p.is_file() and NAME_PATTERN.fullmatch(p.stem))
+                      if NAME_PATTERN.fullmatch(p.stem) and p.is_file() and p.resolve().parent == root)
 
     def __contains__(self, name: object) -> bool:
         try:
