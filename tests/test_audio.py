@@ -120,6 +120,17 @@ def test_float_beyond_full_scale_is_scaled_into_range_and_normalize_peak():
     assert np.isclose(np.abs(load_audio(quiet, sample_rate=SAMPLE_RATE, normalize_peak=0.9)).max(), 0.9)
 
 
+def test_the_callers_array_is_never_modified_or_returned():
+    data = voice_like(1.2, SAMPLE_RATE)[:, 0] * 3  # beyond full scale: gets scaled
+    original = data.copy()
+    for kwargs in ({}, {"normalize_peak": 0.5}, {"trim_silence": True}):
+        wav = load_audio(data, sample_rate=SAMPLE_RATE, **kwargs)
+        wav[:] = 0
+        assert np.array_equal(data, original)
+    quiet = voice_like(1.2, SAMPLE_RATE)[:, 0]
+    assert not np.shares_memory(load_audio(quiet, sample_rate=SAMPLE_RATE), quiet)
+
+
 def test_resampling_gives_24k_length():
     for rate in (8_000, 16_000, 22_050, 44_100, 48_000):
         wav = load_audio(voice_like(1.0, rate), sample_rate=rate)

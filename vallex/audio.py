@@ -112,7 +112,8 @@ def load_audio(
     if trim_silence:
         wav = trim_silence_edges(wav)
     check_duration(wav, min_seconds=min_seconds, max_seconds=max_seconds, what=origin)
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    # Always a fresh array: the caller's buffer is never returned or modified (the reference normalised in place).
+    return np.array(wav, dtype=np.float32, copy=True, order="C")
 
 
 def load_prompt_audio(source: AudioSource, sample_rate: int | None = None, *, trim_silence: bool = True,
