@@ -172,7 +172,8 @@ class VoicePrompt:
             raise FileNotFoundError(f"Prompt file not found: {path}")
         size = path.stat().st_size
         if size > MAX_NPZ_BYTES:
-            raise ValueError(f"{path.name} is {size // 1024} kB; prompt files are at most {MAX_NPZ_BYTES // 2**20} MiB.")
+            raise ValueError(f"{path.name} is {size // 1024} kB; prompt files are at most "
+                             f"{MAX_NPZ_BYTES // 2**20} MiB.")
         return cls.from_npz_bytes(path.read_bytes(), name=name, source=path.name, max_frames=max_frames)
 
     @classmethod
@@ -401,7 +402,8 @@ def _as_codes(codes: Any) -> torch.Tensor:
     if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
         raise ValueError("Prompt codes must be integers.")
     if tensor.numel() and (int(tensor.min()) < 0 or int(tensor.max()) >= CODEBOOK_SIZE):
-        raise ValueError(f"Prompt codes must be in 0..{CODEBOOK_SIZE - 1}, got {int(tensor.min())}..{int(tensor.max())}.")
+        raise ValueError(f"Prompt codes must be in 0..{CODEBOOK_SIZE - 1}, "
+                         f"got {int(tensor.min())}..{int(tensor.max())}.")
     return tensor.to("cpu", torch.long).contiguous()
 
 

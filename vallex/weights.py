@@ -1,17 +1,14 @@
 """Model weights: where each file comes from, where it is kept, and how it is checked.
 
-Three models are needed (five files):
+Three models are needed (five files). Source, then the name in a weights folder (``--weights-dir``):
 
-========================  ==========================================================  ==========================
-model                     source (pinned)                                             weights-dir layout
-========================  ==========================================================  ==========================
-VALL-E X                  Hugging Face ``Plachta/VALL-E-X`` / ``vallex-checkpoint.pt``   ``vallex-checkpoint.pt``
-                                                                                       (or ``.safetensors``) and
-                                                                                       optional ``vallex-config.json``
-EnCodec 24 kHz            ``dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th`` ``encodec_24khz-d7cc33bc.th``
-Vocos (EnCodec features)  Hugging Face ``charactr/vocos-encodec-24khz``                ``vocos-encodec-24khz/config.yaml``
-                          ``config.yaml`` + ``pytorch_model.bin``                      ``vocos-encodec-24khz/pytorch_model.bin``
-========================  ==========================================================  ==========================
+* VALL-E X: Hugging Face ``Plachta/VALL-E-X``, file ``vallex-checkpoint.pt``
+  → ``vallex-checkpoint.pt`` (or ``vallex-checkpoint.safetensors``), plus optional ``vallex-config.json``
+  (model sizes; absent means the public checkpoint's).
+* EnCodec 24 kHz: ``https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th``
+  → ``encodec_24khz-d7cc33bc.th``.
+* Vocos: Hugging Face ``charactr/vocos-encodec-24khz``, files ``config.yaml`` and ``pytorch_model.bin``
+  → ``vocos-encodec-24khz/config.yaml`` and ``vocos-encodec-24khz/pytorch_model.bin``.
 
 Where files are looked for:
 
