@@ -1,0 +1,83 @@
+"""App settings, read from environment variables (documented in demo/README.md).
+
+Every setting has a default that works for ``make app`` on a laptop and unchanged on a Hugging Face Space.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The example voices made by assets/make_assets.py.
+DEFAULT_ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer.") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off.")
+
+
+def _env_path(name: str) -> Path | None:
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What the app needs to know before it starts (see :meth:`from_env` for the variables)."""
+
+    weights_dir: Path | None = None  # None: the Hugging Face / torch hub caches (downloads when online)
+    presets_dir: Path | None = None  # None: vallex's default preset folder
+    assets_dir: Path = DEFAULT_ASSETS_DIR
+    device: str | None = None  # None: CUDA, then MPS, then CPU
+    dtype: str | None = None  # None: float32
+    num_threads: int | None = None  # CPU torch threads; None: torch's default
+    concurrency: int = 1  # model requests running at once (all model events share this limit)
+    max_queue: int = 32  # requests waiting beyond this are refused with "queue full"
+    max_upload_mb: int = 20  # uploads above this are refused by Gradio before they reach the app
+    max_text_chars: int = 5000  # longest text accepted by any tab
+    preload: bool = False  # load the model at startup instead of on the first request
+    title: str = "VALL-E X"
+
+    @classmethod
+    def from_env(cls) -> "AppConfig":
+        """Read the ``VALLEX_*`` variables.
+
+        ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``,
+        ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default 1), ``VALLEX_MAX_QUEUE`` (32),
+        ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
+        running on a Hugging Face Space, i.e. ``SPACE_ID`` is set).
+        """
+        threads = os.environ.get("VALLEX_THREADS", "").strip()
+        return cls(
+            weights_dir=_env_path("VALLEX_WEIGHTS_DIR"),
+            presets_dir=_env_path("VALLEX_PRESETS_DIR"),
+            assets_dir=_env_path("VALLEX_ASSETS_DIR") or DEFAULT_ASSETS_DIR,
+            device=os.environ.get("VALLEX_DEVICE", "").strip() or None,
+            dtype=os.environ.get("VALLEX_DTYPE", "").strip() or None,
+            num_threads=_env_int("VALLEX_THREADS", 1, 1) if threads else None,
+            concurrency=_env_int("VALLEX_CONCURRENCY", 1, 1),
+            max_queue=_env_int("VALLEX_MAX_QUEUE", 32, 1),
+            max_upload_mb=_env_int("VALLEX_MAX_UPLOAD_MB", 20, 1),
+            max_text_chars=_env_int("VALLEX_MAX_TEXT_CHARS", 5000, 10),
+            preload=_env_flag("VALLEX_PRELOAD", default=bool(os.environ.get("SPACE_ID"))),
+        )

@@ -1,0 +1,187 @@
+"""The app's one model, its voices, and its scratch files; nothing here knows about Gradio widgets.
+
+``Engine`` loads :class:`vallex.api.VallEX` once (at startup or on the first request) and hands the same
+object to every request. It also knows the built-in example voices (``assets/voices.json``, made from the
+project's own espeak-ng clips) and owns a private scratch folder for files offered for download.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from demo.config import AppConfig
+from vallex.api import VallEX
+from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, validate_name
+from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
+
+_LOG = logging.getLogger(__name__)
+
+#: Scratch folders older than this are removed when the next one is made (downloads have started by then).
+SCRATCH_MAX_AGE_S = 600.0
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A built-in example voice: a clip in ``assets/`` and what it says."""
+
+    name: str
+    language: str
+    audio_path: Path
+    transcript: str
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """What the banner at the top of the page says about the model files."""
+
+    level: str  # "ok" | "info" | "warning" | "error"
+    message: str
+
+
+def load_voices(assets_dir: Path) -> list[Voice]:
+    """The voices listed in ``assets_dir/voices.json`` whose clip exists (none if there is no manifest)."""
+    manifest = assets_dir / "voices.json"
+    if not manifest.is_file():
+        return []
+    voices = []
+    for entry in json.loads(manifest.read_text(encoding="utf-8")):
+        name = str(entry.get("name", ""))
+        path = assets_dir / str(entry.get("file", ""))
+        # The manifest is ours, but a name is still never joined into a path unchecked.
+        if NAME_PATTERN.fullmatch(name) and path.is_file() and path.parent == assets_dir:
+            voices.append(Voice(name, str(entry["language"]), path, str(entry["transcript"])))
+    return voices
+
+
+def zero_gpu(duration: int = 120) -> Callable[[Callable], Callable]:
+    """``spaces.GPU(duration=...)`` on a ZeroGPU Space (the ``spaces`` package is importable), else a no-op."""
+    try:
+        import spaces  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
+
+
+class Engine:
+    """The loaded model (lazily, once), the voices, and the scratch files of one app."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.voices: dict[str, Voice] = {v.name: v for v in load_voices(config.assets_dir)}
+        self.presets = PresetLibrary(config.presets_dir) if config.presets_dir else PresetLibrary.default()
+        self._tts: VallEX | None = None
+        self._load_lock = threading.Lock()
+        self._voice_cache: dict[str, VoicePrompt] = {}
+        self._scratch_root: Path | None = None
+        self._scratch_dirs: list[tuple[float, Path]] = []
+        self._scratch_lock = threading.Lock()
+
+    # Model ----------------------------------------------------------------------------------------
+    def weights_status(self) -> WeightsStatus:
+        """Check the model files without loading them or touching the network."""
+        manager = WeightsManager(self.config.weights_dir)
+        try:
+            paths = manager.resolve(download=False)
+        except WeightsNotFoundError as error:
+            if manager.weights_dir is None and not is_offline():
+                return WeightsStatus("info", "The model weights (about 1.6 GB) are not in the cache yet: they "
+                                     "are downloaded on the first request, which takes a few minutes.")
+            return WeightsStatus("error", str(error))
+        except ValueError as error:  # a damaged file or manifest
+            return WeightsStatus("error", str(error))
+        if paths.random:
+            return WeightsStatus("warning", f"{NOISE_WARNING} Folder: {manager.weights_dir}")
+        return WeightsStatus("ok", "")
+
+    @property
+    def loaded(self) -> bool:
+        return self._tts is not None
+
+    def tts(self) -> VallEX:
+        """The shared :class:`VallEX`, loaded on first use; a missing-weights problem becomes a ValueError."""
+        if self._tts is None:
+            with self._load_lock:
+                if self._tts is None:
+                    started = time.perf_counter()
+                    try:
+                        self._tts = VallEX.from_pretrained(
+                            self.config.weights_dir, device=self.config.device, dtype=self.config.dtype,
+                            num_threads=self.config.num_threads, presets_dir=self.presets.directory,
+                        )
+                    except WeightsNotFoundError as error:
+                        first = str(error).splitlines()[0]
+                        raise ValueError(f"The model cannot be loaded: {first} The banner at the top of the page "
+                                         "says how to provide the weights.") from None
+                    _LOG.info("Model loaded in %.1f s", time.perf_counter() - started)
+        return self._tts
+
+    # Voices ---------------------------------------------------------------------------------------
+    def voice_names(self) -> list[str]:
+        """Built-in voices first, then the presets of the preset folder."""
+        return list(self.voices) + [n for n in self.presets.names() if n not in self.voices]
+
+    def voice(self, name: str) -> VoicePrompt:
+        """The prompt of a built-in voice or a preset; a bad or unknown name raises ValueError."""
+        validate_name(name)  # "../../etc/passwd" and friends stop here
+        if name in self.voices:
+            with self._load_lock:
+                cached = self._voice_cache.get(name)
+            if cached is None:
+                voice = self.voices[name]
+                cached = self.tts().make_prompt(str(voice.audio_path), voice.transcript, voice.language, name=name)
+                with self._load_lock:
+                    self._voice_cache[name] = cached
+            return cached
+        return self.presets.load(name)
+
+    # Scratch files --------------------------------------------------------------------------------
+    @contextmanager
+    def scratch_dir(self) -> Iterator[Path]:
+        """A new private folder for one request's files; old ones (ours only) are removed as we go.
+
+        The folder outlives the request (Gradio copies files into its cache after the handler returns) and
+        is deleted by a later request or at exit; if the request fails it is deleted at once.
+        """
+        with self._scratch_lock:
+            if self._scratch_root is None:
+                self._scratch_root = Path(tempfile.mkdtemp(prefix="vallex-app-"))
+                atexit.register(shutil.rmtree, self._scratch_root, True)
+            now = time.monotonic()
+            keep = []
+            for made, path in self._scratch_dirs:
+                if now - made > SCRATCH_MAX_AGE_S:
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    keep.append((made, path))
+            path = Path(tempfile.mkdtemp(dir=self._scratch_root))
+            keep.append((now, path))
+            self._scratch_dirs = keep
+        try:
+            yield path
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+
+    def close(self) -> None:
+        """Delete every scratch file this engine made."""
+        with self._scratch_lock:
+            if self._scratch_root is not None:
+                shutil.rmtree(self._scratch_root, ignore_errors=True)
+            self._scratch_root, self._scratch_dirs = None, []
+
+
+def describe_voice(engine: Engine, name: str) -> dict[str, Any]:
+    """A short description of a voice for the UI (no model needed)."""
+    voice = engine.voices.get(name)
+    if voice is not None:
+        return {"name": name, "kind": "built-in example", "language": voice.language, "transcript": voice.transcript}
+    return {"name": name, "kind": "preset", "folder": str(engine.presets.directory)}

@@ -1,0 +1,242 @@
+"""What each button does: plain functions of the widget values, built on :mod:`vallex.api` only.
+
+Every handler turns the library's ``ValueError`` (bad input, said in words) into a ``gr.Error`` message, and
+any other failure into a short message without a traceback (the traceback goes to the server log).
+Audio leaves as ``(24000, int16 array)``: Gradio writes it into its own cache, so no audio temp files of ours.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import secrets
+import time
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+import numpy as np
+
+from demo.engine import Engine, zero_gpu
+from demo.plots import audio_picture
+from vallex.api import LONG_TEXT_MODES, Synthesis
+from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
+from vallex.prompts import VoicePrompt, validate_name
+
+_LOG = logging.getLogger(__name__)
+
+LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "mix": "mixed"}
+NO_VOICE = "none"  # the long-text voice choice that means "no prompt: a random voice"
+AudioOut = tuple[int, np.ndarray]
+
+
+def friendly_errors(function: Callable) -> Callable:
+    """Show a handler's ``ValueError``/``FileNotFoundError`` as ``gr.Error``; hide other tracebacks from the UI."""
+
+    def translate(error: BaseException) -> gr.Error:
+        if isinstance(error, gr.Error):
+            return error
+        if isinstance(error, (ValueError, FileNotFoundError)):
+            return gr.Error(str(error), print_exception=False)
+        _LOG.exception("Request failed")
+        return gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log; "
+                        "please try again or change the input.", print_exception=False)
+
+    if inspect.isgeneratorfunction(function):
+        @functools.wraps(function)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            try:
+                yield from function(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a message
+                raise translate(error) from None
+        return generator_wrapper
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure becomes a message
+            raise translate(error) from None
+    return wrapper
+
+
+# Input checks shared by the tabs -----------------------------------------------------------------------
+
+def check_text(text: Any, max_chars: int) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("The text is empty: type the sentence you want to hear.")
+    if len(text) > max_chars:
+        raise ValueError(f"The text has {len(text)} characters; at most {max_chars} are accepted here. "
+                         "Shorten it or split it into several requests.")
+    return text
+
+
+def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_of: Any) -> dict[str, Any]:
+    """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back)."""
+    try:
+        seed = -1 if seed is None or seed == "" else int(seed)
+        top_k = int(top_k or 0)
+        best_of = int(best_of or 1)
+        temperature = float(temperature if temperature is not None else 1.0)
+        top_p = float(top_p if top_p is not None else 1.0)
+    except (TypeError, ValueError):
+        raise ValueError("Seed, top-k and best-of must be whole numbers; temperature and top-p numbers.") from None
+    if seed < 0:
+        seed = secrets.randbelow(2**31)
+    if seed >= 2**63:
+        raise ValueError(f"The seed must be below 2**63, got {seed}.")
+    return {"seed": seed, "temperature": temperature, "top_k": top_k if top_k > 0 else None,
+            "top_p": top_p if top_p < 1.0 else None, "best_of": best_of}
+
+
+def accent_option(accent: Any) -> str | None:
+    return None if accent in (None, "", "none") else str(accent)
+
+
+def audio_out(wav: np.ndarray) -> AudioOut:
+    return SAMPLE_RATE, to_pcm16(wav)
+
+
+def progress_callback(progress: gr.Progress) -> Callable[[str, int, int], None]:
+    """A ``(stage, done, total)`` callback for the library that moves the UI's progress bar (every 8 steps)."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        if stage == "ar_step" and done % 8 == 0 and total:
+            progress((min(done, total), total), desc="Generating speech tokens")
+        elif stage == "sentence" and total > 1:
+            progress((done, total), desc=f"Sentence {min(done + 1, total)} of {total}")
+
+    return report
+
+
+def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | None,
+             extra_timings: dict[str, float]) -> tuple[str, dict[str, Any]]:
+    """A one-paragraph summary (Markdown) and the full details (JSON) of a synthesis."""
+    timings = {**{k: round(v, 3) for k, v in extra_timings.items()},
+               **{k: round(float(v), 3) for k, v in result.timings.items()}}
+    languages = ", ".join(LANGUAGE_NAMES.get(code, code) for code in result.language.split(","))
+    details = {
+        "language": result.language,
+        "sample_rate": result.sample_rate,
+        "duration_s": round(result.duration, 3),
+        "seed": options["seed"],
+        "sentences": [{"text": s.text, "language": s.tokens.language, "phonemes": s.tokens.phonemes,
+                       "stop_reason": s.stop_reason, "seconds": round(len(s.waveform) / SAMPLE_RATE, 3)}
+                      for s in result.sentences],
+        "prompt": None if prompt is None else {"language": prompt.language, "seconds": round(prompt.seconds, 2),
+                                               "transcript": prompt.transcript, "name": prompt.name},
+        "timings": timings,
+    }
+    summary = (f"**Detected language:** {languages} · **Audio:** {result.duration:.2f} s · "
+               f"**Synthesis:** {result.timings['total_s']:.2f} s (real-time factor {result.timings['rtf']:.2f}) · "
+               f"**Seed:** {options['seed']}\n\n**Phonemes:** `{result.phonemes}`")
+    if prompt is not None:
+        summary += f"\n\n**Voice:** {LANGUAGE_NAMES.get(prompt.language)} prompt, {prompt.seconds:.1f} s"
+    return summary, details
+
+
+# The handlers ----------------------------------------------------------------------------------------
+
+def make_handlers(engine: Engine) -> dict[str, Callable]:
+    """The event functions of the app, bound to ``engine`` (and wrapped for ZeroGPU when on a Space)."""
+    max_chars = engine.config.max_text_chars
+
+    @friendly_errors
+    def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
+              temperature: float, top_k: float, top_p: float, best_of: float,
+              progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+        """Speak `text` in the voice of `prompt_audio` (3-10 s; `transcript` says what it says)."""
+        if not prompt_audio:
+            raise ValueError("No voice prompt: upload or record 3-10 seconds of someone speaking.")
+        check_text(text, max_chars)
+        options = sampling_options(seed, temperature, top_k, top_p, best_of)
+        tts = engine.tts()
+        started = time.perf_counter()
+        prompt = tts.make_prompt(prompt_audio, transcript or None)
+        prompt_s = time.perf_counter() - started
+        result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
+                                         progress=progress_callback(progress), **options)
+        summary, details = describe(result, options, prompt, {"prompt_s": prompt_s})
+        picture = audio_picture(result.waveform, SAMPLE_RATE, load_audio(prompt_audio))
+        return audio_out(result.waveform), summary, details, picture
+
+    def resolve_voice(voice: str | None, prompt_file: str | None, required: bool) -> VoicePrompt | None:
+        if prompt_file:  # an uploaded prompt file wins over the dropdown, as in the reference UI
+            return VoicePrompt.load_npz(prompt_file)
+        if voice in (None, "", NO_VOICE):
+            if required:
+                raise ValueError("No voice chosen: pick a voice preset or upload a prompt .npz file.")
+            return None
+        return engine.voice(str(voice))
+
+    @friendly_errors
+    def preset(text: str, voice: str, prompt_file: str | None, language: str, accent: str, seed: float,
+               temperature: float, top_k: float, top_p: float, best_of: float,
+               progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+        """Speak `text` in a named voice (`voice`) or the voice of an uploaded `.npz` prompt file."""
+        if voice not in (None, "", NO_VOICE):
+            validate_name(voice)  # before anything else: a bad name never reaches the file system
+        check_text(text, max_chars)
+        options = sampling_options(seed, temperature, top_k, top_p, best_of)
+        tts = engine.tts()
+        prompt = resolve_voice(voice, prompt_file, required=True)
+        result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
+                                         progress=progress_callback(progress), **options)
+        summary, details = describe(result, options, prompt, {})
+        prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
+        return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
+
+    @friendly_errors
+    def make_prompt(prompt_audio: str | None, transcript: str, language: str, name: str) -> tuple[str, str]:
+        """Turn 3-10 s of speech and its transcript into a downloadable `<name>.npz` voice prompt."""
+        if not prompt_audio:
+            raise ValueError("No audio: upload or record 3-10 seconds of someone speaking.")
+        name = validate_name((name or "").strip())
+        language = None if language in (None, "", "auto") else language
+        prompt = engine.tts().make_prompt(prompt_audio, transcript or None, language, name=name)
+        with engine.scratch_dir() as folder:
+            path = prompt.save_npz(folder / f"{name}.npz")
+        message = (f"**{name}.npz** is ready: {LANGUAGE_NAMES.get(prompt.language)} voice, {prompt.seconds:.1f} s, "
+                   f"{len(prompt.text_ids)} text tokens.\n\n**Transcript:** {prompt.transcript}\n\n"
+                   "Use it in the *Presets* or *Long text* tab (upload the file), or with "
+                   "`vallex synthesize --prompt-file`.")
+        return str(path), message
+
+    @friendly_errors
+    def long_text(text: str, voice: str, prompt_file: str | None, mode: str, language: str, accent: str,
+                  seed: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[AudioOut, str]]:
+        """Speak a long `text` sentence by sentence; the audio grows after every sentence."""
+        if voice not in (None, "", NO_VOICE):
+            validate_name(voice)
+        check_text(text, max_chars)
+        if mode not in LONG_TEXT_MODES:
+            raise ValueError(f"Unknown long-text mode {mode!r}: choose {' or '.join(LONG_TEXT_MODES)}.")
+        options = sampling_options(seed, 1.0, 0, 1.0, 1)
+        tts = engine.tts()
+        prompt = resolve_voice(voice, prompt_file, required=False)
+        counts = {"total": 0}
+        report = progress_callback(progress)
+
+        def track(stage: str, done: int, total: int) -> None:
+            if stage == "sentence":
+                counts["total"] = total
+            report(stage, done, total)
+
+        started = time.perf_counter()
+        chunks: list[np.ndarray] = []
+        stream = tts.synthesize_stream(text, prompt, language=language, accent=accent_option(accent),
+                                       long_text=mode, progress=track, **options)
+        for chunk in stream:
+            chunks.append(chunk)
+            audio = np.concatenate(chunks)
+            elapsed = time.perf_counter() - started
+            status = (f"**Sentence {len(chunks)} of {counts['total']}** done · {len(audio) / SAMPLE_RATE:.1f} s of "
+                      f"audio in {elapsed:.1f} s · mode {mode} · seed {options['seed']}")
+            yield audio_out(audio), status
+
+    def voices() -> list[str]:
+        """The voice names usable in the Presets and Long text tabs (built-in examples, then presets)."""
+        return engine.voice_names()
+
+    gpu = zero_gpu()
+    return {"clone": gpu(clone), "preset": gpu(preset), "make_prompt": gpu(make_prompt),
+            "long_text": gpu(long_text), "voices": voices}

@@ -1,0 +1,215 @@
+"""The page: four tabs over :mod:`demo.handlers`, and ``main()`` that launches it (``python app.py``)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from demo import examples
+from demo.config import AppConfig
+from demo.engine import Engine, WeightsStatus
+from demo.handlers import NO_VOICE, make_handlers
+from vallex.api import LONG_TEXT_MODES
+
+LANGUAGE_CHOICES = [("Auto-detect", "auto"), ("English", "en"), ("中文 (Chinese)", "zh"), ("日本語 (Japanese)", "ja")]
+MIX_CHOICE = ("Mixed, with [EN]…[EN] / [ZH]…[ZH] / [JA]…[JA] tags", "mix")
+ACCENT_CHOICES = [("No accent (follow the text)", "none"), ("English accent", "en"), ("Chinese accent", "zh"),
+                  ("Japanese accent", "ja")]
+MODE_CHOICES = [("Same prompt for every sentence (fixed-prompt)", "fixed-prompt"),
+                ("Each sentence continues the last (sliding-window)", "sliding-window")]
+assert [value for _, value in MODE_CHOICES] == list(LONG_TEXT_MODES)  # noqa: S101 - a programming error
+
+INTRO = """# VALL-E X: speak in anyone's voice, in English, 中文 and 日本語
+Give a few seconds of someone speaking, and VALL-E X reads your text in that voice, even in another
+language (*cross-lingual*). The **accent** setting keeps a speaker's native accent, or gives them another.
+Tips: a clean 3-10 s recording with its exact transcript works best; the same seed gives the same result."""
+
+CSS = """
+#weights-banner { border-radius: 8px; padding: 4px 14px; }
+#weights-banner.error { background: #fdecea; border: 1px solid #e57373; }
+#weights-banner.warning { background: #fff8e1; border: 1px solid #ffb300; }
+#weights-banner.info { background: #e8f4fd; border: 1px solid #64b5f6; }
+"""
+
+BANNER_TITLES = {
+    "error": "⚠️ **The model weights are missing, so nothing can be synthesised yet.**",
+    "warning": "⚠️ **Random weights: everything you hear is noise, not speech.**",
+    "info": "ℹ️ **First start.**",
+}
+
+
+def banner_markdown(status: WeightsStatus) -> str:
+    """The banner text for a weights problem ("" when all is well)."""
+    if status.level == "ok":
+        return ""
+    body = f"```text\n{status.message}\n```" if status.level == "error" else status.message
+    return f"{BANNER_TITLES[status.level]}\n\n{body}"
+
+
+def _sampling_controls() -> list[gr.components.Component]:
+    """Seed, temperature, top-k, top-p and best-of (inside an accordion)."""
+    with gr.Accordion("Advanced sampling", open=False):
+        with gr.Row():
+            seed = gr.Number(value=-1, precision=0, label="Seed (-1: random; the seed used is shown below)")
+            best_of = gr.Slider(1, 8, value=1, step=1, label="Best of N (keeps the most likely of N tries)")
+        with gr.Row():
+            temperature = gr.Slider(0.1, 1.5, value=1.0, step=0.05, label="Temperature")
+            top_k = gr.Slider(0, 1024, value=0, step=1, label="Top-k (0: off)")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1: off)")
+    return [seed, temperature, top_k, top_p, best_of]
+
+
+def _language_row(with_mix: bool) -> tuple[gr.Dropdown, gr.Dropdown]:
+    with gr.Row():
+        language = gr.Dropdown(LANGUAGE_CHOICES + ([MIX_CHOICE] if with_mix else []), value="auto",
+                               label="Language of the text")
+        accent = gr.Dropdown(ACCENT_CHOICES, value="none", label="Accent")
+    return language, accent
+
+
+def _result_column(prefix: str) -> list[gr.components.Component]:
+    """Output audio, summary, picture and details (element ids start with ``prefix``)."""
+    audio = gr.Audio(label="Speech", type="numpy", format="wav", interactive=False, elem_id=f"{prefix}-audio")
+    summary = gr.Markdown(label="Summary", elem_id=f"{prefix}-summary")
+    picture = gr.Image(label="Waveform and spectrogram", type="pil", format="png", interactive=False)
+    with gr.Accordion("Details (per sentence: language, phonemes, stop reason; timings)", open=False):
+        details = gr.JSON(label="Details")
+    return [audio, summary, details, picture]
+
+
+def _voice_choices(engine: Engine, allow_none: bool) -> list[tuple[str, str]]:
+    return ([("No prompt (a random voice)", NO_VOICE)] if allow_none else []) + [
+        (f"{name} · built-in {engine.voices[name].language}" if name in engine.voices else name, name)
+        for name in engine.voice_names()]
+
+
+def _voice_dropdown(engine: Engine, allow_none: bool) -> gr.Dropdown:
+    names = engine.voice_names()
+    default = names[0] if names else (NO_VOICE if allow_none else None)
+    # Custom values are allowed so that API clients can name presets added after the page was built;
+    # every name is validated by the handler.
+    return gr.Dropdown(_voice_choices(engine, allow_none), value=default, label="Voice", allow_custom_value=True)
+
+
+def _examples(rows: list[list[str]], inputs: list[gr.components.Component], **kwargs: Any) -> None:
+    """gr.Examples, or nothing when the assets folder has no voices."""
+    if rows:
+        gr.Examples(rows, inputs=inputs, **kwargs)
+
+
+def build_app(config: AppConfig | None = None, engine: Engine | None = None) -> gr.Blocks:
+    """The Gradio Blocks app (not launched). Model events share one queue slot group, ``"model"``."""
+    config = config or AppConfig.from_env()
+    engine = engine or Engine(config)
+    handlers = make_handlers(engine)
+    status = engine.weights_status()
+    model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
+
+    with gr.Blocks(title=config.title, delete_cache=(600, 3600)) as app:
+        gr.Markdown(INTRO)
+        banner = banner_markdown(status)
+        gr.Markdown(banner, visible=bool(banner), elem_id="weights-banner", elem_classes=[status.level])
+
+        with gr.Tab("Clone a voice", id="clone"):
+            with gr.Row():
+                with gr.Column():
+                    prompt = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="clone-prompt",
+                                      label="Voice prompt: 3-10 s of speech (upload or record)")
+                    transcript = gr.Textbox(label="Transcript of the prompt",
+                                            placeholder="What is said in the recording (needed for a good copy)")
+                    text = gr.Textbox(lines=3, label="Text to speak", elem_id="clone-text",
+                                      value="Welcome back. What can I do for you today?")
+                    language, accent = _language_row(with_mix=True)
+                    sampling = _sampling_controls()
+                    button = gr.Button("Generate", variant="primary", elem_id="clone-generate")
+                with gr.Column():
+                    outputs = _result_column("clone")
+            _examples(examples.clone_examples(engine), inputs=[prompt, transcript, text, language, accent],
+                        label="Examples (voices made with espeak-ng)", cache_examples=False)
+            button.click(handlers["clone"], [prompt, transcript, text, language, accent, *sampling], outputs,
+                         api_name="clone", **model_event)
+
+        with gr.Tab("Presets", id="presets"):
+            with gr.Row():
+                with gr.Column():
+                    text_p = gr.Textbox(lines=3, label="Text to speak",
+                                        value="A prompt carries the voice, prosody and emotion of a speaker.")
+                    with gr.Row():
+                        voice_p = _voice_dropdown(engine, allow_none=False)
+                        refresh = gr.Button("↻ Refresh voices", size="sm")
+                    file_p = gr.File(label="…or upload a prompt .npz (wins over the voice list)", file_types=[".npz"],
+                                     type="filepath")
+                    language_p, accent_p = _language_row(with_mix=True)
+                    sampling_p = _sampling_controls()
+                    button_p = gr.Button("Generate", variant="primary")
+                with gr.Column():
+                    outputs_p = _result_column("preset")
+            _examples(examples.preset_examples(engine), inputs=[text_p, voice_p, language_p, accent_p],
+                        cache_examples=False)
+            button_p.click(handlers["preset"], [text_p, voice_p, file_p, language_p, accent_p, *sampling_p],
+                           outputs_p, api_name="preset", **model_event)
+
+        with gr.Tab("Make a prompt", id="make-prompt"):
+            with gr.Row():
+                with gr.Column():
+                    audio_m = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                                       label="Speech: 3-10 s (upload or record)")
+                    transcript_m = gr.Textbox(label="Transcript", placeholder="What is said in the recording")
+                    with gr.Row():
+                        language_m = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Language of the speech")
+                        name_m = gr.Textbox(value="my_voice", label="Prompt name (letters, digits, _ and -)")
+                    button_m = gr.Button("Make prompt", variant="primary")
+                with gr.Column():
+                    file_m = gr.File(label="Voice prompt (.npz)", interactive=False)
+                    message_m = gr.Markdown(label="Message")
+            _examples(examples.prompt_examples(engine), inputs=[audio_m, transcript_m, language_m, name_m],
+                        cache_examples=False)
+            button_m.click(handlers["make_prompt"], [audio_m, transcript_m, language_m, name_m],
+                           [file_m, message_m], api_name="make_prompt", **model_event)
+
+        with gr.Tab("Long text", id="long-text"):
+            gr.Markdown("Long text is spoken sentence by sentence; the audio grows as each sentence is ready.")
+            with gr.Row():
+                with gr.Column():
+                    text_l = gr.Textbox(lines=8, label="Text", value=examples.LONG_TEXTS[0][0])
+                    with gr.Row():
+                        voice_l = _voice_dropdown(engine, allow_none=True)
+                        file_l = gr.File(label="…or a prompt .npz", file_types=[".npz"], type="filepath")
+                    mode_l = gr.Radio(MODE_CHOICES, value="fixed-prompt", label="Mode")
+                    language_l, accent_l = _language_row(with_mix=False)
+                    seed_l = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
+                    button_l = gr.Button("Generate", variant="primary")
+                with gr.Column():
+                    audio_l = gr.Audio(label="Speech (grows sentence by sentence)", type="numpy", format="wav",
+                                       interactive=False)
+                    status_l = gr.Markdown(label="Status")
+            _examples(examples.long_examples(engine), inputs=[text_l, voice_l, mode_l, language_l],
+                        cache_examples=False)
+            button_l.click(handlers["long_text"], [text_l, voice_l, file_l, mode_l, language_l, accent_l, seed_l],
+                           [audio_l, status_l], api_name="long_text", **model_event)
+
+        def refresh_voices() -> tuple[dict, dict]:
+            return (gr.update(choices=_voice_choices(engine, False)), gr.update(choices=_voice_choices(engine, True)))
+
+        refresh.click(refresh_voices, None, [voice_p, voice_l], api_visibility="private")
+        # A plain list of the voice names, for API clients.
+        gr.api(handlers["voices"], api_name="voices")
+    app.engine = engine  # type: ignore[attr-defined] - for tests and main()
+    return app
+
+
+def main() -> None:
+    """Build and launch the app: host/port from ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = AppConfig.from_env()
+    engine = Engine(config)
+    if config.preload:
+        try:
+            engine.tts()
+        except ValueError as error:  # missing weights: the banner explains; the app still starts
+            logging.getLogger(__name__).warning("%s", error)
+    app = build_app(config, engine)
+    app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
+    app.launch(max_file_size=f"{config.max_upload_mb}mb", allowed_paths=[str(config.assets_dir)], css=CSS,
+               footer_links=["api", "gradio"])
