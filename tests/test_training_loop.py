@@ -1,0 +1,171 @@
+"""The trainer: schedules, config, checkpoint format, resume after an interruption, stages, precision,
+growing a model for a new language and fine-tuning it."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from vallex.checkpoint import load_model, save_checkpoint
+from vallex.config import VallexConfig
+from vallex.model import VallexModel
+from vallex.training.data import prepare_dataset, scan_folder
+from vallex.training.espeak_corpus import write_espeak_corpus
+from vallex.training.extend import extend_model
+from vallex.training.forward import TrainingBatch, training_forward
+from vallex.training.trainer import TrainConfig, learning_rate, train
+
+MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A prepared folder of 6 espeak utterances (en + zh) and a micro model config."""
+    from vallex.codec import AudioCodec
+
+    root = tmp_path_factory.mktemp("loop")
+    write_espeak_corpus(root / "raw", {"en": ["Hello there.", "Good morning.", "See you soon.", "Open the door."],
+                                       "zh": ["你好。", "再见。"]})
+    prepare_dataset(scan_folder(root / "raw"), root / "prep", AudioCodec.random(seed=0), progress=False)
+    (root / "micro.json").write_text(json.dumps(MICRO), encoding="utf-8")
+    return root
+
+
+def config(root, out, **kwargs) -> TrainConfig:
+    base = dict(data=str(root / "prep"), out_dir=str(out), model=str(root / "micro.json"), batch_size=2,
+                max_steps=6, lr=2e-3, warmup_steps=2, valid_fraction=0.0, log_every=1, valid_every=100,
+                save_every=100, num_threads=1)
+    return TrainConfig(**{**base, **kwargs})
+
+
+def read_log(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_learning_rate_schedules():
+    cos = TrainConfig(lr=1.0, warmup_steps=10, max_steps=110, schedule="cosine", min_lr_ratio=0.1)
+    assert learning_rate(cos, 0, 0) == pytest.approx(0.1)  # linear warm-up
+    assert learning_rate(cos, 9, 0) == pytest.approx(1.0)
+    assert learning_rate(cos, 60, 0) == pytest.approx(0.1 + 0.9 * 0.5)  # half way down the cosine
+    assert learning_rate(cos, 110, 0) == pytest.approx(0.1)
+    eden = TrainConfig(lr=0.05, schedule="eden", warmup_steps=200, eden_lr_batches=5000, eden_lr_epochs=4)
+    assert learning_rate(eden, 0, 0) == pytest.approx(0.05 * 0.5)  # warm-up starts at half
+    assert learning_rate(eden, 5000, 0) == pytest.approx(0.05 * 2 ** -0.25)
+    assert learning_rate(eden, 5000, 4) == pytest.approx(0.05 * 2 ** -0.5)
+
+
+def test_config_yaml_and_validation(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("data: d\nstage: ar\nlr: 0.0003\nbetas: [0.9, 0.98]\n", encoding="utf-8")
+    cfg = TrainConfig.from_yaml(path, max_steps=7, lr=None)
+    assert (cfg.stage, cfg.lr, cfg.betas, cfg.max_steps) == ("ar", 3e-4, (0.9, 0.98), 7)
+    assert TrainConfig.from_dict(__import__("yaml").safe_load(cfg.to_yaml())) == cfg
+    with pytest.raises(ValueError, match="Unknown training option"):
+        TrainConfig.from_dict({"learning_rate": 1})
+    with pytest.raises(ValueError, match="stage"):
+        TrainConfig(stage="decoder")
+
+
+def test_checkpoint_format_and_resume_after_interruption(data, tmp_path):
+    """A crash after step 5 resumes from the step-4 checkpoint and ends exactly where an uninterrupted run does."""
+    straight = train(config(data, tmp_path / "a", max_steps=8, save_every=4))
+
+    def crash(step, row):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config(data, tmp_path / "b", max_steps=8, save_every=4), on_step=crash)
+    assert json.loads((tmp_path / "b" / "last.json").read_text())["step"] == 4
+    resumed = train(config(data, tmp_path / "b", max_steps=8, save_every=4))
+    assert resumed.step == 8
+    # The app's format: exactly {"model": state_dict}, loadable strictly (config found beside it).
+    payload = torch.load(straight.last_checkpoint, map_location="cpu", weights_only=True)
+    assert list(payload) == ["model"]
+    a, b = load_model(straight.last_checkpoint), load_model(resumed.last_checkpoint)
+    assert a.config == VallexConfig(**MICRO)
+    assert list(payload["model"]) == list(VallexModel(a.config).state_dict())
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(pa, pb), name
+    log_a, log_b = read_log(tmp_path / "a" / "log.csv"), read_log(tmp_path / "b" / "log.csv")
+    assert [r["step"] for r in log_b] == [str(s) for s in range(1, 9)]  # the crashed step 5 was not kept twice
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+    # The optimiser state is stored apart from the model weights.
+    state = torch.load(tmp_path / "b" / "checkpoint-00000008.state.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 8 and "optimizer" in state
+
+
+def test_losses_fall_and_validation_runs(data, tmp_path):
+    result = train(config(data, tmp_path / "run", max_steps=30, valid_fraction=0.3, valid_every=15))
+    assert result.train_losses[-1] < 0.6 * result.train_losses[0]
+    valid = read_log(tmp_path / "run" / "valid.csv")
+    assert [r["step"] for r in valid] == ["15", "30"]
+    assert all(math.isfinite(float(r["loss"])) for r in valid)
+    assert (tmp_path / "run" / "best.pt").is_file() and load_model(tmp_path / "run" / "best.pt")
+
+
+def test_stage_ar_trains_only_ar_parameters(data, tmp_path):
+    torch.manual_seed(42)  # the trainer's initial weights (seed 42)
+    initial = VallexModel(VallexConfig(**MICRO)).state_dict()
+    result = train(config(data, tmp_path / "ar", stage="ar", max_steps=3, dropout=0.0))
+    trained = load_model(result.last_checkpoint).state_dict()
+    changed = {k for k in initial if not torch.equal(initial[k], trained[k])}
+    assert changed and all(k.startswith("ar_") for k in changed)
+    assert "ar_language_embedding.word_embeddings.weight" in changed
+    assert (read_log(tmp_path / "ar" / "log.csv")[0]["nar_loss"]) == ""
+
+
+def test_gradient_accumulation_consumes_several_batches(data, tmp_path):
+    rows = []
+    train(config(data, tmp_path / "acc", accumulate_grad_steps=2, max_steps=2), on_step=lambda s, r: rows.append(r))
+    single = []
+    train(config(data, tmp_path / "one", max_steps=2), on_step=lambda s, r: single.append(r))
+    assert rows[0]["frames"] > single[0]["frames"]  # two batches of <= 2 utterances per step
+
+
+def test_bf16_autocast_on_cpu_and_fp16_refused(data, tmp_path):
+    result = train(config(data, tmp_path / "bf16", precision="bf16", max_steps=2))
+    assert all(math.isfinite(x) for x in result.train_losses)
+    with pytest.raises(ValueError, match="fp16"):
+        train(config(data, tmp_path / "fp16", precision="fp16", max_steps=1, device="cpu"))
+
+
+def test_extend_model_keeps_old_rows():
+    torch.manual_seed(0)
+    model = VallexModel(VallexConfig(d_model=32, nhead=2, num_layers=1, text_vocab_size=80)).eval()
+    grown = extend_model(model, num_languages=4, text_vocab_size=100, init_from="zh").eval()
+    assert grown.config.num_languages == 4 and grown.config.text_vocab_size == 100
+    for side in ("ar", "nar"):
+        lang = getattr(grown, f"{side}_language_embedding").weight
+        assert torch.equal(lang[:3], getattr(model, f"{side}_language_embedding").weight)
+        assert torch.equal(lang[3], lang[1])  # seeded from zh
+        text = getattr(grown, f"{side}_text_embedding").weight
+        assert torch.equal(text[:80], getattr(model, f"{side}_text_embedding").weight)
+    assert grown.nar_predict_layers[0].weight is grown.nar_audio_embeddings[2].weight  # tie kept
+    batch = TrainingBatch(torch.tensor([[3, 4, 5]]), torch.tensor([3]), torch.tensor([[0, 1, 2]]),
+                          torch.randint(0, 1024, (1, 12, 8)), torch.tensor([12]))
+    before = training_forward(model, batch, nar_stage=2, prefix_len=1)
+    after = training_forward(grown, batch, nar_stage=2, prefix_len=1)
+    assert after.loss.item() == pytest.approx(before.loss.item(), rel=1e-6)  # old languages unchanged
+
+
+def test_fine_tune_adds_a_language(data, tmp_path):
+    """Fine-tuning a 3-language checkpoint on German data grows it to 4 languages; the app can load the result."""
+    from vallex.codec import AudioCodec
+
+    write_espeak_corpus(tmp_path / "raw", {"de": ["Guten Tag.", "Danke schön."]})
+    prepare_dataset(scan_folder(tmp_path / "raw"), tmp_path / "prep", AudioCodec.random(seed=0), progress=False)
+    torch.manual_seed(1)
+    base = VallexModel(VallexConfig(**MICRO))
+    save_checkpoint(base, tmp_path / "base.pt")
+    (tmp_path / "base.json").write_text(json.dumps(MICRO), encoding="utf-8")
+    result = train(config(data, tmp_path / "ft", data=str(tmp_path / "prep"), init_checkpoint=str(tmp_path / "base.pt"),
+                          init_language_from="en", max_steps=3))
+    tuned = load_model(result.last_checkpoint)
+    assert tuned.config.num_languages == 4
+    assert tuned.ar_language_embedding.weight.shape[0] == 4
+    assert tuned.config.text_vocab_size == base.config.text_vocab_size  # espeak ids fit in the 2048 rows
