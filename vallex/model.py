@@ -32,7 +32,12 @@ class TokenEmbedding(nn.Module):
 
     def __init__(self, num_embeddings: int, dim: int) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(num_embeddings, dim)
+        # nn.Embedding's own N(0, 1) init, skipped on the meta device: there normal_ goes through
+        # torch._refs and imports torch._dynamo (~1.5 s), which load_model (built on meta) never needs.
+        weight = torch.empty(num_embeddings, dim)
+        if not weight.is_meta:
+            nn.init.normal_(weight)
+        self.word_embeddings = nn.Embedding(num_embeddings, dim, _weight=weight)
 
     @property
     def weight(self) -> Tensor:
