@@ -105,8 +105,9 @@ def build_random_encodec(seed: int = 0) -> "EncodecModel":
     residual vectors of a seeded test signal, so that encoding gives codes spread over 0..1023.
     """
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = encodec_skeleton()
+    with torch.random.fork_rng(devices=[]):  # seed the layer initialisers without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = encodec_skeleton()
     seconds = 4
     t = torch.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
     signal = 0.3 * torch.sin(2 * torch.pi * (100 + 400 * t) * t) + 0.05 * torch.randn(t.shape, generator=generator)
@@ -213,8 +214,9 @@ def load_vocos(config_path: str | Path, model_path: str | Path, device: str | to
 @torch.no_grad()
 def build_random_vocos(encodec: "EncodecModel", seed: int = 0) -> "Vocos":
     """A Vocos with random backbone/head whose codebook table is ``encodec``'s (as in the real model)."""
-    torch.manual_seed(seed)
-    vocos = build_vocos(vocos_config_dict(), encodec)
+    with torch.random.fork_rng(devices=[]):  # seed the layer initialisers without touching the caller's RNG
+        torch.manual_seed(seed)
+        vocos = build_vocos(vocos_config_dict(), encodec)
     features = vocos.feature_extractor
     table = torch.cat([layer.codebook for layer in encodec.quantizer.vq.layers[: features.num_q]], dim=0)
     features.codebook_weights.copy_(table)

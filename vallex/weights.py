@@ -427,20 +427,16 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
     config = VallexConfig.named(size)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    generator_state = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random stream
         torch.manual_seed(seed)
         model = VallexModel(config)
         save_checkpoint(model, directory / VALLEX_CHECKPOINT.layout_name)
         config.to_json(directory / VALLEX_CONFIG_NAME)
         del model
-        encodec = build_random_encodec(seed)
-        torch.save(encodec.state_dict(), directory / ENCODEC_CHECKPOINT.layout_name)
-        vocos = build_random_vocos(encodec, seed)
-        save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name,
-                   vocos_config_dict())
-    finally:
-        torch.random.set_rng_state(generator_state)
+    encodec = build_random_encodec(seed)
+    torch.save(encodec.state_dict(), directory / ENCODEC_CHECKPOINT.layout_name)
+    vocos = build_random_vocos(encodec, seed)
+    save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
     files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
              VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
     manifest = {
