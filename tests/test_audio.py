@@ -131,6 +131,21 @@ def test_the_callers_array_is_never_modified_or_returned():
     assert not np.shares_memory(load_audio(quiet, sample_rate=SAMPLE_RATE), quiet)
 
 
+def test_matches_encodec_convert_audio_the_reference_preprocessing():
+    """Channel mean then torchaudio's Resample, as ``encodec.utils.convert_audio`` (SPEC §3.5) does."""
+    import torch
+
+    from vallex._torchaudio_guard import ensure_torchaudio
+
+    ensure_torchaudio()
+    from encodec.utils import convert_audio
+
+    for rate in (16_000, 44_100, 48_000):
+        data = voice_like(1.1, rate, channels=2)
+        expected = convert_audio(torch.from_numpy(data.T.copy()), rate, SAMPLE_RATE, 1)[0].numpy()
+        np.testing.assert_array_equal(load_audio((rate, data)), expected)
+
+
 def test_resampling_gives_24k_length():
     for rate in (8_000, 16_000, 22_050, 44_100, 48_000):
         wav = load_audio(voice_like(1.0, rate), sample_rate=rate)

@@ -6,8 +6,8 @@ comes from a file, from Gradio's ``(sample_rate, int16 array)`` tuple or from a 
 1. decode to float32 ``[N, C]``: integer PCM is scaled by its full range (int16 / 32768, never
    peak-normalised, so quiet recordings stay quiet); float data is taken as is;
 2. reject NaN/inf, more than :data:`MAX_CHANNELS` channels, empty audio;
-3. average the channels (as ``encodec.utils.convert_audio`` does), then resample to 24 kHz with
-   ``torchaudio.functional.resample`` (its default windowed-sinc filter, the same as the reference);
+3. average the channels, then resample to 24 kHz with ``torchaudio.transforms.Resample`` (default
+   windowed sinc): exactly ``encodec.utils.convert_audio``, the reference's preprocessing;
 4. loudness: samples beyond ±1 (float input only) are scaled down by the peak so the waveform fits
    [-1, 1]; otherwise levels are kept. ``normalize_peak=0.95`` rescales any clip to that peak instead;
 5. optionally trim leading/trailing silence, then check the duration limits.
@@ -358,9 +358,11 @@ def resample(wav: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np
     from vallex._torchaudio_guard import ensure_torchaudio
 
     torchaudio = ensure_torchaudio()
+    # The Resample transform, not functional.resample: its precomputed kernel differs in the last bits, and
+    # this is exactly what encodec.utils.convert_audio (the reference's prompt path) runs.
     with torch.no_grad():
-        out = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)),
-                                             orig_rate, new_rate)
+        out = torchaudio.transforms.Resample(orig_rate, new_rate)(
+            torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)))
     return out.numpy()
 
 
