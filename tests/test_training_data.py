@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from vallex.audio import SAMPLE_RATE, load_audio
+from vallex.audio import load_audio
 from vallex.cli import main as cli_main
-from vallex.training.data import SourceItem, load_index, prepare_dataset, read_manifest, scan_folder
+from vallex.training.data import load_index, prepare_dataset, read_manifest, scan_folder
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
 from vallex.training.espeak_corpus import write_espeak_corpus
 
@@ -205,3 +205,15 @@ def test_collate_pads():
     assert batch.codes.shape == (2, 4, 8) and batch.codes[1, 2:].abs().sum() == 0
     assert batch.text_lens.tolist() == [3, 1] and batch.code_lens.tolist() == [4, 2]
     assert batch.codes.dtype == torch.long
+
+
+def test_folder_language_sources(tmp_path, corpus):
+    wav = (corpus / "en" / "en-000.wav").read_bytes()
+    for rel, text in [("wav/a", "Hello."), ("de/b", "Hallo."), ("wav/c", "ja|こんにちは。")]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{rel}.wav").write_bytes(wav)
+        (tmp_path / f"{rel}.txt").write_text(text, encoding="utf-8")
+    # "wav/" is not a language, so --language applies; "de/" is; a "ja|" prefix wins over both.
+    assert [(i.id, i.language) for i in scan_folder(tmp_path, language="en")] == [
+        ("de/b", "de"), ("wav/a", "en"), ("wav/c", "ja")]
+    assert [i.language for i in scan_folder(tmp_path)] == ["de", None, "ja"]

@@ -116,6 +116,17 @@ def _split_language_prefix(text: str) -> tuple[str | None, str]:
     return None, text.strip()
 
 
+def _is_language_folder(name: str) -> bool:
+    """A folder named en/zh/ja or an espeak-ng language code (so "wav/" or "raw/" are not languages)."""
+    if name in LANGUAGES:
+        return True
+    if not _LANGUAGE_RE.match(name):
+        return False
+    from vallex.text.espeak import supported_languages
+
+    return name in supported_languages()
+
+
 def scan_folder(root: str | Path, language: str | None = None) -> list[SourceItem]:
     """Audio files under ``root`` (recursively, sorted) with their same-name ``.txt`` transcripts.
 
@@ -131,7 +142,7 @@ def scan_folder(root: str | Path, language: str | None = None) -> list[SourceIte
         relative = path.relative_to(root)
         item_id = relative.with_suffix("").as_posix()
         folder_language = None
-        if len(relative.parts) > 1 and _LANGUAGE_RE.match(relative.parts[0].lower()):
+        if len(relative.parts) > 1 and _is_language_folder(relative.parts[0].lower()):
             folder_language = relative.parts[0].lower()
         transcript = path.with_suffix(".txt")
         text = lang = None

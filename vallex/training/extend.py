@@ -10,7 +10,6 @@ import dataclasses
 
 import torch
 
-from vallex.config import VallexConfig
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel
 
