@@ -1,0 +1,372 @@
+"""Inference speed and memory of the full-size VALL-E X model, per precision, side by side.
+
+    .venv/bin/python bench/inference.py                                  # float32 only (make bench)
+    .venv/bin/python bench/inference.py --dtype all --stream --json bench/results.json
+
+Workload (issue 2): the public checkpoint's shape (1024 dims, 12+12 layers) with random weights (speed does
+not depend on the values), 80 text tokens (30 of the prompt transcript + 50 of the target), a 225-frame
+(3 s) prompt, and exactly 300 generated frames (4 s of audio at 75 Hz): EOS is masked until frame 300 and
+decoding stops there (``min_frames``/``max_frames`` of :func:`vallex.decoding.ar_decode`; the model is not
+changed). Sampling is the reference's default (temperature 1, no top-k/top-p).
+
+Each precision runs in its own fresh Python process, so its peak RSS is its own. In that process:
+``load_s`` = ``load_model`` of a ``.safetensors`` file written by ``save_checkpoint`` (memory-mapped; the
+file is in the page cache, i.e. a warm load) plus ``apply_precision``; then one short warm-up generation
+(``warmup_s``: pages the weights in, allocator warm-up); then ``--runs`` timed generations, each AR then
+NAR, whose medians are reported. ``ar_ms_per_step`` = time of the 300 one-frame AR steps (sampling
+included) / 300; ``ar_s`` adds the prefill of text + prompt; ``nar_s`` = the 7 NAR stages; ``total_s`` =
+``ar_s + nar_s`` (codes only; the vocoder is not included); ``rtf`` = ``total_s`` / 4 s of audio.
+``peak_rss_mb`` = the process's high-water resident set (VmHWM: anonymous + file-mapped pages, Python
+and torch included), read at the end.
+
+``--stream`` adds time to first audio of :meth:`vallex.api.VallEX.synthesize_stream` on a two-sentence
+text (long-text mode) with a 3 s prompt, a random-weight codec, in int8 (or the first --dtype given): the
+time from the call until the first sentence's waveform chunk is yielded (text front end, AR, NAR, Vocos).
+A random model never says EOS, so each sentence's AR is held to 6 frames per target phoneme (the ratio of
+the main workload, ~4 s for 50 phonemes) by passing ``min_frames``/``max_frames`` to ``generate``.
+
+The machine must be idle for the numbers to mean anything: the 1-minute load average before and after
+each configuration is recorded, and ``--wait-idle`` waits for a quiet machine first.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # runnable from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO))
+
+DTYPES = ("float32", "bfloat16", "int8")
+FRAME_RATE = 75
+TEXT_TOKENS = 80
+ENROLL_TOKENS = 30
+PROMPT_FRAMES = 225
+GENERATED_FRAMES = 300
+STREAM_TEXT = ("The quick brown fox jumps over the lazy dog. "
+               "Speech synthesis has improved a great deal over the last ten years.")
+STREAM_FRAMES_PER_TOKEN = 6
+SUMMARY_KEYS = ("load_s", "peak_rss_mb", "ar_ms_per_step", "nar_s", "total_s", "rtf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dtype", nargs="+", default=["float32"],
+                        help="float32, bfloat16, int8, float16 (several, comma-separated, or 'all'); "
+                             "float32 first is the baseline of the ratios")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
+    parser.add_argument("--runs", type=int, default=3, help="timed generations per configuration (median)")
+    parser.add_argument("--frames", type=int, default=GENERATED_FRAMES, help="generated frames per run")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a full-size .safetensors to load (default: random weights, written once to "
+                             "a temporary folder)")
+    parser.add_argument("--stream", action="store_true", help="also measure time to first audio when streaming")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="wait up to this long for the 1-minute load average to fall below 0.5")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--worker", choices=("generate", "stream"), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    dtypes = _parse_dtypes(args.dtype)
+
+    if args.worker:
+        _set_threads(args.threads)
+        result = measure(args) if args.worker == "generate" else measure_stream(args)
+        args.result_file.write_text(json.dumps(result), encoding="utf-8")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="vallex-bench-") as tmp:
+        checkpoint = args.checkpoint or write_random_checkpoint(Path(tmp) / "vallex-random.safetensors")
+        if args.wait_idle > 0:
+            wait_for_idle(args.wait_idle)
+        results = []
+        for dtype in dtypes:
+            results.append(run_worker("generate", dtype, checkpoint, args, Path(tmp)))
+            _print_result(results[-1])
+        stream = None
+        if args.stream:
+            stream_dtype = "int8" if "int8" in dtypes else dtypes[0]
+            stream = run_worker("stream", stream_dtype, checkpoint, args, Path(tmp))
+            print(f"time to first audio ({stream_dtype}, streaming, first sentence of "
+                  f"{stream['first_sentence_tokens']} phonemes): {stream['ttfa_s']:.2f} s", flush=True)
+
+    report = build_report(results, stream, args)
+    print()
+    print(format_table(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+# Parent: orchestration ------------------------------------------------------------------------------
+def _parse_dtypes(values: list[str]) -> list[str]:
+    from vallex.precision import normalize_precision
+
+    names: list[str] = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip() == "all":
+                names.extend(DTYPES)
+            elif part.strip():
+                names.append(normalize_precision(part.strip()))
+    return list(dict.fromkeys(names))
+
+
+def write_random_checkpoint(path: Path) -> Path:
+    """The full-size model with its default random init (seed 0), saved as safetensors."""
+    import torch
+
+    from vallex.checkpoint import save_checkpoint
+    from vallex.config import VallexConfig
+    from vallex.model import VallexModel
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    save_checkpoint(VallexModel(VallexConfig.public()), path)
+    print(f"wrote random full-size weights to {path} ({path.stat().st_size / 1e9:.2f} GB) in "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
+    return path
+
+
+def wait_for_idle(limit_s: float, threshold: float = 0.5) -> None:
+    deadline = time.monotonic() + limit_s
+    while os.getloadavg()[0] >= threshold and time.monotonic() < deadline:
+        time.sleep(5)
+    print(f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
+
+
+def run_worker(kind: str, dtype: str, checkpoint: Path, args: argparse.Namespace, tmp: Path) -> dict:
+    result_file = tmp / f"{kind}-{dtype}.json"
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--dtype", dtype,
+               "--device", args.device, "--threads", str(args.threads), "--runs", str(args.runs),
+               "--frames", str(args.frames), "--checkpoint", str(checkpoint), "--result-file", str(result_file)]
+    load_before = os.getloadavg()[0]
+    subprocess.run(command, check=True, cwd=REPO)
+    result = json.loads(result_file.read_text(encoding="utf-8"))
+    result["loadavg_1min_before"] = round(load_before, 2)
+    result["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def build_report(results: list[dict], stream: dict | None, args: argparse.Namespace) -> dict:
+    import torch
+
+    baseline = next((r for r in results if r["dtype"] == "float32"), results[0])
+    for result in results:
+        result["speedup_vs_baseline"] = round(baseline["total_s"] / result["total_s"], 2)
+    report = {key: baseline[key] for key in SUMMARY_KEYS}  # issue 2's keys, for the baseline
+    report.update({
+        "baseline": baseline["dtype"],
+        "results": results,
+        "time_to_first_audio": stream,
+        "workload": {"text_tokens": TEXT_TOKENS, "prompt_text_tokens": ENROLL_TOKENS,
+                     "prompt_frames": PROMPT_FRAMES, "generated_frames": args.frames,
+                     "audio_s": args.frames / FRAME_RATE, "runs": args.runs},
+        "machine": {"device": args.device, "threads": args.threads, "cpu_count": os.cpu_count(),
+                    "processor": _cpu_name(), "torch": torch.__version__, "python": platform.python_version()},
+    })
+    return report
+
+
+def format_table(report: dict) -> str:
+    columns = [("dtype", "{}"), ("load_s", "{:.2f}"), ("warmup_s", "{:.2f}"), ("peak_rss_mb", "{:.0f}"),
+               ("ar_ms_per_step", "{:.1f}"), ("ar_s", "{:.2f}"), ("nar_s", "{:.2f}"), ("total_s", "{:.2f}"),
+               ("rtf", "{:.2f}"), ("speedup_vs_baseline", "{:.2f}x"), ("loadavg_1min_before", "{:.2f}")]
+    header = [name if name != "loadavg_1min_before" else "loadavg" for name, _ in columns]
+    rows = [[fmt.format(result[name]) for name, fmt in columns] for result in report["results"]]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    machine = report["machine"]
+    lines.append(f"{machine['device']}, {machine['threads']} threads, torch {machine['torch']}, "
+                 f"{report['workload']['generated_frames']} frames = {report['workload']['audio_s']:.1f} s of "
+                 f"audio, medians of {report['workload']['runs']}; speedup = baseline total_s / total_s")
+    if report["time_to_first_audio"]:
+        stream = report["time_to_first_audio"]
+        lines.append(f"time to first audio (synthesize_stream, {stream['dtype']}, 2 sentences): "
+                     f"{stream['ttfa_s']:.2f} s; whole text {stream['total_s']:.2f} s")
+    return "\n".join(lines)
+
+
+def _print_result(result: dict) -> None:
+    print(f"{result['dtype']}: load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+          f"AR {result['ar_ms_per_step']:.1f} ms/step, NAR {result['nar_s']:.2f} s, "
+          f"total {result['total_s']:.2f} s, RTF {result['rtf']:.2f} "
+          f"(load average {result['loadavg_1min_before']:.2f} -> {result['loadavg_1min_after']:.2f})", flush=True)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# Worker: one configuration in a fresh process --------------------------------------------------------
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_rss_mb() -> float:
+    """High-water resident set of this process in MB (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load(args: argparse.Namespace):
+    import torch
+
+    from vallex.checkpoint import load_model
+    from vallex.precision import apply_precision
+
+    device = torch.device(args.device)
+    start = time.perf_counter()
+    model = load_model(args.checkpoint, device=device)
+    model = apply_precision(model, args.dtype[0], device)
+    _sync(device)
+    return model, device, time.perf_counter() - start
+
+
+def workload(device, seed: int = 0):
+    """text [1, 80], language ids [1, 80], prompt codes [1, 225, 8] (random, fixed by ``seed``)."""
+    import torch
+
+    from vallex.decoding import language_ids
+
+    rng = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, 70, (1, TEXT_TOKENS), generator=rng).to(device)  # bpe_69 ids
+    langs = language_ids(TEXT_TOKENS, ENROLL_TOKENS, "en", "en", device)[None]
+    prompt = torch.randint(0, 1024, (1, PROMPT_FRAMES, 8), generator=rng).to(device)
+    return text, langs, prompt
+
+
+def generate_timed(model, device, text, langs, prompt, frames: int, seed: int) -> dict:
+    """One AR (exactly ``frames`` frames) + NAR generation; seconds of each part."""
+    import torch
+
+    from vallex.decoding import ar_decode, nar_decode
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    marks: list[float] = []
+
+    def on_step(step: int) -> None:
+        if step == 0:  # called once the prefill's logits exist
+            _sync(device)
+            marks.append(time.perf_counter())
+
+    _sync(device)
+    start = time.perf_counter()
+    ar = ar_decode(model, text, langs, prompt[..., 0], min_frames=frames, max_frames=frames,
+                   generator=generator, on_step=on_step)
+    _sync(device)
+    ar_end = time.perf_counter()
+    codes = nar_decode(model, text, langs, prompt, ar.codes)
+    _sync(device)
+    end = time.perf_counter()
+    if ar.codes.shape[1] != frames or codes.shape != (1, frames, model.config.num_quantizers):
+        raise RuntimeError(f"expected {frames} frames, got codes of shape {tuple(codes.shape)}")
+    steps = ar.steps - 1  # one-frame decoder calls after the prefill
+    return {"ar_prefill_s": marks[0] - start, "ar_s": ar_end - start,
+            "ar_ms_per_step": (ar_end - marks[0]) / steps * 1e3, "nar_s": end - ar_end, "total_s": end - start}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+
+    loadavg = os.getloadavg()[0]
+    with torch.inference_mode():
+        model, device, load_s = load(args)
+        text, langs, prompt = workload(device)
+        start = time.perf_counter()
+        generate_timed(model, device, text, langs, prompt, frames=8, seed=1)  # pages weights in
+        warmup_s = time.perf_counter() - start
+        runs = [generate_timed(model, device, text, langs, prompt, args.frames, seed=2 + i)
+                for i in range(args.runs)]
+    result = {"dtype": args.dtype[0], "device": str(device), "threads": torch.get_num_threads(),
+              "load_s": load_s, "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(), "runs": runs,
+              "worker_loadavg_1min_at_start": loadavg}
+    for key in runs[0]:
+        result[key] = statistics.median(run[key] for run in runs)
+    result["rtf"] = result["total_s"] / (args.frames / FRAME_RATE)
+    if device.type == "cuda":
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def measure_stream(args: argparse.Namespace) -> dict:
+    """Time to the first chunk of ``VallEX.synthesize_stream`` on a two-sentence text."""
+    import torch
+
+    import vallex.api as api
+    from vallex.codec import AudioCodec
+    from vallex.prompts import VoicePrompt
+
+    model, device, load_s = load(args)
+    codec = AudioCodec.random(seed=0, device=device)
+    _, _, prompt_codes = workload(device)
+    voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
+    tts = api.VallEX(model, codec, presets=None, device=device)
+
+    real_generate = api.generate
+    sentence_tokens: list[int] = []
+
+    def forced_length_generate(model, text, enroll_len, *rest, **options):
+        # The random model never says EOS: hold each sentence to a realistic length instead.
+        frames = STREAM_FRAMES_PER_TOKEN * (text.shape[1] - enroll_len)
+        sentence_tokens.append(text.shape[1] - enroll_len)
+        options.update(min_frames=frames, max_frames=frames)
+        return real_generate(model, text, enroll_len, *rest, **options)
+
+    api.generate = forced_length_generate
+    try:
+        # Warm-up (weights paged in, text front end and codec loaded), then the measured call.
+        for _ in tts.synthesize_stream("Warm up.", prompt=voice, language="en", seed=0, long_text="fixed-prompt"):
+            pass
+        sentence_tokens.clear()
+        start = time.perf_counter()
+        stream = tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt")
+        first = next(stream)
+        ttfa = time.perf_counter() - start
+        rest = list(stream)
+        total = time.perf_counter() - start
+    finally:
+        api.generate = real_generate
+    return {"dtype": args.dtype[0], "text": STREAM_TEXT, "ttfa_s": round(ttfa, 3), "total_s": round(total, 3),
+            "chunks": 1 + len(rest), "first_chunk_s": round(len(first) / 24000, 3),
+            "first_sentence_tokens": sentence_tokens[0], "load_s": round(load_s, 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
