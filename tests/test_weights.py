@@ -189,6 +189,25 @@ def test_url_download_checks_the_hash_prefix(tmp_path):
     assert not (target / "encodec_24khz-d7cc33bc.th").exists()
 
 
+def test_unreachable_hosts_fail_fast_without_calling_the_downloaders(empty_caches, monkeypatch):
+    """Online mode with no route to the hosts: a quick TCP probe replaces ~25 s of retries per file."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", closed)
+    files = tuple(dataclasses.replace(f, url=f"{closed}/{f.layout_name}") if f.url else f
+                  for f in weights.WEIGHT_FILES)
+    monkeypatch.setattr(weights, "WEIGHT_FILES", files)
+    start = time.perf_counter()
+    with pytest.raises(WeightsNotFoundError) as caught:
+        resolve_weights()
+    assert time.perf_counter() - start < 5.0
+    message = str(caught.value)
+    assert message.startswith("4 model file(s) not found and could not be downloaded")
+    assert message.count("cannot reach 127.0.0.1:9") == 4
+
+
 def test_unknown_component_is_a_value_error():
     with pytest.raises(ValueError, match="Unknown model component"):
         resolve_weights(components=("whisper",))

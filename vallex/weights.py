@@ -162,6 +162,7 @@ class WeightsManager:
         self.weights_dir: Path | None = Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
         # SHA-256 of files already hashed, keyed by (path, size, mtime): a 1.5 GB file is hashed once.
         self._verified: dict[tuple[str, int, int], str] = {}
+        self._reachability: dict[str, str | None] = {}  # host:port -> None (reachable) or the error
 
     def __repr__(self) -> str:
         return f"WeightsManager(weights_dir={self.weights_dir!r})"
@@ -176,7 +177,7 @@ class WeightsManager:
         """
         wanted = _check_components(components)
         files = [f for f in WEIGHT_FILES if f.component in wanted]
-        found: dict[WeightFile, Path] = {}
+        found: dict[str, Path] = {}  # layout name -> local path
         missing: list[tuple[WeightFile, list[str], str | None]] = []
         manifest = self._manifest()
         for weight_file in files:
@@ -184,28 +185,29 @@ class WeightsManager:
             if path is None:
                 missing.append((weight_file, places, None))
             else:
-                found[weight_file] = path
+                found[weight_file.layout_name] = path
         if missing and download and self.weights_dir is None and not is_offline():
             still_missing = []
             for weight_file, places, _ in missing:
                 try:
-                    found[weight_file] = self._download(weight_file, into=None)
+                    found[weight_file.layout_name] = self._download(weight_file, into=None)
                 except Exception as error:  # noqa: BLE001 - reported together below
                     still_missing.append((weight_file, places, _short_error(error)))
             missing = still_missing
         if missing:
             raise WeightsNotFoundError(self._missing_message(missing, download))
-        for weight_file, path in found.items():
-            self._verify(weight_file, path, manifest)
+        for weight_file in files:
+            self._verify(weight_file, found[weight_file.layout_name], manifest)
         if manifest is not None and manifest.get("random"):
             _LOG.warning("%s (%s)", NOISE_WARNING, self.weights_dir)
         config_path = None
-        if "vallex" in wanted and found[VALLEX_CHECKPOINT].with_name(VALLEX_CONFIG_NAME).is_file():
-            config_path = found[VALLEX_CHECKPOINT].with_name(VALLEX_CONFIG_NAME)
+        checkpoint = found.get(VALLEX_CHECKPOINT.layout_name)
+        if checkpoint is not None and checkpoint.with_name(VALLEX_CONFIG_NAME).is_file():
+            config_path = checkpoint.with_name(VALLEX_CONFIG_NAME)
         return WeightPaths(
-            vallex=found.get(VALLEX_CHECKPOINT), vallex_config_path=config_path,
-            encodec=found.get(ENCODEC_CHECKPOINT), vocos_config=found.get(VOCOS_CONFIG),
-            vocos_model=found.get(VOCOS_MODEL), random=bool(manifest and manifest.get("random")),
+            vallex=checkpoint, vallex_config_path=config_path,
+            encodec=found.get(ENCODEC_CHECKPOINT.layout_name), vocos_config=found.get(VOCOS_CONFIG.layout_name),
+            vocos_model=found.get(VOCOS_MODEL.layout_name), random=bool(manifest and manifest.get("random")),
         )
 
     def download(self, components: Iterable[str] = COMPONENTS, *, force: bool = False) -> WeightPaths:
@@ -276,7 +278,7 @@ class WeightsManager:
         return self._download_url(weight_file, into)
 
     def _download_hf(self, weight_file: WeightFile, into: Path | None) -> Path:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import constants, hf_hub_download
 
         endpoints: list[str | None] = [None]  # None: HF_ENDPOINT or huggingface.co
         if os.environ.get(HF_MIRROR_ENV):
@@ -286,6 +288,11 @@ class WeightsManager:
             local_dir = (into / weight_file.layout_name).parent
         last_error: Exception | None = None
         for endpoint in endpoints:
+            # huggingface_hub retries an unreachable host for ~25 s per file; a 5 s probe fails faster.
+            unreachable = self._unreachable(endpoint or constants.ENDPOINT)
+            if unreachable:
+                last_error = ConnectionError(unreachable)
+                continue
             try:
                 _LOG.info("Downloading %s from %s", weight_file.description, endpoint or "the Hugging Face hub")
                 # local_dir keeps the repository file name, which is the layout name in that folder.
@@ -305,6 +312,10 @@ class WeightsManager:
         urls = [weight_file.url] + ([os.environ[ENCODEC_URL_ENV]] if os.environ.get(ENCODEC_URL_ENV) else [])
         last_error: Exception | None = None
         for url in urls:
+            unreachable = self._unreachable(url)
+            if unreachable:
+                last_error = ConnectionError(unreachable)
+                continue
             try:
                 _LOG.info("Downloading %s from %s", weight_file.description, url)
                 # Checks the SHA-256 prefix while writing to a temporary file, then renames it into place.
@@ -315,6 +326,26 @@ class WeightsManager:
                 last_error = error
         assert last_error is not None
         raise last_error
+
+    def _unreachable(self, url: str, timeout: float = 5.0) -> str | None:
+        """None if a TCP connection to ``url``'s host opens, else why not (remembered per host)."""
+        import socket
+        from urllib.parse import urlsplit
+
+        from urllib.request import getproxies
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or getproxies():
+            return None  # file:// URLs, or a proxy (a direct probe proves nothing): let the downloader report
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = f"{parts.hostname}:{port}"
+        if key not in self._reachability:
+            try:
+                socket.create_connection((parts.hostname, port), timeout=timeout).close()
+                self._reachability[key] = None
+            except OSError as error:
+                self._reachability[key] = f"cannot reach {key} ({error}); no network?"
+        return self._reachability[key]
 
     # Verification -------------------------------------------------------------------------------
     def _verify(self, weight_file: WeightFile, path: Path, manifest: dict | None) -> None:
