@@ -93,8 +93,12 @@ class Engine:
             paths = manager.resolve(download=False)
         except WeightsNotFoundError as error:
             if manager.weights_dir is None and not is_offline():
-                return WeightsStatus("info", "The model weights (about 1.6 GB) are not in the cache yet: they "
-                                     "are downloaded on the first request, which takes a few minutes.")
+                # Whether we are online is unknown until a download is tried, so say both what will happen
+                # and what to do if it cannot.
+                return WeightsStatus("info", "The model files are not on this machine yet. The first request "
+                                     "downloads them (about 1.6 GB, a few minutes) if huggingface.co and "
+                                     "dl.fbaipublicfiles.com can be reached. Without network access, provide "
+                                     f"them as follows.\n\n```text\n{error}\n```")
             return WeightsStatus("error", str(error))
         except ValueError as error:  # a damaged file or manifest
             return WeightsStatus("error", str(error))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 WIDTH = 900
 WAVE_HEIGHT = 60
@@ -45,7 +45,7 @@ def _panel(wav: np.ndarray, sample_rate: int, label: str) -> Image.Image:
     panel = Image.new("RGB", (WIDTH, LABEL_HEIGHT + WAVE_HEIGHT + SPEC_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(panel)
     seconds = len(wav) / sample_rate
-    draw.text((4, 3), f"{label} - {seconds:.2f} s", fill=(20, 20, 20))
+    draw.text((4, 1), f"{label} - {seconds:.2f} s", fill=(20, 20, 20), font=ImageFont.load_default(size=14))
     # Waveform: min/max of the samples under each pixel column.
     chunks = np.array_split(np.asarray(wav, dtype=np.float32), WIDTH) if len(wav) >= WIDTH else [wav] * WIDTH
     middle = LABEL_HEIGHT + WAVE_HEIGHT / 2

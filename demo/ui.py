@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any
 
 import gradio as gr
@@ -211,5 +212,14 @@ def main() -> None:
             logging.getLogger(__name__).warning("%s", error)
     app = build_app(config, engine)
     app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
-    app.launch(max_file_size=f"{config.max_upload_mb}mb", allowed_paths=[str(config.assets_dir)], css=CSS,
-               footer_links=["api", "gradio"])
+    # SIGTERM (a Space or a test stopping us) shuts down like Ctrl-C, so the scratch files are removed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        app.launch(max_file_size=f"{config.max_upload_mb}mb", allowed_paths=[str(config.assets_dir)], css=CSS,
+                   footer_links=["api", "gradio"])
+    finally:
+        engine.close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

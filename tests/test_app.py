@@ -1,0 +1,262 @@
+"""The running app: `python app.py` on 127.0.0.1 with random tiny weights, driven by gradio_client and Chromium.
+
+One server per module (started once, ~10 s); the tiny model makes each request take about a second.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import REPO_ROOT
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+ASSETS = REPO_ROOT / "assets"
+EN_VOICE = ASSETS / "en_ada.ogg"
+EN_TRANSCRIPT = "Hello, my name is Ada. I am reading this sentence as a voice prompt."
+CHROMIUM = "/usr/bin/chromium"
+MAX_UPLOAD_MB = 5
+# clone inputs after the prompt/transcript/text: language, accent, seed, temperature, top_k, top_p, best_of
+SAMPLING = ("auto", "none", 7, 1.0, 0, 1.0, 1)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """URL of a running app with random tiny weights, and its folder of Gradio files."""
+    from vallex.weights import make_random_weights
+
+    root = tmp_path_factory.mktemp("app")
+    make_random_weights(root / "weights", size="tiny")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "VALLEX_WEIGHTS_DIR": str(root / "weights"), "VALLEX_PRESETS_DIR": str(root / "presets"),
+        "VALLEX_THREADS": "1", "VALLEX_PRELOAD": "1", "VALLEX_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
+        "VALLEX_MAX_QUEUE": "16", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_TEMP_DIR": str(root / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1", "TMPDIR": str(root),
+    }
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"The app did not start:\n{(root / 'server.log').read_text(errors='replace')[-3000:]}")
+            time.sleep(0.5)
+    yield url, root
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+    # The app removes its own scratch folder at exit.
+    assert not list(root.glob("vallex-app-*")), "the app left its scratch folder behind"
+
+
+@pytest.fixture(scope="module")
+def client(server: tuple[str, Path]) -> Client:
+    return Client(server[0], verbose=False)
+
+
+def check_audio(path: str, min_seconds: float = 0.1) -> np.ndarray:
+    """The WAV at ``path``: 24 kHz, mono, longer than ``min_seconds``, finite, not all zeros."""
+    samples, rate = sf.read(path, dtype="float32")
+    assert rate == 24000
+    assert samples.ndim == 1
+    assert len(samples) / rate > min_seconds
+    assert np.isfinite(samples).all()
+    assert np.abs(samples).max() > 0
+    return samples
+
+
+def error_of(client: Client, *args: object, api_name: str) -> str:
+    with pytest.raises(AppError) as caught:
+        client.predict(*args, api_name=api_name)
+    message = str(caught.value)
+    assert "Traceback" not in message and 'File "' not in message
+    return message
+
+
+# (1) every endpoint ------------------------------------------------------------------------------------
+
+def test_named_endpoints_are_listed(client: Client) -> None:
+    endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/clone", "/preset", "/make_prompt", "/long_text", "/voices"} <= endpoints
+
+
+def test_voices_endpoint_lists_the_builtin_voices(client: Client) -> None:
+    import json
+
+    names = client.predict(api_name="/voices")
+    manifest = json.loads((ASSETS / "voices.json").read_text(encoding="utf-8"))
+    assert names == [entry["name"] for entry in manifest]
+
+
+def test_clone_endpoint(client: Client) -> None:
+    audio, summary, details, picture = client.predict(
+        handle_file(str(EN_VOICE)), EN_TRANSCRIPT, "Good morning to you.", *SAMPLING, api_name="/clone")
+    samples = check_audio(audio)
+    assert details["sample_rate"] == 24000 and details["seed"] == 7
+    assert details["language"] == "en"
+    assert details["duration_s"] == pytest.approx(len(samples) / 24000, abs=1e-3)
+    assert details["sentences"][0]["phonemes"]  # the IPA of the text
+    assert details["prompt"]["language"] == "en" and 4 < details["prompt"]["seconds"] < 6
+    assert "Detected language:** English" in summary and "Seed:** 7" in summary
+    assert Path(picture).stat().st_size > 1000
+
+
+def test_make_prompt_then_preset_with_the_file(client: Client, tmp_path: Path) -> None:
+    from vallex.prompts import VoicePrompt
+
+    npz, message = client.predict(handle_file(str(ASSETS / "ja_yuki.ogg")), "こんにちは、わたしはゆきです。", "auto",
+                                  "yuki-2", api_name="/make_prompt")
+    assert Path(npz).name == "yuki-2.npz" and "yuki-2.npz" in message
+    prompt = VoicePrompt.load_npz(npz)
+    seconds = sf.info(str(ASSETS / "ja_yuki.ogg")).duration
+    assert prompt.language == "ja" and abs(prompt.num_frames - seconds * 75) <= 2
+    # An uploaded prompt file wins over the voice list.
+    audio, _, details, _ = client.predict("Hello there.", "en_ben", handle_file(npz), "en", "ja", *SAMPLING[2:],
+                                          api_name="/preset")
+    check_audio(audio)
+    assert details["prompt"]["language"] == "ja" and details["language"] == "en"
+
+
+def test_preset_endpoint_with_builtin_voice(client: Client) -> None:
+    audio, summary, details, _ = client.predict("你好，世界。", "zh_mei", None, "auto", "none", *SAMPLING[2:],
+                                                api_name="/preset")
+    check_audio(audio)
+    assert details["language"] == "zh" and details["prompt"]["name"] == "zh_mei"
+
+
+def test_long_text_streams_sentence_by_sentence(client: Client) -> None:
+    job = client.submit("The first sentence is here. The second one follows! Is this the third?", "en_ada", None,
+                        "sliding-window", "auto", "none", 3, api_name="/long_text")
+    final_audio, final_status = job.result(timeout=120)
+    updates = job.outputs()
+    assert len(updates) == 3  # one update per sentence
+    lengths = [len(check_audio(audio)) for audio, _ in updates]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+    assert [status.split("**")[1] for _, status in updates] == [f"Sentence {i} of 3" for i in (1, 2, 3)]
+    assert final_audio == updates[-1][0] and "seed 3" in final_status
+
+
+# (2) the page in Chromium ---------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make system-deps)")
+def test_browser_clone_flow(server: tuple[str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(server[0], wait_until="domcontentloaded")
+            expect(page.locator("#weights-banner")).to_contain_text("Random weights", timeout=30_000)
+            page.locator("#clone-prompt input[type=file]").set_input_files(str(EN_VOICE))
+            expect(page.locator("#clone-prompt audio, #clone-prompt .waveform-container").first).to_be_attached(
+                timeout=20_000)
+            page.get_by_label("Transcript of the prompt").fill(EN_TRANSCRIPT)
+            page.locator("#clone-text textarea").fill("Nice to meet you.")
+            page.locator("#clone-generate").click()
+            expect(page.locator("#clone-summary")).to_contain_text("Detected language", timeout=60_000)
+            expect(page.locator("#clone-audio audio").first).to_be_attached(timeout=20_000)
+            screenshot = tmp_path / "clone.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert screenshot.stat().st_size > 10_000
+
+
+# (3) concurrency --------------------------------------------------------------------------------------------
+
+def test_eight_concurrent_requests(client: Client) -> None:
+    seeds = [101, 102, 103, 104] * 2
+    jobs = [client.submit("One two three.", "en_ada", None, "en", "none", seed, 1.0, 0, 1.0, 1, api_name="/preset")
+            for seed in seeds]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda job: job.result(timeout=180), jobs))
+    assert len(results) == 8
+    audio = [check_audio(result[0]) for result in results]
+    assert [result[2]["seed"] for result in results] == seeds  # each answer belongs to its request
+    for i in range(4):  # same seed and input: the same audio; another seed: other audio
+        np.testing.assert_array_equal(audio[i], audio[i + 4])
+        assert not np.array_equal(audio[i], audio[(i + 1) % 4])
+
+
+# (4) bad input ----------------------------------------------------------------------------------------------
+
+def test_no_prompt_audio(client: Client) -> None:
+    assert "No voice prompt" in error_of(client, None, "", "Hello.", *SAMPLING, api_name="/clone")
+    assert "No audio" in error_of(client, None, "", "auto", "x", api_name="/make_prompt")
+
+
+def test_sixty_second_prompt(client: Client, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    long_clip = tmp_path / "long.wav"
+    sf.write(long_clip, (0.1 * rng.standard_normal(60 * 16000)).astype(np.float32), 16000)
+    message = error_of(client, handle_file(str(long_clip)), "Some words.", "Hello.", *SAMPLING, api_name="/clone")
+    assert "60.0 s" in message and "15 s" in message
+
+
+def test_empty_text(client: Client) -> None:
+    message = error_of(client, handle_file(str(EN_VOICE)), EN_TRANSCRIPT, "   ", *SAMPLING, api_name="/clone")
+    assert "text is empty" in message.lower()
+    assert "text is empty" in error_of(client, "", "en_ada", None, *SAMPLING[:2], *SAMPLING[2:],
+                                       api_name="/preset").lower()
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "a b", "x" * 65])
+def test_bad_preset_name(client: Client, name: str) -> None:
+    message = error_of(client, "Hello.", name, None, *SAMPLING, api_name="/preset")
+    assert "Invalid prompt name" in message
+    assert "Invalid prompt name" in error_of(client, "Hello.", name, None, "fixed-prompt", "auto", "none", 1,
+                                             api_name="/long_text")
+
+
+def test_other_bad_inputs(client: Client, tmp_path: Path) -> None:
+    assert "Unknown voice preset 'nobody'" in error_of(client, "Hello.", "nobody", None, *SAMPLING,
+                                                        api_name="/preset")
+    fake = tmp_path / "fake.npz"
+    fake.write_text("not a zip")
+    assert "not an .npz prompt file" in error_of(client, "Hello.", "en_ada", handle_file(str(fake)), *SAMPLING,
+                                                 api_name="/preset")
+    assert "Invalid prompt name" in error_of(client, handle_file(str(EN_VOICE)), EN_TRANSCRIPT, "auto", "../x",
+                                             api_name="/make_prompt")
+
+
+def test_upload_size_cap(server: tuple[str, Path], client: Client, tmp_path: Path) -> None:
+    import httpx
+
+    big = tmp_path / "big.wav"
+    sf.write(big, np.full((MAX_UPLOAD_MB + 1) * 2**20 // 2, 0.1, dtype=np.float32), 24000, subtype="PCM_16")
+    with pytest.raises(ValueError, match="exceeds the maximum file size"):  # the client reads the app's limit
+        client.predict(handle_file(str(big)), EN_TRANSCRIPT, "Hello.", *SAMPLING, api_name="/clone")
+    with open(big, "rb") as handle:  # and the server refuses it from any other client
+        response = httpx.post(server[0] + "gradio_api/upload", files={"files": ("big.wav", handle, "audio/wav")})
+    assert response.status_code == 413
