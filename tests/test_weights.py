@@ -90,6 +90,18 @@ def test_resolve_from_a_local_folder(random_dir, empty_caches):
     assert model.config == VallexConfig.tiny()
 
 
+def test_safetensors_checkpoint_is_preferred(random_dir, tmp_path, empty_caches):
+    from vallex.checkpoint import convert_checkpoint
+
+    directory, _ = random_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    convert_checkpoint(copy / "vallex-checkpoint.pt", copy / "vallex-checkpoint.safetensors")
+    assert resolve_weights(copy).vallex == copy / "vallex-checkpoint.safetensors"
+    (copy / "vallex-checkpoint.pt").unlink()
+    assert resolve_weights(copy).vallex == copy / "vallex-checkpoint.safetensors"
+
+
 def test_weights_dir_from_environment(random_dir, empty_caches, monkeypatch):
     directory, _ = random_dir
     monkeypatch.setenv("VALLEX_WEIGHTS_DIR", str(directory))

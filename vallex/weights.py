@@ -3,7 +3,8 @@
 Three models are needed (five files). Source, then the name in a weights folder (``--weights-dir``):
 
 * VALL-E X: Hugging Face ``Plachta/VALL-E-X``, file ``vallex-checkpoint.pt``
-  → ``vallex-checkpoint.pt`` (or ``vallex-checkpoint.safetensors``), plus optional ``vallex-config.json``
+  → ``vallex-checkpoint.pt`` or ``vallex-checkpoint.safetensors`` (preferred when both are there), plus optional
+  ``vallex-config.json``
   (model sizes; absent means the public checkpoint's).
 * EnCodec 24 kHz: ``https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th``
   → ``encodec_24khz-d7cc33bc.th``.
@@ -73,7 +74,8 @@ class WeightFile:
     revision: str | None = None
     url: str | None = None  # ...or a plain URL (saved into the torch hub cache)
     sha256_prefix: str | None = None  # the known leading hex digits of the file's SHA-256
-    alternatives: tuple[str, ...] = ()  # other accepted names in a weights folder
+    #: Names in a weights folder that are tried BEFORE ``layout_name`` (e.g. a converted, pickle-free copy).
+    preferred: tuple[str, ...] = ()
 
     @property
     def source(self) -> str:
@@ -87,7 +89,7 @@ class WeightFile:
 VALLEX_CHECKPOINT = WeightFile(
     component="vallex", description="VALL-E X checkpoint (1.48 GB)", layout_name="vallex-checkpoint.pt",
     repo_id="Plachta/VALL-E-X", repo_filename="vallex-checkpoint.pt", revision="main",
-    alternatives=("vallex-checkpoint.safetensors",),
+    preferred=("vallex-checkpoint.safetensors",),  # made by `vallex convert-checkpoint`: no pickle, mmapped
 )
 ENCODEC_CHECKPOINT = WeightFile(
     component="encodec", description="EnCodec 24 kHz (89 MB)", layout_name="encodec_24khz-d7cc33bc.th",
@@ -241,7 +243,7 @@ class WeightsManager:
     def _find_local(self, weight_file: WeightFile) -> tuple[Path | None, list[str]]:
         """A local copy of ``weight_file`` and the list of places searched (for the error message)."""
         if self.weights_dir is not None:
-            names = (weight_file.layout_name, *weight_file.alternatives)
+            names = (*weight_file.preferred, weight_file.layout_name)
             candidates = [self.weights_dir / name for name in names]
             for candidate in candidates:
                 if candidate.is_file():
