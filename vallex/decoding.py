@@ -158,7 +158,8 @@ def ar_decode(
     cache = KVCache.allocate(cfg, best_of, capacity, device, text_emb.dtype)
     prefix = torch.cat([text_emb, audio_emb], dim=1)
     mask = ar_attention_mask(text_len, y.shape[1], device=device)
-    hidden = model.ar_decoder(prefix, mask, cache=cache, start=0)  # [B, S + 1 + P, D]
+    # Only the last position's output is needed; all positions fill the cache.
+    hidden = model.ar_decoder(prefix, mask, cache=cache, start=0, output_start=prefix.shape[1] - 1)  # [B, 1, D]
     position = prefix.shape[1]  # next free cache slot
     logits = model.ar_logits(hidden[:, -1])  # [B, 1025]
     first_logits = logits.float().clone()
@@ -238,7 +239,7 @@ def nar_decode(
     for stage in range(n_q - 1):
         if on_stage is not None:
             on_stage(stage)
-        hidden = model.nar_forward(text_emb, audio_emb, stage)[:, prompt_len:]  # [1, T, D]
+        hidden = model.nar_forward(text_emb, audio_emb, stage, output_start=prompt_len)  # [1, T, D]
         predicted = model.nar_predict_layers[stage](hidden).argmax(dim=-1)  # [1, T]
         codes.append(predicted)
         if stage < n_q - 2:

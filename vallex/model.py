@@ -101,19 +101,26 @@ class MultiheadSelfAttention(nn.Module):
         attn_mask: Tensor | None = None,
         cache: "LayerKVCache | None" = None,
         start: int = 0,
+        query_start: int = 0,
     ) -> Tensor:
-        """x [B, T, D] -> [B, T, D].
+        """x [B, T, D] -> [B, T - query_start, D].
 
-        ``attn_mask``: bool [T, T_total], True = may attend. With ``cache``, keys/values of these T
-        positions are written at ``start`` and the queries attend to cache positions ``< start + T``.
+        ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
+        With ``cache``, keys/values of these T positions are written at ``start`` and the queries attend
+        to cache positions ``< start + T``. Only positions ``>= query_start`` are queried: every position
+        still provides keys and values, but outputs nobody reads are not computed.
         """
         batch, length, dim = x.shape
         qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(k, v, start)  # [B, H, start + T, hd]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T, hd]
-        out = out.transpose(1, 2).reshape(batch, length, dim)
+        if query_start:
+            q = q[:, :, query_start:]  # [B, H, T', hd]
+            if attn_mask is not None and attn_mask.shape[-2] == length:
+                attn_mask = attn_mask[..., query_start:, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T', hd]
+        out = out.transpose(1, 2).reshape(batch, q.shape[2], dim)
         return self.out_proj(out)
 
 
@@ -176,8 +183,9 @@ class DecoderLayer(nn.Module):
         stage: Tensor | None = None,
         cache: "LayerKVCache | None" = None,
         start: int = 0,
-    ) -> Tensor:  # x [B, T, D]
-        x = x + self.self_attn(self.norm1(x, stage), attn_mask, cache, start)
+        query_start: int = 0,
+    ) -> Tensor:  # x [B, T, D] -> [B, T - query_start, D]
+        x = x[:, query_start:] + self.self_attn(self.norm1(x, stage), attn_mask, cache, start, query_start)
         return x + self.linear2(F.relu(self.linear1(self.norm2(x, stage))))
 
 
@@ -196,9 +204,15 @@ class Decoder(nn.Module):
         stage: Tensor | None = None,
         cache: "KVCache | None" = None,
         start: int = 0,
-    ) -> Tensor:  # x [B, T, D] -> [B, T, D]
+        output_start: int = 0,
+    ) -> Tensor:  # x [B, T, D] -> [B, T - output_start, D]
+        """``output_start``: only positions from there on are returned, and the last layer computes
+        only those (earlier layers must run everywhere: their outputs are the last layer's keys/values).
+        """
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = layer(x, attn_mask, stage, None if cache is None else cache.layers[i], start)
+            x = layer(x, attn_mask, stage, None if cache is None else cache.layers[i], start,
+                      output_start if i == last else 0)
         return self.norm(x, stage)
 
 
@@ -303,19 +317,29 @@ class VallexModel(nn.Module):
         """[..., D] -> logits [..., 1025] over codes + EOS."""
         return self.ar_predict_layer(hidden)
 
-    def nar_forward(self, text_emb: Tensor, audio_emb: Tensor, stage: int, key_padding_mask: Tensor | None = None) -> Tensor:
+    def nar_forward(
+        self,
+        text_emb: Tensor,
+        audio_emb: Tensor,
+        stage: int,
+        key_padding_mask: Tensor | None = None,
+        *,
+        output_start: int = 0,
+    ) -> Tensor:
         """One NAR stage over ``[text ; audio + PE]`` with full attention.
 
         text_emb [B, S, D] (from :meth:`embed_text`), audio_emb [B, T, D] (summed codebook embeddings
         before PE). ``key_padding_mask`` bool [B, S+T], True = padding (training batches only).
-        Returns the decoder output of the audio positions [B, T, D].
+        Returns the decoder output of audio positions ``output_start..T-1`` [B, T - output_start, D]
+        (inference passes the prompt length: prompt frames are never predicted). The last layer
+        computes only those rows.
         """
         xy = torch.cat([text_emb, self.nar_audio_position(audio_emb)], dim=1)  # [B, S+T, D]
         mask = None
         if key_padding_mask is not None:
             mask = (~key_padding_mask)[:, None, None, :]  # [B, 1, 1, S+T], True = may attend
-        hidden = self.nar_decoder(xy, mask, stage=self.nar_stage_embedding(stage))
-        return hidden[:, text_emb.shape[1]:]
+        return self.nar_decoder(xy, mask, stage=self.nar_stage_embedding(stage),
+                                output_start=text_emb.shape[1] + output_start)
 
     def extra_repr(self) -> str:
         return f"config={self.config}"
