@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from vallex.audio import PROMPT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample
-from vallex.languages import LANGUAGES, check_language, normalize_accent
+from vallex.languages import ACCENT_ALIASES, LANGUAGES
 from vallex.s2st.asr import ASR_SAMPLE_RATE, SpeechRecognizer, load_recognizer
 from vallex.s2st.errors import ModelUnavailableError
 from vallex.s2st.segment import MAX_CHUNK_SECONDS, split_speech
@@ -204,7 +204,7 @@ class SpeechTranslator:
                 the wrong script.
             ModelUnavailableError: a needed ASR/MT model is missing (one message listing each).
         """
-        target = check_language(normalize_accent(target) if isinstance(target, str) else target)
+        target = _language_code(target, "target")
         for key in ("language", "accent", "long_text"):
             if key in synthesis_options:
                 raise ValueError(f"{key!r} is set by speech translation itself (target language {target!r}).")
@@ -345,13 +345,19 @@ def _optional_text(value: str | None, what: str) -> str | None:
     return value.strip() or None
 
 
+def _language_code(language: Any, what: str) -> str:
+    """"en"/"zh"/"ja" for a code or name ("English", "中文", "日本語", ...), else a ValueError."""
+    code = ACCENT_ALIASES.get(language.strip().lower()) if isinstance(language, str) else None
+    if code is None:
+        raise ValueError(f"Unknown {what} language {language!r}: expected 'en', 'zh' or 'ja' (the languages "
+                         "VALL-E X speaks).")
+    return code
+
+
 def _check_source_language(language: str | None) -> str | None:
     if language is None or (isinstance(language, str) and language.strip().lower() in ("", "auto")):
         return None
-    code = normalize_accent(language)
-    if code is None:
-        return None
-    return check_language(code)
+    return _language_code(language, "source")
 
 
 def _check_detected_language(language: str) -> str:

@@ -143,10 +143,14 @@ class TransformersTranslator:
         else:
             self._family = "marian"
             if self.pair is None:
-                raise ValueError(
-                    f"{self.name} translates one direction only: say which, e.g. "
-                    "load_translator(path, source='en', target='zh')."
-                )
+                # Marian tokenizers record their direction (opus-mt tokenizer_config.json: source_lang/target_lang).
+                pair = (getattr(tokenizer, "source_lang", None), getattr(tokenizer, "target_lang", None))
+                if not all(code in ("en", "zh", "ja") for code in pair):
+                    raise ValueError(
+                        f"{self.name} translates one direction only, and its tokenizer does not say which "
+                        f"(source_lang/target_lang: {pair}). Say it: load_translator(path, source='en', target='zh')."
+                    )
+                self.pair = (str(pair[0]), str(pair[1]))
         self._model, self._tokenizer = model.eval(), tokenizer
 
     def translate(self, text: str, source: str, target: str) -> str:

@@ -1,0 +1,74 @@
+"""``vallex translate``: speech in one language → speech in another, in the same voice."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "translate",
+        help="translate speech into another language in the speaker's own voice",
+        description="Speech-to-speech translation: Whisper transcribes AUDIO (and translates it into English), "
+        "a text translator translates into Mandarin/Japanese, and VALL-E X speaks the translation with AUDIO "
+        "as the voice prompt. With --transcript and --translation no speech/translation model is needed.",
+    )
+    parser.add_argument("audio", type=Path, metavar="AUDIO", help="the source speech (WAV, FLAC, OGG, MP3; <= 5 min)")
+    parser.add_argument("--to", dest="target", required=True, choices=["en", "zh", "ja"], help="target language")
+    parser.add_argument("--from", dest="source", default="auto", choices=["auto", "en", "zh", "ja"],
+                        help="the spoken language (default: detected by Whisper, or from --transcript)")
+    parser.add_argument("--transcript", help="what is said in AUDIO (skips speech recognition; AUDIO <= 15 s)")
+    parser.add_argument("--translation", help="the text to speak (skips translation)")
+    parser.add_argument("--asr-model", help="Whisper model: a faster-whisper size (tiny ... large-v3), a Hugging "
+                        "Face repository, or a local folder (default: $VALLEX_ASR_MODEL or 'medium')")
+    parser.add_argument("--mt-model", help="translation model: a Hugging Face repository or local folder "
+                        "(default: $VALLEX_MT_MODEL or facebook/nllb-200-distilled-600M)")
+    parser.add_argument("--english-via", choices=["whisper", "text"], default="whisper",
+                        help="translate into English with Whisper's translate task (default) or the text model")
+    parser.add_argument("--seed", type=int, help="random seed (same seed, same audio)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--weights-dir", type=Path, help="folder with the VALL-E X weights (default: "
+                        "$VALLEX_WEIGHTS_DIR or the Hugging Face cache)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vallex.audio import save_audio
+    from vallex.s2st import SpeechTranslator
+
+    if args.output.suffix.lower() != ".wav":
+        raise ValueError(f"The output must be a .wav file, got {args.output}.")
+    if not args.audio.is_file():
+        raise FileNotFoundError(f"No such audio file: {args.audio}")
+    s2st = SpeechTranslator.from_pretrained(args.weights_dir, asr_model=args.asr_model, mt_model=args.mt_model,
+                                            english_via=args.english_via, device=args.device,
+                                            num_threads=args.threads)
+    result = s2st.translate(
+        args.audio, args.target, transcript=args.transcript, translation=args.translation,
+        source_language=args.source, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p,
+    )
+    # Write to a temporary file first so a failure never leaves a partial output behind.
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(suffix=".wav", dir=args.output.parent)
+    os.close(handle)
+    try:
+        save_audio(tmp_name, result.waveform, result.sample_rate)
+        os.replace(tmp_name, args.output)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    print(f"Transcript ({result.source_language}, {result.sources.get('transcript')}): {result.transcript}",
+          file=sys.stderr)
+    print(f"Translation ({result.target_language}, {result.sources.get('translation')}): {result.translation}",
+          file=sys.stderr)
+    print(f"Wrote {args.output} ({result.duration:.2f} s, {len(result.chunks)} chunk(s)).", file=sys.stderr)
+    return 0
