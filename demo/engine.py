@@ -122,9 +122,9 @@ class Engine:
                             num_threads=self.config.num_threads, presets_dir=self.presets.directory,
                         )
                     except WeightsNotFoundError as error:
-                        first = str(error).splitlines()[0]
-                        raise ValueError(f"The model cannot be loaded: {first} The banner at the top of the page "
-                                         "says how to provide the weights.") from None
+                        first = str(error).splitlines()[0].rstrip(":")
+                        raise ValueError(f"The model cannot be loaded: {first}. The banner at the top of the page "
+                                         "says which files are missing and how to provide them.") from None
                     _LOG.info("Model loaded in %.1f s", time.perf_counter() - started)
         return self._tts
 

@@ -99,12 +99,16 @@ def _examples(rows: list[list[str]], inputs: list[gr.components.Component], **kw
         gr.Examples(rows, inputs=inputs, **kwargs)
 
 
-def build_app(config: AppConfig | None = None, engine: Engine | None = None) -> gr.Blocks:
-    """The Gradio Blocks app (not launched). Model events share one queue slot group, ``"model"``."""
+def build_app(config: AppConfig | None = None, engine: Engine | None = None,
+              status: WeightsStatus | None = None) -> gr.Blocks:
+    """The Gradio Blocks app (not launched). Model events share one queue slot group, ``"model"``.
+
+    ``status`` (default: checked now) is what the banner says about the model files.
+    """
     config = config or AppConfig.from_env()
     engine = engine or Engine(config)
     handlers = make_handlers(engine)
-    status = engine.weights_status()
+    status = status or engine.weights_status()
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
     with gr.Blocks(title=config.title, delete_cache=(600, 3600)) as app:
@@ -205,12 +209,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AppConfig.from_env()
     engine = Engine(config)
-    if config.preload:
+    status = engine.weights_status()
+    if status.level == "error":  # the page shows the same text in its banner; the app still starts
+        logging.getLogger(__name__).warning("%s", status.message)
+    elif config.preload:
         try:
             engine.tts()
-        except ValueError as error:  # missing weights: the banner explains; the app still starts
+        except ValueError as error:  # e.g. a failed download: the requests will say so too
             logging.getLogger(__name__).warning("%s", error)
-    app = build_app(config, engine)
+    app = build_app(config, engine, status)
     app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
     # SIGTERM (a Space or a test stopping us) shuts down like Ctrl-C, so the scratch files are removed.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -1,0 +1,235 @@
+"""The app's parts without a server: settings, weights banner, scratch files, error messages, pictures, assets."""
+from __future__ import annotations
+
+import ast
+import json
+import sys
+import types
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile as sf
+
+from demo import engine as engine_module
+from demo.config import AppConfig
+from demo.engine import Engine, load_voices, zero_gpu
+from demo.handlers import friendly_errors, make_handlers, sampling_options
+from demo.plots import LABEL_HEIGHT, SPEC_HEIGHT, WAVE_HEIGHT, WIDTH, audio_picture, spectrogram_db
+from tests.conftest import REPO_ROOT
+
+ASSETS = REPO_ROOT / "assets"
+
+
+@pytest.fixture()
+def no_weights(tmp_path: Path) -> AppConfig:
+    (tmp_path / "weights").mkdir()
+    return AppConfig(weights_dir=tmp_path / "weights", presets_dir=tmp_path / "presets")
+
+
+# Settings ------------------------------------------------------------------------------------------------
+
+def test_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("VALLEX_WEIGHTS_DIR", "VALLEX_CONCURRENCY", "VALLEX_PRELOAD", "SPACE_ID", "VALLEX_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    default = AppConfig.from_env()
+    assert (default.weights_dir, default.concurrency, default.max_queue, default.preload) == (None, 1, 32, False)
+    monkeypatch.setenv("VALLEX_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setenv("VALLEX_CONCURRENCY", "3")
+    monkeypatch.setenv("VALLEX_MAX_UPLOAD_MB", "7")
+    monkeypatch.setenv("SPACE_ID", "someone/vallex")  # on a Space the model loads at startup
+    config = AppConfig.from_env()
+    assert (config.weights_dir, config.concurrency, config.max_upload_mb, config.preload) == (tmp_path, 3, 7, True)
+    monkeypatch.setenv("VALLEX_PRELOAD", "off")
+    assert AppConfig.from_env().preload is False
+
+
+@pytest.mark.parametrize("name, value, words", [("VALLEX_CONCURRENCY", "two", "not an integer"),
+                                                ("VALLEX_MAX_QUEUE", "0", "at least 1"),
+                                                ("VALLEX_PRELOAD", "maybe", "1/0")])
+def test_config_rejects_bad_values(monkeypatch: pytest.MonkeyPatch, name: str, value: str, words: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=words):
+        AppConfig.from_env()
+
+
+# The weights banner -----------------------------------------------------------------------------------------
+
+def test_missing_weights_give_one_banner_and_a_readable_request_error(no_weights: AppConfig) -> None:
+    engine = Engine(no_weights)
+    status = engine.weights_status()
+    assert status.level == "error"
+    for words in ("vallex-checkpoint.pt", "encodec_24khz-d7cc33bc.th", "pytorch_model.bin", "vallex download",
+                  "make-random-weights"):
+        assert words in status.message
+    app = build(no_weights, engine)
+    banners = [b for b in app.blocks.values() if getattr(b, "elem_id", None) == "weights-banner"]
+    assert len(banners) == 1 and banners[0].visible and "vallex-checkpoint.pt" in banners[0].value
+    with pytest.raises(ValueError, match="cannot be loaded.*4 model file"):
+        engine.tts()
+
+
+def test_online_without_cached_weights_announces_the_download(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    import huggingface_hub.constants
+
+    for name in ("HF_HUB_OFFLINE", "VALLEX_OFFLINE", "VALLEX_WEIGHTS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr("torch.hub._hub_dir", str(tmp_path / "torch" / "hub"))
+    status = Engine(AppConfig(weights_dir=None)).weights_status()  # no network call: only the caches are read
+    assert status.level == "info" and "downloads them" in status.message and "vallex-checkpoint.pt" in status.message
+
+
+def build(config: AppConfig, engine: Engine) -> gr.Blocks:
+    from demo.ui import build_app
+
+    return build_app(config, engine)
+
+
+def test_every_model_event_has_a_name_and_shares_the_queue_group(no_weights: AppConfig) -> None:
+    app = build(no_weights, Engine(no_weights))
+    named = {fn.api_name: fn for fn in app.fns.values() if fn.api_name and fn.api_visibility == "public"}
+    assert set(named) == {"clone", "preset", "make_prompt", "long_text", "voices"}
+    for name in ("clone", "preset", "make_prompt", "long_text"):
+        assert named[name].concurrency_id == "model" and named[name].concurrency_limit == no_weights.concurrency
+
+
+# Inputs are checked before the model is needed ------------------------------------------------------------
+
+def test_handlers_refuse_bad_input_with_words(no_weights: AppConfig) -> None:
+    handlers = make_handlers(Engine(no_weights))
+    sampling = (-1, 1.0, 0, 1.0, 1)
+    with pytest.raises(gr.Error, match="No voice prompt"):
+        handlers["clone"](None, "", "Hello.", "auto", "none", *sampling)
+    with pytest.raises(gr.Error, match="text is empty"):
+        handlers["clone"](str(ASSETS / "en_ada.ogg"), "", "  ", "auto", "none", *sampling)
+    with pytest.raises(gr.Error, match="Invalid prompt name"):
+        handlers["preset"]("Hello.", "../../etc/passwd", None, "auto", "none", *sampling)
+    with pytest.raises(gr.Error, match="Invalid prompt name"):
+        handlers["make_prompt"](str(ASSETS / "en_ada.ogg"), "Hi.", "auto", "a/b")
+    with pytest.raises(gr.Error, match="at most 10 are accepted"):
+        make_handlers(Engine(AppConfig(weights_dir=no_weights.weights_dir, max_text_chars=10)))["clone"](
+            str(ASSETS / "en_ada.ogg"), "", "x" * 11, "auto", "none", *sampling)
+    with pytest.raises(gr.Error, match="Unknown long-text mode"):
+        list(handlers["long_text"]("Hello.", "none", None, "paragraphs", "auto", "none", 1))
+
+
+def test_friendly_errors_hide_tracebacks() -> None:
+    @friendly_errors
+    def broken() -> None:
+        raise RuntimeError("internal detail /secret/path")
+
+    @friendly_errors
+    def streaming():
+        yield 1
+        raise ValueError("The text is empty: type something.")
+
+    with pytest.raises(gr.Error) as caught:
+        broken()
+    assert "RuntimeError" in caught.value.message and "/secret/path" not in caught.value.message
+    stream = streaming()
+    assert next(stream) == 1
+    with pytest.raises(gr.Error, match="The text is empty"):
+        next(stream)
+
+
+def test_sampling_options() -> None:
+    options = sampling_options(-1, 0.8, 0, 1.0, 2)
+    assert 0 <= options["seed"] < 2**31 and options["top_k"] is None and options["top_p"] is None
+    assert sampling_options(5, 1, 50, 0.9, 1) == {"seed": 5, "temperature": 1.0, "top_k": 50, "top_p": 0.9,
+                                                  "best_of": 1}
+    with pytest.raises(ValueError, match="whole numbers"):
+        sampling_options("abc", 1, 0, 1, 1)
+
+
+# Scratch files -------------------------------------------------------------------------------------------------
+
+def test_scratch_folders_are_unique_and_only_ours_are_removed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                              no_weights: AppConfig) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    bystander = tmp_path / "someone-elses.npz"
+    bystander.write_bytes(b"x")
+    engine = Engine(no_weights)
+    with engine.scratch_dir() as first, engine.scratch_dir() as second:
+        assert first != second and first.parent == second.parent
+        (first / "a.npz").write_bytes(b"1")
+    with pytest.raises(RuntimeError), engine.scratch_dir() as failed:
+        raise RuntimeError("request failed")
+    assert not failed.exists()  # a failed request leaves nothing behind
+    monkeypatch.setattr(engine_module, "SCRATCH_MAX_AGE_S", 0.0)
+    with engine.scratch_dir() as third:
+        assert not first.exists() and not second.exists() and third.exists()  # old ones go
+    root = third.parent
+    engine.close()
+    assert not root.exists() and bystander.exists()
+
+
+# Pictures -------------------------------------------------------------------------------------------------------
+
+def test_audio_picture_shows_prompt_and_output() -> None:
+    t = np.arange(24000) / 24000
+    tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    panel = LABEL_HEIGHT + WAVE_HEIGHT + SPEC_HEIGHT
+    assert audio_picture(tone, 24000).size == (WIDTH, panel)
+    assert audio_picture(tone, 24000, tone[:12000]).size == (WIDTH, 2 * panel)
+    assert audio_picture(np.zeros(10, dtype=np.float32), 24000).size == (WIDTH, panel)  # tiny/silent input
+    db = spectrogram_db(tone, 24000)
+    assert db.shape[0] == int(8000 / 12000 * 513)  # bins up to 8 kHz
+    assert abs(int(np.argmax(db.mean(axis=1))) * 24000 / 1024 - 1000) < 24000 / 1024
+
+
+# Space readiness ------------------------------------------------------------------------------------------------
+
+def test_zero_gpu_only_with_the_spaces_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    def handler() -> str:
+        return "ok"
+
+    monkeypatch.setitem(sys.modules, "spaces", None)  # import fails: not on a Space
+    assert zero_gpu()(handler) is handler
+    calls = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda duration: (lambda fn: calls.append(duration) or fn)
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    assert zero_gpu(90)(handler)() == "ok" and calls == [90]
+
+
+def test_app_file_is_small_and_ui_files_stay_readable() -> None:
+    assert len((REPO_ROOT / "app.py").read_text().splitlines()) <= 10
+    for path in (REPO_ROOT / "demo").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+
+
+def test_demo_uses_only_public_vallex_names() -> None:
+    for path in (REPO_ROOT / "demo").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vallex"):
+                assert not any(part.startswith("_") for part in node.module.split(".")), (path, node.module)
+                assert not any(alias.name.startswith("_") for alias in node.names), (path, node.module)
+
+
+# Assets ------------------------------------------------------------------------------------------------------------
+
+def test_example_voices_are_small_valid_prompts() -> None:
+    manifest = json.loads((ASSETS / "voices.json").read_text(encoding="utf-8"))
+    voices = load_voices(ASSETS)
+    assert [v.name for v in voices] == [entry["name"] for entry in manifest]
+    assert {v.language for v in voices} == {"en", "zh", "ja"}
+    for voice in voices:
+        info = sf.info(str(voice.audio_path))
+        assert info.samplerate == 24000 and info.channels == 1
+        assert 3.0 <= info.duration <= 10.0, voice.name
+        assert voice.audio_path.stat().st_size < 100_000 and voice.transcript.strip()
+        assert "espeak-ng" in next(e["made_with"] for e in manifest if e["name"] == voice.name)
+
+
+def test_examples_use_the_assets(no_weights: AppConfig) -> None:
+    from demo import examples
+
+    engine = Engine(no_weights)
+    for row in examples.clone_examples(engine) + examples.prompt_examples(engine):
+        assert Path(row[0]).parent == ASSETS and Path(row[0]).is_file()
+    assert {row[1] for row in examples.preset_examples(engine)} <= set(engine.voices)
+    assert len(examples.clone_examples(engine)) == 6 and len(examples.long_examples(engine)) == 3
