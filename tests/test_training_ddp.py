@@ -41,7 +41,8 @@ def test_two_processes_match_one(tmp_path):
     # batch_size is the global batch: 4 utterances in one process, 2 + 2 in two.
     (tmp_path / "train.yaml").write_text(
         f"data: prep\nmodel: micro.json\nmax_steps: {STEPS}\nbatch_size: 4\nlr: 0.002\nwarmup_steps: 2\n"
-        "num_buckets: 2\ndropout: 0.0\nvalid_fraction: 0.0\nlog_every: 1\nsave_every: 100\nnum_threads: 1\n", encoding="utf-8")
+        "num_buckets: 2\ndropout: 0.0\nvalid_fraction: 0.0\nvalid_data: prep\nlog_every: 1\nsave_every: 100\n"
+        "num_threads: 1\n", encoding="utf-8")
     run(["-m", "vallex", "train", "--config", "train.yaml", "--out", "one"], tmp_path)
     run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vallex", "train",
          "--config", "train.yaml", "--out", "two"], tmp_path)
@@ -50,6 +51,10 @@ def test_two_processes_match_one(tmp_path):
     assert one[-1] < one[0]  # it trained
     for a, b in zip(one, two):
         assert b == pytest.approx(a, rel=1e-4)
+    # Validation (at the last step) is shared out over the ranks too and gives the same loss.
+    valid_one, valid_two = losses(tmp_path / "one" / "valid.csv"), losses(tmp_path / "two" / "valid.csv")
+    assert len(valid_one) == len(valid_two) == 1
+    assert valid_two[0] == pytest.approx(valid_one[0], rel=1e-4)
     name = f"checkpoint-{STEPS:08d}.pt"
     a, b = load_model(tmp_path / "one" / name), load_model(tmp_path / "two" / name)
     for (key, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):

@@ -76,10 +76,16 @@ def test_every_run_losses_match(model, train_golden):
         torch.testing.assert_close(out.nar_logits[0, : expected.shape[0]], expected, atol=1e-3, rtol=1e-4)
 
 
+def natural_run(data: dict) -> dict:
+    """The run whose NAR stage was drawn, not forced (and whose prefix seed is the common one)."""
+    runs = [r for r in data["runs"] if r["nar_stage_forced"] is None and "prefix_len_seed" not in r]
+    assert runs, "train.json has no run with a drawn NAR stage"
+    return runs[0]
+
+
 def test_default_draws_are_the_references(model, train_golden):
     """Without explicit choices the forward draws the stage from Random(0) and the prefix from the torch RNG."""
-    run = train_golden["runs"][0]
-    assert run["nar_stage_forced"] is None
+    run = natural_run(train_golden)
     torch.manual_seed(train_golden["meta"]["prefix_len_seed"])
     out = training_forward(model, golden_batch(train_golden))
     assert (out.nar_stage, out.prefix_len) == (run["nar_stage"], run["prefix_len"])
@@ -87,14 +93,14 @@ def test_default_draws_are_the_references(model, train_golden):
 
 
 def test_ar_logits_and_argmax(model, train_golden):
-    out = run_forward(model, train_golden, train_golden["runs"][0])
+    out = run_forward(model, train_golden, natural_run(train_golden))
     expected = torch.tensor(train_golden["ar_logits_b0_first3"])
     torch.testing.assert_close(out.ar_logits[0, : expected.shape[0]], expected, atol=1e-3, rtol=1e-4)
     assert out.ar_logits[0].argmax(-1).tolist() == train_golden["ar_argmax_b0"]
 
 
 def test_gradient_norms(model, train_golden):
-    run = next(r for r in train_golden["runs"] if r["label"] == "natural_draw")
+    run = natural_run(train_golden)  # the README: grad norms after the natural draw's total_loss.backward()
     model.zero_grad(set_to_none=True)
     out = run_forward(model, train_golden, run)
     out.loss.backward()

@@ -543,6 +543,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
             result.train_losses.append(row["loss"])
             if log is not None and (step % config.log_every == 0 or step == 1):
                 log.write(row)
+                _LOG.info("step %d  loss %.4f  ar %s  nar %s  lr %.3g  %.0f s", step, row["loss"],
+                          _fmt(row["ar_loss"]), _fmt(row["nar_loss"]), lr, row["seconds"])
             if on_step is not None:
                 on_step(step, row)
             progress.update(step=step, epoch=epoch, position=position)
@@ -572,6 +574,7 @@ def _validate(model, valid_set, config, device, dist, autocast, progress, valid_
     losses = evaluate(model, valid_set, config, device, dist, autocast)
     if valid_log is not None:
         valid_log.write({"step": progress["step"], **losses})
+        _LOG.info("step %d  validation loss %.4f", progress["step"], losses["loss"])
         best = progress.get("best_valid")
         if best is None or losses["loss"] < best:
             progress["best_valid"] = losses["loss"]
