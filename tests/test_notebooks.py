@@ -48,7 +48,9 @@ def kernel_specs(tmp_path_factory) -> KernelSpecManager:
 def test_notebooks_exist():
     names = [path.name for path in NOTEBOOKS]
     assert names == [f"{source.stem}.ipynb" for source in build.sources()]
-    assert names, "no notebooks found"
+    for expected in ("01_text_frontend", "02_codec_tokens", "03_the_model", "04_zero_shot_cross_lingual",
+                     "05_training_a_tiny_model"):
+        assert f"{expected}.ipynb" in names, f"missing notebooks/{expected}.ipynb"
 
 
 def test_notebooks_match_their_sources():
