@@ -10,14 +10,11 @@ import torch
 
 from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE, load_audio
 from vallex.codec import AudioCodec, build_vocos, load_vocos, vocos_config_dict
-from vallex.weights import make_random_weights
 
 
 @pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("random-weights")
-    make_random_weights(directory, size="tiny", seed=0)
-    return directory
+def weights_dir(tiny_weights):
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")

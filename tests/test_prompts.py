@@ -18,12 +18,8 @@ from vallex.prompts import PresetLibrary, VoicePrompt, find_transcriber, make_pr
 
 
 @pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    from vallex.weights import make_random_weights
-
-    directory = tmp_path_factory.mktemp("random-weights")
-    make_random_weights(directory, size="tiny", seed=0)
-    return directory
+def weights_dir(tiny_weights):
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")
