@@ -1,0 +1,115 @@
+"""Precision options (vallex.precision), the memory-mapped safetensors reader, and the trimmed last layer."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
+from vallex.config import VallexConfig
+from vallex.decoding import ar_decode, generate, language_ids, nar_decode
+from vallex.model import VallexModel
+from vallex.precision import apply_precision, int8_linear, is_quantized, normalize_precision
+
+
+@pytest.fixture()
+def tiny_path(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(VallexModel(VallexConfig.tiny()).eval(), tmp_path / "tiny.safetensors")
+
+
+def inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, 70, (1, 12), generator=g)
+    langs = language_ids(12, 5, "en", "zh")[None]
+    prompt = torch.randint(0, 1024, (1, 9, 8), generator=g)
+    return text, langs, prompt
+
+
+def test_safetensors_reader_maps_each_tensor_and_round_trips(tiny_path):
+    model = load_model(tiny_path)
+    state, metadata = read_safetensors_mapped(tiny_path)
+    assert "vallex_config" in metadata
+    reference = model.state_dict()
+    for key, value in state.items():
+        assert torch.equal(value, reference[key]), key
+    # Copy-on-write: writing a loaded tensor leaves the file unchanged.
+    state["ar_text_position.alpha"].fill_(123.0)
+    assert read_safetensors_mapped(tiny_path)[0]["ar_text_position.alpha"].item() != 123.0
+
+
+def test_safetensors_reader_rejects_a_truncated_file(tiny_path, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(tiny_path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="outside the file"):
+        load_model(broken)
+
+
+def test_precision_names():
+    assert normalize_precision("bf16") == "bfloat16"
+    assert normalize_precision(torch.float16) == "float16"
+    with pytest.raises(ValueError, match="Unknown precision"):
+        normalize_precision("int4")
+
+
+def test_int8_on_cuda_is_refused(tiny_path):
+    with pytest.raises(ValueError, match="CPU only"):
+        apply_precision(load_model(tiny_path), "int8", "cuda")
+
+
+def test_int8_replaces_every_decoder_linear_and_keeps_heads_float(tiny_path):
+    model = apply_precision(load_model(tiny_path), "int8")
+    assert is_quantized(model)
+    for decoder in (model.ar_decoder, model.nar_decoder):
+        assert not any(type(m) is nn.Linear for m in decoder.modules())
+    assert model.ar_predict_layer.weight.dtype == torch.float32
+    # The NAR predictors stay tied to the embeddings.
+    assert model.nar_predict_layers[0].weight is model.nar_audio_embeddings[2].word_embeddings.weight
+    with pytest.raises(ValueError, match="already int8"):
+        apply_precision(model, "bfloat16")
+
+
+def test_int8_linear_is_close_to_float():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96)
+    x = torch.randn(3, 5, 64)
+    expected = linear(x)
+    got = int8_linear(linear)(x)
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 0.05 * expected.abs().max().item()
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_reduced_precision_generates_the_requested_frames(tiny_path, precision):
+    model = apply_precision(load_model(tiny_path), precision)
+    text, _, prompt = inputs()
+    result = generate(model, text, 5, prompt, "en", "zh", min_frames=7, max_frames=7,
+                      generator=torch.Generator().manual_seed(0))
+    assert result.codes.shape == (1, 7, 8)
+    assert result.codes.dtype == torch.long
+    assert 0 <= int(result.codes.min()) and int(result.codes.max()) < 1024
+
+
+def test_float32_precision_changes_nothing(tiny_path):
+    model = load_model(tiny_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_precision(model, "float32")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_trimmed_last_layer_equals_full_computation(tiny_path):
+    """NAR output_start and the AR prefill's last-row-only pass give the untrimmed values."""
+    model = load_model(tiny_path)
+    text, langs, prompt = inputs()
+    codes0 = torch.randint(0, 1024, (1, 6))
+    with torch.no_grad():
+        text_emb = model.embed_text("nar", text, langs)
+        audio = model.nar_audio_embeddings[0](torch.cat([prompt[..., 0], codes0], dim=1))
+        full = model.nar_forward(text_emb, audio, 3)  # [1, P + T, D]
+        trimmed = model.nar_forward(text_emb, audio, 3, output_start=prompt.shape[1])
+        assert trimmed.shape == (1, 6, model.config.d_model)
+        assert torch.allclose(trimmed, full[:, prompt.shape[1]:], atol=1e-5)
+        x = torch.randn(1, 10, model.config.d_model)
+        assert torch.allclose(model.ar_decoder(x, output_start=9), model.ar_decoder(x)[:, 9:], atol=1e-5)
+    ar = ar_decode(model, text, langs, prompt[..., 0], top_k=1, min_frames=4, max_frames=4)
+    assert nar_decode(model, text, langs, prompt, ar.codes).shape == (1, 4, 8)
