@@ -1,0 +1,129 @@
+"""Decoding rules: sampling filters, the fixed reference bugs, best_of ranking, and input validation."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vallex.config import VallexConfig
+from vallex.decoding import ar_decode, filter_logits, generate, language_ids, sample_tokens
+from vallex.model import VallexModel
+
+
+@pytest.fixture(scope="module")
+def model() -> VallexModel:
+    torch.manual_seed(0)
+    return VallexModel(VallexConfig.tiny()).eval()
+
+
+def inputs(n_text: int = 5, n_prompt: int = 4):
+    text = torch.arange(n_text)[None] + 20
+    langs = torch.zeros_like(text)
+    prompt = torch.randint(0, 1024, (1, n_prompt, 8), generator=torch.Generator().manual_seed(1))
+    return text, langs, prompt
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    kept = torch.isfinite(filter_logits(logits, top_k=2))
+    assert kept.tolist() == [[False, True, False, True, False]]
+
+
+def test_top_p_keeps_the_smallest_prefix_crossing_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    kept = torch.isfinite(filter_logits(probs.log(), top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7, 0.8 crosses: keep both
+    assert torch.isfinite(filter_logits(probs.log(), top_p=0.1)).tolist() == [[True, False, False, False]]
+
+
+def test_sampling_is_seeded_and_logprob_matches_distribution():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(0))
+    a = sample_tokens(logits, generator=torch.Generator().manual_seed(5))
+    b = sample_tokens(logits, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0])
+    expected = torch.log_softmax(logits, -1).gather(1, a[0][:, None]).squeeze(1)
+    assert torch.allclose(a[1], expected)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_tokens(logits, temperature=0)
+
+
+def test_immediate_eos_still_gives_audio(model):
+    """The reference returned zero frames when EOS came first; we mask EOS until min_frames exist."""
+    text, langs, prompt = inputs()
+    eos = model.config.eos_id
+
+    def eos_first(step, logits):
+        out = torch.full_like(logits, -1e4)
+        out[:, eos] = 1e4
+        out[:, 7] = 0.0  # the only alternative
+        return out
+
+    result = ar_decode(model, text, langs, prompt[..., 0], top_k=1, logits_processor=eos_first)
+    assert result.codes.shape == (1, 1) and result.codes.item() == 7
+    assert result.stop_reason == "eos"
+    longer = ar_decode(model, text, langs, prompt[..., 0], top_k=1, min_frames=3, logits_processor=eos_first)
+    assert longer.codes.shape == (1, 3)
+
+
+def test_max_frames_and_default_length_rule(model):
+    text, langs, prompt = inputs(n_text=2)
+    never_eos = lambda step, logits: logits.index_fill(1, torch.tensor([model.config.eos_id]), -1e9)  # noqa: E731
+    result = ar_decode(model, text, langs, prompt[..., 0], top_k=1, logits_processor=never_eos)
+    assert result.codes.shape[1] == 16 * 2 and result.stop_reason == "maxlen"
+    assert result.steps == 16 * 2 + 1
+    capped = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=5, logits_processor=never_eos)
+    assert capped.codes.shape[1] == 5
+
+
+def test_best_of_ranks_by_generated_tokens_only(model):
+    """Mean log-probability over *generated* tokens picks the row (the reference divided by BOS + prompt too).
+
+    Row 0: one token from 4 equally likely ones (mean log p = -ln 4), then EOS.
+    Row 1: three tokens, each from 2 equally likely ones (mean -ln 2, sum -3 ln 2), then EOS.
+    Ours picks row 1; with a 40-frame prompt the reference's score (sum / (1 + 40 + n)) would pick row 0.
+    """
+    text, langs, prompt = inputs(n_prompt=40)
+    eos = model.config.eos_id
+
+    def script(step, logits):
+        out = torch.full_like(logits, -1e4)
+        out[:, eos] = 0.0 if step >= 1 else -1e4
+        if step == 0:
+            out[0, 20:24] = 0.0
+        if step < 3:
+            out[1, eos] = -1e4
+            out[1, 12:14] = 0.0
+        return out
+
+    result = ar_decode(model, text, langs, prompt[..., 0], best_of=2, logits_processor=script,
+                       generator=torch.Generator().manual_seed(0))
+    assert result.codes.shape == (1, 3)
+    assert set(result.codes[0].tolist()) <= {12, 13}
+
+
+def test_language_ids_layout_and_errors():
+    ids = language_ids(5, 2, "zh", ["en", "ja", "en"])
+    assert ids.tolist() == [1, 1, 0, 2, 0]
+    assert language_ids(3, 1, "en", "ja").tolist() == [0, 2, 2]
+    with pytest.raises(ValueError, match="entries"):
+        language_ids(5, 2, "zh", ["en"])
+    with pytest.raises(ValueError, match="Unknown language"):
+        language_ids(3, 0, "en", "fr")
+    with pytest.raises(ValueError, match="text_language"):
+        language_ids(3, 0, "en", ("en", "en", "en").__iter__())
+    with pytest.raises(ValueError, match="enroll_len"):
+        language_ids(3, 4, "en", "en")
+
+
+def test_generate_validates_prompt_shape(model):
+    text, _, prompt = inputs()
+    with pytest.raises(ValueError, match="prompt codes"):
+        generate(model, text, 0, prompt[..., :4], "en", "en")
+
+
+def test_cached_generation_is_batch_consistent(model):
+    """best_of rows share one batched cache; with greedy decoding every row equals the single-row result."""
+    text, langs, prompt = inputs()
+    single = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12)
+    batched = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12, best_of=3)
+    assert torch.equal(single.codes, batched.codes)
+    assert torch.allclose(single.first_logits[0], batched.first_logits[2], atol=1e-5)
