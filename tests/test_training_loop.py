@@ -169,3 +169,10 @@ def test_fine_tune_adds_a_language(data, tmp_path):
     assert tuned.config.num_languages == 4
     assert tuned.ar_language_embedding.weight.shape[0] == 4
     assert tuned.config.text_vocab_size == base.config.text_vocab_size  # espeak ids fit in the 2048 rows
+    assert json.loads((tmp_path / "ft" / "languages.json").read_text()) == ["en", "zh", "ja", "de"]
+    # Fine-tuning that checkpoint on data whose row 3 is another language is refused, not silently mixed.
+    write_espeak_corpus(tmp_path / "raw_fr", {"fr-fr": ["Bonjour."]})
+    prepare_dataset(scan_folder(tmp_path / "raw_fr"), tmp_path / "prep_fr", AudioCodec.random(seed=0), progress=False)
+    with pytest.raises(ValueError, match="same embedding row"):
+        train(config(data, tmp_path / "ft_fr", data=str(tmp_path / "prep_fr"),
+                     init_checkpoint=str(result.last_checkpoint), max_steps=1, batch_size=1))

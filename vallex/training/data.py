@@ -363,6 +363,8 @@ def prepare_dataset(
                 writer.flush()
     finally:
         writer.flush()  # an interrupted run keeps everything finished so far
+    if not (out_dir / INDEX_NAME).is_file():  # nothing usable yet: still leave a valid (empty) index
+        _atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
     return report
 
 

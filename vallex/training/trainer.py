@@ -56,6 +56,8 @@ from vallex.training.forward import (
 
 _LOG = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "eden", "constant")
+#: Written into every run folder: the language of each language-embedding row.
+LANGUAGES_FILE = "languages.json"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -258,6 +260,17 @@ def _build_model(config: TrainConfig, dataset: CodesDataset) -> VallexModel:
     return model
 
 
+def _check_language_tables(data: list[str], other: list[str], where: str | None) -> None:
+    """Language ids index a table; two tables must agree on every row they share."""
+    shared = min(len(data), len(other))
+    if data[:shared] != other[:shared]:
+        raise ValueError(
+            f"The training data numbers its languages {data}, but {where} uses {other}: the same embedding "
+            "row would mean different languages. Prepare both with the same languages in the same order "
+            "(prepare-data adds new languages in the order it first meets them)."
+        )
+
+
 def _trainable(model: VallexModel, stage: str) -> list[tuple[str, nn.Parameter]]:
     """Parameters a stage trains: "ar_*", "nar_*" or all. The NAR positional alphas stay frozen, as in the
     reference. Other parameters get requires_grad=False (DDP then ignores them)."""
@@ -441,6 +454,11 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     else:
         train_ids, valid_ids = split_ids([item["id"] for item in full.items], config.valid_fraction)
         train_set, valid_set = CodesDataset(config.data, train_ids), CodesDataset(config.data, valid_ids)
+    _check_language_tables(full.languages, valid_set.languages, config.valid_data)
+    if config.init_checkpoint:
+        table = Path(config.init_checkpoint).with_name(LANGUAGES_FILE)
+        if table.is_file():
+            _check_language_tables(full.languages, json.loads(table.read_text(encoding="utf-8")), str(table))
     if len(train_set) < dist.world_size:
         raise ValueError(f"{len(train_set)} training utterances cannot be shared by {dist.world_size} processes.")
 
@@ -476,6 +494,8 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
     if dist.main:
         (out_dir / "train_config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         model.config.to_json(out_dir / "config.json")
+        # Which language each embedding row is: fine-tuning this run on other data checks against it.
+        (out_dir / LANGUAGES_FILE).write_text(json.dumps(full.languages), encoding="utf-8")
         log = _CsvLog(out_dir / "log.csv", ["step", "epoch", "lr", "loss", "ar_loss", "nar_loss", "ar_top10",
                                            "nar_top10", "frames", "grad_norm", "seconds"])
         valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])
