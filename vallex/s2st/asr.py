@@ -236,12 +236,18 @@ class TransformersWhisperRecognizer:
         self.load()
         features = self._processor.feature_extractor(
             wav, sampling_rate=ASR_SAMPLE_RATE, return_tensors="pt").input_features.to(self.device)  # [1, 80, 3000]
+        config = self._model.generation_config
+        multilingual = bool(getattr(config, "is_multilingual", bool(getattr(config, "lang_to_id", None))))
+        if not multilingual and (task == "translate" or language not in (None, "en")):
+            raise ValueError(f"{self.name} is an English-only Whisper model: it can neither hear {language!r} nor "
+                             "translate. Use a multilingual Whisper model (--asr-model medium).")
         with torch.no_grad():
             if language is None:
                 language = self.detect_language(features)
             budget = self._model.config.max_target_positions - 8  # room for the 3-4 prompt tokens
-            ids = self._model.generate(features, language=language, task=task,
-                                       max_new_tokens=max(1, min(MAX_NEW_TOKENS, budget)))
+            # English-only models take no language/task tokens (generate refuses them).
+            options = {"language": language, "task": task} if multilingual else {}
+            ids = self._model.generate(features, max_new_tokens=max(1, min(MAX_NEW_TOKENS, budget)), **options)
         text = self._processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
         return Recognition(text=text, language=language, task=task)
 
