@@ -119,9 +119,24 @@ class MultiheadSelfAttention(nn.Module):
             q = q[:, :, query_start:]  # [B, H, T', hd]
             if attn_mask is not None and attn_mask.shape[-2] == length:
                 attn_mask = attn_mask[..., query_start:, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T', hd]
+        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+            out = _attention_math(q, k, v, attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T', hd]
         out = out.transpose(1, 2).reshape(batch, q.shape[2], dim)
         return self.out_proj(out)
+
+
+def _attention_math(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
+    """softmax(q kᵀ / sqrt(hd)) v with two matmuls: q [B, H, T, hd], k/v [B, H, L, hd] -> [B, H, T, hd].
+
+    On CPU in bfloat16/float16, torch's fused attention kernel measured 1.3x (600 queries) to 5x (one
+    query, an AR step) slower than this.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)  # [B, H, T, L]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 def _packed_projection_to_reference_keys(module, state_dict, prefix, local_metadata):
