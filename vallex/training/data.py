@@ -33,12 +33,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
 from vallex.audio import FRAME_RATE, SAMPLE_RATE, SOUNDFILE_EXTENSIONS, PYAV_EXTENSIONS
 from vallex.languages import LANGUAGES
+
+if TYPE_CHECKING:
+    import torch
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ _SHARD_RE = re.compile(r"^shard-\d{5}$")
 class Encoder(Protocol):
     """What prepare needs from :class:`vallex.codec.AudioCodec`."""
 
-    def encode_audio(self, wav: np.ndarray) -> "object":  # LongTensor [1, T, 8]
-        ...
+    def encode_audio(self, wav: np.ndarray) -> "torch.Tensor":
+        """wav float32 [N] at 24 kHz -> LongTensor [1, T, Q] codes at 75 Hz."""
 
 
 @dataclass(frozen=True)
@@ -368,7 +371,16 @@ def prepare_dataset(
     return report
 
 
-def _prepare_one(item, codec, encode_text, load_audio, min_seconds, max_seconds, report):
+def _prepare_one(
+    item: SourceItem,
+    codec: Encoder,
+    encode_text: Callable[[str, str], tuple[list[int], list[str]]],
+    load_audio: Callable[..., np.ndarray],
+    min_seconds: float,
+    max_seconds: float,
+    report: PrepareReport,
+) -> tuple[np.ndarray, list[int], list[str], float, str] | None:
+    """(codes [T, Q], text ids, per-token languages, seconds, language) or None after reporting why not."""
     if item.text is None:
         report.reject("missing transcript", item.id, f"no {item.audio.with_suffix('.txt').name} beside the audio")
         return None
