@@ -176,3 +176,22 @@ def test_fine_tune_adds_a_language(data, tmp_path):
     with pytest.raises(ValueError, match="same embedding row"):
         train(config(data, tmp_path / "ft_fr", data=str(tmp_path / "prep_fr"),
                      init_checkpoint=str(result.last_checkpoint), max_steps=1, batch_size=1))
+
+
+def test_non_finite_gradient_skips_the_update(data, tmp_path, monkeypatch):
+    """A batch that gives inf/NaN gradients leaves the weights as they were instead of poisoning them."""
+    import vallex.training.trainer as trainer_module
+
+    real = trainer_module.training_forward
+
+    def poisoned(model, batch, **options):
+        out = real(model, batch, **options)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(trainer_module, "training_forward", poisoned)
+    torch.manual_seed(42)
+    initial = VallexModel(VallexConfig(**MICRO)).state_dict()
+    result = train(config(data, tmp_path / "nan", max_steps=2, dropout=0.0))
+    trained = load_model(result.last_checkpoint).state_dict()
+    assert all(torch.equal(initial[k], trained[k]) for k in initial)

@@ -544,11 +544,13 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                 scaler.unscale_(optimizer)
             trained = [p for _, p in params]
             grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, config.grad_clip if config.grad_clip > 0 else float("inf")))
-            if scaler:
+            if scaler:  # skips the update by itself when fp16 gradients overflowed
                 scaler.step(optimizer)
                 scaler.update()
-            else:
+            elif math.isfinite(grad_norm):  # the norm is of all-reduced gradients: every rank agrees
                 optimizer.step()
+            else:
+                _LOG.warning("step %d: gradient norm is %s; update skipped", step + 1, grad_norm)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             position += len(group)
