@@ -195,3 +195,22 @@ def test_non_finite_gradient_skips_the_update(data, tmp_path, monkeypatch):
     result = train(config(data, tmp_path / "nan", max_steps=2, dropout=0.0))
     trained = load_model(result.last_checkpoint).state_dict()
     assert all(torch.equal(initial[k], trained[k]) for k in initial)
+
+
+def test_dropout_hooks_act_only_in_training():
+    from vallex.training.dropout import add_dropout
+
+    torch.manual_seed(0)
+    model = VallexModel(VallexConfig(**MICRO))
+    batch = TrainingBatch(torch.tensor([[3, 4, 5]]), torch.tensor([3]), torch.tensor([[0, 0, 0]]),
+                          torch.randint(0, 1024, (1, 12, 8)), torch.tensor([12]))
+    model.eval()
+    plain = training_forward(model, batch, nar_stage=3, prefix_len=2).loss.item()
+    handles = add_dropout(model, 0.3)
+    assert training_forward(model, batch, nar_stage=3, prefix_len=2).loss.item() == plain  # eval: no dropout
+    model.train()
+    noisy = {training_forward(model, batch, nar_stage=3, prefix_len=2).loss.item() for _ in range(3)}
+    assert len(noisy) == 3 and plain not in noisy
+    for handle in handles:
+        handle.remove()
+    assert training_forward(model, batch, nar_stage=3, prefix_len=2).loss.item() == plain
