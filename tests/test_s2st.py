@@ -111,9 +111,12 @@ def test_long_input_is_cut_at_pauses_and_each_chunk_is_its_own_prompt(tiny_tts, 
     audio = speechlike(bursts, pause=0.5)
     recognizer = RecordingRecognizer(zh_whisper)
     s2st = SpeechTranslator(tiny_tts, recognizer=recognizer, translator=refuse_translation)
-    result = s2st.translate((SAMPLE_RATE, audio), "en", seed=3)
+    progress = []
+    result = s2st.translate((SAMPLE_RATE, audio), "en", seed=3, progress=lambda *step: progress.append(step))
 
     assert len(result.chunks) >= 2
+    n = len(result.chunks)
+    assert progress == [("chunk", i, n) for i in range(n + 1)]
     assert result.chunks[0].start == 0.0 and result.chunks[-1].end == len(audio) / SAMPLE_RATE
     # Language detection only on the first chunk; the rest are told the language.
     transcribe_languages = [language for _, language, task in recognizer.calls if task == "transcribe"]
@@ -245,3 +248,54 @@ def test_long_audio_with_a_transcript_is_refused(tiny_tts):
     s2st = SpeechTranslator(tiny_tts)
     with pytest.raises(ValueError, match="at most 15 s"):
         s2st.translate((SAMPLE_RATE, speechlike([8.0, 8.0])), "zh", transcript="Hi.", translation="你好。")
+
+
+def test_nllb_translator_uses_its_language_codes(tmp_path):
+    """NLLB (the default family): source code first in the input, target code forced as the first output."""
+    from vallex.s2st.asr import import_transformers
+
+    transformers = import_transformers()
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4}
+    for char in sorted(set(TRANSCRIPT + "".join(JA_SENTENCES) + "helowrd")):
+        vocab.setdefault(char, len(vocab))
+    tokenizer = transformers.NllbTokenizer(vocab=vocab, merges=[])  # adds the FLORES-200 codes as tokens
+    config = transformers.M2M100Config(
+        vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    torch.manual_seed(0)
+    model = transformers.M2M100ForConditionalGeneration(config).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    translator = load_translator(tmp_path)
+    assert translator.family == "nllb"
+    seen = {}
+    generate = translator._model.generate
+
+    def recording_generate(**kwargs):  # the real generate; keeps what it was given and gave
+        seen.update(kwargs, output=generate(**kwargs))
+        return seen["output"]
+
+    translator._model.generate = recording_generate
+    for source, target, source_code, target_code in [("zh", "ja", "zho_Hans", "jpn_Jpan"),
+                                                     ("en", "zh", "eng_Latn", "zho_Hans")]:
+        translator.translate(TRANSCRIPT if source == "zh" else "hello world", source, target)
+        assert seen["input_ids"][0, 0] == tokenizer.convert_tokens_to_ids(source_code)
+        assert seen["forced_bos_token_id"] == tokenizer.convert_tokens_to_ids(target_code)
+        assert seen["output"][0, 1] == tokenizer.convert_tokens_to_ids(target_code)
+
+
+def test_empty_machine_translation_is_refused(tiny_tts):
+    s2st = SpeechTranslator(tiny_tts, translator=lambda text, source, target: "")
+    with pytest.raises(ValueError, match="came back empty"):
+        s2st.translate((SAMPLE_RATE, speechlike([2.0])), "ja", transcript=TRANSCRIPT)
+
+
+def test_user_transcript_to_english_uses_whisper_translate(tiny_tts, zh_whisper):
+    recognizer = RecordingRecognizer(zh_whisper)
+    s2st = SpeechTranslator(tiny_tts, recognizer=recognizer, translator=refuse_translation)
+    audio = speechlike([2.0])
+    result = s2st.translate((SAMPLE_RATE, audio), "en", transcript="今天天气很好。", seed=0)
+    assert recognizer.calls == [(len(audio) * 2 // 3, "zh", "translate")]
+    assert (result.transcript, result.translation) == ("今天天气很好。", ENGLISH)
+    assert result.sources == {"transcript": "user", "translation": "whisper translate (scripted)"}
