@@ -62,7 +62,8 @@ def log_spectrogram(wav: np.ndarray) -> np.ndarray:
 
 WEIGHTS_DIR = os.environ.get("VALLEX_WEIGHTS_DIR")
 codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else AudioCodec.random(seed=0)
-print("codec weights:", WEIGHTS_DIR or "RANDOM (offline demo: decoded audio is noise)")
+RANDOM_WEIGHTS = codec.paths is None or codec.paths.random  # a make_random_weights folder is random too
+print("codec weights:", "RANDOM (offline demo: decoded audio is noise)" if RANDOM_WEIGHTS else WEIGHTS_DIR)
 
 # %% [markdown]
 # ## 2.1 Input speech
@@ -172,7 +173,7 @@ display(Audio(decoded, rate=SAMPLE_RATE, normalize=True))
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.4), sharey=True)
 for ax, signal, title in ((axes[0], wav, "input (espeak-ng)"),
-                          (axes[1], decoded, "EnCodec codes -> Vocos" + ("" if WEIGHTS_DIR else " (random weights: noise)"))):
+                          (axes[1], decoded, "EnCodec codes -> Vocos" + (" (random weights: noise)" if RANDOM_WEIGHTS else ""))):
     spec = log_spectrogram(signal)
     ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=spec.max() - 80, vmax=spec.max(),
               extent=(0, len(signal) / SAMPLE_RATE, 0, SAMPLE_RATE / 2000))

@@ -48,7 +48,7 @@ from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.decoding import ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
 from vallex.model import KVCache, ar_attention_mask
 from vallex.text import tokenize
-from vallex.weights import make_random_weights
+from vallex.weights import make_random_weights, resolve_weights
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by vocos
@@ -65,11 +65,13 @@ def show(fig) -> None:
 
 workdir = Path(tempfile.mkdtemp(prefix="vallex-nb04-"))
 WEIGHTS_DIR = os.environ.get("VALLEX_WEIGHTS_DIR")
-if WEIGHTS_DIR is None:
+if not WEIGHTS_DIR:
     make_random_weights(workdir / "weights", size="tiny", seed=0)
-tts = VallEX.from_pretrained(weights_dir=WEIGHTS_DIR or workdir / "weights", device="cpu")
+weights_dir = WEIGHTS_DIR or workdir / "weights"
+tts = VallEX.from_pretrained(weights_dir=weights_dir, device="cpu")  # the cells below build tensors on the CPU
 model = tts.model
-print("weights:", WEIGHTS_DIR or "RANDOM tiny model (offline demo: the audio is noise)")
+RANDOM_WEIGHTS = resolve_weights(weights_dir, download=False).random
+print("weights:", weights_dir, "- RANDOM (offline demo: the audio is noise)" if RANDOM_WEIGHTS else "")
 print(model.config)
 
 # %% [markdown]

@@ -65,7 +65,8 @@ def show(fig) -> None:
 workdir = Path(tempfile.mkdtemp(prefix="vallex-nb05-"))
 WEIGHTS_DIR = os.environ.get("VALLEX_WEIGHTS_DIR")
 codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else AudioCodec.random(seed=0)
-print("codec:", WEIGHTS_DIR or "RANDOM EnCodec (offline demo)")
+RANDOM_CODEC = codec.paths is None or codec.paths.random  # a make_random_weights folder is random too
+print("codec:", "RANDOM EnCodec (offline demo)" if RANDOM_CODEC else WEIGHTS_DIR)
 
 # %% [markdown]
 # ## 5.1 A tiny bilingual corpus
