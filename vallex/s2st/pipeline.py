@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -108,12 +109,13 @@ class SpeechTranslator:
 
     def __init__(self, tts: "VallEX", *, recognizer: SpeechRecognizer | str | Path | None = None,
                  translator: TranslatorLike | str | Path | None = None, english_via: str = "whisper",
-                 device: str = "cpu"):
+                 device: str | None = None):
         if english_via not in ENGLISH_ROUTES:
             raise ValueError(f"english_via must be 'whisper' or 'text', got {english_via!r}.")
         self.tts = tts
         self.english_via = english_via
-        self.device = device
+        self.device = device or str(tts.device)  # where the ASR/MT models run
+        self._models_lock = threading.Lock()  # the demo calls from several threads: make each model once
         self._recognizer_spec, self._recognizer = _spec_or_object(recognizer, SpeechRecognizer)
         self._translator_spec, self._translator = None, None
         if translator is None or isinstance(translator, (str, Path)):
@@ -129,22 +131,23 @@ class SpeechTranslator:
         from vallex.api import VallEX
 
         tts = VallEX.from_pretrained(weights_dir, device=device, **tts_options)
-        return cls(tts, recognizer=asr_model, translator=mt_model, english_via=english_via,
-                   device=str(tts.device))
+        return cls(tts, recognizer=asr_model, translator=mt_model, english_via=english_via)
 
     # Models ------------------------------------------------------------------------------------
     @property
     def recognizer(self) -> SpeechRecognizer:
         """The speech recogniser (made on first access; its weights load on first use)."""
-        if self._recognizer is None:
-            self._recognizer = load_recognizer(self._recognizer_spec, device=self.device)
+        with self._models_lock:
+            if self._recognizer is None:
+                self._recognizer = load_recognizer(self._recognizer_spec, device=self.device)
         return self._recognizer
 
     @property
     def translator(self) -> TextTranslator:
         """The text translator (made on first access; its weights load on first use)."""
-        if self._translator is None:
-            self._translator = load_translator(self._translator_spec, device=self.device)
+        with self._models_lock:
+            if self._translator is None:
+                self._translator = load_translator(self._translator_spec, device=self.device)
         return self._translator
 
     def _load(self, need_recognizer: bool, need_translator: bool) -> None:
@@ -270,13 +273,12 @@ class SpeechTranslator:
             piece = wav[start:end]
             heard = self.recognizer.recognize(resample(piece, SAMPLE_RATE, ASR_SAMPLE_RATE), language=source,
                                               task="transcribe")
-            if source is None:
-                source = _check_detected_language(heard.language)
             if not heard.text:
+                # Nothing said here (a cough, noise): skip it, and leave the language to a chunk with words.
                 _LOG.info("No speech recognised in %.1f-%.1f s; skipped.", start / SAMPLE_RATE, end / SAMPLE_RATE)
                 continue
-            _check_script(heard.text, source, f"Whisper's transcript of {start / SAMPLE_RATE:.1f}-"
-                          f"{end / SAMPLE_RATE:.1f} s")
+            if source is None:
+                source = _check_detected_language(heard.language)
             if translation is not None:
                 chunks.append(self._speak(piece, start, end, heard.text, translation, source, target, seed, options))
                 sources["translation"] = "user"
