@@ -135,7 +135,7 @@ print(f"{len(used)} of 70 symbols used; {len(shared)} shared by all three langua
 # Code-switched text needs per-segment languages. The reference reads **tags**
 # (`[EN]Hello[EN][ZH]你好[ZH]`, `language="mix"`); our `language="auto-mix"` writes the tags for you by
 # splitting runs of Latin and CJK script (`vallex.text.auto_tag`). Every token then carries its own
-# segment's language, and the model receives one language id per token (notebook 3, §3.5).
+# segment's language, and the model receives one language id per token (notebook 3, section 3.5).
 
 # %%
 for text in ["The quick brown fox.", "我们今天去公园散步。", "今日はいい天気ですね。", "東京都"]:
@@ -179,8 +179,8 @@ for accent in (None, "zh", "ja"):
 # %% [markdown]
 # ## 1.5 Long text
 #
-# The checkpoint was trained on short utterances (SPEC §6: the reference keeps prompt + output within
-# ~22 s), so long text is synthesised sentence by sentence. `split_sentences` splits on sentence
+# The checkpoint was trained on short utterances (the API keeps prompt + output within
+# ~22 s, `vallex.api.MAX_UTTERANCE_SECONDS`), so long text is synthesised sentence by sentence. `split_sentences` splits on sentence
 # punctuation with rules that survive abbreviations, decimals and quotes, in all three languages; one
 # utterance accepts at most `MAX_TOKENS` tokens.
 

@@ -128,7 +128,7 @@ show(fig)
 # %% [markdown]
 # The two decoders are almost everything. The NAR decoder is a third larger than the AR one only because
 # its layer norms are *adaptive*: each one owns a 1024→2048 projection that turns the stage embedding into a
-# gain and a bias (§3.5 below). The embeddings are small: the text vocabulary has 2048 rows although the
+# gain and a bias (section 3.6 below). The embeddings are small: the text vocabulary has 2048 rows although the
 # phoneme table (`vallex.text.SYMBOLS`) uses only 70 of them.
 #
 # ## 3.3 One sequence: `[text ; audio]`

@@ -2,7 +2,7 @@
 # # 4. Zero-shot cross-lingual speech: the whole pipeline
 #
 # VALL-E X (Zhang et al. 2023, [arXiv 2303.03926](https://arxiv.org/abs/2303.03926)) clones a voice it has
-# never heard, from one short utterance, into another language (§4, "zero-shot cross-lingual TTS"). No
+# never heard, from one short utterance, into another language (the paper's "zero-shot cross-lingual TTS"). No
 # fine-tuning and no speaker embedding: the prompt is simply put *in front of* the sequence, and the model
 # continues it. Concretely (§3 and Figure 1 of the paper):
 #

@@ -101,7 +101,7 @@ for i in range(len(dataset)):
 # %% [markdown]
 # One padded batch and one teacher-forced forward of an untrained model. The AR loss starts near
 # ln(1025) ≈ 6.9 nats per frame, a uniform guess over 1024 codes + EOS. The NAR loss of stages 1-6 starts
-# much higher: their output layers share weights with NAR input embeddings (notebook 3, §3.6), which
+# much higher: their output layers share weights with NAR input embeddings (notebook 3, section 3.6), which
 # `nn.Embedding` initialises with unit variance, so the first logits are large and confidently wrong; the
 # untied last stage starts at the uniform value.
 
@@ -241,4 +241,4 @@ show(fig)
 #
 # Next steps: `vallex prepare-data --folder DIR --out DATA` and `vallex train --data DATA --out RUN`
 # run the same code from the command line; `init_checkpoint` fine-tunes the public model, and
-# `vallex.text.EspeakFrontend` with `init_language_from` adds a language (notebook 1, §1.6).
+# `vallex.text.EspeakFrontend` with `init_language_from` adds a language (notebook 1, section 1.6).
