@@ -5,6 +5,7 @@ Every setting has a default that works for ``make app`` on a laptop and unchange
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class AppConfig:
     max_upload_mb: int = 20  # uploads above this are refused by Gradio before they reach the app
     max_text_chars: int = 5000  # longest text accepted by any tab
     preload: bool = False  # load the model at startup instead of on the first request
+    stream_audio: bool = False  # Long text plays each sentence as it is ready (Gradio needs ffmpeg for this)
     title: str = "VALL-E X"
 
     @classmethod
@@ -65,7 +67,8 @@ class AppConfig:
         ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``,
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default 1), ``VALLEX_MAX_QUEUE`` (32),
         ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
-        running on a Hugging Face Space, i.e. ``SPACE_ID`` is set).
+        running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
+        an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs).
         """
         threads = os.environ.get("VALLEX_THREADS", "").strip()
         return cls(
@@ -80,4 +83,5 @@ class AppConfig:
             max_upload_mb=_env_int("VALLEX_MAX_UPLOAD_MB", 20, 1),
             max_text_chars=_env_int("VALLEX_MAX_TEXT_CHARS", 5000, 10),
             preload=_env_flag("VALLEX_PRELOAD", default=bool(os.environ.get("SPACE_ID"))),
+            stream_audio=_env_flag("VALLEX_STREAM_AUDIO", default=shutil.which("ffmpeg") is not None),
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import logging
 import secrets
 import time
@@ -15,6 +16,7 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 import numpy as np
+import soundfile as sf
 
 from demo.engine import Engine, zero_gpu
 from demo.plots import audio_picture
@@ -96,6 +98,13 @@ def audio_out(wav: np.ndarray) -> AudioOut:
     return SAMPLE_RATE, to_pcm16(wav)
 
 
+def wav_bytes(wav: np.ndarray) -> bytes:
+    """A 16-bit WAV file of float32 samples ``[N]`` at 24 kHz, in memory (one chunk of streamed audio)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, to_pcm16(wav), SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
 def progress_callback(progress: gr.Progress) -> Callable[[str, int, int], None]:
     """A ``(stage, done, total)`` callback for the library that moves the UI's progress bar (every 8 steps)."""
 
@@ -139,6 +148,7 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
 def make_handlers(engine: Engine) -> dict[str, Callable]:
     """The event functions of the app, bound to ``engine`` (and wrapped for ZeroGPU when on a Space)."""
     max_chars = engine.config.max_text_chars
+    live = engine.config.stream_audio
 
     @friendly_errors
     def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
@@ -203,8 +213,12 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
     @friendly_errors
     def long_text(text: str, voice: str, prompt_file: str | None, mode: str, language: str, accent: str,
-                  seed: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[AudioOut, str]]:
-        """Speak a long `text` sentence by sentence; the audio grows after every sentence."""
+                  seed: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, Any, str]]:
+        """Speak a long `text` sentence by sentence: yields (live chunk, whole audio, status) after each one.
+
+        With streaming on, "live" gets each sentence's WAV as soon as it is made and the whole audio comes
+        at the end; otherwise "live" is skipped and the whole audio grows after every sentence.
+        """
         if voice not in (None, "", NO_VOICE):
             validate_name(voice)
         check_text(text, max_chars)
@@ -227,11 +241,17 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
                                        long_text=mode, progress=track, **options)
         for chunk in stream:
             chunks.append(chunk)
-            audio = np.concatenate(chunks)
-            elapsed = time.perf_counter() - started
-            status = (f"**Sentence {len(chunks)} of {counts['total']}** done · {len(audio) / SAMPLE_RATE:.1f} s of "
-                      f"audio in {elapsed:.1f} s · mode {mode} · seed {options['seed']}")
-            yield audio_out(audio), status
+            seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
+            status = (f"**Sentence {len(chunks)} of {counts['total']}** done · {seconds:.1f} s of audio in "
+                      f"{time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
+            if live:
+                yield wav_bytes(chunk), gr.skip(), status
+            else:
+                yield gr.skip(), audio_out(np.concatenate(chunks)), status
+        whole = np.concatenate(chunks)
+        yield gr.skip(), audio_out(whole), (f"**Done:** {len(chunks)} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
+                                            f"of audio in {time.perf_counter() - started:.1f} s · mode {mode} · "
+                                            f"seed {options['seed']}")
 
     def voices() -> list[str]:
         """The voice names usable in the Presets and Long text tabs (built-in examples, then presets)."""

@@ -174,7 +174,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                            [file_m, message_m], api_name="make_prompt", **model_event)
 
         with gr.Tab("Long text", id="long-text"):
-            gr.Markdown("Long text is spoken sentence by sentence; the audio grows as each sentence is ready.")
+            gr.Markdown("Long text is spoken sentence by sentence, so you can listen while the rest is being made.")
             with gr.Row():
                 with gr.Column():
                     text_l = gr.Textbox(lines=8, label="Text", value=examples.LONG_TEXTS[0][0])
@@ -186,13 +186,19 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     seed_l = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
                     button_l = gr.Button("Generate", variant="primary")
                 with gr.Column():
-                    audio_l = gr.Audio(label="Speech (grows sentence by sentence)", type="numpy", format="wav",
-                                       interactive=False)
-                    status_l = gr.Markdown(label="Status")
+                    if config.stream_audio:
+                        live_l = gr.Audio(label="Live: each sentence plays as soon as it is ready", streaming=True,
+                                          autoplay=True, interactive=False, elem_id="long-live")
+                    else:  # Gradio's streaming output needs ffmpeg; without it the whole audio grows instead
+                        live_l = gr.Audio(label="Live", visible=False, interactive=False, elem_id="long-live")
+                    status_l = gr.Markdown(label="Status", elem_id="long-status")
+                    audio_l = gr.Audio(label="Whole text" if config.stream_audio else
+                                       "Speech (grows sentence by sentence)", type="numpy", format="wav",
+                                       interactive=False, elem_id="long-audio")
             _examples(examples.long_examples(engine), inputs=[text_l, voice_l, mode_l, language_l],
                         cache_examples=False)
             button_l.click(handlers["long_text"], [text_l, voice_l, file_l, mode_l, language_l, accent_l, seed_l],
-                           [audio_l, status_l], api_name="long_text", **model_event)
+                           [live_l, audio_l, status_l], api_name="long_text", **model_event)
 
         def refresh_voices() -> tuple[dict, dict]:
             return (gr.update(choices=_voice_choices(engine, False)), gr.update(choices=_voice_choices(engine, True)))

@@ -24,7 +24,9 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 ASSETS = REPO_ROOT / "assets"
 EN_VOICE = ASSETS / "en_ada.ogg"
-EN_TRANSCRIPT = "Hello, my name is Ada. I am reading this sentence as a voice prompt."
+# The first words of the clip's transcript: with random weights the model stops only at its frame budget,
+# 16 frames per text token of prompt + text, so a short transcript keeps each request fast.
+EN_TRANSCRIPT = "Hello, my name is Ada."
 CHROMIUM = "/usr/bin/chromium"
 MAX_UPLOAD_MB = 5
 # clone inputs after the prompt/transcript/text: language, accent, seed, temperature, top_k, top_p, best_of
@@ -37,44 +39,58 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """URL of a running app with random tiny weights, and its folder of Gradio files."""
-    from vallex.weights import make_random_weights
-
-    root = tmp_path_factory.mktemp("app")
-    make_random_weights(root / "weights", size="tiny")
+def start_app(root: Path, weights: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """``python app.py`` on a free port of 127.0.0.1 with ``weights``; returns (process, URL) once it listens."""
     port = _free_port()
     env = {
         **os.environ,
-        "VALLEX_WEIGHTS_DIR": str(root / "weights"), "VALLEX_PRESETS_DIR": str(root / "presets"),
+        "VALLEX_WEIGHTS_DIR": str(weights), "VALLEX_PRESETS_DIR": str(root / "presets"),
         "VALLEX_THREADS": "1", "VALLEX_PRELOAD": "1", "VALLEX_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
         "VALLEX_MAX_QUEUE": "16", "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
         "GRADIO_TEMP_DIR": str(root / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1", "TMPDIR": str(root),
+        "HF_HUB_DISABLE_TELEMETRY": "1", "TMPDIR": str(root), **env,
     }
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    with open(root / "server.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO_ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
+                return process, f"http://127.0.0.1:{port}/"
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
                 pytest.fail(f"The app did not start:\n{(root / 'server.log').read_text(errors='replace')[-3000:]}")
             time.sleep(0.5)
-    yield url, root
+
+
+def stop_app(process: subprocess.Popen, root: Path) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
-    # The app removes its own scratch folder at exit.
+    # SIGTERM shuts the app down cleanly: it removes its own scratch folder.
     assert not list(root.glob("vallex-app-*")), "the app left its scratch folder behind"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vallex.weights import make_random_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    make_random_weights(folder, size="tiny")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[str, Path]:
+    """URL of a running app with random tiny weights (no streaming audio), and its folder."""
+    root = tmp_path_factory.mktemp("app")
+    process, url = start_app(root, weights, VALLEX_STREAM_AUDIO="0")
+    yield url, root
+    stop_app(process, root)
 
 
 @pytest.fixture(scope="module")
@@ -152,16 +168,62 @@ def test_preset_endpoint_with_builtin_voice(client: Client) -> None:
     assert details["language"] == "zh" and details["prompt"]["name"] == "zh_mei"
 
 
-def test_long_text_streams_sentence_by_sentence(client: Client) -> None:
-    job = client.submit("The first sentence is here. The second one follows! Is this the third?", "en_ada", None,
-                        "sliding-window", "auto", "none", 3, api_name="/long_text")
-    final_audio, final_status = job.result(timeout=120)
+LONG_TEXT = "The first sentence is here. The second one follows! Is this the third?"
+
+
+def test_long_text_grows_sentence_by_sentence(client: Client) -> None:
+    job = client.submit(LONG_TEXT, "en_ada", None, "sliding-window", "auto", "none", 3, api_name="/long_text")
+    _, final_audio, final_status = job.result(timeout=120)
     updates = job.outputs()
-    assert len(updates) == 3  # one update per sentence
-    lengths = [len(check_audio(audio)) for audio, _ in updates]
-    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
-    assert [status.split("**")[1] for _, status in updates] == [f"Sentence {i} of 3" for i in (1, 2, 3)]
-    assert final_audio == updates[-1][0] and "seed 3" in final_status
+    assert len(updates) == 4  # one update per sentence, then the final one
+    lengths = [len(check_audio(audio)) for _, audio, _ in updates]
+    assert lengths[:3] == sorted(lengths[:3]) and lengths[0] < lengths[2] == lengths[3]
+    assert [status.split("**")[1] for _, _, status in updates[:3]] == [f"Sentence {i} of 3" for i in (1, 2, 3)]
+    assert final_audio == updates[-1][1] and "Done:** 3 sentences" in final_status and "seed 3" in final_status
+
+
+def _ffmpeg_dir(tmp_path: Path) -> Path | None:
+    """A folder with ``ffmpeg`` and ``ffprobe`` (the system's, or imageio-ffmpeg's binary), or None.
+
+    imageio-ffmpeg ships no ffprobe. Gradio runs ffprobe only to check that example files play in a browser
+    and treats a failed probe as "playable" (our OGG/Vorbis examples are), so a stand-in that always fails
+    is enough there; streaming itself runs the real ffmpeg.
+    """
+    import shutil
+
+    if shutil.which("ffmpeg") and shutil.which("ffprobe"):
+        return Path(shutil.which("ffmpeg")).parent
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ffmpeg").symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    (tmp_path / "bin" / "ffprobe").write_text("#!/bin/sh\necho 'ffprobe stand-in: cannot probe' >&2\nexit 1\n")
+    (tmp_path / "bin" / "ffprobe").chmod(0o755)
+    return tmp_path / "bin"
+
+
+def test_long_text_streams_live_audio_when_ffmpeg_is_there(tmp_path: Path, weights: Path) -> None:
+    """As on a Space (which has ffmpeg): each sentence goes out as a live audio chunk as soon as it is made."""
+    ffmpeg = _ffmpeg_dir(tmp_path)
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg (pip install imageio-ffmpeg, from requirements-dev.txt)")
+    root = tmp_path / "app"
+    root.mkdir()
+    process, url = start_app(root, weights, PATH=f"{ffmpeg}{os.pathsep}{os.environ['PATH']}")
+    try:
+        job = Client(url, verbose=False).submit(LONG_TEXT, "none", None, "fixed-prompt", "en", "none", 4,
+                                                api_name="/long_text")
+        _, whole, status = job.result(timeout=120)
+        updates = job.outputs()
+    finally:
+        stop_app(process, root)
+    assert len(updates) == 4
+    for live, _, _ in updates[:3]:  # an HLS playlist per update, ready to play while the next sentence is made
+        assert live.endswith(".m3u8") and Path(live).read_text().startswith("#EXTM3U")
+    assert isinstance(updates[3][0], dict)  # the final update only brings the whole audio
+    assert len(check_audio(whole)) / 24000 > 0.5 and "Done:** 3 sentences" in status
 
 
 # (2) the page in Chromium ---------------------------------------------------------------------------------
@@ -195,10 +257,11 @@ def test_browser_clone_flow(server: tuple[str, Path], tmp_path: Path) -> None:
 
 # (3) concurrency --------------------------------------------------------------------------------------------
 
-def test_eight_concurrent_requests(client: Client) -> None:
+def test_eight_concurrent_requests(client: Client, tmp_path: Path) -> None:
+    prompt, _ = client.predict(handle_file(str(EN_VOICE)), "Hello.", "en", "hello", api_name="/make_prompt")
     seeds = [101, 102, 103, 104] * 2
-    jobs = [client.submit("One two three.", "en_ada", None, "en", "none", seed, 1.0, 0, 1.0, 1, api_name="/preset")
-            for seed in seeds]
+    jobs = [client.submit("One two three.", "en_ada", handle_file(prompt), "en", "none", seed, 1.0, 0, 1.0, 1,
+                          api_name="/preset") for seed in seeds]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda job: job.result(timeout=180), jobs))
     assert len(results) == 8
