@@ -74,8 +74,9 @@ for start in range(0, len(SYMBOLS), 14):
 #
 # `tokenize(text, language)` does what the reference does before the model sees anything:
 #
-# * normalise the text (numbers, currency and dates are read out: "$3.50" → "three dollars, fifty cents";
-#   full-width forms are folded),
+# * normalise the text: every kind of space becomes " ", invisible characters go, and scripts the model
+#   cannot speak (Hangul, Cyrillic, ...) are refused with a clear error; each language's cleaner then reads
+#   numbers and currency out ("$3.50" → "three dollars, fifty cents", 3个 → 三个),
 # * wrap it in its language tag (`[EN]…[EN]`), which tells the cleaner which G2P to run,
 # * convert to phonemes: English IPA with stress marks `ˈ ˌ`; Mandarin pinyin → IPA with tone arrows
 #   `→ ↑ ↓↑ ↓`; Japanese OpenJTalk → romaji-like IPA with pitch-accent marks `↑ ↓`,
@@ -193,10 +194,11 @@ try:
     tokenize("This sentence is far too long for one utterance. " * 12, "en")
 except ValueError as error:
     print("ValueError:", error)
-try:
-    tokenize("Bonjour", "fr")
-except ValueError as error:
-    print("ValueError:", error)
+for text, language in (("Bonjour", "fr"), ("Привет, мир", "auto")):
+    try:
+        tokenize(text, language)
+    except ValueError as error:
+        print("ValueError:", error)
 
 # %% [markdown]
 # ## 1.6 Beyond three languages: espeak-ng
