@@ -121,7 +121,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                 with gr.Column():
                     prompt = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="clone-prompt",
                                       label="Voice prompt: 3-10 s of speech (upload or record)")
-                    transcript = gr.Textbox(label="Transcript of the prompt",
+                    transcript = gr.Textbox(value="", label="Transcript of the prompt",
                                             placeholder="What is said in the recording (needed for a good copy)")
                     text = gr.Textbox(lines=3, label="Text to speak", elem_id="clone-text",
                                       value="Welcome back. What can I do for you today?")
@@ -160,7 +160,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                 with gr.Column():
                     audio_m = gr.Audio(sources=["upload", "microphone"], type="filepath",
                                        label="Speech: 3-10 s (upload or record)")
-                    transcript_m = gr.Textbox(label="Transcript", placeholder="What is said in the recording")
+                    transcript_m = gr.Textbox(value="", label="Transcript", placeholder="What is said in the recording")
                     with gr.Row():
                         language_m = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Language of the speech")
                         name_m = gr.Textbox(value="my_voice", label="Prompt name (letters, digits, _ and -)")
