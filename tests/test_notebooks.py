@@ -78,6 +78,7 @@ def test_notebooks_are_stored_without_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has stored outputs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs(path: Path, kernel_specs: KernelSpecManager, monkeypatch: pytest.MonkeyPatch):
     notebook = nbformat.read(path, as_version=4)
