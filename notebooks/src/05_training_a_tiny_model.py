@@ -41,8 +41,9 @@ from IPython.display import Image, display
 
 from vallex.checkpoint import load_model
 from vallex.codec import AudioCodec
+from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, nar_decode
-from vallex.model import count_parameters
+from vallex.model import VallexModel, count_parameters
 from vallex.training.data import prepare_dataset, scan_folder
 from vallex.training.dataset import CodesDataset, collate
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
@@ -106,9 +107,6 @@ for i in range(len(dataset)):
 # untied last stage starts at the uniform value.
 
 # %%
-from vallex.config import VallexConfig
-from vallex.model import VallexModel
-
 batch = collate([dataset[i] for i in range(len(dataset))])
 print("batch: text", tuple(batch.text.shape), "codes", tuple(batch.codes.shape), "frames", batch.code_lens.tolist())
 torch.manual_seed(0)
