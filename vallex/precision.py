@@ -7,10 +7,12 @@ products. Halving or quartering the weight bytes is the lever:
 * ``"float32"`` — the reference's arithmetic; golden parity holds only here.
 * ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits. The natural choice on CUDA.
   On CPU bfloat16 needs AVX512-BF16/AMX to pay; measure with bench/inference.py before relying on it.
-* ``"int8"`` (CPU only) — the decoders' Linear layers become dynamically quantised Linears: weights int8
-  per output channel, activations quantised per call, int8 x int8 products in fbgemm/oneDNN, float32
-  everywhere else (embeddings, norms, attention, output heads, KV cache). torchao's eager int8 kernels
-  were measured 8-10x slower at batch 1 on this CPU, so torch's own dynamic quantisation is used.
+* ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears become dynamically quantised
+  Linears: weights int8 per output channel, activations quantised per call, int8 x int8 products in
+  fbgemm, float32 everywhere else (embeddings, norms and their stage projections, attention scores,
+  output heads, KV cache). torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this
+  CPU (weight-only 78 ms, dynamic 68 ms vs 6.8 ms for the 48 Linears of one decoder), so torch's own
+  dynamic quantisation is used and torchao is not a dependency.
 
 ``apply_precision`` converts a loaded model in place; the output heads and embeddings (the tied NAR
 predictors included) keep float32 under int8, so sampling and argmax see full-precision logits.
@@ -96,18 +98,26 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(module, quantized) for module in model.modules())
 
 
-def _quantize_decoder_linears(model: VallexModel) -> None:
-    """Replace every nn.Linear inside ``ar_decoder`` and ``nar_decoder`` by an int8 dynamic Linear.
+#: Linears kept in float32 under int8: the adaptive norms' stage projections. They see one row per call
+#: (the stage embedding), so they cost nothing, but their output scales every NAR activation: quantising
+#: them cut the NAR's top-1 agreement with float32 from 99.6 % to 97.2 % (trained tiny model, bench/fidelity.py).
+KEEP_FLOAT_LINEARS = ("project_layer",)
 
-    One weight at a time: each float32 weight is released as soon as its int8 copy exists, so with
-    memory-mapped weights (``load_model`` of a .safetensors file) the float32 model is never resident.
+
+def _quantize_decoder_linears(model: VallexModel) -> None:
+    """Replace the nn.Linears inside ``ar_decoder`` and ``nar_decoder`` by int8 dynamic Linears.
+
+    All but :data:`KEEP_FLOAT_LINEARS`. One weight at a time: each float32 weight is released as soon as
+    its int8 copy exists, so with memory-mapped weights (``load_model`` of a .safetensors file) the
+    float32 model is never resident as a whole.
     """
     for decoder in (model.ar_decoder, model.nar_decoder):
         # Collect only the parents: a list holding the Linears themselves would keep every float32
         # weight alive until the end.
         parents = [m for m in decoder.modules() if any(type(c) is nn.Linear for c in m.children())]
         for parent in parents:
-            names = [name for name, child in parent.named_children() if type(child) is nn.Linear]
+            names = [name for name, child in parent.named_children()
+                     if type(child) is nn.Linear and name not in KEEP_FLOAT_LINEARS]
             for name in names:
                 setattr(parent, name, int8_linear(getattr(parent, name)))
 
