@@ -45,7 +45,9 @@ def _panel(wav: np.ndarray, sample_rate: int, label: str) -> Image.Image:
     panel = Image.new("RGB", (WIDTH, LABEL_HEIGHT + WAVE_HEIGHT + SPEC_HEIGHT), (255, 255, 255))
     draw = ImageDraw.Draw(panel)
     seconds = len(wav) / sample_rate
-    draw.text((4, 1), f"{label} - {seconds:.2f} s", fill=(20, 20, 20), font=ImageFont.load_default(size=14))
+    # Right-aligned: Gradio lays its own component label over the top-left corner.
+    text, font = f"{label} - {seconds:.2f} s", ImageFont.load_default(size=14)
+    draw.text((WIDTH - 6 - draw.textlength(text, font=font), 1), text, fill=(20, 20, 20), font=font)
     # Waveform: min/max of the samples under each pixel column.
     chunks = np.array_split(np.asarray(wav, dtype=np.float32), WIDTH) if len(wav) >= WIDTH else [wav] * WIDTH
     middle = LABEL_HEIGHT + WAVE_HEIGHT / 2

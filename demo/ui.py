@@ -198,7 +198,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
             _examples(examples.long_examples(engine), inputs=[text_l, voice_l, mode_l, language_l],
                         cache_examples=False)
             button_l.click(handlers["long_text"], [text_l, voice_l, file_l, mode_l, language_l, accent_l, seed_l],
-                           [live_l, audio_l, status_l], api_name="long_text", **model_event)
+                           [live_l, audio_l, status_l], api_name="long_text", show_progress_on=[audio_l],
+                           **model_event)
 
         def refresh_voices() -> tuple[dict, dict]:
             return (gr.update(choices=_voice_choices(engine, False)), gr.update(choices=_voice_choices(engine, True)))
