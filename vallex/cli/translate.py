@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -56,16 +54,7 @@ def run(args: argparse.Namespace) -> int:
         source_language=args.source, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p,
     )
-    # Write to a temporary file first so a failure never leaves a partial output behind.
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=".wav", dir=args.output.parent)
-    os.close(handle)
-    try:
-        save_audio(tmp_name, result.waveform, result.sample_rate)
-        os.replace(tmp_name, args.output)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    save_audio(args.output, result.waveform, result.sample_rate)  # atomic: no partial file on failure
     print(f"Transcript ({result.source_language}, {result.sources.get('transcript')}): {result.transcript}",
           file=sys.stderr)
     print(f"Translation ({result.target_language}, {result.sources.get('translation')}): {result.translation}",
