@@ -1,0 +1,228 @@
+"""`vallex eval` end to end: random tiny weights, espeak-ng prompts, real scorers (nothing mocked)."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from vallex.cli import main
+from vallex.evaluation.asr import bundled_tiny_en
+from vallex.evaluation.error_rate import error_counts
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng (Debian package) not installed")
+
+#: Every column the CSV must have, in order (written down here, not read from the code under test).
+EXPECTED_COLUMNS = [
+    "id", "direction", "prompt_language", "language", "metric", "text", "asr_text", "errors", "ref_tokens",
+    "error_rate", "reference_error_rate", "sim_prompt", "sim_prompt_wavlm", "sim_reference", "duration_s",
+    "synth_s", "rtf", "prompt_audio", "reference_audio", "output_audio", "notes",
+]
+EN_PROMPT = "Please call Stella and ask her to bring these things."
+ZH_PROMPT = "我们一起去公园散步吧。"
+
+
+def espeak_file(path: Path, voice: str, text: str) -> Path:
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+    return path
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("eval")
+    espeak_file(root / "prompt_en.wav", "en+m3", EN_PROMPT)
+    espeak_file(root / "prompt_zh.wav", "cmn", ZH_PROMPT)
+    espeak_file(root / "gt_hello.wav", "en+m3", "Good morning, how are you today?")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    from vallex.weights import make_random_weights
+
+    directory = tmp_path_factory.mktemp("weights")
+    make_random_weights(directory, size="tiny")
+    return directory
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp_path, capsys):
+    manifest = write_jsonl(workspace / "cross.jsonl", [
+        {"id": "en_en", "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT,
+         "text": "Good morning, how are you today?", "language": "en", "reference_audio": "gt_hello.wav"},
+        {"id": "zh_en", "prompt_audio": "prompt_zh.wav", "prompt_text": ZH_PROMPT, "prompt_language": "zh",
+         "text": "Hello world.", "language": "en"},
+        {"id": "en_zh", "prompt_audio": str(workspace / "prompt_en.wav"), "prompt_text": EN_PROMPT,
+         "text": "你好，世界。", "language": "zh"},
+    ])
+    out = tmp_path / "report"
+    code = main(["eval", str(manifest), "--weights-dir", str(tiny_weights), "--out", str(out), "--asr", "none",
+                 "--device", "cpu", "--threads", "1", "--quiet", "--seed", "3"])
+    assert code == 0
+    columns, rows = read_csv(out / "results.csv")
+    assert columns == EXPECTED_COLUMNS
+    assert [r["id"] for r in rows] == ["en_en", "zh_en", "en_zh"]
+    assert [r["direction"] for r in rows] == ["en->en", "zh->en", "en->zh"]
+    assert [r["metric"] for r in rows] == ["wer", "wer", "cer"]
+    for row in rows:
+        assert -1.0 <= float(row["sim_prompt"]) <= 1.0
+        audio, rate = sf.read(row["output_audio"], dtype="float32")
+        assert rate == 24_000
+        assert float(row["duration_s"]) == pytest.approx(len(audio) / 24_000, abs=1e-5) and len(audio) > 0
+        assert float(row["rtf"]) == pytest.approx(float(row["synth_s"]) / float(row["duration_s"]), rel=1e-4)
+        for empty in ("asr_text", "errors", "ref_tokens", "error_rate", "reference_error_rate", "sim_prompt_wavlm"):
+            assert row[empty] == "", empty
+    assert rows[0]["sim_reference"] != "" and rows[1]["sim_reference"] == ""
+
+    document = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert document["info"]["seed"] == 3 and "RANDOM" in document["info"]["weights"]
+    unavailable = document["info"]["unavailable"]
+    assert unavailable["error_rate"] == unavailable["asr_text"] == "ASR disabled (--asr none)"
+    assert "WavLM" in unavailable["sim_prompt_wavlm"] and "not on disk" in unavailable["sim_prompt_wavlm"]
+    groups = {g["group"]: g for g in document["aggregate"]}
+    assert set(groups) == {"all", "lang=en", "lang=zh", "en->en", "zh->en", "en->zh"}
+    assert groups["all"]["lines"] == 3 and groups["lang=en"]["lines"] == 2
+    sims = [float(r["sim_prompt"]) for r in rows]
+    assert groups["all"]["sim_prompt_mean"] == pytest.approx(np.mean(sims), abs=1e-5)
+    synth, duration = sum(float(r["synth_s"]) for r in rows), sum(float(r["duration_s"]) for r in rows)
+    assert groups["all"]["rtf_overall"] == pytest.approx(synth / duration, rel=1e-4)
+    assert groups["all"]["error_rate_pooled"] is None and groups["all"]["metric"] == "cer+wer"
+
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    assert "## Empty columns" in markdown and "`error_rate`: ASR disabled (--asr none)" in markdown
+    assert "| zh->en | 1 | wer |" in markdown
+    assert markdown in capsys.readouterr().out
+
+
+def test_eval_of_given_audio_with_asr_and_wavlm(workspace, tmp_path):
+    """--synthesized-dir: espeak-ng speech of the texts stands in for a model's output."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    texts = {"coffee": "I would like a cup of coffee, please.", "morning": "Good morning, how are you today?"}
+    given = tmp_path / "given"
+    given.mkdir()
+    for item_id, text in texts.items():
+        espeak_file(given / f"{item_id}.wav", "en+m3", text)
+    espeak_file(given / "zh.wav", "cmn", "你好世界")
+    records = [{"id": k, "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT, "text": t, "language": "en"}
+               for k, t in texts.items()]
+    records.append({"id": "zh", "prompt_audio": "prompt_zh.wav", "prompt_text": ZH_PROMPT, "text": "你好世界",
+                    "language": "zh"})
+    records.append({"id": "absent", "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT, "text": "Missing.",
+                    "language": "en"})
+    manifest = write_jsonl(workspace / "given.jsonl", records)
+
+    # A random WavLM x-vector model saved the way a downloaded one is: exercises the optional verifier's code.
+    torch.manual_seed(0)
+    config = transformers.WavLMConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                                      num_conv_pos_embedding_groups=2, tdnn_dim=(32, 32, 32, 32, 64),
+                                      xvector_output_dim=16, num_buckets=32, max_bucket_distance=100)
+    wavlm_dir = tmp_path / "wavlm"
+    transformers.WavLMForXVector(config).save_pretrained(wavlm_dir)
+    transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0,
+                                          do_normalize=True, return_attention_mask=True).save_pretrained(wavlm_dir)
+
+    out = tmp_path / "report"
+    code = main(["eval", str(manifest), "--synthesized-dir", str(given), "--out", str(out), "--asr", "auto",
+                 "--wavlm", str(wavlm_dir), "--quiet"])
+    assert code == 0
+    columns, rows = read_csv(out / "results.csv")
+    assert columns == EXPECTED_COLUMNS
+    by_id = {r["id"]: r for r in rows}
+    for item_id in ("coffee", "morning", "zh"):
+        row = by_id[item_id]
+        assert row["synth_s"] == row["rtf"] == ""
+        assert -1.0 <= float(row["sim_prompt_wavlm"]) <= 1.0
+        assert float(row["duration_s"]) > 1.0
+    assert "no synthesised file absent.wav" in by_id["absent"]["notes"]
+    assert by_id["absent"]["sim_prompt"] == by_id["absent"]["duration_s"] == ""
+    info = json.loads((out / "results.json").read_text(encoding="utf-8"))["info"]
+    assert info["unavailable"]["rtf"].startswith("audio was given")
+    # Same voice (espeak en+m3 prompt and output) scores above the cmn voice reading Chinese.
+    assert float(by_id["coffee"]["sim_prompt"]) > float(by_id["zh"]["sim_prompt"])
+
+    if info["asr"] is None:  # no Whisper model on this machine: empty columns, reason stated
+        assert all(r["asr_text"] == "" and r["error_rate"] == "" for r in rows)
+        assert info["unavailable"]["error_rate"] and info["asr_note"]
+        return
+    for item_id, text in texts.items():  # clear synthetic English: a few words wrong at most
+        row = by_id[item_id]
+        counts = error_counts(text, row["asr_text"], "en")
+        assert int(row["errors"]) == counts.errors and int(row["ref_tokens"]) == counts.reference_length
+        assert float(row["error_rate"]) == pytest.approx(counts.rate, abs=1e-6)
+        assert counts.rate <= 0.25, row["asr_text"]
+    if bundled_tiny_en() is not None and "tiny.en" in info["asr"]:
+        assert "English-only" in by_id["zh"]["notes"] and by_id["zh"]["error_rate"] == ""
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"prompt_audio": "p.wav", "prompt_text": "Hi there.", "text": "Hello.", "language": "en"}',
+          '{"prompt_audio": "p.wav", "text": '], r"line 2: not valid JSON"),
+        (['{"prompt_audio": "p.wav", "prompt_text": "Hi there.", "language": "en"}'],
+         r"line 1: missing field\(s\) 'text'"),
+        (['', '{"prompt_audio": "p.wav", "prompt_text": "Hi.", "text": "Hello.", "language": "fr"}'],
+         r"line 2: field 'language' is 'fr'; expected one of en, zh, ja"),
+        (['{"prompt_audio": "nope.wav", "prompt_text": "Hi.", "text": "Hello.", "language": "en"}'],
+         r"line 1: field 'prompt_audio': audio file .*nope.wav does not exist"),
+        (['{"prompt_audio": "p.wav", "prompt_txt": "Hi.", "text": "Hello.", "language": "en"}'],
+         r"line 1: missing field\(s\) 'prompt_text'"),
+        (['{"prompt_audio": "p.wav", "prompt_text": "Hi.", "text": "Hello.", "language": "en", "lang": "en"}'],
+         r"line 1: unknown field\(s\) 'lang'"),
+        (['{"id": "../x", "prompt_audio": "p.wav", "prompt_text": "Hi.", "text": "Hello.", "language": "en"}'],
+         r"line 1: field 'id' is '../x'"),
+        (['{"id": "a", "prompt_audio": "p.wav", "prompt_text": "Hi.", "text": "Hello.", "language": "en"}',
+          '{"id": "a", "prompt_audio": "p.wav", "prompt_text": "Hi.", "text": "Hi.", "language": "en"}'],
+         r"line 2: id 'a' is already used on line 1"),
+        (['{"prompt_audio": "p.wav", "prompt_text": "  ", "text": "Hello.", "language": "en"}'],
+         r"line 1: field 'prompt_text' must be a non-empty string"),
+        (['["p.wav", "Hi.", "Hello.", "en"]'], r"line 1: expected a JSON object, got list"),
+    ],
+)
+def test_bad_manifest_gives_line_and_field(tmp_path, capsys, lines, message):
+    espeak_file(tmp_path / "p.wav", "en", "Hi there.")
+    manifest = tmp_path / "bad.jsonl"
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # No weights exist in this folder: the list must be refused before any model is looked for.
+    code = main(["eval", str(manifest), "--weights-dir", str(tmp_path / "no-weights"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vallex eval: error: ") and str(manifest) in error
+    assert __import__("re").search(message, error), error
+    assert not (tmp_path / "o").exists()
+
+
+def test_seedtts_list_is_read_with_its_language(tmp_path, capsys):
+    espeak_file(tmp_path / "p.wav", "en", "Hi there.")
+    (tmp_path / "gt.wav").write_bytes((tmp_path / "p.wav").read_bytes())
+    lst = tmp_path / "meta.lst"
+    lst.write_text("utt1|Hi there.|p.wav|Hello world.\nutt2|Hi there.|p.wav|Good night.|gt.wav\n", encoding="utf-8")
+    from vallex.evaluation import read_eval_list
+
+    items = read_eval_list(lst, "en")
+    assert [(i.id, i.text, i.language) for i in items] == [("utt1", "Hello world.", "en"), ("utt2", "Good night.", "en")]
+    assert items[0].reference_audio is None and items[1].reference_audio == tmp_path / "gt.wav"
+    assert items[0].prompt_audio == tmp_path / "p.wav"
+    assert main(["eval", str(lst), "--out", str(tmp_path / "o")]) == 2
+    assert "pass --language" in capsys.readouterr().err
+    lst.write_text("utt1|Hi there.|p.wav\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"line 1: expected 4 or 5 '\|'-separated fields"):
+        read_eval_list(lst, "en")
