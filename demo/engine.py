@@ -80,6 +80,7 @@ class Engine:
         self.presets = PresetLibrary(config.presets_dir) if config.presets_dir else PresetLibrary.default()
         self._tts: VallEX | None = None
         self._load_lock = threading.Lock()
+        self._model_lock = threading.Lock()
         self._voice_cache: dict[str, VoicePrompt] = {}
         self._scratch_root: Path | None = None
         self._scratch_dirs: list[tuple[float, Path]] = []
@@ -122,11 +123,20 @@ class Engine:
                             num_threads=self.config.num_threads, presets_dir=self.presets.directory,
                         )
                     except WeightsNotFoundError as error:
+                        _LOG.warning("%s", error)
                         first = str(error).splitlines()[0].rstrip(":")
                         raise ValueError(f"The model cannot be loaded: {first}. The banner at the top of the page "
                                          "says which files are missing and how to provide them.") from None
                     _LOG.info("Model loaded in %.1f s", time.perf_counter() - started)
         return self._tts
+
+    @contextmanager
+    def using_model(self) -> Iterator[VallEX]:
+        """The shared model, held for one request: :class:`VallEX` is not thread-safe, so with
+        ``VALLEX_CONCURRENCY`` > 1 requests overlap in everything but the model itself."""
+        tts = self.tts()
+        with self._model_lock:
+            yield tts
 
     # Voices ---------------------------------------------------------------------------------------
     def voice_names(self) -> list[str]:

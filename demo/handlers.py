@@ -159,12 +159,12 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             raise ValueError("No voice prompt: upload or record 3-10 seconds of someone speaking.")
         check_text(text, max_chars)
         options = sampling_options(seed, temperature, top_k, top_p, best_of)
-        tts = engine.tts()
-        started = time.perf_counter()
-        prompt = tts.make_prompt(prompt_audio, transcript or None)
-        prompt_s = time.perf_counter() - started
-        result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
-                                         progress=progress_callback(progress), **options)
+        with engine.using_model() as tts:
+            started = time.perf_counter()
+            prompt = tts.make_prompt(prompt_audio, transcript or None)
+            prompt_s = time.perf_counter() - started
+            result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
+                                             progress=progress_callback(progress), **options)
         summary, details = describe(result, options, prompt, {"prompt_s": prompt_s})
         picture = audio_picture(result.waveform, SAMPLE_RATE, load_audio(prompt_audio))
         return audio_out(result.waveform), summary, details, picture
@@ -187,12 +187,12 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             validate_name(voice)  # before anything else: a bad name never reaches the file system
         check_text(text, max_chars)
         options = sampling_options(seed, temperature, top_k, top_p, best_of)
-        tts = engine.tts()
-        prompt = resolve_voice(voice, prompt_file, required=True)
-        result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
-                                         progress=progress_callback(progress), **options)
+        with engine.using_model() as tts:
+            prompt = resolve_voice(voice, prompt_file, required=True)
+            result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
+                                             progress=progress_callback(progress), **options)
+            prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
         summary, details = describe(result, options, prompt, {})
-        prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
     @friendly_errors
@@ -202,7 +202,8 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             raise ValueError("No audio: upload or record 3-10 seconds of someone speaking.")
         name = validate_name((name or "").strip())
         language = None if language in (None, "", "auto") else language
-        prompt = engine.tts().make_prompt(prompt_audio, transcript or None, language, name=name)
+        with engine.using_model() as tts:
+            prompt = tts.make_prompt(prompt_audio, transcript or None, language, name=name)
         with engine.scratch_dir() as folder:
             path = prompt.save_npz(folder / f"{name}.npz")
         message = (f"**{name}.npz** is ready: {LANGUAGE_NAMES.get(prompt.language)} voice, {prompt.seconds:.1f} s, "
@@ -225,8 +226,6 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         if mode not in LONG_TEXT_MODES:
             raise ValueError(f"Unknown long-text mode {mode!r}: choose {' or '.join(LONG_TEXT_MODES)}.")
         options = sampling_options(seed, 1.0, 0, 1.0, 1)
-        tts = engine.tts()
-        prompt = resolve_voice(voice, prompt_file, required=False)
         counts = {"total": 0}
         report = progress_callback(progress)
 
@@ -237,17 +236,21 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
         started = time.perf_counter()
         chunks: list[np.ndarray] = []
-        stream = tts.synthesize_stream(text, prompt, language=language, accent=accent_option(accent),
-                                       long_text=mode, progress=track, **options)
-        for chunk in stream:
-            chunks.append(chunk)
-            seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
-            status = (f"**Sentence {len(chunks)} of {counts['total']}** done · {seconds:.1f} s of audio in "
-                      f"{time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
-            if live:
-                yield wav_bytes(chunk), gr.skip(), status
-            else:
-                yield gr.skip(), audio_out(np.concatenate(chunks)), status
+        # The model stays ours across the yields; a client that goes away closes the generator, which
+        # releases it.
+        with engine.using_model() as tts:
+            prompt = resolve_voice(voice, prompt_file, required=False)
+            stream = tts.synthesize_stream(text, prompt, language=language, accent=accent_option(accent),
+                                           long_text=mode, progress=track, **options)
+            for chunk in stream:
+                chunks.append(chunk)
+                seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
+                status = (f"**Sentence {len(chunks)} of {counts['total']}** done · {seconds:.1f} s of audio in "
+                          f"{time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
+                if live:
+                    yield wav_bytes(chunk), gr.skip(), status
+                else:
+                    yield gr.skip(), audio_out(np.concatenate(chunks)), status
         whole = np.concatenate(chunks)
         yield gr.skip(), audio_out(whole), (f"**Done:** {len(chunks)} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
                                             f"of audio in {time.perf_counter() - started:.1f} s · mode {mode} · "

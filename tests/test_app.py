@@ -88,7 +88,8 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[str, Path]:
     """URL of a running app with random tiny weights (no streaming audio), and its folder."""
     root = tmp_path_factory.mktemp("app")
-    process, url = start_app(root, weights, VALLEX_STREAM_AUDIO="0")
+    # Two queue workers: requests overlap, and the app must still hand the model to one at a time.
+    process, url = start_app(root, weights, VALLEX_STREAM_AUDIO="0", VALLEX_CONCURRENCY="2")
     yield url, root
     stop_app(process, root)
 

@@ -167,6 +167,38 @@ def test_scratch_folders_are_unique_and_only_ours_are_removed(monkeypatch: pytes
     assert not root.exists() and bystander.exists()
 
 
+def test_one_request_at_a_time_uses_the_model(no_weights: AppConfig) -> None:
+    import threading
+
+    engine = Engine(no_weights)
+    engine._tts = model = object()  # stands in for a loaded VallEX: only the hand-over is tested here
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with engine.using_model() as tts:
+            assert tts is model
+            order.append("first in")
+            inside.set()
+            release.wait(5)
+            order.append("first out")
+
+    def second() -> None:
+        inside.wait(5)
+        with engine.using_model():
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    inside.wait(5)
+    threads[1].join(0.3)
+    assert order == ["first in"]  # the second request waits for the model
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["first in", "first out", "second in"]
+
+
 # Pictures -------------------------------------------------------------------------------------------------------
 
 def test_audio_picture_shows_prompt_and_output() -> None:
