@@ -58,6 +58,7 @@ class AppConfig:
     max_text_chars: int = 5000  # longest text accepted by any tab
     preload: bool = False  # load the model at startup instead of on the first request
     stream_audio: bool = False  # Long text plays each sentence as it is ready (Gradio needs ffmpeg for this)
+    analytics: bool = False  # Gradio's usage statistics and version check (GRADIO_ANALYTICS_ENABLED)
     title: str = "VALL-E X"
 
     @classmethod
@@ -68,7 +69,8 @@ class AppConfig:
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default 1), ``VALLEX_MAX_QUEUE`` (32),
         ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
         running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
-        an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs).
+        an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs), and Gradio's
+        ``GRADIO_ANALYTICS_ENABLED`` (default off here, unlike Gradio's own default).
         """
         threads = os.environ.get("VALLEX_THREADS", "").strip()
         return cls(
@@ -84,4 +86,5 @@ class AppConfig:
             max_text_chars=_env_int("VALLEX_MAX_TEXT_CHARS", 5000, 10),
             preload=_env_flag("VALLEX_PRELOAD", default=bool(os.environ.get("SPACE_ID"))),
             stream_audio=_env_flag("VALLEX_STREAM_AUDIO", default=shutil.which("ffmpeg") is not None),
+            analytics=_env_flag("GRADIO_ANALYTICS_ENABLED", default=False),
         )

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Any
 
@@ -111,7 +112,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     status = status or engine.weights_status()
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
-    with gr.Blocks(title=config.title, delete_cache=(600, 3600)) as app:
+    with gr.Blocks(title=config.title, delete_cache=(600, 3600), analytics_enabled=config.analytics) as app:
         gr.Markdown(INTRO)
         banner = banner_markdown(status)
         gr.Markdown(banner, visible=bool(banner), elem_id="weights-banner", elem_classes=[status.level])
@@ -214,6 +215,9 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
 def main() -> None:
     """Build and launch the app: host/port from ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # No calls home unless asked for: Gradio and huggingface_hub read these when they would phone.
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     config = AppConfig.from_env()
     engine = Engine(config)
     status = engine.weights_status()

@@ -33,8 +33,10 @@ def no_weights(tmp_path: Path) -> AppConfig:
 def test_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("VALLEX_WEIGHTS_DIR", "VALLEX_CONCURRENCY", "VALLEX_PRELOAD", "SPACE_ID", "VALLEX_THREADS"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
     default = AppConfig.from_env()
     assert (default.weights_dir, default.concurrency, default.max_queue, default.preload) == (None, 1, 32, False)
+    assert default.analytics is False  # off unless asked for
     monkeypatch.setenv("VALLEX_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("VALLEX_CONCURRENCY", "3")
     monkeypatch.setenv("VALLEX_MAX_UPLOAD_MB", "7")
@@ -91,6 +93,7 @@ def build(config: AppConfig, engine: Engine) -> gr.Blocks:
 
 def test_every_model_event_has_a_name_and_shares_the_queue_group(no_weights: AppConfig) -> None:
     app = build(no_weights, Engine(no_weights))
+    assert app.analytics_enabled is False
     named = {fn.api_name: fn for fn in app.fns.values() if fn.api_name and fn.api_visibility == "public"}
     assert set(named) == {"clone", "preset", "make_prompt", "long_text", "voices"}
     for name in ("clone", "preset", "make_prompt", "long_text"):
