@@ -3,6 +3,7 @@
 Aggregates are computed per group: every line (``all``), each target language, and each direction
 ``<prompt language>-><text language>`` (``zh->en`` and ``en->zh`` are the paper's cross-lingual sets).
 
+* ``lines``: lines in the group; ``lines_failed``: lines without audio (synthesis failed or file missing).
 * ``sim_*_mean``: arithmetic mean over the lines that have the value.
 * ``error_rate_pooled``: sum(S + D + I) / sum(N) over the lines (corpus-level WER/CER, as LibriSpeech
   results are usually given); ``error_rate_mean``: mean of per-line rates (Seed-TTS-eval's number).
@@ -27,7 +28,7 @@ CSV_COLUMNS = (
     "synth_s", "rtf", "prompt_audio", "reference_audio", "output_audio", "notes",
 )
 AGGREGATE_COLUMNS = (
-    "group", "lines", "metric", "error_rate_pooled", "error_rate_mean", "reference_error_rate_mean",
+    "group", "lines", "lines_failed", "metric", "error_rate_pooled", "error_rate_mean", "reference_error_rate_mean",
     "sim_prompt_mean", "sim_prompt_wavlm_mean", "sim_reference_mean", "duration_s_mean", "rtf_overall",
     "rtf_mean",
 )
@@ -49,6 +50,7 @@ def aggregate(rows: list[LineResult], group: str) -> dict[str, Any]:
     return {
         "group": group,
         "lines": len(rows),
+        "lines_failed": sum(1 for row in rows if row.duration_s is None),  # no audio (see the line's notes)
         "metric": metrics[0] if single else "+".join(metrics),
         "error_rate_pooled": pooled,
         "error_rate_mean": _mean([row.error_rate for row in rows]) if single else None,
