@@ -70,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     rows, files = run_evaluation(items, args.out, setup, tts=tts, synthesized_dir=args.synthesized_dir,
                                  info=info, progress=progress)
     print((args.out / "report.md").read_text(encoding="utf-8"))
-    for kind, path in files.items():
+    for path in files.values():
         print(f"Wrote {path}", file=sys.stderr)
     return 0

@@ -6,7 +6,6 @@ synthesised or scored keeps empty cells and says why in its ``notes``; the run g
 """
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,6 @@ from vallex.evaluation.asr import AsrEngine
 from vallex.evaluation.error_rate import ErrorCounts, error_counts, metric_for
 from vallex.evaluation.manifest import EvalItem
 from vallex.evaluation.speaker import ResemblyzerVerifier, SpeakerVerifier, cosine
-
-_LOG = logging.getLogger(__name__)
 
 #: File types looked for in ``--synthesized-dir`` (``<id><suffix>``), in this order.
 SYNTHESIZED_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -153,7 +150,10 @@ def _evaluate_one(item: EvalItem, setup: EvalSetup, embeddings: _Embeddings, tts
     row = LineResult(id=item.id, language=item.language, prompt_language=_detect_prompt_language(item),
                      metric=metric_for(item.language), text=item.text, prompt_audio=str(item.prompt_audio),
                      reference_audio=None if item.reference_audio is None else str(item.reference_audio))
-    wav = _synthesize(item, row, setup, tts, audio_dir) if tts is not None else _given(item, row, synthesized_dir)
+    if synthesized_dir is not None:
+        wav = _given(item, row, synthesized_dir)
+    else:
+        wav = _synthesize(item, row, setup, tts, audio_dir)
     if wav is None:
         return row
     row.duration_s = len(wav) / SAMPLE_RATE
@@ -183,8 +183,7 @@ def _synthesize(item: EvalItem, row: LineResult, setup: EvalSetup, tts: Any, aud
     return wav
 
 
-def _given(item: EvalItem, row: LineResult, synthesized_dir: Path | None) -> np.ndarray | None:
-    assert synthesized_dir is not None
+def _given(item: EvalItem, row: LineResult, synthesized_dir: Path) -> np.ndarray | None:
     path = find_synthesized(synthesized_dir, item.id)
     if path is None:
         row.notes.append(f"no synthesised file {item.id}.wav (or .flac/.ogg/.mp3) in {synthesized_dir}")
