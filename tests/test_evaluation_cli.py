@@ -45,6 +45,8 @@ def workspace(tmp_path_factory) -> Path:
     espeak_file(root / "prompt_en.wav", "en+m3", EN_PROMPT)
     espeak_file(root / "prompt_zh.wav", "cmn", ZH_PROMPT)
     espeak_file(root / "gt_hello.wav", "en+m3", "Good morning, how are you today?")
+    speech, rate = sf.read(root / "prompt_en.wav", dtype="float32")
+    sf.write(root / "prompt_20s.wav", np.tile(speech, int(np.ceil(20 * rate / len(speech)))), rate)  # > 15 s
     return root
 
 
@@ -71,6 +73,8 @@ def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp
          "text": "Hello world.", "language": "en"},
         {"id": "en_zh", "prompt_audio": str(workspace / "prompt_en.wav"), "prompt_text": EN_PROMPT,
          "text": "你好，世界。", "language": "zh"},
+        {"id": "long_prompt", "prompt_audio": "prompt_20s.wav", "prompt_text": EN_PROMPT, "text": "Hi.",
+         "language": "en", "prompt_language": "en"},
     ])
     out = tmp_path / "report"
     code = main(["eval", str(manifest), "--weights-dir", str(tiny_weights), "--out", str(out), "--asr", "none",
@@ -78,9 +82,12 @@ def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp
     assert code == 0
     columns, rows = read_csv(out / "results.csv")
     assert columns == EXPECTED_COLUMNS
-    assert [r["id"] for r in rows] == ["en_en", "zh_en", "en_zh"]
-    assert [r["direction"] for r in rows] == ["en->en", "zh->en", "en->zh"]
-    assert [r["metric"] for r in rows] == ["wer", "wer", "cer"]
+    assert [r["id"] for r in rows] == ["en_en", "zh_en", "en_zh", "long_prompt"]
+    assert [r["direction"] for r in rows] == ["en->en", "zh->en", "en->zh", "en->en"]
+    assert [r["metric"] for r in rows] == ["wer", "wer", "cer", "wer"]
+    failed = rows.pop()  # a 20 s prompt cannot be used: the line fails, the run goes on
+    assert failed["notes"].startswith("synthesis failed:") and "15" in failed["notes"]
+    assert failed["output_audio"] == failed["duration_s"] == failed["sim_prompt"] == failed["rtf"] == ""
     for row in rows:
         assert -1.0 <= float(row["sim_prompt"]) <= 1.0
         audio, rate = sf.read(row["output_audio"], dtype="float32")
@@ -98,7 +105,8 @@ def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp
     assert "WavLM" in unavailable["sim_prompt_wavlm"] and "not on disk" in unavailable["sim_prompt_wavlm"]
     groups = {g["group"]: g for g in document["aggregate"]}
     assert set(groups) == {"all", "lang=en", "lang=zh", "en->en", "zh->en", "en->zh"}
-    assert groups["all"]["lines"] == 3 and groups["lang=en"]["lines"] == 2
+    assert (groups["all"]["lines"], groups["all"]["lines_failed"]) == (4, 1)
+    assert (groups["lang=en"]["lines"], groups["en->en"]["lines_failed"], groups["zh->en"]["lines_failed"]) == (3, 1, 0)
     sims = [float(r["sim_prompt"]) for r in rows]
     assert groups["all"]["sim_prompt_mean"] == pytest.approx(np.mean(sims), abs=1e-5)
     synth, duration = sum(float(r["synth_s"]) for r in rows), sum(float(r["duration_s"]) for r in rows)
