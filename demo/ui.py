@@ -167,7 +167,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                         name_m = gr.Textbox(value="my_voice", label="Prompt name (letters, digits, _ and -)")
                     button_m = gr.Button("Make prompt", variant="primary")
                 with gr.Column():
-                    file_m = gr.File(label="Voice prompt (.npz)", interactive=False)
+                    file_m = gr.File(label="Voice prompt (.npz)", interactive=False, elem_id="prompt-file")
                     message_m = gr.Markdown(label="Message")
             _examples(examples.prompt_examples(engine), inputs=[audio_m, transcript_m, language_m, name_m],
                         cache_examples=False)

@@ -229,31 +229,68 @@ def test_long_text_streams_live_audio_when_ffmpeg_is_there(tmp_path: Path, weigh
 
 # (2) the page in Chromium ---------------------------------------------------------------------------------
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make system-deps)")
-def test_browser_clone_flow(server: tuple[str, Path], tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium with a fake microphone (it plays beeps)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make system-deps)")
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(server[0], wait_until="domcontentloaded")
-            expect(page.locator("#weights-banner")).to_contain_text("Random weights", timeout=30_000)
-            page.locator("#clone-prompt input[type=file]").set_input_files(str(EN_VOICE))
-            expect(page.locator("#clone-prompt audio, #clone-prompt .waveform-container").first).to_be_attached(
-                timeout=20_000)
-            page.get_by_label("Transcript of the prompt").fill(EN_TRANSCRIPT)
-            page.locator("#clone-text textarea").fill("Nice to meet you.")
-            page.locator("#clone-generate").click()
-            expect(page.locator("#clone-summary")).to_contain_text("Detected language", timeout=60_000)
-            expect(page.locator("#clone-audio audio").first).to_be_attached(timeout=20_000)
-            screenshot = tmp_path / "clone.png"
-            page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"])
+        yield browser
+        browser.close()
+
+
+def test_browser_clone_flow(server: tuple[str, Path], browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(server[0], wait_until="domcontentloaded")
+    expect(page.locator("#weights-banner")).to_contain_text("Random weights", timeout=30_000)
+    page.locator("#clone-prompt input[type=file]").set_input_files(str(EN_VOICE))
+    expect(page.locator("#clone-prompt audio, #clone-prompt .waveform-container").first).to_be_attached(
+        timeout=20_000)
+    page.get_by_label("Transcript of the prompt").fill(EN_TRANSCRIPT)
+    page.locator("#clone-text textarea").fill("Nice to meet you.")
+    page.locator("#clone-generate").click()
+    expect(page.locator("#clone-summary")).to_contain_text("Detected language", timeout=60_000)
+    expect(page.locator("#clone-audio audio").first).to_be_attached(timeout=20_000)
+    screenshot = tmp_path / "clone.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    page.close()
     assert screenshot.stat().st_size > 10_000
+
+
+def test_browser_record_then_download_prompt(server: tuple[str, Path], browser, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from vallex.prompts import VoicePrompt
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, permissions=["microphone"])
+    page = context.new_page()
+    page.goto(server[0], wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Make a prompt").click()
+    tab = page.locator("[role=tabpanel]:visible")
+    tab.get_by_label("Record audio").click()
+    tab.get_by_role("button", name="Record", exact=True).click()
+    page.wait_for_timeout(3000)  # 3 s of the fake microphone's beeps
+    tab.get_by_role("button", name="Stop").first.click()
+    tab.get_by_label("Transcript").fill("Beep, beep, beep.")
+    tab.get_by_label("Prompt name (letters, digits, _ and -)").fill("beeps")
+    tab.get_by_role("button", name="Make prompt").click()
+    expect(tab).to_contain_text("beeps.npz is ready", timeout=60_000)
+    with page.expect_download() as download:
+        page.locator("#prompt-file a").first.click()
+    path = tmp_path / "beeps.npz"
+    download.value.save_as(path)
+    page.screenshot(path=str(tmp_path / "make_prompt.png"), full_page=True)
+    context.close()
+    prompt = VoicePrompt.load_npz(path)
+    assert prompt.language == "en" and 2.0 < prompt.seconds < 5.0
 
 
 # (3) concurrency --------------------------------------------------------------------------------------------
