@@ -247,3 +247,15 @@ def test_seedtts_list_is_read_with_its_language(tmp_path, capsys):
     lst.write_text("utt1|Hi there.|p.wav\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"line 1: expected 4 or 5 '\|'-separated fields"):
         read_eval_list(lst, "en")
+
+
+def test_missing_asr_gives_a_reason_not_a_crash(tmp_path):
+    from vallex.evaluation.asr import load_asr
+
+    assert load_asr("none") == (None, "ASR disabled (--asr none)")
+    engine, reason = load_asr("auto", model=str(tmp_path / "no-such-whisper"))
+    assert engine is None and reason.startswith("no ASR available: faster-whisper ")
+    if importlib.util.find_spec("faster_whisper") is not None:
+        assert "'" + str(tmp_path / "no-such-whisper") + "' is not on disk" in reason
+    with pytest.raises(ValueError, match="auto, none, faster-whisper, openai-whisper"):
+        load_asr("wav2vec")

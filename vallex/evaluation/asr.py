@@ -9,7 +9,8 @@
   upper bound, not comparable with papers).
 * ``openai-whisper``: ``whisper.load_model(--asr-model)``, default ``large-v3``, from
   ``~/.cache/whisper`` (downloaded only when not offline).
-* ``auto``: faster-whisper, then openai-whisper; ``none``: no ASR.
+* ``auto``: faster-whisper, then openai-whisper, from weights already on disk only (never downloads);
+  ``none``: no ASR. Naming a backend allows its download when not offline (``HF_HUB_OFFLINE``).
 
 :func:`load_asr` never raises for a missing engine: it returns ``(None, reason)`` and the report keeps the
 error-rate columns empty with that reason.
@@ -85,7 +86,7 @@ def bundled_tiny_en() -> Path | None:
     return path if (path / "model.bin").is_file() else None
 
 
-def _load_faster_whisper(model: str | None, device: str) -> tuple[AsrEngine | None, str]:
+def _load_faster_whisper(model: str | None, device: str, allow_download: bool) -> tuple[AsrEngine | None, str]:
     try:
         from faster_whisper import WhisperModel
     except ImportError:
@@ -99,14 +100,15 @@ def _load_faster_whisper(model: str | None, device: str) -> tuple[AsrEngine | No
     def build(name: str) -> Any:
         local = Path(name).expanduser().is_dir()
         return WhisperModel(name, device=kind, compute_type=compute_type, cpu_threads=torch.get_num_threads(),
-                            local_files_only=local or _offline())
+                            local_files_only=local or _offline() or not allow_download)
 
     note = ""
     try:
         loaded = build(wanted)
         name = wanted
     except Exception as error:  # noqa: BLE001 - hub, file and CTranslate2 errors all mean "not usable"
-        where = "on disk (downloads are off)" if _offline() else "on disk and could not be downloaded"
+        where = ("on disk and could not be downloaded" if allow_download and not _offline()
+                 else "on disk (downloads are off)" if allow_download else "on disk (--asr auto never downloads)")
         reason = f"faster-whisper model {wanted!r} is not {where} ({type(error).__name__})"
         fallback = bundled_tiny_en() if model is None else None
         if fallback is None:
@@ -121,15 +123,16 @@ def _load_faster_whisper(model: str | None, device: str) -> tuple[AsrEngine | No
     return AsrEngine("faster-whisper", name, loaded, english_only), note
 
 
-def _load_openai_whisper(model: str | None, device: str) -> tuple[AsrEngine | None, str]:
+def _load_openai_whisper(model: str | None, device: str, allow_download: bool) -> tuple[AsrEngine | None, str]:
     try:
         import whisper
     except ImportError:
         return None, "openai-whisper is not installed (pip install openai-whisper)"
     name = model or os.environ.get(ASR_MODEL_ENV, "").strip() or DEFAULT_ASR_MODEL
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
-    if _offline() and not Path(name).is_file() and not (root / f"{name}.pt").is_file():
-        return None, f"openai-whisper weights {name!r} are not in {root} and downloads are off (offline)"
+    if (_offline() or not allow_download) and not Path(name).is_file() and not (root / f"{name}.pt").is_file():
+        why = "downloads are off (offline)" if allow_download else "--asr auto never downloads"
+        return None, f"openai-whisper weights {name!r} are not in {root} and {why}"
     try:
         loaded = whisper.load_model(name, device=device, download_root=str(root))
     except Exception as error:  # noqa: BLE001
@@ -151,13 +154,13 @@ def load_asr(choice: str = "auto", model: str | None = None, device: str = "cpu"
     if choice == "none":
         return None, "ASR disabled (--asr none)"
     if choice == "faster-whisper":
-        return _load_faster_whisper(model, device)
+        return _load_faster_whisper(model, device, allow_download=True)
     if choice == "openai-whisper":
-        return _load_openai_whisper(model, device)
-    engine, first = _load_faster_whisper(model, device)
+        return _load_openai_whisper(model, device, allow_download=True)
+    engine, first = _load_faster_whisper(model, device, allow_download=False)
     if engine is not None:
         return engine, first
-    engine, second = _load_openai_whisper(model, device)
+    engine, second = _load_openai_whisper(model, device, allow_download=False)
     if engine is not None:
         return engine, ""
     return None, f"no ASR available: {first}; {second}"
