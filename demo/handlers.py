@@ -149,6 +149,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
     """The event functions of the app, bound to ``engine`` (and wrapped for ZeroGPU when on a Space)."""
     max_chars = engine.config.max_text_chars
     live = engine.config.stream_audio
+    gpu = zero_gpu()
 
     @friendly_errors
     def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
@@ -195,6 +196,14 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         summary, details = describe(result, options, prompt, {})
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
+    def encode_prompt(prompt_audio: str, transcript: str, language: str | None, name: str) -> VoicePrompt:
+        with engine.using_model() as tts:
+            return tts.make_prompt(prompt_audio, transcript or None, language, name=name)
+
+    # On ZeroGPU only the encoding runs in the GPU worker; the file is written here, where the scratch
+    # folder is tracked and later removed.
+    encode_prompt_on_gpu = gpu(encode_prompt)
+
     @friendly_errors
     def make_prompt(prompt_audio: str | None, transcript: str, language: str, name: str) -> tuple[str, str]:
         """Turn 3-10 s of speech and its transcript into a downloadable `<name>.npz` voice prompt."""
@@ -202,8 +211,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             raise ValueError("No audio: upload or record 3-10 seconds of someone speaking.")
         name = validate_name((name or "").strip())
         language = None if language in (None, "", "auto") else language
-        with engine.using_model() as tts:
-            prompt = tts.make_prompt(prompt_audio, transcript or None, language, name=name)
+        prompt = encode_prompt_on_gpu(prompt_audio, transcript, language, name)
         with engine.scratch_dir() as folder:
             path = prompt.save_npz(folder / f"{name}.npz")
         message = (f"**{name}.npz** is ready: {LANGUAGE_NAMES.get(prompt.language)} voice, {prompt.seconds:.1f} s, "
@@ -260,6 +268,5 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         """The voice names usable in the Presets and Long text tabs (built-in examples, then presets)."""
         return engine.voice_names()
 
-    gpu = zero_gpu()
-    return {"clone": gpu(clone), "preset": gpu(preset), "make_prompt": gpu(make_prompt),
-            "long_text": gpu(long_text), "voices": voices}
+    return {"clone": gpu(clone), "preset": gpu(preset), "make_prompt": make_prompt, "long_text": gpu(long_text),
+            "voices": voices}

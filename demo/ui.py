@@ -229,14 +229,24 @@ def main() -> None:
         except ValueError as error:  # e.g. a failed download: the requests will say so too
             logging.getLogger(__name__).warning("%s", error)
     app = build_app(config, engine, status)
-    app.queue(default_concurrency_limit=config.concurrency, max_size=config.max_queue)
+    app.queue(**queue_options(config))
     # SIGTERM (a Space or a test stopping us) shuts down like Ctrl-C, so the scratch files are removed.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        app.launch(max_file_size=f"{config.max_upload_mb}mb", allowed_paths=[str(config.assets_dir)], css=CSS,
-                   footer_links=["api", "gradio"])
+        app.launch(**launch_options(config))
     finally:
         engine.close()
+
+
+def queue_options(config: AppConfig) -> dict[str, Any]:
+    """``Blocks.queue`` arguments: how many requests run at once and how many may wait."""
+    return {"default_concurrency_limit": config.concurrency, "max_size": config.max_queue}
+
+
+def launch_options(config: AppConfig) -> dict[str, Any]:
+    """``Blocks.launch`` arguments (host and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)."""
+    return {"max_file_size": f"{config.max_upload_mb}mb", "allowed_paths": [str(config.assets_dir)], "css": CSS,
+            "footer_links": ["api", "gradio"]}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

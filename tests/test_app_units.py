@@ -229,6 +229,22 @@ def test_zero_gpu_only_with_the_spaces_package(monkeypatch: pytest.MonkeyPatch) 
     fake.GPU = lambda duration: (lambda fn: calls.append(duration) or fn)
     monkeypatch.setitem(sys.modules, "spaces", fake)
     assert zero_gpu(90)(handler)() == "ok" and calls == [90]
+    calls.clear()
+    make_handlers(Engine(AppConfig(weights_dir=Path("/nonexistent"))))
+    assert len(calls) == 4  # clone, preset, prompt encoding, long text: the model work, nothing else
+
+
+def test_queue_and_upload_limits_follow_the_settings(no_weights: AppConfig) -> None:
+    from dataclasses import replace
+
+    from demo.ui import launch_options, queue_options
+
+    config = replace(no_weights, concurrency=3, max_queue=5, max_upload_mb=7)
+    app = build(config, Engine(config))
+    app.queue(**queue_options(config))
+    assert (app._queue.max_size, app._queue.default_concurrency_limit) == (5, 3)
+    options = launch_options(config)
+    assert options["max_file_size"] == "7mb" and "server_name" not in options and "server_port" not in options
 
 
 def test_app_file_is_small_and_ui_files_stay_readable() -> None:
