@@ -132,7 +132,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                 with gr.Column():
                     outputs = _result_column("clone")
             _examples(examples.clone_examples(engine), inputs=[prompt, transcript, text, language, accent],
-                        label="Examples (voices made with espeak-ng)", cache_examples=False)
+                      label="Examples (voices made with espeak-ng)", cache_examples=False)
             button.click(handlers["clone"], [prompt, transcript, text, language, accent, *sampling], outputs,
                          api_name="clone", **model_event)
 
@@ -152,7 +152,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                 with gr.Column():
                     outputs_p = _result_column("preset")
             _examples(examples.preset_examples(engine), inputs=[text_p, voice_p, language_p, accent_p],
-                        cache_examples=False)
+                      cache_examples=False)
             button_p.click(handlers["preset"], [text_p, voice_p, file_p, language_p, accent_p, *sampling_p],
                            outputs_p, api_name="preset", **model_event)
 
@@ -170,7 +170,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     file_m = gr.File(label="Voice prompt (.npz)", interactive=False, elem_id="prompt-file")
                     message_m = gr.Markdown(label="Message")
             _examples(examples.prompt_examples(engine), inputs=[audio_m, transcript_m, language_m, name_m],
-                        cache_examples=False)
+                      cache_examples=False)
             button_m.click(handlers["make_prompt"], [audio_m, transcript_m, language_m, name_m],
                            [file_m, message_m], api_name="make_prompt", **model_event)
 
@@ -197,7 +197,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                                        "Speech (grows sentence by sentence)", type="numpy", format="wav",
                                        interactive=False, elem_id="long-audio")
             _examples(examples.long_examples(engine), inputs=[text_l, voice_l, mode_l, language_l],
-                        cache_examples=False)
+                      cache_examples=False)
             button_l.click(handlers["long_text"], [text_l, voice_l, file_l, mode_l, language_l, accent_l, seed_l],
                            [live_l, audio_l, status_l], api_name="long_text", show_progress_on=[audio_l],
                            **model_event)
@@ -208,7 +208,6 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
         refresh.click(refresh_voices, None, [voice_p, voice_l], api_visibility="private")
         # A plain list of the voice names, for API clients.
         gr.api(handlers["voices"], api_name="voices")
-    app.engine = engine  # type: ignore[attr-defined] - for tests and main()
     return app
 
 
