@@ -10,6 +10,7 @@ import functools
 import inspect
 import io
 import logging
+import math
 import secrets
 import time
 from typing import Any, Callable, Iterator
@@ -120,8 +121,9 @@ def progress_callback(progress: gr.Progress) -> Callable[[str, int, int], None]:
 def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | None,
              extra_timings: dict[str, float]) -> tuple[str, dict[str, Any]]:
     """A one-paragraph summary (Markdown) and the full details (JSON) of a synthesis."""
-    timings = {**{k: round(v, 3) for k, v in extra_timings.items()},
-               **{k: round(float(v), 3) for k, v in result.timings.items()}}
+    # JSON has no infinity (the real-time factor of an empty output): such values become null.
+    timings = {k: round(float(v), 3) if math.isfinite(v) else None
+               for k, v in {**extra_timings, **result.timings}.items()}
     languages = ", ".join(LANGUAGE_NAMES.get(code, code) for code in result.language.split(","))
     details = {
         "language": result.language,
