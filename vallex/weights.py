@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
@@ -104,6 +105,10 @@ VOCOS_MODEL = WeightFile(
     repo_id="charactr/vocos-encodec-24khz", repo_filename="pytorch_model.bin", revision="main",
 )
 WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, VOCOS_CONFIG, VOCOS_MODEL)
+
+
+class RandomWeightsWarning(UserWarning):
+    """The weights folder was made by ``make_random_weights``: outputs are noise."""
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -201,7 +206,8 @@ class WeightsManager:
         for weight_file in files:
             self._verify(weight_file, found[weight_file.layout_name], manifest)
         if manifest is not None and manifest.get("random"):
-            _LOG.warning("%s (%s)", NOISE_WARNING, self.weights_dir)
+            # A warning, not a log line: Python shows it once per folder however often the folder is resolved.
+            warnings.warn(f"{NOISE_WARNING} ({self.weights_dir})", RandomWeightsWarning, stacklevel=1)
         config_path = None
         checkpoint = found.get(VALLEX_CHECKPOINT.layout_name)
         if checkpoint is not None and checkpoint.with_name(VALLEX_CONFIG_NAME).is_file():
