@@ -17,7 +17,7 @@ from demo.config import AppConfig
 from demo.engine import Engine, load_voices, zero_gpu
 from demo.handlers import friendly_errors, make_handlers, sampling_options
 from demo.plots import LABEL_HEIGHT, SPEC_HEIGHT, WAVE_HEIGHT, WIDTH, audio_picture, spectrogram_db
-from tests.conftest import REPO_ROOT
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ASSETS = REPO_ROOT / "assets"
 
