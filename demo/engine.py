@@ -1,7 +1,7 @@
 """The app's one model, its voices, and its scratch files; nothing here knows about Gradio widgets.
 
 ``Engine`` loads :class:`vallex.api.VallEX` once (at startup or on the first request) and hands the same
-object to every request. It also knows the built-in example voices (``assets/voices.json``, made from the
+object to every request (and one :class:`vallex.s2st.SpeechTranslator` around it, made on first use). It also knows the built-in example voices (``assets/voices.json``, made from the
 project's own espeak-ng clips) and owns a private scratch folder for files offered for download.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 from demo.config import AppConfig
 from vallex.api import VallEX
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, validate_name
+from vallex.s2st import SpeechTranslator
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
 
 _LOG = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Engine:
         self._tts: VallEX | None = None
         self._load_lock = threading.Lock()
         self._model_lock = threading.Lock()
+        self._s2st: SpeechTranslator | None = None
         self._voice_cache: dict[str, VoicePrompt] = {}
         self._scratch_root: Path | None = None
         self._scratch_dirs: list[tuple[float, Path]] = []
@@ -137,6 +139,18 @@ class Engine:
         tts = self.tts()
         with self._model_lock:
             yield tts
+
+    @contextmanager
+    def using_translator(self) -> Iterator[SpeechTranslator]:
+        """The shared speech translator around the shared model, held like :meth:`using_model`.
+
+        Made on first use and kept, so its Whisper/translation models (``$VALLEX_ASR_MODEL``,
+        ``$VALLEX_MT_MODEL``) load once, when a request first needs them.
+        """
+        with self.using_model() as tts:
+            if self._s2st is None:
+                self._s2st = SpeechTranslator(tts)
+            yield self._s2st
 
     # Voices ---------------------------------------------------------------------------------------
     def voice_names(self) -> list[str]:

@@ -48,3 +48,19 @@ def long_examples(engine: Engine) -> list[list[str]]:
         voice = next((v.name for v in engine.voices.values() if v.language == language), "none")
         rows.append([text, voice, "sliding-window" if language == "en" else "fixed-prompt", language])
     return rows
+
+
+#: Speech translation lines: (voice name, target language, translation of the voice's transcript).
+_TRANSLATE_LINES = [
+    ("zh_lin", "en", "Hello, I am Xiaolin. The weather is very nice today, let's go for a walk."),
+    ("en_ada", "zh", "你好，我叫艾达。我正在朗读这句话，作为声音提示。"),
+    ("ja_yuki", "en", "Hello, I am Yuki. The weather is nice today, isn't it?"),
+    ("zh_mei", "ja", "きょうのニュースへようこそ。キャスターのシャオメイです。"),
+]
+
+
+def translate_examples(engine: Engine) -> list[list[str]]:
+    """Rows of (audio path, target language, transcript, translation, spoken language): the texts are given,
+    so the examples work without speech-recognition and translation models."""
+    return [[str(engine.voices[name].audio_path), target, engine.voices[name].transcript, translation,
+             engine.voices[name].language] for name, target, translation in _TRANSLATE_LINES if name in engine.voices]

@@ -1,4 +1,5 @@
-"""The page: four tabs over :mod:`demo.handlers`, and ``main()`` that launches it (``python app.py``)."""
+"""The page: five tabs over :mod:`demo.handlers` (speech translation: :mod:`demo.translate_tab`), and ``main()``
+that launches it (``python app.py``)."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +13,7 @@ from demo import examples
 from demo.config import AppConfig
 from demo.engine import Engine, WeightsStatus
 from demo.handlers import NO_VOICE, make_handlers
+from demo.translate_tab import translate_tab
 from vallex.api import LONG_TEXT_MODES
 
 LANGUAGE_CHOICES = [("Auto-detect", "auto"), ("English", "en"), ("中文 (Chinese)", "zh"), ("日本語 (Japanese)", "ja")]
@@ -201,6 +203,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
             button_l.click(handlers["long_text"], [text_l, voice_l, file_l, mode_l, language_l, accent_l, seed_l],
                            [live_l, audio_l, status_l], api_name="long_text", show_progress_on=[audio_l],
                            **model_event)
+
+        translate_tab(engine, model_event)
 
         def refresh_voices() -> tuple[dict, dict]:
             return (gr.update(choices=_voice_choices(engine, False)), gr.update(choices=_voice_choices(engine, True)))
