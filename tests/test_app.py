@@ -89,7 +89,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, weights: Path) -> tuple[str
     """URL of a running app with random tiny weights (no streaming audio), and its folder."""
     root = tmp_path_factory.mktemp("app")
     # Two queue workers: requests overlap, and the app must still hand the model to one at a time.
-    process, url = start_app(root, weights, VALLEX_STREAM_AUDIO="0", VALLEX_CONCURRENCY="2")
+    # An empty Hugging Face cache: no Whisper or translation model, whatever this machine has cached.
+    process, url = start_app(root, weights, VALLEX_STREAM_AUDIO="0", VALLEX_CONCURRENCY="2",
+                             HF_HUB_CACHE=str(root / "hf-cache"))
     yield url, root
     stop_app(process, root)
 
@@ -122,7 +124,7 @@ def error_of(client: Client, *args: object, api_name: str) -> str:
 
 def test_named_endpoints_are_listed(client: Client) -> None:
     endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/clone", "/preset", "/make_prompt", "/long_text", "/voices"} <= endpoints
+    assert {"/clone", "/preset", "/make_prompt", "/long_text", "/voices", "/translate"} <= endpoints
 
 
 def test_voices_endpoint_lists_the_builtin_voices(client: Client) -> None:
@@ -181,6 +183,33 @@ def test_long_text_grows_sentence_by_sentence(client: Client) -> None:
     assert lengths[:3] == sorted(lengths[:3]) and lengths[0] < lengths[2] == lengths[3]
     assert [status.split("**")[1] for _, _, status in updates[:3]] == [f"Sentence {i} of 3" for i in (1, 2, 3)]
     assert final_audio == updates[-1][1] and "Done:** 3 sentences" in final_status and "seed 3" in final_status
+
+
+@pytest.mark.parametrize("voice, transcript, target, translation, languages", [
+    ("en_ada.ogg", EN_TRANSCRIPT, "zh", "你好，很高兴认识你。", "English → Chinese"),
+    ("ja_yuki.ogg", "こんにちは、わたしはゆきです。", "en", "Hello, I am Yuki.", "Japanese → English"),
+])
+def test_translate_endpoint_with_given_texts(client: Client, voice: str, transcript: str, target: str,
+                                             translation: str, languages: str) -> None:
+    """Transcript and translation typed in: no Whisper or translation model is needed (none is cached here)."""
+    audio, heard, spoken, summary = client.predict(handle_file(str(ASSETS / voice)), target, transcript,
+                                                   translation, "auto", 5, api_name="/translate")
+    samples = check_audio(audio)
+    assert (heard, spoken) == (transcript, translation)
+    assert languages in summary and "Seed:** 5" in summary and "Translation:** typed in" in summary
+    assert f"Audio:** {len(samples) / 24000:.2f} s" in summary
+
+
+def test_translate_without_models_says_what_to_type(client: Client) -> None:
+    source = handle_file(str(EN_VOICE))
+    message = error_of(client, source, "zh", EN_TRANSCRIPT, "", "en", 1, api_name="/translate")
+    assert "Translation model" in message and "could not be loaded" in message
+    assert "type what is said in the recording (transcript) and the text to speak (translation)" in message
+    message = error_of(client, source, "ja", "", "こんにちは。", "auto", 1, api_name="/translate")
+    assert "Whisper model" in message and "type what is said" in message
+    assert "No recording" in error_of(client, None, "en", "Hi.", "Hello.", "auto", 1, api_name="/translate")
+    assert "no Chinese/Japanese characters" in error_of(client, source, "zh", EN_TRANSCRIPT, "Hello.", "auto", 1,
+                                                        api_name="/translate")
 
 
 def _ffmpeg_dir(tmp_path: Path) -> Path | None:

@@ -17,6 +17,8 @@ from demo.config import AppConfig
 from demo.engine import Engine, load_voices, zero_gpu
 from demo.handlers import friendly_errors, make_handlers, sampling_options
 from demo.plots import LABEL_HEIGHT, SPEC_HEIGHT, WAVE_HEIGHT, WIDTH, audio_picture, spectrogram_db
+from demo.translate_tab import make_translate_handler
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ASSETS = REPO_ROOT / "assets"
@@ -95,8 +97,8 @@ def test_every_model_event_has_a_name_and_shares_the_queue_group(no_weights: App
     app = build(no_weights, Engine(no_weights))
     assert app.analytics_enabled is False
     named = {fn.api_name: fn for fn in app.fns.values() if fn.api_name and fn.api_visibility == "public"}
-    assert set(named) == {"clone", "preset", "make_prompt", "long_text", "voices"}
-    for name in ("clone", "preset", "make_prompt", "long_text"):
+    assert set(named) == {"clone", "preset", "make_prompt", "long_text", "voices", "translate"}
+    for name in ("clone", "preset", "make_prompt", "long_text", "translate"):
         assert named[name].concurrency_id == "model" and named[name].concurrency_limit == no_weights.concurrency
 
 
@@ -118,6 +120,30 @@ def test_handlers_refuse_bad_input_with_words(no_weights: AppConfig) -> None:
             str(ASSETS / "en_ada.ogg"), "", "x" * 11, "auto", "none", *sampling)
     with pytest.raises(gr.Error, match="Unknown long-text mode"):
         list(handlers["long_text"]("Hello.", "none", None, "paragraphs", "auto", "none", 1))
+
+
+def test_translate_refuses_bad_input_before_the_model(no_weights: AppConfig) -> None:
+    translate = make_translate_handler(Engine(no_weights))
+    clip = str(ASSETS / "en_ada.ogg")
+    with pytest.raises(gr.Error, match="No recording"):
+        translate(None, "zh", "Hello.", "你好。", "auto", 1)
+    with pytest.raises(gr.Error, match="Unknown target language 'fr'"):
+        translate(clip, "fr", "Hello.", "Bonjour.", "auto", 1)
+    with pytest.raises(gr.Error, match="translation has 5001 characters"):
+        translate(clip, "zh", "Hello.", "你" * 5001, "auto", 1)
+    with pytest.raises(gr.Error, match="cannot be loaded"):  # good input, no weights: the model's own message
+        translate(clip, "zh", "Hello.", "你好。", "auto", 1)
+
+
+def test_one_speech_translator_per_engine_around_the_shared_model(no_weights: AppConfig) -> None:
+    engine = Engine(no_weights)
+    engine._tts = model = types.SimpleNamespace(device="cpu")  # stands in for a loaded VallEX
+    with engine.using_translator() as first:
+        assert first.tts is model
+        assert engine._model_lock.locked()  # the translator is used while holding the model
+    assert not engine._model_lock.locked()
+    with engine.using_translator() as second:
+        assert second is first  # made once: its Whisper/translation models would load once
 
 
 def test_friendly_errors_hide_tracebacks() -> None:
@@ -230,8 +256,10 @@ def test_zero_gpu_only_with_the_spaces_package(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "spaces", fake)
     assert zero_gpu(90)(handler)() == "ok" and calls == [90]
     calls.clear()
-    make_handlers(Engine(AppConfig(weights_dir=Path("/nonexistent"))))
-    assert len(calls) == 4  # clone, preset, prompt encoding, long text: the model work, nothing else
+    config = AppConfig(weights_dir=Path("/nonexistent"))
+    build(config, Engine(config))
+    # clone, preset, prompt encoding, long text, speech translation: the model work, nothing else
+    assert len(calls) == 5
 
 
 def test_queue_and_upload_limits_follow_the_settings(no_weights: AppConfig) -> None:
@@ -284,3 +312,8 @@ def test_examples_use_the_assets(no_weights: AppConfig) -> None:
         assert Path(row[0]).parent == ASSETS and Path(row[0]).is_file()
     assert {row[1] for row in examples.preset_examples(engine)} <= set(engine.voices)
     assert len(examples.clone_examples(engine)) == 6 and len(examples.long_examples(engine)) == 3
+    rows = examples.translate_examples(engine)
+    assert len(rows) == 4 and {row[1] for row in rows} == {"en", "zh", "ja"}
+    for audio, target, transcript, _, source in rows:
+        voice = next(v for v in engine.voices.values() if str(v.audio_path) == audio)
+        assert (transcript, source) == (voice.transcript, voice.language) and target != source
