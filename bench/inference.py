@@ -244,6 +244,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mb() -> float | None:
+    """Resident set now (VmRSS) in MB, None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def load(args: argparse.Namespace):
     import torch
 
@@ -307,6 +318,7 @@ def measure(args: argparse.Namespace) -> dict:
     loadavg = os.getloadavg()[0]
     with torch.inference_mode():
         model, device, load_s = load(args)
+        rss_after_load = current_rss_mb()
         text, langs, prompt = workload(device)
         start = time.perf_counter()
         generate_timed(model, device, text, langs, prompt, frames=8, seed=1)  # pages weights in
@@ -314,7 +326,8 @@ def measure(args: argparse.Namespace) -> dict:
         runs = [generate_timed(model, device, text, langs, prompt, args.frames, seed=2 + i)
                 for i in range(args.runs)]
     result = {"dtype": args.dtype[0], "device": str(device), "threads": torch.get_num_threads(),
-              "load_s": load_s, "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(), "runs": runs,
+              "load_s": load_s, "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(),
+              "rss_after_load_mb": rss_after_load, "rss_at_end_mb": current_rss_mb(), "runs": runs,
               "worker_loadavg_1min_at_start": loadavg}
     for key in runs[0]:
         result[key] = statistics.median(run[key] for run in runs)

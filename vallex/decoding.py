@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vallex.languages import MODEL_LANGUAGE_ID
-from vallex.model import KVCache, VallexModel, ar_attention_mask
+from vallex.model import KVCache, VallexModel, ar_attention_mask, kv_cache_dtype
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16
@@ -155,7 +155,7 @@ def ar_decode(
     audio_emb = model.embed_ar_audio(y)  # [B, 1 + P, D]
 
     capacity = text_len + y.shape[1] + max_frames
-    cache = KVCache.allocate(cfg, best_of, capacity, device, text_emb.dtype)
+    cache = KVCache.allocate(cfg, best_of, capacity, device, kv_cache_dtype(text_emb.dtype, text_emb.device))
     prefix = torch.cat([text_emb, audio_emb], dim=1)
     mask = ar_attention_mask(text_len, y.shape[1], device=device)
     # Only the last position's output is needed; all positions fill the cache.

@@ -115,6 +115,7 @@ class MultiheadSelfAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(k, v, start)  # [B, H, start + T, hd]
+            q = q.to(k.dtype)  # the cache may be float32 under a 16-bit model (see KVCache)
         if query_start:
             q = q[:, :, query_start:]  # [B, H, T', hd]
             if attn_mask is not None and attn_mask.shape[-2] == length:
@@ -123,7 +124,7 @@ class MultiheadSelfAttention(nn.Module):
             out = _attention_math(q, k, v, attn_mask)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T', hd]
-        out = out.transpose(1, 2).reshape(batch, q.shape[2], dim)
+        out = out.transpose(1, 2).reshape(batch, q.shape[2], dim).to(x.dtype)
         return self.out_proj(out)
 
 
@@ -233,7 +234,10 @@ class Decoder(nn.Module):
 
 @dataclass
 class LayerKVCache:
-    """Preallocated keys and values of one layer: [B, H, capacity, hd] each."""
+    """Preallocated keys and values of one layer: [B, H, capacity, hd] each.
+
+    The cache's dtype may differ from the model's: ``append`` casts on write.
+    """
 
     k: Tensor
     v: Tensor
@@ -255,11 +259,23 @@ class KVCache:
 
     @classmethod
     def allocate(cls, config: VallexConfig, batch: int, capacity: int, device, dtype) -> "KVCache":
+        """``dtype``: use :func:`kv_cache_dtype` of the model's dtype."""
         shape = (batch, config.nhead, capacity, config.head_dim)
         return cls([
             LayerKVCache(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
             for _ in range(config.num_layers)
         ])
+
+
+def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """float32 on CPU whatever the model's dtype; the model's dtype elsewhere.
+
+    On CPU, 16-bit matmuls go through oneDNN, which compiles a kernel for every new shape: attention
+    over a cache that grows by one key per step then costs ~2 ms per layer and step and leaves ~400 MB of
+    cached kernels after 300 steps. A float32 cache keeps the AR step's attention on the fused float32
+    kernel (one new key and one query per step are cast, nothing else).
+    """
+    return torch.float32 if device.type == "cpu" else model_dtype
 
 
 class VallexModel(nn.Module):
