@@ -5,8 +5,9 @@ its cost is set by the bytes of those weights (0.6 GB in float32), and a NAR sta
 products. Halving or quartering the weight bytes is the lever:
 
 * ``"float32"`` — the reference's arithmetic; golden parity holds only here.
-* ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits. The natural choice on CUDA.
-  On CPU bfloat16 needs AVX512-BF16/AMX to pay; measure with bench/inference.py before relying on it.
+* ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
+  float32 on CPU, see :func:`vallex.model.kv_cache_dtype`). float16 is the choice on CUDA. On CPU,
+  bfloat16 pays only with AVX512-BF16/AMX (measure with bench/inference.py); float16 is slow there.
 * ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears become dynamically quantised
   Linears: weights int8 per output channel, activations quantised per call, int8 x int8 products in
   fbgemm, float32 everywhere else (embeddings, norms and their stage projections, attention scores,
@@ -83,6 +84,9 @@ def apply_precision(
         model.to(device=device, dtype=torch.float32)
         _quantize_decoder_linears(model)
     else:
+        if name == "float16" and device.type == "cpu":
+            warnings.warn("float16 on CPU is for checking GPU numerics only: its matrix products measured "
+                          "~8x slower than float32 here. Use 'bfloat16' or 'int8' for speed.", stacklevel=2)
         if is_quantized(model):
             raise ValueError(
                 "This model's Linear layers are already int8; reload the checkpoint to use another precision."
