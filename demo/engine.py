@@ -2,7 +2,8 @@
 
 ``Engine`` loads :class:`vallex.api.VallEX` once (at startup or on the first request) and hands the same
 object to every request (and one :class:`vallex.s2st.SpeechTranslator` around it, made on first use). It also
-knows the built-in example voices (``assets/voices.json``, made from the project's own espeak-ng clips) and owns a private scratch folder for files offered for download.
+knows the built-in example voices (``assets/voices.json``, made from the project's own espeak-ng clips) and
+owns a private scratch folder for files offered for download.
 """
 from __future__ import annotations
 
