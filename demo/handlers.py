@@ -219,7 +219,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         message = (f"**{name}.npz** is ready: {LANGUAGE_NAMES.get(prompt.language)} voice, {prompt.seconds:.1f} s, "
                    f"{len(prompt.text_ids)} text tokens.\n\n**Transcript:** {prompt.transcript}\n\n"
                    "Use it in the *Presets* or *Long text* tab (upload the file), or with "
-                   "`vallex synthesize --prompt-file`.")
+                   "`vallex synthesize --prompt-npz`.")
         return str(path), message
 
     @friendly_errors
