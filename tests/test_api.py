@@ -180,3 +180,10 @@ def test_api_codes_equal_golden_cases(golden):
         assert sentence.stop_reason == case["outputs"]["stop_reason"], case["name"]
         checked += 1
     assert checked > 0
+
+
+def test_long_text_with_user_tags_keeps_languages(tiny_tts):
+    text = "[EN]Hello there. How are you?[EN][ZH]你好。[ZH]"
+    result = tiny_tts.synthesize_detailed(text, language="mix", long_text="fixed-prompt", seed=0)
+    assert [s.tokens.langs[0] for s in result.sentences] == ["en", "en", "zh"]
+    assert all(len(set(s.tokens.langs)) == 1 for s in result.sentences)

@@ -25,6 +25,7 @@ from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
+from vallex.text.normalize import has_pronounceable
 
 #: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
 MAX_UTTERANCE_SECONDS = 22.0
@@ -246,17 +247,11 @@ class VallEX:
         # Long text: detect the language once on the whole text, as the reference does, then split.
         if language == "auto":
             language = detect_language(text)
-        split_language = language if language in ("en", "zh", "ja") else detect_language(text)
         planned = []
-        for sentence in split_sentences(text, split_language):
-            if not sentence.strip():
-                continue
-            try:
-                tokens = tokenize(sentence, language, max_tokens=None)
-            except ValueError as error:
-                if "pronounce" in str(error) or "empty" in str(error).lower():
-                    continue  # a stray punctuation-only piece between sentences
-                raise
+        for sentence in split_sentences(text, language):  # "mix" sentences come back with their tags
+            if not has_pronounceable(sentence):
+                continue  # a stray punctuation-only piece between sentences
+            tokens = tokenize(sentence, language, max_tokens=None)
             if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
                 raise ValueError(
                     f"A sentence is too long to speak in one go ({len(tokens)} phonemes; at most "
