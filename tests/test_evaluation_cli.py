@@ -125,7 +125,7 @@ def test_eval_of_given_audio_with_asr_and_wavlm(workspace, tmp_path):
         pytest.skip("transformers (the [s2st] extra) is not installed")
     import torch
 
-    from vallex.s2st.asr import import_transformers
+    from vallex.optional_models import import_transformers
 
     transformers = import_transformers()  # through the torchaudio guard (CPU torch)
 
@@ -254,8 +254,12 @@ def test_missing_asr_gives_a_reason_not_a_crash(tmp_path):
 
     assert load_asr("none") == (None, "ASR disabled (--asr none)")
     engine, reason = load_asr("auto", model=str(tmp_path / "no-such-whisper"))
-    assert engine is None and reason.startswith("no ASR available: faster-whisper ")
+    assert engine is None
+    assert reason.startswith(f"no ASR available: Speech-recognition model {tmp_path / 'no-such-whisper'} does not exist")
+    engine, reason = load_asr("auto", model="no-such-size")
+    assert engine is None and reason.startswith("no ASR available: ")
     if importlib.util.find_spec("faster_whisper") is not None:
-        assert "'" + str(tmp_path / "no-such-whisper") + "' is not on disk" in reason
+        assert "Whisper model 'no-such-size' (faster-whisper) is not on disk (downloading was not allowed)" in reason
+    assert "openai-whisper" in reason
     with pytest.raises(ValueError, match="auto, none, faster-whisper, openai-whisper"):
         load_asr("wav2vec")

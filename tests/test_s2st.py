@@ -7,6 +7,8 @@ languages, texts, token ids, the prompt's codes (= the source audio's codes) and
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -206,7 +208,7 @@ def test_silence_is_refused(tiny_tts, zh_whisper):
 def test_unsupported_spoken_language_is_refused(tiny_tts):
     korean = TransformersWhisperRecognizer.from_objects(*scripted_whisper("ko", "안녕하세요.", "Hello."))
     s2st = SpeechTranslator(tiny_tts, recognizer=korean, translator=refuse_translation)
-    with pytest.raises(ValueError, match=r"Korean \('ko'\).*English, Mandarin and Japanese.*--from"):
+    with pytest.raises(ValueError, match=r"Korean \('ko'\).*English, Mandarin and Japanese.*give the source language"):
         s2st.translate((SAMPLE_RATE, speechlike([2.0])), "en")
 
 
@@ -223,11 +225,19 @@ def test_missing_models_are_named_in_one_message(tiny_tts):
         s2st.translate((SAMPLE_RATE, speechlike([2.0])), "ja")
     message = str(caught.value)
     assert "'medium'" in message and "nllb-200-distilled-600M" in message
-    assert "--transcript" in message and "--translation" in message
+    assert "give the transcript yourself" in message and "give the translation yourself" in message
+    assert "--" not in message  # the library names no interface's options (the CLI adds its own)
     # Only the model that is needed is reported.
     with pytest.raises(ModelUnavailableError) as caught:
         s2st.translate((SAMPLE_RATE, speechlike([2.0])), "ja", transcript="Hello there.")
     assert "nllb" in str(caught.value) and "'medium'" not in str(caught.value)
+
+
+@pytest.mark.parametrize("folder", ["/nonexistent/marian", "./no-such-marian", "~/no-such-marian"])
+def test_translation_model_folder_that_does_not_exist_is_named(folder):
+    # Not the hub's "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" about a path.
+    with pytest.raises(ModelUnavailableError, match=f"Translation model folder {re.escape(folder)} does not exist"):
+        load_translator(folder).load()
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
@@ -252,7 +262,7 @@ def test_long_audio_with_a_transcript_is_refused(tiny_tts):
 
 def test_nllb_translator_uses_its_language_codes(tmp_path):
     """NLLB (the default family): source code first in the input, target code forced as the first output."""
-    from vallex.s2st.asr import import_transformers
+    from vallex.optional_models import import_transformers
 
     transformers = import_transformers()
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vallex.s2st.asr import import_transformers
+from vallex.optional_models import import_transformers
 
 LANGUAGE_TOKENS = ["<|en|>", "<|zh|>", "<|ja|>", "<|ko|>"]
 SPECIAL_TOKENS = ["<|endoftext|>", "<|startoftranscript|>", *LANGUAGE_TOKENS, "<|translate|>", "<|transcribe|>",
@@ -180,7 +180,7 @@ def speechlike(durations: list[float], pause: float = 0.5, sample_rate: int = 24
 # The stand-ins themselves (the pipeline tests rely on these properties) ----------------------------
 
 def test_scripted_whisper_detects_and_says_its_scripts():
-    from vallex.s2st.asr import TransformersWhisperRecognizer
+    from vallex.asr import TransformersWhisperRecognizer
 
     recognizer = TransformersWhisperRecognizer.from_objects(*scripted_whisper("zh", "你好，世界。", "Hello, world."))
     wav = np.random.default_rng(1).standard_normal(16_000 * 2).astype(np.float32) * 0.1

@@ -10,7 +10,7 @@ import torch
 
 from vallex.audio import load_audio
 from vallex.s2st import FasterWhisperRecognizer, SpeechTranslator, load_recognizer
-from vallex.s2st.asr import ASR_SAMPLE_RATE
+from vallex.asr import ASR_SAMPLE_RATE
 
 SENTENCE = "I like to drink coffee in the morning. Then I walk to the station."
 

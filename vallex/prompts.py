@@ -30,7 +30,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
-from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio, resample
+from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
+from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio
 from vallex.languages import LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, check_language, normalize_accent
 
 _LOG = logging.getLogger(__name__)
@@ -263,12 +264,7 @@ def make_prompt(
         if not transcript:
             raise ValueError("Speech recognition heard no words in the audio: type the transcript instead.")
         if chosen is None:
-            if heard not in LANGUAGES:
-                raise ValueError(
-                    f"Speech recognition detected language {heard!r}, but VALL-E X supports only "
-                    f"{', '.join(LANGUAGES)}. Give the transcript and its language."
-                )
-            chosen = heard
+            chosen = spoken_language(heard, "Give the transcript and its language.")
         if transcript[-1] not in "?!.,。，？！、":
             transcript += "."  # the reference ends recognised text with punctuation too
     tokens = tokenize(transcript, chosen or "auto")
@@ -278,50 +274,30 @@ def make_prompt(
                        transcript=transcript, name=name)
 
 
-def find_transcriber(model_size: str = "medium") -> Transcriber | None:
+def find_transcriber(model_size: str | None = None) -> Transcriber | None:
     """A Whisper transcriber if one can run without downloading anything, else None.
 
-    Tries faster-whisper (``local_files_only``), then openai-whisper (its ``~/.cache/whisper/<size>.pt``).
-    ``$VALLEX_WHISPER_MODEL`` overrides the model size or gives a local model folder.
+    Tries faster-whisper, then openai-whisper (see :func:`vallex.asr.find_recognizer`), with ``model_size``
+    (default ``$VALLEX_ASR_MODEL``, ``$VALLEX_WHISPER_MODEL`` or "medium", as the reference): a size name or a
+    local model folder.
     """
-    model_size = os.environ.get("VALLEX_WHISPER_MODEL", model_size)
     try:
-        from faster_whisper import WhisperModel
-    except ImportError:
-        pass
-    else:
-        try:
-            return _FasterWhisper(WhisperModel(model_size, device="auto", compute_type="default",
-                                               local_files_only=True))
-        except Exception as error:  # noqa: BLE001 - weights not present: try the next engine
-            _LOG.info("faster-whisper model %r not available offline: %s", model_size, error)
-    try:
-        import whisper
-    except ImportError:
+        recognizer = find_recognizer(model_size, device="auto", download=False)
+    except ModelUnavailableError as error:
+        _LOG.info("No speech recogniser for prompts: %s", error.reason)
         return None
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "whisper"
-    if not (root / f"{model_size}.pt").is_file() and not Path(model_size).is_file():
-        _LOG.info("openai-whisper weights for %r not found in %s", model_size, root)
-        return None
-    return _OpenAIWhisper(whisper.load_model(model_size, download_root=str(root)))
+    return _RecognizerTranscriber(recognizer)
 
 
-class _FasterWhisper:
-    def __init__(self, model: Any):
-        self.model = model
+class _RecognizerTranscriber:
+    """A :class:`vallex.asr.WhisperRecognizer` as a :class:`Transcriber` (24 kHz in, language detected)."""
+
+    def __init__(self, recognizer: Any):
+        self.recognizer = recognizer
 
     def transcribe(self, wav: np.ndarray) -> tuple[str, str]:
-        segments, info = self.model.transcribe(resample(wav, SAMPLE_RATE, 16_000), beam_size=5)
-        return "".join(segment.text for segment in segments).strip(), str(info.language)
-
-
-class _OpenAIWhisper:
-    def __init__(self, model: Any):
-        self.model = model
-
-    def transcribe(self, wav: np.ndarray) -> tuple[str, str]:
-        result = self.model.transcribe(resample(wav, SAMPLE_RATE, 16_000), fp16=False)
-        return str(result.get("text", "")).strip(), str(result.get("language", ""))
+        heard = self.recognizer.recognize(wav, sample_rate=SAMPLE_RATE)
+        return heard.text, heard.language
 
 
 # Presets ------------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+#: Added to a missing-model message from the library (which names no interface's options).
+MODELS_HINT = ("On the command line: --transcript and --translation skip speech recognition and translation; "
+               "--asr-model and --mt-model take local model folders.")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -40,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vallex.audio import save_audio
-    from vallex.s2st import SpeechTranslator
+    from vallex.s2st import ModelUnavailableError, SpeechTranslator
 
     if args.output.suffix.lower() != ".wav":
         raise ValueError(f"The output must be a .wav file, got {args.output}.")
@@ -49,11 +53,14 @@ def run(args: argparse.Namespace) -> int:
     s2st = SpeechTranslator.from_pretrained(args.weights_dir, asr_model=args.asr_model, mt_model=args.mt_model,
                                             english_via=args.english_via, device=args.device,
                                             num_threads=args.threads)
-    result = s2st.translate(
-        args.audio, args.target, transcript=args.transcript, translation=args.translation,
-        source_language=args.source, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p,
-    )
+    try:
+        result = s2st.translate(
+            args.audio, args.target, transcript=args.transcript, translation=args.translation,
+            source_language=args.source, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+            top_p=args.top_p,
+        )
+    except ModelUnavailableError as error:
+        raise ModelUnavailableError(f"{error} {MODELS_HINT}") from None
     save_audio(args.output, result.waveform, result.sample_rate)  # atomic: no partial file on failure
     print(f"Transcript ({result.source_language}, {result.sources.get('transcript')}): {result.transcript}",
           file=sys.stderr)

@@ -221,15 +221,21 @@ def _score_intelligibility(item: EvalItem, row: LineResult, wav: np.ndarray, set
     if not asr.supports(item.language):
         row.notes.append(f"ASR {asr.label} is English-only: no {row.metric.upper()} for {item.language}")
         return
-    row.asr_text = asr.transcribe(wav, item.language)
+    row.asr_text = _heard(asr, wav, item.language)
     try:
         counts: ErrorCounts = error_counts(item.text, row.asr_text, item.language)
         row.errors, row.ref_tokens, row.error_rate = counts.errors, counts.reference_length, counts.rate
         if item.reference_audio is not None:
-            heard = asr.transcribe(load_audio(item.reference_audio), item.language)
+            heard = _heard(asr, load_audio(item.reference_audio), item.language)
             row.reference_error_rate = error_counts(item.text, heard, item.language).rate
     except ValueError as error:
         row.notes.append(f"{row.metric.upper()} not computed: {error}")
+
+
+def _heard(asr: AsrEngine, wav: np.ndarray, language: str) -> str:
+    """Text heard in float32 samples [N] at 24 kHz, decoding forced to ``language`` ("" for no samples)."""
+    wav = np.asarray(wav, dtype=np.float32).reshape(-1)
+    return asr.recognize(wav, language=language, sample_rate=SAMPLE_RATE).text if wav.size else ""
 
 
 def build_setup(*, asr: str = "auto", asr_model: str | None = None, wavlm: str | None = "auto",

@@ -134,7 +134,7 @@ class WavLMVerifier:
             if self._model is not None:
                 return
             try:
-                from vallex.s2st.asr import import_transformers
+                from vallex.optional_models import import_transformers
 
                 transformers = import_transformers()
             except ImportError as error:

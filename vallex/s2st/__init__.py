@@ -5,11 +5,11 @@
     result = s2st.translate("speech.wav", target="en")   # .transcript, .translation, .waveform (24 kHz)
 
 See :mod:`vallex.s2st.pipeline` for the steps and ``vallex/s2st/README.md`` for models and offline use.
-The speech-recognition and translation models are optional (``pip install 'vallex[s2st]'``).
+The speech-recognition (:mod:`vallex.asr`) and translation models are optional (``pip install 'vallex[s2st]'``).
 """
-from vallex.s2st.asr import (ASR_SAMPLE_RATE, FasterWhisperRecognizer, Recognition, SpeechRecognizer,
-                             TransformersWhisperRecognizer, load_recognizer)
-from vallex.s2st.errors import ModelUnavailableError
+from vallex.asr import (ASR_SAMPLE_RATE, FasterWhisperRecognizer, Recognition, SpeechRecognizer,
+                        TransformersWhisperRecognizer, load_recognizer)
+from vallex.optional_models import ModelUnavailableError
 from vallex.s2st.pipeline import SpeechTranslation, SpeechTranslator, TranslatedChunk, translate_speech
 from vallex.s2st.segment import split_speech
 from vallex.s2st.translation import TextTranslator, TransformersTranslator, as_translator, load_translator

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from vallex.audio import PROMPT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample
-from vallex.languages import ACCENT_ALIASES, LANGUAGES
-from vallex.s2st.asr import ASR_SAMPLE_RATE, SpeechRecognizer, load_recognizer
-from vallex.s2st.errors import ModelUnavailableError
+from vallex.asr import ASR_SAMPLE_RATE, LANGUAGE_NAMES, SpeechRecognizer, load_recognizer, spoken_language
+from vallex.languages import ACCENT_ALIASES
+from vallex.optional_models import ModelUnavailableError
 from vallex.s2st.segment import MAX_CHUNK_SECONDS, split_speech
 from vallex.s2st.translation import TextTranslator, TranslatorLike, as_translator, load_translator
 
@@ -47,9 +47,6 @@ MAX_SOURCE_SECONDS = 300.0
 CHUNK_PAUSE_SECONDS = 0.3
 #: How English is reached: Whisper's translate task on the audio (as in the paper), or the text translator.
 ENGLISH_ROUTES = ("whisper", "text")
-#: Languages Whisper may name that VALL-E X cannot speak get this name in error messages.
-_LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin", "ja": "Japanese", "ko": "Korean", "yue": "Cantonese",
-                   "fr": "French", "de": "German", "es": "Spanish", "ru": "Russian"}
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -98,8 +95,8 @@ class SpeechTranslator:
 
     Args:
         tts: the loaded :class:`~vallex.api.VallEX`.
-        recognizer: a :class:`~vallex.s2st.asr.SpeechRecognizer`, or a model name/folder for
-            :func:`~vallex.s2st.asr.load_recognizer` (default ``$VALLEX_ASR_MODEL`` or Whisper "medium").
+        recognizer: a :class:`~vallex.asr.SpeechRecognizer`, or a model name/folder for
+            :func:`~vallex.asr.load_recognizer` (default ``$VALLEX_ASR_MODEL`` or Whisper "medium").
         translator: a :class:`~vallex.s2st.translation.TextTranslator` (or a function ``(text, source,
             target) -> str``), or a model name/folder for :func:`~vallex.s2st.translation.load_translator`
             (default ``$VALLEX_MT_MODEL`` or NLLB-200 distilled 600M).
@@ -278,7 +275,8 @@ class SpeechTranslator:
                 _LOG.info("No speech recognised in %.1f-%.1f s; skipped.", start / SAMPLE_RATE, end / SAMPLE_RATE)
                 continue
             if source is None:
-                source = _check_detected_language(heard.language)
+                source = spoken_language(heard.language, "Use a recording in one of these, or, if the detection "
+                                         "is wrong, give the source language yourself.")
             if translation is not None:
                 chunks.append(self._speak(piece, start, end, heard.text, translation, source, target, seed, options))
                 sources["translation"] = "user"
@@ -362,17 +360,6 @@ def _check_source_language(language: str | None) -> str | None:
     return _language_code(language, "source")
 
 
-def _check_detected_language(language: str) -> str:
-    if language in LANGUAGES:
-        return language
-    name = _LANGUAGE_NAMES.get(language, language)
-    raise ValueError(
-        f"The recording is in {name} ({language!r}) according to speech recognition, but VALL-E X speaks only "
-        "English, Mandarin and Japanese. Use a recording in one of these, or, if the detection is wrong, "
-        "give the source language (--from en|zh|ja)."
-    )
-
-
 def _check_script(text: str, language: str, what: str) -> None:
     """Refuse text whose script cannot be the language (English without Latin letters, zh/ja without CJK)."""
     has_cjk, has_latin = bool(_CJK.search(text)), bool(_LATIN.search(text))
@@ -380,7 +367,7 @@ def _check_script(text: str, language: str, what: str) -> None:
         raise ValueError(f"{what} {text[:40]!r} is not English (it is written in CJK characters).")
     if language in ("zh", "ja") and not has_cjk:
         raise ValueError(f"{what} {text[:40]!r} has no Chinese/Japanese characters, so it cannot be "
-                         f"{_LANGUAGE_NAMES[language]}.")
+                         f"{LANGUAGE_NAMES[language]}.")
 
 
 def _join(texts: list[str], language: str) -> str:

@@ -21,11 +21,15 @@ import threading
 from typing import Any, Callable, Protocol, Union, runtime_checkable
 
 from vallex.languages import check_language
-from vallex.s2st.errors import ModelUnavailableError
+from vallex.optional_models import ModelUnavailableError, check_folder_exists, hub_offline, import_transformers
 
 #: One model for all six directions between en/zh/ja (``$VALLEX_MT_MODEL`` overrides it).
 DEFAULT_MT_MODEL = "facebook/nllb-200-distilled-600M"
 MT_MODEL_ENV = "VALLEX_MT_MODEL"
+
+#: What to do about a missing translation model, in words that fit every interface (the CLI adds its flags).
+REMEDY = ("Download it once while online, or point the translator at a local model folder "
+          f"(${MT_MODEL_ENV}), or give the translation yourself so that no translation model is needed.")
 
 #: FLORES-200 codes used by NLLB for our languages (Mandarin in simplified script).
 NLLB_CODES: dict[str, str] = {"en": "eng_Latn", "zh": "zho_Hans", "ja": "jpn_Jpan"}
@@ -112,16 +116,16 @@ class TransformersTranslator:
         with self._lock:
             if self._model is not None:
                 return
-            from vallex.s2st.asr import _offline, import_transformers
-
+            check_folder_exists(self.name, "Translation model", "Expected a folder saved with save_pretrained "
+                                "(NLLB, M2M-100 or MarianMT) or a Hugging Face repository id.")
             try:
                 transformers = import_transformers()
             except ImportError:
                 raise ModelUnavailableError(
                     "Text translation needs the transformers package: `pip install 'vallex[s2st]'`. Or give the "
-                    "translation yourself (--translation)."
+                    "translation yourself so that no translation model is needed."
                 ) from None
-            offline = _offline()
+            offline = hub_offline()
             try:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(self.name, local_files_only=offline)
                 model = transformers.AutoModelForSeq2SeqLM.from_pretrained(self.name, local_files_only=offline)
@@ -129,8 +133,7 @@ class TransformersTranslator:
                 raise ModelUnavailableError(
                     f"Translation model {self.name!r} could not be loaded"
                     f"{' offline (HF_HUB_OFFLINE is set)' if offline else ''}: {str(error).splitlines()[0]}. "
-                    "Download it once while online, or pass --mt-model with a local folder, or give the "
-                    "translation yourself (--translation)."
+                    f"{REMEDY}"
                 ) from None
             self._set(model.to(self.device), tokenizer)
 
