@@ -63,10 +63,13 @@ def check_folder_exists(name: str, what: str, expected: str) -> None:
         raise ModelUnavailableError(f"{what} folder {name} does not exist. {expected}")
 
 
-def short_error(error: BaseException) -> str:
-    """``"TypeName: first line of the message"`` (hub errors run to many lines)."""
+def short_error(error: BaseException, limit: int = 200) -> str:
+    """``"TypeName: first sentence of the message"`` (hub errors run to many lines of advice)."""
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    first = lines[0].split(". ")[0].rstrip(".")
+    return f"{type(error).__name__}: {first if len(first) <= limit else first[:limit - 1] + '…'}"
 
 
 __all__ = ["ModelUnavailableError", "check_folder_exists", "hub_offline", "import_transformers",
