@@ -254,8 +254,8 @@ def test_missing_asr_gives_a_reason_not_a_crash(tmp_path):
 
     assert load_asr("none") == (None, "ASR disabled (--asr none)")
     engine, reason = load_asr("auto", model=str(tmp_path / "no-such-whisper"))
-    assert engine is None
-    assert reason.startswith(f"no ASR available: Speech-recognition model {tmp_path / 'no-such-whisper'} does not exist")
+    missing = tmp_path / "no-such-whisper"
+    assert engine is None and reason.startswith(f"no ASR available: Speech-recognition model {missing} does not exist")
     engine, reason = load_asr("auto", model="no-such-size")
     assert engine is None and reason.startswith("no ASR available: ")
     if importlib.util.find_spec("faster_whisper") is not None:

@@ -22,10 +22,10 @@ Both download only when ``download=True`` and not offline (``HF_HUB_OFFLINE`` / 
 model that cannot be had raises :class:`~vallex.optional_models.ModelUnavailableError` with a one-line
 message naming the model, where it was looked for, and how to provide it.
 
-Audio in: float32 mono ``[N]`` at 16 kHz (or any rate given as ``sample_rate``). Decoding is the same on
-every backend: temperature 0, each call on its own (no conditioning on earlier text, so no hallucinated
-carry-over); beam 5 with faster-whisper and openai-whisper, greedy with transformers. Whisper hears about 100 languages; :func:`spoken_language` refuses those VALL-E X
-cannot speak.
+Audio in: float32 mono ``[N]`` at 16 kHz (or any rate given as ``sample_rate``). Decoding: temperature 0,
+each call on its own (no conditioning on earlier text, so no hallucinated carry-over); beam 5 with
+faster-whisper and openai-whisper, greedy with transformers. Whisper hears about 100 languages;
+:func:`spoken_language` refuses those VALL-E X cannot speak.
 """
 from __future__ import annotations
 
