@@ -187,3 +187,26 @@ def test_long_text_with_user_tags_keeps_languages(tiny_tts):
     result = tiny_tts.synthesize_detailed(text, language="mix", long_text="fixed-prompt", seed=0)
     assert [s.tokens.langs[0] for s in result.sentences] == ["en", "en", "zh"]
     assert all(len(set(s.tokens.langs)) == 1 for s in result.sentences)
+
+
+def test_prompt_without_transcript_loads_whisper_once(tiny_weights, monkeypatch):
+    """Whisper is looked up once per VallEX and reused for every prompt that needs it."""
+    import vallex.prompts
+
+    calls = []
+
+    class Fake:
+        def transcribe(self, wav):
+            return "Hello there.", "en"
+
+    def find():
+        calls.append(1)
+        return Fake()
+
+    monkeypatch.setattr(vallex.prompts, "find_transcriber", find)
+    tts = VallEX.from_pretrained(tiny_weights, device="cpu")
+    audio = (SAMPLE_RATE, (0.1 * np.random.default_rng(2).standard_normal(2 * SAMPLE_RATE)).astype(np.float32))
+    first = tts.make_prompt(audio)
+    second = tts.make_prompt(audio, "")
+    assert len(calls) == 1
+    assert first.language == "en" and first.text_ids == second.text_ids

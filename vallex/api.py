@@ -97,6 +97,7 @@ class VallEX:
         self.codec = codec
         self.presets = presets
         self.device = device or next(model.parameters()).device
+        self._transcriber: Any = None  # Whisper, loaded on first use (prompts without a transcript)
 
     # Construction -------------------------------------------------------------------------------
     @classmethod
@@ -143,9 +144,16 @@ class VallEX:
     def make_prompt(self, audio: Any, transcript: str | None = None, language: str | None = None,
                     name: str | None = None) -> VoicePrompt:
         """A :class:`VoicePrompt` from 1-15 s of audio (path, numpy, Gradio tuple) and its transcript."""
-        from vallex.prompts import make_prompt
+        from vallex.prompts import find_transcriber, make_prompt
 
-        return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name)
+        transcriber = None
+        if transcript is None or not str(transcript).strip():
+            # Whisper loads once per VallEX, on the first prompt that needs it.
+            if self._transcriber is None:
+                self._transcriber = find_transcriber()
+            transcriber = self._transcriber
+        return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name,
+                           transcriber=transcriber)
 
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None:
         """``VoicePrompt`` | preset name (str) | ``Path`` to an ``.npz`` | ``(audio, transcript)`` | None."""
