@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=("generate", "stream"), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    dtypes = _parse_dtypes(args.dtype)
+    dtypes = _parse_dtypes(args.dtype, args.device)
 
     if args.worker:
         _set_threads(args.threads)
@@ -113,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Parent: orchestration ------------------------------------------------------------------------------
-def _parse_dtypes(values: list[str]) -> list[str]:
+def _parse_dtypes(values: list[str], device: str) -> list[str]:
+    """Canonical precision names; 'all' = float32, bfloat16, int8 on CPU and float32, float16, bfloat16 on GPUs."""
     from vallex.precision import normalize_precision
 
     names: list[str] = []
     for value in values:
         for part in value.split(","):
             if part.strip() == "all":
-                names.extend(DTYPES)
+                names.extend(DTYPES if device == "cpu" else ("float32", "float16", "bfloat16"))
             elif part.strip():
                 names.append(normalize_precision(part.strip()))
     return list(dict.fromkeys(names))
