@@ -21,7 +21,7 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/inference.py --dtype all --stream
 
 notebooks: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q tests/test_notebooks.py
