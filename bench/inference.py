@@ -1,7 +1,7 @@
 """Inference speed and memory of the full-size VALL-E X model, per precision, side by side.
 
-    .venv/bin/python bench/inference.py                                  # float32 only (make bench)
-    .venv/bin/python bench/inference.py --dtype all --stream --json bench/results.json
+    .venv/bin/python bench/inference.py                                  # float32 only
+    .venv/bin/python bench/inference.py --dtype all --stream --json bench/results.json  # + reference (make bench)
 
 Workload (issue 2): the public checkpoint's shape (1024 dims, 12+12 layers) with random weights (speed does
 not depend on the values), 80 text tokens (30 of the prompt transcript + 50 of the target), a 225-frame
@@ -18,6 +18,13 @@ included) / 300; ``ar_s`` adds the prefill of text + prompt; ``nar_s`` = the 7 N
 ``ar_s + nar_s`` (codes only; the vocoder is not included); ``rtf`` = ``total_s`` / 4 s of audio.
 ``peak_rss_mb`` = the process's high-water resident set (VmHWM: anonymous + file-mapped pages, Python
 and torch included), read at the end.
+
+``--baseline reference`` (the default with ``--dtype all``) adds a row "reference (fp32)": the reference
+implementation's inference algorithm (bench/reference_baseline.py: the whole prefix re-embedded and the
+whole mask rebuilt every AR step, a KV cache grown by ``torch.cat``, hand-written attention, no trimming)
+on the same float32 weights, workload, threads and sampling, in its own process like every row. Every row
+then also gets ``speedup_vs_reference`` (and its AR-step and NAR parts): how our code compares with the
+reference's on this machine, which the reference's numbers from another machine cannot tell.
 
 ``--stream`` adds time to first audio of :meth:`vallex.api.VallEX.synthesize_stream` on a two-sentence
 text (long-text mode) with a 3 s prompt, a random-weight codec, in int8 (or the first --dtype given): the
@@ -56,6 +63,8 @@ STREAM_TEXT = ("The quick brown fox jumps over the lazy dog. "
                "Speech synthesis has improved a great deal over the last ten years.")
 STREAM_FRAMES_PER_TOKEN = 6
 SUMMARY_KEYS = ("load_s", "peak_rss_mb", "ar_ms_per_step", "nar_s", "total_s", "rtf")
+REFERENCE = "reference"  # the row of bench/reference_baseline.py
+REFERENCE_LABEL = "reference (fp32)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", nargs="+", default=["float32"],
                         help="float32, bfloat16, int8, float16 (several, comma-separated, or 'all'); "
                              "float32 first is the baseline of the ratios")
+    parser.add_argument("--baseline", choices=("auto", REFERENCE, "float32"), default="auto",
+                        help="'reference': also run the reference implementation's algorithm on the same "
+                             "float32 weights (first row) and give every row's speed-up against it; 'float32': "
+                             "ratios against our float32 only; 'auto' (default): 'reference' with --dtype all")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (CPU)")
     parser.add_argument("--runs", type=int, default=3, help="timed generations per configuration (median)")
@@ -74,24 +87,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the 1-minute load average to fall below 0.5")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--worker", choices=("generate", "stream"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("generate", "stream", REFERENCE), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     dtypes = _parse_dtypes(args.dtype, args.device)
 
     if args.worker:
         _set_threads(args.threads)
-        result = measure(args) if args.worker == "generate" else measure_stream(args)
+        result = measure_stream(args) if args.worker == "stream" else measure(args)
         args.result_file.write_text(json.dumps(result), encoding="utf-8")
         return 0
 
     with tempfile.TemporaryDirectory(prefix="vallex-bench-") as tmp:
         checkpoint = args.checkpoint or write_random_checkpoint(Path(tmp) / "vallex-random.safetensors")
+        with_reference = args.baseline == REFERENCE or (
+            args.baseline == "auto" and any(part.strip() == "all" for v in args.dtype for part in v.split(",")))
+        runs = ([(REFERENCE, "float32")] if with_reference else []) + [("generate", dtype) for dtype in dtypes]
         results = []
-        for dtype in dtypes:
+        for kind, dtype in runs:
             if args.wait_idle > 0:
                 wait_for_idle(args.wait_idle)
-            results.append(run_worker("generate", dtype, checkpoint, args, Path(tmp)))
+            results.append(run_worker(kind, dtype, checkpoint, args, Path(tmp)))
             _print_result(results[-1])
         stream = None
         if args.stream:
@@ -151,7 +167,7 @@ def wait_for_idle(limit_s: float, threshold: float = 0.5) -> None:
 
 
 def run_worker(kind: str, dtype: str, checkpoint: Path, args: argparse.Namespace, tmp: Path) -> dict:
-    result_file = tmp / f"{kind}-{dtype}.json"
+    result_file = tmp / f"{kind}-{dtype}.json"  # kind: generate, reference or stream
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--dtype", dtype,
                "--device", args.device, "--threads", str(args.threads), "--runs", str(args.runs),
                "--frames", str(args.frames), "--checkpoint", str(checkpoint), "--result-file", str(result_file)]
@@ -166,12 +182,20 @@ def run_worker(kind: str, dtype: str, checkpoint: Path, args: argparse.Namespace
 def build_report(results: list[dict], stream: dict | None, args: argparse.Namespace) -> dict:
     import torch
 
-    baseline = next((r for r in results if r["dtype"] == "float32"), results[0])
+    ours = [r for r in results if r["config"] != REFERENCE_LABEL]
+    reference = next((r for r in results if r["config"] == REFERENCE_LABEL), None)
+    baseline = next((r for r in ours if r["dtype"] == "float32"), ours[0])
     for result in results:
         result["speedup_vs_baseline"] = round(baseline["total_s"] / result["total_s"], 2)
+        if reference is not None:  # > 1: faster than the reference's algorithm on the same weights
+            result["speedup_vs_reference"] = round(reference["total_s"] / result["total_s"], 2)
+            result["ar_step_speedup_vs_reference"] = round(
+                reference["ar_ms_per_step"] / result["ar_ms_per_step"], 2)
+            result["nar_speedup_vs_reference"] = round(reference["nar_s"] / result["nar_s"], 2)
     report = {key: baseline[key] for key in SUMMARY_KEYS}  # issue 2's keys, for the baseline
     report.update({
         "baseline": baseline["dtype"],
+        "reference": None if reference is None else {key: reference[key] for key in SUMMARY_KEYS},
         "results": results,
         "time_to_first_audio": stream,
         "workload": {"text_tokens": TEXT_TOKENS, "prompt_text_tokens": ENROLL_TOKENS,
@@ -184,10 +208,17 @@ def build_report(results: list[dict], stream: dict | None, args: argparse.Namesp
 
 
 def format_table(report: dict) -> str:
-    columns = [("dtype", "{}"), ("load_s", "{:.2f}"), ("warmup_s", "{:.2f}"), ("peak_rss_mb", "{:.0f}"),
+    columns = [("config", "{}"), ("load_s", "{:.2f}"), ("warmup_s", "{:.2f}"), ("peak_rss_mb", "{:.0f}"),
                ("ar_ms_per_step", "{:.1f}"), ("ar_s", "{:.2f}"), ("nar_s", "{:.2f}"), ("total_s", "{:.2f}"),
-               ("rtf", "{:.2f}"), ("speedup_vs_baseline", "{:.2f}x"), ("loadavg_1min_before", "{:.2f}")]
-    header = [name if name != "loadavg_1min_before" else "loadavg" for name, _ in columns]
+               ("rtf", "{:.2f}"), ("speedup_vs_baseline", "{:.2f}x")]
+    if report.get("reference"):
+        columns += [("ar_step_speedup_vs_reference", "{:.2f}x"), ("nar_speedup_vs_reference", "{:.2f}x"),
+                    ("speedup_vs_reference", "{:.2f}x")]
+    columns.append(("loadavg_1min_before", "{:.2f}"))
+    short = {"speedup_vs_baseline": f"vs_{report['baseline']}", "ar_step_speedup_vs_reference": "ar_vs_ref",
+             "nar_speedup_vs_reference": "nar_vs_ref", "speedup_vs_reference": "vs_ref",
+             "loadavg_1min_before": "loadavg"}
+    header = [short.get(name, name) for name, _ in columns]
     rows = [[fmt.format(result[name]) for name, fmt in columns] for result in report["results"]]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths)),
@@ -196,7 +227,10 @@ def format_table(report: dict) -> str:
     machine = report["machine"]
     lines.append(f"{machine['device']}, {machine['threads']} threads, torch {machine['torch']}, "
                  f"{report['workload']['generated_frames']} frames = {report['workload']['audio_s']:.1f} s of "
-                 f"audio, medians of {report['workload']['runs']}; speedup = baseline total_s / total_s")
+                 f"audio, medians of {report['workload']['runs']}; vs_X = X's time / this time")
+    if report.get("reference"):
+        lines.append(f"{REFERENCE_LABEL}: the reference implementation's inference algorithm "
+                     "(bench/reference_baseline.py) on the same float32 weights and workload")
     if report["time_to_first_audio"]:
         stream = report["time_to_first_audio"]
         lines.append(f"time to first audio (synthesize_stream, {stream['dtype']}, 2 sentences): "
@@ -205,7 +239,7 @@ def format_table(report: dict) -> str:
 
 
 def _print_result(result: dict) -> None:
-    print(f"{result['dtype']}: load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+    print(f"{result['config']}: load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
           f"AR {result['ar_ms_per_step']:.1f} ms/step, NAR {result['nar_s']:.2f} s, "
           f"total {result['total_s']:.2f} s, RTF {result['rtf']:.2f} "
           f"(load average {result['loadavg_1min_before']:.2f} -> {result['loadavg_1min_after']:.2f})", flush=True)
@@ -286,10 +320,15 @@ def workload(device, seed: int = 0):
     return text, langs, prompt
 
 
-def generate_timed(model, device, text, langs, prompt, frames: int, seed: int) -> dict:
-    """One AR (exactly ``frames`` frames) + NAR generation; seconds of each part."""
+def generate_timed(model, device, text, langs, prompt, frames: int, seed: int, reference: bool = False) -> dict:
+    """One AR (exactly ``frames`` frames) + NAR generation; seconds of each part.
+
+    ``reference``: run the reference implementation's algorithm (bench/reference_baseline.py) instead of
+    :func:`vallex.decoding.ar_decode` / :func:`~vallex.decoding.nar_decode`.
+    """
     import torch
 
+    from bench.reference_baseline import reference_ar, reference_nar
     from vallex.decoding import ar_decode, nar_decode
 
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -302,16 +341,21 @@ def generate_timed(model, device, text, langs, prompt, frames: int, seed: int) -
 
     _sync(device)
     start = time.perf_counter()
-    ar = ar_decode(model, text, langs, prompt[..., 0], min_frames=frames, max_frames=frames,
-                   generator=generator, on_step=on_step)
+    if reference:
+        codes0, calls = reference_ar(model, text, langs, prompt[..., 0], min_frames=frames, max_frames=frames,
+                                     generator=generator, on_step=on_step)
+    else:
+        ar = ar_decode(model, text, langs, prompt[..., 0], min_frames=frames, max_frames=frames,
+                       generator=generator, on_step=on_step)
+        codes0, calls = ar.codes, ar.steps
     _sync(device)
     ar_end = time.perf_counter()
-    codes = nar_decode(model, text, langs, prompt, ar.codes)
+    codes = (reference_nar if reference else nar_decode)(model, text, langs, prompt, codes0)
     _sync(device)
     end = time.perf_counter()
-    if ar.codes.shape[1] != frames or codes.shape != (1, frames, model.config.num_quantizers):
+    if codes0.shape[1] != frames or codes.shape != (1, frames, model.config.num_quantizers):
         raise RuntimeError(f"expected {frames} frames, got codes of shape {tuple(codes.shape)}")
-    steps = ar.steps - 1  # one-frame decoder calls after the prefill
+    steps = calls - 1  # one-frame decoder calls after the prefill
     return {"ar_prefill_s": marks[0] - start, "ar_s": ar_end - start,
             "ar_ms_per_step": (ar_end - marks[0]) / steps * 1e3, "nar_s": end - ar_end, "total_s": end - start}
 
@@ -320,16 +364,21 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     loadavg = os.getloadavg()[0]
-    with torch.inference_mode():
+    reference = args.worker == REFERENCE
+    # The reference's generate_audio runs under no_grad; ours under inference_mode (a little less per-op work).
+    with torch.no_grad() if reference else torch.inference_mode():
         model, device, load_s = load(args)
         rss_after_load = current_rss_mb()
         text, langs, prompt = workload(device)
         start = time.perf_counter()
-        generate_timed(model, device, text, langs, prompt, frames=8, seed=1)  # pages weights in
+        # Warm-up: pages the weights in.
+        generate_timed(model, device, text, langs, prompt, frames=8, seed=1, reference=reference)
         warmup_s = time.perf_counter() - start
-        runs = [generate_timed(model, device, text, langs, prompt, args.frames, seed=2 + i)
+        runs = [generate_timed(model, device, text, langs, prompt, args.frames, seed=2 + i, reference=reference)
                 for i in range(args.runs)]
-    result = {"dtype": args.dtype[0], "device": str(device), "threads": torch.get_num_threads(),
+    result = {"config": REFERENCE_LABEL if reference else args.dtype[0],
+              "algorithm": REFERENCE if reference else "vallex", "dtype": args.dtype[0],
+              "device": str(device), "threads": torch.get_num_threads(),
               "load_s": load_s, "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(),
               "rss_after_load_mb": rss_after_load, "rss_at_end_mb": current_rss_mb(), "runs": runs,
               "worker_loadavg_1min_at_start": loadavg}

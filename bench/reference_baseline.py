@@ -20,10 +20,12 @@ SPEC §3.2-3.3 describes it (Plachtaa/VALL-E-X ``VALLE.inference``, ``Transforme
 * sampling is the reference's ``topk_sampling``: filtering, ``multinomial(softmax)``, ``log_softmax`` of
   the whole row.
 
-Only eval-mode no-ops are left out (``nn.Dropout`` calls, ``nn.Identity`` prenets, ``x * 1.0`` of
-``scale=False`` is kept because it is a real tensor op). Two additions, both off by default, let the
-benchmark force a length exactly as :func:`vallex.decoding.ar_decode` does: ``min_frames`` masks the EOS
-logit until that many frames exist, ``max_frames`` replaces the reference's 16 x text-length stop rule.
+Gradients are off with ``torch.no_grad`` as in the reference's ``generate_audio`` (ours runs under
+``inference_mode``). Only eval-mode no-ops are left out (``nn.Dropout`` calls, ``nn.Identity`` prenets);
+``x * 1.0`` of ``scale=False`` is kept because it is a real tensor op. The reference's per-stop ``print``
+is left out. Two additions, both off by default, let the benchmark force a length exactly as
+:func:`vallex.decoding.ar_decode` does: ``min_frames`` masks the EOS logit until that many frames exist,
+``max_frames`` replaces the reference's 16 x text-length stop rule.
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def reference_generate(
     return reference_nar(model, text, text_langs, prompt_codes, codes0)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # as the reference's generate_audio
 def reference_ar(
     model: VallexModel,
     text: Tensor,
@@ -149,7 +151,7 @@ def reference_ar(
     return y[:, prompt_len + 1:], calls
 
 
-@torch.inference_mode()
+@torch.no_grad()  # as the reference's generate_audio
 def reference_nar(
     model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes: Tensor, codes0: Tensor
 ) -> Tensor:
