@@ -18,7 +18,7 @@ import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-gradio_client = pytest.importorskip("gradio_client")
+import gradio_client  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
@@ -238,7 +238,7 @@ def test_long_text_streams_live_audio_when_ffmpeg_is_there(tmp_path: Path, weigh
     """As on a Space (which has ffmpeg): each sentence goes out as a live audio chunk as soon as it is made."""
     ffmpeg = _ffmpeg_dir(tmp_path)
     if ffmpeg is None:
-        pytest.skip("no ffmpeg (pip install imageio-ffmpeg, from requirements-dev.txt)")
+        pytest.fail("no ffmpeg: make test installs imageio-ffmpeg (requirements-dev.txt)")
     root = tmp_path / "app"
     root.mkdir()
     process, url = start_app(root, weights, PATH=f"{ffmpeg}{os.pathsep}{os.environ['PATH']}")
@@ -262,7 +262,7 @@ def test_long_text_streams_live_audio_when_ffmpeg_is_there(tmp_path: Path, weigh
 def browser():
     """Headless Debian Chromium with a fake microphone (it plays beeps)."""
     if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make system-deps)")
+        pytest.fail("Debian's chromium is not installed: run make system-deps")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

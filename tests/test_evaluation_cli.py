@@ -122,7 +122,7 @@ def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp
 def test_eval_of_given_audio_with_asr_and_wavlm(workspace, tmp_path):
     """--synthesized-dir: espeak-ng speech of the texts stands in for a model's output."""
     if importlib.util.find_spec("transformers") is None:
-        pytest.skip("transformers (the [s2st] extra) is not installed")
+        pytest.fail("transformers is not installed: make test installs it (requirements-dev.txt)")
     import torch
 
     from vallex.optional_models import import_transformers

