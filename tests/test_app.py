@@ -18,7 +18,6 @@ import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-import gradio_client  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
