@@ -152,8 +152,7 @@ def test_vocos_files_load_with_the_vocos_package_own_loader(weights_dir, codec, 
     (checkpoints / "encodec_24khz-d7cc33bc.th").symlink_to(weights_dir / "encodec_24khz-d7cc33bc.th")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     model = Vocos.from_hparams(str(weights_dir / "vocos-encodec-24khz" / "config.yaml"))
-    state = torch.load(weights_dir / "vocos-encodec-24khz" / "pytorch_model.bin", map_location="cpu",
-                       weights_only=True)
+    state = torch.load(weights_dir / "vocos-encodec-24khz" / "pytorch_model.bin", weights_only=True)
     state.update({f"feature_extractor.encodec.{k}": v for k, v in model.feature_extractor.encodec.state_dict().items()})
     model.load_state_dict(state)  # strict: every key of the package's own model is in our file
     model.eval()

@@ -67,8 +67,7 @@ def test_random_files_have_the_real_formats(random_dir):
     encodec_state = torch.load(directory / "encodec_24khz-d7cc33bc.th", map_location="cpu", weights_only=True)
     assert "quantizer.vq.layers.0._codebook.embed" in encodec_state
     assert encodec_state["quantizer.vq.layers.0._codebook.embed"].shape == (1024, 128)
-    vocos_state = torch.load(directory / "vocos-encodec-24khz/pytorch_model.bin", map_location="cpu",
-                             weights_only=True)
+    vocos_state = torch.load(directory / "vocos-encodec-24khz/pytorch_model.bin", weights_only=True)
     # Like the published file: the Vocos codebook table (16 codebooks) but not the EnCodec inside it.
     assert vocos_state["feature_extractor.codebook_weights"].shape == (16 * 1024, 128)
     assert not any(key.startswith("feature_extractor.encodec.") for key in vocos_state)

@@ -56,7 +56,12 @@ def language_ids(
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
-    """Top-k then nucleus filtering of logits [B, V]; removed entries become -inf (new tensor)."""
+    """Top-k then nucleus filtering of logits [B, V]; removed entries become -inf.
+
+    Returns a new tensor when anything is filtered, else ``logits`` itself (no copy per AR step).
+    """
+    if (top_k is None or top_k <= 0) and (top_p is None or top_p >= 1.0):
+        return logits
     logits = logits.clone()
     if top_k is not None and top_k > 0:
         k = min(top_k, logits.shape[-1])
