@@ -7,7 +7,7 @@ reproduces the reference exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -142,6 +142,71 @@ def ar_decode(
             use it to force a length).
         on_step: called with the step index after each decoder call (progress bars).
     """
+    loop = _ar_loop(model, text, text_langs, prompt_codes0, temperature=temperature, top_k=top_k, top_p=top_p,
+                    best_of=best_of, length_penalty=length_penalty, min_frames=min_frames, max_frames=max_frames,
+                    generator=generator, logits_processor=logits_processor, on_step=on_step, stream=False)
+    try:
+        next(loop)  # with stream=False the loop never yields: one call runs it to the end
+    except StopIteration as done:
+        return done.value
+    raise RuntimeError("the AR loop yielded although it was not asked to stream")  # unreachable
+
+
+def iter_ar_decode(
+    model: VallexModel,
+    text: Tensor,
+    text_langs: Tensor,
+    prompt_codes0: Tensor,
+    *,
+    best_of: int = 1,
+    **options: Any,
+) -> Generator[Tensor, None, ARResult]:
+    """:func:`ar_decode`, one frame at a time: yields the codebook-0 frames so far after each new frame.
+
+    Each yielded value is LongTensor [1, n] (n = 1, 2, ...), a *view* of the decoder's frame buffer (no
+    copy per step): its n values never change afterwards, but do not write to it. The generator's return
+    value (``result = yield from iter_ar_decode(...)``, or ``StopIteration.value``) is the
+    :class:`ARResult`, equal to what :func:`ar_decode` returns for the same arguments and generator state
+    (both run the same loop). Consumers may run other work (the NAR, the vocoder) between steps.
+
+    Args:
+        best_of: must be 1: ranking rows needs every row to finish, so there would be nothing to stream.
+        options: the other keyword arguments of :func:`ar_decode` (temperature, top_k, generator, ...).
+    """
+    if best_of != 1:  # checked here, at the call, not at the first next()
+        raise ValueError(f"iter_ar_decode streams one row, so best_of must be 1 (got {best_of}); use ar_decode "
+                         "to pick the best of several rows.")
+    return _streaming_ar_loop(model, text, text_langs, prompt_codes0, **options)
+
+
+@torch.inference_mode()  # on a generator function: entered around every step, left at every yield
+def _streaming_ar_loop(*args: Any, **options: Any) -> Generator[Tensor, None, ARResult]:
+    return (yield from _ar_loop(*args, **options, stream=True))
+
+
+def _ar_loop(
+    model: VallexModel,
+    text: Tensor,
+    text_langs: Tensor,
+    prompt_codes0: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    best_of: int = 1,
+    length_penalty: float = 1.0,
+    min_frames: int = 1,
+    max_frames: int | None = None,
+    generator: torch.Generator | None = None,
+    logits_processor: Callable[[int, Tensor], Tensor] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    stream: bool,
+) -> Generator[Tensor, None, ARResult]:
+    """The AR loop of :func:`ar_decode` and :func:`iter_ar_decode`; yields frames [1, n] only if ``stream``.
+
+    Without ``stream`` it is a generator that never yields, so :func:`ar_decode` pays nothing per step for
+    being able to stream.
+    """
     cfg = model.config
     eos, bos = cfg.eos_id, cfg.bos_id
     if text.ndim != 2 or text.shape[0] != 1:
@@ -195,6 +260,8 @@ def ar_decode(
             break
         generated[:, num_frames] = tokens
         num_frames += 1
+        if stream:
+            yield generated[:, :num_frames]  # [1, n] view: no copy of the frames per step
         # One new frame: its audio position is 1 + P + (num_frames - 1) (BOS at 0).
         step_emb = model.embed_ar_audio(tokens[:, None], offset=prompt_len + num_frames)  # [B, 1, D]
         hidden = model.ar_decoder(step_emb, None, cache=cache, start=position)
