@@ -9,7 +9,14 @@ from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoi
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, generate, language_ids, nar_decode
 from vallex.model import VallexModel
-from vallex.precision import apply_precision, int8_linear, is_quantized, normalize_precision
+from vallex.precision import (
+    OneDNNInt8Linear,
+    apply_precision,
+    int8_linear,
+    is_quantized,
+    normalize_precision,
+    onednn_int8_available,
+)
 
 
 @pytest.fixture()
@@ -71,14 +78,42 @@ def test_int8_replaces_decoder_linears_and_keeps_heads_and_norms_float(tiny_path
         apply_precision(model, "bfloat16")
 
 
-def test_int8_linear_is_close_to_float():
+@pytest.mark.parametrize("kernel", ["fbgemm", "onednn"])
+def test_int8_linear_is_close_to_float(kernel):
     torch.manual_seed(0)
     linear = nn.Linear(64, 96)
     x = torch.randn(3, 5, 64)
-    expected = linear(x)
-    got = int8_linear(linear)(x)
+    with torch.no_grad():
+        expected = linear(x)
+        got = int8_linear(linear, kernel)(x)
     assert got.shape == expected.shape
     assert (got - expected).abs().max().item() < 0.05 * expected.abs().max().item()
+
+
+def test_int8_kernels_agree_and_onednn_uses_all_eight_activation_bits():
+    """Same int8 weights; oneDNN's 8-bit activations land closer to float32 than fbgemm's 7-bit ones."""
+    if not onednn_int8_available():
+        pytest.fail("oneDNN's int8 Linear is missing from this x86 torch build")
+    torch.manual_seed(0)
+    linear = nn.Linear(256, 128)
+    x = torch.randn(40, 256)
+    with torch.no_grad():
+        expected = linear(x)
+        onednn = int8_linear(linear, "onednn")
+        assert isinstance(onednn, OneDNNInt8Linear)
+        err_onednn = (onednn(x) - expected).abs().mean().item()
+        err_fbgemm = (int8_linear(linear, "fbgemm")(x) - expected).abs().mean().item()
+    assert err_onednn < err_fbgemm
+    assert err_onednn < 0.02 * expected.abs().mean().item()
+    with pytest.raises(ValueError, match="Unknown int8 kernel"):
+        int8_linear(linear, "cublas")
+
+
+def test_int8_uses_fbgemm_for_ar_steps_and_onednn_for_nar_stages(tiny_path):
+    model = apply_precision(load_model(tiny_path), "int8")
+    assert type(model.ar_decoder.layers[0].linear1) is torch.ao.nn.quantized.dynamic.Linear
+    expected = OneDNNInt8Linear if onednn_int8_available() else torch.ao.nn.quantized.dynamic.Linear
+    assert type(model.nar_decoder.layers[0].self_attn.in_proj) is expected
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "int8"])

@@ -8,22 +8,31 @@ products. Halving or quartering the weight bytes is the lever:
 * ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
   float32 on CPU, see :func:`vallex.model.kv_cache_dtype`). float16 is the choice on CUDA. On CPU,
   bfloat16 pays only with AVX512-BF16/AMX (measure with bench/inference.py); float16 is slow there.
-* ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears become dynamically quantised
-  Linears: weights int8 per output channel, activations quantised per call, int8 x int8 products in
-  fbgemm, float32 everywhere else (embeddings, norms and their stage projections, attention scores,
-  output heads, KV cache). torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this
-  CPU (weight-only 78 ms, dynamic 68 ms vs 6.8 ms for the 48 Linears of one decoder), so torch's own
-  dynamic quantisation is used and torchao is not a dependency.
+* ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears get int8 weights (symmetric,
+  one scale per output channel) and activations quantised per call (per tensor); float32 everywhere else
+  (embeddings, norms and their stage projections, attention scores, output heads). Two torch kernels, each
+  where it measured fastest (bench/inference.py, 2 cores, the 48 Linears of one decoder):
+
+  - the AR decoder (one row per step) uses fbgemm's dynamic Linear (``torch.ao``): 7.3 ms per step, the
+    memory-bandwidth floor for 151 M int8 weights (oneDNN: 8.2 ms);
+  - the NAR decoder (~600 rows per stage) uses oneDNN's int8 Linear (``torch.ops.onednn.qlinear_pointwise``,
+    the kernel torch.compile's x86 int8 path calls) on uint8 activations: 224 ms vs fbgemm's 283 ms, and with
+    8-bit instead of fbgemm's 7-bit activations its outputs are twice as close to float32. Where that op
+    is missing (non-x86 builds) the NAR uses fbgemm too.
+
+  torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this CPU (weight-only 78 ms,
+  dynamic 68 ms vs 6.8 ms), so torch's own kernels are used and torchao is not a dependency.
 
 ``apply_precision`` converts a loaded model in place; the output heads and embeddings (the tied NAR
 predictors included) keep float32 under int8, so sampling and argmax see full-precision logits.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from vallex.model import VallexModel
 
@@ -97,8 +106,8 @@ def apply_precision(
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """True when some Linear layer of ``model`` is a dynamically quantised int8 Linear."""
-    quantized = torch.ao.nn.quantized.dynamic.Linear
+    """True when some Linear layer of ``model`` has int8 weights (:func:`int8_linear`)."""
+    quantized = (torch.ao.nn.quantized.dynamic.Linear, OneDNNInt8Linear)
     return any(isinstance(module, quantized) for module in model.modules())
 
 
@@ -109,13 +118,13 @@ KEEP_FLOAT_LINEARS = ("project_layer",)
 
 
 def _quantize_decoder_linears(model: VallexModel) -> None:
-    """Replace the nn.Linears inside ``ar_decoder`` and ``nar_decoder`` by int8 dynamic Linears.
+    """Replace the nn.Linears inside ``ar_decoder`` (fbgemm) and ``nar_decoder`` (oneDNN) by int8 Linears.
 
     All but :data:`KEEP_FLOAT_LINEARS`. One weight at a time: each float32 weight is released as soon as
     its int8 copy exists, so with memory-mapped weights (``load_model`` of a .safetensors file) the
     float32 model is never resident as a whole.
     """
-    for decoder in (model.ar_decoder, model.nar_decoder):
+    for decoder, kernel in ((model.ar_decoder, "fbgemm"), (model.nar_decoder, "onednn")):
         # Collect only the parents: a list holding the Linears themselves would keep every float32
         # weight alive until the end.
         parents = [m for m in decoder.modules() if any(type(c) is nn.Linear for c in m.children())]
@@ -123,28 +132,87 @@ def _quantize_decoder_linears(model: VallexModel) -> None:
             names = [name for name, child in parent.named_children()
                      if type(child) is nn.Linear and name not in KEEP_FLOAT_LINEARS]
             for name in names:
-                setattr(parent, name, int8_linear(getattr(parent, name)))
+                setattr(parent, name, int8_linear(getattr(parent, name), kernel))
 
 
-def int8_linear(linear: nn.Linear) -> nn.Module:
-    """An int8 dynamically quantised copy of ``linear`` (float32 in and out, any leading dims).
+def _int8_weight(linear: nn.Linear) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Symmetric per-output-channel int8 weight: (int8 [out, in], float32 scales [out], float32 bias or None).
 
-    Weights: symmetric int8 with one scale per output row (max |w| of the row / 127), so a row of small
-    weights keeps its resolution. Activations: quantised per call (per tensor) inside the kernel.
+    Each row's scale is max |w| of the row / 127, so a row of small weights keeps its resolution.
     """
+    weight = linear.weight.detach().float()  # [out, in]
+    scale = (weight.abs().amax(dim=1) / 127.0).clamp_(min=1e-12)  # [out]
+    qweight = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    bias = None if linear.bias is None else linear.bias.detach().float().clone()
+    return qweight, scale, bias
+
+
+def int8_linear(linear: nn.Linear, kernel: str = "fbgemm") -> nn.Module:
+    """An int8 copy of ``linear`` (float32 in and out, any leading dims).
+
+    ``kernel``: ``"fbgemm"`` (torch.ao's dynamic Linear, fastest for one row) or ``"onednn"`` (fastest for
+    hundreds of rows; falls back to fbgemm where torch lacks the op). Both use the same int8 weights.
+    """
+    if kernel not in ("fbgemm", "onednn"):
+        raise ValueError(f"Unknown int8 kernel {kernel!r}: expected 'fbgemm' or 'onednn'.")
+    qweight, scale, bias = _int8_weight(linear)
+    if kernel == "onednn" and onednn_int8_available():
+        return OneDNNInt8Linear(qweight, scale, bias)
     with warnings.catch_warnings():
         # torch.ao.nn.quantized is deprecated in favour of torchao, whose eager CPU int8 kernels measured
         # 8-10x slower at batch 1 on our CPU; the warning says nothing a user can act on.
         warnings.simplefilter("ignore")
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
-        weight = linear.weight.detach().float()  # [out, in]
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        scale = (weight.abs().amax(dim=1) / 127.0).clamp_(min=1e-12).double()  # [out]
-        zero_point = torch.zeros(weight.shape[0], dtype=torch.long)
-        qweight = torch.quantize_per_channel(weight, scale, zero_point, 0, torch.qint8)
+        zero_point = torch.zeros(qweight.shape[0], dtype=torch.long)
+        packed = torch._make_per_channel_quantized_tensor(qweight, scale.double(), zero_point, 0)
         # Built at 1x1 and then packed once: the constructor would first pack a full-size zero weight.
         qlinear = DynamicQuantizedLinear(1, 1, bias_=bias is not None, dtype=torch.qint8)
         qlinear.in_features, qlinear.out_features = linear.in_features, linear.out_features
-        qlinear.set_weight_bias(qweight, bias)
+        qlinear.set_weight_bias(packed, bias)
     return qlinear
+
+
+class OneDNNInt8Linear(nn.Module):
+    """``x @ W.T + b`` with int8 ``W`` (per output channel) and ``x`` quantised to uint8 per call, in oneDNN.
+
+    x: float32 [..., in] -> float32 [..., out]. Activations use the full 8 bits (zero point from the
+    tensor's min/max), weights are prepacked once into oneDNN's blocked layout.
+    """
+
+    def __init__(self, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(qweight, None))
+        self.register_buffer("weight_scale", scale.float().contiguous())
+        self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.long))
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        leading = x.shape[:-1]
+        q = torch.quantize_per_tensor_dynamic(x.reshape(-1, self.in_features), torch.quint8, False)
+        out = torch.ops.onednn.qlinear_pointwise(
+            q.int_repr(), q.q_scale(), q.q_zero_point(), self.packed_weight, self.weight_scale,
+            self.weight_zero_point, self.bias, 1.0, 0, torch.float32, "none", [], "",
+        )  # [N, out]
+        return out.view(*leading, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn"
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_int8_available() -> bool:
+    """Whether this torch build runs oneDNN's int8 Linear here (x86 builds with oneDNN); checked once."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        packed = torch.ops.onednn.qlinear_prepack(torch.ones(2, 4, dtype=torch.int8), None)
+        x = torch.full((1, 4), 3, dtype=torch.uint8)
+        out = torch.ops.onednn.qlinear_pointwise(
+            x, 0.5, 1, packed, torch.ones(2), torch.zeros(2, dtype=torch.long), None, 1.0, 0,
+            torch.float32, "none", [], "",
+        )
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return bool(torch.allclose(out, torch.full((1, 2), 4.0)))  # 4 x (3 - 1) x 0.5 x 1
