@@ -86,7 +86,8 @@ def test_long_text_modes_and_streaming(tiny_tts, voice, mode):
     text = "The sun rose. 太阳升起来了。"
     result = tiny_tts.synthesize_detailed(text, voice, language="auto-mix", long_text=mode, seed=5)
     assert len(result.sentences) == 2
-    chunks = list(tiny_tts.synthesize_stream(text, voice, language="auto-mix", long_text=mode, seed=5))
+    chunks = list(tiny_tts.synthesize_stream(text, voice, language="auto-mix", long_text=mode, seed=5,
+                                             chunk_seconds=None))  # one chunk per sentence
     assert len(chunks) == 2
     assert np.array_equal(np.concatenate(chunks), result.waveform)
     # first chunk: speech + the pause; the pause is silent

@@ -6,21 +6,30 @@
     wav, sr = tts.synthesize("你好！", prompt=(audio_path, "transcript of the audio"), accent="en")
 
 It knows nothing of any UI. Long text is split into sentences and synthesised one by one
-(``long_text="fixed-prompt"`` or ``"sliding-window"``); :meth:`VallEX.synthesize_stream` yields the
-audio sentence by sentence, and :meth:`VallEX.synthesize` is exactly the concatenation of that stream.
+(``long_text="fixed-prompt"`` or ``"sliding-window"``). :meth:`VallEX.synthesize_stream` yields audio
+while it is being made: by default in chunks that start small (0.4 s, so the first audio comes early)
+and double up to 3.2 s, several per sentence; ``chunk_seconds=None`` yields one chunk per sentence,
+whose concatenation is exactly :meth:`VallEX.synthesize`'s output.
+
+How a sentence is streamed: the AR samples codebook 0 frame by frame (:func:`~vallex.decoding.iter_ar_decode`).
+Whenever enough new frames exist, the NAR predicts codebooks 2-8 of all frames so far (it needs no future
+frames, but is better with some), the frames up to ``NAR_LOOKAHEAD_FRAMES`` before the newest are frozen,
+and the frozen frames up to ``VOCODER_LOOKAHEAD_FRAMES`` before the last frozen one are vocoded, with
+enough codes on either side that the pieces join without a seam
+(:meth:`~vallex.codec.AudioCodec.decode_codes_window`). When the AR stops, the rest is flushed.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, Union
+from typing import Any, Callable, Generator, Iterator, Sequence, Union
 
 import numpy as np
 import torch
 
-from vallex.audio import FRAME_RATE, SAMPLE_RATE
-from vallex.decoding import generate
+from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE
+from vallex.decoding import generate, iter_ar_decode, language_ids, nar_decode
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
@@ -36,6 +45,19 @@ MAX_SLIDING_PROMPT_SECONDS = 10.0
 #: Pause between sentences of long text, and the fade applied at each edge (no clicks at the joins).
 SENTENCE_PAUSE_SECONDS = 0.2
 EDGE_FADE_SECONDS = 0.01
+
+#: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR
+#: and a little Vocos), then each chunk is CHUNK_GROWTH times longer, up to MAX_CHUNK_SECONDS, so that a
+#: long sentence needs few NAR passes (each covers text + prompt + all frames so far).
+STREAM_CHUNK_SECONDS = 0.4
+CHUNK_GROWTH = 2
+MAX_CHUNK_SECONDS = 3.2
+#: Frames sampled after a chunk before its codebooks 2-8 are fixed: the NAR attends to both sides, so a frame
+#: predicted with no frames after it would be worse than in a whole-sentence pass.
+NAR_LOOKAHEAD_FRAMES = 12
+#: Fixed frames after a chunk that are vocoded with it (its right context). The rest of Vocos's context
+#: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
+VOCODER_LOOKAHEAD_FRAMES = 8
 
 LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
 
@@ -182,20 +204,38 @@ class VallEX:
         """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings."""
         start = time.perf_counter()
         sentences: list[SentenceResult] = []
-        chunks = [chunk for chunk in self._stream(text, prompt, sentences, **options)]
+        chunks = []
+        first_audio = float("inf")
+        for chunk in self._stream(text, prompt, sentences, **options):
+            if not chunks:
+                first_audio = time.perf_counter() - start
+            chunks.append(chunk)
         waveform = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         elapsed = time.perf_counter() - start
         audio_seconds = len(waveform) / SAMPLE_RATE
-        timings = {"total_s": elapsed, "audio_s": audio_seconds,
+        timings = {"total_s": elapsed, "first_audio_s": first_audio, "audio_s": audio_seconds,
                    "rtf": elapsed / audio_seconds if audio_seconds else float("inf")}
         return Synthesis(waveform, SAMPLE_RATE, sentences, timings)
 
-    def synthesize_stream(self, text: str, prompt: PromptLike = None, **options: Any) -> Iterator[np.ndarray]:
-        """Yield float32 audio chunks at 24 kHz, one per sentence, as soon as each is ready.
+    def synthesize_stream(self, text: str, prompt: PromptLike = None, *,
+                          chunk_seconds: float | None = STREAM_CHUNK_SECONDS, **options: Any) -> Iterator[np.ndarray]:
+        """Yield float32 audio chunks at 24 kHz as soon as each is ready; options as :meth:`synthesize_detailed`.
 
-        The concatenation of the chunks equals :meth:`synthesize`'s output for the same arguments and seed.
+        Args:
+            chunk_seconds: audio in the first chunk of each sentence (default 0.4 s); each later chunk of
+                the sentence is twice as long as the one before, up to ``MAX_CHUNK_SECONDS`` (3.2 s), and the
+                last one holds whatever is left. ``None``: one chunk per sentence, whose concatenation equals
+                :meth:`synthesize`'s output for the same arguments and seed.
+
+        With chunks, codebook 1 (the AR's, which carries most of the content) is identical to
+        :meth:`synthesize`'s for the same seed; codebooks 2-8 may differ, mostly near chunk boundaries,
+        because the NAR that predicts them has seen only ``NAR_LOOKAHEAD_FRAMES`` frames past a chunk.
+        ``synthesize_detailed(..., chunk_seconds=x)`` reproduces a stream's audio with its codes. The
+        pieces of a sentence join without fades (they are one continuous signal); sentences get the same
+        fades and pauses as in :meth:`synthesize`. With ``best_of > 1`` the best row is known only at the
+        end of a sentence, so the stream falls back to one chunk per sentence.
         """
-        yield from self._stream(text, prompt, [], **options)
+        yield from self._stream(text, prompt, [], chunk_seconds=chunk_seconds, **options)
 
     def _stream(
         self,
@@ -212,8 +252,12 @@ class VallEX:
         best_of: int = 1,
         long_text: str | None = None,
         progress: bool | ProgressCallback = False,
+        chunk_seconds: float | None = None,
     ) -> Iterator[np.ndarray]:
         _check_sampling(temperature, top_k, top_p, best_of)
+        chunk_frames = _first_chunk_frames(chunk_seconds)
+        if best_of > 1:
+            chunk_frames = None  # the best row is known only when the sentence ends
         accent_language = normalize_accent(accent)
         voice = self.resolve_prompt(prompt)
         if long_text is not None and long_text not in LONG_TEXT_MODES:
@@ -227,15 +271,24 @@ class VallEX:
         current = voice
         for index, (sentence_text, tokens) in enumerate(sentences):
             report("sentence", index, len(sentences))
-            result = self._synthesize_one(sentence_text, tokens, current, accent_language, generator,
-                                          temperature=temperature, top_k=top_k, top_p=top_p, best_of=best_of,
-                                          report=report)
+            pieces = self._speak(sentence_text, tokens, current, accent_language, generator, chunk_frames,
+                                 temperature=temperature, top_k=top_k, top_p=top_p, best_of=best_of,
+                                 report=report)
+            last_sentence = index == len(sentences) - 1
+            first_piece = True
+            while True:
+                try:
+                    wav, final = next(pieces)
+                except StopIteration as done:
+                    result: SentenceResult = done.value
+                    break
+                # Fades and the pause only at the sentence's own edges: its pieces are one signal.
+                yield _shape_chunk(wav, pause=SENTENCE_PAUSE_SECONDS if final and not last_sentence else 0.0,
+                                   fade_in=first_piece and index > 0, fade_out=final and not last_sentence)
+                first_piece = False
             results.append(result)
             if long_text == "sliding-window":
                 current = self._next_sliding_prompt(result, voice)
-            last = index == len(sentences) - 1
-            yield _shape_chunk(result.waveform, pause=0.0 if last else SENTENCE_PAUSE_SECONDS,
-                               fade_in=index > 0, fade_out=not last)
         report("sentence", len(sentences), len(sentences))
 
     def _plan_sentences(self, text: str, language: str, long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
@@ -270,8 +323,25 @@ class VallEX:
             raise ValueError("The text has nothing to pronounce.")
         return planned, language
 
-    def _synthesize_one(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, accent: str | None,
-                        generator: torch.Generator | None, *, report: ProgressCallback, **sampling: Any) -> SentenceResult:
+    def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+        """(min_frames, max_frames) the AR may generate for ``text_tokens`` text ids (prompt's + target's)."""
+        budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_frames
+        if budget < FRAME_RATE:
+            raise ValueError(
+                f"The voice prompt is too long ({prompt_frames / FRAME_RATE:.1f} s): prompt and speech "
+                f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
+            )
+        return 1, min(16 * text_tokens, budget)
+
+    def _speak(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, accent: str | None,
+               generator: torch.Generator | None, chunk_frames: int | None, *, report: ProgressCallback,
+               **sampling: Any) -> Generator[tuple[np.ndarray, bool], None, SentenceResult]:
+        """One sentence: yields (float32 samples, is_last_piece), returns its :class:`SentenceResult`.
+
+        ``chunk_frames=None``: one piece, AR then NAR then Vocos on the whole sentence. Otherwise pieces
+        of ``chunk_frames``, then ``CHUNK_GROWTH`` times more each, up to ``MAX_CHUNK_SECONDS`` (see the
+        module docstring); the concatenated pieces are the sentence's waveform [320 * T] either way.
+        """
         if prompt is not None:
             prompt_ids = list(prompt.text_ids)
             prompt_codes = prompt.codes.reshape(1, -1, self.model.config.num_quantizers)
@@ -282,21 +352,70 @@ class VallEX:
             prompt_language = tokens.langs[0] if tokens.langs else "en"
         text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long)
         text_language: str | Sequence[str] = accent if accent is not None else list(tokens.langs)
-        budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_codes.shape[1]
-        if budget < FRAME_RATE:
-            raise ValueError(
-                f"The voice prompt is too long ({prompt_codes.shape[1] / FRAME_RATE:.1f} s): prompt and speech "
-                f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
-            )
-        max_frames = min(16 * text_ids.shape[1], budget)
-        result = generate(
-            self.model, text_ids, len(prompt_ids), prompt_codes, prompt_language, text_language,
-            generator=generator, max_frames=max_frames,
-            on_step=lambda step: report("ar_step", step, max_frames), **sampling,
-        )
-        waveform = self.codec.decode_codes(result.codes)
-        return SentenceResult(text, tokens, result.codes.cpu(), result.stop_reason,
-                              np.asarray(waveform, dtype=np.float32).reshape(-1), prompt_language, accent)
+        min_frames, max_frames = self._frame_limits(text_ids.shape[1], prompt_codes.shape[1])
+        ar_options = dict(generator=generator, min_frames=min_frames, max_frames=max_frames,
+                          on_step=lambda step: report("ar_step", step, max_frames), **sampling)
+        if chunk_frames is None:
+            result = generate(self.model, text_ids, len(prompt_ids), prompt_codes, prompt_language, text_language,
+                              **ar_options)
+            codes, stop_reason = result.codes, result.stop_reason
+            waveform = np.asarray(self.codec.decode_codes(codes), dtype=np.float32).reshape(-1)
+            yield waveform, True
+        else:
+            pieces: list[np.ndarray] = []
+            chunked = self._speak_in_chunks(text_ids, len(prompt_ids), prompt_codes, prompt_language,
+                                            text_language, chunk_frames, ar_options)
+            while True:
+                try:
+                    piece = next(chunked)
+                except StopIteration as done:
+                    codes, stop_reason = done.value
+                    break
+                pieces.append(piece)
+                yield piece, False
+            pieces.append(self.codec.decode_codes_window(codes, sum(len(p) for p in pieces) // HOP,
+                                                         codes.shape[1]))
+            yield pieces[-1], True
+            waveform = np.concatenate(pieces)
+        return SentenceResult(text, tokens, codes.cpu(), stop_reason, waveform, prompt_language, accent)
+
+    def _speak_in_chunks(self, text_ids: torch.Tensor, enroll_len: int, prompt_codes: torch.Tensor,
+                         prompt_language: str, text_language: str | Sequence[str], first_frames: int,
+                         ar_options: dict[str, Any]) -> Generator[np.ndarray, None, tuple[torch.Tensor, str]]:
+        """Yields every piece of a sentence but the last; returns (all codes [1, T, 8], stop reason).
+
+        The caller vocodes the last piece (from the returned codes) so it can mark it as the last.
+        """
+        device = next(self.model.parameters()).device
+        text = text_ids.to(device)
+        prompt_codes = prompt_codes.to(device).long()
+        langs = language_ids(text.shape[1], enroll_len, prompt_language, text_language, device)[None]  # [1, S]
+        steps = iter_ar_decode(self.model, text, langs, prompt_codes[..., 0], **ar_options)
+        sizes = _chunk_sizes(first_frames)
+        size = next(sizes)
+        frozen = torch.zeros(1, 0, prompt_codes.shape[2], dtype=torch.long, device=device)  # [1, F, 8]: final
+        vocoded = 0  # frames already turned into audio
+        while True:
+            try:
+                frames0 = next(steps)  # [1, n] codebook 0 so far
+            except StopIteration as done:
+                ar = done.value
+                break
+            n = frames0.shape[1]
+            if n - NAR_LOOKAHEAD_FRAMES - VOCODER_LOOKAHEAD_FRAMES - vocoded < size:
+                continue
+            codes = nar_decode(self.model, text, langs, prompt_codes, frames0)  # [1, n, 8]
+            codes = torch.cat([frozen, codes[:, frozen.shape[1]:]], dim=1)  # earlier chunks' codes stay
+            frozen = codes[:, :n - NAR_LOOKAHEAD_FRAMES]
+            end = frozen.shape[1] - VOCODER_LOOKAHEAD_FRAMES  # == vocoded + size
+            # Right context: the fixed lookahead frames, then frames whose codebooks 2-8 may still change.
+            yield self.codec.decode_codes_window(codes, vocoded, end)
+            vocoded, size = end, next(sizes)
+        codes = frozen
+        if ar.codes.shape[1] > frozen.shape[1]:
+            codes = nar_decode(self.model, text, langs, prompt_codes, ar.codes)
+            codes = torch.cat([frozen, codes[:, frozen.shape[1]:]], dim=1)  # [1, T, 8]
+        return codes, ar.stop_reason
 
     @staticmethod
     def _next_sliding_prompt(result: SentenceResult, original: VoicePrompt | None) -> VoicePrompt | None:
@@ -307,6 +426,27 @@ class VallEX:
         language = result.tokens.langs[0] if result.tokens.language == "mix" else result.tokens.language
         return VoicePrompt(codes=result.codes, text_ids=list(result.tokens.ids), language=language,
                            transcript=result.text)
+
+
+def _first_chunk_frames(chunk_seconds: float | None) -> int | None:
+    """Frames of a stream's first chunk per sentence (None: whole sentences); validates ``chunk_seconds``."""
+    if chunk_seconds is None:
+        return None
+    if (isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float))
+            or not 1 / FRAME_RATE <= chunk_seconds <= MAX_UTTERANCE_SECONDS):
+        raise ValueError(f"chunk_seconds must be None (one chunk per sentence) or seconds of audio from "
+                         f"{1 / FRAME_RATE:.3f} to {MAX_UTTERANCE_SECONDS:.0f}, got {chunk_seconds!r}; the "
+                         f"default {STREAM_CHUNK_SECONDS} s gives the first audio soonest.")
+    return max(1, round(chunk_seconds * FRAME_RATE))
+
+
+def _chunk_sizes(first_frames: int) -> Iterator[int]:
+    """Chunk lengths in frames: ``first_frames``, then CHUNK_GROWTH times more each, up to MAX_CHUNK_SECONDS."""
+    largest = max(first_frames, round(MAX_CHUNK_SECONDS * FRAME_RATE))
+    size = first_frames
+    while True:
+        yield size
+        size = min(size * CHUNK_GROWTH, largest)
 
 
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, best_of: int) -> None:

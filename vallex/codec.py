@@ -3,6 +3,7 @@
     codec = AudioCodec.pretrained()                 # or AudioCodec.from_paths(resolve_weights(...))
     codes = codec.encode_audio(load_audio("me.wav"))  # LongTensor [1, T, 8]
     wav = codec.decode_codes(codes)                 # float32 [320 * T] at 24 kHz
+    part = codec.decode_codes_window(codes, 75, 150)  # the same samples [24000, 48000), from nearby codes only
 
 The VALL-E X checkpoint was trained on these codes; its outputs are turned back into sound with Vocos
 ``charactr/vocos-encodec-24khz`` (bandwidth id 2 = 6 kbps), as the reference does. Both models load lazily,
@@ -373,3 +374,52 @@ class AudioCodec:
         wav = wav.float().cpu().numpy()
         assert wav.shape == (batch, frames * HOP), wav.shape  # internal invariant of ISTFTHead(padding="same")
         return wav[0] if batch == 1 else wav
+
+    @property
+    def context_frames(self) -> int:
+        """Vocos's receptive field in frames, each side: codes further away do not change a sample.
+
+        Read from the loaded model: the embedding conv and every ConvNeXt block's depthwise conv each see
+        ``(kernel - 1) / 2`` frames to each side (3 + 8 × 3 in the published model), and with
+        ``padding="same"`` an ISTFT output sample overlaps the windows of ``win / hop / 2`` frames to each
+        side (2): 29 frames (0.39 s) for ``charactr/vocos-encodec-24khz``.
+        """
+        vocos = self.vocos
+        convs = [vocos.backbone.embed] + [block.dwconv for block in vocos.backbone.convnext]
+        istft = vocos.head.istft
+        return sum((conv.kernel_size[0] - 1) // 2 for conv in convs) + -(-istft.win_length // istft.hop_length) // 2
+
+    def decode_codes_window(self, codes: torch.Tensor | np.ndarray, start: int, end: int,
+                            context: int | None = None) -> np.ndarray:
+        """Samples ``[320 * start, 320 * end)`` of ``decode_codes(codes)``, vocoding only the frames near them.
+
+        Decodes frames ``[start - context, end + context)`` (clipped to the clip) and crops, so audio can
+        be made piece by piece while more codes arrive: with ``context >= context_frames`` (the default)
+        the concatenated pieces equal decoding the whole clip (up to float rounding), whatever the weights.
+        A smaller ``context`` trades exactness for less lookahead (the error falls off quickly with it).
+
+        Args:
+            codes: one clip's integer codes, ``[T, 8]`` or ``[1, T, 8]``.
+            start, end: frame range at 75 Hz, ``0 <= start <= end <= T``.
+            context: frames of codes to use on each side (default :attr:`context_frames`).
+
+        Returns:
+            float32 samples at 24 kHz, ``[320 * (end - start)]``.
+        """
+        codes = torch.as_tensor(codes)
+        if codes.dim() == 2:
+            codes = codes.unsqueeze(0)
+        if codes.dim() != 3 or codes.shape[0] != 1:
+            raise ValueError(f"decode_codes_window expects one clip's codes shaped [T, {NUM_CODEBOOKS}] or "
+                             f"[1, T, {NUM_CODEBOOKS}], got {tuple(codes.shape)}.")
+        frames = codes.shape[1]
+        if not 0 <= start <= end <= frames:
+            raise ValueError(f"decode_codes_window needs 0 <= start <= end <= {frames} (the number of frames), "
+                             f"got start={start}, end={end}.")
+        if context is None:
+            context = self.context_frames
+        if context < 0:
+            raise ValueError(f"context must be >= 0 frames, got {context}.")
+        low, high = max(0, start - context), min(frames, end + context)
+        wav = self.decode_codes(codes[:, low:high])  # [320 * (high - low)]
+        return wav[(start - low) * HOP:(end - low) * HOP]
