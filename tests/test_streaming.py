@@ -1,0 +1,250 @@
+"""Streaming: the incremental AR, chunked vocoding, and synthesize_stream's chunk schedule (tiny random model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vallex.api import (
+    MAX_CHUNK_SECONDS,
+    NAR_LOOKAHEAD_FRAMES,
+    SENTENCE_PAUSE_SECONDS,
+    VOCODER_LOOKAHEAD_FRAMES,
+    VallEX,
+)
+from vallex.audio import SAMPLE_RATE
+from vallex.config import VallexConfig
+from vallex.decoding import ar_decode, iter_ar_decode
+from vallex.model import VallexModel
+
+HOP = 320  # samples per codec frame
+LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
+PAUSE = int(SENTENCE_PAUSE_SECONDS * SAMPLE_RATE)
+
+
+@pytest.fixture(scope="module")
+def model() -> VallexModel:
+    torch.manual_seed(0)
+    return VallexModel(VallexConfig.tiny()).eval()
+
+
+def ar_inputs():
+    text = torch.arange(6)[None] + 20
+    langs = torch.zeros_like(text)
+    prompt0 = torch.randint(0, 1024, (1, 5), generator=torch.Generator().manual_seed(1))
+    return text, langs, prompt0
+
+
+def run_incrementally(steps):
+    """All values an iter_ar_decode generator yields (cloned), and its ARResult."""
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps).clone())
+        except StopIteration as done:
+            return seen, done.value
+
+
+# The incremental AR ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("options", [
+    dict(temperature=1.0),
+    dict(temperature=0.8, top_k=50, top_p=0.9, max_frames=40),
+    dict(top_k=1, min_frames=30, max_frames=30),
+])
+def test_iter_ar_decode_equals_ar_decode(model, options):
+    text, langs, prompt0 = ar_inputs()
+    whole = ar_decode(model, text, langs, prompt0, generator=torch.Generator().manual_seed(3), **options)
+    seen, result = run_incrementally(
+        iter_ar_decode(model, text, langs, prompt0, generator=torch.Generator().manual_seed(3), **options))
+    assert torch.equal(result.codes, whole.codes)
+    assert (result.stop_reason, result.steps) == (whole.stop_reason, whole.steps)
+    assert torch.equal(result.first_logits, whole.first_logits)
+    # One yield per frame, each the frames so far: a growing prefix of the final codes.
+    assert [frames.shape for frames in seen] == [(1, n) for n in range(1, whole.codes.shape[1] + 1)]
+    assert all(torch.equal(frames, whole.codes[:, :frames.shape[1]]) for frames in seen)
+
+
+def test_iter_ar_decode_stops_at_eos_like_ar_decode(model):
+    text, langs, prompt0 = ar_inputs()
+    eos = model.config.eos_id
+
+    def eos_at_frame_7(step, logits):
+        out = logits.clone()
+        if step == 7:
+            out[:, eos] = 1e4
+        return out
+
+    whole = ar_decode(model, text, langs, prompt0, generator=torch.Generator().manual_seed(0),
+                      logits_processor=eos_at_frame_7)
+    seen, result = run_incrementally(iter_ar_decode(model, text, langs, prompt0, logits_processor=eos_at_frame_7,
+                                                    generator=torch.Generator().manual_seed(0)))
+    assert whole.stop_reason == result.stop_reason == "eos"
+    assert len(seen) == 7 and torch.equal(result.codes, whole.codes) and torch.equal(seen[-1], whole.codes)
+
+
+def test_iter_ar_decode_yields_views_of_one_buffer(model):
+    """No per-step copy of the frames: every yield is a view of the same preallocated buffer."""
+    text, langs, prompt0 = ar_inputs()
+    steps = iter_ar_decode(model, text, langs, prompt0, max_frames=10, generator=torch.Generator().manual_seed(0))
+    pointers = {frames.untyped_storage().data_ptr() for frames in steps}
+    assert len(pointers) == 1
+
+
+def test_iter_ar_decode_rejects_best_of(model):
+    text, langs, prompt0 = ar_inputs()
+    with pytest.raises(ValueError, match="best_of must be 1"):
+        iter_ar_decode(model, text, langs, prompt0, best_of=2)  # raised at the call, before any step
+
+
+# Chunked vocoding ----------------------------------------------------------------------------------
+
+def random_codes(frames: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 1024, (1, frames, 8), generator=torch.Generator().manual_seed(seed))
+
+
+def test_context_frames_is_the_vocoder_receptive_field(tiny_tts):
+    """Changing one frame's codes changes the audio within context_frames of it and nowhere else."""
+    codec = tiny_tts.codec
+    context = codec.context_frames
+    assert context == 29  # 3 (embedding conv) + 8 x 3 (ConvNeXt depthwise convs) + 2 (ISTFT window)
+    codes = random_codes(120)
+    changed = codes.clone()
+    changed[0, 60] = (changed[0, 60] + 512) % 1024
+    diff = np.abs(codec.decode_codes(codes) - codec.decode_codes(changed)).reshape(-1, HOP).max(axis=1)
+    outside = np.r_[diff[:60 - context], diff[60 + context + 1:]]
+    assert outside.max() < 1e-6  # float rounding only
+    assert diff[60] > 1e-3
+
+
+@pytest.mark.parametrize("bounds", [[0, 30, 90, 210, 240], [0, 1, 2, 200, 239, 240]])
+def test_decode_codes_window_pieces_join_without_seams(tiny_tts, bounds):
+    codec = tiny_tts.codec
+    codes = random_codes(240, seed=2)
+    whole = codec.decode_codes(codes)
+    pieces = [codec.decode_codes_window(codes, a, b) for a, b in zip(bounds, bounds[1:])]
+    assert [len(p) for p in pieces] == [HOP * (b - a) for a, b in zip(bounds, bounds[1:])]
+    np.testing.assert_allclose(np.concatenate(pieces), whole, rtol=0, atol=1e-6)
+    # Without context each piece is decoded as if nothing surrounded it: the joins are wrong.
+    bare = np.concatenate([codec.decode_codes_window(codes, a, b, context=0) for a, b in zip(bounds, bounds[1:])])
+    assert np.abs(bare - whole).max() > 1e-3
+
+
+def test_decode_codes_window_validates(tiny_tts):
+    codec = tiny_tts.codec
+    codes = random_codes(10)
+    assert len(codec.decode_codes_window(codes[0], 4, 4)) == 0  # [T, 8] works; an empty range is empty
+    for start, end in [(-1, 3), (5, 4), (0, 11)]:
+        with pytest.raises(ValueError, match="start <= end"):
+            codec.decode_codes_window(codes, start, end)
+    with pytest.raises(ValueError, match="context"):
+        codec.decode_codes_window(codes, 0, 5, context=-1)
+    with pytest.raises(ValueError, match="one clip"):
+        codec.decode_codes_window(torch.cat([codes, codes]), 0, 5)
+
+
+# synthesize_stream ---------------------------------------------------------------------------------
+
+class FixedLength(VallEX):
+    """The tiny random model with every sentence held to ``frames`` frames (it rarely says EOS itself)."""
+
+    frames = 150
+
+    def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+        return self.frames, self.frames
+
+
+@pytest.fixture(scope="module")
+def fixed(tiny_tts) -> FixedLength:
+    return FixedLength(tiny_tts.model, tiny_tts.codec, device=tiny_tts.device)
+
+
+def expected_pieces(frames: int, first: int) -> list[int]:
+    """Piece lengths in frames: each piece goes out once LOOKAHEAD frames exist after it; the last flushes."""
+    pieces, done, size = [], 0, first
+    while done + size + LOOKAHEAD <= frames:
+        pieces.append(size)
+        done += size
+        size = min(2 * size, round(MAX_CHUNK_SECONDS * 75))
+    return pieces + [frames - done]
+
+
+def test_stream_chunk_schedule(fixed):
+    fixed.frames = 300
+    chunks = list(fixed.synthesize_stream("One sentence only.", language="en", seed=0))  # default 0.4 s first
+    assert [len(c) for c in chunks] == [HOP * n for n in expected_pieces(300, 30)]
+    assert [len(c) // HOP for c in chunks] == [30, 60, 120, 90]  # 0.4 s, then doubling; the last flushes
+    chunks = list(fixed.synthesize_stream("One sentence only.", language="en", seed=0, chunk_seconds=1.0))
+    assert [len(c) // HOP for c in chunks] == expected_pieces(300, 75) == [75, 150, 75]
+
+
+def test_stream_chunks_cap_at_max_chunk_seconds(fixed):
+    fixed.frames = 1000
+    chunks = list(fixed.synthesize_stream("One sentence only.", language="en", seed=0, chunk_seconds=2.0))
+    assert [len(c) // HOP for c in chunks] == [150, 240, 240, 240, 130]  # 2 s, then 3.2 s at most
+
+
+def test_stream_total_length_is_frames_plus_pauses(fixed):
+    fixed.frames = 150
+    result = fixed.synthesize_detailed("First one. Second one.", language="en", long_text="fixed-prompt", seed=1,
+                                       chunk_seconds=0.4)
+    chunks = list(fixed.synthesize_stream("First one. Second one.", language="en", long_text="fixed-prompt",
+                                          seed=1))
+    assert [len(c) for c in chunks] == [HOP * 30, HOP * 60, HOP * 60 + PAUSE, HOP * 30, HOP * 60, HOP * 60]
+    assert sum(len(c) for c in chunks) == HOP * 2 * 150 + PAUSE
+    assert np.array_equal(np.concatenate(chunks), result.waveform)  # synthesize_detailed reproduces the stream
+    # Inside a sentence the pieces are the raw signal (no fades); the sentence edges get fades and the pause.
+    first, second = result.sentences
+    assert np.array_equal(np.concatenate(chunks[:2]), first.waveform[:HOP * 90])
+    assert not chunks[2][HOP * 60:].any()
+    assert np.array_equal(chunks[4], second.waveform[HOP * 30:HOP * 90])
+    assert chunks[3][0] == 0.0 and np.array_equal(chunks[3][HOP:], second.waveform[HOP:HOP * 30])
+
+
+def test_short_sentence_is_one_chunk_equal_to_synthesize(fixed):
+    fixed.frames = 30 + LOOKAHEAD - 1  # one frame short of the first chunk's need
+    whole, _ = fixed.synthesize("Hello there.", language="en", seed=4)
+    chunks = list(fixed.synthesize_stream("Hello there.", language="en", seed=4))
+    assert len(chunks) == 1 and np.array_equal(chunks[0], whole)
+
+
+@pytest.mark.parametrize("mode", ["fixed-prompt", "sliding-window"])
+def test_chunked_stream_keeps_codebook_1_and_joins_seamlessly(tiny_tts, mode):
+    """Same seed: the AR's codebook is identical to synthesize's; the audio is the vocoded final codes."""
+    text = "The sun rose over the quiet hills. The birds began to sing."
+    options = dict(language="en", long_text=mode, seed=5)
+    whole = tiny_tts.synthesize_detailed(text, **options)
+    chunked = tiny_tts.synthesize_detailed(text, chunk_seconds=0.4, **options)
+    streamed = list(tiny_tts.synthesize_stream(text, **options))
+    assert np.array_equal(np.concatenate(streamed), chunked.waveform)
+    assert len(streamed) > len(whole.sentences)  # the sentences are long enough for several chunks
+    for plain, piecewise in zip(whole.sentences, chunked.sentences, strict=True):
+        assert torch.equal(plain.codes[..., 0], piecewise.codes[..., 0])
+        assert plain.stop_reason == piecewise.stop_reason
+        # Seamless: the pieces are what vocoding the sentence's final codes in one go gives.
+        np.testing.assert_allclose(piecewise.waveform, tiny_tts.codec.decode_codes(piecewise.codes),
+                                   rtol=0, atol=1e-4)
+
+
+def test_best_of_streams_whole_sentences(tiny_tts):
+    text = "First one. Second one."
+    options = dict(language="en", long_text="fixed-prompt", seed=2, best_of=2)
+    chunks = list(tiny_tts.synthesize_stream(text, **options))
+    whole, _ = tiny_tts.synthesize(text, **options)
+    assert len(chunks) == 2 and np.array_equal(np.concatenate(chunks), whole)
+
+
+def test_progress_is_reported_while_streaming(fixed):
+    fixed.frames = 150
+    seen = []
+    chunks = list(fixed.synthesize_stream("First one. Second one.", language="en", long_text="fixed-prompt", seed=0,
+                                          progress=lambda stage, done, total: seen.append((stage, done, total))))
+    assert len(chunks) == 6
+    assert [event for event in seen if event[0] == "sentence"] == [("sentence", i, 2) for i in range(3)]
+    assert sum(stage == "ar_step" for stage, _, _ in seen) == 2 * 151  # one per decoder call
+
+
+@pytest.mark.parametrize("chunk_seconds", [0, -1.0, 0.001, 100, "fast", True])
+def test_bad_chunk_seconds_is_a_clear_value_error(tiny_tts, chunk_seconds):
+    with pytest.raises(ValueError, match="chunk_seconds must be None"):
+        list(tiny_tts.synthesize_stream("Hello.", language="en", chunk_seconds=chunk_seconds))
