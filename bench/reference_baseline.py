@@ -18,7 +18,9 @@ SPEC §3.2-3.3 describes it (Plachtaa/VALL-E-X ``VALLE.inference``, ``Transforme
   fast path because its dropout is 0.1), the whole sequence through the last layer and final norm, and
   the logits cut afterwards;
 * sampling is the reference's ``topk_sampling``: filtering, ``multinomial(softmax)``, ``log_softmax`` of
-  the whole row.
+  the whole row;
+* every large Linear goes through ``F.linear`` (torch's default CPU kernel: MKL on x86), as the
+  reference's ``nn.Linear`` does, where our model uses oneDNN's float32 kernel (:class:`vallex.model.Linear`).
 
 Gradients are off with ``torch.no_grad`` as in the reference's ``generate_audio`` (ours runs under
 ``inference_mode``). Only eval-mode no-ops are left out (``nn.Dropout`` calls, ``nn.Identity`` prenets);
@@ -130,7 +132,7 @@ def reference_ar(
             xy_pos = xy_pos[:, [-1]]  # [B, 1, D]
 
         xy_dec, kv_cache = _ar_decoder_infer(model, xy_pos, xy_attn_mask, kv_cache)
-        logits = model.ar_predict_layer(xy_dec[:, -1])  # [B, 1025]
+        logits = F.linear(xy_dec[:, -1], model.ar_predict_layer.weight)  # [B, 1025]
         calls += 1
         if on_step is not None:
             on_step(calls - 1)
@@ -177,7 +179,7 @@ def reference_nar(
         y_pos = _add_positions(model.nar_audio_position, y_emb)
         xy_pos = torch.concat([x, y_pos], dim=1)  # [1, S + P + T, D]
         xy_dec = _nar_decoder_forward(model, xy_pos, model.nar_stage_embeddings[i].weight)
-        logits = model.nar_predict_layers[i](xy_dec[:, text_len + prefix_len:])  # [1, T, 1024]
+        logits = F.linear(xy_dec[:, text_len + prefix_len:], model.nar_predict_layers[i].weight)  # [1, T, 1024]
         samples = torch.argmax(logits, dim=-1)  # [1, T]
         codes.append(samples)
         if i < n_q - 2:
@@ -274,8 +276,9 @@ def _nar_decoder_forward(model: VallexModel, x: Tensor, stage: Tensor) -> Tensor
 
 
 def _feed_forward(layer: DecoderLayer, x: Tensor) -> Tensor:
-    """``linear2(relu(linear1(x)))``, out of place as the reference's ``_ff_block``."""
-    return layer.linear2(F.relu(layer.linear1(x)))
+    """``linear2(relu(linear1(x)))``, out of place as the reference's ``_ff_block``, through ``F.linear``
+    (torch's default kernel, as the reference's nn.Linear) rather than our oneDNN float32 path."""
+    return F.linear(F.relu(F.linear(x, layer.linear1.weight, layer.linear1.bias)), layer.linear2.weight, layer.linear2.bias)
 
 
 def _check_float32(model: VallexModel) -> None:

@@ -8,7 +8,7 @@ from torch import nn
 from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, generate, language_ids, nar_decode
-from vallex.model import VallexModel
+from vallex.model import Linear, VallexModel
 from vallex.precision import (
     OneDNNInt8Linear,
     apply_precision,
@@ -69,8 +69,8 @@ def test_int8_replaces_decoder_linears_and_keeps_heads_and_norms_float(tiny_path
     assert is_quantized(model)
     for decoder in (model.ar_decoder, model.nar_decoder):
         for name, module in decoder.named_modules():
-            assert (type(module) is nn.Linear) == name.endswith("project_layer"), name
-    assert type(model.nar_decoder.layers[0].linear1) is not nn.Linear
+            assert (type(module) is Linear) == name.endswith("project_layer"), name
+    assert type(model.nar_decoder.layers[0].linear1) is not Linear
     assert model.ar_predict_layer.weight.dtype == torch.float32
     # The NAR predictors stay tied to the embeddings.
     assert model.nar_predict_layers[0].weight is model.nar_audio_embeddings[2].word_embeddings.weight
@@ -150,3 +150,23 @@ def test_trimmed_last_layer_equals_full_computation(tiny_path):
         assert torch.allclose(model.ar_decoder(x, output_start=9), model.ar_decoder(x)[:, 9:], atol=1e-5)
     ar = ar_decode(model, text, langs, prompt[..., 0], top_k=1, min_frames=4, max_frames=4)
     assert nar_decode(model, text, langs, prompt, ar.codes).shape == (1, 4, 8)
+
+
+def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
+    from vallex.model import onednn_float32_linear_available
+
+    if not onednn_float32_linear_available():
+        pytest.fail("oneDNN's float32 Linear is missing from this x86 torch build")
+    torch.manual_seed(0)
+    for bias in (True, False):
+        linear = Linear(48, 80, bias=bias)
+        assert set(linear.state_dict()) == set(nn.Linear(48, 80, bias=bias).state_dict())
+        for x in (torch.randn(7, 48), torch.randn(2, 5, 48), torch.randn(3, 9, 48)[:, -1]):  # last: a strided view
+            with torch.inference_mode():
+                got = linear(x)
+            expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+            assert got.shape == expected.shape
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    x = torch.randn(4, 48, requires_grad=True)
+    linear(x).sum().backward()  # training takes F.linear: gradients flow
+    assert x.grad is not None and linear.weight.grad is not None

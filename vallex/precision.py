@@ -34,7 +34,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from vallex.model import VallexModel
+from vallex.model import Linear, VallexModel
 
 #: Accepted names and their aliases.
 PRECISIONS: dict[str, str] = {
@@ -127,12 +127,16 @@ def _quantize_decoder_linears(model: VallexModel) -> None:
     for decoder, kernel in ((model.ar_decoder, "fbgemm"), (model.nar_decoder, "onednn")):
         # Collect only the parents: a list holding the Linears themselves would keep every float32
         # weight alive until the end.
-        parents = [m for m in decoder.modules() if any(type(c) is nn.Linear for c in m.children())]
+        parents = [m for m in decoder.modules() if any(_is_float_linear(c) for c in m.children())]
         for parent in parents:
             names = [name for name, child in parent.named_children()
-                     if type(child) is nn.Linear and name not in KEEP_FLOAT_LINEARS]
+                     if _is_float_linear(child) and name not in KEEP_FLOAT_LINEARS]
             for name in names:
                 setattr(parent, name, int8_linear(getattr(parent, name), kernel))
+
+
+def _is_float_linear(module: nn.Module) -> bool:
+    return type(module) in (nn.Linear, Linear)
 
 
 def _int8_weight(linear: nn.Linear) -> tuple[Tensor, Tensor, Tensor | None]:
