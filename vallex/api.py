@@ -201,7 +201,11 @@ class VallEX:
         return result.waveform, result.sample_rate
 
     def synthesize_detailed(self, text: str, prompt: PromptLike = None, **options: Any) -> Synthesis:
-        """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings."""
+        """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings.
+
+        ``chunk_seconds=x`` (default None) makes what :meth:`synthesize_stream` with that ``chunk_seconds``
+        yields, with its codes; ``timings["first_audio_s"]`` is when the first chunk was ready.
+        """
         start = time.perf_counter()
         sentences: list[SentenceResult] = []
         chunks = []
@@ -324,7 +328,10 @@ class VallEX:
         return planned, language
 
     def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
-        """(min_frames, max_frames) the AR may generate for ``text_tokens`` text ids (prompt's + target's)."""
+        """(min_frames, max_frames) the AR may generate for ``text_tokens`` text ids (prompt's + target's).
+
+        Benchmarks and tests override it to hold a random model, which rarely says EOS, to a set length.
+        """
         budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_frames
         if budget < FRAME_RATE:
             raise ValueError(
