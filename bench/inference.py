@@ -28,9 +28,12 @@ reference's on this machine, which the reference's numbers from another machine 
 
 ``--stream`` adds time to first audio of :meth:`vallex.api.VallEX.synthesize_stream` on a two-sentence
 text (long-text mode) with a 3 s prompt, a random-weight codec, in int8 (or the first --dtype given): the
-time from the call until the first sentence's waveform chunk is yielded (text front end, AR, NAR, Vocos).
-A random model never says EOS, so each sentence's AR is held to 6 frames per target phoneme (the ratio of
-the main workload, ~4 s for 50 phonemes) by passing ``min_frames``/``max_frames`` to ``generate``.
+time from the call until the first waveform chunk is yielded (text front end, AR, NAR, Vocos), with the
+default chunking (``ttfa_s``: a 0.4 s first chunk, made once the AR is 20 frames past it, see
+:mod:`vallex.api`) and with one chunk per sentence (``ttfa_per_sentence_s``, ``chunk_seconds=None``: the
+whole first sentence). A random model never says EOS, so each sentence's AR is held to 6 frames per
+target phoneme (the ratio of the main workload, ~4 s for 50 phonemes) by a ``VallEX`` whose
+``_frame_limits`` force that length.
 
 The machine must be idle for the numbers to mean anything: the 1-minute load average before and after
 each configuration is recorded, ``--wait-idle`` waits for a quiet machine before each, and the JSON also
@@ -116,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
                 wait_for_idle(args.wait_idle)
             stream = run_worker("stream", stream_dtype, checkpoint, args, Path(tmp))
             print(f"time to first audio ({stream_dtype}, streaming, first sentence of "
-                  f"{stream['first_sentence_tokens']} phonemes): {stream['ttfa_s']:.2f} s", flush=True)
+                  f"{stream['first_sentence_tokens']} phonemes): {stream['ttfa_s']:.2f} s (first chunk "
+                  f"{stream['first_chunk_s']:.2f} s of audio); {stream['ttfa_per_sentence_s']:.2f} s with one chunk "
+                  "per sentence", flush=True)
 
     report = build_report(results, stream, args)
     print()
@@ -234,7 +239,9 @@ def format_table(report: dict) -> str:
     if report["time_to_first_audio"]:
         stream = report["time_to_first_audio"]
         lines.append(f"time to first audio (synthesize_stream, {stream['dtype']}, 2 sentences): "
-                     f"{stream['ttfa_s']:.2f} s; whole text {stream['total_s']:.2f} s")
+                     f"{stream['ttfa_s']:.2f} s (first chunk {stream['first_chunk_s']:.2f} s of audio), whole text "
+                     f"{stream['total_s']:.2f} s; one chunk per sentence: {stream['ttfa_per_sentence_s']:.2f} s, "
+                     f"whole text {stream['total_per_sentence_s']:.2f} s")
     return "\n".join(lines)
 
 
@@ -393,45 +400,50 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def measure_stream(args: argparse.Namespace) -> dict:
-    """Time to the first chunk of ``VallEX.synthesize_stream`` on a two-sentence text."""
+    """Time to the first chunk of ``VallEX.synthesize_stream`` on a two-sentence text, chunked and per sentence."""
     import torch
 
-    import vallex.api as api
+    from vallex.api import STREAM_CHUNK_SECONDS, VallEX
     from vallex.codec import AudioCodec
     from vallex.prompts import VoicePrompt
+
+    sentence_tokens: list[int] = []
+
+    class ForcedLength(VallEX):
+        def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+            # The random model never says EOS: hold each sentence to a realistic length instead.
+            target_tokens = text_tokens - ENROLL_TOKENS
+            sentence_tokens.append(target_tokens)
+            frames = STREAM_FRAMES_PER_TOKEN * target_tokens
+            return frames, frames
 
     model, device, load_s = load(args)
     codec = AudioCodec.random(seed=0, device=device)
     _, _, prompt_codes = workload(device)
     voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
-    tts = api.VallEX(model, codec, presets=None, device=device)
+    tts = ForcedLength(model, codec, presets=None, device=device)
 
-    real_generate = api.generate
-    sentence_tokens: list[int] = []
-
-    def forced_length_generate(model, text, enroll_len, *rest, **options):
-        # The random model never says EOS: hold each sentence to a realistic length instead.
-        frames = STREAM_FRAMES_PER_TOKEN * (text.shape[1] - enroll_len)
-        sentence_tokens.append(text.shape[1] - enroll_len)
-        options.update(min_frames=frames, max_frames=frames)
-        return real_generate(model, text, enroll_len, *rest, **options)
-
-    api.generate = forced_length_generate
-    try:
-        # Warm-up (weights paged in, text front end and codec loaded), then the measured call.
-        for _ in tts.synthesize_stream("Warm up.", prompt=voice, language="en", seed=0, long_text="fixed-prompt"):
-            pass
-        sentence_tokens.clear()
+    def timed(chunk_seconds: float | None) -> tuple[float, float, list]:
         start = time.perf_counter()
-        stream = tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt")
+        stream = tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt",
+                                       chunk_seconds=chunk_seconds)
         first = next(stream)
         ttfa = time.perf_counter() - start
-        rest = list(stream)
-        total = time.perf_counter() - start
-    finally:
-        api.generate = real_generate
+        chunks = [first, *stream]
+        return ttfa, time.perf_counter() - start, chunks
+
+    # Warm-up (weights paged in, text front end and codec loaded), then the measured calls.
+    for _ in tts.synthesize_stream("Warm up.", prompt=voice, language="en", seed=0, long_text="fixed-prompt"):
+        pass
+    sentence_tokens.clear()
+    ttfa, total, chunks = timed(STREAM_CHUNK_SECONDS)
+    ttfa_sentence, total_sentence, sentences = timed(None)
     return {"dtype": args.dtype[0], "text": STREAM_TEXT, "ttfa_s": round(ttfa, 3), "total_s": round(total, 3),
-            "chunks": 1 + len(rest), "first_chunk_s": round(len(first) / 24000, 3),
+            "chunk_seconds": STREAM_CHUNK_SECONDS, "chunks": len(chunks),
+            "chunk_lengths_s": [round(len(c) / 24000, 3) for c in chunks],
+            "first_chunk_s": round(len(chunks[0]) / 24000, 3),
+            "ttfa_per_sentence_s": round(ttfa_sentence, 3), "total_per_sentence_s": round(total_sentence, 3),
+            "first_sentence_s": round(len(sentences[0]) / 24000, 3),
             "first_sentence_tokens": sentence_tokens[0], "load_s": round(load_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
 
