@@ -57,7 +57,7 @@ class AppConfig:
     max_upload_mb: int = 20  # uploads above this are refused by Gradio before they reach the app
     max_text_chars: int = 5000  # longest text accepted by any tab
     preload: bool = False  # load the model at startup instead of on the first request
-    stream_audio: bool = False  # Long text plays each sentence as it is ready (Gradio needs ffmpeg for this)
+    stream_audio: bool = False  # Long text plays live, in chunks, while it is made (Gradio needs ffmpeg for this)
     analytics: bool = False  # Gradio's usage statistics and version check (GRADIO_ANALYTICS_ENABLED)
     title: str = "VALL-E X"
 

@@ -225,10 +225,11 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
     @friendly_errors
     def long_text(text: str, voice: str, prompt_file: str | None, mode: str, language: str, accent: str,
                   seed: float, progress: gr.Progress = gr.Progress()) -> Iterator[tuple[Any, Any, str]]:
-        """Speak a long `text` sentence by sentence: yields (live chunk, whole audio, status) after each one.
+        """Speak a long `text` sentence by sentence: yields (live chunk, whole audio, status) as audio is made.
 
-        With streaming on, "live" gets each sentence's WAV as soon as it is made and the whole audio comes
-        at the end; otherwise "live" is skipped and the whole audio grows after every sentence.
+        With streaming on, "live" gets each chunk's WAV as soon as it is made (0.4 s first, then longer ones,
+        several per sentence: `synthesize_stream`'s default) and the whole audio comes at the end; otherwise
+        "live" is skipped and the whole audio grows after every sentence.
         """
         if voice not in (None, "", NO_VOICE):
             validate_name(voice)
@@ -236,12 +237,12 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         if mode not in LONG_TEXT_MODES:
             raise ValueError(f"Unknown long-text mode {mode!r}: choose {' or '.join(LONG_TEXT_MODES)}.")
         options = sampling_options(seed, 1.0, 0, 1.0, 1)
-        counts = {"total": 0}
+        counts = {"done": 0, "total": 0}  # sentences started so far (the one being made included), all
         report = progress_callback(progress)
 
         def track(stage: str, done: int, total: int) -> None:
             if stage == "sentence":
-                counts["total"] = total
+                counts["done"], counts["total"] = min(done + 1, total), total
             report(stage, done, total)
 
         started = time.perf_counter()
@@ -250,19 +251,23 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         # releases it.
         with engine.using_model() as tts:
             prompt = resolve_voice(voice, prompt_file, required=False)
+            # Live: small chunks, so playback starts after the first words. Otherwise the whole audio is
+            # re-sent after every chunk, so one chunk per sentence.
+            chunking = {} if live else {"chunk_seconds": None}
             stream = tts.synthesize_stream(text, prompt, language=language, accent=accent_option(accent),
-                                           long_text=mode, progress=track, **options)
+                                           long_text=mode, progress=track, **chunking, **options)
             for chunk in stream:
                 chunks.append(chunk)
                 seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
-                status = (f"**Sentence {len(chunks)} of {counts['total']}** done · {seconds:.1f} s of audio in "
-                          f"{time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
+                state = "playing" if live else "done"
+                status = (f"**Sentence {counts['done']} of {counts['total']}** {state} · {seconds:.1f} s of audio "
+                          f"in {time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
                 if live:
                     yield wav_bytes(chunk), gr.skip(), status
                 else:
                     yield gr.skip(), audio_out(np.concatenate(chunks)), status
         whole = np.concatenate(chunks)
-        yield gr.skip(), audio_out(whole), (f"**Done:** {len(chunks)} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
+        yield gr.skip(), audio_out(whole), (f"**Done:** {counts['total']} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
                                             f"of audio in {time.perf_counter() - started:.1f} s · mode {mode} · "
                                             f"seed {options['seed']}")
 

@@ -190,8 +190,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     button_l = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     if config.stream_audio:
-                        live_l = gr.Audio(label="Live: each sentence plays as soon as it is ready", streaming=True,
-                                          autoplay=True, interactive=False, elem_id="long-live")
+                        live_l = gr.Audio(label="Live: starts with the first words, while the rest is made",
+                                          streaming=True, autoplay=True, interactive=False, elem_id="long-live")
                     else:  # Gradio's streaming output needs ffmpeg; without it the whole audio grows instead
                         live_l = gr.Audio(label="Live", visible=False, interactive=False, elem_id="long-live")
                     status_l = gr.Markdown(label="Status", elem_id="long-status")
