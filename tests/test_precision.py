@@ -12,6 +12,7 @@ from vallex.model import Linear, VallexModel
 from vallex.precision import (
     OneDNNInt8Linear,
     apply_precision,
+    cpu_has_native_bfloat16,
     int8_linear,
     is_quantized,
     normalize_precision,
@@ -114,6 +115,26 @@ def test_int8_uses_fbgemm_for_ar_steps_and_onednn_for_nar_stages(tiny_path):
     assert type(model.ar_decoder.layers[0].linear1) is torch.ao.nn.quantized.dynamic.Linear
     expected = OneDNNInt8Linear if onednn_int8_available() else torch.ao.nn.quantized.dynamic.Linear
     assert type(model.nar_decoder.layers[0].self_attn.in_proj) is expected
+    bf16 = torch.bfloat16 if cpu_has_native_bfloat16() else None
+    assert all(layer.self_attn.attention_dtype is bf16 for layer in model.nar_decoder.layers)
+    assert all(layer.self_attn.attention_dtype is None for layer in model.ar_decoder.layers)
+
+
+def test_bfloat16_nar_attention_stays_close_to_float32(tiny_path):
+    model = apply_precision(load_model(tiny_path), "int8")
+    text, langs, prompt = inputs()
+    codes0 = torch.randint(0, 1024, (1, 6), generator=torch.Generator().manual_seed(1))
+    outputs = {}
+    with torch.inference_mode():
+        text_emb = model.embed_text("nar", text, langs)
+        audio = model.nar_audio_embeddings[0](torch.cat([prompt[..., 0], codes0], dim=1))
+        for dtype in (None, torch.bfloat16):
+            for layer in model.nar_decoder.layers:
+                layer.self_attn.attention_dtype = dtype
+            outputs[dtype] = model.nar_forward(text_emb, audio, 2, output_start=prompt.shape[1])
+    assert outputs[torch.bfloat16].dtype == torch.float32
+    relative = (outputs[torch.bfloat16] - outputs[None]).norm() / outputs[None].norm()
+    assert 0 < relative.item() < 0.02
 
 
 @pytest.mark.parametrize("precision", ["bfloat16", "int8"])

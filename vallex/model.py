@@ -126,6 +126,9 @@ class MultiheadSelfAttention(nn.Module):
         self.out_proj = Linear(dim, dim)
         self._register_state_dict_hook(_packed_projection_to_reference_keys)
         self._register_load_state_dict_pre_hook(_packed_projection_from_reference_keys)
+        #: When set (``apply_precision`` int8 sets bfloat16 in the NAR on CPUs with native bfloat16):
+        #: attention without a KV cache computes q, k, v, scores and weights in this dtype.
+        self.attention_dtype: torch.dtype | None = None
 
     def forward(
         self,
@@ -144,6 +147,8 @@ class MultiheadSelfAttention(nn.Module):
         """
         batch, length, dim = x.shape
         qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, dim // self.num_heads)
+        if self.attention_dtype is not None and cache is None:
+            qkv = qkv.to(self.attention_dtype)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(k, v, start)  # [B, H, start + T, hd]

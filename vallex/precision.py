@@ -19,6 +19,10 @@ products. Halving or quartering the weight bytes is the lever:
     the kernel torch.compile's x86 int8 path calls) on uint8 activations: 224 ms vs fbgemm's 283 ms, and with
     8-bit instead of fbgemm's 7-bit activations its outputs are twice as close to float32. Where that op
     is missing (non-x86 builds) the NAR uses fbgemm too.
+  - the NAR's attention (q, k, v, scores, weights) runs in bfloat16 on CPUs with native bfloat16
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``): 0.41 vs 0.47 s per stage, and the NAR output's
+    deviation from float32 unchanged (0.639 % relative, dominated by the int8 Linears). The AR keeps float32
+    attention over a float32 cache: a bfloat16 cache measured slower per step (14.2 vs 11.9 ms).
 
   torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this CPU (weight-only 78 ms,
   dynamic 68 ms vs 6.8 ms), so torch's own kernels are used and torchao is not a dependency.
@@ -92,6 +96,9 @@ def apply_precision(
             return model
         model.to(device=device, dtype=torch.float32)
         _quantize_decoder_linears(model)
+        if cpu_has_native_bfloat16():
+            for layer in model.nar_decoder.layers:
+                layer.self_attn.attention_dtype = torch.bfloat16
     else:
         if name == "float16" and device.type == "cpu":
             warnings.warn("float16 on CPU is for checking GPU numerics only: its matrix products measured "
@@ -220,3 +227,12 @@ def onednn_int8_available() -> bool:
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
     return bool(torch.allclose(out, torch.full((1, 2), 4.0)))  # 4 x (3 - 1) x 0.5 x 1
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 matmuls natively on this CPU (AVX512-BF16 or AMX); checked once."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (RuntimeError, AttributeError):
+        return False
