@@ -29,9 +29,10 @@ reference's on this machine, which the reference's numbers from another machine 
 ``--stream`` adds time to first audio of :meth:`vallex.api.VallEX.synthesize_stream` on a two-sentence
 text (long-text mode) with a 3 s prompt, a random-weight codec, in int8 (or the first --dtype given): the
 time from the call until the first waveform chunk is yielded (text front end, AR, NAR, Vocos), with the
-default chunking (``ttfa_s``: a 0.4 s first chunk, made once the AR is 20 frames past it, see
+default chunking (``ttfa_s``: a 0.4 s first chunk, made once the AR is 16 frames past it, see
 :mod:`vallex.api`) and with one chunk per sentence (``ttfa_per_sentence_s``, ``chunk_seconds=None``: the
-whole first sentence). A random model never says EOS, so each sentence's AR is held to 6 frames per
+whole first sentence); medians of ``--runs`` streams (all but the last closed after their first chunk; the
+last runs to the end for ``total_s``). A random model never says EOS, so each sentence's AR is held to 6 frames per
 target phoneme (the ratio of the main workload, ~4 s for 50 phonemes) by a ``VallEX`` whose
 ``_frame_limits`` force that length.
 
@@ -423,14 +424,25 @@ def measure_stream(args: argparse.Namespace) -> dict:
     voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
     tts = ForcedLength(model, codec, presets=None, device=device)
 
+    def start_stream(chunk_seconds: float | None):
+        return tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt",
+                                     chunk_seconds=chunk_seconds)
+
     def timed(chunk_seconds: float | None) -> tuple[float, float, list]:
+        """Median time to the first chunk over ``args.runs`` streams (closed after it), then one whole stream."""
+        ttfas = []
+        for _ in range(max(args.runs - 1, 0)):
+            start = time.perf_counter()
+            stream = start_stream(chunk_seconds)
+            next(stream)
+            ttfas.append(time.perf_counter() - start)
+            stream.close()
         start = time.perf_counter()
-        stream = tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt",
-                                       chunk_seconds=chunk_seconds)
+        stream = start_stream(chunk_seconds)
         first = next(stream)
-        ttfa = time.perf_counter() - start
+        ttfas.append(time.perf_counter() - start)
         chunks = [first, *stream]
-        return ttfa, time.perf_counter() - start, chunks
+        return statistics.median(ttfas), time.perf_counter() - start, chunks
 
     # Warm-up (weights paged in, text front end and codec loaded), then the measured calls.
     for _ in tts.synthesize_stream("Warm up.", prompt=voice, language="en", seed=0, long_text="fixed-prompt"):
