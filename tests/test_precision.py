@@ -219,3 +219,15 @@ def test_adaptive_norm_reuses_its_stage_affine_until_the_weights_change():
     out = norm(x, stage)  # with gradients: recomputed, and gradients reach the projection
     out.sum().backward()
     assert norm.project_layer.weight.grad is not None and stage.grad is not None
+
+
+def test_cpu_models_let_malloc_keep_activation_buffers(tiny_path):
+    import sys
+
+    from vallex.precision import keep_freed_memory_for_reuse
+
+    keep_freed_memory_for_reuse.cache_clear()
+    apply_precision(load_model(tiny_path), "float32", "cpu")
+    info = keep_freed_memory_for_reuse.cache_info()
+    assert info.currsize == 1  # apply_precision asked for it
+    assert keep_freed_memory_for_reuse() is sys.platform.startswith("linux")  # glibc on our Linux machines
