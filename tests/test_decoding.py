@@ -127,3 +127,53 @@ def test_cached_generation_is_batch_consistent(model):
     batched = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12, best_of=3)
     assert torch.equal(single.codes, batched.codes)
     assert torch.allclose(single.first_logits[0], batched.first_logits[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
+def test_one_frame_step_equals_the_decoder_over_its_cache(precision):
+    """The AR loop's hoisted one-frame step computes exactly what the decoder module computes."""
+    from vallex.model import KVCache, OneFrameStep, ar_attention_mask, kv_cache_dtype
+    from vallex.precision import apply_precision
+
+    torch.manual_seed(0)
+    model = apply_precision(VallexModel(VallexConfig(d_model=32, nhead=4, num_layers=3)).eval(), precision)
+    dtype = torch.float32 if precision == "int8" else getattr(torch, precision)
+    caches = [KVCache.allocate(model.config, 2, 16, "cpu", kv_cache_dtype(dtype, torch.device("cpu")))
+              for _ in range(2)]
+    with torch.inference_mode():
+        prefix = torch.randn(2, 6, 32).to(dtype)
+        for cache in caches:
+            model.ar_decoder(prefix, ar_attention_mask(2, 4), cache=cache, start=0)
+        step = OneFrameStep(model.ar_decoder, caches[1])
+        for position in range(6, 10):
+            x = torch.randn(2, 1, 32).to(dtype)
+            expected = model.ar_decoder(x, None, cache=caches[0], start=position)
+            assert torch.equal(step(x, position), expected)
+        for module_cache, step_cache in zip(caches[0].layers, caches[1].layers):
+            assert torch.equal(module_cache.kv[:, :, :, :10], step_cache.kv[:, :, :, :10])
+        with pytest.raises(RuntimeError, match="overflow"):
+            step(x, 16)
+
+
+def test_one_frame_step_rejects_what_it_cannot_run(model):
+    from vallex.model import KVCache, OneFrameStep
+
+    cache = KVCache.allocate(model.config, 1, 8, "cpu", torch.float32)
+    with pytest.raises(ValueError, match="plain LayerNorms"):
+        OneFrameStep(model.nar_decoder, cache)
+    with pytest.raises(ValueError, match="layers"):
+        OneFrameStep(model.ar_decoder, KVCache(cache.layers[:1]))
+
+
+def test_inference_functions_compute_what_the_layers_compute():
+    from vallex.model import Linear, inference_function
+    from vallex.precision import int8_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 24)
+    cases = [(Linear(24, 40), torch.float32), (Linear(24, 40).to(torch.bfloat16), torch.bfloat16),
+             (int8_linear(Linear(24, 40), "fbgemm"), torch.float32),
+             (int8_linear(Linear(24, 40), "onednn"), torch.float32), (torch.nn.ReLU(), torch.float32)]
+    with torch.inference_mode():
+        for layer, dtype in cases:
+            assert torch.equal(inference_function(layer)(x.to(dtype)), layer(x.to(dtype)))

@@ -1,7 +1,8 @@
 """Inference: AR sampling of codebook 0, then greedy NAR stages for codebooks 1..7 (SPEC §3.2–3.3).
 
 The AR loop keeps a preallocated KV cache, embeds only the newest frame each step and needs no mask
-after the first step (a new frame may attend to everything before it). With ``top_k=1`` it is greedy and
+after the first step (a new frame may attend to everything before it); its one-frame decoder calls go
+through :class:`vallex.model.OneFrameStep`. With ``top_k=1`` it is greedy and
 reproduces the reference exactly.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vallex.languages import MODEL_LANGUAGE_ID
-from vallex.model import KVCache, VallexModel, ar_attention_mask, kv_cache_dtype
+from vallex.model import KVCache, OneFrameStep, VallexModel, ar_attention_mask, kv_cache_dtype
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16
@@ -234,6 +235,7 @@ def _ar_loop(
     logits = model.ar_logits(hidden[:, -1])  # [B, 1025]
     first_logits = logits.float().clone()
 
+    step = OneFrameStep(model.ar_decoder, cache)  # the decoder, one new frame per call
     generated = torch.empty(best_of, max_frames, dtype=torch.long, device=device)
     finished = torch.zeros(best_of, dtype=torch.bool, device=device)
     sum_logprobs = torch.zeros(best_of, device=device)
@@ -264,7 +266,7 @@ def _ar_loop(
             yield generated[:, :num_frames]  # [1, n] view: no copy of the frames per step
         # One new frame: its audio position is 1 + P + (num_frames - 1) (BOS at 0).
         step_emb = model.embed_ar_audio(tokens[:, None], offset=prompt_len + num_frames)  # [B, 1, D]
-        hidden = model.ar_decoder(step_emb, None, cache=cache, start=position)
+        hidden = step(step_emb, position)  # [B, 1, D]
         position += 1
         logits = model.ar_logits(hidden[:, -1])
         steps += 1

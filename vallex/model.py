@@ -19,6 +19,7 @@ import functools
 import math
 import platform
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,25 @@ class Linear(nn.Linear):
                 and not torch.is_grad_enabled() and onednn_float32_linear_available()):
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+    def inference_function(self) -> Callable[[Tensor], Tensor]:
+        """This layer as a plain function for repeated no-grad calls (see :func:`inference_function`)."""
+        weight, bias = self.weight, self.bias
+        if weight.dtype == torch.float32 and weight.device.type == "cpu" and onednn_float32_linear_available():
+            op = torch.ops.mkldnn._linear_pointwise
+            return lambda x: op(x, weight, bias, "none", [], "")
+        return functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def inference_function(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``module``'s forward as a plain function, for hot loops that call it many times without gradients.
+
+    Modules that can skip ``nn.Module.__call__`` and their per-call checks say how through an
+    ``inference_function()`` method (:class:`Linear`, the int8 Linears of :mod:`vallex.precision`); any
+    other module is returned as it is. Resolve it again after the module's weights or dtype change.
+    """
+    make = getattr(module, "inference_function", None)
+    return make() if callable(make) else module
 
 
 @functools.lru_cache(maxsize=None)
@@ -171,8 +191,10 @@ def _attention_math(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -
     On CPU in bfloat16/float16, torch's fused attention kernel measured 1.3x (600 queries) to 5x (one
     query, an AR step) slower than this.
     """
-    # Scaling q (T x hd values) rather than the scores (T x L) saves a pass over the largest tensor.
-    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.transpose(-1, -2))  # [B, H, T, L]
+    # Scaling q (T x hd values) rather than the scores (T x L) saves a pass over the largest tensor. k is
+    # made contiguous first: its transpose is then a layout the matmul reads as it is, where a strided k
+    # (a view of the packed projection) made it run a slow transposing copy (0.76 ms per NAR layer).
+    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.contiguous().transpose(-1, -2))  # [B, H, T, L]
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf"))
     return torch.matmul(torch.softmax(scores, dim=-1), v)
@@ -206,10 +228,12 @@ class LayerNorm(nn.LayerNorm):
 class AdaptiveLayerNorm(nn.Module):
     """``w ⊙ LayerNorm(x) + b`` with ``[w, b] = project_layer(stage embedding)`` (NAR only).
 
-    Without gradients, ``[w, b]`` of each stage is computed once and reused: it depends only on the stage
-    embedding and ``project_layer``'s weights (the cache is keyed on both tensors' storage and version
-    counters, so an in-place update or new weights recompute it). That is 25 float32 matrix-vector
-    products of 8 MB each per NAR stage saved (~75 ms per 7-stage NAR on 2 CPU cores).
+    Without gradients, each stage's norm runs as one ``layer_norm`` whose affine parameters fold in the
+    stage's ``w, b``: ``w ⊙ (γ ⊙ n + β) + b = (w ⊙ γ) ⊙ n + (w ⊙ β + b)``, computed in float32 once per stage
+    and reused (keyed on the storage and version counters of the stage embedding and of every parameter
+    involved, so in-place updates or new weights recompute them). That saves 25 float32 matrix-vector
+    products of 8 MB each and 25 passes over the activations per NAR stage. Equal to the two-step form up
+    to float32 rounding (golden parity holds); with gradients (training) the two-step form runs as written.
     """
 
     def __init__(self, dim: int) -> None:
@@ -217,26 +241,34 @@ class AdaptiveLayerNorm(nn.Module):
         self.dim = dim
         self.project_layer = Linear(dim, 2 * dim)
         self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self._affine_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._folded_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def forward(self, x: Tensor, stage: Tensor) -> Tensor:  # x [B, T, D], stage [1, D]
-        weight, bias = self._affine(stage)  # [1, D] each
-        return torch.addcmul(bias, weight, self.norm(x))
-
-    def _affine(self, stage: Tensor) -> tuple[Tensor, Tensor]:
         if torch.is_grad_enabled():
-            return torch.split(self.project_layer(stage), self.dim, dim=-1)
+            weight, bias = torch.split(self.project_layer(stage), self.dim, dim=-1)  # [1, D] each
+            return torch.addcmul(bias, weight, self.norm(x))
+        scale, shift = self._folded_affine(stage)  # [D] each
+        return F.layer_norm(x, (self.dim,), scale, shift, LAYER_NORM_EPS)
+
+    def _folded_affine(self, stage: Tensor) -> tuple[Tensor, Tensor]:
+        """(w ⊙ γ, w ⊙ β + b) of this stage, [D] each in the norm's dtype."""
+        parameters = (stage, self.project_layer.weight, self.project_layer.bias, self.norm.weight, self.norm.bias)
         try:
-            parameters = (stage, self.project_layer.weight, self.project_layer.bias)
             key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in parameters)
         except RuntimeError:  # inference-mode tensors have no version counter: nothing to key on
-            return torch.split(self.project_layer(stage), self.dim, dim=-1)
-        cached = self._affine_cache.get(key)
+            return self._fold(stage)
+        cached = self._folded_cache.get(key)
         if cached is None:
-            if len(self._affine_cache) >= 16:  # stale entries of replaced weights
-                self._affine_cache.clear()
-            cached = self._affine_cache[key] = torch.split(self.project_layer(stage), self.dim, dim=-1)
+            if len(self._folded_cache) >= 16:  # stale entries of replaced weights
+                self._folded_cache.clear()
+            cached = self._folded_cache[key] = self._fold(stage)
         return cached
+
+    def _fold(self, stage: Tensor) -> tuple[Tensor, Tensor]:
+        weight, bias = torch.split(self.project_layer(stage).float().view(-1), self.dim)  # [D] each
+        gamma, beta = self.norm.weight.float(), self.norm.bias.float()
+        dtype = self.norm.weight.dtype
+        return (weight * gamma).to(dtype), torch.addcmul(bias, weight, beta).to(dtype)
 
 
 class DecoderLayer(nn.Module):
@@ -295,21 +327,33 @@ class Decoder(nn.Module):
 
 @dataclass
 class LayerKVCache:
-    """Preallocated keys and values of one layer: [B, H, capacity, hd] each.
+    """Preallocated keys and values of one layer, in one tensor ``kv`` [B, 2, H, capacity, hd] (keys, values).
 
-    The cache's dtype may differ from the model's: ``append`` casts on write.
+    The cache's dtype may differ from the model's: writes cast.
     """
 
-    k: Tensor
-    v: Tensor
+    kv: Tensor
+
+    @property
+    def k(self) -> Tensor:  # [B, H, capacity, hd]
+        return self.kv[:, 0]
+
+    @property
+    def v(self) -> Tensor:  # [B, H, capacity, hd]
+        return self.kv[:, 1]
+
+    @property
+    def capacity(self) -> int:
+        return self.kv.shape[3]
 
     def append(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, H, T, hd] at positions ``start..``; returns keys and values so far [B, H, start + T, hd]."""
         end = start + k.shape[2]
-        if end > self.k.shape[2]:
-            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.k.shape[2]}.")
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.capacity}.")
+        self.kv[:, 0, :, start:end] = k
+        self.kv[:, 1, :, start:end] = v
+        return self.kv[:, 0, :, :end], self.kv[:, 1, :, :end]
 
 
 @dataclass
@@ -321,11 +365,8 @@ class KVCache:
     @classmethod
     def allocate(cls, config: VallexConfig, batch: int, capacity: int, device, dtype) -> "KVCache":
         """``dtype``: use :func:`kv_cache_dtype` of the model's dtype."""
-        shape = (batch, config.nhead, capacity, config.head_dim)
-        return cls([
-            LayerKVCache(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
-            for _ in range(config.num_layers)
-        ])
+        shape = (batch, 2, config.nhead, capacity, config.head_dim)
+        return cls([LayerKVCache(torch.empty(shape, device=device, dtype=dtype)) for _ in range(config.num_layers)])
 
 
 def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
@@ -337,6 +378,56 @@ def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtyp
     kernel (one new key and one query per step are cast, nothing else).
     """
     return torch.float32 if device.type == "cpu" else model_dtype
+
+
+class OneFrameStep:
+    """``decoder(x, None, cache=cache, start=start)`` for one new position, with the per-call Python work hoisted.
+
+    An AR step runs 12 layers x ~25 small operations on one row. Through the modules that costs ~1.2 ms
+    of Python and dispatch per step on our 2-core CPU (module calls, per-call dtype checks, two cache
+    writes per layer), a tenth of an int8 step (bench/inference.py). This resolves every Linear to a
+    plain function (:func:`inference_function`) and every norm's parameters once per generation, writes
+    keys and values with one copy per layer and runs the same operations in the same order, so its
+    outputs equal the module path's (tests/test_model.py). For inference only (no autograd); plain
+    (non-adaptive) decoders only. Build a new one if the decoder's weights are replaced.
+    """
+
+    def __init__(self, decoder: Decoder, cache: KVCache) -> None:
+        if not all(isinstance(layer.norm1, LayerNorm) for layer in decoder.layers):
+            raise ValueError("OneFrameStep runs decoders with plain LayerNorms (the AR decoder) only.")
+        if len(cache.layers) != len(decoder.layers):
+            raise ValueError(f"the cache has {len(cache.layers)} layers, the decoder {len(decoder.layers)}.")
+        self.cache = cache
+        self.dim = decoder.norm.normalized_shape[0]
+        self.num_heads = decoder.layers[0].self_attn.num_heads
+        self.final_norm = (decoder.norm.weight, decoder.norm.bias)
+        self.layers = [
+            (layer.norm1.weight, layer.norm1.bias, inference_function(layer.self_attn.in_proj),
+             inference_function(layer.self_attn.out_proj), layer.norm2.weight, layer.norm2.bias,
+             inference_function(layer.linear1), inference_function(layer.linear2), layer_cache.kv)
+            for layer, layer_cache in zip(decoder.layers, cache.layers)
+        ]
+
+    def __call__(self, x: Tensor, start: int) -> Tensor:
+        """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D]."""
+        batch, dim, heads = x.shape[0], self.dim, self.num_heads
+        end = start + 1
+        if end > self.cache.layers[0].capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.cache.layers[0].capacity}.")
+        shape = (dim,)
+        for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv in self.layers:
+            qkv = in_proj(F.layer_norm(x, shape, norm1_w, norm1_b, LAYER_NORM_EPS))  # [B, 1, 3D]
+            qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
+            kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
+            q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
+            k, v = kv[:, 0, :, :end], kv[:, 1, :, :end]  # [B, H, end, hd]
+            if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+                out = _attention_math(q, k, v, None)  # as MultiheadSelfAttention does
+            else:
+                out = F.scaled_dot_product_attention(q, k, v)  # [B, H, 1, hd]
+            x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
+            x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
+        return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)
 
 
 class VallexModel(nn.Module):

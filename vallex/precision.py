@@ -38,6 +38,7 @@ import ctypes
 import functools
 import sys
 import warnings
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -183,16 +184,38 @@ def int8_linear(linear: nn.Linear, kernel: str = "fbgemm") -> nn.Module:
     if kernel == "onednn" and onednn_int8_available():
         return OneDNNInt8Linear(qweight.int_repr(), qweight.q_per_channel_scales().float(), bias)
     with warnings.catch_warnings():
-        # torch.ao.nn.quantized is deprecated in favour of torchao, whose eager CPU int8 kernels measured
-        # 8-10x slower at batch 1 on our CPU; the warning says nothing a user can act on.
-        warnings.simplefilter("ignore")
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
+        warnings.simplefilter("ignore")  # see fbgemm_int8_linear_class
         # Built at 1x1 and then packed once: the constructor would first pack a full-size zero weight.
-        qlinear = DynamicQuantizedLinear(1, 1, bias_=bias is not None, dtype=torch.qint8)
+        qlinear = fbgemm_int8_linear_class()(1, 1, bias_=bias is not None, dtype=torch.qint8)
         qlinear.in_features, qlinear.out_features = linear.in_features, linear.out_features
         qlinear.set_weight_bias(qweight, bias)
     return qlinear
+
+
+@functools.lru_cache(maxsize=None)
+def fbgemm_int8_linear_class() -> type:
+    """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.model.inference_function` support.
+
+    Defined on first use: torch.ao.nn.quantized is deprecated in favour of torchao (whose eager CPU int8
+    kernels measured 8-10x slower at batch 1 on our CPU), and importing it warns about nothing a user can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    class FbgemmInt8Linear(DynamicQuantizedLinear):
+        """float32 [..., in] -> float32 [..., out] through fbgemm's dynamic int8 Linear."""
+
+        def inference_function(self) -> Callable[[Tensor], Tensor]:
+            # What forward() runs for qint8 weights (reduce_range=True: fbgemm's 7-bit activations),
+            # without its per-call checks and dtype cast (the AR's activations are float32 already).
+            # The op's own C++ entry point where torch exposes it: calling the op through torch.ops
+            # first scans the arguments in Python for traced script objects (~8 us, 48 times per AR step).
+            op = getattr(torch.ops.quantized.linear_dynamic, "_op", torch.ops.quantized.linear_dynamic)
+            packed = self._packed_params._packed_params
+            return lambda x: op(x, packed, True)
+
+    return FbgemmInt8Linear
 
 
 class OneDNNInt8Linear(nn.Module):
@@ -221,6 +244,9 @@ class OneDNNInt8Linear(nn.Module):
             self.weight_zero_point, self.bias, 1.0, 0, torch.float32, "none", [], "",
         )  # [N, out]
         return out.view(*leading, self.out_features)
+
+    def inference_function(self) -> Callable[[Tensor], Tensor]:
+        return self.forward
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn"
