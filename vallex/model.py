@@ -383,12 +383,12 @@ def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtyp
 class OneFrameStep:
     """``decoder(x, None, cache=cache, start=start)`` for one new position, with the per-call Python work hoisted.
 
-    An AR step runs 12 layers x ~25 small operations on one row. Through the modules that costs ~1.2 ms
-    of Python and dispatch per step on our 2-core CPU (module calls, per-call dtype checks, two cache
-    writes per layer), a tenth of an int8 step (bench/inference.py). This resolves every Linear to a
-    plain function (:func:`inference_function`) and every norm's parameters once per generation, writes
-    keys and values with one copy per layer and runs the same operations in the same order, so its
-    outputs equal the module path's (tests/test_model.py). For inference only (no autograd); plain
+    An AR step runs 12 layers x ~25 small operations on one row. Through the modules, their Python and
+    dispatch (module calls, per-call dtype checks, two cache writes per layer) cost ~0.85 ms of a ~10 ms
+    int8 step on our 2-core CPU (bench/README.md). This resolves every Linear to a plain function
+    (:func:`inference_function`) and every norm's parameters once per generation, writes keys and values
+    with one copy per layer and runs the same operations in the same order, so its outputs equal the
+    module path's bit for bit (tests/test_decoding.py). For inference only (no autograd); plain
     (non-adaptive) decoders only. Build a new one if the decoder's weights are replaced.
     """
 
