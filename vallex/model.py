@@ -177,12 +177,19 @@ class MultiheadSelfAttention(nn.Module):
             q = q[:, :, query_start:]  # [B, H, T', hd]
             if attn_mask is not None and attn_mask.shape[-2] == length:
                 attn_mask = attn_mask[..., query_start:, :]
-        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-            out = _attention_math(q, k, v, attn_mask)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # [B, H, T', hd]
+        out = _attend(q, k, v, attn_mask)  # [B, H, T', hd]
         out = out.transpose(1, 2).reshape(batch, q.shape[2], dim).to(x.dtype)
         return self.out_proj(out)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """Attention q [B, H, T, hd] over k/v [B, H, L, hd] -> [B, H, T, hd]; ``attn_mask`` bool, True = may attend.
+
+    Torch's fused kernel, except for 16-bit tensors on CPU (:func:`_attention_math`).
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        return _attention_math(q, k, v, attn_mask)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
 def _attention_math(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
@@ -335,14 +342,6 @@ class LayerKVCache:
     kv: Tensor
 
     @property
-    def k(self) -> Tensor:  # [B, H, capacity, hd]
-        return self.kv[:, 0]
-
-    @property
-    def v(self) -> Tensor:  # [B, H, capacity, hd]
-        return self.kv[:, 1]
-
-    @property
     def capacity(self) -> int:
         return self.kv.shape[3]
 
@@ -420,11 +419,7 @@ class OneFrameStep:
             qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
             kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
             q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
-            k, v = kv[:, 0, :, :end], kv[:, 1, :, :end]  # [B, H, end, hd]
-            if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-                out = _attention_math(q, k, v, None)  # as MultiheadSelfAttention does
-            else:
-                out = F.scaled_dot_product_attention(q, k, v)  # [B, H, 1, hd]
+            out = _attend(q, kv[:, 0, :, :end], kv[:, 1, :, :end])  # [B, H, 1, hd]
             x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
             x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
         return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)
