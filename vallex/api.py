@@ -54,7 +54,7 @@ CHUNK_GROWTH = 2
 MAX_CHUNK_SECONDS = 3.2
 #: Frames sampled after a chunk before its codebooks 2-8 are fixed: the NAR attends to both sides, so a frame
 #: predicted with no frames after it would be worse than in a whole-sentence pass. 8 frames = 107 ms, about
-#: one phoneme; each costs one AR step (~11 ms on 2 CPU cores in int8) before the first audio.
+#: one phoneme; each costs one AR step (~9 ms on 2 CPU cores in int8) before the first audio.
 NAR_LOOKAHEAD_FRAMES = 8
 #: Fixed frames after a chunk that are vocoded with it (its right context). The rest of Vocos's context
 #: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
