@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the small peaked model: trained here (train) or the golden checkpoint")
     parser.add_argument("--checkpoint", type=Path, help="full-size .safetensors (default: random, seed 0)")
     parser.add_argument("--golden", type=Path, default=Path(os.environ.get(
-        "VALLEX_GOLDEN_DIR", REPO.parent / "shared" / "golden" / "public")))
+        "VALLEX_GOLDEN_DIR", REPO / "tests" / "golden" / "public")))
     parser.add_argument("--frames", type=int, default=300, help="teacher-forced frames of the full model")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work-dir", type=Path, help="keep the trained tiny model here (default: temporary)")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 # Set before anything imports gradio / huggingface_hub: no analytics, no hub traffic.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -16,21 +15,25 @@ import torch  # noqa: E402
 # A busy second core makes 2-thread torch hundreds of times slower on small ops.
 torch.set_num_threads(1)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from golden_fixtures import REPO_ROOT, golden_dir, golden_error, golden_problems  # noqa: E402,F401
 
 
-def golden_dir() -> Path:
-    """The golden fixture folder: ``$VALLEX_GOLDEN_DIR`` or ``../shared/golden/public``."""
-    default = REPO_ROOT.parent / "shared" / "golden" / "public"
-    return Path(os.environ.get("VALLEX_GOLDEN_DIR", default)).resolve()
+def pytest_configure(config) -> None:
+    """Stop with one message, before collection, when the golden folder is missing or malformed.
+
+    Several test modules read the fixtures while they are collected (to parametrize over the cases), so a
+    bad folder would otherwise surface as a collection traceback per module.
+    """
+    path = golden_dir()
+    problems = golden_problems(path)
+    if problems:
+        raise pytest.UsageError(golden_error(path, problems))
 
 
 @pytest.fixture(scope="session")
 def golden() -> Path:
-    path = golden_dir()
-    if not path.is_dir():
-        pytest.fail(f"Golden fixtures not found at {path}; set VALLEX_GOLDEN_DIR.")
-    return path
+    """The golden fixture folder (checked complete by :func:`pytest_configure`)."""
+    return golden_dir()
 
 
 @pytest.fixture(scope="session")
