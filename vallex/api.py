@@ -11,15 +11,12 @@ while it is being made: by default in chunks that start small (0.4 s, so the fir
 and double up to 3.2 s, several per sentence; ``chunk_seconds=None`` yields one chunk per sentence,
 whose concatenation is exactly :meth:`VallEX.synthesize`'s output.
 
-How a sentence is streamed: the AR samples codebook 0 frame by frame (:func:`~vallex.decoding.iter_ar_decode`).
-Whenever enough new frames exist, the NAR predicts codebooks 2-8 of all frames so far (it needs no future
-frames, but is better with some), the frames up to ``NAR_LOOKAHEAD_FRAMES`` before the newest are frozen,
-and the frozen frames up to ``VOCODER_LOOKAHEAD_FRAMES`` before the last frozen one are vocoded, with
-enough codes on either side that the pieces join without a seam
-(:meth:`~vallex.codec.AudioCodec.decode_codes_window`). When the AR stops, the rest is flushed.
+How a sentence is streamed is described in :mod:`vallex.streaming`; :meth:`VallEX.synthesize_batch`
+decodes several requests together (:mod:`vallex.batching`).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +25,22 @@ from typing import Any, Callable, Generator, Iterator, Sequence, Union
 import numpy as np
 import torch
 
-from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE
-from vallex.decoding import generate, iter_ar_decode, language_ids, nar_decode
+from vallex.audio import FRAME_RATE, SAMPLE_RATE
+from vallex.batching import ARBatch, ARRequest, NARInput, nar_decode_batch
+from vallex.decoding import ar_decode, iter_ar_decode, language_ids, nar_decode
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
+from vallex.streaming import (  # noqa: F401  (the streaming constants are part of this module's API)
+    CHUNK_GROWTH,
+    MAX_CHUNK_SECONDS,
+    NAR_LOOKAHEAD_FRAMES,
+    STREAM_CHUNK_SECONDS,
+    VOCODER_LOOKAHEAD_FRAMES,
+    Returning,
+    SentencePieces,
+    first_chunk_frames,
+)
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
 from vallex.text.normalize import has_pronounceable
 
@@ -45,20 +53,6 @@ MAX_SLIDING_PROMPT_SECONDS = 10.0
 #: Pause between sentences of long text, and the fade applied at each edge (no clicks at the joins).
 SENTENCE_PAUSE_SECONDS = 0.2
 EDGE_FADE_SECONDS = 0.01
-
-#: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR
-#: and a little Vocos), then each chunk is CHUNK_GROWTH times longer, up to MAX_CHUNK_SECONDS, so that a
-#: long sentence needs few NAR passes (each covers text + prompt + all frames so far).
-STREAM_CHUNK_SECONDS = 0.4
-CHUNK_GROWTH = 2
-MAX_CHUNK_SECONDS = 3.2
-#: Frames sampled after a chunk before its codebooks 2-8 are fixed: the NAR attends to both sides, so a frame
-#: predicted with no frames after it would be worse than in a whole-sentence pass. 8 frames = 107 ms, about
-#: one phoneme; each costs one AR step (~9 ms on 2 CPU cores in int8) before the first audio.
-NAR_LOOKAHEAD_FRAMES = 8
-#: Fixed frames after a chunk that are vocoded with it (its right context). The rest of Vocos's context
-#: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
-VOCODER_LOOKAHEAD_FRAMES = 8
 
 LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
 
@@ -242,59 +236,111 @@ class VallEX:
         """
         yield from self._stream(text, prompt, [], chunk_seconds=chunk_seconds, **options)
 
-    def _stream(
-        self,
-        text: str,
-        prompt: PromptLike,
-        results: list[SentenceResult],
-        *,
-        language: str = "auto",
-        accent: str | None = None,
-        seed: int | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        best_of: int = 1,
-        long_text: str | None = None,
-        progress: bool | ProgressCallback = False,
-        chunk_seconds: float | None = None,
-    ) -> Iterator[np.ndarray]:
-        _check_sampling(temperature, top_k, top_p, best_of)
-        chunk_frames = _first_chunk_frames(chunk_seconds)
-        if best_of > 1:
+    def synthesize_batch(self, requests: Sequence["SynthesisRequest | dict[str, Any]"]) -> list[Synthesis]:
+        """Several requests decoded together: what :meth:`synthesize_detailed` gives each one alone.
+
+        Each request is a :class:`SynthesisRequest` (or a dict of its fields): its own text, prompt, language,
+        accent, seed and sampling settings. Sentence k of every request is decoded in one AR batch
+        (:class:`vallex.batching.ARBatch`: per-utterance lengths, stop and random generator; a finished
+        utterance leaves the batch) and one NAR batch. With a seed, each request's codes equal what it gets
+        alone. Long text works as in :meth:`synthesize` (sliding-window prompts chain within a request).
+        """
+        start = time.perf_counter()
+        plans = [self.plan(SynthesisRequest.coerce(r)) for r in requests]
+        if any(plan.chunk_frames is not None for plan in plans):
+            raise ValueError("synthesize_batch makes whole sentences: leave chunk_seconds at None.")
+        results: list[list[SentenceResult]] = [[] for _ in plans]
+        current = [plan.voice for plan in plans]
+        for index in range(max((len(plan.sentences) for plan in plans), default=0)):
+            jobs: dict[int, Utterance] = {}
+            batch = ARBatch(self.model)
+            for number, plan in enumerate(plans):
+                if index < len(plan.sentences):
+                    jobs[number] = self._utterance(*plan.sentences[index], current[number], plan)
+                    batch.add(number, jobs[number].ar_request(plan))
+            finished = {}
+            while batch:
+                finished.update(batch.step().finished)
+            inputs = [jobs[n].nar_input(finished[n].codes) for n in jobs]
+            for number, codes in zip(jobs, nar_decode_batch(self.model, inputs)):
+                pieces = SentencePieces(self.codec, None)
+                codes, _ = pieces.finish(codes)
+                results[number].append(jobs[number].result(codes, finished[number].stop_reason, pieces.waveform))
+                if plans[number].long_text == "sliding-window":
+                    current[number] = self._next_sliding_prompt(results[number][-1], plans[number].voice)
+        elapsed = time.perf_counter() - start
+        out = []
+        for sentences in results:
+            waveform = np.concatenate([sentence_audio(r.waveform, i, len(sentences), first_piece=True, final=True)
+                                       for i, r in enumerate(sentences)])
+            audio_seconds = len(waveform) / SAMPLE_RATE
+            timings = {"total_s": elapsed, "first_audio_s": elapsed, "audio_s": audio_seconds,
+                       "rtf": elapsed / audio_seconds if audio_seconds else float("inf"), "batch": float(len(plans))}
+            out.append(Synthesis(waveform, SAMPLE_RATE, sentences, timings))
+        return out
+
+    # Planning (shared by one request's stream, synthesize_batch and vallex.serving) -------------------
+    def plan(self, request: "SynthesisRequest") -> "RequestPlan":
+        """Check a request and split it into sentences; raises ValueError for anything it cannot speak."""
+        _check_sampling(request.temperature, request.top_k, request.top_p, request.best_of)
+        chunk_frames = first_chunk_frames(request.chunk_seconds)
+        if request.best_of > 1:
             chunk_frames = None  # the best row is known only when the sentence ends
-        accent_language = normalize_accent(accent)
-        voice = self.resolve_prompt(prompt)
-        if long_text is not None and long_text not in LONG_TEXT_MODES:
-            raise ValueError(f"Unknown long-text mode {long_text!r}: expected one of {', '.join(LONG_TEXT_MODES)}.")
-        sentences, language = self._plan_sentences(text, language, long_text)
+        accent = normalize_accent(request.accent)
+        voice = self.resolve_prompt(request.prompt)
+        if request.long_text is not None and request.long_text not in LONG_TEXT_MODES:
+            raise ValueError(f"Unknown long-text mode {request.long_text!r}: expected one of "
+                             f"{', '.join(LONG_TEXT_MODES)}.")
+        sentences, language = self._plan_sentences(request.text, request.language, request.long_text)
         generator = None
-        if seed is not None:
+        if request.seed is not None:
             generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu")
-            generator.manual_seed(int(seed))
+            generator.manual_seed(int(request.seed))
+        return RequestPlan(sentences=sentences, language=language, voice=voice, accent=accent,
+                           generator=generator, chunk_frames=chunk_frames, long_text=request.long_text,
+                           sampling=dict(temperature=request.temperature, top_k=request.top_k,
+                                         top_p=request.top_p, best_of=request.best_of))
+
+    def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None,
+                   plan: "RequestPlan") -> "Utterance":
+        """The model inputs of one sentence spoken with ``prompt`` (None: no prompt)."""
+        n_q = self.model.config.num_quantizers
+        if prompt is not None:
+            prompt_ids = list(prompt.text_ids)
+            prompt_codes = prompt.codes.reshape(1, -1, n_q).long()
+            prompt_language = prompt.language
+        else:
+            prompt_ids = []
+            prompt_codes = torch.zeros(1, 0, n_q, dtype=torch.long)
+            prompt_language = tokens.langs[0] if tokens.langs else "en"
+        text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long, device=self.device)
+        text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)
+        langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, self.device)[None]
+        min_frames, max_frames = self._frame_limits(text_ids.shape[1], prompt_codes.shape[1])
+        return Utterance(text=text, tokens=tokens, text_ids=text_ids, text_langs=langs,
+                         prompt_codes=prompt_codes.to(self.device), prompt_language=prompt_language,
+                         accent=plan.accent, min_frames=min_frames, max_frames=max_frames)
+
+    # One request, streamed -----------------------------------------------------------------------------
+    def _stream(self, text: str, prompt: PromptLike, results: list[SentenceResult], *,
+                progress: bool | ProgressCallback = False, **options: Any) -> Iterator[np.ndarray]:
+        plan = self.plan(SynthesisRequest(text, prompt, **options))
         report = _progress_reporter(progress)
-        current = voice
-        for index, (sentence_text, tokens) in enumerate(sentences):
-            report("sentence", index, len(sentences))
-            pieces = self._speak(sentence_text, tokens, current, accent_language, generator, chunk_frames,
-                                 temperature=temperature, top_k=top_k, top_p=top_p, best_of=best_of,
-                                 report=report)
-            last_sentence = index == len(sentences) - 1
+        current = plan.voice
+        count = len(plan.sentences)
+        for index, (sentence_text, tokens) in enumerate(plan.sentences):
+            report("sentence", index, count)
+            pieces = Returning(self._speak(self._utterance(sentence_text, tokens, current, plan), plan, report))
             first_piece = True
-            while True:
-                try:
-                    wav, final = next(pieces)
-                except StopIteration as done:
-                    result: SentenceResult = done.value
-                    break
+            for wav, final in pieces:
                 # Fades and the pause only at the sentence's own edges: its pieces are one signal.
-                yield _shape_chunk(wav, pause=SENTENCE_PAUSE_SECONDS if final and not last_sentence else 0.0,
-                                   fade_in=first_piece and index > 0, fade_out=final and not last_sentence)
+                yield sentence_audio(wav, index, count, first_piece=first_piece, final=final)
                 first_piece = False
+            result: SentenceResult = pieces.value  # type: ignore[assignment]
             results.append(result)
-            if long_text == "sliding-window":
-                current = self._next_sliding_prompt(result, voice)
-        report("sentence", len(sentences), len(sentences))
+            if plan.long_text == "sliding-window":
+                current = self._next_sliding_prompt(result, plan.voice)
+        report("sentence", count, count)
 
     def _plan_sentences(self, text: str, language: str, long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
         if not isinstance(text, str) or not text.strip():
@@ -341,89 +387,34 @@ class VallEX:
             )
         return 1, min(16 * text_tokens, budget)
 
-    def _speak(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, accent: str | None,
-               generator: torch.Generator | None, chunk_frames: int | None, *, report: ProgressCallback,
-               **sampling: Any) -> Generator[tuple[np.ndarray, bool], None, SentenceResult]:
+    def _speak(self, job: "Utterance", plan: "RequestPlan", report: ProgressCallback
+               ) -> Generator[tuple[np.ndarray, bool], None, SentenceResult]:
         """One sentence: yields (float32 samples, is_last_piece), returns its :class:`SentenceResult`.
 
-        ``chunk_frames=None``: one piece, AR then NAR then Vocos on the whole sentence. Otherwise pieces
-        of ``chunk_frames``, then ``CHUNK_GROWTH`` times more each, up to ``MAX_CHUNK_SECONDS`` (see the
-        module docstring); the concatenated pieces are the sentence's waveform [320 * T] either way.
+        ``plan.chunk_frames=None``: one piece, AR then NAR then Vocos on the whole sentence. Otherwise the
+        pieces of :class:`vallex.streaming.SentencePieces`; the concatenated pieces are the sentence's
+        waveform [320 * T] either way.
         """
-        if prompt is not None:
-            prompt_ids = list(prompt.text_ids)
-            prompt_codes = prompt.codes.reshape(1, -1, self.model.config.num_quantizers)
-            prompt_language = prompt.language
+        options = dict(min_frames=job.min_frames, max_frames=job.max_frames, generator=plan.generator,
+                       on_step=lambda step: report("ar_step", step, job.max_frames), **plan.sampling)
+        pieces = SentencePieces(self.codec, plan.chunk_frames)
+        prompt0 = job.prompt_codes[..., 0]
+        if plan.chunk_frames is None:
+            ar = ar_decode(self.model, job.text_ids, job.text_langs, prompt0, **options)
         else:
-            prompt_ids = []
-            prompt_codes = torch.zeros(1, 0, self.model.config.num_quantizers, dtype=torch.long)
-            prompt_language = tokens.langs[0] if tokens.langs else "en"
-        text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long)
-        text_language: str | Sequence[str] = accent if accent is not None else list(tokens.langs)
-        min_frames, max_frames = self._frame_limits(text_ids.shape[1], prompt_codes.shape[1])
-        ar_options = dict(generator=generator, min_frames=min_frames, max_frames=max_frames,
-                          on_step=lambda step: report("ar_step", step, max_frames), **sampling)
-        if chunk_frames is None:
-            result = generate(self.model, text_ids, len(prompt_ids), prompt_codes, prompt_language, text_language,
-                              **ar_options)
-            codes, stop_reason = result.codes, result.stop_reason
-            waveform = np.asarray(self.codec.decode_codes(codes), dtype=np.float32).reshape(-1)
-            yield waveform, True
-        else:
-            pieces: list[np.ndarray] = []
-            chunked = self._speak_in_chunks(text_ids, len(prompt_ids), prompt_codes, prompt_language,
-                                            text_language, chunk_frames, ar_options)
-            while True:
-                try:
-                    piece = next(chunked)
-                except StopIteration as done:
-                    codes, stop_reason = done.value
-                    break
-                pieces.append(piece)
-                yield piece, False
-            pieces.append(self.codec.decode_codes_window(codes, sum(len(p) for p in pieces) // HOP,
-                                                         codes.shape[1]))
-            yield pieces[-1], True
-            waveform = np.concatenate(pieces)
-        return SentenceResult(text, tokens, codes.cpu(), stop_reason, waveform, prompt_language, accent)
-
-    def _speak_in_chunks(self, text_ids: torch.Tensor, enroll_len: int, prompt_codes: torch.Tensor,
-                         prompt_language: str, text_language: str | Sequence[str], first_frames: int,
-                         ar_options: dict[str, Any]) -> Generator[np.ndarray, None, tuple[torch.Tensor, str]]:
-        """Yields every piece of a sentence but the last; returns (all codes [1, T, 8], stop reason).
-
-        The caller vocodes the last piece (from the returned codes) so it can mark it as the last.
-        """
-        device = next(self.model.parameters()).device
-        text = text_ids.to(device)
-        prompt_codes = prompt_codes.to(device).long()
-        langs = language_ids(text.shape[1], enroll_len, prompt_language, text_language, device)[None]  # [1, S]
-        steps = iter_ar_decode(self.model, text, langs, prompt_codes[..., 0], **ar_options)
-        sizes = _chunk_sizes(first_frames)
-        size = next(sizes)
-        frozen = torch.zeros(1, 0, prompt_codes.shape[2], dtype=torch.long, device=device)  # [1, F, 8]: final
-        vocoded = 0  # frames already turned into audio
-        while True:
-            try:
-                frames0 = next(steps)  # [1, n] codebook 0 so far
-            except StopIteration as done:
-                ar = done.value
-                break
-            n = frames0.shape[1]
-            if n - NAR_LOOKAHEAD_FRAMES - VOCODER_LOOKAHEAD_FRAMES - vocoded < size:
-                continue
-            codes = nar_decode(self.model, text, langs, prompt_codes, frames0)  # [1, n, 8]
-            codes = torch.cat([frozen, codes[:, frozen.shape[1]:]], dim=1)  # earlier chunks' codes stay
-            frozen = codes[:, :n - NAR_LOOKAHEAD_FRAMES]
-            end = frozen.shape[1] - VOCODER_LOOKAHEAD_FRAMES  # == vocoded + size
-            # Right context: the fixed lookahead frames, then frames whose codebooks 2-8 may still change.
-            yield self.codec.decode_codes_window(codes, vocoded, end)
-            vocoded, size = end, next(sizes)
-        codes = frozen
-        if ar.codes.shape[1] > frozen.shape[1]:
-            codes = nar_decode(self.model, text, langs, prompt_codes, ar.codes)
-            codes = torch.cat([frozen, codes[:, frozen.shape[1]:]], dim=1)  # [1, T, 8]
-        return codes, ar.stop_reason
+            options.pop("best_of")  # streamed plans always have best_of 1
+            frames = Returning(iter_ar_decode(self.model, job.text_ids, job.text_langs, prompt0, **options))
+            for frames0 in frames:  # [1, n] codebook 0 so far
+                if pieces.due(frames0.shape[1]):
+                    yield pieces.chunk(nar_decode(self.model, job.text_ids, job.text_langs, job.prompt_codes,
+                                                  frames0)), False
+            ar = frames.value  # type: ignore[assignment]
+        final = None
+        if pieces.needs_final_nar(ar.codes.shape[1]):
+            final = nar_decode(self.model, job.text_ids, job.text_langs, job.prompt_codes, ar.codes)
+        codes, last = pieces.finish(final)
+        yield last, True
+        return job.result(codes, ar.stop_reason, pieces.waveform)
 
     @staticmethod
     def _next_sliding_prompt(result: SentenceResult, original: VoicePrompt | None) -> VoicePrompt | None:
@@ -436,25 +427,80 @@ class VallEX:
                            transcript=result.text)
 
 
-def _first_chunk_frames(chunk_seconds: float | None) -> int | None:
-    """Frames of a stream's first chunk per sentence (None: whole sentences); validates ``chunk_seconds``."""
-    if chunk_seconds is None:
-        return None
-    if (isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float))
-            or not 1 / FRAME_RATE <= chunk_seconds <= MAX_UTTERANCE_SECONDS):
-        raise ValueError(f"chunk_seconds must be None (one chunk per sentence) or seconds of audio from "
-                         f"{1 / FRAME_RATE:.3f} to {MAX_UTTERANCE_SECONDS:.0f}, got {chunk_seconds!r}; the "
-                         f"default {STREAM_CHUNK_SECONDS} s gives the first audio soonest.")
-    return max(1, round(chunk_seconds * FRAME_RATE))
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One request: the arguments of :meth:`VallEX.synthesize_detailed` (see there)."""
+
+    text: str
+    prompt: PromptLike = None
+    language: str = "auto"
+    accent: str | None = None
+    seed: int | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    best_of: int = 1
+    long_text: str | None = None
+    chunk_seconds: float | None = None
+
+    @classmethod
+    def coerce(cls, request: "SynthesisRequest | dict[str, Any]") -> "SynthesisRequest":
+        """A request from itself or from a dict of its fields (unknown fields are an error)."""
+        if isinstance(request, cls):
+            return request
+        if isinstance(request, dict):
+            unknown = set(request) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"Unknown request fields: {', '.join(sorted(unknown))}.")
+            return cls(**request)
+        raise ValueError("A request must be a SynthesisRequest or a dict of its fields.")
 
 
-def _chunk_sizes(first_frames: int) -> Iterator[int]:
-    """Chunk lengths in frames: ``first_frames``, then CHUNK_GROWTH times more each, up to MAX_CHUNK_SECONDS."""
-    largest = max(first_frames, round(MAX_CHUNK_SECONDS * FRAME_RATE))
-    size = first_frames
-    while True:
-        yield size
-        size = min(size * CHUNK_GROWTH, largest)
+@dataclass
+class RequestPlan:
+    """A checked request (:meth:`VallEX.plan`): its sentences and everything decoding them needs."""
+
+    sentences: list[tuple[str, TextTokens]]
+    language: str
+    voice: VoicePrompt | None
+    accent: str | None
+    generator: torch.Generator | None
+    chunk_frames: int | None  # first chunk of each sentence; None: whole sentences
+    long_text: str | None
+    sampling: dict[str, Any]  # temperature, top_k, top_p, best_of
+
+
+@dataclass
+class Utterance:
+    """The model inputs of one sentence (on the model's device)."""
+
+    text: str
+    tokens: TextTokens
+    text_ids: torch.Tensor  # LongTensor [1, S]: prompt transcript ids ++ target ids
+    text_langs: torch.Tensor  # LongTensor [1, S]
+    prompt_codes: torch.Tensor  # LongTensor [1, P, 8]
+    prompt_language: str
+    accent: str | None
+    min_frames: int
+    max_frames: int
+
+    def ar_request(self, plan: RequestPlan) -> ARRequest:
+        return ARRequest(self.text_ids, self.text_langs, self.prompt_codes[..., 0], min_frames=self.min_frames,
+                         max_frames=self.max_frames, generator=plan.generator, **plan.sampling)
+
+    def nar_input(self, codes0: torch.Tensor) -> NARInput:
+        return NARInput(self.text_ids, self.text_langs, self.prompt_codes, codes0)
+
+    def result(self, codes: torch.Tensor, stop_reason: str, waveform: np.ndarray) -> SentenceResult:
+        return SentenceResult(self.text, self.tokens, codes.cpu(), stop_reason, waveform, self.prompt_language,
+                              self.accent)
+
+
+def sentence_audio(wav: np.ndarray, index: int, count: int, *, first_piece: bool, final: bool) -> np.ndarray:
+    """A piece of sentence ``index`` of ``count`` as it is played: fades at sentence joins, pauses between."""
+    last_sentence = index == count - 1
+    return _shape_chunk(wav, pause=SENTENCE_PAUSE_SECONDS if final and not last_sentence else 0.0,
+                        fade_in=first_piece and index > 0, fade_out=final and not last_sentence)
 
 
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, best_of: int) -> None:

@@ -407,19 +407,34 @@ class OneFrameStep:
             for layer, layer_cache in zip(decoder.layers, cache.layers)
         ]
 
-    def __call__(self, x: Tensor, start: int) -> Tensor:
-        """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D]."""
+    def __call__(self, x: Tensor, start: int | Tensor) -> Tensor:
+        """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D].
+
+        ``start`` may also be LongTensor [B], one position per row (a batch of utterances of different
+        lengths, :class:`vallex.batching.ARBatch`): row b writes at ``start[b]`` and attends to its
+        positions ``< start[b] + 1`` only.
+        """
         batch, dim, heads = x.shape[0], self.dim, self.num_heads
-        end = start + 1
-        if end > self.cache.layers[0].capacity:
-            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.cache.layers[0].capacity}.")
+        capacity = self.cache.layers[0].capacity
+        rows = key_mask = None
+        if isinstance(start, Tensor):
+            end = int(start.max()) + 1
+            rows = torch.arange(batch, device=start.device)
+            key_mask = (torch.arange(end, device=start.device) <= start[:, None])[:, None, None, :]  # [B, 1, 1, end]
+        else:
+            end = start + 1
+        if end > capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {capacity}.")
         shape = (dim,)
         for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv in self.layers:
             qkv = in_proj(F.layer_norm(x, shape, norm1_w, norm1_b, LAYER_NORM_EPS))  # [B, 1, 3D]
             qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
-            kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
+            if rows is None:
+                kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
+            else:
+                kv[rows, :, :, start] = qkv[:, 1:, :, 0].to(kv.dtype)  # row b at its own position start[b]
             q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
-            out = _attend(q, kv[:, 0, :, :end], kv[:, 1, :, :end])  # [B, H, 1, hd]
+            out = _attend(q, kv[:, 0, :, :end], kv[:, 1, :, :end], key_mask)  # [B, H, 1, hd]
             x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
             x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
         return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)
@@ -485,6 +500,15 @@ class VallexModel(nn.Module):
     def embed_ar_audio(self, codes: Tensor, offset: int = 0) -> Tensor:
         """AR audio input: codes LongTensor [B, T] (0..1025, BOS first) at positions offset.. -> [B, T, D]."""
         return self.ar_audio_position(self.ar_audio_embedding(codes), offset)
+
+    def embed_ar_frame(self, codes: Tensor, positions: Tensor) -> Tensor:
+        """One AR audio input per row at its own position: codes, positions LongTensor [B] -> [B, 1, D].
+
+        Row b equals ``embed_ar_audio(codes[b:b+1, None], offset=positions[b])`` exactly.
+        """
+        embedded = self.ar_audio_embedding(codes)  # [B, D]
+        table = self.ar_audio_position.table(int(positions.max()) + 1, embedded.device, embedded.dtype)
+        return (embedded + self.ar_audio_position.alpha * table[positions])[:, None]
 
     def nar_stage_embedding(self, stage: int) -> Tensor:
         """Stage embedding [1, D] of NAR stage ``stage`` (0-based; predicts codebook stage+1)."""

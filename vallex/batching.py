@@ -1,0 +1,372 @@
+"""Decoding many utterances at once: the AR over a batch that utterances join and leave, and the NAR stages
+of a batch of utterances.
+
+An AR step reads every weight of the decoder once whatever the number of rows, so on a CPU (and at small
+batches on a GPU) a step of 8 utterances costs little more than a step of one. :class:`ARBatch` keeps one KV
+cache for all its rows; each row has its own length (text + prompt + frames so far differ between
+utterances): row b writes its new key at its own position and attends only to its own positions. Every
+utterance keeps its own sampling settings and random generator, so its codes are those
+:func:`vallex.decoding.ar_decode` gives it alone (up to float32 rounding of the batched products, which only
+matters for a draw that lands within ~1e-6 of a probability boundary). A finished utterance leaves the
+batch at once and costs nothing more.
+
+:func:`nar_decode_batch` runs the 7 NAR stages of several utterances as one padded batch with a key-padding
+mask (padding is never attended to), giving each the codes :func:`vallex.decoding.nar_decode` gives it alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Sequence
+
+import torch
+from torch import Tensor
+
+from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ARResult, nar_decode, sample_tokens
+from vallex.model import KVCache, LayerKVCache, OneFrameStep, VallexModel, ar_attention_mask, kv_cache_dtype
+
+#: Cache columns are allocated in multiples of this (and doubled when a row outgrows them).
+_CAPACITY_QUANTUM = 64
+
+
+@dataclass
+class ARRequest:
+    """One utterance's AR: the arguments of :func:`vallex.decoding.ar_decode`.
+
+    text, text_langs: LongTensor [1, S]; prompt_codes0: LongTensor [1, P] (P may be 0).
+    """
+
+    text: Tensor
+    text_langs: Tensor
+    prompt_codes0: Tensor
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    best_of: int = 1
+    length_penalty: float = 1.0
+    min_frames: int = 1
+    max_frames: int | None = None
+    generator: torch.Generator | None = None
+    logits_processor: Callable[[int, Tensor], Tensor] | None = None
+
+
+@dataclass
+class _Item:
+    """The state of one utterance in an :class:`ARBatch` (its rows are ``best_of`` consecutive cache rows)."""
+
+    key: Hashable
+    request: ARRequest
+    prompt_len: int
+    max_frames: int
+    generated: Tensor  # [rows, max_frames]
+    finished: Tensor  # bool [rows]
+    sum_logprobs: Tensor  # [rows]
+    first_logits: Tensor  # [rows, 1025]
+    num_frames: int = 0
+    steps: int = 1  # decoder calls so far (the prefill is the first)
+
+    @property
+    def rows(self) -> int:
+        return self.generated.shape[0]
+
+
+@dataclass
+class ARStepResult:
+    """What one :meth:`ARBatch.step` produced.
+
+    ``frames[key]``: LongTensor [rows, n], every frame of that utterance so far (a view; do not write to it),
+    for the utterances that got a new frame. ``finished[key]``: the :class:`ARResult` of each utterance that
+    stopped at this step (it has left the batch).
+    """
+
+    frames: dict[Hashable, Tensor] = field(default_factory=dict)
+    finished: dict[Hashable, ARResult] = field(default_factory=dict)
+
+
+class ARBatch:
+    """The AR decoders of a changing set of utterances, advanced one frame each per :meth:`step`.
+
+        batch = ARBatch(model)
+        batch.add("a", ARRequest(text, langs, prompt0, generator=g_a))
+        batch.add("b", ARRequest(...))                     # any time between steps
+        while batch:
+            out = batch.step()                             # out.frames / out.finished by key
+
+    Not thread-safe: one thread drives it.
+    """
+
+    def __init__(self, model: VallexModel) -> None:
+        self.model = model
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self._items: list[_Item] = []
+        self._kv: list[Tensor] = []  # per layer [R, 2, H, C, hd]
+        self._lengths = torch.zeros(0, dtype=torch.long, device=self.device)  # [R] cache columns in use
+        self._logits: Tensor | None = None  # [R, 1025]: the distribution each row samples next
+        self._step: OneFrameStep | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def rows(self) -> int:
+        """Cache rows in use (the sum of the utterances' ``best_of``)."""
+        return int(self._lengths.shape[0])
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return [item.key for item in self._items]
+
+    # Joining ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def add(self, key: Hashable, request: ARRequest) -> None:
+        """Run the utterance's prefill (text + BOS + prompt) and add its rows; it samples at the next step."""
+        if any(item.key == key for item in self._items):
+            raise ValueError(f"An utterance with key {key!r} is already in the batch.")
+        text, prompt0 = request.text.to(self.device), request.prompt_codes0.to(self.device)
+        if text.ndim != 2 or text.shape[0] != 1:
+            raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
+        if request.best_of < 1:
+            raise ValueError(f"best_of must be >= 1, got {request.best_of}.")
+        model, cfg, rows = self.model, self.config, request.best_of
+        text_len, prompt_len = text.shape[1], prompt0.shape[1]
+        max_frames = request.max_frames if request.max_frames is not None else MAX_FRAMES_PER_TEXT_TOKEN * text_len
+
+        # The prefill, exactly as ar_decode runs it (same shapes, so the same numbers).
+        text_emb = model.embed_text("ar", text, request.text_langs.to(self.device)).expand(rows, -1, -1)
+        y = torch.cat([torch.full((1, 1), cfg.bos_id, dtype=torch.long, device=self.device), prompt0.long()], dim=1)
+        prefix = torch.cat([text_emb, model.embed_ar_audio(y.expand(rows, -1))], dim=1)  # [rows, S + 1 + P, D]
+        length = prefix.shape[1]
+        cache = KVCache.allocate(cfg, rows, length, self.device, kv_cache_dtype(text_emb.dtype, self.device))
+        mask = ar_attention_mask(text_len, y.shape[1], device=self.device)
+        hidden = model.ar_decoder(prefix, mask, cache=cache, start=0, output_start=length - 1)  # [rows, 1, D]
+        logits = model.ar_logits(hidden[:, -1])  # [rows, 1025]
+
+        item = _Item(key=key, request=request, prompt_len=prompt_len, max_frames=max_frames,
+                     generated=torch.empty(rows, max_frames, dtype=torch.long, device=self.device),
+                     finished=torch.zeros(rows, dtype=torch.bool, device=self.device),
+                     sum_logprobs=torch.zeros(rows, device=self.device), first_logits=logits.float().clone())
+        self._append_rows([layer.kv for layer in cache.layers], length, logits)
+        self._items.append(item)
+
+    def remove(self, key: Hashable) -> None:
+        """Drop an utterance (e.g. its client went away); unknown keys are ignored."""
+        keep = [i for i, item in enumerate(self._items) if item.key != key]
+        if len(keep) != len(self._items):
+            self._keep_items(keep)
+
+    # Stepping -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> ARStepResult:
+        """Sample one frame for every utterance, drop the finished ones, run the decoder once for the rest."""
+        result = ARStepResult()
+        if not self._items:
+            return result
+        eos = self.config.eos_id
+        assert self._logits is not None
+        keep: list[int] = []
+        tokens: list[Tensor] = []
+        row = 0
+        for index, item in enumerate(self._items):
+            request = item.request
+            logits = self._logits[row:row + item.rows]
+            row += item.rows
+            # The body of ar_decode's loop, for this utterance's rows, with its own generator.
+            if request.logits_processor is not None:
+                logits = request.logits_processor(item.num_frames, logits)
+            if item.num_frames < request.min_frames:
+                logits = logits.clone()
+                logits[:, eos] = float("-inf")
+            new, logprobs = sample_tokens(logits, temperature=request.temperature, top_k=request.top_k,
+                                          top_p=request.top_p, generator=request.generator)
+            item.sum_logprobs += torch.where(item.finished, 0.0, logprobs)
+            new = torch.where(item.finished, eos, new)
+            item.finished |= new == eos
+            if bool(item.finished.all()):
+                result.finished[item.key] = self._result(item, "eos")
+                continue
+            if item.num_frames >= item.max_frames:
+                result.finished[item.key] = self._result(item, "maxlen")
+                continue
+            item.generated[:, item.num_frames] = new
+            item.num_frames += 1
+            result.frames[item.key] = item.generated[:, :item.num_frames]
+            keep.append(index)
+            tokens.append(new)
+        if len(keep) != len(self._items):
+            self._keep_items(keep)
+        if not self._items:
+            return result
+
+        # One decoder call for every row still running.
+        frames = torch.cat(tokens)  # [R]
+        offsets = torch.cat([torch.full((item.rows,), item.prompt_len + item.num_frames, device=self.device)
+                             for item in self._items])  # each frame's audio position (BOS at 0)
+        self._reserve(int(self._lengths.max()) + 1)
+        positions = self._lengths
+        if bool((positions == positions[0]).all()):
+            start: int | Tensor = int(positions[0])  # all rows alike: the unmasked path of ar_decode
+        else:
+            start = positions
+        hidden = self._step(self.model.embed_ar_frame(frames, offsets), start)  # [R, 1, D]
+        self._lengths = self._lengths + 1
+        self._logits = self.model.ar_logits(hidden[:, -1])
+        for item in self._items:
+            item.steps += 1
+        return result
+
+    # Cache bookkeeping --------------------------------------------------------------------------------
+    def _result(self, item: _Item, stop_reason: str) -> ARResult:
+        eos = self.config.eos_id
+        rows = item.generated[:, :item.num_frames]
+        best = 0
+        if item.rows > 1:
+            lengths = (rows != eos).sum(dim=1).clamp(min=1).float()
+            best = int(torch.argmax(item.sum_logprobs / lengths**item.request.length_penalty))
+        codes = rows[best][rows[best] != eos][None]
+        return ARResult(codes=codes.clone(), stop_reason=stop_reason, steps=item.steps, first_logits=item.first_logits)
+
+    def _append_rows(self, kv: list[Tensor], length: int, logits: Tensor) -> None:
+        """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length``.
+
+        Columns a row does not use are zeros, not uninitialised memory: masked keys still enter the
+        products (a NaN there would survive the mask).
+        """
+        old_rows, new_rows = self.rows, kv[0].shape[0]
+        old_used = int(self._lengths.max()) if old_rows else 0
+        capacity = _round_up(max(old_used, length) + 1)
+        if self._kv:
+            capacity = max(capacity, self._kv[0].shape[3])
+        merged_layers = []
+        for layer, new in enumerate(kv):
+            shape = list(new.shape)
+            shape[0], shape[3] = old_rows + new_rows, capacity
+            merged = torch.zeros(shape, dtype=new.dtype, device=self.device)
+            if old_rows:
+                merged[:old_rows, :, :, :old_used] = self._kv[layer][:, :, :, :old_used]
+            merged[old_rows:, :, :, :length] = new[:, :, :, :length]
+            merged_layers.append(merged)
+        self._kv = merged_layers
+        self._lengths = torch.cat([self._lengths, torch.full((new_rows,), length, dtype=torch.long,
+                                                             device=self.device)])
+        self._logits = logits if old_rows == 0 or self._logits is None else torch.cat([self._logits, logits])
+        self._rebuild_step()
+
+    def _keep_items(self, keep: list[int]) -> None:
+        """Keep only the utterances at ``keep`` (indices into the item list), compacting the cache rows."""
+        starts, row = [], 0
+        for item in self._items:
+            starts.append(row)
+            row += item.rows
+        index = [r for i in keep for r in range(starts[i], starts[i] + self._items[i].rows)]
+        self._items = [self._items[i] for i in keep]
+        if not index:
+            self._kv, self._logits, self._step = [], None, None
+            self._lengths = self._lengths[:0]
+            return
+        rows = torch.tensor(index, dtype=torch.long, device=self.device)
+        used = int(self._lengths[rows].max())
+        compact = []
+        for old in self._kv:
+            shape = list(old.shape)
+            shape[0] = len(index)
+            new = torch.zeros(shape, dtype=old.dtype, device=self.device)
+            new[:, :, :, :used] = old[rows, :, :, :used]
+            compact.append(new)
+        self._kv = compact
+        self._lengths = self._lengths[rows]
+        self._logits = self._logits[rows] if self._logits is not None else None
+        self._rebuild_step()
+
+    def _reserve(self, columns: int) -> None:
+        """Make the cache hold ``columns`` positions per row (doubling its capacity when it must grow)."""
+        capacity = self._kv[0].shape[3]
+        if columns <= capacity:
+            return
+        new_capacity = _round_up(max(columns, 2 * capacity))
+        used = int(self._lengths.max())
+        grown = []
+        for old in self._kv:
+            shape = list(old.shape)
+            shape[3] = new_capacity
+            new = torch.zeros(shape, dtype=old.dtype, device=self.device)
+            new[:, :, :, :used] = old[:, :, :, :used]
+            grown.append(new)
+        self._kv = grown
+        self._rebuild_step()
+
+    def _rebuild_step(self) -> None:
+        self._step = OneFrameStep(self.model.ar_decoder, KVCache([LayerKVCache(kv) for kv in self._kv]))
+
+
+def _round_up(columns: int) -> int:
+    return -(-columns // _CAPACITY_QUANTUM) * _CAPACITY_QUANTUM
+
+
+@dataclass
+class NARInput:
+    """One utterance for :func:`nar_decode_batch`: the arguments of :func:`vallex.decoding.nar_decode`.
+
+    text, text_langs: LongTensor [1, S]; prompt_codes: LongTensor [1, P, 8]; codes0: LongTensor [1, T].
+    """
+
+    text: Tensor
+    text_langs: Tensor
+    prompt_codes: Tensor
+    codes0: Tensor
+
+
+@torch.inference_mode()
+def nar_decode_batch(model: VallexModel, inputs: Sequence[NARInput]) -> list[Tensor]:
+    """:func:`vallex.decoding.nar_decode` for several utterances in one padded batch.
+
+    Each utterance is laid out as alone — ``[text ; prompt ; frames]`` with positions from 0 — then padded to
+    the longest text and the longest audio; padded positions are masked out of every attention.
+    Returns one LongTensor [1, T_i, 8] per input.
+    """
+    if not inputs:
+        return []
+    if len(inputs) == 1:
+        one = inputs[0]
+        return [nar_decode(model, one.text, one.text_langs, one.prompt_codes, one.codes0)]
+    device = next(model.parameters()).device
+    n_q = model.config.num_quantizers
+    texts = [x.text.to(device).long() for x in inputs]
+    prompts = [x.prompt_codes.to(device).long() for x in inputs]
+    codes0 = [x.codes0.to(device).long() for x in inputs]
+    text_lens = [t.shape[1] for t in texts]
+    prompt_lens = [p.shape[1] for p in prompts]
+    frames = [c.shape[1] for c in codes0]
+    batch, text_width = len(inputs), max(text_lens)
+    audio_lens = [p + t for p, t in zip(prompt_lens, frames)]
+    audio_width = max(audio_lens)
+
+    text = torch.zeros(batch, text_width, dtype=torch.long, device=device)
+    langs = torch.zeros_like(text)
+    timeline0 = torch.zeros(batch, audio_width, dtype=torch.long, device=device)
+    for i, x in enumerate(inputs):
+        text[i, :text_lens[i]] = texts[i][0]
+        langs[i, :text_lens[i]] = x.text_langs[0].to(device)
+        timeline0[i, :audio_lens[i]] = torch.cat([prompts[i][0, :, 0], codes0[i][0]])
+    text_emb = model.embed_text("nar", text, langs)  # [B, S, D]
+    audio_emb = model.nar_audio_embeddings[0](timeline0)  # [B, A, D]
+    for i, prompt in enumerate(prompts):  # prompt frames carry all their codebooks, summed as nar_decode does
+        part = audio_emb[i:i + 1, :prompt_lens[i]]
+        for j in range(1, n_q):
+            part = part + model.nar_audio_embeddings[j](prompt[..., j])
+        audio_emb[i, :prompt_lens[i]] = part[0]
+    columns = torch.arange(text_width + audio_width, device=device)[None]
+    padding = torch.cat([columns[:, :text_width] >= torch.tensor(text_lens, device=device)[:, None],
+                         columns[:, :audio_width] >= torch.tensor(audio_lens, device=device)[:, None]], dim=1)
+
+    first = min(prompt_lens)  # the last layer computes the rows from the shortest prompt on
+    codes: list[list[Tensor]] = [[c] for c in codes0]
+    for stage in range(n_q - 1):
+        hidden = model.nar_forward(text_emb, audio_emb, stage, padding, output_start=first)  # [B, A - first, D]
+        for i in range(batch):
+            rows = hidden[i:i + 1, prompt_lens[i] - first:prompt_lens[i] - first + frames[i]]  # [1, T_i, D]
+            predicted = model.nar_predict_layers[stage](rows).argmax(dim=-1)  # [1, T_i]
+            codes[i].append(predicted)
+            if stage < n_q - 2:
+                span = slice(prompt_lens[i], audio_lens[i])
+                audio_emb[i, span] = audio_emb[i, span] + model.nar_audio_embeddings[stage + 1](predicted)[0]
+    return [torch.stack(c, dim=-1) for c in codes]

@@ -1,0 +1,140 @@
+"""How one sentence becomes audio while its frames are being sampled: the chunk schedule and its bookkeeping.
+
+The AR samples codebook 0 frame by frame. Whenever enough new frames exist, the NAR predicts codebooks
+2-8 of all frames so far (it needs no future frames, but is better with some); the frames up to
+``NAR_LOOKAHEAD_FRAMES`` before the newest are then frozen, and the frozen frames up to
+``VOCODER_LOOKAHEAD_FRAMES`` before the last frozen one are vocoded, with enough codes on either side that
+the pieces join without a seam (:meth:`vallex.codec.AudioCodec.decode_codes_window`). When the AR stops,
+the rest is flushed. :class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR
+(one request alone, or a batch of requests) is up to its caller.
+"""
+from __future__ import annotations
+
+from typing import Any, Generator, Generic, Iterator, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vallex.audio import FRAME_RATE
+
+#: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR
+#: and a little Vocos), then each chunk is CHUNK_GROWTH times longer, up to MAX_CHUNK_SECONDS, so that a
+#: long sentence needs few NAR passes (each covers text + prompt + all frames so far).
+STREAM_CHUNK_SECONDS = 0.4
+CHUNK_GROWTH = 2
+MAX_CHUNK_SECONDS = 3.2
+#: Frames sampled after a chunk before its codebooks 2-8 are fixed: the NAR attends to both sides, so a frame
+#: predicted with no frames after it would be worse than in a whole-sentence pass. 8 frames = 107 ms, about
+#: one phoneme; each costs one AR step before the first audio.
+NAR_LOOKAHEAD_FRAMES = 8
+#: Fixed frames after a chunk that are vocoded with it (its right context). The rest of Vocos's context
+#: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
+VOCODER_LOOKAHEAD_FRAMES = 8
+#: The longest first chunk accepted (the checkpoint's longest utterance).
+MAX_FIRST_CHUNK_SECONDS = 22.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def first_chunk_frames(chunk_seconds: float | None) -> int | None:
+    """Frames of a stream's first chunk per sentence (None: whole sentences); validates ``chunk_seconds``."""
+    if chunk_seconds is None:
+        return None
+    if (isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float))
+            or not 1 / FRAME_RATE <= chunk_seconds <= MAX_FIRST_CHUNK_SECONDS):
+        raise ValueError(f"chunk_seconds must be None (one chunk per sentence) or seconds of audio from "
+                         f"{1 / FRAME_RATE:.3f} to {MAX_FIRST_CHUNK_SECONDS:.0f}, got {chunk_seconds!r}; the "
+                         f"default {STREAM_CHUNK_SECONDS} s gives the first audio soonest.")
+    return max(1, round(chunk_seconds * FRAME_RATE))
+
+
+def chunk_sizes(first_frames: int) -> Iterator[int]:
+    """Chunk lengths in frames: ``first_frames``, then CHUNK_GROWTH times more each, up to MAX_CHUNK_SECONDS."""
+    largest = max(first_frames, round(MAX_CHUNK_SECONDS * FRAME_RATE))
+    size = first_frames
+    while True:
+        yield size
+        size = min(size * CHUNK_GROWTH, largest)
+
+
+class Returning(Generic[T, R]):
+    """Iterate a generator and keep what it returns: ``for x in (g := Returning(gen)): ...; g.value``."""
+
+    def __init__(self, generator: Generator[T, Any, R]) -> None:
+        self._generator = generator
+        self.value: R | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        self.value = yield from self._generator
+
+
+class SentencePieces:
+    """The audio pieces of one sentence, as its codebook-0 frames arrive.
+
+        pieces = SentencePieces(codec, first_frames)      # None: one piece, once the sentence is done
+        for frames0 in ar_frames:                         # [1, n], n = 1, 2, ...
+            if pieces.due(n):
+                send(pieces.chunk(nar(frames0)))          # the NAR of all n frames -> the next piece
+        nar_codes = nar(ar_codes) if pieces.needs_final_nar(T) else None
+        codes, last = pieces.finish(nar_codes)            # all codes [1, T, 8] and the last piece
+
+    The pieces concatenated are the sentence's waveform [320 * T].
+    """
+
+    def __init__(self, codec: Any, first_frames: int | None) -> None:
+        self.codec = codec
+        self.chunked = first_frames is not None
+        self._sizes = chunk_sizes(first_frames) if first_frames is not None else None
+        self._size = next(self._sizes) if self._sizes is not None else 0
+        self._frozen: Tensor | None = None  # [1, F, 8]: codes that no later NAR pass may change
+        self.vocoded = 0  # frames already turned into audio
+        self.pieces: list[np.ndarray] = []
+
+    def due(self, frames: int) -> bool:
+        """Whether a chunk is ready once ``frames`` codebook-0 frames exist (then call :meth:`chunk`)."""
+        return self.chunked and frames - NAR_LOOKAHEAD_FRAMES - VOCODER_LOOKAHEAD_FRAMES - self.vocoded >= self._size
+
+    def chunk(self, codes: Tensor) -> np.ndarray:
+        """The next piece, given the NAR's codes [1, n, 8] of every frame so far."""
+        codes = self._merge(codes)
+        n = codes.shape[1]
+        self._frozen = codes[:, :n - NAR_LOOKAHEAD_FRAMES]
+        end = self._frozen.shape[1] - VOCODER_LOOKAHEAD_FRAMES
+        # Right context: the fixed lookahead frames, then frames whose codebooks 2-8 may still change.
+        piece = np.asarray(self.codec.decode_codes_window(codes, self.vocoded, end), dtype=np.float32)
+        self.vocoded = end
+        self._size = next(self._sizes)  # type: ignore[arg-type]
+        self.pieces.append(piece)
+        return piece
+
+    def needs_final_nar(self, frames: int) -> bool:
+        """Whether :meth:`finish` needs the NAR of all ``frames`` frames (else the frozen codes are all)."""
+        return not self.chunked or self._frozen is None or frames > self._frozen.shape[1]
+
+    def finish(self, codes: Tensor | None) -> tuple[Tensor, np.ndarray]:
+        """(all codes [1, T, 8], the last piece), given the final NAR's codes or None (see :meth:`needs_final_nar`)."""
+        if not self.chunked:
+            if codes is None:
+                raise ValueError("a whole-sentence piece needs the NAR's codes")
+            piece = np.asarray(self.codec.decode_codes(codes), dtype=np.float32).reshape(-1)
+        else:
+            codes = self._merge(codes) if codes is not None else self._frozen
+            if codes is None:
+                raise ValueError("a sentence with no frames has no audio")
+            piece = np.asarray(self.codec.decode_codes_window(codes, self.vocoded, codes.shape[1]), dtype=np.float32)
+            self.vocoded = codes.shape[1]
+        self.pieces.append(piece)
+        return codes, piece
+
+    @property
+    def waveform(self) -> np.ndarray:
+        """Every piece so far, concatenated (float32)."""
+        return np.concatenate(self.pieces) if self.pieces else np.zeros(0, dtype=np.float32)
+
+    def _merge(self, codes: Tensor) -> Tensor:
+        """Earlier chunks' codes stay what they were when they were sent."""
+        if self._frozen is None:
+            return codes
+        return torch.cat([self._frozen, codes[:, self._frozen.shape[1]:]], dim=1)
