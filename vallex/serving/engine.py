@@ -1,12 +1,18 @@
-"""The speech engine: one worker thread owns the model and serves every request submitted to it.
+"""The speech engine: continuous batching. One worker thread owns the model and serves every request.
 
-A request is queued (``submit`` refuses with :class:`ServerBusy` beyond ``max_queue`` waiting requests),
-admitted in arrival order while fewer than ``max_batch`` run, and streams its audio back through a
-:class:`SpeechStream` as each chunk is ready. A stream whose client goes away is cancelled and leaves at the
-next step. Nothing else touches the model, so callers on any thread may submit concurrently.
+A request is queued (``submit`` refuses with :class:`ServerBusy` beyond ``max_queue`` waiting requests) and
+admitted, in arrival order, as soon as fewer than ``max_batch`` requests run: its first sentence's prefill
+runs and it joins the running AR batch (:class:`vallex.batching.ARBatch`) at the next step. Every step
+samples one frame for each running sentence; the chunks that became due (:mod:`vallex.streaming`) and the
+sentences that ended go through the NAR together (:func:`vallex.batching.nar_decode_batch`), and the audio
+goes back through each request's :class:`SpeechStream` at once. A request whose client went away is
+cancelled and leaves at the next step. With a seed, a request's audio is what
+:meth:`vallex.api.VallEX.synthesize_stream` gives it alone, whatever else is being served.
+Nothing else touches the model, so callers on any thread may submit concurrently.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import queue
 import threading
@@ -16,10 +22,21 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from torch import Tensor
 
-from vallex.api import STREAM_CHUNK_SECONDS, VallEX
+from vallex.api import (
+    STREAM_CHUNK_SECONDS,
+    RequestPlan,
+    SentenceResult,
+    SynthesisRequest,
+    Utterance,
+    VallEX,
+    sentence_audio,
+)
 from vallex.audio import SAMPLE_RATE
+from vallex.batching import ARBatch, nar_decode_batch
 from vallex.prompts import VoicePrompt
+from vallex.streaming import SentencePieces
 
 
 class ServerBusy(RuntimeError):
@@ -27,28 +44,15 @@ class ServerBusy(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SpeechRequest:
-    """One request for speech; every option as in :meth:`vallex.api.VallEX.synthesize_stream`.
+class SpeechRequest(SynthesisRequest):
+    """One request for speech: the fields of :class:`vallex.api.SynthesisRequest`, streamed in chunks.
 
-    ``voice``: a :class:`VoicePrompt`, a voice name (resolved by the engine's ``voice_resolver``), or None.
-    ``chunk_seconds``: first chunk of each sentence (then doubling); None: one chunk per sentence.
+    ``prompt``: a :class:`VoicePrompt`, a voice name (resolved by the engine's ``voice_resolver``), or None.
+    ``chunk_seconds``: first chunk of each sentence (then doubling, see :mod:`vallex.streaming`); None: one
+    chunk per sentence.
     """
 
-    text: str
-    voice: VoicePrompt | str | None = None
-    language: str = "auto"
-    accent: str | None = None
-    seed: int | None = None
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    long_text: str | None = None
     chunk_seconds: float | None = STREAM_CHUNK_SECONDS
-
-    def options(self) -> dict[str, Any]:
-        """Keyword arguments of :meth:`VallEX.synthesize_stream` (all but text and prompt)."""
-        return dict(language=self.language, accent=self.accent, seed=self.seed, temperature=self.temperature,
-                    top_k=self.top_k, top_p=self.top_p, long_text=self.long_text, chunk_seconds=self.chunk_seconds)
 
 
 _DONE = object()
@@ -169,8 +173,8 @@ class SpeechEngine:
             self._lock.notify()
         return stream
 
-    def close(self, timeout: float | None = 10.0) -> None:
-        """Stop the worker; requests still waiting fail with ``RuntimeError``."""
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Refuse new requests, fail the waiting ones (``RuntimeError``), let the running ones finish."""
         with self._lock:
             self._closed = True
             self._lock.notify()
@@ -184,53 +188,147 @@ class SpeechEngine:
         return self._tts
 
     # Worker ---------------------------------------------------------------------------------------
-    def _next(self) -> SpeechStream | None:
-        with self._lock:
-            while not self._waiting and not self._closed:
-                self._lock.wait()
-            if self._closed:
-                while self._waiting:
-                    self._waiting.popleft()._close(RuntimeError("The speech engine was closed."))
-                return None
-            stream = self._waiting.popleft()
-            self.stats.waiting = len(self._waiting)
-            self.stats.running = 1
-            return stream
-
     def _run(self) -> None:
+        batch = _Batch(self)
         while True:
-            stream = self._next()
-            if stream is None:
-                return
-            self._serve(stream)
             with self._lock:
-                self.stats.running = 0
+                while not self._waiting and not batch.active and not self._closed:
+                    self._lock.wait()
+                if self._closed:  # no more admissions; the running requests finish
+                    for stream in self._waiting:
+                        stream._close(RuntimeError("The speech engine was closed before this request started."))
+                        self.stats.failed += 1
+                    self._waiting.clear()
+                    if not batch.active:
+                        return
+                admitted = []
+                while self._waiting and len(batch.active) + len(admitted) < self.max_batch:
+                    admitted.append(self._waiting.popleft())
+                self.stats.waiting = len(self._waiting)
+            try:
+                for stream in admitted:
+                    batch.admit(stream)
+                batch.step()
+            except Exception as error:  # a failure of the model itself: fail everyone in the batch, go on
+                batch.fail_all(error)
+                batch = _Batch(self)
+            with self._lock:
+                self.stats.running = len(batch.active)
 
-    def _resolve_voice(self, voice: VoicePrompt | str | None) -> VoicePrompt | None:
+    def _resolve_voice(self, voice: Any) -> Any:
         if isinstance(voice, str) and self._voice_resolver is not None:
             return self._voice_resolver(voice)
-        return self.tts.resolve_prompt(voice)
+        return voice
 
-    def _serve(self, stream: SpeechStream) -> None:
+
+@dataclass
+class _Active:
+    """A request being served: its plan, the sentence being decoded, and where its audio stands."""
+
+    stream: SpeechStream
+    plan: RequestPlan
+    index: int = 0  # the sentence being decoded
+    voice: VoicePrompt | None = None  # its prompt (the previous sentence in sliding-window mode)
+    job: Utterance | None = None
+    pieces: SentencePieces | None = None
+    first_piece: bool = True
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.stream.id, self.index)
+
+
+class _Batch:
+    """The worker's state: every running request, one AR batch over their current sentences.
+
+    Each :meth:`step` samples one frame for every sentence, runs in one NAR batch every chunk that became
+    due (and every sentence that ended), sends the audio, and starts the next sentence of each request
+    whose sentence ended, so that it joins the AR batch at the next step.
+    """
+
+    def __init__(self, engine: SpeechEngine) -> None:
+        self.engine = engine
+        self.tts = engine.tts
+        self.ar = ARBatch(self.tts.model)
+        self.active: dict[int, _Active] = {}
+
+    def admit(self, stream: SpeechStream) -> None:
+        if stream.cancelled:
+            self._end(stream, cancelled=True)
+            return
         request = stream.request
         try:
-            if stream.cancelled:
-                raise _Cancelled
-            prompt = self._resolve_voice(request.voice)
-            for chunk in self.tts.synthesize_stream(request.text, prompt, **request.options()):
-                if stream.cancelled:
-                    raise _Cancelled
-                stream._put(chunk)
-        except _Cancelled:
-            stream._close()
-            self.stats.cancelled += 1
-        except Exception as error:  # delivered to the consumer, which raises it
-            stream._close(error)
-            self.stats.failed += 1
+            prompt = self.engine._resolve_voice(request.prompt)
+            plan = self.tts.plan(dataclasses.replace(request, prompt=prompt))
+        except Exception as error:  # bad input: this request fails, the others go on
+            self._end(stream, error=error)
+            return
+        state = _Active(stream, plan, voice=plan.voice)
+        self.active[stream.id] = state
+        self._start_sentence(state)
+
+    def step(self) -> None:
+        for state in [s for s in self.active.values() if s.stream.cancelled]:
+            self.ar.remove(state.key)
+            del self.active[state.stream.id]
+            self._end(state.stream, cancelled=True)
+        if not self.ar:
+            return
+        out = self.ar.step()
+        by_key = {state.key: state for state in self.active.values()}
+        chunks: list[tuple[_Active, Tensor]] = []
+        finals: list[tuple[_Active, Any]] = []
+        for key, frames in out.frames.items():
+            state = by_key[key]
+            if state.pieces.due(frames.shape[1]):
+                chunks.append((state, frames))
+        for key, result in out.finished.items():
+            finals.append((by_key[key], result))
+        need_nar = [(s, f) for s, f in chunks] + [(s, r.codes) for s, r in finals
+                                                   if s.pieces.needs_final_nar(r.codes.shape[1])]
+        codes = iter(nar_decode_batch(self.tts.model, [s.job.nar_input(frames) for s, frames in need_nar]))
+        for state, _ in chunks:
+            self._send(state, state.pieces.chunk(next(codes)), final=False)
+        for state, result in finals:
+            nar = next(codes) if state.pieces.needs_final_nar(result.codes.shape[1]) else None
+            sentence_codes, last = state.pieces.finish(nar)
+            self._send(state, last, final=True)
+            self._sentence_done(state, state.job.result(sentence_codes, result.stop_reason, state.pieces.waveform))
+
+    def fail_all(self, error: BaseException) -> None:
+        for state in self.active.values():
+            self._end(state.stream, error=error)
+        self.active.clear()
+
+    # Helpers ------------------------------------------------------------------------------------------
+    def _start_sentence(self, state: _Active) -> None:
+        text, tokens = state.plan.sentences[state.index]
+        state.job = self.tts._utterance(text, tokens, state.voice, state.plan)
+        state.pieces = SentencePieces(self.tts.codec, state.plan.chunk_frames)
+        state.first_piece = True
+        self.ar.add(state.key, state.job.ar_request(state.plan))
+
+    def _send(self, state: _Active, wav: np.ndarray, *, final: bool) -> None:
+        count = len(state.plan.sentences)
+        state.stream._put(sentence_audio(wav, state.index, count, first_piece=state.first_piece, final=final))
+        state.first_piece = False
+
+    def _sentence_done(self, state: _Active, result: SentenceResult) -> None:
+        if state.plan.long_text == "sliding-window":
+            state.voice = self.tts._next_sliding_prompt(result, state.plan.voice)
+        state.index += 1
+        if state.index < len(state.plan.sentences) and not state.stream.cancelled:
+            self._start_sentence(state)
+            return
+        del self.active[state.stream.id]
+        self._end(state.stream, cancelled=state.stream.cancelled)
+
+    def _end(self, stream: SpeechStream, *, error: BaseException | None = None, cancelled: bool = False) -> None:
+        stream._close(error)
+        stats = self.engine.stats
+        if error is not None:
+            stats.failed += 1
+        elif cancelled:
+            stats.cancelled += 1
         else:
-            stream._close()
-            self.stats.completed += 1
-
-
-class _Cancelled(Exception):
-    pass
+            stats.completed += 1

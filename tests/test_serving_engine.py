@@ -1,0 +1,184 @@
+"""The continuous-batching speech engine (vallex.serving): every request gets the audio it gets alone with the
+same seed, whatever else runs; the queue limit, cancellation, bad requests and closing behave."""
+from __future__ import annotations
+
+import random
+import threading
+
+import numpy as np
+import pytest
+
+from vallex.serving import ServerBusy, SpeechEngine, SpeechRequest
+
+TEXTS = ["Hi there.", "你好。", "はい。", "Yes. No.", "Good."]
+
+
+def _alone(tts, request: SpeechRequest) -> np.ndarray:
+    options = {k: getattr(request, k) for k in ("language", "accent", "seed", "temperature", "top_k", "top_p",
+                                                "best_of", "long_text", "chunk_seconds")}
+    return np.concatenate(list(tts.synthesize_stream(request.text, request.prompt, **options)))
+
+
+@pytest.fixture()
+def engine(tiny_tts):
+    engine = SpeechEngine(tiny_tts, max_batch=4, max_queue=16)
+    yield engine
+    engine.close()
+
+
+def test_concurrent_requests_get_their_own_audio(tiny_tts, engine):
+    requests = [SpeechRequest(TEXTS[0], seed=1), SpeechRequest(TEXTS[1], seed=2, top_k=30),
+                SpeechRequest(TEXTS[2], seed=3, accent="en"), SpeechRequest(TEXTS[3], seed=4, long_text="sliding-window"),
+                SpeechRequest(TEXTS[4], seed=5, chunk_seconds=None), SpeechRequest(TEXTS[0], seed=6, best_of=2)]
+    results: dict[int, np.ndarray] = {}
+
+    def client(i: int) -> None:  # several threads submit at once
+        results[i] = np.concatenate(list(engine.submit(requests[i])))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for i, request in enumerate(requests):
+        want = _alone(tiny_tts, request)
+        assert results[i].shape == want.shape, i
+        assert np.abs(results[i] - want).max() < 1e-4, i
+    assert engine.stats.completed == len(requests) and engine.stats.failed == 0
+
+
+def test_a_stream_arrives_in_chunks_and_times_its_first_audio(engine):
+    stream = engine.submit(SpeechRequest("Hello there, this is a longer test sentence.", seed=0))
+    chunks = list(stream)
+    assert len(chunks) >= 2 and all(c.dtype == np.float32 and c.ndim == 1 for c in chunks)
+    assert stream.first_audio_s is not None and stream.first_audio_s > 0
+
+
+def test_bad_requests_fail_alone(tiny_tts, engine):
+    bad = [engine.submit(SpeechRequest("Hello.", language="xx")),
+           engine.submit(SpeechRequest("Hello.", temperature=0)),
+           engine.submit(SpeechRequest("Hello.", prompt="no-such-voice"))]
+    good = engine.submit(SpeechRequest(TEXTS[0], seed=9))
+    for stream in bad:
+        with pytest.raises(ValueError):
+            list(stream)
+    assert np.abs(np.concatenate(list(good)) - _alone(tiny_tts, good.request)).max() < 1e-4
+    with pytest.raises(ValueError, match="empty"):
+        engine.submit(SpeechRequest("   "))
+    assert engine.stats.failed == 3
+
+
+def _held_engine(tiny_tts, **limits):
+    """An engine whose worker waits on ``release`` while resolving the voice named "held"."""
+    release = threading.Event()
+
+    def resolver(name: str):
+        release.wait(60)
+        return None
+
+    return SpeechEngine(tiny_tts, voice_resolver=resolver, **limits), release
+
+
+def _wait_until_taken(engine) -> None:
+    """Until the worker has taken every waiting request (it is then held by the resolver)."""
+    while engine.stats.waiting:
+        threading.Event().wait(0.01)
+
+
+def test_a_full_queue_refuses_with_server_busy(tiny_tts):
+    engine, release = _held_engine(tiny_tts, max_batch=1, max_queue=2)
+    try:
+        first = engine.submit(SpeechRequest("Hi.", prompt="held"))
+        _wait_until_taken(engine)
+        waiting = [engine.submit(SpeechRequest("Hi.", seed=i)) for i in range(2)]
+        with pytest.raises(ServerBusy, match="busy"):
+            engine.submit(SpeechRequest("Hi."))
+        assert engine.stats.refused == 1
+        release.set()
+        for stream in [first] + waiting:
+            assert len(np.concatenate(list(stream))) > 0
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_cancelled_requests_stop_and_leave(tiny_tts):
+    engine, release = _held_engine(tiny_tts, max_batch=2, max_queue=4)
+    try:
+        held = engine.submit(SpeechRequest("Hi.", prompt="held"))
+        queued = engine.submit(SpeechRequest("Hi."))
+        queued.cancel()  # before it was ever admitted
+        release.set()
+        long = engine.submit(SpeechRequest("This sentence is long enough to stream several chunks of audio.", seed=1))
+        with long:
+            next(iter(long))  # the first chunk, then the client goes away (leaving the with block)
+        assert list(queued) == []
+        list(held)
+        list(long)  # the cancelled stream ends (chunks already made may still come) instead of hanging
+        engine.close()
+        assert engine.stats.cancelled == 2
+        assert engine.stats.running == 0
+    finally:
+        release.set()
+        engine.close()
+
+
+def test_close_fails_what_is_still_waiting(tiny_tts):
+    engine, release = _held_engine(tiny_tts, max_batch=1, max_queue=4)
+    held = engine.submit(SpeechRequest("Hi.", prompt="held"))
+    _wait_until_taken(engine)
+    waiting = engine.submit(SpeechRequest("Hi."))
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    release.set()
+    closer.join(60)
+    with pytest.raises(RuntimeError, match="closed"):
+        list(waiting)
+    list(held)
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.submit(SpeechRequest("Hi."))
+
+
+def test_soak_no_request_is_lost_or_mixed_up(tiny_tts):
+    """200 requests from 8 threads, with random cancellations and bad requests among them: every request
+    that runs to its end gets exactly its own audio (same samples as alone), every bad one its error."""
+    rng = random.Random(0)
+    pool = [SpeechRequest(text, seed=seed) for text in TEXTS for seed in (1, 2)]
+    reference = {request: _alone(tiny_tts, request) for request in pool}
+    plan = []
+    for _ in range(200):
+        roll = rng.random()
+        plan.append(("bad", SpeechRequest("Hi.", language="xx")) if roll < 0.1 else
+                    ("cancel", rng.choice(pool)) if roll < 0.25 else ("good", rng.choice(pool)))
+    engine = SpeechEngine(tiny_tts, max_batch=8, max_queue=200)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def client(jobs) -> None:
+        for kind, request in jobs:
+            stream = engine.submit(request)
+            try:
+                if kind == "cancel":
+                    with stream:
+                        next(iter(stream), None)
+                    got = "cancelled"
+                else:
+                    audio = np.concatenate(list(stream))
+                    want = reference[request]
+                    got = "ok" if audio.shape == want.shape and np.abs(audio - want).max() < 1e-4 else "MIXED UP"
+            except ValueError:
+                got = "error" if kind == "bad" else "UNEXPECTED ERROR"
+            with lock:
+                outcomes.append(f"{kind}:{got}")
+
+    threads = [threading.Thread(target=client, args=(plan[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(600)
+    engine.close()
+    assert len(outcomes) == 200
+    assert not [o for o in outcomes if "MIXED" in o or "UNEXPECTED" in o]
+    assert outcomes.count("bad:error") == sum(kind == "bad" for kind, _ in plan)
+    assert engine.stats.submitted == 200
+    assert engine.stats.completed + engine.stats.failed + engine.stats.cancelled == 200
