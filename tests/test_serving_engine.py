@@ -182,3 +182,21 @@ def test_soak_no_request_is_lost_or_mixed_up(tiny_tts):
     assert outcomes.count("bad:error") == sum(kind == "bad" for kind, _ in plan)
     assert engine.stats.submitted == 200
     assert engine.stats.completed + engine.stats.failed + engine.stats.cancelled == 200
+
+
+def test_result_gives_the_whole_synthesis_and_progress_is_reported(tiny_tts, engine):
+    events = []
+    stream = engine.submit(SpeechRequest("One. Two.", seed=3, long_text="fixed-prompt", chunk_seconds=None),
+                           progress=lambda stage, done, total: events.append((stage, done, total)))
+    result = stream.result(timeout=120)
+    want = tiny_tts.synthesize_detailed("One. Two.", seed=3, long_text="fixed-prompt")
+    assert [s.text for s in result.sentences] == [s.text for s in want.sentences]
+    assert all(a.codes.equal(b.codes) for a, b in zip(result.sentences, want.sentences))
+    assert np.abs(result.waveform - want.waveform).max() < 1e-4
+    assert result.timings["total_s"] >= result.timings["first_audio_s"] > 0
+    assert [e for e in events if e[0] == "sentence"] == [("sentence", 0, 2), ("sentence", 1, 2), ("sentence", 2, 2)]
+    steps = [e for e in events if e[0] == "ar_step"]
+    assert steps and steps[0][1] == 1
+    failed = engine.submit(SpeechRequest("Hi.", language="xx"))
+    with pytest.raises(ValueError):
+        failed.result(timeout=60)

@@ -28,6 +28,7 @@ from vallex.api import (
     STREAM_CHUNK_SECONDS,
     RequestPlan,
     SentenceResult,
+    Synthesis,
     SynthesisRequest,
     Utterance,
     VallEX,
@@ -67,13 +68,21 @@ class SpeechStream:
 
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, request: SpeechRequest, request_id: int) -> None:
+    def __init__(self, request: SpeechRequest, request_id: int,
+                 progress: Callable[[str, int, int], None] | None = None) -> None:
         self.request = request
         self.id = request_id
+        self.progress = progress
         self.submitted_at = time.perf_counter()
+        self.started_s: float | None = None  # seconds from submit to admission (time spent queued)
         self.first_audio_s: float | None = None  # seconds from submit to the first chunk
+        self.total_s: float | None = None  # seconds from submit to the last chunk
+        self.sentences: list[SentenceResult] = []  # filled as sentences finish
         self._chunks: queue.Queue = queue.Queue()
+        self._audio: list[np.ndarray] = []  # every chunk sent, for result()
         self._cancelled = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
         self._finished = False
 
     # Consumer side --------------------------------------------------------------------------------
@@ -87,6 +96,23 @@ class SpeechStream:
                 self._finished = True
                 raise item
             yield item
+
+    def result(self, timeout: float | None = None) -> Synthesis:
+        """Wait for the end and return everything: the whole waveform, each sentence, timings.
+
+        Raises the request's error, or ``TimeoutError``. Works whether or not the chunks were iterated.
+        """
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"request {self.id} is still running")
+        if self._error is not None:
+            raise self._error
+        waveform = np.concatenate(self._audio) if self._audio else np.zeros(0, dtype=np.float32)
+        audio_s = len(waveform) / SAMPLE_RATE
+        total = self.total_s or 0.0
+        timings = {"total_s": total, "first_audio_s": self.first_audio_s if self.first_audio_s is not None
+                   else float("inf"), "queued_s": self.started_s or 0.0, "audio_s": audio_s,
+                   "rtf": total / audio_s if audio_s else float("inf")}
+        return Synthesis(waveform, SAMPLE_RATE, list(self.sentences), timings)
 
     def cancel(self) -> None:
         self._cancelled.set()
@@ -106,10 +132,14 @@ class SpeechStream:
     def _put(self, chunk: np.ndarray) -> None:
         if self.first_audio_s is None:
             self.first_audio_s = time.perf_counter() - self.submitted_at
+        self._audio.append(chunk)
         self._chunks.put(chunk)
 
     def _close(self, error: BaseException | None = None) -> None:
+        self.total_s = time.perf_counter() - self.submitted_at
+        self._error = error
         self._chunks.put(error if error is not None else _DONE)
+        self._done.set()
 
 
 @dataclass
@@ -148,13 +178,21 @@ class SpeechEngine:
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
+        #: Held by the worker around each step. Other model work (encoding a prompt, translation) takes it
+        #: too, so it runs between two steps of the batch instead of at the same time.
+        self.model_lock = threading.RLock()
         self.stats = EngineStats()
         self._worker = threading.Thread(target=self._run, name="vallex-speech-engine", daemon=True)
         self._worker.start()
 
     # Public ---------------------------------------------------------------------------------------
-    def submit(self, request: SpeechRequest) -> SpeechStream:
-        """Queue ``request``; raises :class:`ServerBusy` if ``max_queue`` requests are already waiting."""
+    def submit(self, request: SpeechRequest,
+               progress: Callable[[str, int, int], None] | None = None) -> SpeechStream:
+        """Queue ``request``; raises :class:`ServerBusy` if ``max_queue`` requests are already waiting.
+
+        ``progress(stage, done, total)`` is called from the worker as in :meth:`VallEX.synthesize`
+        (``"sentence"`` when a sentence starts, ``"ar_step"`` after each frame).
+        """
         if not isinstance(request, SpeechRequest):
             raise TypeError("submit() takes a SpeechRequest.")
         if not isinstance(request.text, str) or not request.text.strip():
@@ -166,7 +204,7 @@ class SpeechEngine:
                 self.stats.refused += 1
                 raise ServerBusy(f"The server is busy: {len(self._waiting)} requests are already waiting. "
                                  "Try again in a moment.")
-            stream = SpeechStream(request, next(self._ids))
+            stream = SpeechStream(request, next(self._ids), progress)
             self._waiting.append(stream)
             self.stats.submitted += 1
             self.stats.waiting = len(self._waiting)
@@ -206,9 +244,10 @@ class SpeechEngine:
                     admitted.append(self._waiting.popleft())
                 self.stats.waiting = len(self._waiting)
             try:
-                for stream in admitted:
-                    batch.admit(stream)
-                batch.step()
+                with self.model_lock:
+                    for stream in admitted:
+                        batch.admit(stream)
+                    batch.step()
             except Exception as error:  # a failure of the model itself: fail everyone in the batch, go on
                 batch.fail_all(error)
                 batch = _Batch(self)
@@ -263,6 +302,7 @@ class _Batch:
         except Exception as error:  # bad input: this request fails, the others go on
             self._end(stream, error=error)
             return
+        stream.started_s = time.perf_counter() - stream.submitted_at
         state = _Active(stream, plan, voice=plan.voice)
         self.active[stream.id] = state
         self._start_sentence(state)
@@ -280,6 +320,8 @@ class _Batch:
         finals: list[tuple[_Active, Any]] = []
         for key, frames in out.frames.items():
             state = by_key[key]
+            if state.stream.progress is not None:
+                state.stream.progress("ar_step", frames.shape[1], state.job.max_frames)
             if state.pieces.due(frames.shape[1]):
                 chunks.append((state, frames))
         for key, result in out.finished.items():
@@ -302,6 +344,8 @@ class _Batch:
 
     # Helpers ------------------------------------------------------------------------------------------
     def _start_sentence(self, state: _Active) -> None:
+        if state.stream.progress is not None:
+            state.stream.progress("sentence", state.index, len(state.plan.sentences))
         text, tokens = state.plan.sentences[state.index]
         state.job = self.tts._utterance(text, tokens, state.voice, state.plan)
         state.pieces = SentencePieces(self.tts.codec, state.plan.chunk_frames)
@@ -314,6 +358,7 @@ class _Batch:
         state.first_piece = False
 
     def _sentence_done(self, state: _Active, result: SentenceResult) -> None:
+        state.stream.sentences.append(result)
         if state.plan.long_text == "sliding-window":
             state.voice = self.tts._next_sliding_prompt(result, state.plan.voice)
         state.index += 1
@@ -321,6 +366,8 @@ class _Batch:
             self._start_sentence(state)
             return
         del self.active[state.stream.id]
+        if state.stream.progress is not None:
+            state.stream.progress("sentence", state.index, len(state.plan.sentences))
         self._end(state.stream, cancelled=state.stream.cancelled)
 
     def _end(self, stream: SpeechStream, *, error: BaseException | None = None, cancelled: bool = False) -> None:
