@@ -34,7 +34,7 @@ default chunking (``ttfa_s``: a 0.4 s first chunk, made once the AR is 16 frames
 whole first sentence); medians of ``--runs`` streams (all but the last closed after their first chunk; the
 last runs to the end for ``total_s``). A random model never says EOS, so each sentence's AR is held to 6 frames per
 target phoneme (the ratio of the main workload, ~4 s for 50 phonemes) by a ``VallEX`` whose
-``_frame_limits`` force that length.
+``frame_limits`` force that length.
 
 The machine must be idle for the numbers to mean anything: the 1-minute load average before and after
 each configuration is recorded, ``--wait-idle`` waits for a quiet machine before each, and the JSON also
@@ -413,19 +413,18 @@ def measure_stream(args: argparse.Namespace) -> dict:
 
     sentence_tokens: list[int] = []
 
-    class ForcedLength(VallEX):
-        def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
-            # The random model never says EOS: hold each sentence to a realistic length instead.
-            target_tokens = text_tokens - ENROLL_TOKENS
-            sentence_tokens.append(target_tokens)
-            frames = STREAM_FRAMES_PER_TOKEN * target_tokens
-            return frames, frames
+    def forced_length(text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+        # The random model never says EOS: hold each sentence to a realistic length instead.
+        target_tokens = text_tokens - ENROLL_TOKENS
+        sentence_tokens.append(target_tokens)
+        frames = STREAM_FRAMES_PER_TOKEN * target_tokens
+        return frames, frames
 
     model, device, load_s = load(args)
     codec = AudioCodec.random(seed=0, device=device)
     _, _, prompt_codes = workload(device)
     voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
-    tts = ForcedLength(model, codec, presets=None, device=device)
+    tts = VallEX(model, codec, presets=None, device=device, frame_limits=forced_length)
 
     def start_stream(chunk_seconds: float | None):
         return tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt",

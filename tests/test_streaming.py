@@ -150,8 +150,8 @@ class FixedLength(VallEX):
 
     frames = 150
 
-    def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
-        return self.frames, self.frames
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, frame_limits=lambda text_tokens, prompt_frames: (self.frames, self.frames), **kwargs)
 
 
 @pytest.fixture(scope="module")

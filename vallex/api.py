@@ -27,7 +27,7 @@ import torch
 
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.batching import ARBatch, ARRequest, NARInput, nar_decode_batch
-from vallex.decoding import ar_decode, iter_ar_decode, language_ids, nar_decode
+from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ar_decode, iter_ar_decode, language_ids, nar_decode
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
@@ -58,6 +58,7 @@ LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
 
 PromptLike = Union[VoicePrompt, str, Path, tuple, None]
 ProgressCallback = Callable[[str, int, int], None]
+FrameLimits = Callable[[int, int], tuple[int, int]]
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
@@ -109,11 +110,16 @@ class Synthesis:
 class VallEX:
     """Zero-shot cross-lingual TTS with one loaded model; thread-compatible, not thread-safe."""
 
-    def __init__(self, model: VallexModel, codec: Any, presets: Any = None, device: torch.device | None = None):
+    def __init__(self, model: VallexModel, codec: Any, presets: Any = None, device: torch.device | None = None,
+                 frame_limits: FrameLimits | None = None):
+        """``frame_limits(text_tokens, prompt_frames) -> (min_frames, max_frames)`` replaces
+        :func:`default_frame_limits` (benchmarks and tests hold a random model, which rarely says EOS, to
+        a set length with it)."""
         self.model = model.eval()
         self.codec = codec
         self.presets = presets
         self.device = device or next(model.parameters()).device
+        self.frame_limits: FrameLimits = frame_limits or default_frame_limits
         self._transcriber: Any = None  # Whisper, loaded on first use (prompts without a transcript)
 
     # Construction -------------------------------------------------------------------------------
@@ -316,7 +322,7 @@ class VallEX:
         text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long, device=self.device)
         text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)
         langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, self.device)[None]
-        min_frames, max_frames = self._frame_limits(text_ids.shape[1], prompt_codes.shape[1])
+        min_frames, max_frames = self.frame_limits(text_ids.shape[1], prompt_codes.shape[1])
         return Utterance(text=text, tokens=tokens, text_ids=text_ids, text_langs=langs,
                          prompt_codes=prompt_codes.to(self.device), prompt_language=prompt_language,
                          accent=plan.accent, min_frames=min_frames, max_frames=max_frames)
@@ -373,19 +379,6 @@ class VallEX:
         if not planned:
             raise ValueError("The text has nothing to pronounce.")
         return planned, language
-
-    def _frame_limits(self, text_tokens: int, prompt_frames: int) -> tuple[int, int]:
-        """(min_frames, max_frames) the AR may generate for ``text_tokens`` text ids (prompt's + target's).
-
-        Benchmarks and tests override it to hold a random model, which rarely says EOS, to a set length.
-        """
-        budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_frames
-        if budget < FRAME_RATE:
-            raise ValueError(
-                f"The voice prompt is too long ({prompt_frames / FRAME_RATE:.1f} s): prompt and speech "
-                f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
-            )
-        return 1, min(16 * text_tokens, budget)
 
     def _speak(self, job: "Utterance", plan: "RequestPlan", report: ProgressCallback
                ) -> Generator[tuple[np.ndarray, bool], None, SentenceResult]:
@@ -501,6 +494,21 @@ def sentence_audio(wav: np.ndarray, index: int, count: int, *, first_piece: bool
     last_sentence = index == count - 1
     return _shape_chunk(wav, pause=SENTENCE_PAUSE_SECONDS if final and not last_sentence else 0.0,
                         fade_in=first_piece and index > 0, fade_out=final and not last_sentence)
+
+
+def default_frame_limits(text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+    """(min_frames, max_frames) the AR may generate for ``text_tokens`` text ids (prompt's + target's).
+
+    The reference's rule (at most 16 frames per text token), and prompt + speech within the 22 s the
+    checkpoint was trained on.
+    """
+    budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_frames
+    if budget < FRAME_RATE:
+        raise ValueError(
+            f"The voice prompt is too long ({prompt_frames / FRAME_RATE:.1f} s): prompt and speech "
+            f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
+        )
+    return 1, min(MAX_FRAMES_PER_TEXT_TOKEN * text_tokens, budget)
 
 
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, best_of: int) -> None:
