@@ -342,18 +342,14 @@ def nar_decode_batch(model: VallexModel, inputs: Sequence[NARInput]) -> list[Ten
 
     text = torch.zeros(batch, text_width, dtype=torch.long, device=device)
     langs = torch.zeros_like(text)
-    timeline0 = torch.zeros(batch, audio_width, dtype=torch.long, device=device)
+    timeline = torch.zeros(batch, audio_width, n_q, dtype=torch.long, device=device)  # [B, A, 8]
     for i, x in enumerate(inputs):
         text[i, :text_lens[i]] = texts[i][0]
         langs[i, :text_lens[i]] = x.text_langs[0].to(device)
-        timeline0[i, :audio_lens[i]] = torch.cat([prompts[i][0, :, 0], codes0[i][0]])
+        timeline[i, :prompt_lens[i]] = prompts[i][0]
+        timeline[i, prompt_lens[i]:audio_lens[i], 0] = codes0[i][0]
     text_emb = model.embed_text("nar", text, langs)  # [B, S, D]
-    audio_emb = model.nar_audio_embeddings[0](timeline0)  # [B, A, D]
-    for i, prompt in enumerate(prompts):  # prompt frames carry all their codebooks, summed as nar_decode does
-        part = audio_emb[i:i + 1, :prompt_lens[i]]
-        for j in range(1, n_q):
-            part = part + model.nar_audio_embeddings[j](prompt[..., j])
-        audio_emb[i, :prompt_lens[i]] = part[0]
+    audio_emb = model.embed_nar_audio(timeline, torch.tensor(prompt_lens, device=device), stage=1)  # [B, A, D]
     columns = torch.arange(text_width + audio_width, device=device)[None]
     padding = torch.cat([columns[:, :text_width] >= torch.tensor(text_lens, device=device)[:, None],
                          columns[:, :audio_width] >= torch.tensor(audio_lens, device=device)[:, None]], dim=1)

@@ -301,13 +301,9 @@ def nar_decode(
     n_q = model.config.num_quantizers
     prompt_len = prompt_codes.shape[1]
     text_emb = model.embed_text("nar", text, text_langs)  # [1, S, D]
-    timeline0 = torch.cat([prompt_codes[..., 0].long(), codes0.long()], dim=1)  # [1, P + T]
-    audio_emb = model.nar_audio_embeddings[0](timeline0)  # [1, P + T, D]
-    # Prompt frames carry all their codebooks (prefix mode 1).
-    prompt_part = audio_emb[:, :prompt_len]
-    for j in range(1, n_q):
-        prompt_part = prompt_part + model.nar_audio_embeddings[j](prompt_codes[..., j].long())
-    audio_emb = torch.cat([prompt_part, audio_emb[:, prompt_len:]], dim=1)
+    generated = F.pad(codes0.long()[..., None], (0, n_q - 1))  # [1, T, 8]: codebook 0, the rest unknown yet
+    timeline = torch.cat([prompt_codes.long(), generated], dim=1)  # [1, P + T, 8]
+    audio_emb = model.embed_nar_audio(timeline, prompt_len, stage=1)  # prompt frames carry all codebooks
 
     codes = [codes0.long()]
     for stage in range(n_q - 1):

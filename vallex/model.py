@@ -510,6 +510,24 @@ class VallexModel(nn.Module):
         table = self.ar_audio_position.table(int(positions.max()) + 1, embedded.device, embedded.dtype)
         return (embedded + self.ar_audio_position.alpha * table[positions])[:, None]
 
+    def embed_nar_audio(self, codes: Tensor, prompt_lens: int | Tensor, stage: int) -> Tensor:
+        """NAR audio input before PE, prefix mode 1: codes LongTensor [B, T, Q] -> [B, T, D].
+
+        Every frame carries its codebooks ``0..stage-1`` (``stage`` = the codebook the NAR predicts next);
+        the first ``prompt_lens`` frames (an int, or LongTensor [B] per row) are the acoustic prompt and
+        carry all Q. Codebooks a frame does not carry may hold anything. The sums run codebook by
+        codebook in the same order for every caller (inference, batches, training), so all agree bit for bit.
+        """
+        embeddings = self.nar_audio_embeddings
+        frames = torch.arange(codes.shape[1], device=codes.device)
+        lens = prompt_lens if isinstance(prompt_lens, Tensor) else torch.tensor([prompt_lens], device=codes.device)
+        in_prompt = (frames[None] < lens.reshape(-1, 1))[..., None]  # [B or 1, T, 1]
+        x = embeddings[0](codes[..., 0])
+        for j in range(1, len(embeddings)):
+            e = embeddings[j](codes[..., j])
+            x = x + (e if j < stage else torch.where(in_prompt, e, 0.0))
+        return x
+
     def nar_stage_embedding(self, stage: int) -> Tensor:
         """Stage embedding [1, D] of NAR stage ``stage`` (0-based; predicts codebook stage+1)."""
         return self.nar_stage_embeddings[stage].weight
