@@ -21,7 +21,7 @@ def _alone(tts, request: SpeechRequest) -> np.ndarray:
 
 @pytest.fixture()
 def engine(tiny_tts):
-    engine = SpeechEngine(tiny_tts, max_batch=4, max_queue=16)
+    engine = SpeechEngine(tiny_tts, max_batch=4, max_queue=16, exact_chunks=True)
     yield engine
     engine.close()
 
@@ -150,7 +150,7 @@ def test_soak_no_request_is_lost_or_mixed_up(tiny_tts):
         roll = rng.random()
         plan.append(("bad", SpeechRequest("Hi.", language="xx")) if roll < 0.1 else
                     ("cancel", rng.choice(pool)) if roll < 0.25 else ("good", rng.choice(pool)))
-    engine = SpeechEngine(tiny_tts, max_batch=8, max_queue=200)
+    engine = SpeechEngine(tiny_tts, max_batch=8, max_queue=200, exact_chunks=True)
     outcomes: list[str] = []
     lock = threading.Lock()
 
@@ -200,3 +200,25 @@ def test_result_gives_the_whole_synthesis_and_progress_is_reported(tiny_tts, eng
     failed = engine.submit(SpeechRequest("Hi.", language="xx"))
     with pytest.raises(ValueError):
         failed.result(timeout=60)
+
+
+@pytest.mark.parametrize("nar_batch", [1, 3])
+def test_busy_server_merges_late_chunks_but_keeps_the_ar_codes(tiny_tts, nar_batch):
+    """Default (exact_chunks=False): a chunk that waited for the NAR is made from every frame there is by
+    then. Codebook 1 and the length stay what the request gets alone; alone on the server, all of it does."""
+    engine = SpeechEngine(tiny_tts, max_batch=4, nar_batch=nar_batch)
+    try:
+        requests = [SpeechRequest("This one is a little longer than the others.", seed=i) for i in range(4)]
+        streams = [engine.submit(r) for r in requests]
+        results = [s.result(timeout=300) for s in streams]
+        for request, result in zip(requests, results):
+            want = tiny_tts.synthesize_detailed(request.text, seed=request.seed, chunk_seconds=request.chunk_seconds)
+            assert result.waveform.shape == want.waveform.shape
+            for a, b in zip(result.sentences, want.sentences):
+                assert a.codes[..., 0].equal(b.codes[..., 0])
+        alone = engine.submit(requests[0]).result(timeout=300)  # nothing else running now
+        assert np.abs(alone.waveform - _alone(tiny_tts, requests[0])).max() < 1e-4
+    finally:
+        engine.close()
+    with pytest.raises(ValueError, match="nar_batch"):
+        SpeechEngine(tiny_tts, nar_batch=0)

@@ -87,17 +87,22 @@ class SentencePieces:
         self.codec = codec
         self.chunked = first_frames is not None
         self._sizes = chunk_sizes(first_frames) if first_frames is not None else None
-        self._size = next(self._sizes) if self._sizes is not None else 0
         self._frozen: Tensor | None = None  # [1, F, 8]: codes that no later NAR pass may change
         self.vocoded = 0  # frames already turned into audio
         self.pieces: list[np.ndarray] = []
+        #: Codebook-0 frames at which the next chunk is due (the chunk plus both lookaheads).
+        self.next_due = self._due_after(0) if self._sizes is not None else 0
 
     def due(self, frames: int) -> bool:
         """Whether a chunk is ready once ``frames`` codebook-0 frames exist (then call :meth:`chunk`)."""
-        return self.chunked and frames - NAR_LOOKAHEAD_FRAMES - VOCODER_LOOKAHEAD_FRAMES - self.vocoded >= self._size
+        return self.chunked and frames >= self.next_due
 
     def chunk(self, codes: Tensor) -> np.ndarray:
-        """The next piece, given the NAR's codes [1, n, 8] of every frame so far."""
+        """The next piece, given the NAR's codes [1, n, 8] of the first n frames (n >= :attr:`next_due`).
+
+        With n = :attr:`next_due` the pieces are those of a stream run on its own; a later n (a busy
+        server that got to this sentence late) makes one longer piece instead of several.
+        """
         codes = self._merge(codes)
         n = codes.shape[1]
         self._frozen = codes[:, :n - NAR_LOOKAHEAD_FRAMES]
@@ -105,9 +110,12 @@ class SentencePieces:
         # Right context: the fixed lookahead frames, then frames whose codebooks 2-8 may still change.
         piece = np.asarray(self.codec.decode_codes_window(codes, self.vocoded, end), dtype=np.float32)
         self.vocoded = end
-        self._size = next(self._sizes)  # type: ignore[arg-type]
+        self.next_due = self._due_after(end)
         self.pieces.append(piece)
         return piece
+
+    def _due_after(self, vocoded: int) -> int:
+        return vocoded + next(self._sizes) + NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES  # type: ignore[arg-type]
 
     def needs_final_nar(self, frames: int) -> bool:
         """Whether :meth:`finish` needs the NAR of all ``frames`` frames (else the frozen codes are all)."""

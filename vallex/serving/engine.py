@@ -36,6 +36,7 @@ from vallex.api import (
 )
 from vallex.audio import SAMPLE_RATE
 from vallex.batching import ARBatch, nar_decode_batch
+from vallex.decoding import ARResult
 from vallex.prompts import VoicePrompt
 from vallex.streaming import SentencePieces
 
@@ -164,13 +165,25 @@ class SpeechEngine:
         max_batch: requests decoded together at most.
         max_queue: requests that may wait for a slot; more are refused with :class:`ServerBusy`.
         voice_resolver: turns a voice name into a :class:`VoicePrompt` (default: the model's presets).
+        nar_batch: sentences whose NAR runs together between two AR steps (default: 1 on CPU, max_batch
+            elsewhere; see :attr:`nar_batch`).
+        exact_chunks: every request gets exactly the audio :meth:`VallEX.synthesize_stream` gives it alone
+            (same seed), however busy the server: a chunk that had to wait is still made from the frames it
+            would have had. Default False: a chunk that waited is made from all the frames there are by
+            then, one longer chunk instead of several, which saves NAR passes when the server is busy. Either
+            way codebook 1 (the AR's) is the one it gets alone.
     """
 
     def __init__(self, tts: VallEX | Callable[[], VallEX], *, max_batch: int = 8, max_queue: int = 32,
-                 voice_resolver: Callable[[str], VoicePrompt] | None = None) -> None:
+                 voice_resolver: Callable[[str], VoicePrompt] | None = None, nar_batch: int | None = None,
+                 exact_chunks: bool = False) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}.")
+        if nar_batch is not None and nar_batch < 1:
+            raise ValueError(f"nar_batch must be >= 1, got {nar_batch}.")
         self.max_batch, self.max_queue = max_batch, max_queue
+        self.exact_chunks = exact_chunks
+        self._nar_batch = nar_batch
         self._tts_source = tts
         self._tts: VallEX | None = tts if isinstance(tts, VallEX) else None
         self._voice_resolver = voice_resolver
@@ -217,6 +230,18 @@ class SpeechEngine:
             self._closed = True
             self._lock.notify()
         self._worker.join(timeout)
+
+    @property
+    def nar_batch(self) -> int:
+        """Sentences whose NAR runs together between two AR steps.
+
+        On a CPU the NAR is compute-bound (a batch costs the sum of its parts), so one at a time, the most
+        urgent first, keeps the AR going and the first audio of each request early; an accelerator runs
+        a batch for about the price of one, so it takes up to ``max_batch``.
+        """
+        if self._nar_batch is not None:
+            return self._nar_batch
+        return 1 if self.tts.device.type == "cpu" else self.max_batch
 
     @property
     def tts(self) -> VallEX:
@@ -271,18 +296,28 @@ class _Active:
     job: Utterance | None = None
     pieces: SentencePieces | None = None
     first_piece: bool = True
+    frames: Tensor | None = None  # LongTensor [1, n]: the sentence's codebook-0 frames so far
+    ar: ARResult | None = None  # set when the sentence's AR has stopped
 
     @property
     def key(self) -> tuple[int, int]:
         return (self.stream.id, self.index)
 
+    @property
+    def priority(self) -> tuple[int, int, int]:
+        """NAR work order: requests still waiting for their first audio, then the oldest first."""
+        return (0 if self.stream.first_audio_s is None else 1, self.stream.id, self.index)
+
 
 class _Batch:
     """The worker's state: every running request, one AR batch over their current sentences.
 
-    Each :meth:`step` samples one frame for every sentence, runs in one NAR batch every chunk that became
-    due (and every sentence that ended), sends the audio, and starts the next sentence of each request
-    whose sentence ended, so that it joins the AR batch at the next step.
+    Each :meth:`step` samples one frame for every sentence, then runs the NAR for up to
+    ``engine.nar_batch`` sentences that want it (a chunk became due, or the sentence ended), in
+    :attr:`_Active.priority` order, as one batch; sends the audio; and starts the next sentence of each
+    request whose sentence ended, so that it joins the AR batch at the next step. A sentence whose chunk
+    waited (a busy server) gets one longer chunk from all its frames so far instead of several, unless the
+    engine keeps exact chunks (then it gets the very pieces it would get alone, later).
     """
 
     def __init__(self, engine: SpeechEngine) -> None:
@@ -312,30 +347,48 @@ class _Batch:
             self.ar.remove(state.key)
             del self.active[state.stream.id]
             self._end(state.stream, cancelled=True)
-        if not self.ar:
-            return
-        out = self.ar.step()
-        by_key = {state.key: state for state in self.active.values()}
-        chunks: list[tuple[_Active, Tensor]] = []
-        finals: list[tuple[_Active, Any]] = []
-        for key, frames in out.frames.items():
-            state = by_key[key]
-            if state.stream.progress is not None:
-                state.stream.progress("ar_step", frames.shape[1], state.job.max_frames)
-            if state.pieces.due(frames.shape[1]):
-                chunks.append((state, frames))
-        for key, result in out.finished.items():
-            finals.append((by_key[key], result))
-        need_nar = [(s, f) for s, f in chunks] + [(s, r.codes) for s, r in finals
-                                                   if s.pieces.needs_final_nar(r.codes.shape[1])]
-        codes = iter(nar_decode_batch(self.tts.model, [s.job.nar_input(frames) for s, frames in need_nar]))
-        for state, _ in chunks:
-            self._send(state, state.pieces.chunk(next(codes)), final=False)
-        for state, result in finals:
-            nar = next(codes) if state.pieces.needs_final_nar(result.codes.shape[1]) else None
-            sentence_codes, last = state.pieces.finish(nar)
-            self._send(state, last, final=True)
-            self._sentence_done(state, state.job.result(sentence_codes, result.stop_reason, state.pieces.waveform))
+        if self.ar:
+            out = self.ar.step()
+            by_key = {state.key: state for state in self.active.values()}
+            for key, frames in out.frames.items():
+                state = by_key[key]
+                state.frames = frames
+                if state.stream.progress is not None:
+                    state.stream.progress("ar_step", frames.shape[1], state.job.max_frames)
+            for key, result in out.finished.items():
+                by_key[key].ar = result
+                by_key[key].frames = result.codes
+        wanting = sorted((s for s in self.active.values() if self._wants_nar(s)), key=lambda s: s.priority)
+        work = [(state, *self._nar_work(state)) for state in wanting[:self.engine.nar_batch]]
+        codes = nar_decode_batch(self.tts.model, [state.job.nar_input(frames) for state, _, frames in work])
+        for (state, final, _), nar in zip(work, codes):
+            if final:
+                self._finish_sentence(state, nar)
+            else:
+                self._send(state, state.pieces.chunk(nar), final=False)
+        for state in [s for s in self.active.values() if s.ar is not None and not self._wants_nar(s)]:
+            self._finish_sentence(state, None)  # the chunks already cover every frame
+
+    def _wants_nar(self, state: _Active) -> bool:
+        if state.frames is None:
+            return False
+        if state.pieces.due(state.frames.shape[1]):
+            return True
+        return state.ar is not None and state.pieces.needs_final_nar(state.frames.shape[1])
+
+    def _nar_work(self, state: _Active) -> tuple[bool, Tensor]:
+        """(is the sentence's final NAR, codebook-0 frames [1, n] to run it on)."""
+        frames, pieces = state.frames, state.pieces
+        if self.engine.exact_chunks:
+            if pieces.due(frames.shape[1]):
+                return False, frames[:, :pieces.next_due]  # the chunk a stream alone would make now
+            return True, frames
+        return state.ar is not None, frames  # everything so far: a late chunk becomes a longer one
+
+    def _finish_sentence(self, state: _Active, nar: Tensor | None) -> None:
+        sentence_codes, last = state.pieces.finish(nar)
+        self._send(state, last, final=True)
+        self._sentence_done(state, state.job.result(sentence_codes, state.ar.stop_reason, state.pieces.waveform))
 
     def fail_all(self, error: BaseException) -> None:
         for state in self.active.values():
@@ -349,7 +402,7 @@ class _Batch:
         text, tokens = state.plan.sentences[state.index]
         state.job = self.tts._utterance(text, tokens, state.voice, state.plan)
         state.pieces = SentencePieces(self.tts.codec, state.plan.chunk_frames)
-        state.first_piece = True
+        state.first_piece, state.frames, state.ar = True, None, None
         self.ar.add(state.key, state.job.ar_request(state.plan))
 
     def _send(self, state: _Active, wav: np.ndarray, *, final: bool) -> None:
