@@ -44,7 +44,8 @@ from inference import workload, write_random_checkpoint  # noqa: E402
 from vallex.checkpoint import load_model  # noqa: E402
 from vallex.decoding import ar_decode, language_ids  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
-from vallex.precision import apply_precision, normalize_precision  # noqa: E402
+from vallex.cpu_features import cpu_features  # noqa: E402
+from vallex.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
 
 
 @dataclass
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work-dir", type=Path, help="keep the trained tiny model here (default: temporary)")
     parser.add_argument("--json", type=Path, help="write the table here")
+    parser.add_argument("--cpu-class", default=None,
+                        help="use this CPU class's kernel plan (vallex.precision.CPU_KERNEL_TABLE; default: this "
+                             "machine's), e.g. x86-amx to check the AMX plan's numerics on another x86 CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     precisions = [normalize_precision(p) for p in args.precisions.split(",") if p.strip()]
@@ -93,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                     label = "golden checkpoint (tiny, random)"
             else:
                 raise ValueError(f"Unknown model {name!r}: expected 'full' or 'peaked'.")
-            rows += compare(checkpoint, examples, precisions, label)
+            rows += compare(checkpoint, examples, precisions, label, args.cpu_class)
     print()
     print(format_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "threads": args.threads,
-                                         "torch": torch.__version__}, indent=1) + "\n", encoding="utf-8")
+        args.json.write_text(json.dumps({"rows": rows, "threads": args.threads, "torch": torch.__version__,
+                                         "cpu": cpu_features().as_dict()}, indent=1) + "\n", encoding="utf-8")
         print(f"\nwrote {args.json}")
     return 0
 
@@ -199,7 +203,8 @@ def teacher_forced_logits(model: VallexModel, ex: Example) -> tuple[torch.Tensor
     return ar_logits, torch.stack(nar_logits)
 
 
-def compare(checkpoint: Path, examples: list[Example], precisions: list[str], label: str) -> list[dict]:
+def compare(checkpoint: Path, examples: list[Example], precisions: list[str], label: str,
+            cpu_class: str | None = None) -> list[dict]:
     reference = []
     model = load_model(checkpoint)
     for ex in examples:
@@ -208,10 +213,13 @@ def compare(checkpoint: Path, examples: list[Example], precisions: list[str], la
     rows = []
     for precision in precisions:
         start = time.perf_counter()
-        model = apply_precision(load_model(checkpoint), precision, "cpu")
+        plan = kernel_plan(precision, "cpu", cpu_class)
+        model = apply_precision(load_model(checkpoint), precision, "cpu", plan=plan)
         got = [teacher_forced_logits(model, ex) for ex in examples]
+        kernels = kernels_in_use(model)
         del model
         row = {"model": label, "precision": precision, "examples": len(examples),
+               "cpu_class": plan.cpu_class, "kernels": kernels,
                "ar_positions": sum(r[0].shape[0] for r in reference),
                "nar_positions": sum(r[1].numel() // r[1].shape[-1] for r in reference)}
         for part, index in (("ar", 0), ("nar", 1)):

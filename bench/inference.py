@@ -36,6 +36,15 @@ last runs to the end for ``total_s``). A random model never says EOS, so each se
 target phoneme (the ratio of the main workload, ~4 s for 50 phonemes) by a ``VallEX`` whose
 ``frame_limits`` force that length.
 
+Every row also records the CPU it ran on and the kernels it used: the CPU class and the flags that decide
+it (:mod:`vallex.cpu_features`), the kernel plan :func:`vallex.precision.apply_precision` followed and the
+kernels read back from the converted model (``cpu``, ``kernel_plan``, ``kernels`` in the JSON; printed under
+the table). ``--cpu-class`` runs another class's plan (e.g. the ``x86-amx`` plan on a machine without AMX,
+to check it, or the measured AMD plan on an AMX machine, to compare) and ``--kernel FIELD=KERNEL`` swaps
+single choices (``ar_linear``, ``nar_linear``, ``nar_attention``; names in
+:data:`vallex.precision.LINEAR_KERNELS` / :data:`~vallex.precision.ATTENTION_KERNELS`). ``--dtype auto``
+runs the precision ``auto`` picks here.
+
 The machine must be idle for the numbers to mean anything: the 1-minute load average before and after
 each configuration is recorded, ``--wait-idle`` waits for a quiet machine before each, and the JSON also
 holds every run and the minimum of each quantity (``min_*``), the least disturbed estimate.
@@ -91,10 +100,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the 1-minute load average to fall below 0.5")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--cpu-class", default=None,
+                        help="use this CPU class's kernel plan (vallex.cpu_features.CPU_CLASSES; default: this "
+                             "machine's class)")
+    parser.add_argument("--kernel", action="append", default=[], metavar="FIELD=KERNEL",
+                        help="override one choice of the kernel plan, e.g. ar_linear=onednn-int8 (repeatable)")
     parser.add_argument("--worker", choices=("generate", "stream", REFERENCE), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    dtypes = _parse_dtypes(args.dtype, args.device)
+    try:
+        dtypes = _parse_dtypes(args.dtype, args.device, args.cpu_class)
+        if not args.worker:  # a bad --cpu-class or --kernel fails here, before any worker starts
+            import torch
+
+            for dtype in dtypes:
+                bench_plan(dtype, torch.device(args.device), args.cpu_class, args.kernel)
+    except ValueError as error:
+        parser.error(str(error))
 
     if args.worker:
         _set_threads(args.threads)
@@ -135,18 +157,42 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # Parent: orchestration ------------------------------------------------------------------------------
-def _parse_dtypes(values: list[str], device: str) -> list[str]:
-    """Canonical precision names; 'all' = float32, bfloat16, int8 on CPU and float32, float16, bfloat16 on GPUs."""
-    from vallex.precision import normalize_precision
+def _parse_dtypes(values: list[str], device: str, cpu_class: str | None = None) -> list[str]:
+    """Canonical precision names; 'all' = float32, bfloat16, int8 on CPU and float32, float16, bfloat16 on GPUs;
+    'auto' = what ``auto`` picks on this device (and CPU class)."""
+    from vallex.precision import kernel_plan, normalize_precision
 
     names: list[str] = []
     for value in values:
         for part in value.split(","):
             if part.strip() == "all":
                 names.extend(DTYPES if device == "cpu" else ("float32", "float16", "bfloat16"))
+            elif part.strip() == "auto":
+                names.append(kernel_plan("auto", device, cpu_class if device == "cpu" else None).precision)
+                print(f"--dtype auto -> {names[-1]}", flush=True)
             elif part.strip():
                 names.append(normalize_precision(part.strip()))
     return list(dict.fromkeys(names))
+
+
+def _kernel_overrides(values: list[str]) -> dict[str, str]:
+    """``["ar_linear=onednn-int8", ...]`` -> {"ar_linear": "onednn-int8", ...}; ValueError if malformed."""
+    overrides = {}
+    for value in values:
+        field, sep, kernel = value.partition("=")
+        if not sep or not field.strip() or not kernel.strip():
+            raise ValueError(f"--kernel {value!r}: expected FIELD=KERNEL, e.g. ar_linear=onednn-int8.")
+        overrides[field.strip()] = kernel.strip()
+    return overrides
+
+
+def bench_plan(dtype: str, device, cpu_class: str | None, kernels: list[str]):
+    """The kernel plan a row runs: ``cpu_class``'s (default this machine's) with the ``--kernel`` overrides."""
+    from vallex.precision import kernel_plan
+
+    plan = kernel_plan(dtype, device, cpu_class if device.type == "cpu" else None)
+    overrides = _kernel_overrides(kernels)
+    return plan.with_kernels(**overrides) if overrides else plan
 
 
 def write_random_checkpoint(path: Path) -> Path:
@@ -177,6 +223,10 @@ def run_worker(kind: str, dtype: str, checkpoint: Path, args: argparse.Namespace
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--dtype", dtype,
                "--device", args.device, "--threads", str(args.threads), "--runs", str(args.runs),
                "--frames", str(args.frames), "--checkpoint", str(checkpoint), "--result-file", str(result_file)]
+    if args.cpu_class:
+        command += ["--cpu-class", args.cpu_class]
+    for kernel in args.kernel:
+        command += ["--kernel", kernel]
     load_before = os.getloadavg()[0]
     subprocess.run(command, check=True, cwd=REPO)
     result = json.loads(result_file.read_text(encoding="utf-8"))
@@ -187,6 +237,8 @@ def run_worker(kind: str, dtype: str, checkpoint: Path, args: argparse.Namespace
 
 def build_report(results: list[dict], stream: dict | None, args: argparse.Namespace) -> dict:
     import torch
+
+    from vallex.cpu_features import cpu_features
 
     ours = [r for r in results if r["config"] != REFERENCE_LABEL]
     reference = next((r for r in results if r["config"] == REFERENCE_LABEL), None)
@@ -208,7 +260,10 @@ def build_report(results: list[dict], stream: dict | None, args: argparse.Namesp
                      "prompt_frames": PROMPT_FRAMES, "generated_frames": args.frames,
                      "audio_s": args.frames / FRAME_RATE, "runs": args.runs},
         "machine": {"device": args.device, "threads": args.threads, "cpu_count": os.cpu_count(),
-                    "processor": _cpu_name(), "torch": torch.__version__, "python": platform.python_version()},
+                    "processor": _cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
+                    "cpu": cpu_features().as_dict(), "cpu_description": cpu_features().describe(),
+                    "plan_cpu_class": args.cpu_class or cpu_features().cpu_class,
+                    "kernel_overrides": list(args.kernel)},
     })
     return report
 
@@ -237,6 +292,8 @@ def format_table(report: dict) -> str:
     if report.get("reference"):
         lines.append(f"{REFERENCE_LABEL}: the reference implementation's inference algorithm "
                      "(bench/reference_baseline.py) on the same float32 weights and workload")
+    lines.append(f"CPU {machine.get('cpu_description', machine['processor'])}")
+    lines.extend(format_kernels(report["results"]))
     if report["time_to_first_audio"]:
         stream = report["time_to_first_audio"]
         lines.append(f"time to first audio (synthesize_stream, {stream['dtype']}, 2 sentences): "
@@ -246,11 +303,31 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def format_kernels(results: list[dict]) -> list[str]:
+    """One line per row: the CPU class of its plan, the kernels its model ran and the plan's basis."""
+    lines = []
+    for result in results:
+        kernels = result.get("kernels")
+        if not kernels:
+            continue
+        plan = result.get("kernel_plan") or {}
+        where = plan.get("cpu_class") or plan.get("device_type") or "?"
+        lines.append(f"  {result['config']} kernels ({where} plan, {plan.get('basis', '?')}): AR Linears "
+                     f"{kernels['ar_linear']}, NAR Linears {kernels['nar_linear']}, AR attention "
+                     f"{kernels['ar_attention']}, NAR attention {kernels['nar_attention']}")
+    return lines
+
+
 def _print_result(result: dict) -> None:
     print(f"{result['config']}: load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
           f"AR {result['ar_ms_per_step']:.1f} ms/step, NAR {result['nar_s']:.2f} s, "
           f"total {result['total_s']:.2f} s, RTF {result['rtf']:.2f} "
           f"(load average {result['loadavg_1min_before']:.2f} -> {result['loadavg_1min_after']:.2f})", flush=True)
+    cpu = result.get("cpu") or {}
+    flags = " ".join(cpu.get("flags", []))
+    print(f"  CPU class {cpu.get('cpu_class', '?')} ({cpu.get('model_name', '')}; {flags})", flush=True)
+    for line in format_kernels([result]):
+        print(line, flush=True)
 
 
 def _cpu_name() -> str:
@@ -302,20 +379,31 @@ def current_rss_mb() -> float | None:
 
 
 def load(args: argparse.Namespace):
+    """(model, device, load seconds, kernel plan or None); the plan is checked before the weights load."""
     import torch
 
     from vallex.checkpoint import load_model
     from vallex.precision import apply_precision
 
     device = torch.device(args.device)
+    plan = None if args.worker == REFERENCE else bench_plan(args.dtype[0], device, args.cpu_class, args.kernel)
     start = time.perf_counter()
     model = load_model(args.checkpoint, device=device)
-    if args.worker != REFERENCE:
+    if plan is not None:
         # Not for the reference row: apply_precision also tunes this process's malloc on CPU
         # (vallex.precision.keep_freed_memory_for_reuse), which the reference implementation does not do.
-        model = apply_precision(model, args.dtype[0], device)
+        model = apply_precision(model, args.dtype[0], device, plan=plan)
     _sync(device)
-    return model, device, time.perf_counter() - start
+    return model, device, time.perf_counter() - start, plan
+
+
+def kernel_record(model, plan) -> dict:
+    """What a result stores about where it ran: the CPU's features, the plan, the kernels read back."""
+    from vallex.cpu_features import cpu_features
+    from vallex.precision import kernels_in_use
+
+    return {"cpu": cpu_features().as_dict(), "kernel_plan": None if plan is None else plan.as_dict(),
+            "kernels": None if plan is None else kernels_in_use(model)}
 
 
 def workload(device, seed: int = 0):
@@ -378,7 +466,7 @@ def measure(args: argparse.Namespace) -> dict:
     reference = args.worker == REFERENCE
     # The reference's generate_audio runs under no_grad; ours under inference_mode (a little less per-op work).
     with torch.no_grad() if reference else torch.inference_mode():
-        model, device, load_s = load(args)
+        model, device, load_s, plan = load(args)
         rss_after_load = current_rss_mb()
         text, langs, prompt = workload(device)
         start = time.perf_counter()
@@ -392,7 +480,7 @@ def measure(args: argparse.Namespace) -> dict:
               "device": str(device), "threads": torch.get_num_threads(),
               "load_s": load_s, "warmup_s": warmup_s, "peak_rss_mb": peak_rss_mb(),
               "rss_after_load_mb": rss_after_load, "rss_at_end_mb": current_rss_mb(), "runs": runs,
-              "worker_loadavg_1min_at_start": loadavg}
+              "worker_loadavg_1min_at_start": loadavg, **kernel_record(model, plan)}
     for key in runs[0]:
         result[key] = statistics.median(run[key] for run in runs)
         # The least disturbed run: on a shared machine the minimum is the better estimate of the cost.
@@ -420,7 +508,7 @@ def measure_stream(args: argparse.Namespace) -> dict:
         frames = STREAM_FRAMES_PER_TOKEN * target_tokens
         return frames, frames
 
-    model, device, load_s = load(args)
+    model, device, load_s, plan = load(args)
     codec = AudioCodec.random(seed=0, device=device)
     _, _, prompt_codes = workload(device)
     voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
@@ -459,7 +547,7 @@ def measure_stream(args: argparse.Namespace) -> dict:
             "ttfa_per_sentence_s": round(ttfa_sentence, 3), "total_per_sentence_s": round(total_sentence, 3),
             "first_sentence_s": round(len(sentences[0]) / 24000, 3),
             "first_sentence_tokens": sentence_tokens[0], "load_s": round(load_s, 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads()}
+            "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads(), **kernel_record(model, plan)}
 
 
 if __name__ == "__main__":

@@ -37,6 +37,19 @@ def _env_flag(name: str, default: bool) -> bool:
     raise ValueError(f"{name}={raw!r}: use 1/0, true/false, yes/no or on/off.")
 
 
+def _env_dtype(name: str) -> str:
+    """The precision setting: ``auto`` (default) or one of vallex.precision's names; ValueError otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return "auto"
+    from vallex.precision import check_precision_option  # imports torch: only when the variable is set
+
+    try:
+        return check_precision_option(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: use auto, float32, bfloat16, float16 or int8.") from None
+
+
 def _env_path(name: str) -> Path | None:
     raw = os.environ.get(name, "").strip()
     return Path(raw).expanduser() if raw else None
@@ -50,7 +63,7 @@ class AppConfig:
     presets_dir: Path | None = None  # None: vallex's default preset folder
     assets_dir: Path = DEFAULT_ASSETS_DIR
     device: str | None = None  # None: CUDA, then MPS, then CPU
-    dtype: str | None = None  # None: float32
+    dtype: str | None = "auto"  # VALLEX_DTYPE; "auto": the fastest measured for this device / CPU class; None: float32
     num_threads: int | None = None  # CPU torch threads; None: torch's default
     concurrency: int = 1  # model requests running at once (all model events share this limit)
     max_queue: int = 32  # requests waiting beyond this are refused with "queue full"
@@ -65,7 +78,9 @@ class AppConfig:
     def from_env(cls) -> "AppConfig":
         """Read the ``VALLEX_*`` variables.
 
-        ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``,
+        ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``
+        (default ``auto``: the fastest precision measured for this device and CPU class; ``float32`` for the
+        reference's exact arithmetic),
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default 1), ``VALLEX_MAX_QUEUE`` (32),
         ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
         running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
@@ -78,7 +93,7 @@ class AppConfig:
             presets_dir=_env_path("VALLEX_PRESETS_DIR"),
             assets_dir=_env_path("VALLEX_ASSETS_DIR") or DEFAULT_ASSETS_DIR,
             device=os.environ.get("VALLEX_DEVICE", "").strip() or None,
-            dtype=os.environ.get("VALLEX_DTYPE", "").strip() or None,
+            dtype=_env_dtype("VALLEX_DTYPE"),
             num_threads=_env_int("VALLEX_THREADS", 1, 1) if threads else None,
             concurrency=_env_int("VALLEX_CONCURRENCY", 1, 1),
             max_queue=_env_int("VALLEX_MAX_QUEUE", 32, 1),

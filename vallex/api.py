@@ -139,7 +139,10 @@ class VallEX:
             weights_dir: a folder holding the weights in the documented layout (or ``$VALLEX_WEIGHTS_DIR``);
                 default: the Hugging Face / torch hub caches.
             device: default CUDA, then MPS, then CPU.
-            dtype: ``"float32"`` (default), ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
+            dtype: ``"float32"`` (default: exact, it reproduces the reference's codes), ``"auto"`` (the fastest
+                precision measured for this device and CPU class, e.g. int8 on the AMD EPYC class, float16
+                on CUDA: :func:`vallex.precision.resolve_precision`; the CLI's and app's default),
+                ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
             num_threads: torch intra-op threads (CPU).
             presets_dir: folder of named ``.npz`` voice presets.
         """
@@ -153,12 +156,13 @@ class VallEX:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}.")
             torch.set_num_threads(num_threads)
         device = select_device(device)
+        from vallex.precision import apply_precision, resolve_precision
+
+        precision = resolve_precision(dtype, device)  # None: float32; "auto": per device and CPU class
         paths = resolve_weights(weights_dir, download=download)
         model = load_model(paths.vallex, config=paths.vallex_config, device=device)
-        if dtype is not None and str(dtype).replace("torch.", "") != "float32":
-            from vallex.precision import apply_precision
-
-            model = apply_precision(model, str(dtype).replace("torch.", ""), device)
+        if precision != "float32":
+            model = apply_precision(model, precision, device)
         codec = AudioCodec.from_paths(paths, device=device)
         presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
         return cls(model, codec, presets, device)

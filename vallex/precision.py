@@ -22,12 +22,41 @@ products. Halving or quartering the weight bytes is the lever:
     8-bit instead of fbgemm's 7-bit activations its outputs are twice as close to float32. Where that op
     is missing (non-x86 builds) the NAR uses fbgemm too.
   - the NAR's attention (q, k, v, scores, weights) runs in bfloat16 on CPUs with native bfloat16
-    (``torch.ops.mkldnn._is_mkldnn_bf16_supported()``): 0.41 vs 0.47 s per stage, and the NAR output's
+    (:func:`cpu_has_native_bfloat16`: AVX512-BF16 or AMX-BF16 in the CPU flags and oneDNN's bf16 support;
+    oneDNN's check alone also counts AVX-512 CPUs that only emulate bf16): 0.41 vs 0.47 s per stage, and the NAR output's
     deviation from float32 unchanged (0.639 % relative, dominated by the int8 Linears). The AR keeps float32
     attention over a float32 cache: a bfloat16 cache measured slower per step (14.2 vs 11.9 ms).
 
   torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this CPU (weight-only 78 ms,
   dynamic 68 ms vs 6.8 ms), so torch's own kernels are used and torchao is not a dependency.
+
+All of the above was measured on one CPU class, ``x86-avx512-bf16-vnni`` (an AMD EPYC with AVX512-VNNI
+and AVX512-BF16, no AMX). Which kernel runs each part of the model on each CPU class
+(:mod:`vallex.cpu_features`) is decided here, in :data:`CPU_KERNEL_TABLE`, and :func:`kernel_plan` gives
+it as a :class:`KernelPlan` (what :func:`apply_precision` does; :func:`kernels_in_use` reads back what a
+converted model runs). On the measured class the table is exactly the choices above. On Intel Xeons with
+AMX (``x86-amx``) it is what we *expect* to be best, unmeasured here (no AMX machine was available):
+
+* bfloat16 Linears prepacked once into oneDNN's blocked layout (:class:`OneDNNBf16Linear`): AMX's tile
+  kernels read weights in that layout, and ``F.linear`` would hand oneDNN torch's plain layout every call.
+  The same prepacking measured faster on the AMD machine too (one decoder's 48 Linears: 15.0 vs 20.5 ms at
+  one row, 477 vs 540 ms at 605 rows, 2 threads, load average ~0.5-0.9), but the AMD plan keeps the
+  ``F.linear`` of its full benchmark until a full benchmark of the prepacked one replaces it;
+* int8 NAR Linears on oneDNN (AMX-INT8 tiles for the ~600-row products) and NAR attention in bfloat16
+  (AMX-BF16), as on the AMD machine;
+* int8 AR Linears stay on fbgemm: a one-row step is bound by reading the 151 MB of int8 weights, which AMX
+  does not speed up, and at one row fbgemm's kernel measured about twice as fast as oneDNN's on the AMD
+  machine (48 Linears: 6.4 vs 13.8 ms); fbgemm runs the same AVX512-VNNI code on Intel.
+
+On CPUs without native bfloat16 (``x86-avx512-vnni``, ``x86-avx512``, ``x86-avx2``) the int8 NAR attention
+stays float32 (oneDNN would emulate bfloat16 there), and without VNNI (``x86-avx512``, ``x86-avx2``) the
+int8 NAR Linears use fbgemm: their 8-bit multiply-adds (``vpmaddubsw``) saturate at int16 for full 8-bit
+activations, which fbgemm's 7-bit ones avoid. Both unmeasured, expected.
+
+``VALLEX_DTYPE=auto`` / ``dtype="auto"`` (:func:`resolve_precision`) picks the precision measured fastest
+for this CPU class (:data:`MEASURED_SPEED`), a labelled best guess for classes never measured
+(:data:`GUESSED_PRECISION`), float16 on CUDA and float32 elsewhere. The app and ``vallex synthesize``
+default to it; the Python API's default stays float32, the precision that reproduces the reference's codes.
 
 ``apply_precision`` converts a loaded model in place; the output heads and embeddings (the tied NAR
 predictors included) keep float32 under int8, so sampling and argmax see full-precision logits. For CPU
@@ -36,15 +65,22 @@ models it also lets malloc keep freed activation buffers (:func:`keep_freed_memo
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
+import logging
 import sys
 import warnings
-from typing import Callable
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from vallex.model import Linear, VallexModel
+from vallex.cpu_features import CPU_CLASSES, CPUFeatures, cpu_features
+from vallex.model import Linear, VallexModel, kv_cache_dtype, onednn_float32_linear_available
+
+_LOG = logging.getLogger(__name__)
 
 #: Accepted names and their aliases.
 PRECISIONS: dict[str, str] = {
@@ -57,74 +93,453 @@ PRECISIONS: dict[str, str] = {
 _FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+#: ``dtype`` value that picks the precision for the device (and CPU class): :func:`resolve_precision`.
+AUTO = "auto"
+
+
 def normalize_precision(precision: str | torch.dtype) -> str:
-    """``"bf16"``, ``torch.bfloat16`` ... -> the canonical name (``"bfloat16"``); ValueError if unknown."""
-    name = str(precision).replace("torch.", "").lower()
+    """``"bf16"``, ``torch.bfloat16`` ... -> the canonical name (``"bfloat16"``); ValueError if unknown.
+
+    ``"auto"`` is not a precision by itself: :func:`resolve_precision` turns it into one for a device.
+    """
+    name = str(precision).replace("torch.", "").strip().lower()
+    if name == AUTO:
+        raise ValueError("'auto' depends on the device: resolve it with vallex.precision.resolve_precision().")
     if name not in PRECISIONS:
         raise ValueError(
-            f"Unknown precision {precision!r}: expected one of float32, bfloat16, float16 or int8."
+            f"Unknown precision {precision!r}: expected one of auto, float32, bfloat16, float16 or int8."
         )
     return PRECISIONS[name]
 
 
-def default_precision(device: str | torch.device) -> str:
-    """The fastest precision that keeps predictions close to float32 on this device kind.
+def check_precision_option(value: str | torch.dtype | None) -> str | None:
+    """``"auto"``, a canonical precision name, or None (unset); ValueError for anything else.
 
-    CUDA: float16 (tensor cores). CPU: float32 — int8 is much faster but is an explicit opt-in because its
-    logits differ measurably from the reference (see bench/fidelity.py).
+    For settings read before a device is known (the app's ``VALLEX_DTYPE``).
+    """
+    if value is None:
+        return None
+    if str(value).strip().lower() == AUTO:
+        return AUTO
+    return normalize_precision(value)
+
+
+def default_precision(device: str | torch.device) -> str:
+    """float16 on CUDA, float32 elsewhere: the closest-to-float32 choice per device kind.
+
+    Not what ``"auto"`` picks on CPU (that is the fastest measured, e.g. int8: :func:`resolve_precision`).
     """
     return "float16" if torch.device(device).type == "cuda" else "float32"
 
 
+# Speed per CPU class: what "auto" picks --------------------------------------------------------------
+@dataclass(frozen=True)
+class MeasuredSpeed:
+    """End-to-end real-time factors of bench/inference.py's workload on one CPU class (lower is faster)."""
+
+    rtf: dict[str, float]  # precision -> total time / audio time
+    source: str  # which run, where its numbers are kept
+
+
+#: Measured, per CPU class: the full benchmark (``make bench``) on an idle machine. ``auto`` picks the
+#: fastest of these; every one of them is within the fidelity bounds of bench/fidelity.py.
+MEASURED_SPEED: Mapping[str, MeasuredSpeed] = MappingProxyType({
+    "x86-avx512-bf16-vnni": MeasuredSpeed(
+        rtf={"float32": 3.92, "bfloat16": 3.38, "int8": 1.45},
+        source="bench/results/inference-cpu-2threads.json: bench/inference.py --dtype all --stream, AMD EPYC "
+               "(avx512_bf16, avx512_vnni, no AMX), 2 threads, torch 2.13, 300 frames, medians of 3, each "
+               "row started at a load average <= 0.5 (README 'Speed and precision')",
+    ),
+})
+
+#: Never measured, per CPU class: a best guess and why. Replace by a MEASURED_SPEED entry once measured.
+GUESSED_PRECISION: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "x86-amx": ("int8", "best guess, unmeasured: an AR step is bound by reading the weights (int8 reads half "
+                        "of bfloat16's bytes) and AMX-INT8 has twice AMX-BF16's peak for the NAR"),
+    "x86-avx512-vnni": ("int8", "best guess, unmeasured: the same VNNI int8 kernels as the measured class; "
+                                "bfloat16 is emulated on this class"),
+    "x86-avx512": ("int8", "best guess, unmeasured: fbgemm's AVX-512 int8 kernels read a quarter of "
+                           "float32's weight bytes per AR step; bfloat16 is emulated on this class"),
+    "x86-avx2": ("int8", "best guess, unmeasured: fbgemm's AVX2 int8 kernels read a quarter of float32's "
+                         "weight bytes per AR step; no bfloat16 hardware"),
+    "arm64": ("float32", "best guess, unmeasured: the int8 kernels here are x86 ones (torch's arm64 "
+                         "quantized engine is untested in this project), so the known-good float32"),
+    "other": ("float32", "best guess, unmeasured: no reduced-precision kernel is known to pay here"),
+})
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """What ``"auto"`` means on one CPU class, and on what grounds."""
+
+    cpu_class: str
+    precision: str
+    measured: bool
+    reason: str
+
+
+def auto_precision_for_cpu(cpu_class: str) -> AutoChoice:
+    """The precision ``"auto"`` picks on ``cpu_class``: the fastest measured, else the documented guess."""
+    if cpu_class not in CPU_CLASSES:
+        raise ValueError(f"Unknown CPU class {cpu_class!r}: expected one of {', '.join(CPU_CLASSES)}.")
+    measured = MEASURED_SPEED.get(cpu_class)
+    if measured is not None:
+        best = min(measured.rtf, key=measured.rtf.__getitem__)
+        return AutoChoice(cpu_class, best, True, f"fastest measured (RTF {measured.rtf[best]:.2f}; "
+                                                 f"{measured.source})")
+    precision, reason = GUESSED_PRECISION[cpu_class]
+    return AutoChoice(cpu_class, precision, False, reason)
+
+
+def cuda_auto_precision(capability: tuple[int, int], bf16_supported: bool) -> str:
+    """``"auto"`` on a CUDA GPU of this compute capability: float16, which every GPU from sm_53 on computes
+    natively; below that bfloat16 where the GPU has it, else float32."""
+    if tuple(capability) >= (5, 3):
+        return "float16"
+    return "bfloat16" if bf16_supported else "float32"
+
+
+def resolve_precision(
+    dtype: str | torch.dtype | None, device: str | torch.device, cpu: CPUFeatures | None = None
+) -> str:
+    """The concrete precision for a ``dtype`` setting on ``device``.
+
+    None -> ``"float32"`` (the Python API's default: it reproduces the reference's codes). ``"auto"`` -> on
+    CPU the choice of :func:`auto_precision_for_cpu` for this CPU's class (``cpu``: default the detected
+    one); on CUDA :func:`cuda_auto_precision` (float16 on every current GPU); float32 on other devices
+    (MPS, ...). Anything else is normalised (:func:`normalize_precision`; ValueError if unknown).
+    """
+    if dtype is None:
+        return "float32"
+    if str(dtype).strip().lower() != AUTO:
+        return normalize_precision(dtype)
+    device = torch.device(device)
+    if device.type == "cpu":
+        choice = auto_precision_for_cpu((cpu or cpu_features()).cpu_class)
+        _LOG.info("dtype auto -> %s on %s (%s: %s)", choice.precision, choice.cpu_class,
+                  "measured" if choice.measured else "guess", choice.reason)
+        return choice.precision
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        try:
+            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older torch without the keyword
+            bf16 = torch.cuda.is_bf16_supported()
+        return cuda_auto_precision(torch.cuda.get_device_capability(index), bf16)
+    return "float32"
+
+
+# Kernel plans: which kernel runs each part, per CPU class --------------------------------------------
+#: The Linear kernels a plan can name (the decoders' attention and feed-forward Linears).
+LINEAR_KERNELS: dict[str, str] = {
+    "onednn-fp32": "float32 on oneDNN's Linear (vallex.model.Linear, x86 builds)",
+    "aten-fp32": "float32 F.linear (torch's BLAS)",
+    "aten-bf16": "bfloat16 F.linear (on x86: oneDNN's matmul, weights in torch's plain layout)",
+    "onednn-bf16-packed": "bfloat16 on oneDNN's Linear, weights prepacked once (OneDNNBf16Linear)",
+    "aten-fp16": "float16 F.linear",
+    "fbgemm-int8": "torch.ao's dynamic int8 Linear (fbgemm on x86, 7-bit activations; torch's quantized "
+                   "engine elsewhere)",
+    "onednn-int8": "oneDNN's int8 Linear with 8-bit activations (OneDNNInt8Linear)",
+}
+#: The attention kernels a plan can name.
+ATTENTION_KERNELS: dict[str, str] = {
+    "sdpa-fp32": "torch's fused scaled_dot_product_attention in float32 (on CPU the AR's KV cache is float32)",
+    "sdpa-bf16": "torch's fused scaled_dot_product_attention in bfloat16",
+    "sdpa-fp16": "torch's fused scaled_dot_product_attention in float16",
+    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.model._attention_math)",
+    "matmul-fp16": "two float16 matmuls and a softmax (vallex.model._attention_math)",
+}
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+#: Per CPU class and CPU precision: (AR Linears, NAR Linears, NAR attention). The AR step's attention is not
+#: a choice here: on CPU it always runs over a float32 KV cache (vallex.model.kv_cache_dtype).
+#: float32 Linears are whatever vallex.model.Linear does (oneDNN on x86), so float32 stays exact.
+_X86_NO_BF16_PLANS = {
+    "float32": ("onednn-fp32", "onednn-fp32", "sdpa-fp32"),
+    "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
+    "float16": ("aten-fp16", "aten-fp16", "matmul-fp16"),
+}
+CPU_KERNEL_TABLE: Mapping[str, Mapping[str, tuple[str, str, str]]] = MappingProxyType({
+    # Measured (bench/README.md, bench/results/): today's choices on the AMD EPYC.
+    "x86-avx512-bf16-vnni": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
+    # Expected, unmeasured (module docstring): AMX tiles for bf16 and int8 products.
+    "x86-amx": {**_X86_NO_BF16_PLANS, "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "matmul-bf16"),
+                "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
+    # Expected, unmeasured: VNNI without native bf16; no VNNI (int16-saturating 8-bit products).
+    "x86-avx512-vnni": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32")},
+    "x86-avx512": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "x86-avx2": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    # Expected, unmeasured: no oneDNN int8 op off x86; float32 Linears on torch's BLAS.
+    "arm64": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"),
+              "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
+              "float16": ("aten-fp16", "aten-fp16", "matmul-fp16"),
+              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "other": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"),
+              "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
+              "float16": ("aten-fp16", "aten-fp16", "matmul-fp16"),
+              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+})
+#: Which classes' plans were measured, and where.
+MEASURED_PLANS: Mapping[str, str] = MappingProxyType({
+    "x86-avx512-bf16-vnni": "bench/README.md and bench/results/ (AMD EPYC, 2 threads): every choice of the "
+                            "module docstring",
+})
+_EXPECTED = "expected, unmeasured on this class (vallex.precision's module docstring says why)"
+
+#: Kernels this torch build may lack, and what runs instead.
+_FALLBACKS = {"onednn-int8": "fbgemm-int8", "onednn-bf16-packed": "aten-bf16"}
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Which kernel runs each part of the model for one precision on one device (and CPU class).
+
+    ``basis``: ``"measured"`` (the class's choices were benchmarked), ``"expected"`` (reasoned, unmeasured)
+    or ``"fixed"`` (no choice: GPUs run torch's kernels in the model's dtype).
+    """
+
+    precision: str
+    device_type: str
+    cpu_class: str | None
+    ar_linear: str
+    nar_linear: str
+    ar_attention: str
+    nar_attention: str
+    basis: str
+    source: str = ""
+
+    def kernels(self) -> dict[str, str]:
+        """The four kernel choices, keyed as :func:`kernels_in_use` reports them."""
+        return {"ar_linear": self.ar_linear, "nar_linear": self.nar_linear,
+                "ar_attention": self.ar_attention, "nar_attention": self.nar_attention}
+
+    def describe(self) -> str:
+        """One line: precision, where, the four kernels and whether they were measured."""
+        where = self.cpu_class if self.device_type == "cpu" else self.device_type
+        return (f"{self.precision} on {where}: AR Linears {self.ar_linear}, NAR Linears {self.nar_linear}, "
+                f"AR attention {self.ar_attention}, NAR attention {self.nar_attention} ({self.basis})")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def with_kernels(self, **kernels: str) -> "KernelPlan":
+        """This plan with some kernels swapped (for A/B measurements); ValueError for an unknown field or a
+        kernel this precision cannot use. The result's basis is ``"override"``."""
+        unknown = set(kernels) - {"ar_linear", "nar_linear", "nar_attention"}
+        if unknown:
+            raise ValueError(f"Cannot override {', '.join(sorted(unknown))}: a plan's choices are ar_linear, "
+                             "nar_linear and nar_attention (the AR attention follows the KV cache's dtype).")
+        plan = dataclasses.replace(self, **kernels, basis="override",
+                                   source=f"{self.cpu_class or self.device_type} plan with "
+                                          + ", ".join(f"{k}={v}" for k, v in sorted(kernels.items())))
+        check_plan(plan)
+        return plan
+
+
+def cpu_plan_table(cpu_class: str, precision: str) -> tuple[str, str, str]:
+    """(AR Linears, NAR Linears, NAR attention) planned for ``precision`` on ``cpu_class``, before any
+    fallback for kernels this torch build lacks."""
+    if cpu_class not in CPU_KERNEL_TABLE:
+        raise ValueError(f"Unknown CPU class {cpu_class!r}: expected one of {', '.join(CPU_KERNEL_TABLE)}.")
+    return CPU_KERNEL_TABLE[cpu_class][normalize_precision(precision)]
+
+
+def kernel_plan(precision: str | torch.dtype | None, device: str | torch.device = "cpu",
+                cpu_class: str | None = None) -> KernelPlan:
+    """The :class:`KernelPlan` that :func:`apply_precision` follows for ``precision`` on ``device``.
+
+    ``precision`` may be ``"auto"`` (on CPU: ``cpu_class``'s choice) or None (float32; see
+    :func:`resolve_precision`). On CPU the plan is the row of
+    :data:`CPU_KERNEL_TABLE` for ``cpu_class`` (default: this machine's, :func:`vallex.cpu_features.cpu_features`),
+    with kernels this torch build cannot run replaced by their fallbacks (oneDNN int8 -> fbgemm, prepacked
+    bf16 -> F.linear) and float32 Linears as :class:`vallex.model.Linear` runs them here.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        cpu_class = cpu_class or cpu_features().cpu_class
+        auto = precision is not None and str(precision).strip().lower() == AUTO
+        name = auto_precision_for_cpu(cpu_class).precision if auto else resolve_precision(precision, device)
+    else:
+        name = resolve_precision(precision, device)
+        if name == "int8":
+            raise ValueError(f"int8 runs on CPU only, not on {device.type}.")
+        short = _SHORT[name]
+        attention = f"sdpa-{short}"
+        return KernelPlan(name, device.type, None, f"aten-{short}", f"aten-{short}", attention, attention,
+                          basis="fixed", source="torch's kernels in the model's dtype")
+    ar_linear, nar_linear, nar_attention = (_runnable(k) for k in cpu_plan_table(cpu_class, name))
+    measured = cpu_class in MEASURED_PLANS
+    return KernelPlan(name, "cpu", cpu_class, ar_linear, nar_linear, "sdpa-fp32", nar_attention,
+                      basis="measured" if measured else "expected",
+                      source=MEASURED_PLANS[cpu_class] if measured else _EXPECTED)
+
+
+def _runnable(kernel: str) -> str:
+    """``kernel``, or what runs instead where this torch build lacks it."""
+    if kernel in ("onednn-fp32", "aten-fp32"):  # vallex.model.Linear decides; it uses oneDNN where it can
+        return "onednn-fp32" if onednn_float32_linear_available() else "aten-fp32"
+    if kernel == "onednn-int8" and not onednn_int8_available():
+        return _FALLBACKS[kernel]
+    if kernel == "onednn-bf16-packed" and not onednn_bf16_linear_available():
+        return _FALLBACKS[kernel]
+    return kernel
+
+
+#: The kernels each CPU precision can use: (AR Linears, NAR Linears, NAR attention).
+_CPU_CHOICES: dict[str, tuple[set[str], set[str], set[str]]] = {
+    "float32": ({"onednn-fp32", "aten-fp32"}, {"onednn-fp32", "aten-fp32"}, {"sdpa-fp32"}),
+    "bfloat16": ({"aten-bf16", "onednn-bf16-packed"}, {"aten-bf16", "onednn-bf16-packed"}, {"matmul-bf16"}),
+    "float16": ({"aten-fp16"}, {"aten-fp16"}, {"matmul-fp16"}),
+    "int8": ({"fbgemm-int8", "onednn-int8"}, {"fbgemm-int8", "onednn-int8"}, {"sdpa-fp32", "matmul-bf16"}),
+}
+
+
+def check_plan(plan: KernelPlan) -> None:
+    """ValueError unless ``plan`` names kernels its precision and device can run (this torch build included)."""
+    name = normalize_precision(plan.precision)
+    if plan.device_type != "cpu":
+        if name == "int8":
+            raise ValueError(f"int8 runs on CPU only, not on {plan.device_type}.")
+        short = _SHORT[name]
+        expected = (f"aten-{short}", f"aten-{short}", f"sdpa-{short}", f"sdpa-{short}")
+        if (plan.ar_linear, plan.nar_linear, plan.ar_attention, plan.nar_attention) != expected:
+            raise ValueError(f"On {plan.device_type}, {name} runs torch's own kernels only: {expected}.")
+        return
+    fields = (("ar_linear", plan.ar_linear), ("nar_linear", plan.nar_linear), ("nar_attention", plan.nar_attention))
+    for (field_name, kernel), allowed in zip(fields, _CPU_CHOICES[name]):
+        if kernel not in allowed:
+            raise ValueError(f"{field_name}={kernel!r} is not a kernel for {name} on CPU: expected one of "
+                             f"{', '.join(sorted(allowed))}.")
+        if _runnable(kernel) != kernel:
+            raise ValueError(f"{field_name}={kernel!r} is not what runs with this torch build on this machine "
+                             f"({_runnable(kernel)} would run instead).")
+    if plan.ar_attention != "sdpa-fp32":
+        raise ValueError("On CPU the AR attention runs over a float32 KV cache: ar_attention must be 'sdpa-fp32'.")
+
+
 def apply_precision(
-    model: VallexModel, precision: str | torch.dtype, device: str | torch.device | None = None
+    model: VallexModel,
+    precision: str | torch.dtype,
+    device: str | torch.device | None = None,
+    plan: KernelPlan | None = None,
 ) -> VallexModel:
     """Move ``model`` to ``device`` and convert it to ``precision`` in place; returns the same model.
 
     Args:
         model: a loaded :class:`VallexModel` in eval mode (weights float32).
-        precision: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"int8"`` (aliases: fp32, bf16, fp16).
+        precision: ``"float32"``, ``"bfloat16"``, ``"float16"``, ``"int8"`` (aliases: fp32, bf16, fp16) or
+            ``"auto"`` (:func:`resolve_precision`).
         device: target device; default: where the model is.
+        plan: the kernels to use; default :func:`kernel_plan` for this precision, device and CPU class.
+            Another plan (another class's, or :meth:`KernelPlan.with_kernels`) is for measuring alternatives.
     Raises:
-        ValueError: unknown precision, or int8 on a non-CPU device.
+        ValueError: unknown precision, int8 on a non-CPU device, a plan for another precision or device, or
+            a model already converted to int8 / prepacked bfloat16 asked for another precision.
     """
-    name = normalize_precision(precision)
     if device is None:
         device = next(model.parameters()).device
     device = torch.device(device)
+    name = resolve_precision(precision, device)
+    if name == "int8" and device.type != "cpu":
+        raise ValueError(
+            f"int8 weight quantisation runs on CPU only, not on {device.type}; "
+            "use precision='float16' or 'bfloat16' on a GPU."
+        )
+    if plan is None:
+        plan = kernel_plan(name, device)
+    elif normalize_precision(plan.precision) != name or plan.device_type != device.type:
+        raise ValueError(f"The kernel plan is for {plan.precision} on {plan.device_type}, not {name} on "
+                         f"{device.type}.")
+    check_plan(plan)
     if device.type == "cpu":
         keep_freed_memory_for_reuse()
-    if name == "int8":
-        if device.type != "cpu":
-            raise ValueError(
-                f"int8 weight quantisation runs on CPU only, not on {device.type}; "
-                "use precision='float16' or 'bfloat16' on a GPU."
-            )
-        if is_quantized(model):
+    converted = _converted_to(model)
+    if converted is not None:
+        if converted == name:
             return model
+        raise ValueError(
+            f"This model's Linear layers are already {converted}; reload the checkpoint to use another precision."
+        )
+    if name == "int8":
         model.to(device=device, dtype=torch.float32)
-        _quantize_decoder_linears(model)
-        if cpu_has_native_bfloat16():
+        _quantize_decoder_linears(model, plan.ar_linear, plan.nar_linear)
+        if plan.nar_attention == "matmul-bf16":
             for layer in model.nar_decoder.layers:
                 layer.self_attn.attention_dtype = torch.bfloat16
     else:
         if name == "float16" and device.type == "cpu":
             warnings.warn("float16 on CPU is for checking GPU numerics only: its matrix products measured "
                           "~8x slower than float32 here. Use 'bfloat16' or 'int8' for speed.", stacklevel=2)
-        if is_quantized(model):
-            raise ValueError(
-                "This model's Linear layers are already int8; reload the checkpoint to use another precision."
-            )
         model.to(device=device, dtype=_FLOAT_DTYPES[name])
+        for decoder, kernel, rows in ((model.ar_decoder, plan.ar_linear, AR_ROWS_HINT),
+                                      (model.nar_decoder, plan.nar_linear, NAR_ROWS_HINT)):
+            if kernel == "onednn-bf16-packed":
+                _replace_decoder_linears(decoder, lambda linear, rows=rows: OneDNNBf16Linear(linear, rows))
     model.eval()
     return model
 
 
 def is_quantized(model: nn.Module) -> bool:
     """True when some Linear layer of ``model`` has int8 weights (:func:`int8_linear`)."""
-    quantized = (torch.ao.nn.quantized.dynamic.Linear, OneDNNInt8Linear)
-    return any(isinstance(module, quantized) for module in model.modules())
+    return _converted_to(model) == "int8"
 
+
+def _converted_to(model: nn.Module) -> str | None:
+    """"int8" / "bfloat16" when ``model``'s Linears were replaced by int8 / prepacked bf16 ones, else None."""
+    int8 = (fbgemm_int8_linear_class(), OneDNNInt8Linear)
+    for module in model.modules():
+        if isinstance(module, int8):
+            return "int8"
+        if isinstance(module, OneDNNBf16Linear):
+            return "bfloat16"
+    return None
+
+
+def kernels_in_use(model: VallexModel) -> dict[str, str]:
+    """The kernels ``model`` runs now, read from its modules (keys as :meth:`KernelPlan.kernels`).
+
+    Linears: the decoders' attention and feed-forward Linears (several kinds joined by ``+``).
+    Attention: the AR's over its KV cache (:func:`vallex.model.kv_cache_dtype`), the NAR's in its
+    ``attention_dtype`` or the model's dtype.
+    """
+    dtype = model.ar_audio_embedding.weight.dtype
+    device = model.ar_audio_embedding.weight.device
+
+    def linears(decoder: nn.Module) -> str:
+        kinds = {_linear_kernel(child) for parent in decoder.modules() for child_name, child in
+                 parent.named_children() if child_name not in KEEP_FLOAT_LINEARS and _is_linear_like(child)}
+        return "+".join(sorted(kinds))
+
+    nar_dtype = model.nar_decoder.layers[0].self_attn.attention_dtype or dtype
+    return {"ar_linear": linears(model.ar_decoder), "nar_linear": linears(model.nar_decoder),
+            "ar_attention": _attention_kernel(kv_cache_dtype(dtype, device), device),
+            "nar_attention": _attention_kernel(nar_dtype, device)}
+
+
+def _is_linear_like(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, OneDNNInt8Linear, OneDNNBf16Linear, fbgemm_int8_linear_class()))
+
+
+def _linear_kernel(module: nn.Module) -> str:
+    if isinstance(module, OneDNNInt8Linear):
+        return "onednn-int8"
+    if isinstance(module, fbgemm_int8_linear_class()):
+        return "fbgemm-int8"
+    if isinstance(module, OneDNNBf16Linear):
+        return "onednn-bf16-packed"
+    weight = module.weight
+    if (weight.dtype == torch.float32 and weight.device.type == "cpu" and isinstance(module, Linear)
+            and onednn_float32_linear_available()):
+        return "onednn-fp32"
+    return f"aten-{_SHORT.get(str(weight.dtype).replace('torch.', ''), str(weight.dtype))}"
+
+
+def _attention_kernel(dtype: torch.dtype, device: torch.device) -> str:
+    short = _SHORT.get(str(dtype).replace("torch.", ""), str(dtype))
+    # vallex.model._attend: 16-bit attention on CPU runs as matmuls, everything else on the fused kernel.
+    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        return f"matmul-{short}"
+    return f"sdpa-{short}"
 
 #: Linears kept in float32 under int8: the adaptive norms' stage projections. They see one row per call
 #: (the stage embedding), so they cost nothing, but their output scales every NAR activation: quantising
@@ -132,22 +547,30 @@ def is_quantized(model: nn.Module) -> bool:
 KEEP_FLOAT_LINEARS = ("project_layer",)
 
 
-def _quantize_decoder_linears(model: VallexModel) -> None:
-    """Replace the nn.Linears inside ``ar_decoder`` (fbgemm) and ``nar_decoder`` (oneDNN) by int8 Linears.
+def _quantize_decoder_linears(model: VallexModel, ar_kernel: str = "fbgemm-int8",
+                              nar_kernel: str = "onednn-int8") -> None:
+    """Replace the nn.Linears inside ``ar_decoder`` and ``nar_decoder`` by int8 Linears of these kernels
+    (``"fbgemm-int8"`` / ``"onednn-int8"``; the defaults are the measured AMD EPYC plan's).
 
     All but :data:`KEEP_FLOAT_LINEARS`. One weight at a time: each float32 weight is released as soon as
     its int8 copy exists, so with memory-mapped weights (``load_model`` of a .safetensors file) the
     float32 model is never resident as a whole.
     """
-    for decoder, kernel in ((model.ar_decoder, "fbgemm"), (model.nar_decoder, "onednn")):
-        # Collect only the parents: a list holding the Linears themselves would keep every float32
-        # weight alive until the end.
-        parents = [m for m in decoder.modules() if any(_is_float_linear(c) for c in m.children())]
-        for parent in parents:
-            names = [name for name, child in parent.named_children()
-                     if _is_float_linear(child) and name not in KEEP_FLOAT_LINEARS]
-            for name in names:
-                setattr(parent, name, int8_linear(getattr(parent, name), kernel))
+    for decoder, kernel in ((model.ar_decoder, ar_kernel), (model.nar_decoder, nar_kernel)):
+        backend = kernel.removesuffix("-int8")
+        _replace_decoder_linears(decoder, lambda linear, backend=backend: int8_linear(linear, backend))
+
+
+def _replace_decoder_linears(decoder: nn.Module, convert: Callable[[nn.Linear], nn.Module]) -> None:
+    """Replace every float nn.Linear inside ``decoder`` but :data:`KEEP_FLOAT_LINEARS` by ``convert(it)``."""
+    # Collect only the parents: a list holding the Linears themselves would keep every float32
+    # weight alive until the end.
+    parents = [m for m in decoder.modules() if any(_is_float_linear(c) for c in m.children())]
+    for parent in parents:
+        names = [name for name, child in parent.named_children()
+                 if _is_float_linear(child) and name not in KEEP_FLOAT_LINEARS]
+        for name in names:
+            setattr(parent, name, convert(getattr(parent, name)))
 
 
 def _is_float_linear(module: nn.Module) -> bool:
@@ -270,13 +693,66 @@ def onednn_int8_available() -> bool:
     return bool(torch.allclose(out, torch.full((1, 2), 4.0)))  # 4 x (3 - 1) x 0.5 x 1
 
 
+#: Rows the prepacked bfloat16 weights are laid out for (oneDNN picks its blocking by the expected rows):
+#: one per AR step, a NAR stage's ~600 (text + prompt + generated frames).
+AR_ROWS_HINT = 1
+NAR_ROWS_HINT = 512
+
+
+class OneDNNBf16Linear(nn.Module):
+    """bfloat16 ``x @ W.T + b`` on oneDNN, ``W`` reordered once into oneDNN's blocked layout.
+
+    x: bfloat16 [..., in] -> bfloat16 [..., out]; inference only (no autograd). ``F.linear`` in bfloat16
+    runs the same oneDNN matmul on x86 but passes the weight in torch's plain layout on every call; AMX's
+    tile kernels need the blocked one. What torch.compile's CPU backend does for bf16 Linears
+    (``mkldnn._reorder_linear_weight`` + ``mkldnn._linear_pointwise``). The same bf16 products as
+    ``F.linear`` (equal outputs for single Linears on the AMD machine; a whole model may differ by summation
+    order, tests/test_kernel_plan.py).
+    """
+
+    def __init__(self, linear: nn.Linear, rows_hint: int = AR_ROWS_HINT) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().to(torch.bfloat16)
+        self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint))
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16).clone()
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+    def inference_function(self) -> Callable[[Tensor], Tensor]:
+        op, weight, bias = torch.ops.mkldnn._linear_pointwise, self.packed_weight, self.bias
+        return lambda x: op(x, weight, bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn-bf16-packed"
+
+
 @functools.lru_cache(maxsize=None)
-def cpu_has_native_bfloat16() -> bool:
-    """Whether oneDNN runs bfloat16 matmuls natively on this CPU (AVX512-BF16 or AMX); checked once."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (RuntimeError, AttributeError):
+def onednn_bf16_linear_available() -> bool:
+    """Whether this torch build runs :class:`OneDNNBf16Linear` here (oneDNN built in); checked once."""
+    if not torch.backends.mkldnn.is_available():
         return False
+    try:
+        linear = nn.Linear(4, 2)
+        with torch.no_grad():
+            linear.weight.fill_(0.5)
+            linear.bias.fill_(1.0)
+        out = OneDNNBf16Linear(linear)(torch.full((3, 4), 2.0, dtype=torch.bfloat16))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return bool(torch.equal(out.float(), torch.full((3, 2), 5.0)))  # 4 x 2 x 0.5 + 1
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 dot products in hardware (AVX512-BF16, AMX-BF16, arm64 BF16) that
+    oneDNN uses (:attr:`vallex.cpu_features.CPUFeatures.native_bfloat16`).
+
+    Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` alone: that is also True on AVX-512 CPUs without
+    them (oneDNN then emulates bfloat16, slower than float32).
+    """
+    return cpu_features().native_bfloat16
 
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory_for_reuse` sets.

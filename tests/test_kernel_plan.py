@@ -1,0 +1,306 @@
+"""Kernel plans per CPU class, ``dtype="auto"``, and the CLI/app defaults (vallex.precision)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from vallex.config import VallexConfig
+from vallex.cpu_features import CPU_CLASSES, TorchCPUView, cpu_features, features_from_cpuinfo
+from vallex.decoding import generate, language_ids
+from vallex.model import VallexModel
+from vallex.precision import (
+    CPU_KERNEL_TABLE,
+    GUESSED_PRECISION,
+    MEASURED_SPEED,
+    KernelPlan,
+    OneDNNBf16Linear,
+    _quantize_decoder_linears,
+    apply_precision,
+    auto_precision_for_cpu,
+    check_precision_option,
+    cpu_plan_table,
+    cuda_auto_precision,
+    kernel_plan,
+    kernels_in_use,
+    normalize_precision,
+    onednn_bf16_linear_available,
+    onednn_int8_available,
+    resolve_precision,
+)
+
+from test_cpu_features import AMD_EPYC, BROADWELL, CASCADE_LAKE, GRAVITON3, SAPPHIRE_RAPIDS, SKYLAKE_SP
+
+torch.set_num_threads(1)
+
+F32 = ("onednn-fp32", "onednn-fp32", "sdpa-fp32")
+BF16 = ("aten-bf16", "aten-bf16", "matmul-bf16")
+
+#: The whole table, written out: what each CPU class runs (AR Linears, NAR Linears, NAR attention).
+EXPECTED_TABLE = {
+    "x86-avx512-bf16-vnni": {"float32": F32, "bfloat16": BF16,
+                             "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
+    "x86-amx": {"float32": F32, "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "matmul-bf16"),
+                "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
+    "x86-avx512-vnni": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32")},
+    "x86-avx512": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "x86-avx2": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "arm64": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"), "bfloat16": BF16,
+              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "other": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"), "bfloat16": BF16,
+              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+}
+
+
+def small_model(seed: int = 0) -> VallexModel:
+    torch.manual_seed(seed)
+    return VallexModel(VallexConfig(d_model=32, nhead=4, num_layers=2)).eval()
+
+
+def inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(0, 70, (1, 12), generator=g)
+    prompt = torch.randint(0, 1024, (1, 9, 8), generator=g)
+    return text, prompt
+
+
+def codes_of(model: VallexModel) -> torch.Tensor:
+    text, prompt = inputs()
+    return generate(model, text, 5, prompt, "en", "zh", min_frames=6, max_frames=6,
+                    generator=torch.Generator().manual_seed(0)).codes
+
+
+# The table ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cpu_class", list(CPU_CLASSES))
+def test_every_class_has_its_plan_and_auto_choice(cpu_class):
+    for precision in ("float32", "bfloat16", "int8"):
+        assert cpu_plan_table(cpu_class, precision) == EXPECTED_TABLE[cpu_class][precision]
+    assert cpu_plan_table(cpu_class, "fp16") == ("aten-fp16", "aten-fp16", "matmul-fp16")
+    choice = auto_precision_for_cpu(cpu_class)
+    assert choice.measured == (cpu_class in MEASURED_SPEED)
+    assert choice.measured or choice.reason.startswith("best guess, unmeasured")
+
+
+def test_only_the_amd_class_is_measured_and_auto_picks_its_fastest():
+    assert set(MEASURED_SPEED) == {"x86-avx512-bf16-vnni"}
+    assert set(MEASURED_SPEED) | set(GUESSED_PRECISION) == set(CPU_CLASSES) == set(CPU_KERNEL_TABLE)
+    measured = MEASURED_SPEED["x86-avx512-bf16-vnni"]
+    assert measured.rtf == {"float32": 3.92, "bfloat16": 3.38, "int8": 1.45}  # README "Speed and precision"
+    assert "bench/results/inference-cpu-2threads.json" in measured.source
+    assert auto_precision_for_cpu("x86-avx512-bf16-vnni").precision == "int8"
+    assert kernel_plan("int8", "cpu", "x86-avx512-bf16-vnni").basis == "measured"
+    assert kernel_plan("int8", "cpu", "x86-amx").basis == "expected"
+
+
+@pytest.mark.parametrize("text, precision", [(SAPPHIRE_RAPIDS, "int8"), (AMD_EPYC, "int8"), (CASCADE_LAKE, "int8"),
+                                             (SKYLAKE_SP, "int8"), (BROADWELL, "int8"), (GRAVITON3, "float32")])
+def test_auto_on_cpu_follows_the_class(text, precision):
+    features = features_from_cpuinfo(text, torch_view=TorchCPUView(mkldnn=True, mkldnn_bf16=True))
+    assert resolve_precision("auto", "cpu", features) == precision
+    assert resolve_precision(" AUTO ", "cpu", features) == precision
+    assert kernel_plan("auto", "cpu", features.cpu_class).precision == precision
+
+
+def test_auto_on_other_devices_and_the_unset_default():
+    assert cuda_auto_precision((8, 0), bf16_supported=True) == "float16"
+    assert cuda_auto_precision((7, 5), bf16_supported=False) == "float16"
+    assert cuda_auto_precision((5, 2), bf16_supported=True) == "bfloat16"  # no native half arithmetic
+    assert cuda_auto_precision((5, 0), bf16_supported=False) == "float32"
+    assert resolve_precision("auto", "mps") == "float32"
+    assert resolve_precision("auto", "meta") == "float32"
+    assert resolve_precision(None, "cpu") == "float32"  # the Python API's default: exact
+    assert resolve_precision(None, "cuda") == "float32"
+    assert resolve_precision(torch.bfloat16, "cpu") == "bfloat16"
+    assert resolve_precision("fp16", "cuda") == "float16"
+    assert resolve_precision("auto", "cpu") == auto_precision_for_cpu(cpu_features().cpu_class).precision
+
+
+@pytest.mark.parametrize("bad", ["int4", "float64", "", "autoo"])
+def test_an_unknown_dtype_is_a_clear_value_error(bad):
+    with pytest.raises(ValueError, match="Unknown precision .*expected one of auto, float32, bfloat16"):
+        resolve_precision(bad, "cpu")
+    with pytest.raises(ValueError, match="Unknown precision"):
+        check_precision_option(bad)
+    with pytest.raises(ValueError, match="Unknown precision"):
+        apply_precision(small_model(), bad)
+
+
+def test_auto_is_not_a_precision_by_itself():
+    with pytest.raises(ValueError, match="resolve_precision"):
+        normalize_precision("auto")
+    assert check_precision_option("Auto") == "auto" and check_precision_option("bf16") == "bfloat16"
+    assert check_precision_option(None) is None
+    with pytest.raises(ValueError, match="Unknown CPU class"):
+        kernel_plan("int8", "cpu", "x86-sse")
+
+
+# This machine -------------------------------------------------------------------------------------------
+def test_on_the_measured_class_the_plan_is_todays_behaviour():
+    """The AMD EPYC class: int8 AR on fbgemm, NAR on oneDNN, NAR attention bf16; float32 on oneDNN."""
+    if cpu_features().cpu_class != "x86-avx512-bf16-vnni":
+        pytest.skip(f"this machine is {cpu_features().cpu_class}, not the measured AMD EPYC class")
+    assert onednn_int8_available() and cpu_features().native_bfloat16
+    assert kernel_plan("int8").kernels() == {"ar_linear": "fbgemm-int8", "nar_linear": "onednn-int8",
+                                             "ar_attention": "sdpa-fp32", "nar_attention": "matmul-bf16"}
+    assert kernel_plan("float32").kernels() == {"ar_linear": "onednn-fp32", "nar_linear": "onednn-fp32",
+                                                "ar_attention": "sdpa-fp32", "nar_attention": "sdpa-fp32"}
+    assert kernel_plan("bfloat16").kernels()["ar_linear"] == "aten-bf16"
+    assert kernel_plan("auto").precision == "int8"
+
+
+def test_the_measured_plan_converts_exactly_as_before():
+    """apply_precision with the AMD plan = the conversion this project shipped before plans existed."""
+    before = small_model()
+    _quantize_decoder_linears(before)  # its defaults: fbgemm AR, oneDNN NAR
+    if cpu_features().native_bfloat16:
+        for layer in before.nar_decoder.layers:
+            layer.self_attn.attention_dtype = torch.bfloat16
+    plan = kernel_plan("int8", "cpu", "x86-avx512-bf16-vnni")
+    if not cpu_features().native_bfloat16:
+        plan = plan.with_kernels(nar_attention="sdpa-fp32")
+    now = apply_precision(small_model(), "int8", "cpu", plan=plan)
+    assert kernels_in_use(now) == kernels_in_use(before)
+    with torch.inference_mode():
+        assert torch.equal(codes_of(now), codes_of(before))
+
+
+def test_float32_stays_exact_whatever_the_class():
+    reference = codes_of(small_model())
+    for cpu_class in CPU_CLASSES:
+        model = apply_precision(small_model(), "float32", "cpu", plan=kernel_plan("float32", "cpu", cpu_class))
+        assert torch.equal(codes_of(model), reference), cpu_class
+
+
+@pytest.mark.parametrize("cpu_class", list(CPU_CLASSES))
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
+def test_the_converted_model_runs_the_planned_kernels(cpu_class, precision):
+    plan = kernel_plan(precision, "cpu", cpu_class)
+    model = apply_precision(small_model(), precision, "cpu", plan=plan)
+    assert kernels_in_use(model) == plan.kernels()
+    assert plan.describe().startswith(f"{precision} on {cpu_class}: AR Linears {plan.ar_linear}")
+
+
+# The AMX plan's bf16 Linears, checked on whatever CPU runs the tests -------------------------------------
+def test_prepacked_bf16_linear_matches_f_linear():
+    if not onednn_bf16_linear_available():
+        pytest.skip("oneDNN is not in this torch build")
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96).to(torch.bfloat16)
+    packed = OneDNNBf16Linear(linear, rows_hint=512)
+    for x in (torch.randn(1, 64), torch.randn(2, 7, 64), torch.randn(3, 9, 64)[:, -1], torch.randn(300, 64)):
+        x = x.to(torch.bfloat16)
+        with torch.inference_mode():
+            got, expected = packed(x), nn.functional.linear(x, linear.weight, linear.bias)
+        assert got.shape == expected.shape and got.dtype == torch.bfloat16
+        assert torch.allclose(got.float(), expected.float(), rtol=1e-2, atol=1e-2)
+        assert torch.equal(packed.inference_function()(x), got)
+
+
+def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_step_agrees():
+    from vallex.model import KVCache, OneFrameStep, ar_attention_mask, kv_cache_dtype
+
+    if not onednn_bf16_linear_available():
+        pytest.skip("oneDNN is not in this torch build")
+    amx = apply_precision(small_model(), "bfloat16", "cpu", plan=kernel_plan("bfloat16", "cpu", "x86-amx"))
+    default = apply_precision(small_model(), "bfloat16", "cpu",
+                              plan=kernel_plan("bfloat16", "cpu", "x86-avx512-bf16-vnni"))
+    assert isinstance(amx.ar_decoder.layers[0].linear1, OneDNNBf16Linear)
+    assert type(amx.nar_decoder.layers[0].norm1.project_layer) is not OneDNNBf16Linear  # kept as it was
+    text, prompt = inputs()
+    with torch.inference_mode():
+        text_emb = amx.embed_text("nar", text, language_ids(12, 5, "en", "zh")[None])
+        audio = amx.nar_audio_embeddings[0](prompt[..., 0])
+        got = amx.nar_forward(text_emb, audio, 2)
+        expected = default.nar_forward(text_emb, audio, 2)
+        assert (got.float() - expected.float()).norm() <= 0.02 * expected.float().norm()
+        # The AR loop's hoisted step runs the packed Linears exactly as the modules do.
+        cache_dtype = kv_cache_dtype(torch.bfloat16, torch.device("cpu"))
+        caches = [KVCache.allocate(amx.config, 1, 12, "cpu", cache_dtype) for _ in range(2)]
+        prefix = torch.randn(1, 6, 32).to(torch.bfloat16)
+        for cache in caches:
+            amx.ar_decoder(prefix, ar_attention_mask(2, 4), cache=cache, start=0)
+        step = OneFrameStep(amx.ar_decoder, caches[1])
+        x = torch.randn(1, 1, 32).to(torch.bfloat16)
+        assert torch.equal(step(x, 6), amx.ar_decoder(x, None, cache=caches[0], start=6))
+        assert codes_of(amx).shape == (1, 6, 8)
+    assert apply_precision(amx, "bf16", "cpu", plan=kernel_plan("bfloat16", "cpu", "x86-amx")) is amx
+    with pytest.raises(ValueError, match="already bfloat16"):
+        apply_precision(amx, "int8", "cpu")
+
+
+# Plans that cannot run ------------------------------------------------------------------------------------
+def test_overrides_are_checked():
+    plan = kernel_plan("int8", "cpu", "x86-avx512-bf16-vnni")
+    if onednn_int8_available():
+        swapped = plan.with_kernels(ar_linear="onednn-int8")
+        assert swapped.ar_linear == "onednn-int8" and swapped.basis == "override"
+        model = apply_precision(small_model(), "int8", "cpu", plan=swapped)
+        assert kernels_in_use(model)["ar_linear"] == "onednn-int8"
+    with pytest.raises(ValueError, match="not a kernel for int8"):
+        plan.with_kernels(ar_linear="aten-bf16")
+    with pytest.raises(ValueError, match="Cannot override ar_attention"):
+        plan.with_kernels(ar_attention="matmul-bf16")
+    with pytest.raises(ValueError, match="is for int8 on cpu, not bfloat16"):
+        apply_precision(small_model(), "bfloat16", "cpu", plan=plan)
+    with pytest.raises(ValueError, match="CPU only"):
+        kernel_plan("int8", "cuda")
+    with pytest.raises(ValueError, match="CPU only"):
+        apply_precision(small_model(), "int8", "cuda")
+    cuda = kernel_plan("float16", "cuda")
+    assert (cuda.cpu_class, cuda.basis, cuda.ar_attention) == (None, "fixed", "sdpa-fp16")
+    assert isinstance(cuda, KernelPlan) and cuda.as_dict()["precision"] == "float16"
+
+
+# The CLI, the app and the Python API --------------------------------------------------------------------
+def test_cli_defaults_to_auto_and_rejects_unknown_dtypes(capsys):
+    from vallex.cli import build_parser, main
+
+    args = build_parser().parse_args(["synthesize", "--text", "Hi.", "-o", "x.wav"])
+    assert args.dtype == "auto"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synthesize", "--text", "Hi.", "--dtype", "int4", "-o", "x.wav"])
+    assert exit_info.value.code == 2 and "int4" in capsys.readouterr().err
+
+
+def test_app_defaults_to_auto_and_checks_vallex_dtype(monkeypatch):
+    from demo.config import AppConfig
+
+    monkeypatch.delenv("VALLEX_DTYPE", raising=False)
+    assert AppConfig.from_env().dtype == "auto" and AppConfig().dtype == "auto"
+    monkeypatch.setenv("VALLEX_DTYPE", "BF16")
+    assert AppConfig.from_env().dtype == "bfloat16"
+    monkeypatch.setenv("VALLEX_DTYPE", "float32")
+    assert AppConfig.from_env().dtype == "float32"
+    monkeypatch.setenv("VALLEX_DTYPE", "int4")
+    with pytest.raises(ValueError, match="VALLEX_DTYPE='int4': use auto, float32"):
+        AppConfig.from_env()
+
+
+def test_the_app_engine_passes_auto_to_from_pretrained(monkeypatch, tmp_path):
+    from demo.config import AppConfig
+    from demo.engine import Engine
+    from vallex.api import VallEX
+
+    seen = {}
+
+    def fake_from_pretrained(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(VallEX, "from_pretrained", staticmethod(fake_from_pretrained))
+    with pytest.raises(ValueError, match="stop here"):
+        Engine(AppConfig(weights_dir=tmp_path, presets_dir=tmp_path / "presets")).tts()
+    assert seen["dtype"] == "auto"
+
+
+def test_from_pretrained_resolves_auto_and_rejects_unknown_dtypes_before_loading(tiny_weights, tmp_path: Path):
+    from vallex.api import VallEX
+
+    with pytest.raises(ValueError, match="Unknown precision 'int4'"):
+        VallEX.from_pretrained(tmp_path / "no-weights-here", device="cpu", dtype="int4", download=False)
+    tts = VallEX.from_pretrained(tiny_weights, device="cpu", dtype="auto")
+    assert kernels_in_use(tts.model) == kernel_plan("auto", "cpu").kernels()
+    exact = VallEX.from_pretrained(tiny_weights, device="cpu")  # the API's default: float32
+    assert kernels_in_use(exact.model) == kernel_plan("float32", "cpu").kernels()
