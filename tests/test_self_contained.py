@@ -30,6 +30,8 @@ def _project_text_files() -> list[Path]:
         dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
         for name in names:
             path = Path(root) / name
+            if name == ".git":  # a git worktree's pointer to its repository (not project content)
+                continue
             if path.suffix in TEXT_SUFFIXES and path.stat().st_size < 2_000_000 and "golden" not in path.parts:
                 files.append(path)
     return files
