@@ -65,6 +65,7 @@ def test_preset_prompt(tiny_weights, voice, tmp_path):
     library = PresetLibrary(tmp_path / "presets")
     library.save("my_voice", voice)
     tts = VallEX.from_pretrained(tiny_weights, device="cpu", presets_dir=library.directory)
+    assert tts.precision == "float32"  # the Python API's default: the exact one
     wav, sr = tts.synthesize("Good morning.", "my_voice", seed=1)
     assert_audio(wav, sr)
     with pytest.raises(ValueError, match="Unknown voice preset"):

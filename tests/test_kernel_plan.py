@@ -302,5 +302,6 @@ def test_from_pretrained_resolves_auto_and_rejects_unknown_dtypes_before_loading
         VallEX.from_pretrained(tmp_path / "no-weights-here", device="cpu", dtype="int4", download=False)
     tts = VallEX.from_pretrained(tiny_weights, device="cpu", dtype="auto")
     assert kernels_in_use(tts.model) == kernel_plan("auto", "cpu").kernels()
+    assert tts.precision == resolve_precision("auto", "cpu") != "auto"  # what auto chose, for display
     exact = VallEX.from_pretrained(tiny_weights, device="cpu")  # the API's default: float32
     assert kernels_in_use(exact.model) == kernel_plan("float32", "cpu").kernels()

@@ -111,10 +111,12 @@ class VallEX:
     """Zero-shot cross-lingual TTS with one loaded model; thread-compatible, not thread-safe."""
 
     def __init__(self, model: VallexModel, codec: Any, presets: Any = None, device: torch.device | None = None,
-                 frame_limits: FrameLimits | None = None):
+                 frame_limits: FrameLimits | None = None, precision: str = "float32"):
         """``frame_limits(text_tokens, prompt_frames) -> (min_frames, max_frames)`` replaces
         :func:`default_frame_limits` (benchmarks and tests hold a random model, which rarely says EOS, to
-        a set length with it)."""
+        a set length with it). ``precision``: what :func:`vallex.precision.apply_precision` made of the
+        model (for display; :meth:`from_pretrained` sets it, ``dtype="auto"`` included)."""
+        self.precision = precision
         self.model = model.eval()
         self.codec = codec
         self.presets = presets
@@ -165,7 +167,7 @@ class VallEX:
             model = apply_precision(model, precision, device)
         codec = AudioCodec.from_paths(paths, device=device)
         presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
-        return cls(model, codec, presets, device)
+        return cls(model, codec, presets, device, precision=precision)
 
     # Prompts ------------------------------------------------------------------------------------
     def make_prompt(self, audio: Any, transcript: str | None = None, language: str | None = None,
