@@ -138,3 +138,67 @@ def test_encoding_checks_and_clipping() -> None:
     encoder.close()
     with pytest.raises(ValueError, match="after close"):
         encoder.write(loud)
+
+
+# Request checks of the HTTP API -----------------------------------------------------------------------------
+
+class _IdleEngine:
+    """An engine that is never asked for speech (the checks below stop before submitting)."""
+
+    stats = None
+    max_batch = max_queue = 1
+
+    def submit(self, request):
+        raise AssertionError("nothing should reach the engine")
+
+
+def test_fastapi_errors_get_openai_shape() -> None:
+    from fastapi.testclient import TestClient
+
+    from vallex.serving.http import create_api
+
+    app = create_api(_IdleEngine(), api_key="")
+
+    @app.get("/typed")
+    def typed(count: int) -> dict:
+        return {"count": count}
+
+    client = TestClient(app)
+    response = client.get("/typed", params={"count": "many"})  # FastAPI's own 422, as OpenAI's 400
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "count" and response.json()["error"]["type"] == "invalid_request_error"
+    assert client.get("/typed").json()["error"]["code"] == "missing_required_parameter"
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_long_text_mode_follows_the_length_of_the_text() -> None:
+    from vallex.serving.http import APIError, SpeechAPI
+
+    mode = SpeechAPI.long_text_mode
+    assert mode("Hello there.", "auto", "auto") is None  # one utterance
+    sentences = " ".join(f"Sentence {n} is a short one, but there are many." for n in range(12))
+    assert len(sentences) < 1000 and mode(sentences, "auto", "auto") == "fixed-prompt"  # > 300 phonemes
+    assert mode("Hi. " * 300, "en", "auto") == "fixed-prompt"  # > 1000 characters
+    assert mode("Hello.", "en", "sliding-window") == "sliding-window"
+    with pytest.raises(APIError) as caught:
+        mode("!!! ???", "auto", "auto")
+    assert (caught.value.status, caught.value.param) == (400, "input") and "pronounce" in caught.value.message
+
+
+def test_voice_names_are_checked_before_any_lookup() -> None:
+    from vallex.serving.http import APIError, SpeechAPI
+
+    looked_up = []
+    api = SpeechAPI(_IdleEngine(), voice_names=lambda: looked_up.append(1) or ["me"], default_voice="me",
+                    api_key="")
+    assert api.resolve_voice("me") == "me" and api.resolve_voice("ALLOY") == "me" and api.resolve_voice(None) == "me"
+    assert api.resolve_voice("none") is None
+    looked_up.clear()
+    for bad in ("../me", "me/../../x", "a b", "x" * 65, ""):
+        with pytest.raises(APIError) as caught:
+            api.resolve_voice(bad)
+        assert caught.value.param == "voice" and caught.value.status == 400
+    assert looked_up == []  # a bad name never reaches the voice list (nor the file system)
+    with pytest.raises(ValueError, match="default voice"):
+        SpeechAPI(_IdleEngine(), default_voice="../x", api_key="")
