@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get HTTP 503 "
                         "(default: 32)")
     parser.add_argument("--max-input-chars", type=int, default=4096, help="longest 'input' accepted (default: 4096)")
-    parser.add_argument("--api-key", default=os.environ.get("VALLEX_API_KEY", ""),
-                        help="require 'Authorization: Bearer KEY' on /v1/* (default: $VALLEX_API_KEY; "
-                        "empty: no key)")
+    parser.add_argument("--api-key", default=os.environ.get("VALLEX_API_KEY", "").strip(),
+                        help="require 'Authorization: Bearer KEY' on /v1/* (default: $VALLEX_API_KEY, which is "
+                        "better: a command line is visible to other users; empty: no key)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(func=run)
 
@@ -65,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
                                  presets_dir=library.directory)
     engine = SpeechEngine(tts, max_batch=args.max_batch, max_queue=args.max_queue)
     app = create_api(engine, model_loaded=lambda: True, **options)
+    if not args.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning("Listening on %s without an API key: anyone who can reach this port "
+                                            "can use the model (set VALLEX_API_KEY).", args.host)
     print(f"Serving the speech API on http://{args.host}:{args.port}/v1/audio/speech "
           f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}).",
           file=sys.stderr)

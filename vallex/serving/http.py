@@ -167,7 +167,7 @@ class SpeechAPI:
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, model_loaded: Callable[[], bool] | None = None,
                  retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> None:
         if api_key is None:
-            api_key = os.environ.get("VALLEX_API_KEY", "")
+            api_key = os.environ.get("VALLEX_API_KEY", "").strip()
         if api_key and not _KEY_PATTERN.fullmatch(api_key):
             raise ValueError("The API key must be printable ASCII without spaces.")
         if max_input_chars < 1 or max_body_bytes < 1024:
@@ -249,7 +249,8 @@ class SpeechAPI:
     async def health(self, request: Request) -> Response:
         """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters."""
         stats = self.engine.stats
-        counters = asdict(stats) if is_dataclass(stats) else dict(vars(stats))
+        counters = (asdict(stats) if is_dataclass(stats) else dict(vars(stats)) if stats is not None
+                    else {})
         if isinstance(counters.get("started_at"), (int, float)):
             counters["uptime_s"] = round(time.time() - counters["started_at"], 3)
         return JSONResponse({
