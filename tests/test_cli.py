@@ -104,6 +104,16 @@ def test_missing_weights_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "vallex-checkpoint" in err and "Traceback" not in err
 
 
+def test_serve_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for option in ("--host", "--port", "--weights-dir", "--device", "--dtype", "--threads", "--max-batch",
+                   "--max-queue", "--api-key", "--presets-dir", "--default-voice"):
+        assert option in out, option
+
+
 def test_serve_without_weights_is_a_clear_error(tmp_path, capsys):
     code = main(["serve", "--weights-dir", str(tmp_path / "empty"), "--port", "0"])
     err = capsys.readouterr().err
