@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The example voices made by assets/make_assets.py.
@@ -66,7 +66,9 @@ class AppConfig:
     dtype: str | None = "auto"  # VALLEX_DTYPE; "auto": the fastest measured for this device / CPU class; None: float32
     num_threads: int | None = None  # CPU torch threads; None: torch's default
     concurrency: int = 1  # model requests running at once (all model events share this limit)
-    max_queue: int = 32  # requests waiting beyond this are refused with "queue full"
+    max_queue: int = 32  # requests waiting beyond this are refused with "queue full" (HTTP API: 503)
+    max_batch: int = 8  # HTTP API requests the speech engine decodes together at most
+    api_key: str = field(default="", repr=False)  # HTTP API: required bearer key ("" = none); never printed
     max_upload_mb: int = 20  # uploads above this are refused by Gradio before they reach the app
     max_text_chars: int = 5000  # longest text accepted by any tab
     preload: bool = False  # load the model at startup instead of on the first request
@@ -82,7 +84,7 @@ class AppConfig:
         (default ``auto``: the fastest precision measured for this device and CPU class; ``float32`` for the
         reference's exact arithmetic),
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default 1), ``VALLEX_MAX_QUEUE`` (32),
-        ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
+        ``VALLEX_MAX_BATCH`` (8), ``VALLEX_API_KEY`` (unset: the HTTP API needs no key), ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
         running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
         an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs), and Gradio's
         ``GRADIO_ANALYTICS_ENABLED`` (default off here, unlike Gradio's own default).
@@ -97,6 +99,8 @@ class AppConfig:
             num_threads=_env_int("VALLEX_THREADS", 1, 1) if threads else None,
             concurrency=_env_int("VALLEX_CONCURRENCY", 1, 1),
             max_queue=_env_int("VALLEX_MAX_QUEUE", 32, 1),
+            max_batch=_env_int("VALLEX_MAX_BATCH", 8, 1),
+            api_key=os.environ.get("VALLEX_API_KEY", "").strip(),
             max_upload_mb=_env_int("VALLEX_MAX_UPLOAD_MB", 20, 1),
             max_text_chars=_env_int("VALLEX_MAX_TEXT_CHARS", 5000, 10),
             preload=_env_flag("VALLEX_PRELOAD", default=bool(os.environ.get("SPACE_ID"))),

@@ -264,6 +264,31 @@ def test_long_text_streams_live_audio_when_ffmpeg_is_there(tmp_path: Path, weigh
     assert abs(live_seconds - seconds) < 0.5, (live_seconds, seconds)
 
 
+def test_http_api_next_to_the_ui(server: tuple[str, Path]) -> None:
+    """The OpenAI-compatible API is served on the app's own port, beside the Gradio page."""
+    import io
+
+    import httpx
+
+    url = server[0]
+    health = httpx.get(url + "health").json()
+    assert health["status"] == "ok" and health["model_loaded"] is True  # VALLEX_PRELOAD=1
+    assert (health["max_queue"], health["auth_required"]) == (16, False)
+    voices = httpx.get(url + "v1/voices").json()
+    assert [v["name"] for v in voices["data"]][:2] == ["en_ada", "en_ben"] and voices["default"] == "en_ada"
+    response = httpx.post(url + "v1/audio/speech", timeout=120, json={
+        "model": "tts-1", "input": "Good morning.", "voice": "en_ben", "response_format": "wav", "seed": 3})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-vallex-voice"] == "en_ben" and response.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert rate == 24000 and len(samples) > 0 and np.isfinite(samples).all()
+    error = httpx.post(url + "v1/audio/speech", json={"input": "Hi.", "voice": "../../etc/passwd"}).json()
+    assert error["error"]["param"] == "voice"
+    assert httpx.get(url + "health").json()["engine"]["completed"] == 1
+    page = httpx.get(url)
+    assert page.status_code == 200 and "gradio" in page.text.lower()  # the UI is still there
+
+
 # (2) the page in Chromium ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -317,3 +317,82 @@ def test_examples_use_the_assets(no_weights: AppConfig) -> None:
     for audio, target, transcript, _, source in rows:
         voice = next(v for v in engine.voices.values() if str(v.audio_path) == audio)
         assert (transcript, source) == (voice.transcript, voice.language) and target != source
+
+
+# The HTTP API next to the UI ------------------------------------------------------------------------------------
+
+def test_http_api_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VALLEX_MAX_BATCH", "VALLEX_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    default = AppConfig.from_env()
+    assert (default.max_batch, default.api_key) == (8, "")
+    monkeypatch.setenv("VALLEX_MAX_BATCH", "3")
+    monkeypatch.setenv("VALLEX_API_KEY", "top-secret")
+    config = AppConfig.from_env()
+    assert (config.max_batch, config.api_key) == (3, "top-secret") and "top-secret" not in repr(config)
+    monkeypatch.setenv("VALLEX_MAX_BATCH", "0")
+    with pytest.raises(ValueError, match="VALLEX_MAX_BATCH must be at least 1"):
+        AppConfig.from_env()
+
+
+def test_http_api_routes_use_the_app_settings(no_weights: AppConfig) -> None:
+    from dataclasses import replace
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from demo.http_api import api_router, app_voices, make_speech_engine
+
+    config = replace(no_weights, api_key="k-1", max_batch=2, max_queue=3, max_text_chars=20)
+    engine = Engine(config)
+    speech = make_speech_engine(engine)
+    try:
+        app = FastAPI()
+        app.include_router(api_router(engine, speech))
+        client = TestClient(app)
+        assert client.get("/v1/voices").status_code == 401
+        voices = client.get("/v1/voices", headers={"Authorization": "Bearer k-1"}).json()
+        assert [v["name"] for v in voices["data"]] == engine.voice_names() == [v.name for v in app_voices(engine)]
+        assert voices["default"] == "en_ada" and voices["data"][0]["kind"] == "built-in"
+        health = client.get("/health").json()  # no key needed
+        assert (health["model_loaded"], health["max_batch"], health["max_queue"]) == (False, 2, 3)
+        key = {"Authorization": "Bearer k-1"}
+        too_long = client.post("/v1/audio/speech", headers=key, json={"input": "x" * 21}).json()["error"]
+        assert too_long["param"] == "input" and "at most 20" in too_long["message"]
+        # No weights: the model cannot load, which is the server's problem (503), not the request's.
+        missing = client.post("/v1/audio/speech", headers=key, json={"input": "Hello.", "voice": "en_ada"})
+        assert missing.status_code == 503 and missing.json()["error"]["code"] == "model_unavailable"
+        assert "4 model file(s) not found" in missing.json()["error"]["message"]
+    finally:
+        speech.close()
+
+
+def test_api_synthesis_shares_the_tabs_model_lock() -> None:
+    import threading
+    from contextlib import contextmanager
+
+    from demo.http_api import SharedModel
+
+    lock = threading.Lock()
+    seen = []
+
+    class FakeTTS:
+        codec = "the codec"
+
+        def synthesize_stream(self, text, prompt=None, **options):
+            for piece in ("a", "b"):
+                seen.append(lock.locked())
+                yield piece
+
+    class FakeEngine:
+        def tts(self):
+            return FakeTTS()
+
+        @contextmanager
+        def using_model(self):
+            with lock:
+                yield FakeTTS()
+
+    shared = SharedModel(FakeEngine())
+    assert list(shared.synthesize_stream("Hi.")) == ["a", "b"] and seen == [True, True] and not lock.locked()
+    assert shared.codec == "the codec"  # everything else is the model's own

@@ -1,4 +1,4 @@
-"""The ``vallex`` command line: synthesize, convert-checkpoint, help, and exit codes on bad input."""
+"""The ``vallex`` command line: synthesize, convert-checkpoint, serve, help, and exit codes on bad input."""
 from __future__ import annotations
 
 import os
@@ -102,3 +102,73 @@ def test_missing_weights_is_a_clear_error(tmp_path, capsys):
                  "-o", str(tmp_path / "o.wav")])
     err = capsys.readouterr().err
     assert code == 2 and "vallex-checkpoint" in err and "Traceback" not in err
+
+
+def test_serve_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    for option in ("--host", "--port", "--weights-dir", "--device", "--dtype", "--threads", "--max-batch",
+                   "--max-queue", "--api-key", "--presets-dir", "--default-voice"):
+        assert option in out, option
+
+
+def test_serve_without_weights_is_a_clear_error(tmp_path, capsys):
+    code = main(["serve", "--weights-dir", str(tmp_path / "empty"), "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("vallex serve: error: 4 model file(s) not found") and "vallex-checkpoint" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--port", "70000"], "--port"),
+    (["--max-batch", "0"], "--max-batch"),
+    (["--api-key", "two words"], "printable ASCII"),
+    (["--default-voice", "nobody"], "not a preset"),
+])
+def test_serve_checks_its_settings_before_loading(tmp_path, capsys, extra, message):
+    code = main(["serve", "--weights-dir", str(tmp_path / "empty"), "--presets-dir", str(tmp_path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "model file" not in err  # failed before looking for weights
+
+
+def test_serve_runs_the_http_api(tiny_weights, tmp_path):
+    """`vallex serve` in a fresh process: the model loads once, the API answers with the key it was given."""
+    import io
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VALLEX_API_KEY="from-env")
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "vallex", "serve", "--weights-dir", str(tiny_weights),
+                                    "--presets-dir", str(tmp_path), "--port", str(port), "--threads", "1",
+                                    "--log-level", "warning"], cwd=REPO, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = httpx.get(f"{url}/health", timeout=5)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("vallex serve did not start:\n" + (tmp_path / "serve.log").read_text()[-3000:])
+                time.sleep(0.2)
+        assert health.json()["model_loaded"] is True and health.json()["auth_required"] is True
+        body = {"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "wav", "seed": 1}
+        assert httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120).status_code == 401
+        response = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120,
+                              headers={"Authorization": "Bearer from-env"})
+        assert response.status_code == 200, response.text
+        wav, sr = sf.read(io.BytesIO(response.content), dtype="float32")
+        assert sr == 24000 and len(wav) > 0 and np.isfinite(wav).all()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

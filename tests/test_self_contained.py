@@ -29,9 +29,9 @@ def _project_text_files() -> list[Path]:
     for root, dirs, names in os.walk(REPO_ROOT):
         dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
         for name in names:
-            path = Path(root) / name
-            if name == ".git":  # a git worktree's pointer to its repository (not project content)
+            if name == ".git":  # in a git worktree or submodule, .git is a file naming the real repository
                 continue
+            path = Path(root) / name
             if path.suffix in TEXT_SUFFIXES and path.stat().st_size < 2_000_000 and "golden" not in path.parts:
                 files.append(path)
     return files

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vallex.cli.training",
     "vallex.cli.evaluate",
     "vallex.cli.translate",
+    "vallex.cli.serve",
 )
 
 

@@ -5,7 +5,8 @@
     for chunk in engine.submit(SpeechRequest("Hello!", voice="my_voice", seed=1)):
         play(chunk)                                   # float32 [n] at 24 kHz, as soon as it is ready
 
-Everything here is UI-free; the app and ``vallex serve`` build on it.
+Everything here is UI-free; the app and ``vallex serve`` build on it. The OpenAI-compatible HTTP API over an
+engine is ``vallex.serving.http.create_api(engine)`` (imported separately: it needs FastAPI).
 """
 from __future__ import annotations
 
