@@ -65,9 +65,9 @@ class AppConfig:
     device: str | None = None  # None: CUDA, then MPS, then CPU
     dtype: str | None = "auto"  # VALLEX_DTYPE; "auto": the fastest measured for this device / CPU class; None: float32
     num_threads: int | None = None  # CPU torch threads; None: torch's default
-    concurrency: int = 1  # model requests running at once (all model events share this limit)
+    concurrency: int = 8  # requests the tabs' model events handle at once (default: max_batch)
     max_queue: int = 32  # requests waiting beyond this are refused with "queue full" (HTTP API: 503)
-    max_batch: int = 8  # HTTP API requests the speech engine decodes together at most
+    max_batch: int = 8  # requests (tabs and HTTP API) the speech engine decodes together at most
     api_key: str = field(default="", repr=False)  # HTTP API: required bearer key ("" = none); never printed
     max_upload_mb: int = 20  # uploads above this are refused by Gradio before they reach the app
     max_text_chars: int = 5000  # longest text accepted by any tab
@@ -83,13 +83,14 @@ class AppConfig:
         ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``
         (default ``auto``: the fastest precision measured for this device and CPU class; ``float32`` for the
         reference's exact arithmetic),
-        ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default 1), ``VALLEX_MAX_QUEUE`` (32),
+        ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default: ``VALLEX_MAX_BATCH``), ``VALLEX_MAX_QUEUE`` (32),
         ``VALLEX_MAX_BATCH`` (8), ``VALLEX_API_KEY`` (unset: the HTTP API needs no key), ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
         running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
         an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs), and Gradio's
         ``GRADIO_ANALYTICS_ENABLED`` (default off here, unlike Gradio's own default).
         """
         threads = os.environ.get("VALLEX_THREADS", "").strip()
+        max_batch = _env_int("VALLEX_MAX_BATCH", 8, 1)
         return cls(
             weights_dir=_env_path("VALLEX_WEIGHTS_DIR"),
             presets_dir=_env_path("VALLEX_PRESETS_DIR"),
@@ -97,13 +98,13 @@ class AppConfig:
             device=os.environ.get("VALLEX_DEVICE", "").strip() or None,
             dtype=_env_dtype("VALLEX_DTYPE"),
             num_threads=_env_int("VALLEX_THREADS", 1, 1) if threads else None,
-            concurrency=_env_int("VALLEX_CONCURRENCY", 1, 1),
+            concurrency=_env_int("VALLEX_CONCURRENCY", max_batch, 1),
             max_queue=_env_int("VALLEX_MAX_QUEUE", 32, 1),
-            max_batch=_env_int("VALLEX_MAX_BATCH", 8, 1),
             api_key=os.environ.get("VALLEX_API_KEY", "").strip(),
             max_upload_mb=_env_int("VALLEX_MAX_UPLOAD_MB", 20, 1),
             max_text_chars=_env_int("VALLEX_MAX_TEXT_CHARS", 5000, 10),
             preload=_env_flag("VALLEX_PRELOAD", default=bool(os.environ.get("SPACE_ID"))),
             stream_audio=_env_flag("VALLEX_STREAM_AUDIO", default=shutil.which("ffmpeg") is not None),
+            max_batch=max_batch,
             analytics=_env_flag("GRADIO_ANALYTICS_ENABLED", default=False),
         )

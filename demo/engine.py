@@ -1,9 +1,11 @@
 """The app's one model, its voices, and its scratch files; nothing here knows about Gradio widgets.
 
-``Engine`` loads :class:`vallex.api.VallEX` once (at startup or on the first request) and hands the same
-object to every request (and one :class:`vallex.s2st.SpeechTranslator` around it, made on first use). It also
-knows the built-in example voices (``assets/voices.json``, made from the project's own espeak-ng clips) and
-owns a private scratch folder for files offered for download.
+``Engine`` loads :class:`vallex.api.VallEX` once (at startup or on the first request) and serves every
+synthesis, the tabs' and the HTTP API's, through one :class:`vallex.serving.SpeechEngine` around it, which
+decodes concurrent requests together (continuous batching). Other model work (encoding a voice prompt,
+speech translation with one :class:`vallex.s2st.SpeechTranslator`, made on first use) runs between two
+steps of that engine. It also knows the built-in example voices (``assets/voices.json``, made from the
+project's own espeak-ng clips) and owns a private scratch folder for files offered for download.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from demo.config import AppConfig
-from vallex.api import VallEX
+from vallex.api import Synthesis, VallEX
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, validate_name
 from vallex.s2st import SpeechTranslator
+from vallex.serving import SpeechEngine, SpeechRequest, SpeechStream
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
 
 _LOG = logging.getLogger(__name__)
@@ -64,13 +67,49 @@ def load_voices(assets_dir: Path) -> list[Voice]:
     return voices
 
 
+def on_zero_gpu() -> bool:
+    """Whether this is a ZeroGPU Space (the ``spaces`` package is importable)."""
+    try:
+        import spaces  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def zero_gpu(duration: int = 120) -> Callable[[Callable], Callable]:
     """``spaces.GPU(duration=...)`` on a ZeroGPU Space (the ``spaces`` package is importable), else a no-op."""
-    try:
-        import spaces  # type: ignore[import-not-found]
-    except ImportError:
+    if not on_zero_gpu():
         return lambda function: function
+    import spaces  # type: ignore[import-not-found]
+
     return spaces.GPU(duration=duration)
+
+
+class LocalStream:
+    """A tab's synthesis run in the handler's own thread under the model lock (ZeroGPU Spaces, where only the
+    decorated handler may use the GPU): the iteration and ``result()`` of a :class:`SpeechStream`."""
+
+    def __init__(self, engine: "Engine", request: SpeechRequest, progress: Callable | None) -> None:
+        self._engine, self.request, self._progress = engine, request, progress
+
+    def _options(self) -> dict[str, Any]:
+        fields = ("language", "accent", "seed", "temperature", "top_k", "top_p", "best_of", "long_text",
+                  "chunk_seconds")
+        return {name: getattr(self.request, name) for name in fields} | {"progress": self._progress or False}
+
+    def __iter__(self) -> Iterator[Any]:
+        with self._engine.using_model() as tts:
+            yield from tts.synthesize_stream(self.request.text, self.request.prompt, **self._options())
+
+    def result(self, timeout: float | None = None) -> Synthesis:
+        with self._engine.using_model() as tts:
+            return tts.synthesize_detailed(self.request.text, self.request.prompt, **self._options())
+
+    def __enter__(self) -> "LocalStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
 
 
 class Engine:
@@ -81,8 +120,8 @@ class Engine:
         self.voices: dict[str, Voice] = {v.name: v for v in load_voices(config.assets_dir)}
         self.presets = PresetLibrary(config.presets_dir) if config.presets_dir else PresetLibrary.default()
         self._tts: VallEX | None = None
+        self._speech: SpeechEngine | None = None
         self._load_lock = threading.Lock()
-        self._model_lock = threading.Lock()
         self._s2st: SpeechTranslator | None = None
         self._voice_cache: dict[str, VoicePrompt] = {}
         self._scratch_root: Path | None = None
@@ -133,12 +172,36 @@ class Engine:
                     _LOG.info("Model loaded in %.1f s", time.perf_counter() - started)
         return self._tts
 
+    @property
+    def speech(self) -> SpeechEngine:
+        """The speech engine every synthesis goes through, tabs and HTTP API alike (made on first use).
+
+        It decodes up to ``VALLEX_MAX_BATCH`` requests together (continuous batching) and refuses beyond
+        ``VALLEX_MAX_QUEUE`` waiting ones; voices are resolved by :meth:`voice`.
+        """
+        with self._load_lock:
+            if self._speech is None:
+                self._speech = SpeechEngine(self.tts, max_batch=self.config.max_batch,
+                                            max_queue=self.config.max_queue, voice_resolver=self.voice)
+            return self._speech
+
+    def speak(self, request: SpeechRequest, progress: Callable[[str, int, int], None] | None = None
+              ) -> SpeechStream | LocalStream:
+        """Start one synthesis: through :attr:`speech`, or on a ZeroGPU Space right here (see :class:`LocalStream`).
+
+        A missing-weights problem is raised here, as the ValueError of :meth:`tts`.
+        """
+        self.tts()
+        if on_zero_gpu():
+            return LocalStream(self, request, progress)
+        return self.speech.submit(request, progress)
+
     @contextmanager
     def using_model(self) -> Iterator[VallEX]:
-        """The shared model, held for one request: :class:`VallEX` is not thread-safe, so with
-        ``VALLEX_CONCURRENCY`` > 1 requests overlap in everything but the model itself."""
+        """The shared model for work other than synthesis (encoding a prompt, translation): it runs between
+        two steps of the speech engine's batch, holding its model lock."""
         tts = self.tts()
-        with self._model_lock:
+        with self.speech.model_lock:
             yield tts
 
     @contextmanager
@@ -201,7 +264,9 @@ class Engine:
             raise
 
     def close(self) -> None:
-        """Delete every scratch file this engine made."""
+        """Stop the speech engine (running requests finish) and delete every scratch file this engine made."""
+        if self._speech is not None:
+            self._speech.close()
         with self._scratch_lock:
             if self._scratch_root is not None:
                 shutil.rmtree(self._scratch_root, ignore_errors=True)

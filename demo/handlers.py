@@ -1,4 +1,5 @@
-"""What each button does: plain functions of the widget values, built on :mod:`vallex.api` only.
+"""What each button does: plain functions of the widget values, built on :mod:`vallex.api` and
+:mod:`vallex.serving` (every synthesis goes through the app's speech engine, :meth:`demo.engine.Engine.speak`).
 
 Every handler turns the library's ``ValueError`` (bad input, said in words) into a ``gr.Error`` message, and
 any other failure into a short message without a traceback (the traceback goes to the server log).
@@ -6,6 +7,7 @@ Audio leaves as ``(24000, int16 array)``: Gradio writes it into its own cache, s
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import io
@@ -24,6 +26,7 @@ from demo.plots import audio_picture
 from vallex.api import LONG_TEXT_MODES, Synthesis
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
 from vallex.prompts import VoicePrompt, validate_name
+from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 
 _LOG = logging.getLogger(__name__)
 
@@ -38,7 +41,7 @@ def friendly_errors(function: Callable) -> Callable:
     def translate(error: BaseException) -> gr.Error:
         if isinstance(error, gr.Error):
             return error
-        if isinstance(error, (ValueError, FileNotFoundError)):
+        if isinstance(error, (ValueError, FileNotFoundError, ServerBusy, ModelUnavailable)):
             return gr.Error(str(error), print_exception=False)
         _LOG.exception("Request failed")
         return gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log; "
@@ -107,13 +110,18 @@ def wav_bytes(wav: np.ndarray) -> bytes:
 
 
 def progress_callback(progress: gr.Progress) -> Callable[[str, int, int], None]:
-    """A ``(stage, done, total)`` callback for the library that moves the UI's progress bar (every 8 steps)."""
+    """A ``(stage, done, total)`` callback for the library that moves the UI's progress bar (every 8 steps).
+
+    The speech engine calls it from its own thread; ``gr.Progress`` finds its event through context
+    variables, so the handler's context is captured here and the calls run in it.
+    """
+    context = contextvars.copy_context()
 
     def report(stage: str, done: int, total: int) -> None:
         if stage == "ar_step" and done % 8 == 0 and total:
-            progress((min(done, total), total), desc="Generating speech tokens")
+            context.run(progress, (min(done, total), total), desc="Generating speech tokens")
         elif stage == "sentence" and total > 1:
-            progress((done, total), desc=f"Sentence {min(done + 1, total)} of {total}")
+            context.run(progress, (done, total), desc=f"Sentence {min(done + 1, total)} of {total}")
 
     return report
 
@@ -166,8 +174,9 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             started = time.perf_counter()
             prompt = tts.make_prompt(prompt_audio, transcript or None)
             prompt_s = time.perf_counter() - started
-            result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
-                                             progress=progress_callback(progress), **options)
+        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), chunk_seconds=None,
+                                **options)
+        result = engine.speak(request, progress_callback(progress)).result()
         summary, details = describe(result, options, prompt, {"prompt_s": prompt_s})
         picture = audio_picture(result.waveform, SAMPLE_RATE, load_audio(prompt_audio))
         return audio_out(result.waveform), summary, details, picture
@@ -192,9 +201,10 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         options = sampling_options(seed, temperature, top_k, top_p, best_of)
         with engine.using_model() as tts:
             prompt = resolve_voice(voice, prompt_file, required=True)
-            result = tts.synthesize_detailed(text, prompt, language=language, accent=accent_option(accent),
-                                             progress=progress_callback(progress), **options)
             prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
+        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), chunk_seconds=None,
+                                **options)
+        result = engine.speak(request, progress_callback(progress)).result()
         summary, details = describe(result, options, prompt, {})
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
@@ -247,15 +257,15 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
         started = time.perf_counter()
         chunks: list[np.ndarray] = []
-        # The model stays ours across the yields; a client that goes away closes the generator, which
-        # releases it.
-        with engine.using_model() as tts:
+        with engine.using_model():
             prompt = resolve_voice(voice, prompt_file, required=False)
-            # Live: small chunks, so playback starts after the first words. Otherwise the whole audio is
-            # re-sent after every chunk, so one chunk per sentence.
-            chunking = {} if live else {"chunk_seconds": None}
-            stream = tts.synthesize_stream(text, prompt, language=language, accent=accent_option(accent),
-                                           long_text=mode, progress=track, **chunking, **options)
+        # Live: small chunks, so playback starts after the first words. Otherwise the whole audio is
+        # re-sent after every chunk, so one chunk per sentence.
+        chunking = {} if live else {"chunk_seconds": None}
+        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), long_text=mode,
+                                **chunking, **options)
+        # A client that goes away closes this generator, which cancels the request (the with block).
+        with engine.speak(request, track) as stream:
             for chunk in stream:
                 chunks.append(chunk)
                 seconds = sum(len(c) for c in chunks) / SAMPLE_RATE

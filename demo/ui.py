@@ -13,7 +13,7 @@ from demo import examples
 from demo.config import AppConfig
 from demo.engine import Engine, WeightsStatus
 from demo.handlers import NO_VOICE, make_handlers
-from demo.http_api import api_router, make_speech_engine
+from demo.http_api import api_router
 from demo.translate_tab import translate_tab
 from vallex.api import LONG_TEXT_MODES
 
@@ -235,14 +235,12 @@ def main() -> None:
     app = build_app(config, engine, status)
     app.queue(**queue_options(config))
     # The OpenAI-compatible HTTP API on the same server: its routes go first into Gradio's FastAPI app.
-    speech = make_speech_engine(engine)
-    routes = list(api_router(engine, speech).routes)
+    routes = list(api_router(engine, engine.speech).routes)
     # SIGTERM (a Space or a test stopping us) shuts down like Ctrl-C, so the scratch files are removed.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app.launch(**launch_options(config), app_kwargs={"routes": routes})
     finally:
-        speech.close()
         engine.close()
 
 

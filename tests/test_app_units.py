@@ -33,11 +33,15 @@ def no_weights(tmp_path: Path) -> AppConfig:
 # Settings ------------------------------------------------------------------------------------------------
 
 def test_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("VALLEX_WEIGHTS_DIR", "VALLEX_CONCURRENCY", "VALLEX_PRELOAD", "SPACE_ID", "VALLEX_THREADS"):
+    for name in ("VALLEX_WEIGHTS_DIR", "VALLEX_CONCURRENCY", "VALLEX_PRELOAD", "SPACE_ID", "VALLEX_THREADS",
+                 "VALLEX_MAX_BATCH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
     default = AppConfig.from_env()
-    assert (default.weights_dir, default.concurrency, default.max_queue, default.preload) == (None, 1, 32, False)
+    # Gradio runs as many tab requests at once as the speech engine batches together.
+    assert (default.weights_dir, default.concurrency, default.max_queue, default.preload) == (None, 8, 32, False)
+    monkeypatch.setenv("VALLEX_MAX_BATCH", "4")
+    assert AppConfig.from_env().concurrency == 4
     assert default.analytics is False  # off unless asked for
     monkeypatch.setenv("VALLEX_WEIGHTS_DIR", str(tmp_path))
     monkeypatch.setenv("VALLEX_CONCURRENCY", "3")
@@ -140,8 +144,8 @@ def test_one_speech_translator_per_engine_around_the_shared_model(no_weights: Ap
     engine._tts = model = types.SimpleNamespace(device="cpu")  # stands in for a loaded VallEX
     with engine.using_translator() as first:
         assert first.tts is model
-        assert engine._model_lock.locked()  # the translator is used while holding the model
-    assert not engine._model_lock.locked()
+        assert engine.speech.model_lock._is_owned()  # the translator is used while holding the model
+    assert not engine.speech.model_lock._is_owned()
     with engine.using_translator() as second:
         assert second is first  # made once: its Whisper/translation models would load once
 
@@ -341,11 +345,11 @@ def test_http_api_routes_use_the_app_settings(no_weights: AppConfig) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from demo.http_api import api_router, app_voices, make_speech_engine
+    from demo.http_api import api_router, app_voices
 
     config = replace(no_weights, api_key="k-1", max_batch=2, max_queue=3, max_text_chars=20)
     engine = Engine(config)
-    speech = make_speech_engine(engine)
+    speech = engine.speech
     try:
         app = FastAPI()
         app.include_router(api_router(engine, speech))
@@ -367,32 +371,15 @@ def test_http_api_routes_use_the_app_settings(no_weights: AppConfig) -> None:
         speech.close()
 
 
-def test_api_synthesis_shares_the_tabs_model_lock() -> None:
-    import threading
-    from contextlib import contextmanager
-
-    from demo.http_api import SharedModel
-
-    lock = threading.Lock()
-    seen = []
-
-    class FakeTTS:
-        codec = "the codec"
-
-        def synthesize_stream(self, text, prompt=None, **options):
-            for piece in ("a", "b"):
-                seen.append(lock.locked())
-                yield piece
-
-    class FakeEngine:
-        def tts(self):
-            return FakeTTS()
-
-        @contextmanager
-        def using_model(self):
-            with lock:
-                yield FakeTTS()
-
-    shared = SharedModel(FakeEngine())
-    assert list(shared.synthesize_stream("Hi.")) == ["a", "b"] and seen == [True, True] and not lock.locked()
-    assert shared.codec == "the codec"  # everything else is the model's own
+def test_tabs_and_api_share_one_speech_engine_and_its_model_lock(no_weights: AppConfig) -> None:
+    """One continuous-batching engine serves every synthesis; other model work takes the engine's lock."""
+    engine = Engine(no_weights)
+    try:
+        speech = engine.speech
+        assert engine.speech is speech and speech.max_batch == no_weights.max_batch
+        engine._tts = object()  # as if loaded: using_model must not try to load the missing weights
+        with engine.using_model():
+            assert speech.model_lock._is_owned()  # noqa: SLF001 - RLock held by this thread
+        assert not speech.model_lock._is_owned()
+    finally:
+        engine.close()

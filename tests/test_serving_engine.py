@@ -222,3 +222,25 @@ def test_busy_server_merges_late_chunks_but_keeps_the_ar_codes(tiny_tts, nar_bat
         engine.close()
     with pytest.raises(ValueError, match="nar_batch"):
         SpeechEngine(tiny_tts, nar_batch=0)
+
+
+def test_a_model_that_cannot_load_fails_the_request_and_is_tried_again(tiny_tts):
+    from vallex.serving import ModelUnavailable
+
+    attempts = []
+
+    def loader():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("4 model file(s) not found")
+        return tiny_tts
+
+    engine = SpeechEngine(loader, max_batch=2)
+    try:
+        assert not engine.loaded
+        with pytest.raises(ModelUnavailable, match="not found"):
+            list(engine.submit(SpeechRequest("Hi.")))
+        assert len(np.concatenate(list(engine.submit(SpeechRequest("Hi.", seed=1))))) > 0
+        assert engine.loaded and len(attempts) == 2
+    finally:
+        engine.close()

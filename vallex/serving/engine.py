@@ -45,6 +45,10 @@ class ServerBusy(RuntimeError):
     """The queue is full: the request was not accepted (HTTP 503 / the app's "server busy")."""
 
 
+class ModelUnavailable(RuntimeError):
+    """The model could not be loaded (e.g. missing weights); the message says why (HTTP 503)."""
+
+
 @dataclass(frozen=True)
 class SpeechRequest(SynthesisRequest):
     """One request for speech: the fields of :class:`vallex.api.SynthesisRequest`, streamed in chunks.
@@ -244,6 +248,11 @@ class SpeechEngine:
         return 1 if self.tts.device.type == "cpu" else self.max_batch
 
     @property
+    def loaded(self) -> bool:
+        """Whether the model is loaded (it loads on the worker at the first request when given a loader)."""
+        return self._tts is not None
+
+    @property
     def tts(self) -> VallEX:
         """The model (loaded on first use)."""
         if self._tts is None:
@@ -252,22 +261,32 @@ class SpeechEngine:
 
     # Worker ---------------------------------------------------------------------------------------
     def _run(self) -> None:
-        batch = _Batch(self)
+        batch: _Batch | None = None
         while True:
             with self._lock:
-                while not self._waiting and not batch.active and not self._closed:
+                while not self._waiting and not (batch and batch.active) and not self._closed:
                     self._lock.wait()
                 if self._closed:  # no more admissions; the running requests finish
                     for stream in self._waiting:
                         stream._close(RuntimeError("The speech engine was closed before this request started."))
                         self.stats.failed += 1
                     self._waiting.clear()
-                    if not batch.active:
+                    if batch is None or not batch.active:
                         return
                 admitted = []
-                while self._waiting and len(batch.active) + len(admitted) < self.max_batch:
+                running = len(batch.active) if batch is not None else 0
+                while self._waiting and running + len(admitted) < self.max_batch:
                     admitted.append(self._waiting.popleft())
                 self.stats.waiting = len(self._waiting)
+            if batch is None:
+                try:
+                    batch = _Batch(self)  # loads the model at the first request
+                except Exception as error:  # noqa: BLE001 - told to every waiting client; the next one retries
+                    unavailable = error if isinstance(error, ModelUnavailable) else ModelUnavailable(str(error))
+                    for stream in admitted:
+                        stream._close(unavailable)
+                        self.stats.failed += 1
+                    continue
             try:
                 with self.model_lock:
                     for stream in admitted:

@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vallex.api import MAX_SINGLE_UTTERANCE_TOKENS
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
-from vallex.serving.engine import ServerBusy, SpeechRequest, SpeechStream
+from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED, TimeStretcher
 from vallex.text import tokenize
 from vallex.text.normalize import MAX_INPUT_CHARS as MAX_UTTERANCE_CHARS
@@ -92,10 +92,6 @@ def preset_voices(library: PresetLibrary) -> list[VoiceInfo]:
             language = None
         voices.append(VoiceInfo(name, language, "preset"))
     return voices
-
-
-class ModelUnavailable(RuntimeError):
-    """The model cannot be loaded (e.g. missing weights): the API answers 503 with this message."""
 
 
 class APIError(Exception):
@@ -255,7 +251,8 @@ class SpeechAPI:
             counters["uptime_s"] = round(time.time() - counters["started_at"], 3)
         return JSONResponse({
             "status": "ok",
-            "model_loaded": self._model_loaded() if self._model_loaded is not None else None,
+            "model_loaded": (self._model_loaded() if self._model_loaded is not None
+                             else getattr(self.engine, "loaded", None)),
             "engine": counters,
             "max_batch": getattr(self.engine, "max_batch", None),
             "max_queue": getattr(self.engine, "max_queue", None),
@@ -296,7 +293,7 @@ class SpeechAPI:
         voice = self.resolve_voice(body.voice.id if isinstance(body.voice, _VoiceRef) else body.voice)
         long_text = self.long_text_mode(text, body.language, body.long_text)
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        request = SpeechRequest(text=text, voice=voice, language=body.language,
+        request = SpeechRequest(text=text, prompt=voice, language=body.language,
                                 accent=None if body.accent in (None, "none") else body.accent, seed=seed,
                                 temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                                 long_text=long_text)
