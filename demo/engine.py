@@ -25,7 +25,7 @@ from demo.config import AppConfig
 from vallex.api import Synthesis, VallEX
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, validate_name
 from vallex.s2st import SpeechTranslator
-from vallex.serving import SpeechEngine, SpeechRequest, SpeechStream
+from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
 
 _LOG = logging.getLogger(__name__)
@@ -98,8 +98,24 @@ class LocalStream:
         return {name: getattr(self.request, name) for name in fields} | {"progress": self._progress or False}
 
     def __iter__(self) -> Iterator[Any]:
+        for piece in self.pieces():
+            yield piece.audio
+
+    def pieces(self) -> Iterator[AudioPiece]:
+        """The chunks with their sentence (known here from the progress, which runs in this same thread)."""
+        where = {"sentence": 0, "sentences": 1}
+        outer = self._progress
+
+        def track(stage: str, done: int, total: int) -> None:
+            if stage == "sentence" and done < total:
+                where.update(sentence=done, sentences=total)
+            if outer is not None:
+                outer(stage, done, total)
+
+        options = self._options() | {"progress": track}
         with self._engine.using_model() as tts:
-            yield from tts.synthesize_stream(self.request.text, self.request.prompt, **self._options())
+            for chunk in tts.synthesize_stream(self.request.text, self.request.prompt, **options):
+                yield AudioPiece(chunk, where["sentence"], where["sentences"], False)
 
     def result(self, timeout: float | None = None) -> Synthesis:
         with self._engine.using_model() as tts:

@@ -247,14 +247,6 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         if mode not in LONG_TEXT_MODES:
             raise ValueError(f"Unknown long-text mode {mode!r}: choose {' or '.join(LONG_TEXT_MODES)}.")
         options = sampling_options(seed, 1.0, 0, 1.0, 1)
-        counts = {"done": 0, "total": 0}  # sentences started so far (the one being made included), all
-        report = progress_callback(progress)
-
-        def track(stage: str, done: int, total: int) -> None:
-            if stage == "sentence":
-                counts["done"], counts["total"] = min(done + 1, total), total
-            report(stage, done, total)
-
         started = time.perf_counter()
         chunks: list[np.ndarray] = []
         with engine.using_model():
@@ -265,19 +257,21 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), long_text=mode,
                                 **chunking, **options)
         # A client that goes away closes this generator, which cancels the request (the with block).
-        with engine.speak(request, track) as stream:
-            for chunk in stream:
-                chunks.append(chunk)
+        sentences = 0
+        with engine.speak(request, progress_callback(progress)) as stream:
+            for piece in stream.pieces():  # each chunk says which sentence (of how many) it belongs to
+                chunks.append(piece.audio)
+                sentences = piece.sentences
                 seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
                 state = "playing" if live else "done"
-                status = (f"**Sentence {counts['done']} of {counts['total']}** {state} · {seconds:.1f} s of audio "
-                          f"in {time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
+                status = (f"**Sentence {piece.sentence + 1} of {piece.sentences}** {state} · {seconds:.1f} s of "
+                          f"audio in {time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
                 if live:
-                    yield wav_bytes(chunk), gr.skip(), status
+                    yield wav_bytes(piece.audio), gr.skip(), status
                 else:
                     yield gr.skip(), audio_out(np.concatenate(chunks)), status
         whole = np.concatenate(chunks)
-        yield gr.skip(), audio_out(whole), (f"**Done:** {counts['total']} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
+        yield gr.skip(), audio_out(whole), (f"**Done:** {sentences} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
                                             f"of audio in {time.perf_counter() - started:.1f} s · mode {mode} · "
                                             f"seed {options['seed']}")
 

@@ -10,6 +10,13 @@ engine is ``vallex.serving.http.create_api(engine)`` (imported separately: it ne
 """
 from __future__ import annotations
 
-from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechEngine, SpeechRequest, SpeechStream
+from vallex.serving.engine import (
+    AudioPiece,
+    ModelUnavailable,
+    ServerBusy,
+    SpeechEngine,
+    SpeechRequest,
+    SpeechStream,
+)
 
-__all__ = ["ModelUnavailable", "ServerBusy", "SpeechEngine", "SpeechRequest", "SpeechStream"]
+__all__ = ["AudioPiece", "ModelUnavailable", "ServerBusy", "SpeechEngine", "SpeechRequest", "SpeechStream"]

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 from torch import Tensor
@@ -64,6 +64,15 @@ class SpeechRequest(SynthesisRequest):
 _DONE = object()
 
 
+class AudioPiece(NamedTuple):
+    """One chunk of a stream (:meth:`SpeechStream.pieces`)."""
+
+    audio: np.ndarray  # float32 [n] at 24 kHz
+    sentence: int  # which sentence it belongs to (0-based)
+    sentences: int  # how many the request has
+    last: bool  # the sentence's last chunk
+
+
 class SpeechStream:
     """The audio of one submitted request: iterate for float32 chunks [n] at 24 kHz.
 
@@ -92,6 +101,11 @@ class SpeechStream:
 
     # Consumer side --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[np.ndarray]:
+        for piece in self.pieces():
+            yield piece.audio
+
+    def pieces(self) -> Iterator[AudioPiece]:
+        """Like iterating the stream, with each chunk's place: which sentence of how many, its last chunk?"""
         while True:
             item = self._chunks.get()
             if item is _DONE:
@@ -134,11 +148,11 @@ class SpeechStream:
             self.cancel()
 
     # Producer side (the engine) -------------------------------------------------------------------
-    def _put(self, chunk: np.ndarray) -> None:
+    def _put(self, piece: AudioPiece) -> None:
         if self.first_audio_s is None:
             self.first_audio_s = time.perf_counter() - self.submitted_at
-        self._audio.append(chunk)
-        self._chunks.put(chunk)
+        self._audio.append(piece.audio)
+        self._chunks.put(piece)
 
     def _close(self, error: BaseException | None = None) -> None:
         self.total_s = time.perf_counter() - self.submitted_at
@@ -426,7 +440,8 @@ class _Batch:
 
     def _send(self, state: _Active, wav: np.ndarray, *, final: bool) -> None:
         count = len(state.plan.sentences)
-        state.stream._put(sentence_audio(wav, state.index, count, first_piece=state.first_piece, final=final))
+        audio = sentence_audio(wav, state.index, count, first_piece=state.first_piece, final=final)
+        state.stream._put(AudioPiece(audio, state.index, count, final))
         state.first_piece = False
 
     def _sentence_done(self, state: _Active, result: SentenceResult) -> None:
