@@ -17,9 +17,9 @@ from vallex.training.espeak_corpus import write_espeak_corpus
 
 @pytest.fixture(scope="module")
 def codec():
-    from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
-    return AudioCodec.random(seed=0)
+    return random_codec(seed=0)
 
 
 @pytest.fixture(scope="module")

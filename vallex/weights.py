@@ -52,7 +52,7 @@ OFFLINE_ENV = "VALLEX_OFFLINE"
 HF_MIRROR_ENV = "VALLEX_HF_MIRROR"
 ENCODEC_URL_ENV = "VALLEX_ENCODEC_URL"
 
-#: Written by :func:`make_random_weights`; lists the SHA-256 of every file in the folder.
+#: Written by :func:`vallex.random_weights.make_random_weights`; lists the SHA-256 of every file in the folder.
 MANIFEST_NAME = "vallex-weights.json"
 VALLEX_CONFIG_NAME = "vallex-config.json"
 VOCOS_SUBDIR = "vocos-encodec-24khz"
@@ -108,7 +108,7 @@ WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, V
 
 
 class RandomWeightsWarning(UserWarning):
-    """The weights folder was made by ``make_random_weights``: outputs are noise."""
+    """The weights folder was made by ``vallex.random_weights.make_random_weights``: outputs are noise."""
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -444,47 +444,3 @@ def _short_error(error: Exception) -> str:
 def _mirror_hint() -> str:
     return (f"behind a firewall: set HF_ENDPOINT (or {HF_MIRROR_ENV}) to a Hugging Face mirror, e.g. "
             f"https://hf-mirror.com, and {ENCODEC_URL_ENV} to a copy of {ENCODEC_CHECKPOINT.layout_name};")
-
-
-# Random weights ------------------------------------------------------------------------------------
-
-def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> WeightPaths:
-    """Write random-weight VALL-E X, EnCodec and Vocos files in the weights-folder layout.
-
-    The files have exactly the formats of the real ones (so every loader runs for real, offline), plus a
-    manifest (``vallex-weights.json``) that marks them as random and records their SHA-256.
-    ``size``: "tiny" (a 2-layer VALL-E X) or "full" (the public checkpoint's shape, 1.48 GB). EnCodec and
-    Vocos always have their real architectures. **Everything synthesised with these files is noise.**
-    """
-    import torch
-
-    from vallex.checkpoint import save_checkpoint
-    from vallex.codec import build_random_encodec, build_random_vocos, save_vocos, vocos_config_dict
-    from vallex.config import VallexConfig
-    from vallex.model import VallexModel
-
-    config = VallexConfig.named(size)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random stream
-        torch.manual_seed(seed)
-        model = VallexModel(config)
-        save_checkpoint(model, directory / VALLEX_CHECKPOINT.layout_name)
-        config.to_json(directory / VALLEX_CONFIG_NAME)
-        del model
-    encodec = build_random_encodec(seed)
-    torch.save(encodec.state_dict(), directory / ENCODEC_CHECKPOINT.layout_name)
-    vocos = build_random_vocos(encodec, seed)
-    save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
-    files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
-             VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
-    manifest = {
-        "random": True,
-        "warning": NOISE_WARNING,
-        "made_by": "vallex make-random-weights",
-        "size": size,
-        "seed": seed,
-        "sha256": {name: sha256_file(directory / name) for name in files},
-    }
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return WeightsManager(directory).resolve()

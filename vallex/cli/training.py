@@ -62,8 +62,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     if not items:
         raise ValueError(f"No audio files found in {args.folder or args.manifest}.")
     from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
-    codec = AudioCodec.random(device=args.device) if args.random_codec else AudioCodec.pretrained(
+    codec = random_codec(device=args.device) if args.random_codec else AudioCodec.pretrained(
         args.weights_dir, device=args.device)
     report = prepare_dataset(items, args.out, codec, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                              shard_size=args.shard_size, progress=not args.no_progress)

@@ -67,7 +67,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_make_random_weights(args: argparse.Namespace) -> int:
-    from vallex.weights import NOISE_WARNING, make_random_weights
+    from vallex.random_weights import make_random_weights
+    from vallex.weights import NOISE_WARNING
 
     if args.directory.exists() and not args.directory.is_dir():
         raise ValueError(f"{args.directory} exists and is not a folder.")

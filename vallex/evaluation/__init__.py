@@ -21,7 +21,8 @@ from vallex.evaluation.error_rate import (
 )
 from vallex.evaluation.manifest import EvalItem, read_eval_list, read_manifest, read_seedtts_list
 from vallex.evaluation.report import aggregates, write_report
-from vallex.evaluation.runner import EvalSetup, LineResult, build_setup, evaluate_items, run_evaluation
+from vallex.evaluation.results import LineResult
+from vallex.evaluation.runner import EvalSetup, build_setup, evaluate_items, run_evaluation
 from vallex.evaluation.speaker import (
     ResemblyzerVerifier,
     VerifierUnavailableError,

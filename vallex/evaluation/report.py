@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vallex.evaluation.runner import LineResult
+from vallex.evaluation.results import LineResult
 
 #: Column order of ``results.csv`` (every column is always present; empty cell = not measured).
 CSV_COLUMNS = (

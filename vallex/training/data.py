@@ -314,7 +314,7 @@ def prepare_dataset(
 
     Args:
         codec: has ``encode_audio(wav float32 [N] at 24 kHz) -> LongTensor [1, T, 8]``
-            (:class:`vallex.codec.AudioCodec`; ``AudioCodec.random()`` for tests).
+            (:class:`vallex.codec.AudioCodec`; ``vallex.random_weights.random_codec()`` for tests).
         min_seconds, max_seconds: duration filter (the reference trained on 0.5-20 s).
         shard_size: utterances per shard.
         text_encoder: ``(text, language) -> (ids, per-token languages)``; default :class:`TextEncoder`.
