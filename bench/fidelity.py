@@ -43,6 +43,7 @@ from inference import workload, write_random_checkpoint  # noqa: E402
 
 from vallex.checkpoint import load_model  # noqa: E402
 from vallex.decoding import ar_decode, language_ids  # noqa: E402
+from vallex.files import write_text_atomic  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
 from vallex.precision import apply_precision, normalize_precision  # noqa: E402
 
@@ -98,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "threads": args.threads,
-                                         "torch": torch.__version__}, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps({"rows": rows, "threads": args.threads,
+                                                 "torch": torch.__version__}, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import soundfile as sf
 import torch
+
+from vallex.files import atomic_path
 
 _LOG = logging.getLogger(__name__)
 
@@ -203,16 +204,9 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_r
     if suffix not in formats:
         raise ValueError(f"Cannot write {path.name}: choose a .wav, .flac or .ogg file name.")
     fmt, subtype = formats[suffix]
-    # Write beside the target, then rename: a failure never leaves a partial file under the final name.
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=suffix, prefix=".partial-", dir=path.parent)
-    os.close(handle)
-    try:
-        sf.write(tmp_name, samples, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(path) as partial:  # a failure never leaves a partial file under the final name
+        sf.write(partial, samples, sample_rate, format=fmt, subtype=subtype)
     return path
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vallex.files import write_text_atomic
+
 #: Reference constructor arguments whose only supported value is the public checkpoint's.
 _FIXED_CHOICES: dict[str, Any] = {
     "norm_first": True,  # pre-norm residual blocks
@@ -121,4 +123,5 @@ class VallexConfig:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        """Write the fields as JSON (atomically: a reader never sees half a file)."""
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")

@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 
 from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
 from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio
+from vallex.files import write_bytes_atomic
 from vallex.languages import LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, check_language, normalize_accent
 
 _LOG = logging.getLogger(__name__)
@@ -147,12 +147,8 @@ class VoicePrompt:
 
     def save_npz(self, path: str | os.PathLike) -> Path:
         """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring)."""
-        path = Path(path)
-        data = _write_npz_bytes(self.to_arrays(), self._zip_style)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp", delete=False) as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, path)  # readers never see a half-written file
-        return path
+        # Readers never see a half-written file.
+        return write_bytes_atomic(path, _write_npz_bytes(self.to_arrays(), self._zip_style))
 
     def to_npz_bytes(self) -> bytes:
         """The ``.npz`` file as bytes (e.g. for a download button)."""

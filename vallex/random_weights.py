@@ -22,6 +22,7 @@ import torch
 
 from vallex.audio import SAMPLE_RATE
 from vallex.codec import AudioCodec, build_vocos, encodec_skeleton
+from vallex.files import atomic_path, write_text_atomic
 from vallex.weights import (
     ENCODEC_CHECKPOINT,
     MANIFEST_NAME,
@@ -117,10 +118,11 @@ def save_vocos(vocos: "Vocos", config_path: str | Path, model_path: str | Path, 
     config_path, model_path = Path(config_path), Path(model_path)
     config_path.parent.mkdir(parents=True, exist_ok=True)
     model_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
     state = {key: value for key, value in vocos.state_dict().items()
              if not key.startswith("feature_extractor.encodec.")}
-    torch.save(state, model_path)
+    with atomic_path(model_path) as partial:
+        torch.save(state, partial)
 
 
 def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> WeightPaths:
@@ -145,7 +147,8 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
         config.to_json(directory / VALLEX_CONFIG_NAME)
         del model
     encodec = build_random_encodec(seed)
-    torch.save(encodec.state_dict(), directory / ENCODEC_CHECKPOINT.layout_name)
+    with atomic_path(directory / ENCODEC_CHECKPOINT.layout_name) as partial:
+        torch.save(encodec.state_dict(), partial)
     vocos = build_random_vocos(encodec, seed)
     save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
     files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
@@ -158,5 +161,5 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
         "seed": seed,
         "sha256": {name: sha256_file(directory / name) for name in files},
     }
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
     return WeightsManager(directory).resolve()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from vallex.audio import FRAME_RATE, SAMPLE_RATE, SOUNDFILE_EXTENSIONS, PYAV_EXTENSIONS
+from vallex.files import atomic_open, write_text_atomic
 from vallex.languages import LANGUAGES
 
 if TYPE_CHECKING:
@@ -224,17 +224,9 @@ class TextEncoder:
 
 # Writing --------------------------------------------------------------------------------------------------
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_index(out_dir: str | Path) -> dict:
@@ -289,13 +281,13 @@ class _ShardWriter:
         if not self.items:
             return
         shard = self.items[0]["shard"]
-        _atomic_save_npy(self.out_dir / f"{shard}.codes.npy", np.concatenate(self.codes))
-        _atomic_save_npy(self.out_dir / f"{shard}.text.npy", np.concatenate(self.text))
-        _atomic_save_npy(self.out_dir / f"{shard}.langs.npy", np.concatenate(self.langs))
+        _save_npy(self.out_dir / f"{shard}.codes.npy", np.concatenate(self.codes))
+        _save_npy(self.out_dir / f"{shard}.text.npy", np.concatenate(self.text))
+        _save_npy(self.out_dir / f"{shard}.langs.npy", np.concatenate(self.langs))
         # The index is written last: a shard it does not list is simply rewritten by the next run.
         self.index["shards"].append(shard)
         self.index["items"].extend(self.items)
-        _atomic_write_text(self.out_dir / INDEX_NAME, json.dumps(self.index, ensure_ascii=False, indent=0))
+        write_text_atomic(self.out_dir / INDEX_NAME, json.dumps(self.index, ensure_ascii=False, indent=0))
         self._reset()
 
 
@@ -367,7 +359,7 @@ def prepare_dataset(
     finally:
         writer.flush()  # an interrupted run keeps everything finished so far
     if not (out_dir / INDEX_NAME).is_file():  # nothing usable yet: still leave a valid (empty) index
-        _atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
+        write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
     return report
 
 

@@ -40,6 +40,7 @@ from torch import nn
 
 from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
+from vallex.files import atomic_open, atomic_path, write_text_atomic
 from vallex.model import VallexModel
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
 from vallex.training.dropout import add_dropout
@@ -307,18 +308,15 @@ class _TrainingModule(nn.Module):
 
 # Checkpoints -----------------------------------------------------------------------------------------------
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _save(out_dir: Path, model: VallexModel, optimizer, progress: dict, keep_last: int) -> Path:
     name = f"checkpoint-{progress['step']:08d}"
     path = save_checkpoint(model, out_dir / f"{name}.pt")
     model.config.to_json(out_dir / f"{name}.json")
-    torch.save({"optimizer": optimizer.state_dict(), **progress}, out_dir / f"{name}.state.pt")
-    _atomic_json(out_dir / "last.json", {"checkpoint": f"{name}.pt", "state": f"{name}.state.pt", **progress})
+    with atomic_path(out_dir / f"{name}.state.pt") as partial:
+        torch.save({"optimizer": optimizer.state_dict(), **progress}, partial)
+    # Written last: it names only files that are complete.
+    write_text_atomic(out_dir / "last.json",
+                      json.dumps({"checkpoint": f"{name}.pt", "state": f"{name}.state.pt", **progress}, indent=1))
     periodic = sorted(out_dir.glob("checkpoint-*.state.pt"))
     for old in periodic[:-keep_last] if keep_last > 0 else []:
         stem = old.name[: -len(".state.pt")]
@@ -346,7 +344,7 @@ def _truncate_csv(path: Path, step: int) -> None:
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step] if rows else []
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(kept)
 
 
@@ -354,7 +352,7 @@ class _CsvLog:
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path, self.columns = path, columns
         if not path.is_file():
-            with path.open("w", encoding="utf-8", newline="") as handle:
+            with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
                 csv.writer(handle).writerow(columns)
 
     def write(self, row: dict) -> None:
@@ -492,10 +490,10 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
 
     log = valid_log = None
     if dist.main:
-        (out_dir / "train_config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        write_text_atomic(out_dir / "train_config.yaml", config.to_yaml())
         model.config.to_json(out_dir / "config.json")
         # Which language each embedding row is: fine-tuning this run on other data checks against it.
-        (out_dir / LANGUAGES_FILE).write_text(json.dumps(full.languages), encoding="utf-8")
+        write_text_atomic(out_dir / LANGUAGES_FILE, json.dumps(full.languages))
         log = _CsvLog(out_dir / "log.csv", ["step", "epoch", "lr", "loss", "ar_loss", "nar_loss", "ar_top10",
                                            "nar_top10", "frames", "grad_norm", "seconds"])
         valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])
