@@ -38,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The reference's stop rule (at most 16 generated frames per text token) is ours too.
+from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN
 from vallex.model import DecoderLayer, SinePositionalEmbedding, VallexModel
-
-#: The reference's stop rule: at most this many generated frames per text token.
-FRAMES_PER_TEXT_TOKEN = 16
 
 LayerKV = tuple[Tensor, Tensor]  # keys, values [B, H, L, hd]
 
@@ -101,7 +100,7 @@ def reference_ar(
     cfg = model.config
     eos, bos = cfg.eos_id, cfg.bos_id
     if max_frames is None:
-        max_frames = FRAMES_PER_TEXT_TOKEN * text.shape[1]
+        max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text.shape[1]
     device = text.device
     prompt_len = prompt_codes0.shape[1]
 

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from vallex.api import MAX_SINGLE_UTTERANCE_TOKENS, VallEX, select_device
-from vallex.audio import SAMPLE_RATE
+from vallex.audio import HOP, SAMPLE_RATE
 from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
 from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.random_weights import random_codec
 
-HOP = 320  # samples per codec frame
 
 
 @pytest.fixture(scope="module")

@@ -26,16 +26,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from vallex.codec_format import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: F401 - also imported from here
 from vallex.files import atomic_path
 
 _LOG = logging.getLogger(__name__)
-
-#: EnCodec 24 kHz / Vocos sample rate (samples per second).
-SAMPLE_RATE = 24_000
-#: EnCodec frames per second.
-FRAME_RATE = 75
-#: Samples per EnCodec frame (24000 / 75); Vocos outputs exactly this many per frame.
-HOP = SAMPLE_RATE // FRAME_RATE
 
 #: Voice prompts: shorter clips carry too little voice, longer ones the model was not trained on
 #: (the reference rejects prompts over 15 s; training utterances were under 22 s with the output).

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vallex.audio import HOP
+from vallex.codec_format import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS
 
 if TYPE_CHECKING:
     from encodec import EncodecModel
@@ -32,10 +32,8 @@ if TYPE_CHECKING:
 
     from vallex.weights import WeightPaths
 
-#: EnCodec target bandwidth in kbps: 8 codebooks.
+#: EnCodec target bandwidth in kbps: NUM_CODEBOOKS codebooks.
 ENCODEC_BANDWIDTH = 6.0
-NUM_CODEBOOKS = 8
-CODEBOOK_SIZE = 1024
 #: Index of 6 kbps in Vocos's bandwidth list [1.5, 3, 6, 12].
 VOCOS_BANDWIDTH_ID = 2
 
@@ -290,7 +288,7 @@ class AudioCodec:
         low, high = int(codes.min()), int(codes.max())
         if low < 0 or high >= CODEBOOK_SIZE:
             raise ValueError(f"Codes must be in 0..{CODEBOOK_SIZE - 1}, got values {low}..{high} "
-                             "(1024 is the model's end-of-speech id and must be removed first).")
+                             f"({CODEBOOK_SIZE} is the model's end-of-speech id and must be removed first).")
         vocos = self.vocos
         codes = codes.to(self.device, torch.long).permute(2, 0, 1)  # [8, B, T]
         features = vocos.codes_to_features(codes)  # [B, 128, T]

@@ -31,15 +31,15 @@ import torch
 
 from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
 from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio
+from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+from vallex.config import VallexConfig
 from vallex.files import write_bytes_atomic
 from vallex.languages import LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, check_language, normalize_accent
 
 _LOG = logging.getLogger(__name__)
 
-NUM_CODEBOOKS = 8
-CODEBOOK_SIZE = 1024
 #: Rows of the checkpoint's text embedding: valid text ids are below this (the front end uses 0..69).
-TEXT_VOCAB_SIZE = 2048
+TEXT_VOCAB_SIZE = VallexConfig.public().text_vocab_size
 #: Names of presets and prompts: letters, digits, "_" and "-" only, so a name can never address a path.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Prompt files are small (a 15 s prompt is ~75 kB); anything bigger is refused before parsing.

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vallex.languages import LANGUAGES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("manifest", type=Path, help="evaluation list (.jsonl, or Seed-TTS-eval .lst)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    parser.add_argument("--language", choices=["en", "zh", "ja"], help="language of a .lst list's texts")
+    parser.add_argument("--language", choices=LANGUAGES, help="language of a .lst list's texts")
     parser.add_argument("--synthesized-dir", type=Path,
                         help="score already-synthesised <id>.wav files from this folder instead of synthesising")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "

@@ -19,9 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--manifest", type=Path, help="CSV (header path,text,language[,speaker][,id]) or JSONL")
     prep.add_argument("--out", type=Path, required=True, help="output folder (created; re-use it to resume)")
     prep.add_argument("--language", help="language of folder items that name none (en, zh, ja, or an espeak code)")
-    prep.add_argument("--min-seconds", type=float, default=0.5)
-    prep.add_argument("--max-seconds", type=float, default=20.0)
-    prep.add_argument("--shard-size", type=int, default=256, help="utterances per shard (the unit of resuming)")
+    # No defaults here: prepare_dataset's apply (importing them would load torch for every command).
+    prep.add_argument("--min-seconds", type=float, help="drop shorter clips (default 0.5, as the reference)")
+    prep.add_argument("--max-seconds", type=float, help="drop longer clips (default 20)")
+    prep.add_argument("--shard-size", type=int, help="utterances per shard, the unit of resuming (default 256)")
     prep.add_argument("--weights-dir", type=Path, help="folder with the EnCodec weights (default: the weights cache)")
     prep.add_argument("--device", default="cpu")
     prep.add_argument("--random-codec", action="store_true",
@@ -66,8 +67,9 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     codec = random_codec(device=args.device) if args.random_codec else AudioCodec.pretrained(
         args.weights_dir, device=args.device)
-    report = prepare_dataset(items, args.out, codec, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                             shard_size=args.shard_size, progress=not args.no_progress)
+    given = {name: getattr(args, name) for name in ("min_seconds", "max_seconds", "shard_size")
+             if getattr(args, name) is not None}
+    report = prepare_dataset(items, args.out, codec, progress=not args.no_progress, **given)
     print(report.summary())
     print(f"Prepared data: {args.out}")
     return 0

@@ -18,13 +18,13 @@ ground-truth wav) are read by :func:`read_seedtts_list`, which needs the languag
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from vallex.languages import LANGUAGES, normalize_accent
+# An id names its output file, so it follows the rule of preset names: never a path.
+from vallex.prompts import NAME_PATTERN
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REQUIRED_FIELDS = ("prompt_audio", "prompt_text", "text", "language")
 OPTIONAL_FIELDS = ("id", "prompt_language", "reference_audio")
 

@@ -24,10 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vallex.codec_format import FRAME_RATE, NUM_CODEBOOKS
 from vallex.model import VallexModel, ar_attention_mask
 
-#: The reference caps the NAR acoustic prompt at 3 s (24000 / 320 * 3 frames).
-MAX_PREFIX_FRAMES = 225
+#: The reference caps the NAR acoustic prompt at 3 s (225 frames).
+MAX_PREFIX_FRAMES = 3 * FRAME_RATE
 #: Which decoders a step trains (the reference's train_stage 0 / 1 / 2).
 TRAIN_STAGES = ("both", "ar", "nar")
 
@@ -84,7 +85,7 @@ class ForwardResult:
     nar_logits: Tensor | None = None
 
 
-def sample_nar_stage(rng: random.Random, num_quantizers: int = 8) -> int:
+def sample_nar_stage(rng: random.Random, num_quantizers: int = NUM_CODEBOOKS) -> int:
     """NAR stage 1..Q-1, uniform, drawn exactly as the reference draws it from ``model.rng``."""
     stages = range(1, num_quantizers)
     return rng.choices(stages, weights=[1.0 / len(stages)] * len(stages))[0]
