@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vallex.checkpoint import load_model
-from vallex.training.data import prepare_dataset, scan_folder
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.espeak_corpus import write_espeak_corpus
 
 STEPS = 5

@@ -12,7 +12,7 @@ import torch
 from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.model import VallexModel
-from vallex.training.data import prepare_dataset, scan_folder
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.espeak_corpus import write_espeak_corpus
 from vallex.training.extend import extend_model
 from vallex.training.forward import TrainingBatch, training_forward

@@ -3,7 +3,7 @@
 Two formats:
 
 * ``.pt`` — the reference format, ``{"model": state_dict}``, read with ``torch.load(weights_only=True)``.
-  The public file may also pickle ``pathlib`` paths (its trainer stored them; SPEC §2), so those classes,
+  The public file may also pickle ``pathlib`` paths (its trainer stored them in the pickle), so those classes,
   and only those, are allowed. Anything else in the pickle is refused with a clear message.
 * ``.safetensors`` — no pickle at all and memory-mapped; ``vallex convert-checkpoint`` makes one once.
   The tied NAR predictor weights are stored once (safetensors refuses shared tensors) and re-tied on load.
@@ -26,7 +26,7 @@ from vallex.config import VallexConfig
 from vallex.files import atomic_path
 from vallex.model import VallexModel
 
-#: Classes that the public checkpoint's pickle may contain besides tensors (SPEC §2).
+#: Classes that the public checkpoint's pickle may contain besides tensors (its trainer pickled paths).
 SAFE_GLOBALS = [pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
 
 #: safetensors metadata key holding the model configuration.

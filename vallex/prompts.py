@@ -8,7 +8,7 @@ the target text, so the generated speech takes the prompt's voice, recording con
     presets = PresetLibrary("~/vallex-presets")
     presets.save("me", prompt); presets.load("me")  # names: ^[A-Za-z0-9_-]{1,64}$
 
-``.npz`` layout (SPEC §5.1): ``audio_tokens`` int64 ``[1, T, 8]``, ``text_tokens`` int64 ``[1, L]``,
+``.npz`` layout (the reference's prompt files): ``audio_tokens`` int64 ``[1, T, 8]``, ``text_tokens`` int64 ``[1, L]``,
 ``lang_code`` 0-d int32 or int64 with **zh=0, ja=1, en=2** (not the model's en=0, zh=1, ja=2).
 Files are written deterministically (no timestamps) in the zip layout of the reference presets, and a
 loaded file remembers its own layout, so loading and saving a preset gives the same bytes (:mod:`vallex.npz`).
@@ -33,7 +33,8 @@ from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_promp
 from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.config import VallexConfig
 from vallex.files import write_bytes_atomic
-from vallex.languages import LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, check_language, normalize_accent
+from vallex.languages import (LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, UNSET_CHOICES, check_language,
+                              normalize_language)
 from vallex.npz import NpzStyle, style_of, write_npz
 
 _LOG = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class VoicePrompt:
     def __post_init__(self) -> None:
         self.codes = _as_codes(self.codes)
         self.text_ids = _as_text_ids(self.text_ids)
-        language = normalize_accent(self.language) if isinstance(self.language, str) else self.language
+        language = normalize_language(self.language) if isinstance(self.language, str) else self.language
         self.language = check_language(language)
         if self.name is not None:
             validate_name(self.name)
@@ -214,7 +215,8 @@ def make_prompt(
             (see :func:`vallex.audio.load_audio`).
         transcript: what is said. None/empty: transcribed with Whisper when it is installed with its weights
             (or ``transcriber``), else a ValueError asks for it.
-        language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None: detected from the transcript.
+        language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None or "auto": detected from the
+            transcript.
         codec: a :class:`vallex.codec.AudioCodec` (its EnCodec makes the codes).
         name: optional preset name (validated).
         trim_silence: drop leading/trailing silence before encoding.
@@ -227,9 +229,8 @@ def make_prompt(
     if name is not None:
         validate_name(name)
     wav = load_prompt_audio(audio, sample_rate, trim_silence=trim_silence)
-    chosen = normalize_accent(language) if language is not None else None
-    if chosen is not None:
-        check_language(chosen)
+    detect = language is None or (isinstance(language, str) and language.strip().lower() in UNSET_CHOICES)
+    chosen = None if detect else normalize_language(language)
     if transcript is None or not transcript.strip():
         engine = transcriber or find_transcriber()
         if engine is None:

@@ -4,8 +4,8 @@
     codec = random_codec(seed=0)                 # an in-memory EnCodec + Vocos with real shapes
 
 Nothing here is used to synthesise real speech: **everything made with these weights is noise**. The
-folder's ``vallex-weights.json`` (read by :mod:`vallex.weights`) marks it as random, so every later use
-warns.
+folder's checksum file ``vallex-weights.json`` (read by :mod:`vallex.weights`) marks it as random, so every
+later use warns.
 
 This module depends on :mod:`vallex.codec` and :mod:`vallex.weights`, never the other way round
 (``AudioCodec.random`` is the one exception, kept until its last caller uses :func:`random_codec`).
@@ -24,8 +24,8 @@ from vallex.audio import SAMPLE_RATE
 from vallex.codec import AudioCodec, build_vocos, encodec_skeleton
 from vallex.files import atomic_path, write_text_atomic
 from vallex.weights import (
+    CHECKSUMS_NAME,
     ENCODEC_CHECKPOINT,
-    MANIFEST_NAME,
     NOISE_WARNING,
     VALLEX_CHECKPOINT,
     VALLEX_CONFIG_NAME,
@@ -129,7 +129,7 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
     """Write random-weight VALL-E X, EnCodec and Vocos files in the weights-folder layout.
 
     The files have exactly the formats of the real ones (so every loader runs for real, offline), plus a
-    manifest (``vallex-weights.json``) that marks them as random and records their SHA-256.
+    checksum file (``vallex-weights.json``) that marks them as random and records their SHA-256.
     ``size``: "tiny" (a 2-layer VALL-E X) or "full" (the public checkpoint's shape, 1.48 GB). EnCodec and
     Vocos always have their real architectures. **Everything synthesised with these files is noise.**
     """
@@ -153,7 +153,7 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
     save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
     files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
              VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
-    manifest = {
+    checksums = {
         "random": True,
         "warning": NOISE_WARNING,
         "made_by": "vallex make-random-weights",
@@ -161,5 +161,5 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
         "seed": seed,
         "sha256": {name: sha256_file(directory / name) for name in files},
     }
-    write_text_atomic(directory / MANIFEST_NAME, json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(directory / CHECKSUMS_NAME, json.dumps(checksums, indent=1) + "\n")
     return WeightsManager(directory).resolve()

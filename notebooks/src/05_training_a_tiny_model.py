@@ -45,7 +45,7 @@ from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, nar_decode
 from vallex.model import VallexModel, count_parameters
 from vallex.random_weights import random_codec
-from vallex.training.data import prepare_dataset, scan_folder
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.dataset import CodesDataset, collate
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
 from vallex.training.forward import training_forward
@@ -75,7 +75,7 @@ print("codec:", "RANDOM EnCodec (offline demo)" if RANDOM_CODEC else WEIGHTS_DIR
 #
 # Two English and two Mandarin sentences, spoken by espeak-ng, in the folder layout the data preparation
 # reads (`<language>/<id>.wav` + `<id>.txt`). Real corpora (LibriTTS, WenetSpeech, ...) use the same layout
-# or a CSV/JSONL manifest.
+# or a CSV/JSONL recording list.
 
 # %%
 corpus = workdir / "corpus"

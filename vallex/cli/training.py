@@ -10,13 +10,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep = subparsers.add_parser(
         "prepare-data",
         help="turn recordings + transcripts into a training set (EnCodec codes + phoneme ids)",
-        description="Recordings (a folder with same-name .txt transcripts, or a CSV/JSONL manifest with "
+        description="Recordings (a folder with same-name .txt transcripts, or a CSV/JSONL recording list with "
                     "path,text,language[,speaker]) -> a sharded training folder. Re-running skips finished items.",
     )
     source = prep.add_mutually_exclusive_group(required=True)
     source.add_argument("--folder", type=Path, help="audio files with same-name .txt transcripts "
                         "(language: a first sub-folder named en/, zh/, de/..., a 'de|' transcript prefix, or --language)")
-    source.add_argument("--manifest", type=Path, help="CSV (header path,text,language[,speaker][,id]) or JSONL")
+    source.add_argument("--list", dest="recording_list", type=Path,
+                        help="recording list: CSV (header path,text,language[,speaker][,id]) or JSONL")
+    source.add_argument("--manifest", dest="recording_list", type=Path, help=argparse.SUPPRESS)  # its old name
     prep.add_argument("--out", type=Path, required=True, help="output folder (created; re-use it to resume)")
     prep.add_argument("--language", help="language of folder items that name none (en, zh, ja, or an espeak code)")
     # No defaults here: prepare_dataset's apply (importing them would load torch for every command).
@@ -54,14 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from vallex.training.data import prepare_dataset, read_manifest, scan_folder
+    from vallex.training.prepare import prepare_dataset, read_recording_list, scan_folder
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.language and args.manifest:
-        raise ValueError("--language applies to --folder only; a manifest names each row's language.")
-    items = scan_folder(args.folder, args.language) if args.folder else read_manifest(args.manifest)
+    if args.language and args.recording_list:
+        raise ValueError("--language applies to --folder only; a recording list names each row's language.")
+    items = scan_folder(args.folder, args.language) if args.folder else read_recording_list(args.recording_list)
     if not items:
-        raise ValueError(f"No audio files found in {args.folder or args.manifest}.")
+        raise ValueError(f"No audio files found in {args.folder or args.recording_list}.")
     from vallex.codec import AudioCodec
     from vallex.random_weights import random_codec
 

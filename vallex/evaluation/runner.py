@@ -16,7 +16,7 @@ import numpy as np
 from vallex.audio import SAMPLE_RATE, load_audio, read_audio_file, resample, save_audio
 from vallex.evaluation.asr import AsrEngine
 from vallex.evaluation.error_rate import ErrorCounts, error_counts, metric_for
-from vallex.evaluation.manifest import EvalItem
+from vallex.evaluation.eval_list import EvalItem
 from vallex.evaluation.results import LineResult
 from vallex.evaluation.speaker import ResemblyzerVerifier, SpeakerVerifier, cosine
 

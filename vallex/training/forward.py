@@ -1,4 +1,4 @@
-"""The teacher-forced training forward of VALL-E X and its losses (SPEC §8.2).
+"""The teacher-forced training forward of VALL-E X and its losses.
 
 One call runs both decoders on a padded batch, the way the trainer the public checkpoint derives from
 (lifeiteng/vall-e ``VALLE.forward``, with VALL-E X's language embedding added to the text) does it:

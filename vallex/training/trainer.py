@@ -1,4 +1,4 @@
-"""``vallex train``: train or fine-tune VALL-E X on a prepared folder (:mod:`vallex.training.data`).
+"""``vallex train``: train or fine-tune VALL-E X on a prepared folder (:mod:`vallex.training.prepare`).
 
 One step = ``accumulate_grad_steps`` global batches (duration-bucketed, :class:`BucketBatchSampler`), the
 training forward (:func:`training_forward`), AdamW with gradient clipping, a warm-up + cosine / Eden /

@@ -5,8 +5,8 @@ Inputs (each utterance: audio, transcript, language, optional speaker):
 * a **folder**: ``clip.wav`` beside ``clip.txt``. The language is the first sub-folder's name when it is a
   language code (``data/en/...``, ``data/de/...``), else ``--language``; a transcript written as
   ``de|Guten Tag.`` names its own language (one language per line of text).
-* a **manifest**, CSV (header ``path,text,language[,speaker][,id]``) or JSONL (one object per line with the
-  same keys); relative paths are relative to the manifest's folder.
+* a **recording list**, CSV (header ``path,text,language[,speaker][,id]``) or JSONL (one object per line with
+  the same keys); relative paths are relative to the list's folder.
 
 Every utterance is loaded as mono 24 kHz (:func:`vallex.audio.load_audio`), kept if it lasts 0.5-20 s,
 tokenised with EnCodec (8 codebooks at 75 Hz) and its text turned into phoneme ids: the checkpoint's front
@@ -161,11 +161,11 @@ def scan_folder(root: str | Path, language: str | None = None) -> list[SourceIte
     return items
 
 
-def read_manifest(path: str | Path) -> list[SourceItem]:
-    """Items of a CSV (with a header) or JSONL manifest: path, text, language, optional speaker and id."""
+def read_recording_list(path: str | Path) -> list[SourceItem]:
+    """Items of a CSV (with a header) or JSONL recording list: path, text, language, optional speaker and id."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Manifest not found: {path}")
+        raise FileNotFoundError(f"Recording list not found: {path}")
     rows: list[dict] = []
     if path.suffix.lower() in (".jsonl", ".json"):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -182,7 +182,8 @@ def read_manifest(path: str | Path) -> list[SourceItem]:
         with path.open(encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     else:
-        raise ValueError(f"Unsupported manifest {path.name}: use .csv (header path,text,language[,speaker]) or .jsonl.")
+        raise ValueError(f"Unsupported recording list {path.name}: use .csv (header path,text,language[,speaker]) "
+                         "or .jsonl.")
     items = []
     for number, row in enumerate(rows, 1):
         if not row.get("path"):
