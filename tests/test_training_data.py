@@ -10,9 +10,9 @@ import torch
 
 from vallex.audio import load_audio
 from vallex.cli import main as cli_main
-from vallex.training.prepare import load_index, prepare_dataset, read_recording_list, scan_folder
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
 from vallex.training.espeak_corpus import write_espeak_corpus
+from vallex.training.prepare import load_index, prepare_dataset, read_recording_list, scan_folder
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vallex.checkpoint import load_model
-from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.espeak_corpus import write_espeak_corpus
+from vallex.training.prepare import prepare_dataset, scan_folder
 
 STEPS = 5
 

@@ -12,10 +12,10 @@ import torch
 from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.model import VallexModel
-from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.espeak_corpus import write_espeak_corpus
 from vallex.training.extend import extend_model
 from vallex.training.forward import TrainingBatch, training_forward
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.trainer import TrainConfig, learning_rate, train
 
 MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}

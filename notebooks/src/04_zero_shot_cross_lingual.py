@@ -47,8 +47,8 @@ from vallex.api import SENTENCE_PAUSE_SECONDS, VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.decoding import ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
 from vallex.model import KVCache, ar_attention_mask
-from vallex.text import tokenize
 from vallex.random_weights import make_random_weights
+from vallex.text import tokenize
 from vallex.weights import resolve_weights
 
 torch.set_num_threads(1)

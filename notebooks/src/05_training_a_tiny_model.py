@@ -45,10 +45,10 @@ from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, nar_decode
 from vallex.model import VallexModel, count_parameters
 from vallex.random_weights import random_codec
-from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.dataset import CodesDataset, collate
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
 from vallex.training.forward import training_forward
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
