@@ -29,6 +29,8 @@ def _project_text_files() -> list[Path]:
     for root, dirs, names in os.walk(REPO_ROOT):
         dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
         for name in names:
+            if name == ".git":  # in a git worktree, a file naming the main repository's folder
+                continue
             path = Path(root) / name
             if path.suffix in TEXT_SUFFIXES and path.stat().st_size < 2_000_000 and "golden" not in path.parts:
                 files.append(path)
