@@ -11,13 +11,17 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 HERE = Path(__file__).resolve().parent
-SAMPLE_RATE = 24_000
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+from vallex.codec_format import SAMPLE_RATE  # noqa: E402
 
 #: (name, language, espeak-ng voice, words per minute, transcript)
 VOICES = [
@@ -45,16 +49,16 @@ def speak(voice: str, speed: int, text: str) -> np.ndarray:
 
 
 def main() -> None:
-    manifest = []
+    voices = []  # voices.json: the example voices the app offers
     for name, language, voice, speed, transcript in VOICES:
         wav = speak(voice, speed, transcript)
         path = HERE / f"{name}.ogg"
         sf.write(path, wav, SAMPLE_RATE, format="OGG", subtype="VORBIS")
-        manifest.append({"name": name, "language": language, "file": path.name, "transcript": transcript,
+        voices.append({"name": name, "language": language, "file": path.name, "transcript": transcript,
                          "made_with": f"espeak-ng -v {voice} -s {speed}",
                          "seconds": round(len(wav) / SAMPLE_RATE, 2)})
         print(f"{path.name}: {len(wav) / SAMPLE_RATE:.1f} s, {path.stat().st_size // 1024} kB")
-    (HERE / "voices.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    (HERE / "voices.json").write_text(json.dumps(voices, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ for path in (REPO, REPO / "bench"):
 from inference import workload, write_random_checkpoint  # noqa: E402
 
 from vallex.checkpoint import load_model  # noqa: E402
+from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS  # noqa: E402
 from vallex.decoding import ar_decode, language_ids  # noqa: E402
+from vallex.files import write_text_atomic  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
 from vallex.cpu_features import cpu_features  # noqa: E402
 from vallex.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "full":
                 checkpoint = args.checkpoint or write_random_checkpoint(work / "vallex-random.safetensors")
                 text, langs, prompt = workload(torch.device("cpu"))
-                target = torch.randint(0, 1024, (1, args.frames, 8), generator=torch.Generator().manual_seed(7))
+                target = torch.randint(0, CODEBOOK_SIZE, (1, args.frames, NUM_CODEBOOKS),
+                                       generator=torch.Generator().manual_seed(7))
                 examples = [Example(text, langs, prompt, target)]
                 label = "full-size, random weights"
             elif name == "peaked":
@@ -102,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "threads": args.threads, "torch": torch.__version__,
-                                         "cpu": cpu_features().as_dict()}, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps({"rows": rows, "threads": args.threads, "torch": torch.__version__,
+                                                 "cpu": cpu_features().as_dict()}, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 
@@ -139,8 +142,9 @@ def train_tiny_model(work: Path) -> tuple[Path, list[Example]]:
     examples = []
     for i in range(len(data)):
         utt = data[i]
+        no_prompt = torch.zeros(1, 0, NUM_CODEBOOKS, dtype=torch.long)
         examples.append(Example(torch.from_numpy(utt.text)[None].long(), torch.from_numpy(utt.langs)[None].long(),
-                                torch.zeros(1, 0, 8, dtype=torch.long), torch.from_numpy(utt.codes)[None].long()))
+                                no_prompt, torch.from_numpy(utt.codes)[None].long()))
     return final, examples
 
 

@@ -2,9 +2,9 @@
 
 Benchmark code only (the library never imports it). It answers "is our float32 path faster or slower
 than the reference *on this machine*", which the reference's numbers from another machine cannot. It runs
-:class:`vallex.model.VallexModel`'s float32 parameters through the reference's inference loop as
-SPEC §3.2-3.3 describes it (Plachtaa/VALL-E-X ``VALLE.inference``, ``TransformerEncoder.infer``,
-``modules.activation.multi_head_attention_forward``), keeping the costs SPEC §9.26-9.27 lists:
+:class:`vallex.model.VallexModel`'s float32 parameters through the reference's inference loop
+(Plachtaa/VALL-E-X ``VALLE.inference``, ``TransformerEncoder.infer``,
+``modules.activation.multi_head_attention_forward``), keeping its costs:
 
 * every AR step re-embeds the whole audio prefix ``[BOS ; prompt ; generated]``, re-adds its positional
   encoding and concatenates it after the text, rebuilds the whole ``(X+Y)²`` boolean mask, and only then
@@ -38,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# The reference's stop rule (at most 16 generated frames per text token) is ours too.
+from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN
 from vallex.model import DecoderLayer, SinePositionalEmbedding, VallexModel
-
-#: The reference's stop rule: at most this many generated frames per text token.
-FRAMES_PER_TEXT_TOKEN = 16
 
 LayerKV = tuple[Tensor, Tensor]  # keys, values [B, H, L, hd]
 
@@ -83,14 +82,14 @@ def reference_ar(
     generator: torch.Generator | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, int]:
-    """The reference's AR loop (SPEC §3.2).
+    """The reference's AR loop (``VALLE.inference``, first half).
 
     Args:
         text, text_langs: LongTensor [1, S].
         prompt_codes0: LongTensor [1, P], codebook 0 of the prompt.
         top_k, top_p, temperature: the reference's ``topk_sampling`` (its defaults: no filtering).
         best_of, length_penalty: rows sampled in parallel; the row with the best mean log-prob wins (the
-            reference's length counts BOS and prompt tokens, SPEC §9.2; kept).
+            reference's length counts BOS and prompt tokens; kept).
         min_frames: benchmark only: EOS masked until this many frames exist (0 = the reference).
         max_frames: benchmark only: stop after this many frames (default 16 x S, the reference's rule).
         on_step: called with the decoder-call index after each call's logits exist (0 = the prefill).
@@ -101,7 +100,7 @@ def reference_ar(
     cfg = model.config
     eos, bos = cfg.eos_id, cfg.bos_id
     if max_frames is None:
-        max_frames = FRAMES_PER_TEXT_TOKEN * text.shape[1]
+        max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text.shape[1]
     device = text.device
     prompt_len = prompt_codes0.shape[1]
 
@@ -119,7 +118,7 @@ def reference_ar(
     y = y.repeat(best_of, 1)  # [B, 1 + P]
     calls = 0
     while True:
-        # The whole audio prefix is embedded and positioned again every step (SPEC §9.26).
+        # The whole audio prefix is embedded and positioned again every step, as in the reference.
         y_pos = _add_positions(model.ar_audio_position, model.ar_audio_embedding(y))  # [B, Y, D]
         xy_pos = torch.concat([x, y_pos], dim=1)  # [B, S + Y, D]
         y_len = y.shape[1]
@@ -157,7 +156,7 @@ def reference_ar(
 def reference_nar(
     model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes: Tensor, codes0: Tensor
 ) -> Tensor:
-    """The reference's NAR stages, prefix mode 1 (SPEC §3.3): greedy codebooks 1..7.
+    """The reference's NAR stages, prefix mode 1 (``VALLE.inference``, second half): greedy codebooks 1..7.
 
     text, text_langs: LongTensor [1, S]; prompt_codes: LongTensor [1, P, 8]; codes0: LongTensor [1, T].
     Returns codes LongTensor [1, T, 8].
@@ -250,7 +249,7 @@ def _ar_attention(layer: DecoderLayer, x: Tensor, mask: Tensor, past: LayerKV | 
     q = q.view(batch, length, n_head, channels // n_head).transpose(1, 2)
     v = v.view(batch, length, n_head, channels // n_head).transpose(1, 2)
     if past is not None:
-        k = torch.cat((past[0], k), dim=-2)  # a new [B, H, L, hd] tensor every step (SPEC §9.27)
+        k = torch.cat((past[0], k), dim=-2)  # a new [B, H, L, hd] tensor every step, as in the reference
         v = torch.cat((past[1], v), dim=-2)
     full_length = k.shape[-2]
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # [B, H, T, L]

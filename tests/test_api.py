@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from vallex.api import MAX_SINGLE_UTTERANCE_TOKENS, VallEX, select_device
-from vallex.audio import SAMPLE_RATE
+from vallex.audio import HOP, SAMPLE_RATE
 from vallex.checkpoint import load_model
-from vallex.codec import AudioCodec
 from vallex.config import VallexConfig
 from vallex.prompts import PresetLibrary, VoicePrompt
+from vallex.random_weights import random_codec
 
-HOP = 320  # samples per codec frame
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +159,7 @@ def test_device_selection_prefers_cuda_then_mps_then_cpu(monkeypatch):
 def test_api_codes_equal_golden_cases(golden):
     """Greedy (top_k=1) synthesis through the API gives the reference's codes for every golden case."""
     config = VallexConfig.from_json(golden / "config.json")
-    tts = VallEX(load_model(golden / "checkpoint.pt", config), AudioCodec.random())
+    tts = VallEX(load_model(golden / "checkpoint.pt", config), random_codec())
     cases = json.loads((golden / "cases.json").read_text(encoding="utf-8"))["cases"]
     checked = 0
     for case in cases:

@@ -52,7 +52,7 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    from vallex.weights import make_random_weights
+    from vallex.random_weights import make_random_weights
 
     directory = tmp_path_factory.mktemp("weights")
     make_random_weights(directory, size="tiny")
@@ -66,7 +66,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp_path, capsys):
-    manifest = write_jsonl(workspace / "cross.jsonl", [
+    eval_list = write_jsonl(workspace / "cross.jsonl", [
         {"id": "en_en", "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT,
          "text": "Good morning, how are you today?", "language": "en", "reference_audio": "gt_hello.wav"},
         {"id": "zh_en", "prompt_audio": "prompt_zh.wav", "prompt_text": ZH_PROMPT, "prompt_language": "zh",
@@ -77,7 +77,7 @@ def test_eval_on_random_weights_writes_every_column(workspace, tiny_weights, tmp
          "language": "en", "prompt_language": "en"},
     ])
     out = tmp_path / "report"
-    code = main(["eval", str(manifest), "--weights-dir", str(tiny_weights), "--out", str(out), "--asr", "none",
+    code = main(["eval", str(eval_list), "--weights-dir", str(tiny_weights), "--out", str(out), "--asr", "none",
                  "--device", "cpu", "--threads", "1", "--quiet", "--seed", "3"])
     assert code == 0
     columns, rows = read_csv(out / "results.csv")
@@ -144,7 +144,7 @@ def test_eval_of_given_audio_with_asr_and_wavlm(workspace, tmp_path):
                     "text": texts["coffee"], "language": "en"})
     records.append({"id": "absent", "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT, "text": "Missing.",
                     "language": "en"})
-    manifest = write_jsonl(workspace / "given.jsonl", records)
+    eval_list = write_jsonl(workspace / "given.jsonl", records)
 
     # A random WavLM x-vector model saved the way a downloaded one is: exercises the optional verifier's code.
     torch.manual_seed(0)
@@ -158,7 +158,7 @@ def test_eval_of_given_audio_with_asr_and_wavlm(workspace, tmp_path):
                                           do_normalize=True, return_attention_mask=True).save_pretrained(wavlm_dir)
 
     out = tmp_path / "report"
-    code = main(["eval", str(manifest), "--synthesized-dir", str(given), "--out", str(out), "--asr", "auto",
+    code = main(["eval", str(eval_list), "--synthesized-dir", str(given), "--out", str(out), "--asr", "auto",
                  "--wavlm", str(wavlm_dir), "--quiet"])
     assert code == 0
     columns, rows = read_csv(out / "results.csv")
@@ -218,15 +218,15 @@ def test_eval_of_given_audio_with_asr_and_wavlm(workspace, tmp_path):
         (['["p.wav", "Hi.", "Hello.", "en"]'], r"line 1: expected a JSON object, got list"),
     ],
 )
-def test_bad_manifest_gives_line_and_field(tmp_path, capsys, lines, message):
+def test_bad_eval_list_gives_line_and_field(tmp_path, capsys, lines, message):
     espeak_file(tmp_path / "p.wav", "en", "Hi there.")
-    manifest = tmp_path / "bad.jsonl"
-    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    eval_list = tmp_path / "bad.jsonl"
+    eval_list.write_text("\n".join(lines) + "\n", encoding="utf-8")
     # No weights exist in this folder: the list must be refused before any model is looked for.
-    code = main(["eval", str(manifest), "--weights-dir", str(tmp_path / "no-weights"), "--out", str(tmp_path / "o")])
+    code = main(["eval", str(eval_list), "--weights-dir", str(tmp_path / "no-weights"), "--out", str(tmp_path / "o")])
     assert code == 2
     error = capsys.readouterr().err
-    assert error.startswith("vallex eval: error: ") and str(manifest) in error
+    assert error.startswith("vallex eval: error: ") and str(eval_list) in error
     assert re.search(message, error), error
     assert not (tmp_path / "o").exists()
 

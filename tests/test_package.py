@@ -33,3 +33,90 @@ def test_library_never_imports_gradio():
                  if any(line.strip().startswith(("import gradio", "from gradio"))
                         for line in p.read_text(encoding="utf-8").splitlines())]
     assert offenders == []
+
+
+#: Import edges a cycle may use, each with the reason it still exists. Every other import between vallex
+#: modules, at module level, under TYPE_CHECKING or inside a function, must point one way.
+ALLOWED_IMPORTS = {
+    ("vallex.codec", "vallex.random_weights"):
+        "AudioCodec.random, kept for bench/inference.py until it calls vallex.random_weights.random_codec",
+}
+
+
+def _vallex_imports() -> dict[str, set[str]]:
+    """Module -> the vallex modules it imports anywhere in its file (found with ast, not by importing)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = {}
+    for path in sorted((root / "vallex").rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        files[".".join(parts)] = path
+
+    def known(name: str) -> str | None:
+        """The module ``name`` lives in: itself, or the nearest package or module above it."""
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from . import x, from ..text import y
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                # "from vallex.text import frontend" imports the module vallex.text.frontend
+                names = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            targets.update(found for name in names if (found := known(name)) not in (None, module))
+        graph[module] = targets
+    return graph
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or None (depth-first search)."""
+    state: dict[str, str] = {}  # "open" while on the current path, "done" once fully explored
+    path: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (cycle := visit(module)):
+            return cycle
+    return None
+
+
+def test_library_imports_form_no_cycle():
+    """Dependencies point one way (app -> api -> model/text/codec): no vallex module imports, directly or
+    through others, a module that imports it back, not even lazily inside a function."""
+    graph = _vallex_imports()
+    for (importer, imported), reason in ALLOWED_IMPORTS.items():
+        assert imported in graph.get(importer, set()), f"stale allowance {importer} -> {imported} ({reason})"
+        graph[importer].discard(imported)
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_reports_the_path():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None

@@ -12,12 +12,11 @@ from vallex.api import (
     VOCODER_LOOKAHEAD_FRAMES,
     VallEX,
 )
-from vallex.audio import SAMPLE_RATE
+from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, iter_ar_decode
 from vallex.model import VallexModel
 
-HOP = 320  # samples per codec frame
 LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
 PAUSE = int(SENTENCE_PAUSE_SECONDS * SAMPLE_RATE)
 

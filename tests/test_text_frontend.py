@@ -17,9 +17,9 @@ from vallex.text.japanese import JapaneseDictionaryNotFound, dictionary_dir
 REPO = Path(__file__).resolve().parents[1]
 
 
-# --- id table (SPEC 4.6) ------------------------------------------------------------------------------
+# --- id table (the reference's bpe_69.json) ------------------------------------------------------------------------------
 
-def test_symbol_table_matches_spec() -> None:
+def test_symbol_table_matches_the_reference() -> None:
     assert len(SYMBOLS) == 70
     assert SYMBOLS[:5] == ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
     spot = {5: "!", 16: "_", 17: "`", 18: "a", 40: "z", 41: "~", 42: "æ", 53: "ɯ", 62: "ˈ", 65: "…", 69: "↓"}
@@ -29,8 +29,8 @@ def test_symbol_table_matches_spec() -> None:
     assert list(SYMBOLS[5:]) == sorted(SYMBOLS[5:])
 
 
-def test_preset_vectors_from_spec() -> None:
-    # SPEC 4.10: shipped presets vctk_4 and cafe.
+def test_preset_vectors_of_the_reference() -> None:
+    # The transcripts of the reference's shipped presets vctk_4 and cafe, and their ids.
     assert phonemes_to_ids("ɪt ɪz ə məˈmɔɹiəɫ.") == [51, 34, 16, 51, 40, 16, 48, 16, 29, 48, 62, 29, 47, 55,
                                                      25, 48, 52, 10]
     cafe = "a↑kaɾi↓kaN ɾe↓beɾɯga a↑gat#ta so↑ode↓sɯ* ʃi↑ɾanai a↑idan^i."

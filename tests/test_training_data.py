@@ -10,16 +10,16 @@ import torch
 
 from vallex.audio import load_audio
 from vallex.cli import main as cli_main
-from vallex.training.data import load_index, prepare_dataset, read_manifest, scan_folder
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
 from vallex.training.espeak_corpus import write_espeak_corpus
+from vallex.training.prepare import load_index, prepare_dataset, read_recording_list, scan_folder
 
 
 @pytest.fixture(scope="module")
 def codec():
-    from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
-    return AudioCodec.random(seed=0)
+    return random_codec(seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_interrupted_run_resumes(tmp_path, corpus, codec):
         np.testing.assert_array_equal(resumed[i].text, fresh[i].text)
 
 
-def test_manifests_csv_and_jsonl(tmp_path, corpus, codec):
+def test_recording_lists_csv_and_jsonl(tmp_path, corpus, codec):
     (tmp_path / "m.csv").write_text(
         "path,text,language,speaker\n"
         f"{corpus}/en/en-000.wav,Hello there.,en,alice\n"
@@ -129,16 +129,16 @@ def test_manifests_csv_and_jsonl(tmp_path, corpus, codec):
     (tmp_path / "m.jsonl").write_text(
         json.dumps({"path": "clips/a.wav", "text": "Good morning.", "language": "en", "id": "utt-a"}) + "\n",
         encoding="utf-8")
-    csv_items = read_manifest(tmp_path / "m.csv")
+    csv_items = read_recording_list(tmp_path / "m.csv")
     assert [(i.language, i.speaker) for i in csv_items] == [("en", "alice"), ("zh", "bob")]
-    jsonl_items = read_manifest(tmp_path / "m.jsonl")
+    jsonl_items = read_recording_list(tmp_path / "m.jsonl")
     assert jsonl_items[0].id == "utt-a" and jsonl_items[0].audio == tmp_path / "clips" / "a.wav"
     report = prepare_dataset(csv_items + jsonl_items, tmp_path / "out", codec, progress=False)
     assert report.added == 3
     assert [i["speaker"] for i in load_index(tmp_path / "out")["items"]] == ["alice", "bob", ""]
     with pytest.raises(ValueError, match="path"):
         (tmp_path / "bad.csv").write_text("text,language\nhi,en\n", encoding="utf-8")
-        read_manifest(tmp_path / "bad.csv")
+        read_recording_list(tmp_path / "bad.csv")
 
 
 def test_new_language_through_espeak(tmp_path, codec):
@@ -167,6 +167,17 @@ def test_cli_prepare_data(tmp_path, corpus, capsys):
     assert code == 0
     assert "3 added, 0 already prepared, 0 skipped" in capsys.readouterr().out
     assert cli_main(["prepare-data", "--folder", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.parametrize("option", ["--list", "--manifest"])  # --manifest: the option's old name still works
+def test_cli_prepare_data_from_a_recording_list(tmp_path, corpus, capsys, option):
+    (tmp_path / "list.csv").write_text(f"path,text,language\n{corpus}/en/en-000.wav,Hello there.,en\n",
+                                      encoding="utf-8")
+    code = cli_main(["prepare-data", option, str(tmp_path / "list.csv"), "--out", str(tmp_path / "out"),
+                     "--random-codec", "--no-progress", "--shard-size", "1"])
+    assert code == 0
+    assert "1 added, 0 already prepared, 0 skipped" in capsys.readouterr().out
+    assert load_index(tmp_path / "out")["shards"] == ["shard-00000"]
 
 
 def test_bucket_sampler():

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from vallex.checkpoint import load_model
-from vallex.training.data import prepare_dataset, scan_folder
 from vallex.training.espeak_corpus import write_espeak_corpus
+from vallex.training.prepare import prepare_dataset, scan_folder
 
 STEPS = 5
 
@@ -32,11 +32,11 @@ def losses(path) -> list[float]:
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="this torch build has no gloo backend")
 def test_two_processes_match_one(tmp_path):
-    from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
     write_espeak_corpus(tmp_path / "raw", {"en": ["Hello there.", "Good morning.", "See you soon.", "Open the door."],
                                            "zh": ["你好。", "再见。", "谢谢你。", "早上好。"]})
-    prepare_dataset(scan_folder(tmp_path / "raw"), tmp_path / "prep", AudioCodec.random(seed=0), progress=False)
+    prepare_dataset(scan_folder(tmp_path / "raw"), tmp_path / "prep", random_codec(seed=0), progress=False)
     (tmp_path / "micro.json").write_text(json.dumps({"d_model": 32, "nhead": 2, "num_layers": 1}), encoding="utf-8")
     # batch_size is the global batch: 4 utterances in one process, 2 + 2 in two.
     (tmp_path / "train.yaml").write_text(

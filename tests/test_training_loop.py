@@ -12,10 +12,10 @@ import torch
 from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.model import VallexModel
-from vallex.training.data import prepare_dataset, scan_folder
 from vallex.training.espeak_corpus import write_espeak_corpus
 from vallex.training.extend import extend_model
 from vallex.training.forward import TrainingBatch, training_forward
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.trainer import TrainConfig, learning_rate, train
 
 MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}
@@ -24,12 +24,12 @@ MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A prepared folder of 6 espeak utterances (en + zh) and a micro model config."""
-    from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
     root = tmp_path_factory.mktemp("loop")
     write_espeak_corpus(root / "raw", {"en": ["Hello there.", "Good morning.", "See you soon.", "Open the door."],
                                        "zh": ["你好。", "再见。"]})
-    prepare_dataset(scan_folder(root / "raw"), root / "prep", AudioCodec.random(seed=0), progress=False)
+    prepare_dataset(scan_folder(root / "raw"), root / "prep", random_codec(seed=0), progress=False)
     (root / "micro.json").write_text(json.dumps(MICRO), encoding="utf-8")
     return root
 
@@ -155,10 +155,10 @@ def test_extend_model_keeps_old_rows():
 
 def test_fine_tune_adds_a_language(data, tmp_path):
     """Fine-tuning a 3-language checkpoint on German data grows it to 4 languages; the app can load the result."""
-    from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
     write_espeak_corpus(tmp_path / "raw", {"de": ["Guten Tag.", "Danke schön."]})
-    prepare_dataset(scan_folder(tmp_path / "raw"), tmp_path / "prep", AudioCodec.random(seed=0), progress=False)
+    prepare_dataset(scan_folder(tmp_path / "raw"), tmp_path / "prep", random_codec(seed=0), progress=False)
     torch.manual_seed(1)
     base = VallexModel(VallexConfig(**MICRO))
     save_checkpoint(base, tmp_path / "base.pt")
@@ -172,7 +172,7 @@ def test_fine_tune_adds_a_language(data, tmp_path):
     assert json.loads((tmp_path / "ft" / "languages.json").read_text()) == ["en", "zh", "ja", "de"]
     # Fine-tuning that checkpoint on data whose row 3 is another language is refused, not silently mixed.
     write_espeak_corpus(tmp_path / "raw_fr", {"fr-fr": ["Bonjour."]})
-    prepare_dataset(scan_folder(tmp_path / "raw_fr"), tmp_path / "prep_fr", AudioCodec.random(seed=0), progress=False)
+    prepare_dataset(scan_folder(tmp_path / "raw_fr"), tmp_path / "prep_fr", random_codec(seed=0), progress=False)
     with pytest.raises(ValueError, match="same embedding row"):
         train(config(data, tmp_path / "ft_fr", data=str(tmp_path / "prep_fr"),
                      init_checkpoint=str(result.last_checkpoint), max_steps=1, batch_size=1))

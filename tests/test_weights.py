@@ -15,8 +15,8 @@ import torch
 from vallex import weights
 from vallex.cli import main as cli_main
 from vallex.weights import (
+    CHECKSUMS_NAME,
     ENCODEC_CHECKPOINT,
-    MANIFEST_NAME,
     WeightsManager,
     WeightsNotFoundError,
     resolve_weights,
@@ -55,7 +55,7 @@ def empty_caches(tmp_path, monkeypatch):
 
 def test_make_random_weights_writes_the_layout_and_says_noise(random_dir):
     directory, printed = random_dir
-    for name in LAYOUT + ["vallex-config.json", MANIFEST_NAME]:
+    for name in LAYOUT + ["vallex-config.json", CHECKSUMS_NAME]:
         assert (directory / name).is_file(), name
     assert "noise" in printed.lower() and "RANDOM" in printed
 
@@ -171,7 +171,7 @@ def test_published_sha256_prefix_is_checked(random_dir, empty_caches):
         resolve_weights(components=("encodec",))
 
 
-def test_manifest_checksums_catch_a_modified_file(random_dir, tmp_path, empty_caches):
+def test_the_checksum_file_catches_a_modified_file(random_dir, tmp_path, empty_caches):
     directory, _ = random_dir
     copy = tmp_path / "copy"
     shutil.copytree(directory, copy)
@@ -179,7 +179,7 @@ def test_manifest_checksums_catch_a_modified_file(random_dir, tmp_path, empty_ca
     config.write_text(config.read_text() + "# edited\n")
     with pytest.raises(ValueError, match="Checksum mismatch"):
         resolve_weights(copy)
-    (copy / MANIFEST_NAME).write_text("{not json")
+    (copy / CHECKSUMS_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         resolve_weights(copy)
 

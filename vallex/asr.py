@@ -44,7 +44,8 @@ from vallex.optional_models import (ModelUnavailableError, hub_offline, import_t
 
 #: Whisper hears 16 kHz audio.
 ASR_SAMPLE_RATE = 16_000
-#: The reference transcribes prompts with Whisper "medium": the default model here too.
+#: The reference transcribes prompts with Whisper "medium": the default model here too (prompts, speech
+#: translation). Evaluation scores with a larger one, :data:`vallex.evaluation.asr.EVAL_ASR_MODEL`.
 DEFAULT_ASR_MODEL = "medium"
 #: Environment variable naming the Whisper model (a size, a repository or a local folder) for every use.
 ASR_MODEL_ENV = "VALLEX_ASR_MODEL"

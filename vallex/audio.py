@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Union
 
@@ -27,14 +26,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-_LOG = logging.getLogger(__name__)
+from vallex.codec_format import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: F401 - also imported from here
+from vallex.files import atomic_path
 
-#: EnCodec 24 kHz / Vocos sample rate (samples per second).
-SAMPLE_RATE = 24_000
-#: EnCodec frames per second.
-FRAME_RATE = 75
-#: Samples per EnCodec frame (24000 / 75); Vocos outputs exactly this many per frame.
-HOP = SAMPLE_RATE // FRAME_RATE
+_LOG = logging.getLogger(__name__)
 
 #: Voice prompts: shorter clips carry too little voice, longer ones the model was not trained on
 #: (the reference rejects prompts over 15 s; training utterances were under 22 s with the output).
@@ -203,16 +198,9 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_r
     if suffix not in formats:
         raise ValueError(f"Cannot write {path.name}: choose a .wav, .flac or .ogg file name.")
     fmt, subtype = formats[suffix]
-    # Write beside the target, then rename: a failure never leaves a partial file under the final name.
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=suffix, prefix=".partial-", dir=path.parent)
-    os.close(handle)
-    try:
-        sf.write(tmp_name, samples, sample_rate, format=fmt, subtype=subtype)
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    with atomic_path(path) as partial:  # a failure never leaves a partial file under the final name
+        sf.write(partial, samples, sample_rate, format=fmt, subtype=subtype)
     return path
 
 

@@ -3,7 +3,7 @@
 Two formats:
 
 * ``.pt`` — the reference format, ``{"model": state_dict}``, read with ``torch.load(weights_only=True)``.
-  The public file may also pickle ``pathlib`` paths (its trainer stored them; SPEC §2), so those classes,
+  The public file may also pickle ``pathlib`` paths (its trainer stored them in the pickle), so those classes,
   and only those, are allowed. Anything else in the pickle is refused with a clear message.
 * ``.safetensors`` — no pickle at all and memory-mapped; ``vallex convert-checkpoint`` makes one once.
   The tied NAR predictor weights are stored once (safetensors refuses shared tensors) and re-tied on load.
@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 
 from vallex.config import VallexConfig
+from vallex.files import atomic_path
 from vallex.model import VallexModel
 
-#: Classes that the public checkpoint's pickle may contain besides tensors (SPEC §2).
+#: Classes that the public checkpoint's pickle may contain besides tensors (its trainer pickled paths).
 SAFE_GLOBALS = [pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
 
 #: safetensors metadata key holding the model configuration.
@@ -197,19 +198,23 @@ def _config_beside(path: Path) -> VallexConfig | None:
 
 
 def save_checkpoint(model: VallexModel, path: str | Path) -> Path:
-    """Write the model's weights: ``.safetensors`` by suffix, else the reference ``{"model": state_dict}``."""
+    """Write the model's weights: ``.safetensors`` by suffix, else the reference ``{"model": state_dict}``.
+
+    Atomic (:mod:`vallex.files`): an interrupted save leaves the previous file, never half a checkpoint.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(path) as partial:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        for predictor in _tied_keys(model.config):
-            state.pop(predictor)
-        metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
-    else:
-        torch.save({"model": state}, path)
+            for predictor in _tied_keys(model.config):
+                state.pop(predictor)
+            metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
+            save_file({k: v.contiguous() for k, v in state.items()}, str(partial), metadata=metadata)
+        else:
+            torch.save({"model": state}, partial)
     return path
 
 

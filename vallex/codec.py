@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vallex.audio import HOP, SAMPLE_RATE
+from vallex.codec_format import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS
 
 if TYPE_CHECKING:
     from encodec import EncodecModel
@@ -32,38 +32,10 @@ if TYPE_CHECKING:
 
     from vallex.weights import WeightPaths
 
-#: EnCodec target bandwidth in kbps: 8 codebooks.
+#: EnCodec target bandwidth in kbps: NUM_CODEBOOKS codebooks.
 ENCODEC_BANDWIDTH = 6.0
-NUM_CODEBOOKS = 8
-CODEBOOK_SIZE = 1024
 #: Index of 6 kbps in Vocos's bandwidth list [1.5, 3, 6, 12].
 VOCOS_BANDWIDTH_ID = 2
-
-#: The values of vocos's configs/vocos-encodec.yaml (the published model's architecture).
-_VOCOS_CONFIG: dict[str, Any] = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.EncodecFeatures",
-        "init_args": {"encodec_model": "encodec_24khz", "bandwidths": [1.5, 3.0, 6.0, 12.0],
-                      "train_codebooks": False},
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 128, "dim": 384, "intermediate_dim": 1152, "num_layers": 8,
-                      "adanorm_num_embeddings": 4},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 384, "n_fft": 1280, "hop_length": 320, "padding": "same"},
-    },
-}
-
-
-def vocos_config_dict() -> dict[str, Any]:
-    """A fresh copy of the Vocos architecture as written in ``config.yaml``."""
-    import copy
-
-    return copy.deepcopy(_VOCOS_CONFIG)
-
 
 def _import_codec_packages() -> None:
     from vallex._torchaudio_guard import ensure_torchaudio
@@ -95,35 +67,6 @@ def load_encodec(path: str | Path, device: str | torch.device = "cpu") -> "Encod
     except Exception as error:  # unpickling refusals, wrong keys/shapes
         raise ValueError(f"{path} is not an EnCodec 24 kHz state dict: {error}") from None
     return model.to(device).eval()
-
-
-@torch.no_grad()
-def build_random_encodec(seed: int = 0) -> "EncodecModel":
-    """An EnCodec 24 kHz with random weights whose codebooks produce varied codes.
-
-    The untrained quantizer has all-zero codebooks (they are meant to be k-means-initialised on the first
-    training batch), which would map every frame to code 0. Each codebook is therefore filled with jittered
-    residual vectors of a seeded test signal, so that encoding gives codes spread over 0..1023.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):  # seed the layer initialisers without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = encodec_skeleton()
-    seconds = 4
-    t = torch.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
-    signal = 0.3 * torch.sin(2 * torch.pi * (100 + 400 * t) * t) + 0.05 * torch.randn(t.shape, generator=generator)
-    residual = model.encoder(signal.view(1, 1, -1))[0].T  # [T, 128] encoder frames
-    for layer in model.quantizer.vq.layers:
-        codebook = layer._codebook
-        picks = torch.randint(0, residual.shape[0], (codebook.codebook_size,), generator=generator)
-        spread = residual.std() * 0.1 + 1e-6
-        embed = residual[picks] + spread * torch.randn(codebook.embed.shape, generator=generator)
-        codebook.embed.copy_(embed)
-        codebook.embed_avg.copy_(embed)
-        codebook.cluster_size.fill_(1.0)
-        codebook.inited.fill_(1.0)
-        residual = residual - codebook.dequantize(codebook.quantize(residual))
-    return model.eval()
 
 
 # Vocos --------------------------------------------------------------------------------------------
@@ -212,38 +155,13 @@ def load_vocos(config_path: str | Path, model_path: str | Path, device: str | to
     return vocos.to(device).eval()
 
 
-@torch.no_grad()
-def build_random_vocos(encodec: "EncodecModel", seed: int = 0) -> "Vocos":
-    """A Vocos with random backbone/head whose codebook table is ``encodec``'s (as in the real model)."""
-    with torch.random.fork_rng(devices=[]):  # seed the layer initialisers without touching the caller's RNG
-        torch.manual_seed(seed)
-        vocos = build_vocos(vocos_config_dict(), encodec)
-    features = vocos.feature_extractor
-    table = torch.cat([layer.codebook for layer in encodec.quantizer.vq.layers[: features.num_q]], dim=0)
-    features.codebook_weights.copy_(table)
-    return vocos
-
-
-def save_vocos(vocos: "Vocos", config_path: str | Path, model_path: str | Path, config: dict[str, Any]) -> None:
-    """Write ``config.yaml`` and ``pytorch_model.bin`` as the Hugging Face repository has them."""
-    import yaml
-
-    config_path, model_path = Path(config_path), Path(model_path)
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-    state = {key: value for key, value in vocos.state_dict().items()
-             if not key.startswith("feature_extractor.encodec.")}
-    torch.save(state, model_path)
-
-
 # The codec ----------------------------------------------------------------------------------------
 
 class AudioCodec:
     """EnCodec tokenizer + Vocos decoder, each loaded on first use and then reused (thread-safe).
 
-    Build with :meth:`pretrained`, :meth:`from_paths` (files from :mod:`vallex.weights`), :meth:`from_dir`
-    or :meth:`random` (untrained models, in memory: for tests).
+    Build with :meth:`pretrained`, :meth:`from_paths` (files from :mod:`vallex.weights`) or :meth:`from_dir`;
+    :func:`vallex.random_weights.random_codec` builds untrained models in memory (for tests).
     """
 
     def __init__(self, paths: "WeightPaths | None" = None, *, encodec: "EncodecModel | None" = None,
@@ -285,9 +203,14 @@ class AudioCodec:
 
     @classmethod
     def random(cls, seed: int = 0, device: str | torch.device = "cpu") -> "AudioCodec":
-        """Untrained EnCodec and Vocos built in memory (no files): shapes are real, sound is noise."""
-        encodec = build_random_encodec(seed)
-        return cls(encodec=encodec, vocos=build_random_vocos(encodec, seed), device=device)
+        """:func:`vallex.random_weights.random_codec`, kept here for bench/inference.py until it imports that.
+
+        The one import from :mod:`vallex.codec` back to the development module (allowed by name in
+        tests/test_package.py); new code calls ``random_codec`` directly.
+        """
+        from vallex.random_weights import random_codec
+
+        return random_codec(seed, device)
 
     # Lazy models --------------------------------------------------------------------------------
     @property
@@ -365,7 +288,7 @@ class AudioCodec:
         low, high = int(codes.min()), int(codes.max())
         if low < 0 or high >= CODEBOOK_SIZE:
             raise ValueError(f"Codes must be in 0..{CODEBOOK_SIZE - 1}, got values {low}..{high} "
-                             "(1024 is the model's end-of-speech id and must be removed first).")
+                             f"({CODEBOOK_SIZE} is the model's end-of-speech id and must be removed first).")
         vocos = self.vocos
         codes = codes.to(self.device, torch.long).permute(2, 0, 1)  # [8, B, T]
         features = vocos.codes_to_features(codes)  # [B, 128, T]

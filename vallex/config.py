@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+from vallex.files import write_text_atomic
+
 #: Reference constructor arguments whose only supported value is the public checkpoint's.
 _FIXED_CHOICES: dict[str, Any] = {
     "norm_first": True,  # pre-norm residual blocks
@@ -30,11 +33,11 @@ class VallexConfig:
     nhead: int = 16
     num_layers: int = 12
     #: EnCodec codebooks at 6 kbps; the AR predicts codebook 0, the NAR codebooks 1..7.
-    num_quantizers: int = 8
+    num_quantizers: int = NUM_CODEBOOKS
     #: Rows of the text embeddings. Only ids 0..69 are produced by the front end, but the checkpoint has 2048.
     text_vocab_size: int = 2048
     #: EnCodec bins per codebook. Id 1024 is EOS (AR output and input), 1025 is BOS (AR input only).
-    audio_vocab_size: int = 1024
+    audio_vocab_size: int = CODEBOOK_SIZE
     #: Rows of the language embeddings (en=0, zh=1, ja=2); training a new language adds a row.
     num_languages: int = 3
     #: Feed-forward width as a multiple of d_model (4 in every reference model).
@@ -121,4 +124,5 @@ class VallexConfig:
         return dataclasses.asdict(self)
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+        """Write the fields as JSON (atomically: a reader never sees half a file)."""
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")

@@ -8,10 +8,10 @@ the target text, so the generated speech takes the prompt's voice, recording con
     presets = PresetLibrary("~/vallex-presets")
     presets.save("me", prompt); presets.load("me")  # names: ^[A-Za-z0-9_-]{1,64}$
 
-``.npz`` layout (SPEC §5.1): ``audio_tokens`` int64 ``[1, T, 8]``, ``text_tokens`` int64 ``[1, L]``,
+``.npz`` layout (the reference's prompt files): ``audio_tokens`` int64 ``[1, T, 8]``, ``text_tokens`` int64 ``[1, L]``,
 ``lang_code`` 0-d int32 or int64 with **zh=0, ja=1, en=2** (not the model's en=0, zh=1, ja=2).
-Files are written deterministically (no timestamps) in the zip layout of the reference presets, so loading
-and saving a preset gives the same bytes.
+Files are written deterministically (no timestamps) in the zip layout of the reference presets, and a
+loaded file remembers its own layout, so loading and saving a preset gives the same bytes (:mod:`vallex.npz`).
 """
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ import io
 import logging
 import os
 import re
-import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -32,14 +30,17 @@ import torch
 
 from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
 from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio
-from vallex.languages import LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, check_language, normalize_accent
+from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+from vallex.config import VallexConfig
+from vallex.files import write_bytes_atomic
+from vallex.languages import (LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, UNSET_CHOICES, check_language,
+                              normalize_language)
+from vallex.npz import NpzStyle, style_of, write_npz
 
 _LOG = logging.getLogger(__name__)
 
-NUM_CODEBOOKS = 8
-CODEBOOK_SIZE = 1024
 #: Rows of the checkpoint's text embedding: valid text ids are below this (the front end uses 0..69).
-TEXT_VOCAB_SIZE = 2048
+TEXT_VOCAB_SIZE = VallexConfig.public().text_vocab_size
 #: Names of presets and prompts: letters, digits, "_" and "-" only, so a name can never address a path.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Prompt files are small (a 15 s prompt is ~75 kB); anything bigger is refused before parsing.
@@ -56,25 +57,6 @@ def validate_name(name: Any) -> str:
             f"Invalid prompt name {name!r}: use 1-64 letters, digits, '_' or '-' (no spaces, dots or slashes)."
         )
     return name
-
-
-@dataclass(frozen=True)
-class _ZipStyle:
-    """Header fields of an .npz (a stored zip) that differ between the numpy/Python/OS that wrote it.
-
-    The default is the reference presets' layout (written on Windows): version 2.0, real sizes plus a zip64
-    extra field in each local header, fixed 1980-01-01 timestamps. Loading a file records its style so that
-    saving it again reproduces the original bytes.
-    """
-
-    create_version: int = 20
-    create_system: int = 0
-    extract_version: int = 20
-    local_version: int = 20
-    external_attr: int = 0o600 << 16
-    date_time: tuple[int, int, int, int, int, int] = (1980, 1, 1, 0, 0, 0)
-    local_sizes: bool = True  # False: 0xFFFFFFFF in the local header, sizes only in the zip64 extra
-    local_zip64_extra: bool = True
 
 
 @dataclass(eq=False)
@@ -99,12 +81,13 @@ class VoicePrompt:
     #: Memory order of ``audio_tokens`` in the file: the reference saves a transposed tensor, which numpy
     #: writes in Fortran order. Kept so that a loaded preset saves back to identical bytes.
     audio_fortran_order: bool = field(default=True, repr=False)
-    _zip_style: _ZipStyle = field(default_factory=_ZipStyle, repr=False, compare=False)
+    #: Zip layout of the file it came from, so that a loaded preset saves back to identical bytes.
+    _zip_style: NpzStyle = field(default_factory=NpzStyle, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.codes = _as_codes(self.codes)
         self.text_ids = _as_text_ids(self.text_ids)
-        language = normalize_accent(self.language) if isinstance(self.language, str) else self.language
+        language = normalize_language(self.language) if isinstance(self.language, str) else self.language
         self.language = check_language(language)
         if self.name is not None:
             validate_name(self.name)
@@ -147,16 +130,12 @@ class VoicePrompt:
 
     def save_npz(self, path: str | os.PathLike) -> Path:
         """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring)."""
-        path = Path(path)
-        data = _write_npz_bytes(self.to_arrays(), self._zip_style)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp", delete=False) as tmp:
-            tmp.write(data)
-        os.replace(tmp.name, path)  # readers never see a half-written file
-        return path
+        # Readers never see a half-written file.
+        return write_bytes_atomic(path, write_npz(self.to_arrays(), self._zip_style))
 
     def to_npz_bytes(self) -> bytes:
         """The ``.npz`` file as bytes (e.g. for a download button)."""
-        return _write_npz_bytes(self.to_arrays(), self._zip_style)
+        return write_npz(self.to_arrays(), self._zip_style)
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike, *, name: str | None = None,
@@ -236,7 +215,8 @@ def make_prompt(
             (see :func:`vallex.audio.load_audio`).
         transcript: what is said. None/empty: transcribed with Whisper when it is installed with its weights
             (or ``transcriber``), else a ValueError asks for it.
-        language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None: detected from the transcript.
+        language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None or "auto": detected from the
+            transcript.
         codec: a :class:`vallex.codec.AudioCodec` (its EnCodec makes the codes).
         name: optional preset name (validated).
         trim_silence: drop leading/trailing silence before encoding.
@@ -249,9 +229,8 @@ def make_prompt(
     if name is not None:
         validate_name(name)
     wav = load_prompt_audio(audio, sample_rate, trim_silence=trim_silence)
-    chosen = normalize_accent(language) if language is not None else None
-    if chosen is not None:
-        check_language(chosen)
+    detect = language is None or (isinstance(language, str) and language.strip().lower() in UNSET_CHOICES)
+    chosen = None if detect else normalize_language(language)
     if transcript is None or not transcript.strip():
         engine = transcriber or find_transcriber()
         if engine is None:
@@ -399,9 +378,10 @@ def _as_text_ids(ids: Any) -> list[int]:
     return values
 
 
-# Deterministic .npz (stored zip) reading and writing -------------------------------------------------
+# Reading prompt files ------------------------------------------------------------------------------
 
-def _read_npz_bytes(data: bytes, source: str) -> tuple[dict[str, np.ndarray], _ZipStyle]:
+def _read_npz_bytes(data: bytes, source: str) -> tuple[dict[str, np.ndarray], NpzStyle]:
+    """The three arrays of a prompt file (never unpickling) and its zip layout; ValueErrors name ``source``."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = {info.filename: info for info in archive.infolist()}
@@ -419,54 +399,7 @@ def _read_npz_bytes(data: bytes, source: str) -> tuple[dict[str, np.ndarray], _Z
                 arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{source}: could not read the arrays ({error}).") from None
-    return arrays, _zip_style_of(data, infos[f"{_NPZ_KEYS[0]}.npy"])
-
-
-def _zip_style_of(data: bytes, info: zipfile.ZipInfo) -> _ZipStyle:
-    """The header conventions of the file's first member (default style if anything is unusual)."""
-    offset = info.header_offset
-    if info.compress_type != zipfile.ZIP_STORED or data[offset:offset + 4] != b"PK\x03\x04":
-        return _ZipStyle()
-    local_version, = struct.unpack_from("<H", data, offset + 4)
-    local_csize, = struct.unpack_from("<I", data, offset + 18)
-    name_len, extra_len = struct.unpack_from("<HH", data, offset + 26)
-    extra = data[offset + 30 + name_len: offset + 30 + name_len + extra_len]
-    return _ZipStyle(
-        create_version=info.create_version, create_system=info.create_system,
-        extract_version=info.extract_version, local_version=local_version, external_attr=info.external_attr,
-        date_time=tuple(info.date_time), local_sizes=local_csize != 0xFFFFFFFF,
-        local_zip64_extra=extra[:2] == b"\x01\x00",
-    )
-
-
-def _write_npz_bytes(arrays: dict[str, np.ndarray], style: _ZipStyle) -> bytes:
-    """A stored (uncompressed) zip of ``<key>.npy`` members, as ``np.savez`` writes, with fixed headers."""
-    year, month, day, hour, minute, second = style.date_time
-    dos_time = (hour << 11) | (minute << 5) | (second // 2)
-    dos_date = ((year - 1980) << 9) | (month << 5) | day
-    out = io.BytesIO()
-    central = []
-    for key in _NPZ_KEYS:
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, np.asanyarray(arrays[key]), allow_pickle=False)
-        payload = buffer.getvalue()
-        name = f"{key}.npy".encode()
-        crc = zlib.crc32(payload)
-        size = len(payload)
-        extra = struct.pack("<HHQQ", 1, 16, size, size) if style.local_zip64_extra else b""
-        header_size = size if style.local_sizes else 0xFFFFFFFF
-        offset = out.tell()
-        out.write(struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", style.local_version, 0, 0, dos_time, dos_date,
-                              crc, header_size, header_size, len(name), len(extra)))
-        out.write(name + extra + payload)
-        central.append(struct.pack("<4sBBHHHHHIIIHHHHHII", b"PK\x01\x02", style.create_version, style.create_system,
-                                   style.extract_version, 0, 0, dos_time, dos_date, crc, size, size, len(name),
-                                   0, 0, 0, 0, style.external_attr, offset) + name)
-    start = out.tell()
-    for entry in central:
-        out.write(entry)
-    out.write(struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, len(central), len(central), out.tell() - start, start, 0))
-    return out.getvalue()
+    return arrays, style_of(data, infos[f"{_NPZ_KEYS[0]}.npy"])
 
 
 def presets_table(library: PresetLibrary) -> list[dict[str, Any]]:

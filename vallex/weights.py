@@ -25,9 +25,11 @@ endpoint; ``VALLEX_HF_MIRROR`` is tried after it when a download fails; ``VALLEX
 after the official EnCodec URL.
 
 Integrity: EnCodec's file name carries the first 8 hex digits of its SHA-256, checked on every load as
-torch hub does. No SHA-256 is published for the VALL-E X and Vocos files, so they are pinned by
-repository revision only (and the VALL-E X checkpoint is read with ``weights_only=True`` regardless).
-A folder made by ``vallex make-random-weights`` carries a manifest with the SHA-256 of each of its files,
+torch hub does. No SHA-256 is published for the VALL-E X and Vocos files, and they are not pinned either:
+they are fetched from the tip of each repository's ``main`` branch (:data:`TRACKED_REVISION`), so a change
+upstream would arrive unchecked. The VALL-E X checkpoint is read with ``weights_only=True`` and checked key
+by key and shape by shape regardless.
+A folder made by ``vallex make-random-weights`` carries a checksum file with the SHA-256 of each of its files,
 which are checked instead.
 """
 from __future__ import annotations
@@ -52,8 +54,9 @@ OFFLINE_ENV = "VALLEX_OFFLINE"
 HF_MIRROR_ENV = "VALLEX_HF_MIRROR"
 ENCODEC_URL_ENV = "VALLEX_ENCODEC_URL"
 
-#: Written by :func:`make_random_weights`; lists the SHA-256 of every file in the folder.
-MANIFEST_NAME = "vallex-weights.json"
+#: The checksum file of a random-weights folder (written by :func:`vallex.random_weights.make_random_weights`):
+#: the SHA-256 of every file in the folder, and ``"random": true``, which makes every use warn.
+CHECKSUMS_NAME = "vallex-weights.json"
 VALLEX_CONFIG_NAME = "vallex-config.json"
 VOCOS_SUBDIR = "vocos-encodec-24khz"
 
@@ -85,11 +88,14 @@ class WeightFile:
         return str(self.url)
 
 
-# The revisions are the repositories' default branch: the commit hashes could not be verified from here.
-# Replace "main" by a commit hash to pin a reviewed snapshot (hf_hub_download accepts either).
+#: The Hugging Face revision downloaded: the ``main`` branch, i.e. whatever it holds at the time, not a fixed
+#: snapshot. No commit hash could be looked up when this was written (no network); putting one here
+#: (hf_hub_download accepts either) would pin a reviewed snapshot.
+TRACKED_REVISION = "main"
+
 VALLEX_CHECKPOINT = WeightFile(
     component="vallex", description="VALL-E X checkpoint (1.48 GB)", layout_name="vallex-checkpoint.pt",
-    repo_id="Plachta/VALL-E-X", repo_filename="vallex-checkpoint.pt", revision="main",
+    repo_id="Plachta/VALL-E-X", repo_filename="vallex-checkpoint.pt", revision=TRACKED_REVISION,
     preferred=("vallex-checkpoint.safetensors",),  # made by `vallex convert-checkpoint`: no pickle, mmapped
 )
 ENCODEC_CHECKPOINT = WeightFile(
@@ -98,17 +104,17 @@ ENCODEC_CHECKPOINT = WeightFile(
 )
 VOCOS_CONFIG = WeightFile(
     component="vocos", description="Vocos config", layout_name=f"{VOCOS_SUBDIR}/config.yaml",
-    repo_id="charactr/vocos-encodec-24khz", repo_filename="config.yaml", revision="main",
+    repo_id="charactr/vocos-encodec-24khz", repo_filename="config.yaml", revision=TRACKED_REVISION,
 )
 VOCOS_MODEL = WeightFile(
     component="vocos", description="Vocos weights (40 MB)", layout_name=f"{VOCOS_SUBDIR}/pytorch_model.bin",
-    repo_id="charactr/vocos-encodec-24khz", repo_filename="pytorch_model.bin", revision="main",
+    repo_id="charactr/vocos-encodec-24khz", repo_filename="pytorch_model.bin", revision=TRACKED_REVISION,
 )
 WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, VOCOS_CONFIG, VOCOS_MODEL)
 
 
 class RandomWeightsWarning(UserWarning):
-    """The weights folder was made by ``make_random_weights``: outputs are noise."""
+    """The weights folder was made by ``vallex.random_weights.make_random_weights``: outputs are noise."""
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -186,7 +192,7 @@ class WeightsManager:
         files = [f for f in WEIGHT_FILES if f.component in wanted]
         found: dict[str, Path] = {}  # layout name -> local path
         missing: list[tuple[WeightFile, list[str], str | None]] = []
-        manifest = self._manifest()
+        checksums = self._checksums()
         for weight_file in files:
             path, places = self._find_local(weight_file)
             if path is None:
@@ -204,8 +210,8 @@ class WeightsManager:
         if missing:
             raise WeightsNotFoundError(self._missing_message(missing, download))
         for weight_file in files:
-            self._verify(weight_file, found[weight_file.layout_name], manifest)
-        if manifest is not None and manifest.get("random"):
+            self._verify(weight_file, found[weight_file.layout_name], checksums)
+        if checksums is not None and checksums.get("random"):
             # A warning, not a log line: Python shows it once per folder however often the folder is resolved.
             warnings.warn(f"{NOISE_WARNING} ({self.weights_dir})", RandomWeightsWarning, stacklevel=1)
         config_path = None
@@ -215,7 +221,7 @@ class WeightsManager:
         return WeightPaths(
             vallex=checkpoint, vallex_config_path=config_path,
             encodec=found.get(ENCODEC_CHECKPOINT.layout_name), vocos_config=found.get(VOCOS_CONFIG.layout_name),
-            vocos_model=found.get(VOCOS_MODEL.layout_name), random=bool(manifest and manifest.get("random")),
+            vocos_model=found.get(VOCOS_MODEL.layout_name), random=bool(checksums and checksums.get("random")),
         )
 
     def download(self, components: Iterable[str] = COMPONENTS, *, force: bool = False) -> WeightPaths:
@@ -266,17 +272,18 @@ class WeightsManager:
         target = _torch_hub_dir() / weight_file.layout_name
         return (target, []) if target.is_file() else (None, [f"torch hub cache {target}"])
 
-    def _manifest(self) -> dict | None:
-        if self.weights_dir is None or not (self.weights_dir / MANIFEST_NAME).is_file():
+    def _checksums(self) -> dict | None:
+        """The folder's checksum file (None when there is none)."""
+        if self.weights_dir is None or not (self.weights_dir / CHECKSUMS_NAME).is_file():
             return None
         try:
-            manifest = json.loads((self.weights_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+            checksums = json.loads((self.weights_dir / CHECKSUMS_NAME).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{self.weights_dir / MANIFEST_NAME} is not valid JSON ({error}); delete or "
+            raise ValueError(f"{self.weights_dir / CHECKSUMS_NAME} is not valid JSON ({error}); delete or "
                              "regenerate it.") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256", {}), dict):
-            raise ValueError(f"{self.weights_dir / MANIFEST_NAME} is malformed; delete or regenerate it.")
-        return manifest
+        if not isinstance(checksums, dict) or not isinstance(checksums.get("sha256", {}), dict):
+            raise ValueError(f"{self.weights_dir / CHECKSUMS_NAME} is malformed; delete or regenerate it.")
+        return checksums
 
     # Download -----------------------------------------------------------------------------------
     def _download(self, weight_file: WeightFile, into: Path | None) -> Path:
@@ -356,12 +363,12 @@ class WeightsManager:
         return self._reachability[key]
 
     # Verification -------------------------------------------------------------------------------
-    def _verify(self, weight_file: WeightFile, path: Path, manifest: dict | None) -> None:
-        """Check the file's SHA-256 against the manifest (random weights) or the published prefix."""
+    def _verify(self, weight_file: WeightFile, path: Path, checksums: dict | None) -> None:
+        """Check the file's SHA-256 against the checksum file (random weights) or the published prefix."""
         expected = None
-        if manifest is not None:
-            expected = manifest.get("sha256", {}).get(path.relative_to(self.weights_dir).as_posix())
-        if expected is None and not (manifest and manifest.get("random")):
+        if checksums is not None:
+            expected = checksums.get("sha256", {}).get(path.relative_to(self.weights_dir).as_posix())
+        if expected is None and not (checksums and checksums.get("random")):
             expected = weight_file.sha256_prefix
         if not expected:
             return
@@ -444,47 +451,3 @@ def _short_error(error: Exception) -> str:
 def _mirror_hint() -> str:
     return (f"behind a firewall: set HF_ENDPOINT (or {HF_MIRROR_ENV}) to a Hugging Face mirror, e.g. "
             f"https://hf-mirror.com, and {ENCODEC_URL_ENV} to a copy of {ENCODEC_CHECKPOINT.layout_name};")
-
-
-# Random weights ------------------------------------------------------------------------------------
-
-def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> WeightPaths:
-    """Write random-weight VALL-E X, EnCodec and Vocos files in the weights-folder layout.
-
-    The files have exactly the formats of the real ones (so every loader runs for real, offline), plus a
-    manifest (``vallex-weights.json``) that marks them as random and records their SHA-256.
-    ``size``: "tiny" (a 2-layer VALL-E X) or "full" (the public checkpoint's shape, 1.48 GB). EnCodec and
-    Vocos always have their real architectures. **Everything synthesised with these files is noise.**
-    """
-    import torch
-
-    from vallex.checkpoint import save_checkpoint
-    from vallex.codec import build_random_encodec, build_random_vocos, save_vocos, vocos_config_dict
-    from vallex.config import VallexConfig
-    from vallex.model import VallexModel
-
-    config = VallexConfig.named(size)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random stream
-        torch.manual_seed(seed)
-        model = VallexModel(config)
-        save_checkpoint(model, directory / VALLEX_CHECKPOINT.layout_name)
-        config.to_json(directory / VALLEX_CONFIG_NAME)
-        del model
-    encodec = build_random_encodec(seed)
-    torch.save(encodec.state_dict(), directory / ENCODEC_CHECKPOINT.layout_name)
-    vocos = build_random_vocos(encodec, seed)
-    save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
-    files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
-             VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
-    manifest = {
-        "random": True,
-        "warning": NOISE_WARNING,
-        "made_by": "vallex make-random-weights",
-        "size": size,
-        "seed": seed,
-        "sha256": {name: sha256_file(directory / name) for name in files},
-    }
-    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    return WeightsManager(directory).resolve()

@@ -14,8 +14,8 @@
 # reference implementation does.
 #
 # > **Runs offline with random weights.** Without `VALLEX_WEIGHTS_DIR`, EnCodec and Vocos have their real
-# > architectures but untrained weights (`AudioCodec.random()`; the codebooks are filled from a test signal
-# > so that codes vary). Frame rate, shapes, the RVQ mechanics and the bitrate arithmetic are real; the
+# > architectures but untrained weights (`vallex.random_weights.random_codec()`; the codebooks are filled
+# > from a test signal so that codes vary). Frame rate, shapes, the RVQ mechanics and the bitrate arithmetic are real; the
 # > decoded audio is **noise**. Point `VALLEX_WEIGHTS_DIR` at a folder with the real EnCodec and Vocos files
 # > (`vallex download --weights-dir DIR`) and the same cells show real reconstructions.
 #
@@ -39,6 +39,7 @@ from IPython.display import Audio, Image, display
 
 from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE, load_audio
 from vallex.codec import CODEBOOK_SIZE, ENCODEC_BANDWIDTH, NUM_CODEBOOKS, AudioCodec
+from vallex.random_weights import random_codec
 
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -61,7 +62,7 @@ def log_spectrogram(wav: np.ndarray) -> np.ndarray:
 
 
 WEIGHTS_DIR = os.environ.get("VALLEX_WEIGHTS_DIR")
-codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else AudioCodec.random(seed=0)
+codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else random_codec(seed=0)
 RANDOM_WEIGHTS = codec.paths is None or codec.paths.random  # a make_random_weights folder is random too
 print("codec weights:", "RANDOM (offline demo: decoded audio is noise)" if RANDOM_WEIGHTS else WEIGHTS_DIR)
 

@@ -19,7 +19,7 @@
 # then uses the one-call API `vallex.VallEX` for cross-lingual synthesis, accent control and long text.
 #
 # > **Runs offline with random tiny weights.** Without `VALLEX_WEIGHTS_DIR`, the cell below writes a folder
-# > of random weights (`vallex.weights.make_random_weights(dir, size="tiny")`: a 2-layer VALL-E X and
+# > of random weights (`vallex.random_weights.make_random_weights(dir, size="tiny")`: a 2-layer VALL-E X and
 # > untrained EnCodec/Vocos with their real architectures) and loads it exactly as it would load the real
 # > checkpoint. Every step runs for real, but **the audio is noise**, and the AR decoder, which has never
 # > learnt when to stop, ends only when it happens to draw end-of-speech (about 1 chance in 1025 per step)
@@ -47,8 +47,9 @@ from vallex.api import SENTENCE_PAUSE_SECONDS, VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.decoding import ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
 from vallex.model import KVCache, ar_attention_mask
+from vallex.random_weights import make_random_weights
 from vallex.text import tokenize
-from vallex.weights import make_random_weights, resolve_weights
+from vallex.weights import resolve_weights
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by vocos

@@ -17,7 +17,7 @@
 # the question that matters: **does the model reproduce the codes it was trained on?**
 #
 # > **Runs offline in well under a minute, with random codec weights.** Without `VALLEX_WEIGHTS_DIR` the
-# > corpus is encoded by an untrained EnCodec (`AudioCodec.random()`), so the codes are deterministic
+# > corpus is encoded by an untrained EnCodec (`vallex.random_weights.random_codec()`), so the codes are deterministic
 # > functions of the audio but do not sound like it; the model is trained from scratch either way. With
 # > `VALLEX_WEIGHTS_DIR` pointing at the real EnCodec weights, the same cells encode real codes. Training
 # > the full-size model, or fine-tuning the public checkpoint (`init_checkpoint`), follows the same steps on
@@ -44,10 +44,11 @@ from vallex.codec import AudioCodec
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, nar_decode
 from vallex.model import VallexModel, count_parameters
-from vallex.training.data import prepare_dataset, scan_folder
+from vallex.random_weights import random_codec
 from vallex.training.dataset import CodesDataset, collate
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
 from vallex.training.forward import training_forward
+from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.trainer import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -65,7 +66,7 @@ def show(fig) -> None:
 
 workdir = Path(tempfile.mkdtemp(prefix="vallex-nb05-"))
 WEIGHTS_DIR = os.environ.get("VALLEX_WEIGHTS_DIR")
-codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else AudioCodec.random(seed=0)
+codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else random_codec(seed=0)
 RANDOM_CODEC = codec.paths is None or codec.paths.random  # a make_random_weights folder is random too
 print("codec:", "RANDOM EnCodec (offline demo)" if RANDOM_CODEC else WEIGHTS_DIR)
 
@@ -74,7 +75,7 @@ print("codec:", "RANDOM EnCodec (offline demo)" if RANDOM_CODEC else WEIGHTS_DIR
 #
 # Two English and two Mandarin sentences, spoken by espeak-ng, in the folder layout the data preparation
 # reads (`<language>/<id>.wav` + `<id>.txt`). Real corpora (LibriTTS, WenetSpeech, ...) use the same layout
-# or a CSV/JSONL manifest.
+# or a CSV/JSONL recording list.
 
 # %%
 corpus = workdir / "corpus"

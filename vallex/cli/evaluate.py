@@ -5,19 +5,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from vallex.languages import LANGUAGES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
         help="evaluate on a list: speaker similarity, WER/CER, duration, RTF",
-        description="Synthesise every line of MANIFEST (JSONL: prompt_audio, prompt_text, text, language, "
+        description="Synthesise every line of LIST (JSONL: prompt_audio, prompt_text, text, language, "
         "optional id, prompt_language, reference_audio; or a Seed-TTS-eval meta.lst with --language) and "
         "write results.csv, results.json and report.md to --out. Metric definitions: "
         "vallex/evaluation/README.md.",
     )
-    parser.add_argument("manifest", type=Path, help="evaluation list (.jsonl, or Seed-TTS-eval .lst)")
+    parser.add_argument("eval_list", metavar="LIST", type=Path,
+                        help="evaluation list (.jsonl, or Seed-TTS-eval .lst)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    parser.add_argument("--language", choices=["en", "zh", "ja"], help="language of a .lst list's texts")
+    parser.add_argument("--language", choices=LANGUAGES, help="language of a .lst list's texts")
     parser.add_argument("--synthesized-dir", type=Path,
                         help="score already-synthesised <id>.wav files from this folder instead of synthesising")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
@@ -39,14 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vallex.evaluation import build_setup, read_eval_list, run_evaluation
 
-    items = read_eval_list(args.manifest, args.language)  # validates before any model is loaded
+    items = read_eval_list(args.eval_list, args.language)  # validates before any model is loaded
     if args.synthesized_dir is not None:
         if not args.synthesized_dir.is_dir():
             raise ValueError(f"--synthesized-dir {args.synthesized_dir} is not a folder.")
         if args.weights_dir is not None:
             raise ValueError("--weights-dir is not used with --synthesized-dir (nothing is synthesised).")
     device = args.device
-    info: dict = {"manifest": str(args.manifest)}
+    info: dict = {"eval_list": str(args.eval_list)}
     tts = None
     if args.synthesized_dir is None:
         from vallex.api import VallEX

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vallex.languages import LANGUAGES
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("audio", type=Path, help="recording of one speaker, 1-15 s (3-10 s works best)")
     parser.add_argument("--transcript", help="what is said (default: Whisper, when installed with its weights)")
-    parser.add_argument("--language", choices=["en", "zh", "ja"], help="language of the transcript "
+    parser.add_argument("--language", choices=LANGUAGES, help="language of the transcript "
                         "(default: detected)")
     parser.add_argument("--name", help="preset name: letters, digits, '_' and '-' (up to 64)")
     parser.add_argument("--presets-dir", type=Path, help="preset folder for --name (default: $VALLEX_PRESETS_DIR "

@@ -10,18 +10,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prep = subparsers.add_parser(
         "prepare-data",
         help="turn recordings + transcripts into a training set (EnCodec codes + phoneme ids)",
-        description="Recordings (a folder with same-name .txt transcripts, or a CSV/JSONL manifest with "
+        description="Recordings (a folder with same-name .txt transcripts, or a CSV/JSONL recording list with "
                     "path,text,language[,speaker]) -> a sharded training folder. Re-running skips finished items.",
     )
     source = prep.add_mutually_exclusive_group(required=True)
     source.add_argument("--folder", type=Path, help="audio files with same-name .txt transcripts "
                         "(language: a first sub-folder named en/, zh/, de/..., a 'de|' transcript prefix, or --language)")
-    source.add_argument("--manifest", type=Path, help="CSV (header path,text,language[,speaker][,id]) or JSONL")
+    source.add_argument("--list", dest="recording_list", type=Path,
+                        help="recording list: CSV (header path,text,language[,speaker][,id]) or JSONL")
+    source.add_argument("--manifest", dest="recording_list", type=Path, help=argparse.SUPPRESS)  # its old name
     prep.add_argument("--out", type=Path, required=True, help="output folder (created; re-use it to resume)")
     prep.add_argument("--language", help="language of folder items that name none (en, zh, ja, or an espeak code)")
-    prep.add_argument("--min-seconds", type=float, default=0.5)
-    prep.add_argument("--max-seconds", type=float, default=20.0)
-    prep.add_argument("--shard-size", type=int, default=256, help="utterances per shard (the unit of resuming)")
+    # No defaults here: prepare_dataset's apply (importing them would load torch for every command).
+    prep.add_argument("--min-seconds", type=float, help="drop shorter clips (default 0.5, as the reference)")
+    prep.add_argument("--max-seconds", type=float, help="drop longer clips (default 20)")
+    prep.add_argument("--shard-size", type=int, help="utterances per shard, the unit of resuming (default 256)")
     prep.add_argument("--weights-dir", type=Path, help="folder with the EnCodec weights (default: the weights cache)")
     prep.add_argument("--device", default="cpu")
     prep.add_argument("--random-codec", action="store_true",
@@ -53,20 +56,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    from vallex.training.data import prepare_dataset, read_manifest, scan_folder
+    from vallex.training.prepare import prepare_dataset, read_recording_list, scan_folder
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.language and args.manifest:
-        raise ValueError("--language applies to --folder only; a manifest names each row's language.")
-    items = scan_folder(args.folder, args.language) if args.folder else read_manifest(args.manifest)
+    if args.language and args.recording_list:
+        raise ValueError("--language applies to --folder only; a recording list names each row's language.")
+    items = scan_folder(args.folder, args.language) if args.folder else read_recording_list(args.recording_list)
     if not items:
-        raise ValueError(f"No audio files found in {args.folder or args.manifest}.")
+        raise ValueError(f"No audio files found in {args.folder or args.recording_list}.")
     from vallex.codec import AudioCodec
+    from vallex.random_weights import random_codec
 
-    codec = AudioCodec.random(device=args.device) if args.random_codec else AudioCodec.pretrained(
+    codec = random_codec(device=args.device) if args.random_codec else AudioCodec.pretrained(
         args.weights_dir, device=args.device)
-    report = prepare_dataset(items, args.out, codec, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                             shard_size=args.shard_size, progress=not args.no_progress)
+    given = {name: getattr(args, name) for name in ("min_seconds", "max_seconds", "shard_size")
+             if getattr(args, name) is not None}
+    report = prepare_dataset(items, args.out, codec, progress=not args.no_progress, **given)
     print(report.summary())
     print(f"Prepared data: {args.out}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vallex.weights import COMPONENTS  # cheap: the weights module imports no model code
+
 _LAYOUT = """weights folder layout (--weights-dir / $VALLEX_WEIGHTS_DIR):
   DIR/vallex-checkpoint.pt                 VALL-E X, {"model": state_dict} (or vallex-checkpoint.safetensors)
   DIR/vallex-config.json                   optional model sizes (absent: the public checkpoint's)
@@ -11,6 +13,8 @@ _LAYOUT = """weights folder layout (--weights-dir / $VALLEX_WEIGHTS_DIR):
   DIR/vocos-encodec-24khz/config.yaml      Vocos architecture
   DIR/vocos-encodec-24khz/pytorch_model.bin
 without a folder the files live in the Hugging Face and torch hub caches."""
+#: Both commands end their help with the folder layout, kept as written.
+_LAYOUT_EPILOG = {"epilog": _LAYOUT, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,11 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Download the model files (with progress bars) into the standard caches, or into "
         "--weights-dir in the layout below. Mirrors: HF_ENDPOINT / VALLEX_HF_MIRROR for Hugging Face files, "
         "VALLEX_ENCODEC_URL for EnCodec.",
-        epilog=_LAYOUT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **_LAYOUT_EPILOG,
     )
     download.add_argument("--weights-dir", type=Path, help="download into this folder instead of the caches")
-    download.add_argument("--only", nargs="+", choices=["vallex", "encodec", "vocos"],
+    download.add_argument("--only", nargs="+", choices=COMPONENTS,
                           help="download only these models")
     download.add_argument("--check", action="store_true", help="only report which files are present (no network)")
     download.add_argument("--force", action="store_true", help="download again even if present")
@@ -36,8 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Development tool: writes VALL-E X, EnCodec and Vocos files with RANDOM weights in exactly the "
         "on-disk formats of the real ones, so the app, CLI, notebooks and tests run the real loading code "
         "offline. Everything synthesised with them is noise.",
-        epilog=_LAYOUT,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **_LAYOUT_EPILOG,
     )
     random.add_argument("directory", type=Path, help="folder to write (created if needed)")
     random.add_argument("--size", choices=["tiny", "full"], default="tiny",
@@ -50,7 +52,7 @@ def run_download(args: argparse.Namespace) -> int:
     from vallex.weights import WeightsManager
 
     manager = WeightsManager(args.weights_dir)
-    components = args.only or ["vallex", "encodec", "vocos"]
+    components = args.only or list(COMPONENTS)
     if args.check:
         missing = 0
         for weight_file, path in manager.status():
@@ -67,7 +69,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_make_random_weights(args: argparse.Namespace) -> int:
-    from vallex.weights import NOISE_WARNING, make_random_weights
+    from vallex.random_weights import make_random_weights
+    from vallex.weights import NOISE_WARNING
 
     if args.directory.exists() and not args.directory.is_dir():
         raise ValueError(f"{args.directory} exists and is not a folder.")

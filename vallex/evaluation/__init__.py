@@ -19,9 +19,10 @@ from vallex.evaluation.error_rate import (
     pooled,
     tokens_for_scoring,
 )
-from vallex.evaluation.manifest import EvalItem, read_eval_list, read_manifest, read_seedtts_list
+from vallex.evaluation.eval_list import EvalItem, read_eval_list, read_jsonl_list, read_seedtts_list
 from vallex.evaluation.report import aggregates, write_report
-from vallex.evaluation.runner import EvalSetup, LineResult, build_setup, evaluate_items, run_evaluation
+from vallex.evaluation.results import LineResult
+from vallex.evaluation.runner import EvalSetup, build_setup, evaluate_items, run_evaluation
 from vallex.evaluation.speaker import (
     ResemblyzerVerifier,
     VerifierUnavailableError,
@@ -32,7 +33,7 @@ from vallex.evaluation.speaker import (
 
 __all__ = [
     "ASR_CHOICES", "AsrEngine", "load_asr", "ErrorCounts", "error_counts", "error_rate", "metric_for",
-    "normalize_text", "pooled", "tokens_for_scoring", "EvalItem", "read_eval_list", "read_manifest",
+    "normalize_text", "pooled", "tokens_for_scoring", "EvalItem", "read_eval_list", "read_jsonl_list",
     "read_seedtts_list", "aggregates", "write_report", "EvalSetup", "LineResult", "build_setup",
     "evaluate_items", "run_evaluation", "ResemblyzerVerifier", "VerifierUnavailableError", "WavLMVerifier",
     "cosine", "speaker_similarity",

@@ -20,8 +20,10 @@ from vallex.asr import (ASR_SAMPLE_RATE, ModelUnavailableError, WhisperRecognize
                         find_recognizer)
 
 ASR_CHOICES = ("auto", "none", "faster-whisper", "openai-whisper")
-#: Seed-TTS-eval's English recogniser (``$VALLEX_ASR_MODEL`` overrides it).
-DEFAULT_ASR_MODEL = "large-v3"
+#: The scoring recogniser: Seed-TTS-eval's for English, so WERs compare with published ones
+#: (``$VALLEX_ASR_MODEL`` overrides it). Deliberately not :data:`vallex.asr.DEFAULT_ASR_MODEL`, "medium",
+#: which follows the reference's choice for transcribing prompts.
+EVAL_ASR_MODEL = "large-v3"
 #: A loaded Whisper: ``recognize(wav, language=..., sample_rate=24_000).text``, ``supports(language)``, ``label``.
 AsrEngine = WhisperRecognizer
 
@@ -43,10 +45,10 @@ def load_asr(choice: str = "auto", model: str | None = None,
     backends = ("faster-whisper", "openai-whisper") if choice == "auto" else (choice,)
     try:
         engine = find_recognizer(model, backends=backends, device=device, download=choice != "auto",
-                                 default=DEFAULT_ASR_MODEL, bundled_fallback=True)
+                                 default=EVAL_ASR_MODEL, bundled_fallback=True)
     except ModelUnavailableError as error:
         return None, f"no ASR available: {error.reason}"
     return engine, engine.note
 
 
-__all__ = ["ASR_CHOICES", "ASR_SAMPLE_RATE", "AsrEngine", "DEFAULT_ASR_MODEL", "bundled_tiny_en", "load_asr"]
+__all__ = ["ASR_CHOICES", "ASR_SAMPLE_RATE", "AsrEngine", "EVAL_ASR_MODEL", "bundled_tiny_en", "load_asr"]

@@ -19,7 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vallex.evaluation.runner import LineResult
+from vallex.evaluation.results import LineResult
+from vallex.files import atomic_open, write_text_atomic
 
 #: Column order of ``results.csv`` (every column is always present; empty cell = not measured).
 CSV_COLUMNS = (
@@ -110,15 +111,14 @@ def write_report(rows: list[LineResult], out_dir: str | Path, info: dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     summary = aggregates(rows)
     paths = {"csv": out / "results.csv", "json": out / "results.json", "markdown": out / "report.md"}
-    with paths["csv"].open("w", encoding="utf-8", newline="") as handle:
+    with atomic_open(paths["csv"], "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for row in rows:
             writer.writerow([_cell(value, 6) for value in _row_dict(row).values()])
     document = {"info": info, "aggregate": summary, "lines": [_row_dict(row) for row in rows]}
-    paths["json"].write_text(json.dumps(_json_safe(document), ensure_ascii=False, indent=1) + "\n",
-                             encoding="utf-8")
-    paths["markdown"].write_text(markdown_report(rows, summary, info), encoding="utf-8")
+    write_text_atomic(paths["json"], json.dumps(_json_safe(document), ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(paths["markdown"], markdown_report(rows, summary, info))
     return paths
 
 
@@ -132,7 +132,7 @@ def _table(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
 def markdown_report(rows: list[LineResult], summary: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """The report as Markdown: run facts, unavailable columns with reasons, aggregate and per-line tables."""
     lines = ["# VALL-E X evaluation", ""]
-    for key in ("model", "weights", "seed", "speaker_verifier", "asr", "manifest", "started"):
+    for key in ("model", "weights", "seed", "speaker_verifier", "asr", "eval_list", "started"):
         if info.get(key) is not None:
             lines.append(f"- {key}: {info[key]}")
     for warning in info.get("warnings", []):

@@ -30,7 +30,7 @@ import numpy as np
 
 from vallex.audio import PROMPT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample
 from vallex.asr import ASR_SAMPLE_RATE, LANGUAGE_NAMES, SpeechRecognizer, load_recognizer, spoken_language
-from vallex.languages import ACCENT_ALIASES
+from vallex.languages import LANGUAGE_ALIASES
 from vallex.optional_models import ModelUnavailableError
 from vallex.s2st.segment import MAX_CHUNK_SECONDS, split_speech
 from vallex.s2st.translation import TextTranslator, TranslatorLike, as_translator, load_translator
@@ -347,7 +347,7 @@ def _optional_text(value: str | None, what: str) -> str | None:
 
 def _language_code(language: Any, what: str) -> str:
     """"en"/"zh"/"ja" for a code or name ("English", "中文", "日本語", ...), else a ValueError."""
-    code = ACCENT_ALIASES.get(language.strip().lower()) if isinstance(language, str) else None
+    code = LANGUAGE_ALIASES.get(language.strip().lower()) if isinstance(language, str) else None
     if code is None:
         raise ValueError(f"Unknown {what} language {language!r}: expected 'en', 'zh' or 'ja' (the languages "
                          "VALL-E X speaks).")

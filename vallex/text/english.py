@@ -1,6 +1,6 @@
 """English G2P: the reference's ``english_to_ipa2`` (keithito-style normalisation + CMU dict IPA).
 
-Pipeline (SPEC 4.3): unidecode + lowercase, abbreviations, numbers/currency/ordinals, ``eng_to_ipa``,
+Pipeline, in the reference's order: unidecode + lowercase, abbreviations, numbers/currency/ordinals, ``eng_to_ipa``,
 collapse whitespace, dark L, ``r``->``ɹ``, ``ʤ``->``dʒ``, ``ʧ``->``tʃ``, ``...``->``…``. Words missing from
 the CMU dictionary come back spelled with a trailing ``*``; the checkpoint was trained on exactly that.
 """

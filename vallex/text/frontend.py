@@ -1,6 +1,6 @@
 """``tokenize``: user text -> the text-token ids and per-token languages the checkpoint expects.
 
-This reproduces what the reference's ``generate_audio`` feeds the model (SPEC 3.1 step 1-3): newlines
+This reproduces what the reference's ``generate_audio`` feeds the model (its first three steps): newlines
 removed, plain spaces stripped, the text wrapped in its language tag (``[EN]text[EN]``; none for "mix"),
 cleaned to a phoneme string (:mod:`vallex.text.cleaners`), spaces turned into ``_``, one id per character.
 A voice prompt's transcript is tokenized the same way (the reference's make_prompt does TAG+text+TAG).

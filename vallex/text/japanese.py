@@ -102,7 +102,10 @@ def _label_phoneme(label: str) -> str:
 
 
 def japanese_to_romaji_with_accent(text: str) -> str:
-    """Romaji with accent marks: ``↑`` rise, ``↓`` fall, " " between accent phrases (SPEC 4.5 step 2)."""
+    """Romaji with accent marks: ``↑`` rise, ``↓`` fall, " " between accent phrases.
+
+    The second step of the reference's ``japanese_to_ipa2``.
+    """
     text = text.replace("％", "パーセント")
     pieces = _JAPANESE_MARK_RE.split(text)
     marks = _JAPANESE_MARK_RE.findall(text)

@@ -1,6 +1,6 @@
 """Mandarin G2P: the reference's ``chinese_to_ipa`` (jieba + pypinyin bopomofo -> IPA with tone arrows).
 
-Pipeline (SPEC 4.4): numbers -> Chinese numerals (cn2an), word segmentation (jieba), bopomofo per word
+Pipeline, in the reference's order: numbers -> Chinese numerals (cn2an), word segmentation (jieba), bopomofo per word
 (pypinyin), Latin letters -> bopomofo of their English names, bopomofo -> IPA in a fixed order, then the
 regex post-rules. Tones: ``→`` 1, ``↑`` 2, ``↓↑`` 3, ``↓`` 4, neutral tone unmarked.
 """

@@ -15,8 +15,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from vallex.training.data import INDEX_NAME, load_index
 from vallex.training.forward import TrainingBatch
+from vallex.training.prepare import INDEX_NAME, load_index
 
 
 @dataclass(frozen=True)

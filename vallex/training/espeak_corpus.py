@@ -9,6 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from vallex.files import write_text_atomic
+
 #: espeak-ng voice for each language code (others are passed through: "de", "fr-fr", ...).
 ESPEAK_VOICES = {"en": "en-us", "zh": "cmn", "ja": "ja"}
 
@@ -38,6 +40,6 @@ def write_espeak_corpus(folder: str | Path, sentences: dict[str, list[str] | tup
             wav = folder / language / f"{language}-{i:03d}.wav"
             subprocess.run([espeak, "-w", str(wav), "-s", str(words_per_minute), "-v",
                             ESPEAK_VOICES.get(language, language), text], check=True, capture_output=True)
-            wav.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+            write_text_atomic(wav.with_suffix(".txt"), text + "\n")
             paths.append(wav)
     return paths

@@ -1,4 +1,4 @@
-"""The teacher-forced training forward of VALL-E X and its losses (SPEC §8.2).
+"""The teacher-forced training forward of VALL-E X and its losses.
 
 One call runs both decoders on a padded batch, the way the trainer the public checkpoint derives from
 (lifeiteng/vall-e ``VALLE.forward``, with VALL-E X's language embedding added to the text) does it:
@@ -24,10 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vallex.codec_format import FRAME_RATE, NUM_CODEBOOKS
+from vallex.config import VallexConfig
 from vallex.model import VallexModel, ar_attention_mask
 
-#: The reference caps the NAR acoustic prompt at 3 s (24000 / 320 * 3 frames).
-MAX_PREFIX_FRAMES = 225
+#: The reference caps the NAR acoustic prompt at 3 s (225 frames).
+MAX_PREFIX_FRAMES = 3 * FRAME_RATE
 #: Which decoders a step trains (the reference's train_stage 0 / 1 / 2).
 TRAIN_STAGES = ("both", "ar", "nar")
 
@@ -84,7 +86,7 @@ class ForwardResult:
     nar_logits: Tensor | None = None
 
 
-def sample_nar_stage(rng: random.Random, num_quantizers: int = 8) -> int:
+def sample_nar_stage(rng: random.Random, num_quantizers: int = NUM_CODEBOOKS) -> int:
     """NAR stage 1..Q-1, uniform, drawn exactly as the reference draws it from ``model.rng``."""
     stages = range(1, num_quantizers)
     return rng.choices(stages, weights=[1.0 / len(stages)] * len(stages))[0]
@@ -147,85 +149,153 @@ def training_forward(
     """
     if train_stage not in TRAIN_STAGES:
         raise ValueError(f"train_stage must be one of {TRAIN_STAGES}, got {train_stage!r}.")
-    cfg = model.config
-    eos, bos, n_q = cfg.eos_id, cfg.bos_id, cfg.num_quantizers
-    text_lens, code_lens = batch.text_lens.long(), batch.code_lens.long()
-    if bool((text_lens < 1).any()) or bool((code_lens < 1).any()):
-        raise ValueError("Every utterance in a training batch needs at least one text token and one frame.")
-    if batch.codes.ndim != 3 or batch.codes.shape[2] != n_q:
-        raise ValueError(f"codes must have shape [B, T, {n_q}], got {tuple(batch.codes.shape)}.")
-    text_len, frames = int(text_lens.max()), int(code_lens.max())
-    text = batch.text[:, :text_len].long()  # [B, S]
-    text_langs = batch.text_langs[:, :text_len].long()  # [B, S]
-    device = text.device
-    size = text.shape[0]
-    text_pad = torch.arange(text_len, device=device)[None] >= text_lens[:, None]  # [B, S], True = padding
-    audio_pad = torch.arange(frames, device=device)[None] >= code_lens[:, None]  # [B, T]
-    codes = batch.codes[:, :frames].long().masked_fill(audio_pad[..., None], 0)  # [B, T, Q]
-
-    # AR targets: q0 then EOS (and EOS on every padding frame); inputs: BOS then the targets shifted right.
-    ar_targets = F.pad(codes[..., 0], (0, 1), value=0) + eos * F.pad(audio_pad.long(), (0, 1), value=1)  # [B, T+1]
-    ar_inputs = F.pad(ar_targets[:, :-1], (1, 0), value=bos)  # [B, T+1]
-
-    ar_loss = nar_loss = nar_ce = None
-    ar_logits = nar_logits = None
-    ar_count = nar_count = ar_hits = nar_hits = 0
+    padded = _PaddedBatch.of(batch, model.config)
+    ar = nar = None
     if train_stage in ("both", "ar"):
-        xy = torch.cat([model.embed_text("ar", text, text_langs), model.embed_ar_audio(ar_inputs)], dim=1)
-        # Text bidirectional, audio causal, padded keys hidden. Every query row still sees its first text
-        # token (text_lens >= 1), so no row is fully masked (SDPA would give NaN).
-        keys = torch.cat([~text_pad, F.pad(~audio_pad, (1, 0), value=True)], dim=1)  # [B, S+T+1]
-        mask = ar_attention_mask(text_len, frames + 1, device=device)[None] & keys[:, None, :]  # [B, L, L]
-        hidden = model.ar_decoder(xy, mask[:, None])  # [B, S+T+1, D]
-        ar_logits = model.ar_logits(hidden[:, text_len:]).float()  # [B, T+1, 1025]
-        targets = ar_targets
-        if not ar_loss_on_padding:  # keep frames 0..len (the last one is the EOS target)
-            beyond = torch.arange(frames + 1, device=device)[None] > code_lens[:, None]
-            targets = ar_targets.masked_fill(beyond, -100)
-        ar_loss = F.cross_entropy(ar_logits.reshape(-1, ar_logits.shape[-1]), targets.reshape(-1),
-                                  reduction="sum", ignore_index=-100)
-        ar_count = int((targets >= 0).sum())
-        ar_hits = _top10_hits(ar_logits, targets, ignore=eos)
-
+        ar = _ar_part(model, padded, ar_loss_on_padding)
     if train_stage in ("both", "nar"):
+        # Drawn after the AR part: with generator=None the prefix comes from the global torch RNG, after the
+        # AR part's dropout, as in the reference.
+        n_q, shortest = padded.num_quantizers, int(padded.code_lens.min())
         if nar_stage is None:
             nar_stage = sample_nar_stage(random.Random(0) if rng is None else rng, n_q)
         if not 1 <= nar_stage < n_q:
             raise ValueError(f"nar_stage must be in 1..{n_q - 1}, got {nar_stage}.")
         if prefix_len is None:
-            prefix_len = sample_prefix_len(int(code_lens.min()), generator)
-        if not 0 <= prefix_len < int(code_lens.min()):
-            raise ValueError(f"prefix_len {prefix_len} must be below the shortest utterance ({int(code_lens.min())}).")
-        if nar_scale is None:
-            nar_scale = nar_loss_scale(int(code_lens.sum()), prefix_len, size)
-        q0 = ar_targets[:, :-1]  # [B, T]: codebook 0 with EOS on padding frames
-        embeddings = model.nar_audio_embeddings
-        prompt = embeddings[0](q0[:, :prefix_len])  # [B, P, D]
-        rest = embeddings[0](q0[:, prefix_len:])  # [B, T-P, D]
-        for j in range(1, n_q):
-            prompt = prompt + embeddings[j](codes[:, :prefix_len, j])  # prompt frames: all codebooks
-            if j < nar_stage:
-                rest = rest + embeddings[j](codes[:, prefix_len:, j])  # others: codebooks below the stage
-        audio_emb = torch.cat([prompt, rest], dim=1)  # [B, T, D]
-        padding = torch.cat([text_pad, audio_pad], dim=1)  # [B, S+T]
-        hidden = model.nar_forward(model.embed_text("nar", text, text_langs), audio_emb, nar_stage - 1, padding)
-        nar_logits = model.nar_predict_layers[nar_stage - 1](hidden[:, prefix_len:]).float()  # [B, T-P, 1024]
-        targets = (codes[..., nar_stage] + eos * audio_pad.long())[:, prefix_len:]  # [B, T-P], 1024 = ignore
-        nar_ce = F.cross_entropy(nar_logits.reshape(-1, nar_logits.shape[-1]), targets.reshape(-1),
-                                 ignore_index=eos, reduction="sum")
-        nar_loss = nar_ce * nar_scale
-        nar_count = int((targets != eos).sum())
-        nar_hits = _top10_hits(nar_logits, targets, ignore=eos)
+            prefix_len = sample_prefix_len(shortest, generator)
+        if not 0 <= prefix_len < shortest:
+            raise ValueError(f"prefix_len {prefix_len} must be below the shortest utterance ({shortest}).")
+        nar = _nar_part(model, padded, nar_stage, prefix_len, nar_scale)
 
-    if ar_loss is not None and nar_loss is not None:
-        loss = (ar_loss + nar_loss) / 2
+    if ar is not None and nar is not None:
+        loss = (ar.loss + nar.loss) / 2
     else:
-        loss = ar_loss if ar_loss is not None else nar_loss
+        loss = ar.loss if ar is not None else nar.loss
+    has_ar, has_nar = ar is not None, nar is not None
     return ForwardResult(
-        loss=loss, ar_loss=ar_loss, nar_loss=nar_loss, nar_ce=nar_ce,
-        nar_scale=nar_scale if nar_loss is not None else None,
-        nar_stage=nar_stage if nar_loss is not None else None,
-        prefix_len=prefix_len if nar_loss is not None else None,
-        ar_targets=ar_count, nar_targets=nar_count, ar_top10_correct=ar_hits, nar_top10_correct=nar_hits,
-        ar_logits=ar_logits if keep_logits else None, nar_logits=nar_logits if keep_logits else None,
+        loss=loss, ar_loss=ar.loss if has_ar else None, nar_loss=nar.loss if has_nar else None,
+        nar_ce=nar.ce if has_nar else None, nar_scale=nar.scale if has_nar else None,
+        nar_stage=nar_stage if has_nar else None, prefix_len=prefix_len if has_nar else None,
+        ar_targets=ar.targets if has_ar else 0, nar_targets=nar.targets if has_nar else 0,
+        ar_top10_correct=ar.top10_correct if has_ar else 0, nar_top10_correct=nar.top10_correct if has_nar else 0,
+        ar_logits=ar.logits if has_ar and keep_logits else None,
+        nar_logits=nar.logits if has_nar and keep_logits else None,
     )
+
+
+@dataclass
+class _PaddedBatch:
+    """A batch cut to its longest text and utterance, with its padding masks and the AR's shifted targets."""
+
+    text: Tensor  # [B, S] phoneme ids
+    text_langs: Tensor  # [B, S] language ids
+    text_pad: Tensor  # [B, S] True = padding
+    audio_pad: Tensor  # [B, T] True = padding
+    codes: Tensor  # [B, T, Q], 0 on padding frames
+    code_lens: Tensor  # [B]
+    ar_targets: Tensor  # [B, T+1]: codebook 0, then EOS (EOS on every padding frame too)
+    eos: int
+    bos: int
+
+    @property
+    def num_quantizers(self) -> int:
+        return int(self.codes.shape[2])
+
+    @classmethod
+    def of(cls, batch: TrainingBatch, config: VallexConfig) -> "_PaddedBatch":
+        text_lens, code_lens = batch.text_lens.long(), batch.code_lens.long()
+        if bool((text_lens < 1).any()) or bool((code_lens < 1).any()):
+            raise ValueError("Every utterance in a training batch needs at least one text token and one frame.")
+        n_q = config.num_quantizers
+        if batch.codes.ndim != 3 or batch.codes.shape[2] != n_q:
+            raise ValueError(f"codes must have shape [B, T, {n_q}], got {tuple(batch.codes.shape)}.")
+        text_len, frames = int(text_lens.max()), int(code_lens.max())
+        device = batch.text.device
+        audio_pad = torch.arange(frames, device=device)[None] >= code_lens[:, None]  # [B, T]
+        codes = batch.codes[:, :frames].long().masked_fill(audio_pad[..., None], 0)  # [B, T, Q]
+        eos = config.eos_id
+        ar_targets = F.pad(codes[..., 0], (0, 1), value=0) + eos * F.pad(audio_pad.long(), (0, 1), value=1)
+        return cls(
+            text=batch.text[:, :text_len].long(), text_langs=batch.text_langs[:, :text_len].long(),
+            text_pad=torch.arange(text_len, device=device)[None] >= text_lens[:, None],
+            audio_pad=audio_pad, codes=codes, code_lens=code_lens, ar_targets=ar_targets, eos=eos,
+            bos=config.bos_id,
+        )
+
+
+@dataclass
+class _PartLosses:
+    """One decoder's summed loss, its target count, its top-10 hits and logits."""
+
+    loss: Tensor
+    targets: int
+    top10_correct: int
+    logits: Tensor
+    ce: Tensor | None = None  # NAR: the cross-entropy before scaling
+    scale: float | None = None  # NAR: the scale applied
+
+
+def _ar_part(model: VallexModel, padded: _PaddedBatch, ar_loss_on_padding: bool) -> _PartLosses:
+    """AR: input BOS + codebook 0 shifted right, target codebook 0 + EOS; 1025-way cross-entropy, summed."""
+    text, audio_pad, ar_targets = padded.text, padded.audio_pad, padded.ar_targets
+    text_len, frames = text.shape[1], audio_pad.shape[1]
+    device = text.device
+    ar_inputs = F.pad(ar_targets[:, :-1], (1, 0), value=padded.bos)  # [B, T+1]
+    xy = torch.cat([model.embed_text("ar", text, padded.text_langs), model.embed_ar_audio(ar_inputs)], dim=1)
+    # Text bidirectional, audio causal, padded keys hidden. Every query row still sees its first text
+    # token (text_lens >= 1), so no row is fully masked (SDPA would give NaN).
+    keys = torch.cat([~padded.text_pad, F.pad(~audio_pad, (1, 0), value=True)], dim=1)  # [B, S+T+1]
+    mask = ar_attention_mask(text_len, frames + 1, device=device)[None] & keys[:, None, :]  # [B, L, L]
+    hidden = model.ar_decoder(xy, mask[:, None])  # [B, S+T+1, D]
+    logits = model.ar_logits(hidden[:, text_len:]).float()  # [B, T+1, 1025]
+    targets = ar_targets
+    if not ar_loss_on_padding:  # keep frames 0..len (the last one is the EOS target)
+        beyond = torch.arange(frames + 1, device=device)[None] > padded.code_lens[:, None]
+        targets = ar_targets.masked_fill(beyond, -100)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           reduction="sum", ignore_index=-100)
+    return _PartLosses(loss=loss, targets=int((targets >= 0).sum()),
+                       top10_correct=_top10_hits(logits, targets, ignore=padded.eos), logits=logits)
+
+
+def _nar_part(model: VallexModel, padded: _PaddedBatch, nar_stage: int, prefix_len: int,
+              nar_scale: float | None) -> _PartLosses:
+    """NAR stage ``nar_stage``: predict that codebook on the frames after the prompt, from the codebooks below."""
+    eos = padded.eos
+    if nar_scale is None:
+        nar_scale = nar_loss_scale(int(padded.code_lens.sum()), prefix_len, padded.text.shape[0])
+    q0 = padded.ar_targets[:, :-1]  # [B, T]: codebook 0 with EOS on padding frames
+    audio_emb = nar_prefix_mode1_embedding(model, q0, padded.codes, prefix_len, nar_stage)  # [B, T, D]
+    padding = torch.cat([padded.text_pad, padded.audio_pad], dim=1)  # [B, S+T]
+    text_emb = model.embed_text("nar", padded.text, padded.text_langs)
+    hidden = model.nar_forward(text_emb, audio_emb, nar_stage - 1, padding)  # [B, S+T, D]
+    logits = model.nar_predict_layers[nar_stage - 1](hidden[:, prefix_len:]).float()  # [B, T-P, 1024]
+    # [B, T-P]; EOS (1024) on padding frames is ignored.
+    targets = (padded.codes[..., nar_stage] + eos * padded.audio_pad.long())[:, prefix_len:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=eos,
+                         reduction="sum")
+    return _PartLosses(loss=ce * nar_scale, targets=int((targets != eos).sum()),
+                       top10_correct=_top10_hits(logits, targets, ignore=eos), logits=logits, ce=ce, scale=nar_scale)
+
+
+def nar_prefix_mode1_embedding(model: VallexModel, q0: Tensor, codes: Tensor, prefix_len: int,
+                               nar_stage: int) -> Tensor:
+    """The NAR's audio input in prefix mode 1: prompt frames carry all codebooks, the others those below the stage.
+
+    Args:
+        q0: LongTensor [B, T], codebook 0 (EOS on padding frames).
+        codes: LongTensor [B, T, Q], all codebooks (the first ``prefix_len`` frames are the acoustic prompt).
+        prefix_len: prompt frames P.
+        nar_stage: the codebook predicted, 1..Q-1.
+
+    Returns:
+        [B, T, D]: the sum of the codebook embeddings of each frame.
+    """
+    embeddings = model.nar_audio_embeddings
+    prompt = embeddings[0](q0[:, :prefix_len])  # [B, P, D]
+    rest = embeddings[0](q0[:, prefix_len:])  # [B, T-P, D]
+    for j in range(1, codes.shape[2]):
+        prompt = prompt + embeddings[j](codes[:, :prefix_len, j])  # prompt frames: all codebooks
+        if j < nar_stage:
+            rest = rest + embeddings[j](codes[:, prefix_len:, j])  # others: codebooks below the stage
+    return torch.cat([prompt, rest], dim=1)  # [B, T, D]

@@ -1,4 +1,4 @@
-"""``vallex train``: train or fine-tune VALL-E X on a prepared folder (:mod:`vallex.training.data`).
+"""``vallex train``: train or fine-tune VALL-E X on a prepared folder (:mod:`vallex.training.prepare`).
 
 One step = ``accumulate_grad_steps`` global batches (duration-bucketed, :class:`BucketBatchSampler`), the
 training forward (:func:`training_forward`), AdamW with gradient clipping, a warm-up + cosine / Eden /
@@ -40,6 +40,7 @@ from torch import nn
 
 from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
+from vallex.files import atomic_open, atomic_path, write_text_atomic
 from vallex.model import VallexModel
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
 from vallex.training.dropout import add_dropout
@@ -307,18 +308,15 @@ class _TrainingModule(nn.Module):
 
 # Checkpoints -----------------------------------------------------------------------------------------------
 
-def _atomic_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _save(out_dir: Path, model: VallexModel, optimizer, progress: dict, keep_last: int) -> Path:
     name = f"checkpoint-{progress['step']:08d}"
     path = save_checkpoint(model, out_dir / f"{name}.pt")
     model.config.to_json(out_dir / f"{name}.json")
-    torch.save({"optimizer": optimizer.state_dict(), **progress}, out_dir / f"{name}.state.pt")
-    _atomic_json(out_dir / "last.json", {"checkpoint": f"{name}.pt", "state": f"{name}.state.pt", **progress})
+    with atomic_path(out_dir / f"{name}.state.pt") as partial:
+        torch.save({"optimizer": optimizer.state_dict(), **progress}, partial)
+    # Written last: it names only files that are complete.
+    write_text_atomic(out_dir / "last.json",
+                      json.dumps({"checkpoint": f"{name}.pt", "state": f"{name}.state.pt", **progress}, indent=1))
     periodic = sorted(out_dir.glob("checkpoint-*.state.pt"))
     for old in periodic[:-keep_last] if keep_last > 0 else []:
         stem = old.name[: -len(".state.pt")]
@@ -346,7 +344,7 @@ def _truncate_csv(path: Path, step: int) -> None:
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step] if rows else []
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows(kept)
 
 
@@ -354,7 +352,7 @@ class _CsvLog:
     def __init__(self, path: Path, columns: list[str]) -> None:
         self.path, self.columns = path, columns
         if not path.is_file():
-            with path.open("w", encoding="utf-8", newline="") as handle:
+            with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
                 csv.writer(handle).writerow(columns)
 
     def write(self, row: dict) -> None:
@@ -386,14 +384,42 @@ def _draws(config: TrainConfig, step: int, micro: int, batch_frames: list[int], 
             "nar_scale": nar_loss_scale(sum(batch_frames), prefix, len(batch_frames))}
 
 
-def _all_reduce(values: list[float], device: torch.device, dist: _Dist) -> list[float]:
-    if not dist.enabled:
-        return values
-    import torch.distributed as tdist
+@dataclass
+class _LossSums:
+    """Losses and top-10 counts summed over the batches of one step (or one validation pass).
 
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    tdist.all_reduce(tensor)
-    return tensor.tolist()
+    Losses are sums over frames, not yet divided: dividing once by the frames of the whole step is what
+    makes a step's value independent of how its batches are split over processes.
+    """
+
+    loss: float = 0.0
+    ar_loss: float = 0.0
+    nar_loss: float = 0.0
+    ar_top10_correct: int = 0
+    ar_targets: int = 0
+    nar_top10_correct: int = 0
+    nar_targets: int = 0
+    frames: int = 0  # real frames of the batches added (validation divides by these)
+
+    def add(self, loss: torch.Tensor, out: ForwardResult, frames: int = 0) -> None:
+        self.loss += float(loss.detach())
+        self.ar_loss += float(out.ar_loss.detach()) if out.ar_loss is not None else 0.0
+        self.nar_loss += float(out.nar_loss.detach()) if out.nar_loss is not None else 0.0
+        self.ar_top10_correct += out.ar_top10_correct
+        self.ar_targets += out.ar_targets
+        self.nar_top10_correct += out.nar_top10_correct
+        self.nar_targets += out.nar_targets
+        self.frames += frames
+
+    def all_reduce(self, device: torch.device, dist: _Dist) -> "_LossSums":
+        """The sums over every rank (this object itself when there is one process)."""
+        if not dist.enabled:
+            return self
+        import torch.distributed as tdist
+
+        tensor = torch.tensor(dataclasses.astuple(self), dtype=torch.float64, device=device)
+        tdist.all_reduce(tensor)
+        return _LossSums(*tensor.tolist())
 
 
 @torch.no_grad()
@@ -405,7 +431,7 @@ def evaluate(model: VallexModel, dataset: CodesDataset, config: TrainConfig, dev
     model.eval()
     sampler = BucketBatchSampler(dataset.frames, config.batch_size, max_frames=config.max_frames,
                                  num_buckets=config.num_buckets, shuffle=False)
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss, ar, nar, frames
+    sums = _LossSums()
     for i, batch_ids in enumerate(sampler.batches(0)):
         frames = [dataset.frames[j] for j in batch_ids]
         local = shard_batch(batch_ids, dist.rank, dist.world_size)
@@ -416,14 +442,11 @@ def evaluate(model: VallexModel, dataset: CodesDataset, config: TrainConfig, dev
         with _autocast(device, autocast):
             out = training_forward(model, batch, train_stage=config.stage,
                                    ar_loss_on_padding=config.ar_loss_on_padding, **options)
-        sums[0] += float(out.loss)
-        sums[1] += float(out.ar_loss) if out.ar_loss is not None else 0.0
-        sums[2] += float(out.nar_loss) if out.nar_loss is not None else 0.0
-        sums[3] += float(batch.code_lens.sum())
-    sums = _all_reduce(sums, device, dist)
+        sums.add(out.loss, out, frames=int(batch.code_lens.sum()))
+    sums = sums.all_reduce(device, dist)
     model.train(was_training)
-    frames = max(sums[3], 1.0)
-    return {"loss": sums[0] / frames, "ar_loss": sums[1] / frames, "nar_loss": sums[2] / frames}
+    frames = max(sums.frames, 1.0)
+    return {"loss": sums.loss / frames, "ar_loss": sums.ar_loss / frames, "nar_loss": sums.nar_loss / frames}
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -432,42 +455,91 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass
+class _Run:
+    """What a training run holds from one step to the next (made by :func:`_set_up`)."""
+
+    config: TrainConfig
+    dist: _Dist
+    device: torch.device
+    autocast: torch.dtype | None  # None: float32
+    out_dir: Path
+    train_set: CodesDataset
+    train_frames: list[int]  # frames of each training utterance (computed once)
+    valid_set: CodesDataset
+    model: VallexModel
+    params: list[tuple[str, nn.Parameter]]  # the parameters this stage trains
+    optimizer: torch.optim.Optimizer
+    module: nn.Module  # the model as the training forward, wrapped in DDP when distributed
+    scaler: torch.amp.GradScaler | None  # float16 only
+    sampler: BucketBatchSampler
+    progress: dict  # step, epoch, position (batches done in the epoch), best_valid: saved with checkpoints
+    result: TrainResult
+    resumed: bool
+    log: _CsvLog | None = None  # main process only
+    valid_log: _CsvLog | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
 def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Run (or resume) a training run; returns where it ended. ``on_step(step, row)`` is called after every
     optimiser step with the logged values (used by tests and notebooks)."""
+    run = _set_up(config)
+    progress = run.progress
+    step, epoch, position = progress["step"], progress["epoch"], progress["position"]
+    last_saved = step if run.resumed else -1
+    while step < config.max_steps:
+        epoch_batches = run.sampler.batches(epoch)
+        if len(epoch_batches) < config.accumulate_grad_steps:
+            raise ValueError(f"Only {len(epoch_batches)} batches per epoch, fewer than accumulate_grad_steps "
+                             f"({config.accumulate_grad_steps}): lower batch_size/accumulate_grad_steps or add data.")
+        while position + config.accumulate_grad_steps <= len(epoch_batches) and step < config.max_steps:
+            group = epoch_batches[position:position + config.accumulate_grad_steps]
+            row = _optimisation_step(run, group, step, epoch)
+            step += 1
+            position += len(group)
+            _log_step(run, row, on_step)
+            progress.update(step=step, epoch=epoch, position=position)
+            if step % config.valid_every == 0 or step == config.max_steps:
+                run.result.valid_loss = _validate(run)
+            if step % config.save_every == 0 or step == config.max_steps:
+                _save_checkpoint(run)
+                last_saved = step
+        epoch += 1
+        position = 0
+        progress.update(epoch=epoch, position=0)
+    if last_saved != step:
+        _save_checkpoint(run)
+    run.result.step = step
+    if run.dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return run.result
+
+
+def _set_up(config: TrainConfig) -> _Run:
+    """Devices and processes, the data, the model (new, fine-tuned or resumed) with its optimiser, and the
+    run folder's configuration files and logs."""
     if not config.data:
         raise ValueError("No training data: set `data` to a folder made by `vallex prepare-data`.")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
-    device_kind = "cuda" if (config.device == "auto" and torch.cuda.is_available()) or config.device.startswith("cuda") else "cpu"
-    dist = _init_distributed(device_kind)
+    on_cuda = (config.device == "auto" and torch.cuda.is_available()) or config.device.startswith("cuda")
+    dist = _init_distributed("cuda" if on_cuda else "cpu")
     device = _device(config, dist)
     autocast = _autocast_dtype(config, device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    full = CodesDataset(config.data)
-    if len(full) == 0:
-        raise ValueError(f"{config.data} holds no utterances; check the prepare-data summary.")
-    if config.valid_data:
-        train_set, valid_set = full, CodesDataset(config.valid_data)
-    else:
-        train_ids, valid_ids = split_ids([item["id"] for item in full.items], config.valid_fraction)
-        train_set, valid_set = CodesDataset(config.data, train_ids), CodesDataset(config.data, valid_ids)
-    _check_language_tables(full.languages, valid_set.languages, config.valid_data)
-    if config.init_checkpoint:
-        table = Path(config.init_checkpoint).with_name(LANGUAGES_FILE)
-        if table.is_file():
-            _check_language_tables(full.languages, json.loads(table.read_text(encoding="utf-8")), str(table))
-    if len(train_set) < dist.world_size:
-        raise ValueError(f"{len(train_set)} training utterances cannot be shared by {dist.world_size} processes.")
+    full, train_set, valid_set = _load_data(config, dist)
 
     resume = _load_resume(out_dir) if config.resume else None
     torch.manual_seed(config.seed)  # the initial weights of a model trained from scratch
     # A resumed run's own checkpoint decides the shape (a grown model stays grown).
     model = load_model(resume[0]) if resume is not None else _build_model(config, full)
     if model.config.num_quantizers != full.num_quantizers:
-        raise ValueError(f"The data has {full.num_quantizers} codebooks but the model expects {model.config.num_quantizers}.")
+        raise ValueError(f"The data has {full.num_quantizers} codebooks but the model expects "
+                         f"{model.config.num_quantizers}.")
     model.to(device).train()
     add_dropout(model, config.dropout)
     params = _trainable(model, config.stage)
@@ -490,117 +562,140 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
                                          find_unused_parameters=True)
     scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
 
-    log = valid_log = None
-    if dist.main:
-        (out_dir / "train_config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-        model.config.to_json(out_dir / "config.json")
-        # Which language each embedding row is: fine-tuning this run on other data checks against it.
-        (out_dir / LANGUAGES_FILE).write_text(json.dumps(full.languages), encoding="utf-8")
-        log = _CsvLog(out_dir / "log.csv", ["step", "epoch", "lr", "loss", "ar_loss", "nar_loss", "ar_top10",
-                                           "nar_top10", "frames", "grad_norm", "seconds"])
-        valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])
-
-    sampler = BucketBatchSampler(train_set.frames, config.batch_size, max_frames=config.max_frames,
+    train_frames = train_set.frames
+    sampler = BucketBatchSampler(train_frames, config.batch_size, max_frames=config.max_frames,
                                  num_buckets=config.num_buckets, seed=config.seed, min_batch=dist.world_size)
-    frames_of = train_set.frames
-    num_q = model.config.num_quantizers
     result = TrainResult(step=progress["step"], out_dir=out_dir,
                          last_checkpoint=resume[0] if resume is not None and dist.main else None,
                          best_checkpoint=out_dir / "best.pt" if (out_dir / "best.pt").is_file() else None)
-    step, epoch, position = progress["step"], progress["epoch"], progress["position"]
-    started = time.perf_counter()
-    last_saved = step if resume is not None else -1
-
-    while step < config.max_steps:
-        epoch_batches = sampler.batches(epoch)
-        if len(epoch_batches) < config.accumulate_grad_steps:
-            raise ValueError(f"Only {len(epoch_batches)} batches per epoch, fewer than accumulate_grad_steps "
-                             f"({config.accumulate_grad_steps}): lower batch_size/accumulate_grad_steps or add data.")
-        while position + config.accumulate_grad_steps <= len(epoch_batches) and step < config.max_steps:
-            group = epoch_batches[position:position + config.accumulate_grad_steps]
-            lr = learning_rate(config, step, epoch)
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            torch.manual_seed(_step_seed(config.seed + 2 + dist.rank, step))  # dropout masks
-            step_frames = sum(frames_of[i] for batch in group for i in batch)
-            sums = [0.0] * 7  # loss, ar, nar, ar_hits, ar_n, nar_hits, nar_n
-            for micro, batch_ids in enumerate(group):
-                options = _draws(config, step, micro, [frames_of[i] for i in batch_ids], num_q)
-                options.update(train_stage=config.stage, ar_loss_on_padding=config.ar_loss_on_padding)
-                local = shard_batch(batch_ids, dist.rank, dist.world_size)
-                batch = collate([train_set[i] for i in local]).to(device)
-                sync = micro == len(group) - 1 or not dist.enabled
-                with (contextlib.nullcontext() if sync else module.no_sync()), _autocast(device, autocast):
-                    loss, out = module(batch, options)
-                # Sum over frames / frames of the whole step; DDP averages over ranks, hence * world_size.
-                scaled = loss * (dist.world_size / step_frames)
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                sums[0] += float(loss.detach())
-                sums[1] += float(out.ar_loss.detach()) if out.ar_loss is not None else 0.0
-                sums[2] += float(out.nar_loss.detach()) if out.nar_loss is not None else 0.0
-                sums[3:] = [a + b for a, b in zip(sums[3:], (out.ar_top10_correct, out.ar_targets,
-                                                              out.nar_top10_correct, out.nar_targets))]
-            if scaler:
-                scaler.unscale_(optimizer)
-            trained = [p for _, p in params]
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, config.grad_clip if config.grad_clip > 0 else float("inf")))
-            if scaler:  # skips the update by itself when fp16 gradients overflowed
-                scaler.step(optimizer)
-                scaler.update()
-            elif math.isfinite(grad_norm):  # the norm is of all-reduced gradients: every rank agrees
-                optimizer.step()
-            else:
-                _LOG.warning("step %d: gradient norm is %s; update skipped", step + 1, grad_norm)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            position += len(group)
-            sums = _all_reduce(sums, device, dist)
-            row = {"step": step, "epoch": epoch, "lr": lr, "loss": sums[0] / step_frames,
-                   "ar_loss": sums[1] / step_frames if config.stage != "nar" else None,
-                   "nar_loss": sums[2] / step_frames if config.stage != "ar" else None,
-                   "ar_top10": sums[3] / max(sums[4], 1) if config.stage != "nar" else None,
-                   "nar_top10": sums[5] / max(sums[6], 1) if config.stage != "ar" else None,
-                   "frames": step_frames, "grad_norm": grad_norm,
-                   "seconds": round(time.perf_counter() - started, 3)}
-            result.train_losses.append(row["loss"])
-            if log is not None and (step % config.log_every == 0 or step == 1):
-                log.write(row)
-                _LOG.info("step %d  loss %.4f  ar %s  nar %s  lr %.3g  %.0f s", step, row["loss"],
-                          _fmt(row["ar_loss"]), _fmt(row["nar_loss"]), lr, row["seconds"])
-            if on_step is not None:
-                on_step(step, row)
-            progress.update(step=step, epoch=epoch, position=position)
-            if step % config.valid_every == 0 or step == config.max_steps:
-                result.valid_loss = _validate(model, valid_set, config, device, dist, autocast, progress,
-                                              valid_log, out_dir, result)
-            if step % config.save_every == 0 or step == config.max_steps:
-                if dist.main:
-                    result.last_checkpoint = _save(out_dir, model, optimizer, dict(progress), config.keep_last)
-                last_saved = step
-        epoch += 1
-        position = 0
-        progress.update(epoch=epoch, position=0)
-    if last_saved != step and dist.main:
-        result.last_checkpoint = _save(out_dir, model, optimizer, dict(progress), config.keep_last)
-    result.step = step
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        tdist.barrier()
-    return result
+    run = _Run(config=config, dist=dist, device=device, autocast=autocast, out_dir=out_dir, train_set=train_set,
+               train_frames=train_frames, valid_set=valid_set, model=model, params=params, optimizer=optimizer,
+               module=module, scaler=scaler, sampler=sampler, progress=progress, result=result,
+               resumed=resume is not None)
+    if dist.main:
+        _start_run_folder(run, full.languages)
+    return run
 
 
-def _validate(model, valid_set, config, device, dist, autocast, progress, valid_log, out_dir, result) -> float | None:
-    if len(valid_set) == 0:
+def _load_data(config: TrainConfig, dist: _Dist) -> tuple[CodesDataset, CodesDataset, CodesDataset]:
+    """(all of ``config.data``, the training part, the validation part), with their language tables checked."""
+    full = CodesDataset(config.data)
+    if len(full) == 0:
+        raise ValueError(f"{config.data} holds no utterances; check the prepare-data summary.")
+    if config.valid_data:
+        train_set, valid_set = full, CodesDataset(config.valid_data)
+    else:
+        train_ids, valid_ids = split_ids([item["id"] for item in full.items], config.valid_fraction)
+        train_set, valid_set = CodesDataset(config.data, train_ids), CodesDataset(config.data, valid_ids)
+    _check_language_tables(full.languages, valid_set.languages, config.valid_data)
+    if config.init_checkpoint:
+        table = Path(config.init_checkpoint).with_name(LANGUAGES_FILE)
+        if table.is_file():
+            _check_language_tables(full.languages, json.loads(table.read_text(encoding="utf-8")), str(table))
+    if len(train_set) < dist.world_size:
+        raise ValueError(f"{len(train_set)} training utterances cannot be shared by {dist.world_size} processes.")
+    return full, train_set, valid_set
+
+
+def _start_run_folder(run: _Run, languages: list[str]) -> None:
+    """The run's configuration files, and its training and validation logs (opened, or continued)."""
+    out_dir = run.out_dir
+    write_text_atomic(out_dir / "train_config.yaml", run.config.to_yaml())
+    run.model.config.to_json(out_dir / "config.json")
+    # Which language each embedding row is: fine-tuning this run on other data checks against it.
+    write_text_atomic(out_dir / LANGUAGES_FILE, json.dumps(languages))
+    run.log = _CsvLog(out_dir / "log.csv", ["step", "epoch", "lr", "loss", "ar_loss", "nar_loss", "ar_top10",
+                                           "nar_top10", "frames", "grad_norm", "seconds"])
+    run.valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])
+
+
+def _optimisation_step(run: _Run, group: list[list[int]], step: int, epoch: int) -> dict:
+    """One optimiser step over the global batches ``group`` (gradients accumulated); returns the row to log.
+
+    ``step`` is the number of steps done before this one (0-based); the row carries ``step + 1``.
+    """
+    config, dist, frames_of = run.config, run.dist, run.train_frames
+    lr = learning_rate(config, step, epoch)
+    for param_group in run.optimizer.param_groups:
+        param_group["lr"] = lr
+    torch.manual_seed(_step_seed(config.seed + 2 + dist.rank, step))  # dropout masks
+    step_frames = sum(frames_of[i] for batch in group for i in batch)
+    sums = _LossSums()
+    for micro, batch_ids in enumerate(group):
+        options = _draws(config, step, micro, [frames_of[i] for i in batch_ids], run.model.config.num_quantizers)
+        options.update(train_stage=config.stage, ar_loss_on_padding=config.ar_loss_on_padding)
+        local = shard_batch(batch_ids, dist.rank, dist.world_size)
+        batch = collate([run.train_set[i] for i in local]).to(run.device)
+        sync = micro == len(group) - 1 or not dist.enabled
+        with (contextlib.nullcontext() if sync else run.module.no_sync()), _autocast(run.device, run.autocast):
+            loss, out = run.module(batch, options)
+        # Sum over frames / frames of the whole step; DDP averages over ranks, hence * world_size.
+        scaled = loss * (dist.world_size / step_frames)
+        (run.scaler.scale(scaled) if run.scaler else scaled).backward()
+        sums.add(loss, out)
+    grad_norm = _apply_gradients(run, step)
+    sums = sums.all_reduce(run.device, dist)
+    return {"step": step + 1, "epoch": epoch, "lr": lr, "loss": sums.loss / step_frames,
+            "ar_loss": sums.ar_loss / step_frames if config.stage != "nar" else None,
+            "nar_loss": sums.nar_loss / step_frames if config.stage != "ar" else None,
+            "ar_top10": sums.ar_top10_correct / max(sums.ar_targets, 1) if config.stage != "nar" else None,
+            "nar_top10": sums.nar_top10_correct / max(sums.nar_targets, 1) if config.stage != "ar" else None,
+            "frames": step_frames, "grad_norm": grad_norm,
+            "seconds": round(time.perf_counter() - run.started, 3)}
+
+
+def _apply_gradients(run: _Run, step: int) -> float:
+    """Clip the accumulated gradients, update the weights (unless they are not finite), clear the gradients;
+    returns the gradient norm before clipping."""
+    config, optimizer, scaler = run.config, run.optimizer, run.scaler
+    if scaler:
+        scaler.unscale_(optimizer)
+    trained = [p for _, p in run.params]
+    max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, max_norm))
+    if scaler:  # skips the update by itself when fp16 gradients overflowed
+        scaler.step(optimizer)
+        scaler.update()
+    elif math.isfinite(grad_norm):  # the norm is of all-reduced gradients: every rank agrees
+        optimizer.step()
+    else:
+        _LOG.warning("step %d: gradient norm is %s; update skipped", step + 1, grad_norm)
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def _log_step(run: _Run, row: dict, on_step: Callable[[int, dict], None] | None) -> None:
+    """Record a step's row: in the result, in log.csv (every ``log_every`` steps and the first), to ``on_step``."""
+    step = row["step"]
+    run.result.train_losses.append(row["loss"])
+    if run.log is not None and (step % run.config.log_every == 0 or step == 1):
+        run.log.write(row)
+        _LOG.info("step %d  loss %.4f  ar %s  nar %s  lr %.3g  %.0f s", step, row["loss"],
+                  _fmt(row["ar_loss"]), _fmt(row["nar_loss"]), row["lr"], row["seconds"])
+    if on_step is not None:
+        on_step(step, row)
+
+
+def _validate(run: _Run) -> float | None:
+    """Validation loss per frame now (None without validation data); a new best is saved as best.pt."""
+    if len(run.valid_set) == 0:
         return None
-    losses = evaluate(model, valid_set, config, device, dist, autocast)
-    if valid_log is not None:
-        valid_log.write({"step": progress["step"], **losses})
+    losses = evaluate(run.model, run.valid_set, run.config, run.device, run.dist, run.autocast)
+    progress = run.progress
+    if run.valid_log is not None:
+        run.valid_log.write({"step": progress["step"], **losses})
         _LOG.info("step %d  validation loss %.4f", progress["step"], losses["loss"])
         best = progress.get("best_valid")
         if best is None or losses["loss"] < best:
             progress["best_valid"] = losses["loss"]
-            save_checkpoint(model, out_dir / "best.pt")
-            model.config.to_json(out_dir / "best.json")
-            result.best_checkpoint = out_dir / "best.pt"
+            save_checkpoint(run.model, run.out_dir / "best.pt")
+            run.model.config.to_json(run.out_dir / "best.json")
+            run.result.best_checkpoint = run.out_dir / "best.pt"
     return losses["loss"]
+
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write a periodic checkpoint with the optimiser and progress (main process only)."""
+    if run.dist.main:
+        run.result.last_checkpoint = _save(run.out_dir, run.model, run.optimizer, dict(run.progress),
+                                           run.config.keep_last)

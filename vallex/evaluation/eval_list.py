@@ -18,13 +18,13 @@ ground-truth wav) are read by :func:`read_seedtts_list`, which needs the languag
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vallex.languages import LANGUAGES, normalize_accent
+from vallex.languages import LANGUAGES, normalize_language
+# An id names its output file, so it follows the rule of preset names: never a path.
+from vallex.prompts import NAME_PATTERN
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 REQUIRED_FIELDS = ("prompt_audio", "prompt_text", "text", "language")
 OPTIONAL_FIELDS = ("id", "prompt_language", "reference_audio")
 
@@ -51,7 +51,7 @@ def _language(value: object, source: Path, line: int, field: str) -> str:
     if not isinstance(value, str):
         raise _fail(source, line, f"field {field!r} must be a string, one of {', '.join(LANGUAGES)}.")
     try:
-        code = normalize_accent(value)
+        code = normalize_language(value)
     except ValueError:
         code = None
     if code not in LANGUAGES:
@@ -117,7 +117,7 @@ def _check_unique(items: list[EvalItem], source: Path) -> list[EvalItem]:
     return items
 
 
-def read_manifest(path: str | Path) -> list[EvalItem]:
+def read_jsonl_list(path: str | Path) -> list[EvalItem]:
     """Read a JSONL evaluation list; a ValueError names the line and field of the first problem."""
     source = Path(path)
     if not source.is_file():
@@ -170,4 +170,4 @@ def read_eval_list(path: str | Path, language: str | None = None) -> list[EvalIt
             raise ValueError(f"{path} is a Seed-TTS-eval list, which does not say its language: pass --language "
                              "en, zh or ja.")
         return read_seedtts_list(path, language)
-    return read_manifest(path)
+    return read_jsonl_list(path)

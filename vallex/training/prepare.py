@@ -5,8 +5,8 @@ Inputs (each utterance: audio, transcript, language, optional speaker):
 * a **folder**: ``clip.wav`` beside ``clip.txt``. The language is the first sub-folder's name when it is a
   language code (``data/en/...``, ``data/de/...``), else ``--language``; a transcript written as
   ``de|Guten Tag.`` names its own language (one language per line of text).
-* a **manifest**, CSV (header ``path,text,language[,speaker][,id]``) or JSONL (one object per line with the
-  same keys); relative paths are relative to the manifest's folder.
+* a **recording list**, CSV (header ``path,text,language[,speaker][,id]``) or JSONL (one object per line with
+  the same keys); relative paths are relative to the list's folder.
 
 Every utterance is loaded as mono 24 kHz (:func:`vallex.audio.load_audio`), kept if it lasts 0.5-20 s,
 tokenised with EnCodec (8 codebooks at 75 Hz) and its text turned into phoneme ids: the checkpoint's front
@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from vallex.audio import FRAME_RATE, SAMPLE_RATE, SOUNDFILE_EXTENSIONS, PYAV_EXTENSIONS
+from vallex.files import atomic_open, write_text_atomic
 from vallex.languages import LANGUAGES
 
 if TYPE_CHECKING:
@@ -161,11 +161,11 @@ def scan_folder(root: str | Path, language: str | None = None) -> list[SourceIte
     return items
 
 
-def read_manifest(path: str | Path) -> list[SourceItem]:
-    """Items of a CSV (with a header) or JSONL manifest: path, text, language, optional speaker and id."""
+def read_recording_list(path: str | Path) -> list[SourceItem]:
+    """Items of a CSV (with a header) or JSONL recording list: path, text, language, optional speaker and id."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Manifest not found: {path}")
+        raise FileNotFoundError(f"Recording list not found: {path}")
     rows: list[dict] = []
     if path.suffix.lower() in (".jsonl", ".json"):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -182,7 +182,8 @@ def read_manifest(path: str | Path) -> list[SourceItem]:
         with path.open(encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
     else:
-        raise ValueError(f"Unsupported manifest {path.name}: use .csv (header path,text,language[,speaker]) or .jsonl.")
+        raise ValueError(f"Unsupported recording list {path.name}: use .csv (header path,text,language[,speaker]) "
+                         "or .jsonl.")
     items = []
     for number, row in enumerate(rows, 1):
         if not row.get("path"):
@@ -224,17 +225,9 @@ class TextEncoder:
 
 # Writing --------------------------------------------------------------------------------------------------
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def load_index(out_dir: str | Path) -> dict:
@@ -289,13 +282,13 @@ class _ShardWriter:
         if not self.items:
             return
         shard = self.items[0]["shard"]
-        _atomic_save_npy(self.out_dir / f"{shard}.codes.npy", np.concatenate(self.codes))
-        _atomic_save_npy(self.out_dir / f"{shard}.text.npy", np.concatenate(self.text))
-        _atomic_save_npy(self.out_dir / f"{shard}.langs.npy", np.concatenate(self.langs))
+        _save_npy(self.out_dir / f"{shard}.codes.npy", np.concatenate(self.codes))
+        _save_npy(self.out_dir / f"{shard}.text.npy", np.concatenate(self.text))
+        _save_npy(self.out_dir / f"{shard}.langs.npy", np.concatenate(self.langs))
         # The index is written last: a shard it does not list is simply rewritten by the next run.
         self.index["shards"].append(shard)
         self.index["items"].extend(self.items)
-        _atomic_write_text(self.out_dir / INDEX_NAME, json.dumps(self.index, ensure_ascii=False, indent=0))
+        write_text_atomic(self.out_dir / INDEX_NAME, json.dumps(self.index, ensure_ascii=False, indent=0))
         self._reset()
 
 
@@ -314,7 +307,7 @@ def prepare_dataset(
 
     Args:
         codec: has ``encode_audio(wav float32 [N] at 24 kHz) -> LongTensor [1, T, 8]``
-            (:class:`vallex.codec.AudioCodec`; ``AudioCodec.random()`` for tests).
+            (:class:`vallex.codec.AudioCodec`; ``vallex.random_weights.random_codec()`` for tests).
         min_seconds, max_seconds: duration filter (the reference trained on 0.5-20 s).
         shard_size: utterances per shard.
         text_encoder: ``(text, language) -> (ids, per-token languages)``; default :class:`TextEncoder`.
@@ -367,7 +360,7 @@ def prepare_dataset(
     finally:
         writer.flush()  # an interrupted run keeps everything finished so far
     if not (out_dir / INDEX_NAME).is_file():  # nothing usable yet: still leave a valid (empty) index
-        _atomic_write_text(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
+        write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
     return report
 
 
