@@ -3,7 +3,7 @@
     .venv/bin/python bench/inference.py                                  # float32 only
     .venv/bin/python bench/inference.py --dtype all --stream --json bench/results.json  # + reference (make bench)
 
-Workload (issue 2): the public checkpoint's shape (1024 dims, 12+12 layers) with random weights (speed does
+Workload: the public checkpoint's shape (1024 dims, 12+12 layers) with random weights (speed does
 not depend on the values), 80 text tokens (30 of the prompt transcript + 50 of the target), a 225-frame
 (3 s) prompt, and exactly 300 generated frames (4 s of audio at 75 Hz): EOS is masked until frame 300 and
 decoding stops there (``min_frames``/``max_frames`` of :func:`vallex.decoding.ar_decode`; the model is not
@@ -66,8 +66,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
+from vallex.codec_format import CODEBOOK_SIZE, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE  # noqa: E402 (torch-free)
+from vallex.files import write_text_atomic  # noqa: E402
+
 DTYPES = ("float32", "bfloat16", "int8")
-FRAME_RATE = 75
 TEXT_TOKENS = 80
 ENROLL_TOKENS = 30
 PROMPT_FRAMES = 225
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         _set_threads(args.threads)
         result = measure_stream(args) if args.worker == "stream" else measure(args)
-        args.result_file.write_text(json.dumps(result), encoding="utf-8")
+        write_text_atomic(args.result_file, json.dumps(result))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="vallex-bench-") as tmp:
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(report))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 
@@ -250,7 +252,7 @@ def build_report(results: list[dict], stream: dict | None, args: argparse.Namesp
             result["ar_step_speedup_vs_reference"] = round(
                 reference["ar_ms_per_step"] / result["ar_ms_per_step"], 2)
             result["nar_speedup_vs_reference"] = round(reference["nar_s"] / result["nar_s"], 2)
-    report = {key: baseline[key] for key in SUMMARY_KEYS}  # issue 2's keys, for the baseline
+    report = {key: baseline[key] for key in SUMMARY_KEYS}  # the summary's keys, for the baseline
     report.update({
         "baseline": baseline["dtype"],
         "reference": None if reference is None else {key: reference[key] for key in SUMMARY_KEYS},
@@ -415,7 +417,7 @@ def workload(device, seed: int = 0):
     rng = torch.Generator().manual_seed(seed)
     text = torch.randint(0, 70, (1, TEXT_TOKENS), generator=rng).to(device)  # bpe_69 ids
     langs = language_ids(TEXT_TOKENS, ENROLL_TOKENS, "en", "en", device)[None]
-    prompt = torch.randint(0, 1024, (1, PROMPT_FRAMES, 8), generator=rng).to(device)
+    prompt = torch.randint(0, CODEBOOK_SIZE, (1, PROMPT_FRAMES, NUM_CODEBOOKS), generator=rng).to(device)
     return text, langs, prompt
 
 
@@ -496,8 +498,8 @@ def measure_stream(args: argparse.Namespace) -> dict:
     import torch
 
     from vallex.api import STREAM_CHUNK_SECONDS, VallEX
-    from vallex.codec import AudioCodec
     from vallex.prompts import VoicePrompt
+    from vallex.random_weights import random_codec
 
     sentence_tokens: list[int] = []
 
@@ -509,7 +511,7 @@ def measure_stream(args: argparse.Namespace) -> dict:
         return frames, frames
 
     model, device, load_s, plan = load(args)
-    codec = AudioCodec.random(seed=0, device=device)
+    codec = random_codec(seed=0, device=device)
     _, _, prompt_codes = workload(device)
     voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
     tts = VallEX(model, codec, presets=None, device=device, frame_limits=forced_length)
@@ -542,10 +544,10 @@ def measure_stream(args: argparse.Namespace) -> dict:
     ttfa_sentence, total_sentence, sentences = timed(None)
     return {"dtype": args.dtype[0], "text": STREAM_TEXT, "ttfa_s": round(ttfa, 3), "total_s": round(total, 3),
             "chunk_seconds": STREAM_CHUNK_SECONDS, "chunks": len(chunks),
-            "chunk_lengths_s": [round(len(c) / 24000, 3) for c in chunks],
-            "first_chunk_s": round(len(chunks[0]) / 24000, 3),
+            "chunk_lengths_s": [round(len(c) / SAMPLE_RATE, 3) for c in chunks],
+            "first_chunk_s": round(len(chunks[0]) / SAMPLE_RATE, 3),
             "ttfa_per_sentence_s": round(ttfa_sentence, 3), "total_per_sentence_s": round(total_sentence, 3),
-            "first_sentence_s": round(len(sentences[0]) / 24000, 3),
+            "first_sentence_s": round(len(sentences[0]) / SAMPLE_RATE, 3),
             "first_sentence_tokens": sentence_tokens[0], "load_s": round(load_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads(), **kernel_record(model, plan)}
 

@@ -53,15 +53,15 @@ class WeightsStatus:
 
 
 def load_voices(assets_dir: Path) -> list[Voice]:
-    """The voices listed in ``assets_dir/voices.json`` whose clip exists (none if there is no manifest)."""
-    manifest = assets_dir / "voices.json"
-    if not manifest.is_file():
+    """The voices listed in ``assets_dir/voices.json`` whose clip exists (none if there is no voices list)."""
+    voices_list = assets_dir / "voices.json"
+    if not voices_list.is_file():
         return []
     voices = []
-    for entry in json.loads(manifest.read_text(encoding="utf-8")):
+    for entry in json.loads(voices_list.read_text(encoding="utf-8")):
         name = str(entry.get("name", ""))
         path = assets_dir / str(entry.get("file", ""))
-        # The manifest is ours, but a name is still never joined into a path unchecked.
+        # The list is ours, but a name is still never joined into a path unchecked.
         if NAME_PATTERN.fullmatch(name) and path.is_file() and path.parent == assets_dir:
             voices.append(Voice(name, str(entry["language"]), path, str(entry["transcript"])))
     return voices
@@ -159,7 +159,7 @@ class Engine:
                                      "dl.fbaipublicfiles.com can be reached. Without network access, provide "
                                      f"them as follows.\n\n```text\n{error}\n```")
             return WeightsStatus("error", str(error))
-        except ValueError as error:  # a damaged file or manifest
+        except ValueError as error:  # a damaged file or checksum file
             return WeightsStatus("error", str(error))
         if paths.random:
             return WeightsStatus("warning", f"{NOISE_WARNING} Folder: {manager.weights_dir}")

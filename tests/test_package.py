@@ -37,10 +37,7 @@ def test_library_never_imports_gradio():
 
 #: Import edges a cycle may use, each with the reason it still exists. Every other import between vallex
 #: modules, at module level, under TYPE_CHECKING or inside a function, must point one way.
-ALLOWED_IMPORTS = {
-    ("vallex.codec", "vallex.random_weights"):
-        "AudioCodec.random, kept for bench/inference.py until it calls vallex.random_weights.random_codec",
-}
+ALLOWED_IMPORTS: dict[tuple[str, str], str] = {}
 
 
 def _vallex_imports() -> dict[str, set[str]]:

@@ -27,6 +27,7 @@ import torch
 
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.batching import ARBatch, ARRequest, NARInput, nar_decode_batch
+from vallex.config import MAX_UTTERANCE_SECONDS
 from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ar_decode, iter_ar_decode, language_ids, nar_decode
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
@@ -44,8 +45,6 @@ from vallex.streaming import (  # noqa: F401  (the streaming constants are part 
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
 from vallex.text.normalize import has_pronounceable
 
-#: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
-MAX_UTTERANCE_SECONDS = 22.0
 #: Target text tokens one utterance may hold without the long-text mode (~15-20 s of speech).
 MAX_SINGLE_UTTERANCE_TOKENS = 300
 #: A sliding-window prompt longer than this falls back to the user's prompt (keeps room for the output).

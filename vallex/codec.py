@@ -201,18 +201,6 @@ class AudioCodec:
 
         return cls.from_paths(resolve_weights(weights_dir, download=download, components=components), device)
 
-    @classmethod
-    def random(cls, seed: int = 0, device: str | torch.device = "cpu") -> "AudioCodec":
-        """:func:`vallex.random_weights.random_codec`, kept here for bench/inference.py until it imports that.
-
-        The one import from :mod:`vallex.codec` back to the development module (allowed by name in
-        tests/test_package.py); new code calls ``random_codec`` directly.
-        """
-        from vallex.random_weights import random_codec
-
-        return random_codec(seed, device)
-
-    # Lazy models --------------------------------------------------------------------------------
     @property
     def encodec(self) -> "EncodecModel":
         if self._encodec is None:

@@ -14,6 +14,9 @@ from typing import Any
 from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.files import write_text_atomic
 
+#: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
+MAX_UTTERANCE_SECONDS = 22.0
+
 #: Reference constructor arguments whose only supported value is the public checkpoint's.
 _FIXED_CHOICES: dict[str, Any] = {
     "norm_first": True,  # pre-norm residual blocks

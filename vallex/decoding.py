@@ -1,4 +1,5 @@
-"""Inference: AR sampling of codebook 0, then greedy NAR stages for codebooks 1..7 (SPEC §3.2–3.3).
+"""Inference: AR sampling of codebook 0, then greedy NAR stages for codebooks 1..7, as the reference's
+``VALLE.inference`` does (prefix mode 1: the prompt's frames carry all 8 codebooks in the NAR).
 
 The AR loop keeps a preallocated KV cache, embeds only the newest frame each step and needs no mask
 after the first step (a new frame may attend to everything before it); its one-frame decoder calls go
@@ -136,7 +137,8 @@ def ar_decode(
         text_langs: LongTensor [1, S] language ids (see :func:`language_ids`).
         prompt_codes0: LongTensor [1, P], codebook 0 of the prompt (P may be 0).
         best_of: rows sampled in parallel; the row with the highest mean log-probability of its
-            *generated* tokens wins (the reference also counted BOS and prompt tokens, SPEC §9.2).
+            *generated* tokens wins (the reference also counted BOS and the prompt's tokens, which favours
+            rows with a long prompt over rows that sampled well).
         min_frames: EOS is masked until this many frames exist (the reference could return nothing).
         max_frames: stop after this many frames; default 16 × S, the reference's rule.
         logits_processor: ``f(step, logits [B, 1025]) -> logits``, applied before sampling (benchmarks

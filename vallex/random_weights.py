@@ -7,8 +7,7 @@ Nothing here is used to synthesise real speech: **everything made with these wei
 folder's checksum file ``vallex-weights.json`` (read by :mod:`vallex.weights`) marks it as random, so every
 later use warns.
 
-This module depends on :mod:`vallex.codec` and :mod:`vallex.weights`, never the other way round
-(``AudioCodec.random`` is the one exception, kept until its last caller uses :func:`random_codec`).
+This module depends on :mod:`vallex.codec` and :mod:`vallex.weights`, never the other way round.
 """
 from __future__ import annotations
 

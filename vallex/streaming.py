@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vallex.audio import FRAME_RATE
+from vallex.codec_format import FRAME_RATE
+from vallex.config import MAX_UTTERANCE_SECONDS
 
 #: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR
 #: and a little Vocos), then each chunk is CHUNK_GROWTH times longer, up to MAX_CHUNK_SECONDS, so that a
@@ -31,8 +32,6 @@ NAR_LOOKAHEAD_FRAMES = 8
 #: Fixed frames after a chunk that are vocoded with it (its right context). The rest of Vocos's context
 #: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
 VOCODER_LOOKAHEAD_FRAMES = 8
-#: The longest first chunk accepted (the checkpoint's longest utterance).
-MAX_FIRST_CHUNK_SECONDS = 22.0
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,9 +42,9 @@ def first_chunk_frames(chunk_seconds: float | None) -> int | None:
     if chunk_seconds is None:
         return None
     if (isinstance(chunk_seconds, bool) or not isinstance(chunk_seconds, (int, float))
-            or not 1 / FRAME_RATE <= chunk_seconds <= MAX_FIRST_CHUNK_SECONDS):
+            or not 1 / FRAME_RATE <= chunk_seconds <= MAX_UTTERANCE_SECONDS):
         raise ValueError(f"chunk_seconds must be None (one chunk per sentence) or seconds of audio from "
-                         f"{1 / FRAME_RATE:.3f} to {MAX_FIRST_CHUNK_SECONDS:.0f}, got {chunk_seconds!r}; the "
+                         f"{1 / FRAME_RATE:.3f} to {MAX_UTTERANCE_SECONDS:.0f}, got {chunk_seconds!r}; the "
                          f"default {STREAM_CHUNK_SECONDS} s gives the first audio soonest.")
     return max(1, round(chunk_seconds * FRAME_RATE))
 

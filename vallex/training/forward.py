@@ -264,8 +264,9 @@ def _nar_part(model: VallexModel, padded: _PaddedBatch, nar_stage: int, prefix_l
     eos = padded.eos
     if nar_scale is None:
         nar_scale = nar_loss_scale(int(padded.code_lens.sum()), prefix_len, padded.text.shape[0])
-    q0 = padded.ar_targets[:, :-1]  # [B, T]: codebook 0 with EOS on padding frames
-    audio_emb = nar_prefix_mode1_embedding(model, q0, padded.codes, prefix_len, nar_stage)  # [B, T, D]
+    q0 = padded.ar_targets[:, :-1]  # [B, T]: codebook 0 with EOS on padding frames (as the AR reads it)
+    codes = torch.cat([q0[..., None], padded.codes[..., 1:]], dim=-1)  # [B, T, Q]
+    audio_emb = model.embed_nar_audio(codes, prefix_len, nar_stage)  # [B, T, D]: the prompt carries all codebooks
     padding = torch.cat([padded.text_pad, padded.audio_pad], dim=1)  # [B, S+T]
     text_emb = model.embed_text("nar", padded.text, padded.text_langs)
     hidden = model.nar_forward(text_emb, audio_emb, nar_stage - 1, padding)  # [B, S+T, D]
@@ -277,25 +278,3 @@ def _nar_part(model: VallexModel, padded: _PaddedBatch, nar_stage: int, prefix_l
     return _PartLosses(loss=ce * nar_scale, targets=int((targets != eos).sum()),
                        top10_correct=_top10_hits(logits, targets, ignore=eos), logits=logits, ce=ce, scale=nar_scale)
 
-
-def nar_prefix_mode1_embedding(model: VallexModel, q0: Tensor, codes: Tensor, prefix_len: int,
-                               nar_stage: int) -> Tensor:
-    """The NAR's audio input in prefix mode 1: prompt frames carry all codebooks, the others those below the stage.
-
-    Args:
-        q0: LongTensor [B, T], codebook 0 (EOS on padding frames).
-        codes: LongTensor [B, T, Q], all codebooks (the first ``prefix_len`` frames are the acoustic prompt).
-        prefix_len: prompt frames P.
-        nar_stage: the codebook predicted, 1..Q-1.
-
-    Returns:
-        [B, T, D]: the sum of the codebook embeddings of each frame.
-    """
-    embeddings = model.nar_audio_embeddings
-    prompt = embeddings[0](q0[:, :prefix_len])  # [B, P, D]
-    rest = embeddings[0](q0[:, prefix_len:])  # [B, T-P, D]
-    for j in range(1, codes.shape[2]):
-        prompt = prompt + embeddings[j](codes[:, :prefix_len, j])  # prompt frames: all codebooks
-        if j < nar_stage:
-            rest = rest + embeddings[j](codes[:, prefix_len:, j])  # others: codebooks below the stage
-    return torch.cat([prompt, rest], dim=1)  # [B, T, D]
