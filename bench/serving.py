@@ -103,8 +103,7 @@ def full_size_model(tmp: Path, device, dtype: str):
         torch.manual_seed(0)
         save_checkpoint(VallexModel(VallexConfig.public()), path)
     model = load_model(path, device=device)
-    if dtype != "float32":
-        model = apply_precision(model, dtype, device)
+    model = apply_precision(model, dtype, device, tune_malloc=True)
     return model
 
 

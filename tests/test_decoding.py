@@ -132,7 +132,8 @@ def test_cached_generation_is_batch_consistent(model):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
 def test_one_frame_step_equals_the_decoder_over_its_cache(precision):
     """The AR loop's hoisted one-frame step computes exactly what the decoder module computes."""
-    from vallex.model import KVCache, OneFrameStep, ar_attention_mask, kv_cache_dtype
+    from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+    from vallex.model import ar_attention_mask
     from vallex.precision import apply_precision
 
     torch.manual_seed(0)
@@ -156,7 +157,7 @@ def test_one_frame_step_equals_the_decoder_over_its_cache(precision):
 
 
 def test_one_frame_step_rejects_what_it_cannot_run(model):
-    from vallex.model import KVCache, OneFrameStep
+    from vallex.fastpath import KVCache, OneFrameStep
 
     cache = KVCache.allocate(model.config, 1, 8, "cpu", torch.float32)
     with pytest.raises(ValueError, match="plain LayerNorms"):
@@ -166,7 +167,8 @@ def test_one_frame_step_rejects_what_it_cannot_run(model):
 
 
 def test_inference_functions_compute_what_the_layers_compute():
-    from vallex.model import Linear, inference_function
+    from vallex.fastpath import OneDNNFloat32Linear, inference_function
+    from torch.nn import Linear
     from vallex.precision import int8_linear
 
     torch.manual_seed(0)

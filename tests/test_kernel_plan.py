@@ -10,6 +10,7 @@ from torch import nn
 from vallex.config import VallexConfig
 from vallex.cpu_features import CPU_CLASSES, TorchCPUView, cpu_features, features_from_cpuinfo
 from vallex.decoding import generate, language_ids
+from vallex.fastpath import install, use_onednn_float32_linears
 from vallex.model import VallexModel
 from vallex.precision import (
     CPU_KERNEL_TABLE,
@@ -154,9 +155,8 @@ def test_the_measured_plan_converts_exactly_as_before():
     """apply_precision with the AMD plan = the conversion this project shipped before plans existed."""
     before = small_model()
     _quantize_decoder_linears(before)  # its defaults: fbgemm AR, oneDNN NAR
-    if cpu_features().native_bfloat16:
-        for layer in before.nar_decoder.layers:
-            layer.self_attn.attention_dtype = torch.bfloat16
+    install(before, nar_attention_dtype=torch.bfloat16 if cpu_features().native_bfloat16 else None)
+    use_onednn_float32_linears(before)  # the float32 heads and stage projections on oneDNN, as before
     plan = kernel_plan("int8", "cpu", "x86-avx512-bf16-vnni")
     if not cpu_features().native_bfloat16:
         plan = plan.with_kernels(nar_attention="sdpa-fp32")
@@ -199,7 +199,8 @@ def test_prepacked_bf16_linear_matches_f_linear():
 
 
 def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_step_agrees():
-    from vallex.model import KVCache, OneFrameStep, ar_attention_mask, kv_cache_dtype
+    from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+    from vallex.model import ar_attention_mask
 
     if not onednn_bf16_linear_available():
         pytest.skip("oneDNN is not in this torch build")

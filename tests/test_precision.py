@@ -8,7 +8,8 @@ from torch import nn
 from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, generate, language_ids, nar_decode
-from vallex.model import Linear, VallexModel
+from vallex.fastpath import FastAttention, OneDNNFloat32Linear, onednn_float32_linear_available
+from vallex.model import VallexModel
 from vallex.precision import (
     OneDNNInt8Linear,
     apply_precision,
@@ -69,10 +70,11 @@ def test_int8_on_cuda_is_refused(tiny_path):
 def test_int8_replaces_decoder_linears_and_keeps_heads_and_norms_float(tiny_path):
     model = apply_precision(load_model(tiny_path), "int8")
     assert is_quantized(model)
+    float_linears = (nn.Linear, OneDNNFloat32Linear)
     for decoder in (model.ar_decoder, model.nar_decoder):
         for name, module in decoder.named_modules():
-            assert (type(module) is Linear) == name.endswith("project_layer"), name
-    assert type(model.nar_decoder.layers[0].linear1) is not Linear
+            assert (type(module) in float_linears) == name.endswith("project_layer"), name
+    assert type(model.nar_decoder.layers[0].linear1) not in float_linears
     assert model.ar_predict_layer.weight.dtype == torch.float32
     # The NAR predictors stay tied to the embeddings.
     assert model.nar_predict_layers[0].weight is model.nar_audio_embeddings[2].word_embeddings.weight
@@ -118,8 +120,8 @@ def test_int8_uses_fbgemm_for_ar_steps_and_onednn_for_nar_stages(tiny_path):
     expected = OneDNNInt8Linear if onednn_int8_available() else fbgemm_int8_linear_class()
     assert type(model.nar_decoder.layers[0].self_attn.in_proj) is expected
     bf16 = torch.bfloat16 if cpu_has_native_bfloat16() else None
-    assert all(layer.self_attn.attention_dtype is bf16 for layer in model.nar_decoder.layers)
-    assert all(layer.self_attn.attention_dtype is None for layer in model.ar_decoder.layers)
+    assert all(layer.self_attn.attend.dtype is bf16 for layer in model.nar_decoder.layers)
+    assert all(layer.self_attn.attend.dtype is None for layer in model.ar_decoder.layers)
 
 
 def test_bfloat16_nar_attention_stays_close_to_float32(tiny_path):
@@ -132,7 +134,7 @@ def test_bfloat16_nar_attention_stays_close_to_float32(tiny_path):
         audio = model.nar_audio_embeddings[0](torch.cat([prompt[..., 0], codes0], dim=1))
         for dtype in (None, torch.bfloat16):
             for layer in model.nar_decoder.layers:
-                layer.self_attn.attention_dtype = dtype
+                layer.self_attn.attend = FastAttention(dtype)
             outputs[dtype] = model.nar_forward(text_emb, audio, 2, output_start=prompt.shape[1])
     assert outputs[torch.bfloat16].dtype == torch.float32
     relative = (outputs[torch.bfloat16] - outputs[None]).norm() / outputs[None].norm()
@@ -150,11 +152,25 @@ def test_reduced_precision_generates_the_requested_frames(tiny_path, precision):
     assert 0 <= int(result.codes.min()) and int(result.codes.max()) < 1024
 
 
-def test_float32_precision_changes_nothing(tiny_path):
+def generate_codes(model, text, langs, prompt) -> torch.Tensor:
+    result = generate(model, text, 5, prompt, "en", "zh", min_frames=7, max_frames=7,
+                      generator=torch.Generator().manual_seed(0))
+    return result.codes
+
+
+def test_float32_precision_changes_no_weight_and_keeps_the_outputs(tiny_path):
+    """float32 only puts the fast paths on (vallex.fastpath): same state dict, same codes as the plain model."""
+    plain = load_model(tiny_path)
     model = load_model(tiny_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     apply_precision(model, "float32")
+    assert list(model.state_dict()) == list(before)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if onednn_float32_linear_available():
+        assert type(model.ar_decoder.layers[0].linear1) is OneDNNFloat32Linear
+    text, langs, prompt = inputs()
+    want = generate_codes(plain, text, langs, prompt)
+    assert torch.equal(generate_codes(model, text, langs, prompt), want)
 
 
 def test_trimmed_last_layer_equals_full_computation(tiny_path):
@@ -176,14 +192,16 @@ def test_trimmed_last_layer_equals_full_computation(tiny_path):
 
 
 def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
-    from vallex.model import onednn_float32_linear_available
+    from vallex.fastpath import use_onednn_float32_linears
 
     if not onednn_float32_linear_available():
         pytest.fail("oneDNN's float32 Linear is missing from this x86 torch build")
     torch.manual_seed(0)
     for bias in (True, False):
-        linear = Linear(48, 80, bias=bias)
-        assert set(linear.state_dict()) == set(nn.Linear(48, 80, bias=bias).state_dict())
+        linear = nn.Linear(48, 80, bias=bias)
+        keys = set(linear.state_dict())
+        assert use_onednn_float32_linears(linear) == 1 and type(linear) is OneDNNFloat32Linear
+        assert set(linear.state_dict()) == keys
         for x in (torch.randn(7, 48), torch.randn(2, 5, 48), torch.randn(3, 9, 48)[:, -1]):  # last: a strided view
             with torch.inference_mode():
                 got = linear(x)
@@ -196,10 +214,12 @@ def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
 
 
 def test_adaptive_norm_folds_its_stage_affine_once_until_the_weights_change():
+    from vallex.fastpath import FoldedAdaptiveLayerNorm, fold_adaptive_norms
     from vallex.model import AdaptiveLayerNorm
 
     torch.manual_seed(0)
     norm = AdaptiveLayerNorm(16)
+    assert fold_adaptive_norms(norm) == 1 and type(norm) is FoldedAdaptiveLayerNorm
     with torch.no_grad():  # a norm affine that is not the identity, so the folding is exercised
         norm.norm.weight.normal_(1.0, 0.5)
         norm.norm.bias.normal_(0.0, 0.5)
@@ -236,6 +256,8 @@ def test_cpu_models_let_malloc_keep_activation_buffers(tiny_path):
 
     keep_freed_memory_for_reuse.cache_clear()
     apply_precision(load_model(tiny_path), "float32", "cpu")
+    assert keep_freed_memory_for_reuse.cache_info().currsize == 0  # process-wide: never unasked
+    apply_precision(load_model(tiny_path), "float32", "cpu", tune_malloc=True)
     info = keep_freed_memory_for_reuse.cache_info()
-    assert info.currsize == 1  # apply_precision asked for it
+    assert info.currsize == 1  # asked for it
     assert keep_freed_memory_for_reuse() is sys.platform.startswith("linux")  # glibc on our Linux machines

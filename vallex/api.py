@@ -133,6 +133,7 @@ class VallEX:
         num_threads: int | None = None,
         presets_dir: str | Path | None = None,
         download: bool = True,
+        tune_malloc: bool = True,
     ) -> "VallEX":
         """Load VALL-E X, EnCodec and Vocos through the weights manager (downloading when allowed).
 
@@ -146,6 +147,9 @@ class VallEX:
                 ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
             num_threads: torch intra-op threads (CPU).
             presets_dir: folder of named ``.npz`` voice presets.
+            tune_malloc: on CPU, let glibc's malloc keep freed activation buffers for reuse (a process-wide
+                setting, :func:`vallex.precision.keep_freed_memory_for_reuse`; without it each NAR layer
+                faults its buffers in afresh). False leaves the process's malloc as it is.
         """
         from vallex.checkpoint import load_model
         from vallex.codec import AudioCodec
@@ -162,8 +166,8 @@ class VallEX:
         precision = resolve_precision(dtype, device)  # None: float32; "auto": per device and CPU class
         paths = resolve_weights(weights_dir, download=download)
         model = load_model(paths.vallex, config=paths.vallex_config, device=device)
-        if precision != "float32":
-            model = apply_precision(model, precision, device)
+        # float32 too: the conversion also puts the inference fast paths on (vallex.fastpath).
+        model = apply_precision(model, precision, device, tune_malloc=tune_malloc)
         codec = AudioCodec.from_paths(paths, device=device)
         presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
         return cls(model, codec, presets, device, precision=precision)

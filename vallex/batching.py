@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ARResult, nar_decode, sample_tokens
-from vallex.model import KVCache, LayerKVCache, OneFrameStep, VallexModel, ar_attention_mask, kv_cache_dtype
+from vallex.fastpath import KVCache, LayerKVCache, OneFrameStep, kv_cache_dtype
+from vallex.model import VallexModel, ar_attention_mask
 
 #: Cache columns are allocated in multiples of this (and doubled when a row outgrows them).
 _CAPACITY_QUANTUM = 64

@@ -3,7 +3,7 @@
 
 The AR loop keeps a preallocated KV cache, embeds only the newest frame each step and needs no mask
 after the first step (a new frame may attend to everything before it); its one-frame decoder calls go
-through :class:`vallex.model.OneFrameStep`. With ``top_k=1`` it is greedy and
+through :class:`vallex.fastpath.OneFrameStep`. With ``top_k=1`` it is greedy and
 reproduces the reference exactly.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vallex.languages import MODEL_LANGUAGE_ID
-from vallex.model import KVCache, OneFrameStep, VallexModel, ar_attention_mask, kv_cache_dtype
+from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+from vallex.model import VallexModel, ar_attention_mask
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16

@@ -11,15 +11,13 @@ A language embedding (en/zh/ja) is added to every text token (§3.2): the prompt
 language, the target text its own language, or the *accent* language when the user overrides it.
 
 Module and parameter names reproduce the reference checkpoint's state-dict keys exactly, so the public
-``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.decoding`.
+``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.decoding`; what
+only makes inference faster (kernels, the KV cache, folded norms) in :mod:`vallex.fastpath`.
 """
 from __future__ import annotations
 
-import functools
 import math
-import platform
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -48,55 +46,6 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:  # ids [B, T] -> [B, T, D]
         return self.word_embeddings(ids)
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict keys) whose float32 CPU inference runs on oneDNN.
-
-    On x86, torch sends float32 ``F.linear`` to MKL; oneDNN's float32 kernel, which torch also ships,
-    measured much faster on our 2-core AMD EPYC machine (bench/inference.py): the 48 Linears of one
-    decoder at one row (an AR step) 27.7 ms vs 42.9 ms, at 605 rows (a NAR stage) 0.97 s vs 1.06 s. The
-    arithmetic is the same float32 up to summation order (golden parity holds). Anything that needs
-    gradients, other dtypes and other devices take ``F.linear``.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:  # [..., in] -> [..., out]
-        if (x.dtype == torch.float32 and x.device.type == "cpu" and self.weight.dtype == torch.float32
-                and not torch.is_grad_enabled() and onednn_float32_linear_available()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
-
-    def inference_function(self) -> Callable[[Tensor], Tensor]:
-        """This layer as a plain function for repeated no-grad calls (see :func:`inference_function`)."""
-        weight, bias = self.weight, self.bias
-        if weight.dtype == torch.float32 and weight.device.type == "cpu" and onednn_float32_linear_available():
-            op = torch.ops.mkldnn._linear_pointwise
-            return lambda x: op(x, weight, bias, "none", [], "")
-        return functools.partial(F.linear, weight=weight, bias=bias)
-
-
-def inference_function(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    """``module``'s forward as a plain function, for hot loops that call it many times without gradients.
-
-    Modules that can skip ``nn.Module.__call__`` and their per-call checks say how through an
-    ``inference_function()`` method (:class:`Linear`, the int8 Linears of :mod:`vallex.precision`); any
-    other module is returned as it is. Resolve it again after the module's weights or dtype change.
-    """
-    make = getattr(module, "inference_function", None)
-    return make() if callable(make) else module
-
-
-@functools.lru_cache(maxsize=None)
-def onednn_float32_linear_available() -> bool:
-    """Whether oneDNN's float32 Linear runs here (x86 torch builds with oneDNN); checked once, on first use."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        x, weight, bias = torch.ones(2, 3), torch.ones(4, 3), torch.ones(4)
-        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return bool(torch.equal(out, torch.full((2, 4), 4.0)))
 
 
 class SinePositionalEmbedding(nn.Module):
@@ -132,79 +81,57 @@ class SinePositionalEmbedding(nn.Module):
         return x + self.alpha * pe
 
 
+def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ / sqrt(hd)) v: q [B, H, T, hd] over k/v [B, H, L, hd] -> [B, H, T, hd] (mask: True = may attend)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
 class MultiheadSelfAttention(nn.Module):
-    """Self-attention with one packed QKV projection, via ``scaled_dot_product_attention``.
+    """Self-attention with one packed QKV projection.
 
     The packed projection is an ``nn.Linear`` (so quantisation and compilation treat it like any other
-    Linear) stored under the reference's names ``in_proj_weight`` / ``in_proj_bias``.
+    Linear) stored under the reference's names ``in_proj_weight`` / ``in_proj_bias``. ``attend`` computes the
+    attention itself (torch's fused kernel; :mod:`vallex.fastpath` may give a module a faster one).
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.in_proj = Linear(dim, 3 * dim)
-        self.out_proj = Linear(dim, dim)
+        self.in_proj = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
         self._register_state_dict_hook(_packed_projection_to_reference_keys)
         self._register_load_state_dict_pre_hook(_packed_projection_from_reference_keys)
-        #: When set (``apply_precision`` int8 sets bfloat16 in the NAR on CPUs with native bfloat16):
-        #: attention without a KV cache computes q, k, v, scores and weights in this dtype.
-        self.attention_dtype: torch.dtype | None = None
+        self.attend: Callable[..., Tensor] = scaled_dot_product
 
     def forward(
         self,
         x: Tensor,
         attn_mask: Tensor | None = None,
-        cache: "LayerKVCache | None" = None,
+        cache: Any = None,
         start: int = 0,
         query_start: int = 0,
     ) -> Tensor:
         """x [B, T, D] -> [B, T - query_start, D].
 
         ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
-        With ``cache``, keys/values of these T positions are written at ``start`` and the queries attend
-        to cache positions ``< start + T``. Only positions ``>= query_start`` are queried: every position
+        With ``cache`` (a :class:`vallex.fastpath.LayerKVCache`: anything with ``append(k, v, start)``),
+        keys/values of these T positions are written at ``start`` and the queries attend to cache positions
+        ``< start + T``. Only positions ``>= query_start`` are queried: every position
         still provides keys and values, but outputs nobody reads are not computed.
         """
         batch, length, dim = x.shape
         qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, dim // self.num_heads)
-        if self.attention_dtype is not None and cache is None:
-            qkv = qkv.to(self.attention_dtype)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
         if cache is not None:
             k, v = cache.append(k, v, start)  # [B, H, start + T, hd]
-            q = q.to(k.dtype)  # the cache may be float32 under a 16-bit model (see KVCache)
+            q = q.to(k.dtype)  # the cache may be float32 under a 16-bit model
         if query_start:
             q = q[:, :, query_start:]  # [B, H, T', hd]
             if attn_mask is not None and attn_mask.shape[-2] == length:
                 attn_mask = attn_mask[..., query_start:, :]
-        out = _attend(q, k, v, attn_mask)  # [B, H, T', hd]
+        out = self.attend(q, k, v, attn_mask)  # [B, H, T', hd]
         out = out.transpose(1, 2).reshape(batch, q.shape[2], dim).to(x.dtype)
         return self.out_proj(out)
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-    """Attention q [B, H, T, hd] over k/v [B, H, L, hd] -> [B, H, T, hd]; ``attn_mask`` bool, True = may attend.
-
-    Torch's fused kernel, except for 16-bit tensors on CPU (:func:`_attention_math`).
-    """
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-        return _attention_math(q, k, v, attn_mask)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-
-
-def _attention_math(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None) -> Tensor:
-    """softmax(q kᵀ / sqrt(hd)) v with two matmuls: q [B, H, T, hd], k/v [B, H, L, hd] -> [B, H, T, hd].
-
-    On CPU in bfloat16/float16, torch's fused attention kernel measured 1.3x (600 queries) to 5x (one
-    query, an AR step) slower than this.
-    """
-    # Scaling q (T x hd values) rather than the scores (T x L) saves a pass over the largest tensor. k is
-    # made contiguous first: its transpose is then a layout the matmul reads as it is, where a strided k
-    # (a view of the packed projection) made it run a slow transposing copy (0.76 ms per NAR layer).
-    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.contiguous().transpose(-1, -2))  # [B, H, T, L]
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
 def _packed_projection_to_reference_keys(module, state_dict, prefix, local_metadata):
@@ -233,49 +160,17 @@ class LayerNorm(nn.LayerNorm):
 
 
 class AdaptiveLayerNorm(nn.Module):
-    """``w ⊙ LayerNorm(x) + b`` with ``[w, b] = project_layer(stage embedding)`` (NAR only).
-
-    Without gradients, each stage's norm runs as one ``layer_norm`` whose affine parameters fold in the
-    stage's ``w, b``: ``w ⊙ (γ ⊙ n + β) + b = (w ⊙ γ) ⊙ n + (w ⊙ β + b)``, computed in float32 once per stage
-    and reused (keyed on the storage and version counters of the stage embedding and of every parameter
-    involved, so in-place updates or new weights recompute them). That saves 25 float32 matrix-vector
-    products of 8 MB each and 25 passes over the activations per NAR stage. Equal to the two-step form up
-    to float32 rounding (golden parity holds); with gradients (training) the two-step form runs as written.
-    """
+    """``w ⊙ LayerNorm(x) + b`` with ``[w, b] = project_layer(stage embedding)`` (NAR only)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
-        self.project_layer = Linear(dim, 2 * dim)
+        self.project_layer = nn.Linear(dim, 2 * dim)
         self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self._folded_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def forward(self, x: Tensor, stage: Tensor) -> Tensor:  # x [B, T, D], stage [1, D]
-        if torch.is_grad_enabled():
-            weight, bias = torch.split(self.project_layer(stage), self.dim, dim=-1)  # [1, D] each
-            return torch.addcmul(bias, weight, self.norm(x))
-        scale, shift = self._folded_affine(stage)  # [D] each
-        return F.layer_norm(x, (self.dim,), scale, shift, LAYER_NORM_EPS)
-
-    def _folded_affine(self, stage: Tensor) -> tuple[Tensor, Tensor]:
-        """(w ⊙ γ, w ⊙ β + b) of this stage, [D] each in the norm's dtype."""
-        parameters = (stage, self.project_layer.weight, self.project_layer.bias, self.norm.weight, self.norm.bias)
-        try:
-            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in parameters)
-        except RuntimeError:  # inference-mode tensors have no version counter: nothing to key on
-            return self._fold(stage)
-        cached = self._folded_cache.get(key)
-        if cached is None:
-            if len(self._folded_cache) >= 16:  # stale entries of replaced weights
-                self._folded_cache.clear()
-            cached = self._folded_cache[key] = self._fold(stage)
-        return cached
-
-    def _fold(self, stage: Tensor) -> tuple[Tensor, Tensor]:
-        weight, bias = torch.split(self.project_layer(stage).float().view(-1), self.dim)  # [D] each
-        gamma, beta = self.norm.weight.float(), self.norm.bias.float()
-        dtype = self.norm.weight.dtype
-        return (weight * gamma).to(dtype), torch.addcmul(bias, weight, beta).to(dtype)
+        weight, bias = torch.split(self.project_layer(stage), self.dim, dim=-1)  # [1, D] each
+        return torch.addcmul(bias, weight, self.norm(x))
 
 
 class DecoderLayer(nn.Module):
@@ -285,8 +180,8 @@ class DecoderLayer(nn.Module):
         super().__init__()
         dim = config.d_model
         self.self_attn = MultiheadSelfAttention(dim, config.nhead)
-        self.linear1 = Linear(dim, config.ff_multiplier * dim)
-        self.linear2 = Linear(config.ff_multiplier * dim, dim)
+        self.linear1 = nn.Linear(dim, config.ff_multiplier * dim)
+        self.linear2 = nn.Linear(config.ff_multiplier * dim, dim)
         norm = AdaptiveLayerNorm if adaptive else LayerNorm
         self.norm1 = norm(dim)
         self.norm2 = norm(dim)
@@ -296,7 +191,7 @@ class DecoderLayer(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         stage: Tensor | None = None,
-        cache: "LayerKVCache | None" = None,
+        cache: Any = None,
         start: int = 0,
         query_start: int = 0,
     ) -> Tensor:  # x [B, T, D] -> [B, T - query_start, D]
@@ -318,7 +213,7 @@ class Decoder(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         stage: Tensor | None = None,
-        cache: "KVCache | None" = None,
+        cache: Any = None,
         start: int = 0,
         output_start: int = 0,
     ) -> Tensor:  # x [B, T, D] -> [B, T - output_start, D]
@@ -330,114 +225,6 @@ class Decoder(nn.Module):
             x = layer(x, attn_mask, stage, None if cache is None else cache.layers[i], start,
                       output_start if i == last else 0)
         return self.norm(x, stage)
-
-
-@dataclass
-class LayerKVCache:
-    """Preallocated keys and values of one layer, in one tensor ``kv`` [B, 2, H, capacity, hd] (keys, values).
-
-    The cache's dtype may differ from the model's: writes cast.
-    """
-
-    kv: Tensor
-
-    @property
-    def capacity(self) -> int:
-        return self.kv.shape[3]
-
-    def append(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
-        """Write k, v [B, H, T, hd] at positions ``start..``; returns keys and values so far [B, H, start + T, hd]."""
-        end = start + k.shape[2]
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.capacity}.")
-        self.kv[:, 0, :, start:end] = k
-        self.kv[:, 1, :, start:end] = v
-        return self.kv[:, 0, :, :end], self.kv[:, 1, :, :end]
-
-
-@dataclass
-class KVCache:
-    """One :class:`LayerKVCache` per decoder layer, allocated once for the whole generation."""
-
-    layers: list[LayerKVCache]
-
-    @classmethod
-    def allocate(cls, config: VallexConfig, batch: int, capacity: int, device, dtype) -> "KVCache":
-        """``dtype``: use :func:`kv_cache_dtype` of the model's dtype."""
-        shape = (batch, 2, config.nhead, capacity, config.head_dim)
-        return cls([LayerKVCache(torch.empty(shape, device=device, dtype=dtype)) for _ in range(config.num_layers)])
-
-
-def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """float32 on CPU whatever the model's dtype; the model's dtype elsewhere.
-
-    On CPU, 16-bit matmuls go through oneDNN, which compiles a kernel for every new shape: attention
-    over a cache that grows by one key per step then costs ~2 ms per layer and step and leaves ~400 MB of
-    cached kernels after 300 steps. A float32 cache keeps the AR step's attention on the fused float32
-    kernel (one new key and one query per step are cast, nothing else).
-    """
-    return torch.float32 if device.type == "cpu" else model_dtype
-
-
-class OneFrameStep:
-    """``decoder(x, None, cache=cache, start=start)`` for one new position, with the per-call Python work hoisted.
-
-    An AR step runs 12 layers x ~25 small operations on one row. Through the modules, their Python and
-    dispatch (module calls, per-call dtype checks, two cache writes per layer) cost ~0.85 ms of a ~10 ms
-    int8 step on our 2-core CPU (bench/README.md). This resolves every Linear to a plain function
-    (:func:`inference_function`) and every norm's parameters once per generation, writes keys and values
-    with one copy per layer and runs the same operations in the same order, so its outputs equal the
-    module path's bit for bit (tests/test_decoding.py). For inference only (no autograd); plain
-    (non-adaptive) decoders only. Build a new one if the decoder's weights are replaced.
-    """
-
-    def __init__(self, decoder: Decoder, cache: KVCache) -> None:
-        if not all(isinstance(layer.norm1, LayerNorm) for layer in decoder.layers):
-            raise ValueError("OneFrameStep runs decoders with plain LayerNorms (the AR decoder) only.")
-        if len(cache.layers) != len(decoder.layers):
-            raise ValueError(f"the cache has {len(cache.layers)} layers, the decoder {len(decoder.layers)}.")
-        self.cache = cache
-        self.dim = decoder.norm.normalized_shape[0]
-        self.num_heads = decoder.layers[0].self_attn.num_heads
-        self.final_norm = (decoder.norm.weight, decoder.norm.bias)
-        self.layers = [
-            (layer.norm1.weight, layer.norm1.bias, inference_function(layer.self_attn.in_proj),
-             inference_function(layer.self_attn.out_proj), layer.norm2.weight, layer.norm2.bias,
-             inference_function(layer.linear1), inference_function(layer.linear2), layer_cache.kv)
-            for layer, layer_cache in zip(decoder.layers, cache.layers)
-        ]
-
-    def __call__(self, x: Tensor, start: int | Tensor) -> Tensor:
-        """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D].
-
-        ``start`` may also be LongTensor [B], one position per row (a batch of utterances of different
-        lengths, :class:`vallex.batching.ARBatch`): row b writes at ``start[b]`` and attends to its
-        positions ``< start[b] + 1`` only.
-        """
-        batch, dim, heads = x.shape[0], self.dim, self.num_heads
-        capacity = self.cache.layers[0].capacity
-        rows = key_mask = None
-        if isinstance(start, Tensor):
-            end = int(start.max()) + 1
-            rows = torch.arange(batch, device=start.device)
-            key_mask = (torch.arange(end, device=start.device) <= start[:, None])[:, None, None, :]  # [B, 1, 1, end]
-        else:
-            end = start + 1
-        if end > capacity:
-            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {capacity}.")
-        shape = (dim,)
-        for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv in self.layers:
-            qkv = in_proj(F.layer_norm(x, shape, norm1_w, norm1_b, LAYER_NORM_EPS))  # [B, 1, 3D]
-            qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
-            if rows is None:
-                kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
-            else:
-                kv[rows, :, :, start] = qkv[:, 1:, :, 0].to(kv.dtype)  # row b at its own position start[b]
-            q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
-            out = _attend(q, kv[:, 0, :, :end], kv[:, 1, :, :end], key_mask)  # [B, H, 1, hd]
-            x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
-            x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
-        return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)
 
 
 class VallexModel(nn.Module):
@@ -458,7 +245,7 @@ class VallexModel(nn.Module):
         self.ar_text_position = SinePositionalEmbedding(d)
         self.ar_audio_position = SinePositionalEmbedding(d)
         self.ar_decoder = Decoder(config, adaptive=False)
-        self.ar_predict_layer = Linear(d, config.audio_vocab_size + 1, bias=False)  # codes + EOS
+        self.ar_predict_layer = nn.Linear(d, config.audio_vocab_size + 1, bias=False)  # codes + EOS
         # Codebook 0 embedding has an EOS row (the AR output may end the sequence); the others do not.
         self.nar_audio_embeddings = nn.ModuleList(
             [TokenEmbedding(config.audio_vocab_size + 1, d)]
@@ -468,7 +255,7 @@ class VallexModel(nn.Module):
         self.nar_audio_position = SinePositionalEmbedding(d)
         self.nar_decoder = Decoder(config, adaptive=True)
         self.nar_predict_layers = nn.ModuleList(
-            Linear(d, config.audio_vocab_size, bias=False) for _ in range(n_q - 1)
+            nn.Linear(d, config.audio_vocab_size, bias=False) for _ in range(n_q - 1)
         )
         self.nar_stage_embeddings = nn.ModuleList(TokenEmbedding(1, d) for _ in range(n_q - 1))
         self.ar_language_embedding = TokenEmbedding(config.num_languages, d)

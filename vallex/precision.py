@@ -5,10 +5,10 @@ its cost is set by the bytes of those weights (0.6 GB in float32), and a NAR sta
 products. Halving or quartering the weight bytes is the lever:
 
 * ``"float32"`` — the reference's arithmetic; golden parity holds only here. On x86 its Linears run on
-  oneDNN's float32 kernel rather than MKL's (:class:`vallex.model.Linear`): one decoder's 48 Linears at one
+  oneDNN's float32 kernel rather than MKL's (:class:`vallex.fastpath.OneDNNFloat32Linear`): one decoder's 48 Linears at one
   row take 27.7 ms instead of 42.9 ms.
 * ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
-  float32 on CPU, see :func:`vallex.model.kv_cache_dtype`). float16 is the choice on CUDA. On CPU,
+  float32 on CPU, see :func:`vallex.fastpath.kv_cache_dtype`). float16 is the choice on CUDA. On CPU,
   bfloat16 pays only with AVX512-BF16/AMX (measure with bench/inference.py); float16 is slow there.
 * ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears get int8 weights (symmetric,
   one scale per output channel) and activations quantised per call (per tensor); float32 everywhere else
@@ -59,8 +59,10 @@ for this CPU class (:data:`MEASURED_SPEED`), a labelled best guess for classes n
 default to it; the Python API's default stays float32, the precision that reproduces the reference's codes.
 
 ``apply_precision`` converts a loaded model in place; the output heads and embeddings (the tied NAR
-predictors included) keep float32 under int8, so sampling and argmax see full-precision logits. For CPU
-models it also lets malloc keep freed activation buffers (:func:`keep_freed_memory_for_reuse`).
+predictors included) keep float32 under int8, so sampling and argmax see full-precision logits. It also puts
+the inference fast paths on (:mod:`vallex.fastpath`), float32 included. With ``tune_malloc=True`` (what
+``VallEX.from_pretrained`` passes) it lets malloc keep freed activation buffers (:func:`keep_freed_memory_for_reuse`),
+a process-wide setting it never changes unasked.
 """
 from __future__ import annotations
 
@@ -78,7 +80,15 @@ import torch
 from torch import Tensor, nn
 
 from vallex.cpu_features import CPU_CLASSES, CPUFeatures, cpu_features
-from vallex.model import Linear, VallexModel, kv_cache_dtype, onednn_float32_linear_available
+from vallex.fastpath import (
+    FastAttention,
+    OneDNNFloat32Linear,
+    install,
+    kv_cache_dtype,
+    onednn_float32_linear_available,
+    use_onednn_float32_linears,
+)
+from vallex.model import VallexModel
 
 _LOG = logging.getLogger(__name__)
 
@@ -232,7 +242,7 @@ def resolve_precision(
 # Kernel plans: which kernel runs each part, per CPU class --------------------------------------------
 #: The Linear kernels a plan can name (the decoders' attention and feed-forward Linears).
 LINEAR_KERNELS: dict[str, str] = {
-    "onednn-fp32": "float32 on oneDNN's Linear (vallex.model.Linear, x86 builds)",
+    "onednn-fp32": "float32 on oneDNN's Linear (vallex.fastpath.OneDNNFloat32Linear, x86 builds)",
     "aten-fp32": "float32 F.linear (torch's BLAS)",
     "aten-bf16": "bfloat16 F.linear (on x86: oneDNN's matmul, weights in torch's plain layout)",
     "onednn-bf16-packed": "bfloat16 on oneDNN's Linear, weights prepacked once (OneDNNBf16Linear)",
@@ -246,14 +256,14 @@ ATTENTION_KERNELS: dict[str, str] = {
     "sdpa-fp32": "torch's fused scaled_dot_product_attention in float32 (on CPU the AR's KV cache is float32)",
     "sdpa-bf16": "torch's fused scaled_dot_product_attention in bfloat16",
     "sdpa-fp16": "torch's fused scaled_dot_product_attention in float16",
-    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.model._attention_math)",
-    "matmul-fp16": "two float16 matmuls and a softmax (vallex.model._attention_math)",
+    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.fastpath.matmul_attention)",
+    "matmul-fp16": "two float16 matmuls and a softmax (vallex.fastpath.matmul_attention)",
 }
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 #: Per CPU class and CPU precision: (AR Linears, NAR Linears, NAR attention). The AR step's attention is not
-#: a choice here: on CPU it always runs over a float32 KV cache (vallex.model.kv_cache_dtype).
-#: float32 Linears are whatever vallex.model.Linear does (oneDNN on x86), so float32 stays exact.
+#: a choice here: on CPU it always runs over a float32 KV cache (vallex.fastpath.kv_cache_dtype).
+#: float32 Linears run on oneDNN where this build has it (else F.linear); float32 stays exact either way.
 _X86_NO_BF16_PLANS = {
     "float32": ("onednn-fp32", "onednn-fp32", "sdpa-fp32"),
     "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
@@ -352,7 +362,7 @@ def kernel_plan(precision: str | torch.dtype | None, device: str | torch.device 
     :func:`resolve_precision`). On CPU the plan is the row of
     :data:`CPU_KERNEL_TABLE` for ``cpu_class`` (default: this machine's, :func:`vallex.cpu_features.cpu_features`),
     with kernels this torch build cannot run replaced by their fallbacks (oneDNN int8 -> fbgemm, prepacked
-    bf16 -> F.linear) and float32 Linears as :class:`vallex.model.Linear` runs them here.
+    bf16 -> F.linear) and float32 Linears on oneDNN where this build has it.
     """
     device = torch.device(device)
     if device.type == "cpu":
@@ -376,8 +386,8 @@ def kernel_plan(precision: str | torch.dtype | None, device: str | torch.device 
 
 def _runnable(kernel: str) -> str:
     """``kernel``, or what runs instead where this torch build lacks it."""
-    if kernel in ("onednn-fp32", "aten-fp32"):  # vallex.model.Linear decides; it uses oneDNN where it can
-        return "onednn-fp32" if onednn_float32_linear_available() else "aten-fp32"
+    if kernel == "onednn-fp32" and not onednn_float32_linear_available():
+        return "aten-fp32"
     if kernel == "onednn-int8" and not onednn_int8_available():
         return _FALLBACKS[kernel]
     if kernel == "onednn-bf16-packed" and not onednn_bf16_linear_available():
@@ -422,6 +432,7 @@ def apply_precision(
     precision: str | torch.dtype,
     device: str | torch.device | None = None,
     plan: KernelPlan | None = None,
+    tune_malloc: bool = False,
 ) -> VallexModel:
     """Move ``model`` to ``device`` and convert it to ``precision`` in place; returns the same model.
 
@@ -432,6 +443,8 @@ def apply_precision(
         device: target device; default: where the model is.
         plan: the kernels to use; default :func:`kernel_plan` for this precision, device and CPU class.
             Another plan (another class's, or :meth:`KernelPlan.with_kernels`) is for measuring alternatives.
+        tune_malloc: on CPU, also tell glibc's malloc to keep freed activation buffers for reuse
+            (:func:`keep_freed_memory_for_reuse`; process-wide, so only when asked).
     Raises:
         ValueError: unknown precision, int8 on a non-CPU device, a plan for another precision or device, or
             a model already converted to int8 / prepacked bfloat16 asked for another precision.
@@ -451,7 +464,7 @@ def apply_precision(
         raise ValueError(f"The kernel plan is for {plan.precision} on {plan.device_type}, not {name} on "
                          f"{device.type}.")
     check_plan(plan)
-    if device.type == "cpu":
+    if tune_malloc and device.type == "cpu":
         keep_freed_memory_for_reuse()
     converted = _converted_to(model)
     if converted is not None:
@@ -463,9 +476,6 @@ def apply_precision(
     if name == "int8":
         model.to(device=device, dtype=torch.float32)
         _quantize_decoder_linears(model, plan.ar_linear, plan.nar_linear)
-        if plan.nar_attention == "matmul-bf16":
-            for layer in model.nar_decoder.layers:
-                layer.self_attn.attention_dtype = torch.bfloat16
     else:
         if name == "float16" and device.type == "cpu":
             warnings.warn("float16 on CPU is for checking GPU numerics only: its matrix products measured "
@@ -475,6 +485,17 @@ def apply_precision(
                                       (model.nar_decoder, plan.nar_linear, NAR_ROWS_HINT)):
             if kernel == "onednn-bf16-packed":
                 _replace_decoder_linears(decoder, lambda linear, rows=rows: OneDNNBf16Linear(linear, rows))
+    install(model, nar_attention_dtype=torch.bfloat16 if plan.nar_attention == "matmul-bf16" else None)
+    if device.type == "cpu":
+        # float32 Linears on oneDNN where the plan says so (float32: per decoder; the output heads follow
+        # the AR); under int8 the float32 Linears left (output heads, stage projections) take it too.
+        onednn = "onednn-fp32"
+        if name != "float32" or plan.ar_linear == onednn:
+            for part in (model.ar_predict_layer, model.nar_predict_layers):
+                use_onednn_float32_linears(part)
+        for decoder, kernel in ((model.ar_decoder, plan.ar_linear), (model.nar_decoder, plan.nar_linear)):
+            if name != "float32" or kernel == onednn:
+                use_onednn_float32_linears(decoder)
     model.eval()
     return model
 
@@ -499,8 +520,8 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
     """The kernels ``model`` runs now, read from its modules (keys as :meth:`KernelPlan.kernels`).
 
     Linears: the decoders' attention and feed-forward Linears (several kinds joined by ``+``).
-    Attention: the AR's over its KV cache (:func:`vallex.model.kv_cache_dtype`), the NAR's in its
-    ``attention_dtype`` or the model's dtype.
+    Attention: the AR's over its KV cache (:func:`vallex.fastpath.kv_cache_dtype`), the NAR's in its
+    :class:`vallex.fastpath.FastAttention`'s dtype or the model's dtype.
     """
     dtype = model.ar_audio_embedding.weight.dtype
     device = model.ar_audio_embedding.weight.device
@@ -510,10 +531,12 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
                  parent.named_children() if child_name not in KEEP_FLOAT_LINEARS and _is_linear_like(child)}
         return "+".join(sorted(kinds))
 
-    nar_dtype = model.nar_decoder.layers[0].self_attn.attention_dtype or dtype
+    attend = model.nar_decoder.layers[0].self_attn.attend
+    fast = isinstance(attend, FastAttention)
+    nar_dtype = (attend.dtype if fast else None) or dtype
     return {"ar_linear": linears(model.ar_decoder), "nar_linear": linears(model.nar_decoder),
             "ar_attention": _attention_kernel(kv_cache_dtype(dtype, device), device),
-            "nar_attention": _attention_kernel(nar_dtype, device)}
+            "nar_attention": _attention_kernel(nar_dtype, device, fast)}
 
 
 def _is_linear_like(module: nn.Module) -> bool:
@@ -528,16 +551,15 @@ def _linear_kernel(module: nn.Module) -> str:
     if isinstance(module, OneDNNBf16Linear):
         return "onednn-bf16-packed"
     weight = module.weight
-    if (weight.dtype == torch.float32 and weight.device.type == "cpu" and isinstance(module, Linear)
-            and onednn_float32_linear_available()):
+    if weight.dtype == torch.float32 and weight.device.type == "cpu" and isinstance(module, OneDNNFloat32Linear):
         return "onednn-fp32"
     return f"aten-{_SHORT.get(str(weight.dtype).replace('torch.', ''), str(weight.dtype))}"
 
 
-def _attention_kernel(dtype: torch.dtype, device: torch.device) -> str:
+def _attention_kernel(dtype: torch.dtype, device: torch.device, fast: bool = True) -> str:
     short = _SHORT.get(str(dtype).replace("torch.", ""), str(dtype))
-    # vallex.model._attend: 16-bit attention on CPU runs as matmuls, everything else on the fused kernel.
-    if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+    # vallex.fastpath.FastAttention: 16-bit attention on CPU runs as matmuls, everything else on the fused kernel.
+    if fast and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         return f"matmul-{short}"
     return f"sdpa-{short}"
 
@@ -574,7 +596,7 @@ def _replace_decoder_linears(decoder: nn.Module, convert: Callable[[nn.Linear], 
 
 
 def _is_float_linear(module: nn.Module) -> bool:
-    return type(module) in (nn.Linear, Linear)
+    return type(module) in (nn.Linear, OneDNNFloat32Linear)
 
 
 def _int8_weight(linear: nn.Linear) -> tuple[Tensor, Tensor | None]:
@@ -618,7 +640,7 @@ def int8_linear(linear: nn.Linear, kernel: str = "fbgemm") -> nn.Module:
 
 @functools.lru_cache(maxsize=None)
 def fbgemm_int8_linear_class() -> type:
-    """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.model.inference_function` support.
+    """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.fastpath.inference_function` support.
 
     Defined on first use: torch.ao.nn.quantized is deprecated in favour of torchao (whose eager CPU int8
     kernels measured 8-10x slower at batch 1 on our CPU), and importing it warns about nothing a user can act on.

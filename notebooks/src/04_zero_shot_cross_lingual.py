@@ -46,7 +46,8 @@ from IPython.display import Audio, Image, display
 from vallex.api import SENTENCE_PAUSE_SECONDS, VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.decoding import ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
-from vallex.model import KVCache, ar_attention_mask
+from vallex.fastpath import KVCache
+from vallex.model import ar_attention_mask
 from vallex.random_weights import make_random_weights
 from vallex.text import tokenize
 from vallex.weights import resolve_weights
@@ -157,7 +158,7 @@ print("identical to the library:", torch.equal(codes0, library.codes[0]))
 print("first frames:", codes0[:12].tolist())
 
 # %% [markdown]
-# The library runs exactly these steps. Its one-frame decoder calls go through `vallex.model.OneFrameStep`,
+# The library runs exactly these steps. Its one-frame decoder calls go through `vallex.fastpath.OneFrameStep`,
 # which looks up every layer's weights and functions once per generation instead of walking the modules at
 # each of the ~300 steps: the same numbers, about 1 ms less Python per step on a 2-core CPU.
 #

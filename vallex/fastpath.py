@@ -1,0 +1,323 @@
+"""Inference fast paths: the same arithmetic as :mod:`vallex.model`, arranged to run faster.
+
+:mod:`vallex.model` is the architecture in plain modules (``nn.Linear``, torch's attention, the two-step
+adaptive norm). Everything here exists only for speed, and :func:`install` puts it on a loaded model
+(:func:`vallex.precision.apply_precision` calls it for every precision, per its kernel plan):
+
+* :class:`OneDNNFloat32Linear` — float32 ``nn.Linear`` on oneDNN's kernel instead of MKL's (x86 CPUs), without
+  gradients only; the same parameters and state-dict keys (the module's class is swapped in place);
+* :class:`FastAttention` — torch's fused attention, but two matmuls for 16-bit tensors on CPU (where the fused
+  kernel is slower), optionally computing in another dtype (the int8 plan's bfloat16 NAR attention);
+* :class:`FoldedAdaptiveLayerNorm` — each NAR stage's adaptive norm as one ``layer_norm`` whose affine
+  folds in the stage's scale and shift, computed once per stage;
+* :class:`KVCache` and :class:`OneFrameStep` — the AR's preallocated key/value cache, and one AR step with
+  the per-call Python of the module path hoisted out of the loop (:func:`inference_function`).
+
+How much each saves, and on which machine, is in bench/README.md. Every path computes what the plain module
+computes, up to float32 rounding (the golden parity tests run both).
+"""
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vallex.model import LAYER_NORM_EPS, AdaptiveLayerNorm, Decoder, LayerNorm, MultiheadSelfAttention, VallexModel
+
+# Linear layers -----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_float32_linear_available() -> bool:
+    """Whether oneDNN's float32 Linear runs here (x86 torch builds with oneDNN); checked once, on first use."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x, weight, bias = torch.ones(2, 3), torch.ones(4, 3), torch.ones(4)
+        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return bool(torch.equal(out, torch.full((2, 4), 4.0)))
+
+
+class OneDNNFloat32Linear(nn.Linear):
+    """``nn.Linear`` whose float32 CPU inference runs on oneDNN (why: MKL's kernel measured slower on x86).
+
+    Same parameters and keys; anything with gradients, other dtypes and other devices take ``F.linear``.
+    Made from an ``nn.Linear`` with :func:`use_onednn_float32_linears`.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # [..., in] -> [..., out]
+        if (x.dtype == torch.float32 and x.device.type == "cpu" and self.weight.dtype == torch.float32
+                and not torch.is_grad_enabled()):
+            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        return F.linear(x, self.weight, self.bias)
+
+    def inference_function(self) -> Callable[[Tensor], Tensor]:
+        """This layer as a plain function for repeated no-grad calls (see :func:`inference_function`)."""
+        weight, bias = self.weight, self.bias
+        if weight.dtype == torch.float32 and weight.device.type == "cpu":
+            op = torch.ops.mkldnn._linear_pointwise
+            return lambda x: op(x, weight, bias, "none", [], "")
+        return functools.partial(F.linear, weight=weight, bias=bias)
+
+
+def use_onednn_float32_linears(model: nn.Module) -> int:
+    """Run every float32 CPU ``nn.Linear`` of ``model`` on oneDNN (:class:`OneDNNFloat32Linear`); returns how many.
+
+    Does nothing where oneDNN's float32 Linear is missing. Tied weights stay tied (the modules keep their
+    parameters; only their class changes).
+    """
+    if not onednn_float32_linear_available():
+        return 0
+    count = 0
+    for module in model.modules():
+        if (type(module) is nn.Linear and module.weight.dtype == torch.float32
+                and module.weight.device.type == "cpu"):
+            module.__class__ = OneDNNFloat32Linear
+            count += 1
+    return count
+
+
+def inference_function(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    """``module``'s forward as a plain function, for hot loops that call it many times without gradients.
+
+    Modules that can skip ``nn.Module.__call__`` and their per-call checks say how through an
+    ``inference_function()`` method (:class:`OneDNNFloat32Linear`, the int8 Linears of :mod:`vallex.precision`);
+    a plain ``nn.Linear`` becomes ``F.linear`` with its weights bound; any other module is returned as it is.
+    Resolve it again after the module's weights or dtype change.
+    """
+    make = getattr(module, "inference_function", None)
+    if callable(make):
+        return make()
+    if type(module) is nn.Linear:
+        return functools.partial(F.linear, weight=module.weight, bias=module.bias)
+    return module
+
+
+# Attention ---------------------------------------------------------------------------------------------------
+
+
+def matmul_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ / sqrt(hd)) v with two matmuls: q [B, H, T, hd], k/v [B, H, L, hd] -> [B, H, T, hd].
+
+    Why: on CPU in bfloat16/float16 torch's fused attention kernel is slower than this.
+    """
+    # Scaling q (T x hd values) rather than the scores (T x L) saves a pass over the largest tensor. k is
+    # made contiguous first: its transpose is then a layout the matmul reads as it is (a strided k, a view of
+    # the packed projection, made it run a slow transposing copy).
+    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.contiguous().transpose(-1, -2))  # [B, H, T, L]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+class FastAttention:
+    """Attention on the fastest kernel for its inputs: two matmuls for 16-bit tensors on CPU, else torch's fused one.
+
+    ``dtype``: compute q, k, v, scores and weights in this dtype (the int8 plan's NAR attention in
+    bfloat16 on CPUs with native bfloat16); None: the inputs' dtype.
+    """
+
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
+        self.dtype = dtype
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        if self.dtype is not None:
+            q, k, v = q.to(self.dtype), k.to(self.dtype), v.to(self.dtype)
+        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+            return matmul_attention(q, k, v, attn_mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+    def __repr__(self) -> str:
+        return f"FastAttention(dtype={self.dtype})"
+
+
+#: The attention of an AR step (and any module without a dtype of its own).
+fast_attention = FastAttention()
+
+
+# Adaptive norms ----------------------------------------------------------------------------------------------
+
+
+class FoldedAdaptiveLayerNorm(AdaptiveLayerNorm):
+    """:class:`~vallex.model.AdaptiveLayerNorm` that, without gradients, runs as one ``layer_norm`` per call.
+
+    ``w ⊙ (γ ⊙ n + β) + b = (w ⊙ γ) ⊙ n + (w ⊙ β + b)``: the folded affine is computed in float32 once per
+    stage and reused, keyed on the storage and version counters of the stage embedding and of every parameter
+    involved (in-place updates or new weights recompute it). Why: it saves a matrix-vector product and a pass
+    over the activations per norm and NAR stage. With gradients (training) the two-step form runs as written.
+    Made from the plain norm with :func:`fold_adaptive_norms` (same parameters and keys).
+    """
+
+    _folded_cache: dict[tuple, tuple[Tensor, Tensor]]
+
+    def forward(self, x: Tensor, stage: Tensor) -> Tensor:  # x [B, T, D], stage [1, D]
+        if torch.is_grad_enabled():
+            return super().forward(x, stage)
+        scale, shift = self._folded_affine(stage)  # [D] each
+        return F.layer_norm(x, (self.dim,), scale, shift, LAYER_NORM_EPS)
+
+    def _folded_affine(self, stage: Tensor) -> tuple[Tensor, Tensor]:
+        """(w ⊙ γ, w ⊙ β + b) of this stage, [D] each in the norm's dtype."""
+        parameters = (stage, self.project_layer.weight, self.project_layer.bias, self.norm.weight, self.norm.bias)
+        try:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in parameters)
+        except RuntimeError:  # inference-mode tensors have no version counter: nothing to key on
+            return self._fold(stage)
+        cache = self.__dict__.setdefault("_folded_cache", {})
+        cached = cache.get(key)
+        if cached is None:
+            if len(cache) >= 16:  # stale entries of replaced weights
+                cache.clear()
+            cached = cache[key] = self._fold(stage)
+        return cached
+
+    def _fold(self, stage: Tensor) -> tuple[Tensor, Tensor]:
+        weight, bias = torch.split(self.project_layer(stage).float().view(-1), self.dim)  # [D] each
+        gamma, beta = self.norm.weight.float(), self.norm.bias.float()
+        dtype = self.norm.weight.dtype
+        return (weight * gamma).to(dtype), torch.addcmul(bias, weight, beta).to(dtype)
+
+
+def fold_adaptive_norms(model: nn.Module) -> int:
+    """Make every :class:`~vallex.model.AdaptiveLayerNorm` of ``model`` a :class:`FoldedAdaptiveLayerNorm`."""
+    count = 0
+    for module in model.modules():
+        if type(module) is AdaptiveLayerNorm:
+            module.__class__ = FoldedAdaptiveLayerNorm
+            count += 1
+    return count
+
+
+# All of it ---------------------------------------------------------------------------------------------------
+
+
+def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = None) -> None:
+    """Put the precision-independent fast paths on a loaded ``model`` (in place): folded adaptive norms and
+    :class:`FastAttention` in every attention (the NAR's computing in ``nar_attention_dtype`` if given).
+
+    :func:`vallex.precision.apply_precision` calls it, and chooses the Linears' kernels (e.g.
+    :func:`use_onednn_float32_linears`) by its kernel plan.
+    """
+    fold_adaptive_norms(model)
+    for decoder, dtype in ((model.ar_decoder, None), (model.nar_decoder, nar_attention_dtype)):
+        attention = fast_attention if dtype is None else FastAttention(dtype)
+        for module in decoder.modules():
+            if isinstance(module, MultiheadSelfAttention):
+                module.attend = attention
+
+
+# The AR's KV cache and one-frame step ------------------------------------------------------------------------
+
+
+@dataclass
+class LayerKVCache:
+    """Preallocated keys and values of one layer, in one tensor ``kv`` [B, 2, H, capacity, hd] (keys, values).
+
+    The cache's dtype may differ from the model's: writes cast.
+    """
+
+    kv: Tensor
+
+    @property
+    def capacity(self) -> int:
+        return self.kv.shape[3]
+
+    def append(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, H, T, hd] at positions ``start..``; returns keys and values so far [B, H, start + T, hd]."""
+        end = start + k.shape[2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.capacity}.")
+        self.kv[:, 0, :, start:end] = k
+        self.kv[:, 1, :, start:end] = v
+        return self.kv[:, 0, :, :end], self.kv[:, 1, :, :end]
+
+
+@dataclass
+class KVCache:
+    """One :class:`LayerKVCache` per decoder layer, allocated once for the whole generation."""
+
+    layers: list[LayerKVCache]
+
+    @classmethod
+    def allocate(cls, config, batch: int, capacity: int, device, dtype) -> "KVCache":
+        """``config``: a :class:`~vallex.config.VallexConfig`; ``dtype``: use :func:`kv_cache_dtype` of the model's."""
+        shape = (batch, 2, config.nhead, capacity, config.head_dim)
+        return cls([LayerKVCache(torch.empty(shape, device=device, dtype=dtype)) for _ in range(config.num_layers)])
+
+
+def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """float32 on CPU whatever the model's dtype; the model's dtype elsewhere.
+
+    Why: on CPU, 16-bit matmuls go through oneDNN, which compiles a kernel for every new shape, and
+    attention over a cache that grows by one key per step would compile one every step. A float32 cache
+    keeps the AR step's attention on the fused float32 kernel (one new key and one query per step are cast).
+    """
+    return torch.float32 if device.type == "cpu" else model_dtype
+
+
+class OneFrameStep:
+    """``decoder(x, None, cache=cache, start=start)`` for one new position, with the per-call Python work hoisted.
+
+    An AR step runs every layer's ~25 small operations on one row; through the modules, their Python and
+    dispatch (module calls, per-call dtype checks, two cache writes per layer) are a noticeable part of a
+    step. This resolves every Linear to a plain function (:func:`inference_function`) and every norm's
+    parameters once per generation, writes keys and values with one copy per layer and runs the same
+    operations in the same order, so its outputs equal the module path's bit for bit (tests/test_decoding.py).
+    For inference only (no autograd); plain (non-adaptive) decoders only. Build a new one if the decoder's
+    weights are replaced.
+    """
+
+    def __init__(self, decoder: Decoder, cache: KVCache) -> None:
+        if not all(isinstance(layer.norm1, LayerNorm) for layer in decoder.layers):
+            raise ValueError("OneFrameStep runs decoders with plain LayerNorms (the AR decoder) only.")
+        if len(cache.layers) != len(decoder.layers):
+            raise ValueError(f"the cache has {len(cache.layers)} layers, the decoder {len(decoder.layers)}.")
+        self.cache = cache
+        self.dim = decoder.norm.normalized_shape[0]
+        self.num_heads = decoder.layers[0].self_attn.num_heads
+        self.final_norm = (decoder.norm.weight, decoder.norm.bias)
+        self.layers = [
+            (layer.norm1.weight, layer.norm1.bias, inference_function(layer.self_attn.in_proj),
+             inference_function(layer.self_attn.out_proj), layer.norm2.weight, layer.norm2.bias,
+             inference_function(layer.linear1), inference_function(layer.linear2), layer_cache.kv)
+            for layer, layer_cache in zip(decoder.layers, cache.layers)
+        ]
+
+    def __call__(self, x: Tensor, start: int | Tensor) -> Tensor:
+        """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D].
+
+        ``start`` may also be LongTensor [B], one position per row (a batch of utterances of different
+        lengths, :class:`vallex.batching.ARBatch`): row b writes at ``start[b]`` and attends to its
+        positions ``< start[b] + 1`` only.
+        """
+        batch, dim, heads = x.shape[0], self.dim, self.num_heads
+        capacity = self.cache.layers[0].capacity
+        rows = key_mask = None
+        if isinstance(start, Tensor):
+            end = int(start.max()) + 1
+            rows = torch.arange(batch, device=start.device)
+            key_mask = (torch.arange(end, device=start.device) <= start[:, None])[:, None, None, :]  # [B, 1, 1, end]
+        else:
+            end = start + 1
+        if end > capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {capacity}.")
+        shape = (dim,)
+        for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv in self.layers:
+            qkv = in_proj(F.layer_norm(x, shape, norm1_w, norm1_b, LAYER_NORM_EPS))  # [B, 1, 3D]
+            qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
+            if rows is None:
+                kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
+            else:
+                kv[rows, :, :, start] = qkv[:, 1:, :, 0].to(kv.dtype)  # row b at its own position start[b]
+            q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
+            out = fast_attention(q, kv[:, 0, :, :end], kv[:, 1, :, :end], key_mask)  # [B, H, 1, hd]
+            x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
+            x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
+        return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)
