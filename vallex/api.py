@@ -28,7 +28,14 @@ import torch
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.batching import ARBatch, ARRequest, NARInput, nar_decode_batch
 from vallex.config import MAX_UTTERANCE_SECONDS
-from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ar_decode, iter_ar_decode, language_ids, nar_decode
+from vallex.decoding import (
+    MAX_FRAMES_PER_TEXT_TOKEN,
+    Returning,
+    ar_decode,
+    iter_ar_decode,
+    language_ids,
+    nar_decode,
+)
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
@@ -38,7 +45,6 @@ from vallex.streaming import (  # noqa: F401  (the streaming constants are part 
     NAR_LOOKAHEAD_FRAMES,
     STREAM_CHUNK_SECONDS,
     VOCODER_LOOKAHEAD_FRAMES,
-    Returning,
     SentencePieces,
     first_chunk_frames,
 )

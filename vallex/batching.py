@@ -21,9 +21,9 @@ from typing import Callable, Hashable, Sequence
 import torch
 from torch import Tensor
 
-from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ARResult, nar_decode, sample_tokens
-from vallex.fastpath import KVCache, LayerKVCache, OneFrameStep, kv_cache_dtype
-from vallex.model import VallexModel, ar_attention_mask
+from vallex.decoding import ARResult, FrameSampler, nar_decode, prefill
+from vallex.fastpath import KVCache, LayerKVCache, OneFrameStep
+from vallex.model import VallexModel
 
 #: Cache columns are allocated in multiples of this (and doubled when a row outgrows them).
 _CAPACITY_QUANTUM = 64
@@ -55,19 +55,14 @@ class _Item:
     """The state of one utterance in an :class:`ARBatch` (its rows are ``best_of`` consecutive cache rows)."""
 
     key: Hashable
-    request: ARRequest
     prompt_len: int
-    max_frames: int
-    generated: Tensor  # [rows, max_frames]
-    finished: Tensor  # bool [rows]
-    sum_logprobs: Tensor  # [rows]
+    sampler: FrameSampler
     first_logits: Tensor  # [rows, 1025]
-    num_frames: int = 0
     steps: int = 1  # decoder calls so far (the prefill is the first)
 
     @property
     def rows(self) -> int:
-        return self.generated.shape[0]
+        return self.sampler.rows
 
 
 @dataclass
@@ -126,26 +121,15 @@ class ARBatch:
         text, prompt0 = request.text.to(self.device), request.prompt_codes0.to(self.device)
         if text.ndim != 2 or text.shape[0] != 1:
             raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
-        if request.best_of < 1:
-            raise ValueError(f"best_of must be >= 1, got {request.best_of}.")
-        model, cfg, rows = self.model, self.config, request.best_of
-        text_len, prompt_len = text.shape[1], prompt0.shape[1]
-        max_frames = request.max_frames if request.max_frames is not None else MAX_FRAMES_PER_TEXT_TOKEN * text_len
-
-        # The prefill, exactly as ar_decode runs it (same shapes, so the same numbers).
-        text_emb = model.embed_text("ar", text, request.text_langs.to(self.device)).expand(rows, -1, -1)
-        y = torch.cat([torch.full((1, 1), cfg.bos_id, dtype=torch.long, device=self.device), prompt0.long()], dim=1)
-        prefix = torch.cat([text_emb, model.embed_ar_audio(y.expand(rows, -1))], dim=1)  # [rows, S + 1 + P, D]
-        length = prefix.shape[1]
-        cache = KVCache.allocate(cfg, rows, length, self.device, kv_cache_dtype(text_emb.dtype, self.device))
-        mask = ar_attention_mask(text_len, y.shape[1], device=self.device)
-        hidden = model.ar_decoder(prefix, mask, cache=cache, start=0, output_start=length - 1)  # [rows, 1, D]
-        logits = model.ar_logits(hidden[:, -1])  # [rows, 1025]
-
-        item = _Item(key=key, request=request, prompt_len=prompt_len, max_frames=max_frames,
-                     generated=torch.empty(rows, max_frames, dtype=torch.long, device=self.device),
-                     finished=torch.zeros(rows, dtype=torch.bool, device=self.device),
-                     sum_logprobs=torch.zeros(rows, device=self.device), first_logits=logits.float().clone())
+        sampler = FrameSampler.create(
+            self.model, text.shape[1], best_of=request.best_of, max_frames=request.max_frames,
+            temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
+            length_penalty=request.length_penalty, min_frames=request.min_frames, generator=request.generator,
+            logits_processor=request.logits_processor)
+        # The prefill exactly as ar_decode runs it (same shapes, so the same numbers), into a cache of its own size.
+        length = text.shape[1] + 1 + prompt0.shape[1]
+        cache, logits = prefill(self.model, text, request.text_langs.to(self.device), prompt0, sampler.rows, length)
+        item = _Item(key=key, prompt_len=prompt0.shape[1], sampler=sampler, first_logits=logits.float().clone())
         self._append_rows([layer.kv for layer in cache.layers], length, logits)
         self._items.append(item)
 
@@ -162,35 +146,18 @@ class ARBatch:
         result = ARStepResult()
         if not self._items:
             return result
-        eos = self.config.eos_id
-        assert self._logits is not None
+        if self._logits is None:
+            raise RuntimeError("the batch has utterances but no logits to sample from")
         keep: list[int] = []
         tokens: list[Tensor] = []
         row = 0
         for index, item in enumerate(self._items):
-            request = item.request
-            logits = self._logits[row:row + item.rows]
+            new = item.sampler.sample(self._logits[row:row + item.rows])  # its own settings and generator
             row += item.rows
-            # The body of ar_decode's loop, for this utterance's rows, with its own generator.
-            if request.logits_processor is not None:
-                logits = request.logits_processor(item.num_frames, logits)
-            if item.num_frames < request.min_frames:
-                logits = logits.clone()
-                logits[:, eos] = float("-inf")
-            new, logprobs = sample_tokens(logits, temperature=request.temperature, top_k=request.top_k,
-                                          top_p=request.top_p, generator=request.generator)
-            item.sum_logprobs += torch.where(item.finished, 0.0, logprobs)
-            new = torch.where(item.finished, eos, new)
-            item.finished |= new == eos
-            if bool(item.finished.all()):
-                result.finished[item.key] = self._result(item, "eos")
+            if new is None:
+                result.finished[item.key] = item.sampler.result(item.steps, item.first_logits)
                 continue
-            if item.num_frames >= item.max_frames:
-                result.finished[item.key] = self._result(item, "maxlen")
-                continue
-            item.generated[:, item.num_frames] = new
-            item.num_frames += 1
-            result.frames[item.key] = item.generated[:, :item.num_frames]
+            result.frames[item.key] = item.sampler.frames
             keep.append(index)
             tokens.append(new)
         if len(keep) != len(self._items):
@@ -200,7 +167,7 @@ class ARBatch:
 
         # One decoder call for every row still running.
         frames = torch.cat(tokens)  # [R]
-        offsets = torch.cat([torch.full((item.rows,), item.prompt_len + item.num_frames, device=self.device)
+        offsets = torch.cat([torch.full((item.rows,), item.prompt_len + item.sampler.num_frames, device=self.device)
                              for item in self._items])  # each frame's audio position (BOS at 0)
         self._reserve(int(self._lengths.max()) + 1)
         positions = self._lengths
@@ -216,16 +183,6 @@ class ARBatch:
         return result
 
     # Cache bookkeeping --------------------------------------------------------------------------------
-    def _result(self, item: _Item, stop_reason: str) -> ARResult:
-        eos = self.config.eos_id
-        rows = item.generated[:, :item.num_frames]
-        best = 0
-        if item.rows > 1:
-            lengths = (rows != eos).sum(dim=1).clamp(min=1).float()
-            best = int(torch.argmax(item.sum_logprobs / lengths**item.request.length_penalty))
-        codes = rows[best][rows[best] != eos][None]
-        return ARResult(codes=codes.clone(), stop_reason=stop_reason, steps=item.steps, first_logits=item.first_logits)
-
     def _append_rows(self, kv: list[Tensor], length: int, logits: Tensor) -> None:
         """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length``.
 

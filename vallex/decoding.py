@@ -9,7 +9,7 @@ reproduces the reference exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Generator, Generic, Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,22 @@ from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
 from vallex.model import VallexModel, ar_attention_mask
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16
+
+
+class Returning(Generic[T, R]):
+    """Iterate a generator and keep what it returns: ``loop = Returning(gen); for x in loop: ...; loop.value``."""
+
+    def __init__(self, generator: Generator[T, Any, R]) -> None:
+        self._generator = generator
+        self.value: R | None = None
+
+    def __iter__(self) -> Iterator[T]:
+        self.value = yield from self._generator
 
 
 def language_ids(
@@ -146,14 +160,13 @@ def ar_decode(
             use it to force a length).
         on_step: called with the step index after each decoder call (progress bars).
     """
-    loop = _ar_loop(model, text, text_langs, prompt_codes0, temperature=temperature, top_k=top_k, top_p=top_p,
-                    best_of=best_of, length_penalty=length_penalty, min_frames=min_frames, max_frames=max_frames,
-                    generator=generator, logits_processor=logits_processor, on_step=on_step, stream=False)
-    try:
-        next(loop)  # with stream=False the loop never yields: one call runs it to the end
-    except StopIteration as done:
-        return done.value
-    raise RuntimeError("the AR loop yielded although it was not asked to stream")  # unreachable
+    loop = Returning(_ar_loop(model, text, text_langs, prompt_codes0, temperature=temperature, top_k=top_k,
+                              top_p=top_p, best_of=best_of, length_penalty=length_penalty, min_frames=min_frames,
+                              max_frames=max_frames, generator=generator, logits_processor=logits_processor,
+                              on_step=on_step, stream=False))
+    for _ in loop:  # with stream=False the loop never yields: it runs to the end here
+        raise RuntimeError("the AR loop yielded although it was not asked to stream")
+    return loop.value  # type: ignore[return-value]
 
 
 def iter_ar_decode(
@@ -194,93 +207,131 @@ def _ar_loop(
     text_langs: Tensor,
     prompt_codes0: Tensor,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    best_of: int = 1,
-    length_penalty: float = 1.0,
-    min_frames: int = 1,
-    max_frames: int | None = None,
-    generator: torch.Generator | None = None,
-    logits_processor: Callable[[int, Tensor], Tensor] | None = None,
     on_step: Callable[[int], None] | None = None,
     stream: bool,
+    **settings: Any,
 ) -> Generator[Tensor, None, ARResult]:
     """The AR loop of :func:`ar_decode` and :func:`iter_ar_decode`; yields frames [1, n] only if ``stream``.
 
-    Without ``stream`` it is a generator that never yields, so :func:`ar_decode` pays nothing per step for
-    being able to stream.
+    ``settings``: the sampling keywords of :func:`ar_decode` (see :class:`FrameSampler`). Without ``stream`` it
+    is a generator that never yields, so :func:`ar_decode` pays nothing per step for being able to stream.
     """
-    cfg = model.config
-    eos, bos = cfg.eos_id, cfg.bos_id
     if text.ndim != 2 or text.shape[0] != 1:
         raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
-    if best_of < 1:
-        raise ValueError(f"best_of must be >= 1, got {best_of}.")
-    text_len = text.shape[1]
-    if max_frames is None:
-        max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text_len
-    device = text.device
-    prompt_len = prompt_codes0.shape[1]
-
-    text_emb = model.embed_text("ar", text, text_langs).expand(best_of, -1, -1)  # [B, S, D]
-    y = torch.cat([torch.full((1, 1), bos, dtype=torch.long, device=device), prompt_codes0.long()], dim=1)
-    y = y.expand(best_of, -1)  # [B, 1 + P]
-    audio_emb = model.embed_ar_audio(y)  # [B, 1 + P, D]
-
-    capacity = text_len + y.shape[1] + max_frames
-    cache = KVCache.allocate(cfg, best_of, capacity, device, kv_cache_dtype(text_emb.dtype, text_emb.device))
-    prefix = torch.cat([text_emb, audio_emb], dim=1)
-    mask = ar_attention_mask(text_len, y.shape[1], device=device)
-    # Only the last position's output is needed; all positions fill the cache.
-    hidden = model.ar_decoder(prefix, mask, cache=cache, start=0, output_start=prefix.shape[1] - 1)  # [B, 1, D]
-    position = prefix.shape[1]  # next free cache slot
-    logits = model.ar_logits(hidden[:, -1])  # [B, 1025]
+    sampler = FrameSampler.create(model, text.shape[1], **settings)
+    prefix_len = text.shape[1] + 1 + prompt_codes0.shape[1]
+    cache, logits = prefill(model, text, text_langs, prompt_codes0, sampler.rows, prefix_len + sampler.max_frames)
     first_logits = logits.float().clone()
-
     step = OneFrameStep(model.ar_decoder, cache)  # the decoder, one new frame per call
-    generated = torch.empty(best_of, max_frames, dtype=torch.long, device=device)
-    finished = torch.zeros(best_of, dtype=torch.bool, device=device)
-    sum_logprobs = torch.zeros(best_of, device=device)
-    num_frames = 0
+    position = prefix_len  # next free cache slot
     steps = 1
-    stop_reason = "maxlen"
     while True:
         if on_step is not None:
             on_step(steps - 1)
-        if logits_processor is not None:
-            logits = logits_processor(num_frames, logits)
-        if num_frames < min_frames:
-            logits = logits.clone()
-            logits[:, eos] = float("-inf")
-        tokens, logprobs = sample_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                         generator=generator)
-        sum_logprobs += torch.where(finished, 0.0, logprobs)
-        tokens = torch.where(finished, eos, tokens)  # finished rows keep emitting EOS
-        finished |= tokens == eos
-        if bool(finished.all()):
-            stop_reason = "eos"
+        tokens = sampler.sample(logits)
+        if tokens is None:
             break
-        if num_frames >= max_frames:
-            break
-        generated[:, num_frames] = tokens
-        num_frames += 1
         if stream:
-            yield generated[:, :num_frames]  # [1, n] view: no copy of the frames per step
-        # One new frame: its audio position is 1 + P + (num_frames - 1) (BOS at 0).
-        step_emb = model.embed_ar_audio(tokens[:, None], offset=prompt_len + num_frames)  # [B, 1, D]
+            yield sampler.frames  # [1, n] view: no copy of the frames per step
+        # One new frame: its audio position is 1 + P + (n - 1) (BOS at 0).
+        step_emb = model.embed_ar_audio(tokens[:, None], offset=prompt_codes0.shape[1] + sampler.num_frames)
         hidden = step(step_emb, position)  # [B, 1, D]
         position += 1
         logits = model.ar_logits(hidden[:, -1])
         steps += 1
+    return sampler.result(steps, first_logits)
 
-    rows = generated[:, :num_frames]  # [B, T]
-    best = 0
-    if best_of > 1:
-        lengths = (rows != eos).sum(dim=1).clamp(min=1).float()
-        best = int(torch.argmax(sum_logprobs / lengths**length_penalty))
-    codes = rows[best][rows[best] != eos][None]  # [1, T]
-    return ARResult(codes=codes, stop_reason=stop_reason, steps=steps, first_logits=first_logits)
+
+def prefill(model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes0: Tensor, rows: int,
+            capacity: int) -> tuple[KVCache, Tensor]:
+    """The AR's first call: ``[text ; BOS ; prompt]`` through the decoder into a new KV cache.
+
+    text, text_langs: LongTensor [1, S]; prompt_codes0: LongTensor [1, P]; ``rows`` copies (best_of).
+    Returns the cache (``capacity`` positions, S + 1 + P of them filled) and the logits [rows, 1025] of the
+    first frame. Only the last position's output is computed (all positions fill the cache).
+    """
+    cfg, device = model.config, text.device
+    text_emb = model.embed_text("ar", text, text_langs).expand(rows, -1, -1)  # [B, S, D]
+    y = torch.cat([torch.full((1, 1), cfg.bos_id, dtype=torch.long, device=device), prompt_codes0.long()], dim=1)
+    prefix = torch.cat([text_emb, model.embed_ar_audio(y.expand(rows, -1))], dim=1)  # [B, S + 1 + P, D]
+    cache = KVCache.allocate(cfg, rows, capacity, device, kv_cache_dtype(text_emb.dtype, device))
+    mask = ar_attention_mask(text.shape[1], y.shape[1], device=device)
+    hidden = model.ar_decoder(prefix, mask, cache=cache, start=0, output_start=prefix.shape[1] - 1)  # [B, 1, D]
+    return cache, model.ar_logits(hidden[:, -1])
+
+
+class FrameSampler:
+    """Draws one utterance's codebook-0 frames from the decoder's logits and knows when it stops.
+
+    Its ``rows`` (``best_of``) sample independently with one generator; a row that drew EOS keeps
+    emitting EOS; the utterance stops when every row has, or at ``max_frames``. EOS is masked until
+    ``min_frames`` frames exist (the reference could return nothing). The best row has the highest mean
+    log-probability of its *generated* tokens (the reference also counted BOS and the prompt's tokens,
+    which favours rows with a long prompt over rows that sampled well).
+    """
+
+    def __init__(self, rows: int, max_frames: int, eos: int, device: torch.device, *, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, length_penalty: float = 1.0,
+                 min_frames: int = 1, generator: torch.Generator | None = None,
+                 logits_processor: Callable[[int, Tensor], Tensor] | None = None) -> None:
+        if rows < 1:
+            raise ValueError(f"best_of must be >= 1, got {rows}.")
+        self.rows, self.max_frames, self.eos = rows, max_frames, eos
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.length_penalty, self.min_frames = length_penalty, min_frames
+        self.generator, self.logits_processor = generator, logits_processor
+        self.generated = torch.empty(rows, max_frames, dtype=torch.long, device=device)
+        self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.sum_logprobs = torch.zeros(rows, device=device)
+        self.num_frames = 0
+        self.stop_reason: str | None = None
+
+    @classmethod
+    def create(cls, model: VallexModel, text_len: int, *, best_of: int = 1, max_frames: int | None = None,
+               **settings: Any) -> "FrameSampler":
+        """A sampler for ``model`` with :func:`ar_decode`'s keywords (max_frames default: 16 per text token)."""
+        if max_frames is None:
+            max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text_len
+        return cls(best_of, max_frames, model.config.eos_id, next(model.parameters()).device, **settings)
+
+    @property
+    def frames(self) -> Tensor:
+        """LongTensor [rows, n]: every frame so far (a view; do not write to it)."""
+        return self.generated[:, :self.num_frames]
+
+    def sample(self, logits: Tensor) -> Tensor | None:
+        """Draw the next frame from logits [rows, 1025]: its tokens [rows], or None once the utterance stopped."""
+        eos = self.eos
+        if self.logits_processor is not None:
+            logits = self.logits_processor(self.num_frames, logits)
+        if self.num_frames < self.min_frames:
+            logits = logits.clone()
+            logits[:, eos] = float("-inf")
+        tokens, logprobs = sample_tokens(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                                         generator=self.generator)
+        self.sum_logprobs += torch.where(self.finished, 0.0, logprobs)
+        tokens = torch.where(self.finished, eos, tokens)  # finished rows keep emitting EOS
+        self.finished |= tokens == eos
+        if bool(self.finished.all()):
+            self.stop_reason = "eos"
+            return None
+        if self.num_frames >= self.max_frames:
+            self.stop_reason = "maxlen"
+            return None
+        self.generated[:, self.num_frames] = tokens
+        self.num_frames += 1
+        return tokens
+
+    def result(self, steps: int, first_logits: Tensor) -> ARResult:
+        """The :class:`ARResult` once :meth:`sample` returned None (``steps``: decoder calls made)."""
+        rows = self.frames  # [B, T]
+        best = 0
+        if self.rows > 1:
+            lengths = (rows != self.eos).sum(dim=1).clamp(min=1).float()
+            best = int(torch.argmax(self.sum_logprobs / lengths**self.length_penalty))
+        codes = rows[best][rows[best] != self.eos][None]  # [1, T]
+        return ARResult(codes=codes.clone(), stop_reason=self.stop_reason or "maxlen", steps=steps,
+                        first_logits=first_logits)
 
 
 @torch.inference_mode()

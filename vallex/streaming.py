@@ -10,7 +10,7 @@ the rest is flushed. :class:`SentencePieces` holds that state for one sentence; 
 """
 from __future__ import annotations
 
-from typing import Any, Generator, Generic, Iterator, TypeVar
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -33,10 +33,6 @@ NAR_LOOKAHEAD_FRAMES = 8
 #: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
 VOCODER_LOOKAHEAD_FRAMES = 8
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-
 def first_chunk_frames(chunk_seconds: float | None) -> int | None:
     """Frames of a stream's first chunk per sentence (None: whole sentences); validates ``chunk_seconds``."""
     if chunk_seconds is None:
@@ -56,17 +52,6 @@ def chunk_sizes(first_frames: int) -> Iterator[int]:
     while True:
         yield size
         size = min(size * CHUNK_GROWTH, largest)
-
-
-class Returning(Generic[T, R]):
-    """Iterate a generator and keep what it returns: ``for x in (g := Returning(gen)): ...; g.value``."""
-
-    def __init__(self, generator: Generator[T, Any, R]) -> None:
-        self._generator = generator
-        self.value: R | None = None
-
-    def __iter__(self) -> Iterator[T]:
-        self.value = yield from self._generator
 
 
 class SentencePieces:
