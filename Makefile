@@ -18,6 +18,7 @@ app: $(STAMP)
 	$(BIN)/python app.py
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -28,6 +29,7 @@ notebooks: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip check
+	$(BIN)/ruff check .
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -43,10 +43,10 @@ from inference import workload, write_random_checkpoint  # noqa: E402
 
 from vallex.checkpoint import load_model  # noqa: E402
 from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS  # noqa: E402
+from vallex.cpu_features import cpu_features  # noqa: E402
 from vallex.decoding import ar_decode, language_ids  # noqa: E402
 from vallex.files import write_text_atomic  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
-from vallex.cpu_features import cpu_features  # noqa: E402
 from vallex.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
 
 
@@ -248,7 +248,8 @@ def format_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         body.append([r["model"], r["precision"], f"{r['ar_top1_agreement']:.2%}", f"{r['ar_max_abs_dev']:.3f}",
-                     f"{r['ar_mean_abs_dev']:.4f}", f"{r['ar_fp32_logit_std']:.2f}", f"{r['ar_fp32_median_top2_gap']:.3f}",
+                     f"{r['ar_mean_abs_dev']:.4f}", f"{r['ar_fp32_logit_std']:.2f}",
+                     f"{r['ar_fp32_median_top2_gap']:.3f}",
                      f"{r['nar_top1_agreement']:.2%}", f"{r['nar_max_abs_dev']:.3f}", f"{r['nar_mean_abs_dev']:.4f}",
                      f"{r['nar_fp32_logit_std']:.2f}", f"{r['nar_fp32_median_top2_gap']:.3f}"])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]

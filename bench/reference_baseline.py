@@ -33,7 +33,7 @@ is left out. Two additions, both off by default, let the benchmark force a lengt
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -278,7 +278,8 @@ def _nar_decoder_forward(model: VallexModel, x: Tensor, stage: Tensor) -> Tensor
 def _feed_forward(layer: DecoderLayer, x: Tensor) -> Tensor:
     """``linear2(relu(linear1(x)))``, out of place as the reference's ``_ff_block``, through ``F.linear``
     (torch's default kernel, as the reference's nn.Linear) rather than our oneDNN float32 path."""
-    return F.linear(F.relu(F.linear(x, layer.linear1.weight, layer.linear1.bias)), layer.linear2.weight, layer.linear2.bias)
+    hidden = F.relu(F.linear(x, layer.linear1.weight, layer.linear1.bias))
+    return F.linear(hidden, layer.linear2.weight, layer.linear2.bias)
 
 
 def _check_float32(model: VallexModel) -> None:

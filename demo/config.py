@@ -77,14 +77,15 @@ class AppConfig:
     title: str = "VALL-E X"
 
     @classmethod
-    def from_env(cls) -> "AppConfig":
+    def from_env(cls) -> AppConfig:
         """Read the ``VALLEX_*`` variables.
 
         ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``
         (default ``auto``: the fastest precision measured for this device and CPU class; ``float32`` for the
         reference's exact arithmetic),
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default: ``VALLEX_MAX_BATCH``), ``VALLEX_MAX_QUEUE`` (32),
-        ``VALLEX_MAX_BATCH`` (8), ``VALLEX_API_KEY`` (unset: the HTTP API needs no key), ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
+        ``VALLEX_MAX_BATCH`` (8), ``VALLEX_API_KEY`` (unset: the HTTP API needs no key),
+        ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
         running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
         an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs), and Gradio's
         ``GRADIO_ANALYTICS_ENABLED`` (default off here, unlike Gradio's own default).

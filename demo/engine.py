@@ -16,10 +16,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from demo.config import AppConfig
 from vallex.api import Synthesis, VallEX
@@ -89,7 +90,7 @@ class LocalStream:
     """A tab's synthesis run in the handler's own thread under the model lock (ZeroGPU Spaces, where only the
     decorated handler may use the GPU): the iteration and ``result()`` of a :class:`SpeechStream`."""
 
-    def __init__(self, engine: "Engine", request: SpeechRequest, progress: Callable | None) -> None:
+    def __init__(self, engine: Engine, request: SpeechRequest, progress: Callable | None) -> None:
         self._engine, self.request, self._progress = engine, request, progress
 
     def _options(self) -> dict[str, Any]:
@@ -121,7 +122,7 @@ class LocalStream:
         with self._engine.using_model() as tts:
             return tts.synthesize_detailed(self.request.text, self.request.prompt, **self._options())
 
-    def __enter__(self) -> "LocalStream":
+    def __enter__(self) -> LocalStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:

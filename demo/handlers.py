@@ -15,7 +15,8 @@ import logging
 import math
 import secrets
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gradio as gr
 import numpy as np

@@ -7,7 +7,8 @@ only the VALL-E X weights are needed.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 

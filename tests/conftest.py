@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Set before anything imports gradio / huggingface_hub: no analytics, no hub traffic.
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

@@ -110,7 +110,8 @@ class ReferenceVALLE(nn.Module):
         self.ar_decoder = _Decoder(d_model, nhead, num_layers, adaptive=False)
         self.ar_predict_layer = nn.Linear(d_model, audio_rows + 1, bias=False)
         self.nar_audio_embeddings = nn.ModuleList(
-            [_embedding(audio_rows + 1, d_model)] + [_embedding(audio_rows, d_model) for _ in range(num_quantizers - 1)])
+            [_embedding(audio_rows + 1, d_model)]
+            + [_embedding(audio_rows, d_model) for _ in range(num_quantizers - 1)])
         self.nar_text_position = _Position(d_model)
         self.nar_audio_position = _Position(d_model)
         self.nar_decoder = _Decoder(d_model, nhead, num_layers, adaptive=True)

@@ -15,7 +15,6 @@ from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.random_weights import random_codec
 
 
-
 @pytest.fixture(scope="module")
 def voice(tiny_tts) -> VoicePrompt:
     """A 2 s prompt made from synthetic audio (a chirp) with an English transcript."""

@@ -14,11 +14,19 @@ import sys
 
 import numpy as np
 import pytest
-
 from test_s2st_models import scripted_whisper
+
 from vallex import asr
-from vallex.asr import (ASR_SAMPLE_RATE, FasterWhisperRecognizer, ModelUnavailableError, OpenAIWhisperRecognizer,
-                        TransformersWhisperRecognizer, find_recognizer, load_recognizer, spoken_language)
+from vallex.asr import (
+    ASR_SAMPLE_RATE,
+    FasterWhisperRecognizer,
+    ModelUnavailableError,
+    OpenAIWhisperRecognizer,
+    TransformersWhisperRecognizer,
+    find_recognizer,
+    load_recognizer,
+    spoken_language,
+)
 from vallex.audio import SAMPLE_RATE, load_audio, resample
 
 SENTENCE = "I like to drink coffee in the morning. Then I walk to the station."

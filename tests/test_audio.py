@@ -132,7 +132,8 @@ def test_the_callers_array_is_never_modified_or_returned():
 
 
 def test_matches_encodec_convert_audio_the_reference_preprocessing():
-    """Channel mean then torchaudio's Resample, as ``encodec.utils.convert_audio`` (the reference's preprocessing) does."""
+    """Channel mean then torchaudio's Resample, as ``encodec.utils.convert_audio`` (the reference's preprocessing)
+    does."""
     import torch
 
     from vallex._torchaudio_guard import ensure_torchaudio

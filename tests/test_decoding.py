@@ -167,8 +167,9 @@ def test_one_frame_step_rejects_what_it_cannot_run(model):
 
 
 def test_inference_functions_compute_what_the_layers_compute():
-    from vallex.fastpath import OneDNNFloat32Linear, inference_function
     from torch.nn import Linear
+
+    from vallex.fastpath import inference_function
     from vallex.precision import int8_linear
 
     torch.manual_seed(0)

@@ -239,7 +239,8 @@ def test_seedtts_list_is_read_with_its_language(tmp_path, capsys):
     from vallex.evaluation import read_eval_list
 
     items = read_eval_list(lst, "en")
-    assert [(i.id, i.text, i.language) for i in items] == [("utt1", "Hello world.", "en"), ("utt2", "Good night.", "en")]
+    assert [(i.id, i.text, i.language) for i in items] == [("utt1", "Hello world.", "en"),
+                                                            ("utt2", "Good night.", "en")]
     assert items[0].reference_audio is None and items[1].reference_audio == tmp_path / "gt.wav"
     assert items[0].prompt_audio == tmp_path / "p.wav"
     assert main(["eval", str(lst), "--out", str(tmp_path / "o")]) == 2

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cpu_features import AMD_EPYC, BROADWELL, CASCADE_LAKE, GRAVITON3, SAPPHIRE_RAPIDS, SKYLAKE_SP
 from torch import nn
 
 from vallex.config import VallexConfig
@@ -31,8 +32,6 @@ from vallex.precision import (
     onednn_int8_available,
     resolve_precision,
 )
-
-from test_cpu_features import AMD_EPYC, BROADWELL, CASCADE_LAKE, GRAVITON3, SAPPHIRE_RAPIDS, SKYLAKE_SP
 
 torch.set_num_threads(1)
 

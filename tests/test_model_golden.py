@@ -134,7 +134,8 @@ def test_forced_ar_case_isolates_the_nar(model, cases, forced_case):
         text_emb = model.embed_text("nar", text, langs)
         prompt = inputs["prompt_codes"]
         emb = model.nar_audio_embeddings[0](torch.cat([prompt[..., 0], codes[..., 0]], dim=1))
-        emb[:, : prompt.shape[1]] += sum(model.nar_audio_embeddings[j](prompt[..., j]) for j in range(1, model.config.num_quantizers))
+        emb[:, : prompt.shape[1]] += sum(model.nar_audio_embeddings[j](prompt[..., j])
+                                         for j in range(1, model.config.num_quantizers))
         hidden = model.nar_forward(text_emb, emb, 0)[:, prompt.shape[1]:]
         logits = model.nar_predict_layers[0](hidden)[0, : first.shape[0]]
     assert (logits - first).abs().max().item() < LOGIT_ATOL

@@ -12,11 +12,17 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from test_s2st_models import JA_SENTENCES, scripted_whisper, speechlike, tiny_marian
+
 from vallex.audio import SAMPLE_RATE, load_audio, save_audio
-from vallex.s2st import (ModelUnavailableError, SpeechTranslator, TransformersTranslator,
-                         TransformersWhisperRecognizer, load_recognizer, load_translator)
+from vallex.s2st import (
+    ModelUnavailableError,
+    SpeechTranslator,
+    TransformersTranslator,
+    TransformersWhisperRecognizer,
+    load_recognizer,
+    load_translator,
+)
 from vallex.text import tokenize
 
 TRANSCRIPT, ENGLISH = "你好，世界。", "Hello, world."

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import soundfile as sf
-
 from test_s2st_models import scripted_whisper, speechlike, tiny_marian
+
 from vallex.audio import save_audio
 from vallex.cli import main
 

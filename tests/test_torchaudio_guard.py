@@ -34,7 +34,8 @@ def test_real_torchaudio_imports_and_resamples():
 def _fake_torchaudio(root: Path, extension_body: str) -> Path:
     package = root / "torchaudio"
     (package / "_extension").mkdir(parents=True)
-    (package / "__init__.py").write_text("from . import _extension\nfrom ._extension import _IS_TORCHAUDIO_EXT_AVAILABLE\n")
+    (package / "__init__.py").write_text(
+        "from . import _extension\nfrom ._extension import _IS_TORCHAUDIO_EXT_AVAILABLE\n")
     (package / "_extension" / "__init__.py").write_text(extension_body)
     return root
 

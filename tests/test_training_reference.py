@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from reference_training import ReferenceVALLE
+
 from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
 from vallex.model import VallexModel

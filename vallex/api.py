@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ EDGE_FADE_SECONDS = 0.01
 
 LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
 
-PromptLike = Union[VoicePrompt, str, Path, tuple, None]
+PromptLike = VoicePrompt | str | Path | tuple | None
 ProgressCallback = Callable[[str, int, int], None]
 FrameLimits = Callable[[int, int], tuple[int, int]]
 
@@ -140,7 +141,7 @@ class VallEX:
         presets_dir: str | Path | None = None,
         download: bool = True,
         tune_malloc: bool = True,
-    ) -> "VallEX":
+    ) -> VallEX:
         """Load VALL-E X, EnCodec and Vocos through the weights manager (downloading when allowed).
 
         Args:
@@ -257,7 +258,7 @@ class VallEX:
         """
         yield from self._stream(text, prompt, [], chunk_seconds=chunk_seconds, **options)
 
-    def synthesize_batch(self, requests: Sequence["SynthesisRequest | dict[str, Any]"]) -> list[Synthesis]:
+    def synthesize_batch(self, requests: Sequence[SynthesisRequest | dict[str, Any]]) -> list[Synthesis]:
         """Several requests decoded together: what :meth:`synthesize_detailed` gives each one alone.
 
         Each request is a :class:`SynthesisRequest` (or a dict of its fields): its own text, prompt, language,
@@ -301,7 +302,7 @@ class VallEX:
         return out
 
     # Planning (shared by one request's stream, synthesize_batch and vallex.serving) -------------------
-    def plan(self, request: "SynthesisRequest") -> "RequestPlan":
+    def plan(self, request: SynthesisRequest) -> RequestPlan:
         """Check a request and split it into sentences; raises ValueError for anything it cannot speak."""
         _check_sampling(request.temperature, request.top_k, request.top_p, request.best_of)
         chunk_frames = first_chunk_frames(request.chunk_seconds)
@@ -323,7 +324,7 @@ class VallEX:
                                          top_p=request.top_p, best_of=request.best_of))
 
     def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None,
-                   plan: "RequestPlan") -> "Utterance":
+                   plan: RequestPlan) -> Utterance:
         """The model inputs of one sentence spoken with ``prompt`` (None: no prompt)."""
         n_q = self.model.config.num_quantizers
         if prompt is not None:
@@ -363,7 +364,8 @@ class VallEX:
                 current = self._next_sliding_prompt(result, plan.voice)
         report("sentence", count, count)
 
-    def _plan_sentences(self, text: str, language: str, long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
+    def _plan_sentences(self, text: str, language: str,
+                        long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("Text is empty: type the sentence you want to hear.")
         if language not in ("auto", "mix", "auto-mix"):
@@ -395,7 +397,7 @@ class VallEX:
             raise ValueError("The text has nothing to pronounce.")
         return planned, language
 
-    def _speak(self, job: "Utterance", plan: "RequestPlan", report: ProgressCallback
+    def _speak(self, job: Utterance, plan: RequestPlan, report: ProgressCallback
                ) -> Generator[tuple[np.ndarray, bool], None, SentenceResult]:
         """One sentence: yields (float32 samples, is_last_piece), returns its :class:`SentenceResult`.
 
@@ -452,7 +454,7 @@ class SynthesisRequest:
     chunk_seconds: float | None = None
 
     @classmethod
-    def coerce(cls, request: "SynthesisRequest | dict[str, Any]") -> "SynthesisRequest":
+    def coerce(cls, request: SynthesisRequest | dict[str, Any]) -> SynthesisRequest:
         """A request from itself or from a dict of its fields (unknown fields are an error)."""
         if isinstance(request, cls):
             return request

@@ -32,15 +32,15 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vallex.languages import LANGUAGES
-from vallex.optional_models import (ModelUnavailableError, hub_offline, import_transformers, looks_like_path,
-                                    short_error)
+from vallex.optional_models import ModelUnavailableError, hub_offline, import_transformers, looks_like_path, short_error
 
 #: Whisper hears 16 kHz audio.
 ASR_SAMPLE_RATE = 16_000
@@ -119,7 +119,7 @@ def spoken_language(code: str, remedy: str = "Use speech in one of these, or, if
 
 
 def load_recognizer(model: str | os.PathLike | None = None, *, backend: str | None = None, device: str = "cpu",
-                    download: bool = True, default: str = DEFAULT_ASR_MODEL) -> "WhisperRecognizer":
+                    download: bool = True, default: str = DEFAULT_ASR_MODEL) -> WhisperRecognizer:
     """A recognizer for ``model`` (default :func:`default_model`); its weights load on first use.
 
     Without ``backend``: a local folder is read by the backend its files belong to, a ``.pt`` file by
@@ -155,7 +155,7 @@ def load_recognizer(model: str | os.PathLike | None = None, *, backend: str | No
 def find_recognizer(model: str | os.PathLike | None = None, *,
                     backends: Sequence[str] = ("faster-whisper", "openai-whisper"), device: str = "cpu",
                     download: bool = False, default: str = DEFAULT_ASR_MODEL,
-                    bundled_fallback: bool = False) -> "WhisperRecognizer":
+                    bundled_fallback: bool = False) -> WhisperRecognizer:
     """The first of ``backends`` whose model loads now (by default never downloading).
 
     A size name (``medium``) is tried with each backend in turn; a folder, a file or a repository
@@ -415,7 +415,7 @@ class TransformersWhisperRecognizer(WhisperRecognizer):
         self._processor: Any = None
 
     @classmethod
-    def from_objects(cls, model: Any, processor: Any, name: str = "in-memory") -> "TransformersWhisperRecognizer":
+    def from_objects(cls, model: Any, processor: Any, name: str = "in-memory") -> TransformersWhisperRecognizer:
         """Wrap an already loaded ``WhisperForConditionalGeneration`` and ``WhisperProcessor``."""
         recognizer = cls(name, device=str(next(model.parameters()).device))
         recognizer._model, recognizer._processor = model.eval(), processor

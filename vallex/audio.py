@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -50,7 +50,7 @@ MAX_DECODE_SECONDS = 600.0
 SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 PYAV_EXTENSIONS = (".m4a", ".mp4", ".aac", ".webm")  # browser recordings are often WebM/Opus
 
-AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor, tuple]
+AudioSource = str | os.PathLike | np.ndarray | torch.Tensor | tuple
 
 
 def load_audio(

@@ -15,8 +15,8 @@ mask (padding is never attended to), giving each the codes :func:`vallex.decodin
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Sequence
 
 import torch
 from torch import Tensor

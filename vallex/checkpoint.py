@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import Tensor

@@ -45,7 +45,7 @@ def _import_codec_packages() -> None:
 
 # EnCodec ------------------------------------------------------------------------------------------
 
-def encodec_skeleton() -> "EncodecModel":
+def encodec_skeleton() -> EncodecModel:
     """The EnCodec 24 kHz architecture with untrained weights (no download), set to 6 kbps, eval mode."""
     _import_codec_packages()
     from encodec import EncodecModel
@@ -58,7 +58,7 @@ def encodec_skeleton() -> "EncodecModel":
     return model.eval()
 
 
-def load_encodec(path: str | Path, device: str | torch.device = "cpu") -> "EncodecModel":
+def load_encodec(path: str | Path, device: str | torch.device = "cpu") -> EncodecModel:
     """EnCodec 24 kHz from its torch hub state-dict file (read with ``weights_only=True``)."""
     model = encodec_skeleton()
     try:
@@ -98,7 +98,7 @@ def _encodec_features_class() -> type:
     return CodebookFeatures
 
 
-def build_vocos(config: dict[str, Any], encodec: nn.Module | None = None) -> "Vocos":
+def build_vocos(config: dict[str, Any], encodec: nn.Module | None = None) -> Vocos:
     """A Vocos with the architecture ``config`` (the ``config.yaml`` dict) and untrained weights.
 
     Only the published model's classes are accepted: a config cannot make us import arbitrary code.
@@ -126,7 +126,7 @@ def build_vocos(config: dict[str, Any], encodec: nn.Module | None = None) -> "Vo
 
 
 def load_vocos(config_path: str | Path, model_path: str | Path, device: str | torch.device = "cpu",
-               encodec: nn.Module | None = None) -> "Vocos":
+               encodec: nn.Module | None = None) -> Vocos:
     """Vocos from ``config.yaml`` + ``pytorch_model.bin`` (the Hugging Face repository's files).
 
     The checkpoint holds everything but the EnCodec inside the feature extractor (which
@@ -164,8 +164,8 @@ class AudioCodec:
     :func:`vallex.random_weights.random_codec` builds untrained models in memory (for tests).
     """
 
-    def __init__(self, paths: "WeightPaths | None" = None, *, encodec: "EncodecModel | None" = None,
-                 vocos: "Vocos | None" = None, device: str | torch.device = "cpu"):
+    def __init__(self, paths: WeightPaths | None = None, *, encodec: EncodecModel | None = None,
+                 vocos: Vocos | None = None, device: str | torch.device = "cpu"):
         self.paths = paths
         self.device = torch.device(device)
         self._encodec = encodec.to(self.device).eval() if encodec is not None else None
@@ -175,7 +175,7 @@ class AudioCodec:
             raise ValueError("AudioCodec needs weight paths, or both an EnCodec and a Vocos model.")
 
     @classmethod
-    def from_paths(cls, paths: "WeightPaths", device: str | torch.device = "cpu") -> "AudioCodec":
+    def from_paths(cls, paths: WeightPaths, device: str | torch.device = "cpu") -> AudioCodec:
         """Use the EnCodec/Vocos files of ``paths`` (loaded lazily; a missing one fails only when needed)."""
         if paths.encodec is None and (paths.vocos_config is None or paths.vocos_model is None):
             raise ValueError("The weight paths hold neither EnCodec nor Vocos files: resolve them with "
@@ -184,7 +184,7 @@ class AudioCodec:
 
     @classmethod
     def from_dir(cls, weights_dir: str | Path, device: str | torch.device = "cpu",
-                 components: tuple[str, ...] = ("encodec", "vocos")) -> "AudioCodec":
+                 components: tuple[str, ...] = ("encodec", "vocos")) -> AudioCodec:
         """EnCodec/Vocos from a weights folder in the documented layout (no download)."""
         from vallex.weights import resolve_weights
 
@@ -192,7 +192,7 @@ class AudioCodec:
 
     @classmethod
     def pretrained(cls, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                   download: bool = True, components: tuple[str, ...] = ("encodec", "vocos")) -> "AudioCodec":
+                   download: bool = True, components: tuple[str, ...] = ("encodec", "vocos")) -> AudioCodec:
         """The published EnCodec and Vocos through the weights manager (caches, or ``weights_dir``).
 
         ``components=("encodec",)`` is enough for making prompts; ``("vocos",)`` for decoding only.
@@ -202,7 +202,7 @@ class AudioCodec:
         return cls.from_paths(resolve_weights(weights_dir, download=download, components=components), device)
 
     @property
-    def encodec(self) -> "EncodecModel":
+    def encodec(self) -> EncodecModel:
         if self._encodec is None:
             with self._lock:
                 if self._encodec is None:
@@ -213,7 +213,7 @@ class AudioCodec:
         return self._encodec
 
     @property
-    def vocos(self) -> "Vocos":
+    def vocos(self) -> Vocos:
         if self._vocos is None:
             with self._lock:
                 if self._vocos is None:

@@ -72,17 +72,17 @@ class VallexConfig:
 
     # Named configurations -------------------------------------------------------------------------
     @classmethod
-    def public(cls) -> "VallexConfig":
+    def public(cls) -> VallexConfig:
         """The public checkpoint: 1024 dims, 16 heads, 12 layers per decoder (370.5 M parameters)."""
         return cls()
 
     @classmethod
-    def tiny(cls) -> "VallexConfig":
+    def tiny(cls) -> VallexConfig:
         """A 2-layer, 64-dim model (about 1.2 M parameters) for tests, tutorials and random weights."""
         return cls(d_model=64, nhead=4, num_layers=2)
 
     @classmethod
-    def named(cls, name: str) -> "VallexConfig":
+    def named(cls, name: str) -> VallexConfig:
         """``"public"``/``"full"`` or ``"tiny"``."""
         if name in ("public", "full"):
             return cls.public()
@@ -92,7 +92,7 @@ class VallexConfig:
 
     # (De)serialisation ---------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "VallexConfig":
+    def from_dict(cls, data: dict[str, Any]) -> VallexConfig:
         """Build from our own fields or from the reference's ``VALLE(...)`` constructor arguments.
 
         Reference-only arguments (``norm_first``, ``prefix_mode``, ...) are accepted only with the
@@ -114,7 +114,7 @@ class VallexConfig:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> "VallexConfig":
+    def from_json(cls, path: str | Path) -> VallexConfig:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 #: The CPU classes, most capable first, with examples of processors in each.
 CPU_CLASSES: Mapping[str, str] = MappingProxyType({

@@ -8,15 +8,16 @@ reproduces the reference exactly.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask
 
 T = TypeVar("T")
@@ -288,7 +289,7 @@ class FrameSampler:
 
     @classmethod
     def create(cls, model: VallexModel, text_len: int, *, best_of: int = 1, max_frames: int | None = None,
-               **settings: Any) -> "FrameSampler":
+               **settings: Any) -> FrameSampler:
         """A sampler for ``model`` with :func:`ar_decode`'s keywords (max_frames default: 16 per text token)."""
         if max_frames is None:
             max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text_len

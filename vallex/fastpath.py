@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from vallex.model import LAYER_NORM_EPS, AdaptiveLayerNorm, Decoder, LayerNorm, 
 # Linear layers -----------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onednn_float32_linear_available() -> bool:
     """Whether oneDNN's float32 Linear runs here (x86 torch builds with oneDNN); checked once, on first use."""
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
@@ -246,7 +246,7 @@ class KVCache:
     layers: list[LayerKVCache]
 
     @classmethod
-    def allocate(cls, config, batch: int, capacity: int, device, dtype) -> "KVCache":
+    def allocate(cls, config, batch: int, capacity: int, device, dtype) -> KVCache:
         """``config``: a :class:`~vallex.config.VallexConfig`; ``dtype``: use :func:`kv_cache_dtype` of the model's."""
         shape = (batch, 2, config.nhead, capacity, config.head_dim)
         return cls([LayerKVCache(torch.empty(shape, device=device, dtype=dtype)) for _ in range(config.num_layers)])

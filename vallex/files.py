@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 #: Ending of the temporary files (they also start with a dot, so they are hidden).
 PARTIAL_SUFFIX = ".partial"

@@ -17,7 +17,8 @@ only makes inference faster (kernels, the KV cache, folded norms) in :mod:`valle
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -5,7 +5,8 @@ its cost is set by the bytes of those weights (0.6 GB in float32), and a NAR sta
 products. Halving or quartering the weight bytes is the lever:
 
 * ``"float32"`` — the reference's arithmetic; golden parity holds only here. On x86 its Linears run on
-  oneDNN's float32 kernel rather than MKL's (:class:`vallex.fastpath.OneDNNFloat32Linear`): one decoder's 48 Linears at one
+  oneDNN's float32 kernel rather than MKL's (:class:`vallex.fastpath.OneDNNFloat32Linear`): one decoder's 48
+  Linears at one
   row take 27.7 ms instead of 42.9 ms.
 * ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
   float32 on CPU, see :func:`vallex.fastpath.kv_cache_dtype`). float16 is the choice on CUDA. On CPU,
@@ -23,7 +24,8 @@ products. Halving or quartering the weight bytes is the lever:
     is missing (non-x86 builds) the NAR uses fbgemm too.
   - the NAR's attention (q, k, v, scores, weights) runs in bfloat16 on CPUs with native bfloat16
     (:func:`cpu_has_native_bfloat16`: AVX512-BF16 or AMX-BF16 in the CPU flags and oneDNN's bf16 support;
-    oneDNN's check alone also counts AVX-512 CPUs that only emulate bf16): 0.41 vs 0.47 s per stage, and the NAR output's
+    oneDNN's check alone also counts AVX-512 CPUs that only emulate bf16): 0.41 vs 0.47 s per stage, and the NAR
+    output's
     deviation from float32 unchanged (0.639 % relative, dominated by the int8 Linears). The AR keeps float32
     attention over a float32 cache: a bfloat16 cache measured slower per step (14.2 vs 11.9 ms).
 
@@ -72,9 +74,10 @@ import functools
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -332,7 +335,7 @@ class KernelPlan:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def with_kernels(self, **kernels: str) -> "KernelPlan":
+    def with_kernels(self, **kernels: str) -> KernelPlan:
         """This plan with some kernels swapped (for A/B measurements); ValueError for an unknown field or a
         kernel this precision cannot use. The result's basis is ``"override"``."""
         unknown = set(kernels) - {"ar_linear", "nar_linear", "nar_attention"}
@@ -638,7 +641,7 @@ def int8_linear(linear: nn.Linear, kernel: str = "fbgemm") -> nn.Module:
     return qlinear
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fbgemm_int8_linear_class() -> type:
     """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.fastpath.inference_function` support.
 
@@ -698,7 +701,7 @@ class OneDNNInt8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onednn_int8_available() -> bool:
     """Whether this torch build runs oneDNN's int8 Linear here (x86 builds with oneDNN); checked once."""
     if not torch.backends.mkldnn.is_available():
@@ -751,7 +754,7 @@ class OneDNNBf16Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn-bf16-packed"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onednn_bf16_linear_available() -> bool:
     """Whether this torch build runs :class:`OneDNNBf16Linear` here (oneDNN built in); checked once."""
     if not torch.backends.mkldnn.is_available():
@@ -783,7 +786,7 @@ _MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit
 _TRIM_THRESHOLD_BYTES = 1 << 30
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keep_freed_memory_for_reuse() -> bool:
     """Let glibc's malloc keep freed activation buffers for reuse instead of returning them to the kernel.
 
@@ -802,4 +805,5 @@ def keep_freed_memory_for_reuse() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
+    mmap_ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
+    return mmap_ok and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))

@@ -21,9 +21,10 @@ import os
 import re
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -33,8 +34,14 @@ from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_promp
 from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.config import VallexConfig
 from vallex.files import write_bytes_atomic
-from vallex.languages import (LANGUAGES, NPZ_CODE_LANGUAGE, NPZ_LANGUAGE_CODE, UNSET_CHOICES, check_language,
-                              normalize_language)
+from vallex.languages import (
+    LANGUAGES,
+    NPZ_CODE_LANGUAGE,
+    NPZ_LANGUAGE_CODE,
+    UNSET_CHOICES,
+    check_language,
+    normalize_language,
+)
 from vallex.npz import NpzStyle, style_of, write_npz
 
 _LOG = logging.getLogger(__name__)
@@ -139,7 +146,7 @@ class VoicePrompt:
 
     @classmethod
     def load_npz(cls, path: str | os.PathLike, *, name: str | None = None,
-                 max_frames: int | None = MAX_PROMPT_FRAMES) -> "VoicePrompt":
+                 max_frames: int | None = MAX_PROMPT_FRAMES) -> VoicePrompt:
         """Read a reference ``.npz`` prompt (``allow_pickle=False``), checking every array.
 
         Raises:
@@ -158,7 +165,7 @@ class VoicePrompt:
 
     @classmethod
     def from_npz_bytes(cls, data: bytes, *, name: str | None = None, source: str = "the prompt file",
-                       max_frames: int | None = MAX_PROMPT_FRAMES) -> "VoicePrompt":
+                       max_frames: int | None = MAX_PROMPT_FRAMES) -> VoicePrompt:
         """:meth:`load_npz` from the file's bytes."""
         if len(data) > MAX_NPZ_BYTES:
             raise ValueError(f"{source} is {len(data) // 1024} kB; prompt files are at most "
@@ -292,7 +299,7 @@ class PresetLibrary:
         self.directory = Path(directory).expanduser()
 
     @classmethod
-    def default(cls) -> "PresetLibrary":
+    def default(cls) -> PresetLibrary:
         """``$VALLEX_PRESETS_DIR``, else ``$XDG_DATA_HOME/vallex/presets`` (``~/.local/share/vallex/presets``)."""
         if os.environ.get("VALLEX_PRESETS_DIR"):
             return cls(os.environ["VALLEX_PRESETS_DIR"])

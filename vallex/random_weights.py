@@ -64,7 +64,7 @@ def vocos_config_dict() -> dict[str, Any]:
 
 
 @torch.no_grad()
-def build_random_encodec(seed: int = 0) -> "EncodecModel":
+def build_random_encodec(seed: int = 0) -> EncodecModel:
     """An EnCodec 24 kHz with random weights whose codebooks produce varied codes.
 
     The untrained quantizer has all-zero codebooks (they are meant to be k-means-initialised on the first
@@ -93,7 +93,7 @@ def build_random_encodec(seed: int = 0) -> "EncodecModel":
 
 
 @torch.no_grad()
-def build_random_vocos(encodec: "EncodecModel", seed: int = 0) -> "Vocos":
+def build_random_vocos(encodec: EncodecModel, seed: int = 0) -> Vocos:
     """A Vocos with random backbone/head whose codebook table is ``encodec``'s (as in the real model)."""
     with torch.random.fork_rng(devices=[]):  # seed the layer initialisers without touching the caller's RNG
         torch.manual_seed(seed)
@@ -110,7 +110,7 @@ def random_codec(seed: int = 0, device: str | torch.device = "cpu") -> AudioCode
     return AudioCodec(encodec=encodec, vocos=build_random_vocos(encodec, seed), device=device)
 
 
-def save_vocos(vocos: "Vocos", config_path: str | Path, model_path: str | Path, config: dict[str, Any]) -> None:
+def save_vocos(vocos: Vocos, config_path: str | Path, model_path: str | Path, config: dict[str, Any]) -> None:
     """Write ``config.yaml`` and ``pytorch_model.bin`` as the Hugging Face repository has them."""
     import yaml
 

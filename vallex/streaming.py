@@ -10,7 +10,8 @@ the rest is flushed. :class:`SentencePieces` holds that state for one sentence; 
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch

@@ -39,9 +39,10 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from vallex.config import VallexConfig
@@ -134,7 +135,7 @@ class WeightPaths:
     random: bool = False
 
     @property
-    def vallex_config(self) -> "VallexConfig | None":
+    def vallex_config(self) -> VallexConfig | None:
         """The model sizes from ``vallex-config.json`` beside the checkpoint; None means the public sizes."""
         if self.vallex_config_path is None:
             return None
@@ -346,7 +347,6 @@ class WeightsManager:
         """None if a TCP connection to ``url``'s host opens, else why not (remembered per host)."""
         import socket
         from urllib.parse import urlsplit
-
         from urllib.request import getproxies
 
         parts = urlsplit(url)

@@ -34,8 +34,7 @@ import torch
 from IPython.display import Image, display
 
 from vallex.decoding import language_ids
-from vallex.text import (MAX_TOKENS, SYMBOLS, auto_tag, detect_language, ids_to_phonemes, split_sentences,
-                         tokenize)
+from vallex.text import MAX_TOKENS, SYMBOLS, auto_tag, detect_language, ids_to_phonemes, split_sentences, tokenize
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # jieba's import, harmless

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # Modules that provide a sub-command, in the order `vallex --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (

@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source = prep.add_mutually_exclusive_group(required=True)
     source.add_argument("--folder", type=Path, help="audio files with same-name .txt transcripts "
-                        "(language: a first sub-folder named en/, zh/, de/..., a 'de|' transcript prefix, or --language)")
+                        "(language: a first sub-folder named en/, zh/, de/..., a 'de|' transcript prefix, "
+                        "or --language)")
     source.add_argument("--list", dest="recording_list", type=Path,
                         help="recording list: CSV (header path,text,language[,speaker][,id]) or JSONL")
     source.add_argument("--manifest", dest="recording_list", type=Path, help=argparse.SUPPRESS)  # its old name

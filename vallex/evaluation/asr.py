@@ -16,8 +16,7 @@ error-rate columns empty with that reason.
 """
 from __future__ import annotations
 
-from vallex.asr import (ASR_SAMPLE_RATE, ModelUnavailableError, WhisperRecognizer, bundled_tiny_en,
-                        find_recognizer)
+from vallex.asr import ASR_SAMPLE_RATE, ModelUnavailableError, WhisperRecognizer, bundled_tiny_en, find_recognizer
 
 ASR_CHOICES = ("auto", "none", "faster-whisper", "openai-whisper")
 #: The scoring recogniser: Seed-TTS-eval's for English, so WERs compare with published ones

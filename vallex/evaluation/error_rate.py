@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from vallex.languages import LANGUAGES
 
@@ -55,7 +55,7 @@ class ErrorCounts:
         """(S + D + I) / N; ``nan`` when the reference is empty."""
         return self.errors / self.reference_length if self.reference_length else float("nan")
 
-    def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
         return ErrorCounts(self.substitutions + other.substitutions, self.deletions + other.deletions,
                            self.insertions + other.insertions, self.reference_length + other.reference_length)
 

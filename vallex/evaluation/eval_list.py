@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vallex.languages import LANGUAGES, normalize_language
+
 # An id names its output file, so it follows the rule of preset names: never a path.
 from vallex.prompts import NAME_PATTERN
 

@@ -7,9 +7,10 @@ synthesised or scored keeps empty cells and says why in its ``notes``; the run g
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -7,8 +7,14 @@
 See :mod:`vallex.s2st.pipeline` for the steps and ``vallex/s2st/README.md`` for models and offline use.
 The speech-recognition (:mod:`vallex.asr`) and translation models are optional (``pip install 'vallex[s2st]'``).
 """
-from vallex.asr import (ASR_SAMPLE_RATE, FasterWhisperRecognizer, Recognition, SpeechRecognizer,
-                        TransformersWhisperRecognizer, load_recognizer)
+from vallex.asr import (
+                        ASR_SAMPLE_RATE,
+                        FasterWhisperRecognizer,
+                        Recognition,
+                        SpeechRecognizer,
+                        TransformersWhisperRecognizer,
+                        load_recognizer,
+)
 from vallex.optional_models import ModelUnavailableError
 from vallex.s2st.pipeline import SpeechTranslation, SpeechTranslator, TranslatedChunk, translate_speech
 from vallex.s2st.segment import split_speech

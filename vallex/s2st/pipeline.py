@@ -22,14 +22,15 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vallex.audio import PROMPT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample
 from vallex.asr import ASR_SAMPLE_RATE, LANGUAGE_NAMES, SpeechRecognizer, load_recognizer, spoken_language
+from vallex.audio import PROMPT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample
 from vallex.languages import LANGUAGE_ALIASES
 from vallex.optional_models import ModelUnavailableError
 from vallex.s2st.segment import MAX_CHUNK_SECONDS, split_speech
@@ -61,8 +62,8 @@ class TranslatedChunk:
     end: float
     transcript: str  # what was said, in ``source_language``
     translation: str  # what was spoken, in the target language
-    prompt: "VoicePrompt"  # the chunk's audio codes [1, T, 8] + transcript ids: the voice VALL-E X imitates
-    synthesis: "Synthesis"  # the speech, with per-sentence codes and phonemes
+    prompt: VoicePrompt  # the chunk's audio codes [1, T, 8] + transcript ids: the voice VALL-E X imitates
+    synthesis: Synthesis  # the speech, with per-sentence codes and phonemes
 
 
 @dataclass
@@ -104,7 +105,7 @@ class SpeechTranslator:
             "text" uses the text translator for English too.
     """
 
-    def __init__(self, tts: "VallEX", *, recognizer: SpeechRecognizer | str | Path | None = None,
+    def __init__(self, tts: VallEX, *, recognizer: SpeechRecognizer | str | Path | None = None,
                  translator: TranslatorLike | str | Path | None = None, english_via: str = "whisper",
                  device: str | None = None):
         if english_via not in ENGLISH_ROUTES:
@@ -123,7 +124,7 @@ class SpeechTranslator:
     @classmethod
     def from_pretrained(cls, weights_dir: str | Path | None = None, *, asr_model: str | Path | None = None,
                         mt_model: str | Path | None = None, english_via: str = "whisper",
-                        device: str | None = None, **tts_options: Any) -> "SpeechTranslator":
+                        device: str | None = None, **tts_options: Any) -> SpeechTranslator:
         """Load VALL-E X (see :meth:`VallEX.from_pretrained`); the ASR/MT models are named, loaded on first use."""
         from vallex.api import VallEX
 
@@ -321,7 +322,7 @@ class SpeechTranslator:
         return TranslatedChunk(start / SAMPLE_RATE, end / SAMPLE_RATE, transcript, translation, prompt, synthesis)
 
 
-def translate_speech(audio: Any, target: str, *, tts: "VallEX", **options: Any) -> SpeechTranslation:
+def translate_speech(audio: Any, target: str, *, tts: VallEX, **options: Any) -> SpeechTranslation:
     """One-off :meth:`SpeechTranslator.translate` with default models (keep a SpeechTranslator to reuse them)."""
     model_options = {k: options.pop(k) for k in ("recognizer", "translator", "english_via") if k in options}
     return SpeechTranslator(tts, **model_options).translate(audio, target, **options)

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Protocol, Union, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 from vallex.languages import check_language
 from vallex.optional_models import ModelUnavailableError, check_folder_exists, hub_offline, import_transformers
@@ -43,11 +44,11 @@ class TextTranslator(Protocol):
         """``text`` in ``source`` → the same meaning in ``target`` (language codes "en", "zh", "ja")."""
 
 
-TranslatorLike = Union[TextTranslator, Callable[[str, str, str], str]]
+TranslatorLike = TextTranslator | Callable[[str, str, str], str]
 
 
 def load_translator(model: str | os.PathLike | None = None, *, source: str | None = None,
-                    target: str | None = None, device: str = "cpu") -> "TransformersTranslator":
+                    target: str | None = None, device: str = "cpu") -> TransformersTranslator:
     """A lazily loading translator for ``model`` (default ``$VALLEX_MT_MODEL`` or NLLB-200 600M)."""
     if model is None:
         model = os.environ.get(MT_MODEL_ENV, "").strip() or DEFAULT_MT_MODEL
@@ -98,7 +99,7 @@ class TransformersTranslator:
 
     @classmethod
     def from_objects(cls, model: Any, tokenizer: Any, *, source: str | None = None, target: str | None = None,
-                     name: str = "in-memory", num_beams: int = 4) -> "TransformersTranslator":
+                     name: str = "in-memory", num_beams: int = 4) -> TransformersTranslator:
         """Wrap an already loaded seq2seq model and its tokenizer."""
         translator = cls(name, source=source, target=target, device=str(next(model.parameters()).device),
                          num_beams=num_beams)

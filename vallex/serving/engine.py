@@ -18,8 +18,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import Tensor
@@ -140,7 +141,7 @@ class SpeechStream:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    def __enter__(self) -> "SpeechStream":
+    def __enter__(self) -> SpeechStream:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -30,8 +30,9 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, AsyncIterator, Callable, Collection, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request

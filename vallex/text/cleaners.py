@@ -13,7 +13,7 @@ the checkpoint and the goldens follow them:
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from .english import english_to_ipa
 from .japanese import japanese_to_ipa
@@ -50,7 +50,7 @@ def clean_segment(segment: str) -> str:
     """Convert every tagged span of one segment to phonemes and end it with punctuation."""
     for lang, convert in _CONVERT_ORDER:
         if TAGS[lang] in segment:
-            segment = _SEGMENT_RES[lang].sub(lambda m: convert(m.group(1)) + " ", segment)
+            segment = _SEGMENT_RES[lang].sub(lambda m, convert=convert: convert(m.group(1)) + " ", segment)
     segment = _TRAILING_SPACE_RE.sub("", segment)
     return _NO_FINAL_PUNCT_RE.sub(r"\1.", segment)
 

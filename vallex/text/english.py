@@ -11,7 +11,7 @@ import re
 
 # (abbreviation, expansion) in the reference's order: "mrs" must come before "mr".
 _ABBREVIATIONS = [
-    (re.compile(r"\b%s\." % abbr, re.IGNORECASE), expansion)
+    (re.compile(rf"\b{abbr}\.", re.IGNORECASE), expansion)
     for abbr, expansion in [
         ("mrs", "misess"), ("mr", "mister"), ("dr", "doctor"), ("st", "saint"), ("co", "company"),
         ("jr", "junior"), ("maj", "major"), ("gen", "general"), ("drs", "doctors"), ("rev", "reverend"),

@@ -40,7 +40,7 @@ _SAME_SOUND = {"\u0261": "g"}
 _lock = threading.Lock()  # espeak-ng keeps global state in its C library: one call at a time
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _backend(language: str):
     """One phonemizer EspeakBackend per language, created on first use (~20 ms) and kept."""
     from phonemizer.backend import EspeakBackend

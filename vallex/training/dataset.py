@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ class CodesDataset:
     def __init__(self, root: str | Path, ids: Sequence[str] | None = None) -> None:
         self.root = Path(root)
         if not (self.root / INDEX_NAME).is_file():
-            raise FileNotFoundError(f"No prepared data in {self.root} (missing {INDEX_NAME}); run `vallex prepare-data` first.")
+            raise FileNotFoundError(f"No prepared data in {self.root} (missing {INDEX_NAME}); "
+                                    "run `vallex prepare-data` first.")
         index = load_index(self.root)
         items = index["items"]
         if ids is not None:
@@ -65,7 +66,9 @@ class CodesDataset:
 
     def _shard(self, shard: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if shard not in self._shards:
-            load = lambda suffix: np.load(self.root / f"{shard}.{suffix}.npy", mmap_mode="r", allow_pickle=False)
+            def load(suffix: str) -> np.ndarray:
+                return np.load(self.root / f"{shard}.{suffix}.npy", mmap_mode="r", allow_pickle=False)
+
             self._shards[shard] = (load("codes"), load("text"), load("langs"))
         return self._shards[shard]
 

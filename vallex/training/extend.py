@@ -41,7 +41,8 @@ def extend_model(
         return model
     if isinstance(init_from, str):
         if init_from not in MODEL_LANGUAGE_ID:
-            raise ValueError(f"init_from must be one of {', '.join(MODEL_LANGUAGE_ID)} or a row number, got {init_from!r}.")
+            raise ValueError(f"init_from must be one of {', '.join(MODEL_LANGUAGE_ID)} or a row number, "
+                             f"got {init_from!r}.")
         init_from = MODEL_LANGUAGE_ID[init_from]
     if init_from is not None and not 0 <= init_from < cfg.num_languages:
         raise ValueError(f"init_from row {init_from} does not exist (the model has {cfg.num_languages} languages).")

@@ -52,7 +52,7 @@ class TrainingBatch:
     codes: Tensor
     code_lens: Tensor
 
-    def to(self, device: torch.device | str) -> "TrainingBatch":
+    def to(self, device: torch.device | str) -> TrainingBatch:
         return TrainingBatch(*(t.to(device, non_blocking=True) for t in
                                (self.text, self.text_lens, self.text_langs, self.codes, self.code_lens)))
 
@@ -202,7 +202,7 @@ class _PaddedBatch:
         return int(self.codes.shape[2])
 
     @classmethod
-    def of(cls, batch: TrainingBatch, config: VallexConfig) -> "_PaddedBatch":
+    def of(cls, batch: TrainingBatch, config: VallexConfig) -> _PaddedBatch:
         text_lens, code_lens = batch.text_lens.long(), batch.code_lens.long()
         if bool((text_lens < 1).any()) or bool((code_lens < 1).any()):
             raise ValueError("Every utterance in a training batch needs at least one text token and one frame.")

@@ -30,13 +30,14 @@ import csv
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from vallex.audio import FRAME_RATE, SAMPLE_RATE, SOUNDFILE_EXTENSIONS, PYAV_EXTENSIONS
+from vallex.audio import FRAME_RATE, PYAV_EXTENSIONS, SAMPLE_RATE, SOUNDFILE_EXTENSIONS
 from vallex.files import atomic_open, write_text_atomic
 from vallex.languages import LANGUAGES
 
@@ -59,7 +60,7 @@ _SHARD_RE = re.compile(r"^shard-\d{5}$")
 class Encoder(Protocol):
     """What prepare needs from :class:`vallex.codec.AudioCodec`."""
 
-    def encode_audio(self, wav: np.ndarray) -> "torch.Tensor":
+    def encode_audio(self, wav: np.ndarray) -> torch.Tensor:
         """wav float32 [N] at 24 kHz -> LongTensor [1, T, Q] codes at 75 Hz."""
 
 
@@ -174,7 +175,8 @@ def read_recording_list(path: str | Path) -> list[SourceItem]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number} is not valid JSON ({error}); expected one object per line.") from None
+                raise ValueError(f"{path}:{number} is not valid JSON ({error}); "
+                                 "expected one object per line.") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{number} must be a JSON object with path, text and language.")
             rows.append(row)

@@ -31,9 +31,10 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,7 +128,7 @@ class TrainConfig:
                 raise ValueError(f"Bad training configuration: {message}.")
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         """Read a YAML file of TrainConfig keys; ``overrides`` (non-None values) win over the file."""
         import yaml
 
@@ -140,7 +141,7 @@ class TrainConfig:
         return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -411,7 +412,7 @@ class _LossSums:
         self.nar_targets += out.nar_targets
         self.frames += frames
 
-    def all_reduce(self, device: torch.device, dist: _Dist) -> "_LossSums":
+    def all_reduce(self, device: torch.device, dist: _Dist) -> _LossSums:
         """The sums over every rank (this object itself when there is one process)."""
         if not dist.enabled:
             return self
