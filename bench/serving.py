@@ -144,12 +144,232 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
 
 # Clients over HTTP -----------------------------------------------------------------------------------------
 
+#: ~50 phonemes of target text (with the 30-token transcript: 80 text tokens, as the AR-step workload).
+CLIENT_TEXT = "The quick brown fox jumps over the lazy dog near the bank of the river."
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on a free loopback port in a background thread (a context manager)."""
+
+    def __init__(self, app) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's HTTP server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self._server.should_exit = True
+        self._thread.join(15)
+        self._socket.close()
+
+
+def serving_tts(tmp: Path, device, dtype: str, frames: int | None):
+    """A VallEX on the full-size random model and a random codec, with one 3 s voice ("voice") in a preset folder.
+
+    ``frames``: every utterance is held to exactly this many frames (a random model never says EOS).
+    """
+    import torch
+
+    from vallex.api import VallEX
+    from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+    from vallex.prompts import PresetLibrary, VoicePrompt
+    from vallex.random_weights import random_codec
+
+    model = full_size_model(tmp, device, dtype)
+    library = PresetLibrary(tmp / "presets")
+    rng = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, CODEBOOK_SIZE, (1, PROMPT_FRAMES, NUM_CODEBOOKS), generator=rng)
+    library.save("voice", VoicePrompt(codes=codes, text_ids=list(range(5, 5 + ENROLL_TOKENS)), language="en"))
+    limits = (lambda text_tokens, prompt_frames: (frames, frames)) if frames else None
+    tts = VallEX(model, random_codec(0, device), library, device, frame_limits=limits, precision=dtype)
+    return tts, library
+
+
 def measure_clients(tmp: Path, device, dtype: str, clients: list[int], per_client: int, max_batch: int) -> dict:
-    raise NotImplementedError("the HTTP part needs vallex.serving.http")
+    """Closed-loop HTTP clients against the batching engine and the serial one (max_batch=1), same model."""
+    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES)
+    rows = []
+    for count in clients:
+        for engine_name, batch in (("batched", max_batch), ("serial", 1)):
+            row = _closed_loop(tts, library, count, per_client, batch)
+            row.update(clients=count, engine=engine_name, max_batch=batch)
+            rows.append(row)
+            print(f"{count:2d} clients, {engine_name:7s}: {row['throughput']:.2f} audio s/s, first audio p50 "
+                  f"{row['ttfa_p50_s']:.2f} s p95 {row['ttfa_p95_s']:.2f} s, RTF p50 {row['rtf_p50']:.2f} "
+                  f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    serial = {row["clients"]: row["throughput"] for row in rows if row["engine"] == "serial"}
+    for row in rows:
+        row["vs_serial"] = round(row["throughput"] / serial[row["clients"]], 2)
+    return {"rows": rows, "requests_per_client": per_client, "frames_per_request": GENERATED_FRAMES,
+            "audio_s_per_request": GENERATED_FRAMES / 75, "prompt_frames": PROMPT_FRAMES, "text": CLIENT_TEXT}
+
+
+def _closed_loop(tts, library, clients: int, per_client: int, max_batch: int) -> dict:
+    """``clients`` threads, each sending ``per_client`` requests one after another; timings of every request."""
+    import threading
+
+    import httpx
+
+    from vallex.serving import SpeechEngine
+    from vallex.serving.http import create_api, preset_voices
+
+    engine = SpeechEngine(tts, max_batch=max_batch, max_queue=256, voice_resolver=library.load)
+    app = create_api(engine, voices=lambda: preset_voices(library), voice_names=library.names,
+                     default_voice="voice", api_key="", model_loaded=lambda: True)
+    records: list[dict] = []
+    lock = threading.Lock()
+    try:
+        with LiveServer(app) as url:
+            _one_request(httpx, url, seed=10_000)  # warm-up: kernels, allocator, the text front end
+
+            def client(index: int) -> None:
+                for number in range(per_client):
+                    record = _one_request(httpx, url, seed=1000 * index + number)
+                    with lock:
+                        records.append(record)
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+    finally:
+        engine.close()
+    audio = sum(r["audio_s"] for r in records)
+    ttfa = sorted(r["ttfa_s"] for r in records)
+    rtf = sorted(r["total_s"] / r["audio_s"] for r in records)
+    return {"requests": len(records), "wall_s": round(wall, 2), "audio_s": round(audio, 2),
+            "throughput": round(audio / wall, 3), "ttfa_p50_s": round(_percentile(ttfa, 50), 3),
+            "ttfa_p95_s": round(_percentile(ttfa, 95), 3), "rtf_p50": round(_percentile(rtf, 50), 3),
+            "rtf_max": round(rtf[-1], 3)}
+
+
+def _one_request(httpx, url: str, seed: int) -> dict:
+    """One streamed PCM request: seconds to the first audio bytes and to the end, seconds of audio."""
+    body = {"model": "tts-1", "input": CLIENT_TEXT, "voice": "voice", "response_format": "pcm", "seed": seed}
+    start = time.perf_counter()
+    first = None
+    received = 0
+    with httpx.stream("POST", f"{url}/v1/audio/speech", json=body, timeout=600) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"the server answered {response.status_code}: {response.read()[:300]!r}")
+        for chunk in response.iter_bytes():
+            if chunk and first is None:
+                first = time.perf_counter() - start
+            received += len(chunk)
+    total = time.perf_counter() - start
+    return {"ttfa_s": first if first is not None else total, "total_s": total, "audio_s": received / 2 / 24000}
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+# Soak ------------------------------------------------------------------------------------------------------
+
+SOAK_TEXTS = ["Hi there.", "你好。", "はい。", "Yes. No.", "Good."]
 
 
 def run_soak(tmp: Path, requests: int) -> dict:
-    raise NotImplementedError("the soak needs vallex.serving.http")
+    """``requests`` over HTTP with the openai client from 8 threads (tiny model, exact chunks), with random
+    cancellations and bad requests; every completed answer must equal that request made alone."""
+    import random
+    import threading
+
+    import httpx
+    import openai
+
+    from vallex.api import VallEX
+    from vallex.random_weights import make_random_weights
+    from vallex.serving import SpeechEngine
+    from vallex.serving.http import create_api
+
+    weights = tmp / "tiny-weights"
+    make_random_weights(weights, "tiny")
+    tts = VallEX.from_pretrained(weights, device="cpu")
+    pool = [(text, seed) for text in SOAK_TEXTS for seed in (1, 2)]
+    bad_bodies = [{"input": "Hello.", "voice": "../x"}, {"input": "Hello.", "language": "xx"}, {"input": " "},
+                  {"input": "Hello.", "response_format": "aac"}, {"input": "Hello.", "speed": 9}]
+
+    def body(text: str, seed: int) -> dict:
+        return {"model": "tts-1", "input": text, "voice": "none", "response_format": "pcm", "seed": seed}
+
+    def openai_args(text: str, seed: int) -> dict:  # the extension fields go in the body, as the client sends them
+        return {"model": "tts-1", "input": text, "voice": "none", "response_format": "pcm",
+                "extra_body": {"seed": seed}}
+
+    engine = SpeechEngine(tts, max_batch=8, max_queue=requests, exact_chunks=True)
+    app = create_api(engine, voices=lambda: [], voice_names=lambda: [], default_voice=None, api_key="",
+                     model_loaded=lambda: True)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    try:
+        with LiveServer(app) as url:
+            reference = {key: httpx.post(f"{url}/v1/audio/speech", json=body(*key), timeout=300).content
+                         for key in pool}  # each request alone, one after another
+            rng = random.Random(0)
+            plan = []
+            for _ in range(requests):
+                roll = rng.random()
+                plan.append(("bad", rng.choice(bad_bodies)) if roll < 0.1 else
+                            ("cancel", rng.choice(pool)) if roll < 0.25 else ("good", rng.choice(pool)))
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+            def worker(jobs) -> None:
+                for kind, job in jobs:
+                    try:
+                        if kind == "bad":
+                            answer = httpx.post(f"{url}/v1/audio/speech", json={"model": "tts-1", **job},
+                                                timeout=300)
+                            ok = 400 <= answer.status_code < 500
+                            outcome = "rejected" if ok else f"bad request answered {answer.status_code}"
+                        elif kind == "cancel":
+                            with client.audio.speech.with_streaming_response.create(**openai_args(*job)) as answer:
+                                next(answer.iter_bytes(), None)  # the first bytes, then the client goes away
+                            outcome = "cancelled"
+                        else:
+                            audio = client.audio.speech.create(**openai_args(*job)).content
+                            outcome = "ok" if audio == reference[job] else "WRONG audio"
+                    except Exception as error:  # noqa: BLE001 - counted as wrong, with its reason
+                        outcome = f"ERROR {type(error).__name__}: {error}"
+                    with lock:
+                        outcomes.append(outcome)
+
+            threads = [threading.Thread(target=worker, args=(plan[i::8],)) for i in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        engine.close()
+    stats = engine.stats
+    good = ("ok", "cancelled", "rejected")
+    problems = [o for o in outcomes if o not in good] + ["LOST"] * (requests - len(outcomes))
+    return {"requests": requests, "ok": outcomes.count("ok"), "cancelled": outcomes.count("cancelled"),
+            "rejected": outcomes.count("rejected"), "wrong": len(problems), "problems": problems[:10],
+            "engine": {"completed": stats.completed, "cancelled": stats.cancelled, "failed": stats.failed}}
 
 
 # Report ---------------------------------------------------------------------------------------------------
