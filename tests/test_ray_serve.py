@@ -261,3 +261,22 @@ def test_replicas_needed() -> None:
             replicas_needed(*bad)
     with pytest.raises(ValueError, match="headroom"):
         replicas_needed(1, 6, 5, headroom=1)
+
+
+def test_a_failed_deployment_says_why() -> None:
+    """Serve's own exception says only "failed"; the replica's error, the end of its traceback, is the message."""
+    from types import SimpleNamespace
+
+    from vallex.serving.ray_serve import _replica_error
+
+    traceback = ('Traceback (most recent call last):\n  File "ray_serve.py", line 149, in __init__\n'
+                 '    tts = VallEX.from_pretrained(...)\nvallex.weights.WeightsNotFoundError: 4 model file(s) not '
+                 'found in the weights folder /models:\n  - VALL-E X checkpoint (1.48 GB): vallex-checkpoint.pt')
+    status = SimpleNamespace(applications={"vallex": SimpleNamespace(
+        message="Failed to update the deployments ['VallexSpeech'].",
+        deployments={"VallexSpeech": SimpleNamespace(message=traceback)})})
+    serve = SimpleNamespace(status=lambda: status)
+    assert _replica_error(serve, "vallex") == ("vallex.weights.WeightsNotFoundError: 4 model file(s) not found in "
+                                               "the weights folder /models:\n  - VALL-E X checkpoint (1.48 GB): "
+                                               "vallex-checkpoint.pt")
+    assert _replica_error(serve, "other") is None

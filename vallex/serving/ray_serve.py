@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -45,6 +46,13 @@ PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
 
 class RayServeUnavailable(ImportError):
     """Ray Serve is not installed (or not importable); the message says how to install it."""
+
+
+class DeploymentFailed(RuntimeError):
+    """The replicas could not start (e.g. missing weights on their node); the message is their error."""
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Unavailable|Failed)\b.*?:")
 
 
 def import_serve() -> Any:
@@ -319,8 +327,28 @@ def serve_http(app: "Application", *, host: str = "127.0.0.1", port: int = 8000,
         raise ValueError(f"proxy_location must be one of {', '.join(PROXY_LOCATIONS)}, got {proxy_location!r}.")
     serve = import_serve()
     serve.start(http_options={"host": host, "port": port}, proxy_location=proxy_location)
-    serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+    try:
+        serve.run(app, name=name, route_prefix=route_prefix, blocking=False)
+    except RuntimeError as error:  # Serve says only "failed"; the replica's error is in the status
+        raise DeploymentFailed(f"The Serve deployment failed: {_replica_error(serve, name) or error}") from None
     return f"http://{host}:{port}{route_prefix.rstrip('/')}"
+
+
+def _replica_error(serve: Any, name: str) -> str | None:
+    """The exception that stopped the replicas of application ``name`` (the end of Serve's traceback)."""
+    try:
+        application = serve.status().applications[name]
+    except Exception:  # noqa: BLE001 - only a better message is lost
+        return None
+    for status in application.deployments.values():
+        message = status.message or ""
+        lines = message.splitlines()
+        for index in range(len(lines) - 1, -1, -1):
+            if _EXCEPTION_LINE.match(lines[index]):
+                return "\n".join(lines[index:])
+        if message:
+            return message
+    return application.message or None
 
 
 def replicas_needed(request_rate: float, per_replica_throughput: float, audio_seconds_per_request: float,
@@ -351,6 +379,6 @@ def replicas_needed(request_rate: float, per_replica_throughput: float, audio_se
     return max(min_replicas, math.ceil(load / capacity - 1e-9))
 
 
-__all__ = ["APP_NAME", "Autoscaling", "DEPLOYMENT_NAME", "RayServeUnavailable", "ReplicaSettings",
-           "SpeechReplica", "app_builder", "build_app", "deployment", "import_serve", "replicas_needed",
-           "serve_http"]
+__all__ = ["APP_NAME", "Autoscaling", "DEPLOYMENT_NAME", "DeploymentFailed", "RayServeUnavailable",
+           "ReplicaSettings", "SpeechReplica", "app_builder", "build_app", "deployment", "import_serve",
+           "init_local_ray", "replicas_needed", "serve_http"]
