@@ -233,6 +233,11 @@ def test_app_builder_reads_serve_run_arguments() -> None:
     app = app_builder({"weights_dir": "/models", "max_batch": "4", "max_queue": "8", "num_cpus": "2",
                        "min_replicas": "1", "max_replicas": "3"})
     assert type(app).__name__ == "Application"
+    # What `serve run vallex.serving.ray_serve:app_builder key=value ...` and `serve deploy` do with it:
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    built = call_user_app_builder_with_args_if_necessary(app_builder, {"max_batch": "2", "num_replicas": "1"})
+    assert type(built).__name__ == "Application"
     with pytest.raises(ValueError, match="Unknown setting"):
         app_builder({"weigths_dir": "/models"})
     with pytest.raises(ValueError, match="max_batch must be an integer"):
