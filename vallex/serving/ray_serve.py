@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Mapping
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,11 +37,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: The Ray release the deployment is written and tested against (the ``serve`` extra pins it).
 RAY_VERSION = "2.60.0"
 INSTALL_HINT = "pip install 'vallex[serve]'"
-#: The deployment's name in Serve (its replicas are ``SERVE_REPLICA::vallex#VallexSpeech#...``).
+#: The deployment's name in Serve (its replicas' logs say ``ServeReplica:vallex:VallexSpeech``).
 DEPLOYMENT_NAME = "VallexSpeech"
 #: The Serve application's default name (``serve status``, ``serve.delete``).
 APP_NAME = "vallex"
-PROXY_LOCATIONS = ("HeadOnly", "EveryNode", "Disabled")
+PROXY_LOCATIONS = ("HeadOnly", "EveryNode")
 
 
 class RayServeUnavailable(ImportError):
@@ -85,7 +85,7 @@ class ReplicaSettings:
     max_batch: int = 8
     max_queue: int = 32
     max_input_chars: int = 4096
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log line
 
     def __post_init__(self) -> None:
         for name in ("weights_dir", "presets_dir"):  # str, not Path: what travels to a replica stays plain
@@ -103,7 +103,7 @@ class ReplicaSettings:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "ReplicaSettings":
         """Settings from strings or values (Serve's ``key=value`` arguments, a config file's ``args``)."""
-        known = {field.name: field for field in fields(cls)}
+        known = [item.name for item in fields(cls)]
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"Unknown setting(s) {', '.join(unknown)}: use {', '.join(known)}.")
@@ -118,6 +118,7 @@ class ReplicaSettings:
         return cls(**parsed)
 
     def library(self) -> "PresetLibrary":
+        """The voice presets: ``presets_dir``, else the default folder (``$VALLEX_PRESETS_DIR``, ...)."""
         from vallex.prompts import PresetLibrary
 
         return PresetLibrary(self.presets_dir) if self.presets_dir is not None else PresetLibrary.default()
@@ -275,7 +276,7 @@ def app_builder(args: Mapping[str, Any]) -> "Application":
     fields) to autoscale.
     """
     values = dict(args)
-    scaling_keys = {field.name for field in fields(Autoscaling)}
+    scaling_keys = {item.name for item in fields(Autoscaling)}
     scaling = {key: values.pop(key) for key in list(values) if key in scaling_keys}
     options: dict[str, Any] = {}
     for key, kind in (("num_replicas", int), ("num_cpus", float), ("num_gpus", float),
