@@ -133,6 +133,47 @@ def test_serve_checks_its_settings_before_loading(tmp_path, capsys, extra, messa
     assert code == 2 and message in err and "model file" not in err  # failed before looking for weights
 
 
+def test_serve_help_lists_the_ray_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    assert "pip install 'vallex[serve]'" in out
+    for option in ("--ray", "--ray-address", "--replicas", "--min-replicas", "--max-replicas", "--target-ongoing",
+                   "--upscale-delay", "--downscale-delay", "--replica-cpus", "--replica-gpus", "--proxy-location"):
+        assert option in out, option
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--replicas", "2"], "--replicas needs --ray"),
+    (["--max-replicas", "3"], "--max-replicas needs --ray"),
+    (["--ray", "--replicas", "2", "--max-replicas", "3"], "--replicas is a fixed number"),
+    (["--ray", "--replicas", "0"], "--replicas must be >= 1"),
+    (["--ray", "--port", "0"], "--port 0 is not possible with --ray"),
+    (["--ray", "--min-replicas", "5", "--max-replicas", "2"], "min_replicas <= max_replicas"),
+])
+def test_serve_ray_options_are_checked_first(tmp_path, capsys, extra, message):
+    code = main(["serve", "--weights-dir", str(tmp_path / "empty"), "--presets-dir", str(tmp_path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_serve_ray_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    code = main(["serve", "--ray", "--weights-dir", str(tmp_path / "empty"), "--presets-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("vallex serve: error: Ray Serve is not installed") and "pip install 'vallex[serve]'" in err
+
+
+def test_serve_ray_checks_the_weights_before_starting_ray(tmp_path, capsys):
+    import ray
+
+    code = main(["serve", "--ray", "--weights-dir", str(tmp_path / "empty"), "--presets-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vallex serve: error: 4 model file(s) not found")
+    assert not ray.is_initialized()
+
+
 def test_serve_runs_the_http_api(tiny_weights, tmp_path):
     """`vallex serve` in a fresh process: the model loads once, the API answers with the key it was given."""
     import io

@@ -1,4 +1,5 @@
-"""``vallex serve``: the OpenAI-compatible HTTP API (``/v1/audio/speech``) alone, with uvicorn."""
+"""``vallex serve``: the OpenAI-compatible HTTP API (``/v1/audio/speech``) alone, with uvicorn, or (``--ray``)
+replicas of it behind Ray Serve's HTTP proxy (:mod:`vallex.serving.ray_serve`)."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="require 'Authorization: Bearer KEY' on /v1/* (default: $VALLEX_API_KEY, which is "
                         "better: a command line is visible to other users; empty: no key)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    ray = parser.add_argument_group(
+        "scaling out with Ray Serve (--ray; pip install 'vallex[serve]')",
+        "Replicas of the engine, each loading the model once, behind Serve's HTTP proxy on --host:--port; "
+        "the other options apply to every replica (--threads: torch threads per replica). Without "
+        "--ray-address a Ray instance is started on this machine; --min/--max-replicas autoscale.")
+    ray.add_argument("--ray", action="store_true", help="serve the same API with Ray Serve (replicas)")
+    ray.add_argument("--ray-address", help="the Ray cluster to deploy on, e.g. auto (default: start one here; "
+                     "the weights and presets folders must exist on every node)")
+    ray.add_argument("--replicas", type=int, help="a fixed number of replicas (default: 1)")
+    ray.add_argument("--min-replicas", type=int, help="autoscale: fewest replicas (default: 1; 0 scales to zero)")
+    ray.add_argument("--max-replicas", type=int, help="autoscale: most replicas (default: 4)")
+    ray.add_argument("--target-ongoing", type=float, help="autoscale: requests in flight per replica to aim for "
+                     "(default: --max-batch)")
+    ray.add_argument("--upscale-delay", type=float, help="autoscale: seconds above target before a replica is "
+                     "added (default: 30)")
+    ray.add_argument("--downscale-delay", type=float, help="autoscale: seconds below target before one is "
+                     "removed (default: 600)")
+    ray.add_argument("--replica-cpus", type=float, help="CPUs Ray reserves per replica (default: --threads or 1)")
+    ray.add_argument("--replica-gpus", type=float, default=0, help="GPUs per replica, e.g. 1 or 0.5 (default: 0)")
+    ray.add_argument("--proxy-location", choices=["HeadOnly", "EveryNode"], default="HeadOnly",
+                     help="HeadOnly: one address, the head node's (default); EveryNode: a proxy on every node, "
+                     "for a load balancer in front")
     parser.set_defaults(func=run)
+
+
+#: The Ray-only options and their "not given" values.
+_RAY_OPTIONS = {"ray_address": None, "replicas": None, "min_replicas": None, "max_replicas": None,
+                "target_ongoing": None, "upscale_delay": None, "downscale_delay": None, "replica_cpus": None,
+                "replica_gpus": 0, "proxy_location": "HeadOnly"}
+_AUTOSCALING_OPTIONS = {"min_replicas": "min_replicas", "max_replicas": "max_replicas",
+                        "target_ongoing": "target_ongoing_requests", "upscale_delay": "upscale_delay_s",
+                        "downscale_delay": "downscale_delay_s"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
                          f"{args.max_queue}.")
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    if args.ray:
+        return run_with_ray(args)
+    given = [name for name, unset in _RAY_OPTIONS.items() if getattr(args, name) != unset]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} needs --ray.")
     import uvicorn
 
     from vallex.api import VallEX
@@ -77,3 +114,99 @@ def run(args: argparse.Namespace) -> int:
         engine.close()
     return 0
 
+
+
+def run_with_ray(args: argparse.Namespace) -> int:
+    """``vallex serve --ray``: deploy the replicas, serve until Ctrl-C or SIGTERM, then take them down."""
+    import signal
+    import threading
+
+    from vallex.serving import ray_serve
+
+    if args.port == 0:
+        raise ValueError("--port 0 is not possible with --ray: Serve's proxy needs a fixed port.")
+    scaling = {field: getattr(args, option) for option, field in _AUTOSCALING_OPTIONS.items()
+               if getattr(args, option) is not None}
+    if args.replicas is not None and scaling:
+        raise ValueError("--replicas is a fixed number: leave out --min-replicas, --max-replicas, "
+                         "--target-ongoing and the delays (or --replicas, to autoscale).")
+    if args.replicas is not None and args.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {args.replicas}.")
+    if args.replica_cpus is not None and args.replica_cpus <= 0:
+        raise ValueError(f"--replica-cpus must be > 0, got {args.replica_cpus}.")
+    if args.replica_gpus < 0:
+        raise ValueError(f"--replica-gpus must be >= 0, got {args.replica_gpus}.")
+    autoscaling = ray_serve.Autoscaling(**scaling) if scaling else None
+    local = args.ray_address is None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        ray_serve.import_serve()
+    except ray_serve.RayServeUnavailable as error:
+        raise ValueError(str(error)) from None
+    presets_dir = args.presets_dir
+    if presets_dir is None and local:
+        from vallex.prompts import PresetLibrary
+
+        presets_dir = PresetLibrary.default().directory
+    settings = ray_serve.ReplicaSettings(
+        weights_dir=str(args.weights_dir) if args.weights_dir is not None else None,
+        presets_dir=str(presets_dir) if presets_dir is not None else None, default_voice=args.default_voice,
+        device=args.device, dtype=args.dtype, num_threads=args.threads, max_batch=args.max_batch,
+        max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key)
+    if local:  # this machine's folders are the replicas': check them before starting anything
+        from vallex.weights import resolve_weights
+
+        settings.check()
+        resolve_weights(args.weights_dir)  # downloads what is missing, unless offline
+    else:
+        from vallex.serving.http import SpeechAPI
+
+        SpeechAPI(None, api_key=args.api_key, max_input_chars=args.max_input_chars)
+    app = ray_serve.build_app(settings, num_replicas=args.replicas, autoscaling=autoscaling,
+                              num_cpus=args.replica_cpus, num_gpus=args.replica_gpus)
+    import ray
+
+    if local:
+        ray_serve.init_local_ray(log_to_driver=args.log_level in ("info", "debug"))
+    else:
+        try:
+            ray.init(address=args.ray_address)
+        except ConnectionError as error:
+            raise ValueError(f"Cannot reach the Ray cluster at {args.ray_address}: {error}") from None
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        try:
+            url = ray_serve.serve_http(app, host=args.host, port=args.port, proxy_location=args.proxy_location)
+        except ray_serve.DeploymentFailed as error:
+            raise ValueError(str(error)) from None
+        if not args.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            logging.getLogger(__name__).warning("Listening on %s without an API key: anyone who can reach this "
+                                                "port can use the model (set VALLEX_API_KEY).", args.host)
+        replicas = (f"{autoscaling.min_replicas}-{autoscaling.max_replicas} replicas, autoscaled" if autoscaling
+                    else f"{args.replicas or 1} replica(s)")
+        print(f"Serving the speech API on {url}/v1/audio/speech with Ray Serve ({replicas}; "
+              f"{'API key required' if args.api_key else 'no API key'}). Ctrl-C stops it.", file=sys.stderr)
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        print("Stopping the replicas...", file=sys.stderr)
+        _stop_ray(local)
+    return 0
+
+
+def _stop_ray(local: bool) -> None:
+    """Take the application down: all of Serve on our own instance, only ours on somebody's cluster."""
+    import ray
+    from ray import serve
+
+    from vallex.serving.ray_serve import APP_NAME
+
+    if local:
+        serve.shutdown()
+    else:
+        serve.delete(APP_NAME)
+    ray.shutdown()

@@ -6,7 +6,8 @@
         play(chunk)                                   # float32 [n] at 24 kHz, as soon as it is ready
 
 Everything here is UI-free; the app and ``vallex serve`` build on it. The OpenAI-compatible HTTP API over an
-engine is ``vallex.serving.http.create_api(engine)`` (imported separately: it needs FastAPI).
+engine is ``vallex.serving.http.create_api(engine)`` (imported separately: it needs FastAPI); replicas of it
+behind one address with Ray Serve are ``vallex.serving.ray_serve`` (``pip install 'vallex[serve]'``).
 """
 from __future__ import annotations
 

@@ -263,6 +263,11 @@ class SpeechEngine:
         return 1 if self.tts.device.type == "cpu" else self.max_batch
 
     @property
+    def alive(self) -> bool:
+        """Whether the worker thread is serving (False once :meth:`close` has let it finish)."""
+        return self._worker.is_alive() and not self._closed
+
+    @property
     def loaded(self) -> bool:
         """Whether the model is loaded (it loads on the worker at the first request when given a loader)."""
         return self._tts is not None
