@@ -13,8 +13,9 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 import numpy as np

@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
@@ -101,7 +102,7 @@ class ReplicaSettings:
             raise ValueError(f"max_input_chars must be >= 1, got {self.max_input_chars}.")
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "ReplicaSettings":
+    def from_mapping(cls, values: Mapping[str, Any]) -> ReplicaSettings:
         """Settings from strings or values (Serve's ``key=value`` arguments, a config file's ``args``)."""
         known = [item.name for item in fields(cls)]
         unknown = sorted(set(values) - set(known))
@@ -117,20 +118,20 @@ class ReplicaSettings:
             parsed[name] = value
         return cls(**parsed)
 
-    def library(self) -> "PresetLibrary":
+    def library(self) -> PresetLibrary:
         """The voice presets: ``presets_dir``, else the default folder (``$VALLEX_PRESETS_DIR``, ...)."""
         from vallex.prompts import PresetLibrary
 
         return PresetLibrary(self.presets_dir) if self.presets_dir is not None else PresetLibrary.default()
 
-    def api_options(self, library: "PresetLibrary") -> dict[str, Any]:
+    def api_options(self, library: PresetLibrary) -> dict[str, Any]:
         """The options of :func:`vallex.serving.http.create_api`, as ``vallex serve`` gives them."""
         from vallex.serving.http import preset_voices
 
         return dict(voices=lambda: preset_voices(library), voice_names=library.names,
                     default_voice=self.default_voice, api_key=self.api_key, max_input_chars=self.max_input_chars)
 
-    def check(self, library: "PresetLibrary | None" = None) -> None:
+    def check(self, library: PresetLibrary | None = None) -> None:
         """Raise ``ValueError`` for a bad API key or default voice (before any model is loaded)."""
         from vallex.serving.http import SpeechAPI
 
@@ -159,7 +160,7 @@ class SpeechReplica:
                                      num_threads=settings.num_threads, presets_dir=library.directory)
         self.engine = SpeechEngine(tts, max_batch=settings.max_batch, max_queue=settings.max_queue)
 
-    def __serve_build_asgi_app__(self) -> "FastAPI":
+    def __serve_build_asgi_app__(self) -> FastAPI:
         from vallex.serving.http import create_api
 
         return create_api(self.engine, model_loaded=lambda: True, **self._options)
@@ -219,7 +220,7 @@ class Autoscaling:
 def deployment(settings: ReplicaSettings, *, num_replicas: int | None = None,
                autoscaling: Autoscaling | None = None, num_cpus: float | None = None, num_gpus: float = 0,
                max_queued_requests: int | None = None, graceful_shutdown_timeout_s: float = 60.0,
-               name: str = DEPLOYMENT_NAME) -> "Deployment":
+               name: str = DEPLOYMENT_NAME) -> Deployment:
     """The Serve deployment of :class:`SpeechReplica` (not yet bound to its settings; see :func:`build_app`).
 
     Args:
@@ -256,7 +257,7 @@ def deployment(settings: ReplicaSettings, *, num_replicas: int | None = None,
         graceful_shutdown_timeout_s=graceful_shutdown_timeout_s, max_constructor_retry_count=3, **scaling)
 
 
-def build_app(settings: ReplicaSettings, **options: Any) -> "Application":
+def build_app(settings: ReplicaSettings, **options: Any) -> Application:
     """The Serve application: :func:`deployment` (``options`` are its keywords) bound to ``settings``.
 
     Without ``settings.num_threads``, each replica's torch uses as many threads as it has CPUs (``num_cpus``).
@@ -268,7 +269,7 @@ def build_app(settings: ReplicaSettings, **options: Any) -> "Application":
     return deployment(settings, **options).bind(settings)
 
 
-def app_builder(args: Mapping[str, Any]) -> "Application":
+def app_builder(args: Mapping[str, Any]) -> Application:
     """The application for Ray's tools: ``serve run vallex.serving.ray_serve:app_builder key=value ...``.
 
     Keys: the fields of :class:`ReplicaSettings`, ``num_replicas``, ``num_cpus``, ``num_gpus``,
@@ -313,7 +314,7 @@ def init_local_ray(*, num_cpus: int | None = None, temp_dir: str | os.PathLike |
     ray.init(num_cpus=num_cpus, **options)
 
 
-def serve_http(app: "Application", *, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME,
+def serve_http(app: Application, *, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME,
                route_prefix: str = "/", proxy_location: str = "HeadOnly") -> str:
     """Start Serve's HTTP proxy on ``host:port`` and deploy ``app``; returns its base URL once it is ready.
 
