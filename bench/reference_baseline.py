@@ -283,7 +283,7 @@ def _feed_forward(layer: DecoderLayer, x: Tensor) -> Tensor:
 
 
 def _check_float32(model: VallexModel) -> None:
-    weight = model.ar_decoder.layers[0].self_attn.in_proj.weight
+    weight = getattr(model.ar_decoder.layers[0].self_attn.in_proj, "weight", None)  # int8/prepacked: none
     if not isinstance(weight, Tensor) or weight.dtype != torch.float32:
         raise ValueError("The reference baseline runs float32 only (the reference has no other precision); "
                          "load the model without apply_precision or with precision 'float32'.")

@@ -137,7 +137,14 @@ def test_in_memory_random_codec_matches_the_files(weights_dir, codec):
     wav = speech_like(1.0)
     assert torch.equal(in_memory.encode_audio(wav), codec.encode_audio(wav))
     codes = codec.encode_audio(wav)
-    np.testing.assert_array_equal(in_memory.decode_codes(codes), codec.decode_codes(codes))
+    loaded, built = codec.vocos.state_dict(), in_memory.vocos.state_dict()
+    assert list(loaded) == list(built)
+    # Every weight decoding uses is the same (the saved file, like the hub's, leaves out the feature
+    # extractor's own EnCodec, which decode_codes never runs); the waveforms agree to float32 rounding only:
+    # on some CPUs (seen on an Intel Xeon with AMX) the kernels' summation order depends on buffer alignment.
+    used = [k for k in loaded if not k.startswith("feature_extractor.encodec.")]
+    assert used and all(torch.equal(loaded[k], built[k]) for k in used)
+    np.testing.assert_allclose(in_memory.decode_codes(codes), codec.decode_codes(codes), rtol=0, atol=1e-6)
 
 
 def test_vocos_files_load_with_the_vocos_package_own_loader(weights_dir, codec, monkeypatch, tmp_path):

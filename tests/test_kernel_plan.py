@@ -35,22 +35,24 @@ from vallex.precision import (
 
 torch.set_num_threads(1)
 
-F32 = ("onednn-fp32", "onednn-fp32", "sdpa-fp32")
-BF16 = ("aten-bf16", "aten-bf16", "matmul-bf16")
+F32 = ("onednn-fp32", "onednn-fp32", "sdpa-fp32", "sdpa-fp32")
+BF16 = ("aten-bf16", "aten-bf16", "sdpa-fp32", "matmul-bf16")
+PLAIN = {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32", "sdpa-fp32"), "bfloat16": BF16,
+         "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")}
 
-#: The whole table, written out: what each CPU class runs (AR Linears, NAR Linears, NAR attention).
+#: The whole table, written out: what each CPU class runs (AR Linears, NAR Linears, AR attention, NAR attention).
 EXPECTED_TABLE = {
     "x86-avx512-bf16-vnni": {"float32": F32, "bfloat16": BF16,
-                             "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
-    "x86-amx": {"float32": F32, "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "matmul-bf16"),
-                "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
-    "x86-avx512-vnni": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32")},
-    "x86-avx512": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
-    "x86-avx2": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
-    "arm64": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"), "bfloat16": BF16,
-              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
-    "other": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"), "bfloat16": BF16,
-              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+                             "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32", "matmul-bf16")},
+    "x86-amx": {"float32": PLAIN["float32"],
+                "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "sdpa-bf16", "sdpa-bf16"),
+                "int8": ("fbgemm-int8", "onednn-int8", "sdpa-bf16", "sdpa-bf16")},
+    "x86-avx512-vnni": {"float32": F32, "bfloat16": BF16,
+                        "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32", "sdpa-fp32")},
+    "x86-avx512": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")},
+    "x86-avx2": {"float32": F32, "bfloat16": BF16, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")},
+    "arm64": PLAIN,
+    "other": PLAIN,
 }
 
 
@@ -77,21 +79,26 @@ def codes_of(model: VallexModel) -> torch.Tensor:
 def test_every_class_has_its_plan_and_auto_choice(cpu_class):
     for precision in ("float32", "bfloat16", "int8"):
         assert cpu_plan_table(cpu_class, precision) == EXPECTED_TABLE[cpu_class][precision]
-    assert cpu_plan_table(cpu_class, "fp16") == ("aten-fp16", "aten-fp16", "matmul-fp16")
+    assert cpu_plan_table(cpu_class, "fp16") == ("aten-fp16", "aten-fp16", "sdpa-fp32", "matmul-fp16")
     choice = auto_precision_for_cpu(cpu_class)
     assert choice.measured == (cpu_class in MEASURED_SPEED)
     assert choice.measured or choice.reason.startswith("best guess, unmeasured")
 
 
-def test_only_the_amd_class_is_measured_and_auto_picks_its_fastest():
-    assert set(MEASURED_SPEED) == {"x86-avx512-bf16-vnni"}
+def test_the_amd_and_amx_classes_are_measured_and_auto_picks_their_fastest():
+    assert set(MEASURED_SPEED) == {"x86-avx512-bf16-vnni", "x86-amx"}
+    assert not set(MEASURED_SPEED) & set(GUESSED_PRECISION)
     assert set(MEASURED_SPEED) | set(GUESSED_PRECISION) == set(CPU_CLASSES) == set(CPU_KERNEL_TABLE)
-    measured = MEASURED_SPEED["x86-avx512-bf16-vnni"]
-    assert measured.rtf == {"float32": 3.92, "bfloat16": 3.38, "int8": 1.45}  # README "Speed and precision"
-    assert "bench/results/inference-cpu-2threads.json" in measured.source
-    assert auto_precision_for_cpu("x86-avx512-bf16-vnni").precision == "int8"
-    assert kernel_plan("int8", "cpu", "x86-avx512-bf16-vnni").basis == "measured"
-    assert kernel_plan("int8", "cpu", "x86-amx").basis == "expected"
+    amd, amx = MEASURED_SPEED["x86-avx512-bf16-vnni"], MEASURED_SPEED["x86-amx"]
+    assert amd.rtf == {"float32": 3.92, "bfloat16": 3.38, "int8": 1.45}  # README "Speed and precision"
+    assert amx.rtf == {"float32": 3.19, "bfloat16": 1.61, "int8": 1.02}
+    assert "bench/results/inference-cpu-2threads.json" in amd.source
+    assert "bench/results/inference-x86-amx-2threads.json" in amx.source
+    for cpu_class in MEASURED_SPEED:
+        assert auto_precision_for_cpu(cpu_class).precision == "int8"
+        assert auto_precision_for_cpu(cpu_class).measured
+        assert kernel_plan("int8", "cpu", cpu_class).basis == "measured"
+    assert kernel_plan("int8", "cpu", "x86-avx512-vnni").basis == "expected"
 
 
 @pytest.mark.parametrize("text, precision", [(SAPPHIRE_RAPIDS, "int8"), (AMD_EPYC, "int8"), (CASCADE_LAKE, "int8"),
@@ -181,6 +188,19 @@ def test_the_converted_model_runs_the_planned_kernels(cpu_class, precision):
     assert plan.describe().startswith(f"{precision} on {cpu_class}: AR Linears {plan.ar_linear}")
 
 
+def test_on_an_amx_machine_the_plan_is_the_measured_amx_one():
+    """The Intel Xeon AMX class: bf16 KV cache and fused bf16 attention, prepacked bf16, MKL float32."""
+    if cpu_features().cpu_class != "x86-amx":
+        pytest.skip(f"this machine is {cpu_features().cpu_class}, not an AMX one")
+    assert onednn_int8_available() and onednn_bf16_linear_available() and cpu_features().native_bfloat16
+    assert kernel_plan("int8").kernels() == {"ar_linear": "fbgemm-int8", "nar_linear": "onednn-int8",
+                                             "ar_attention": "sdpa-bf16", "nar_attention": "sdpa-bf16"}
+    assert kernel_plan("float32").kernels()["ar_linear"] == "aten-fp32"
+    assert kernel_plan("bfloat16").kernels()["nar_linear"] == "onednn-bf16-packed"
+    model = apply_precision(small_model(), "auto", "cpu")
+    assert kernels_in_use(model) == kernel_plan("int8").kernels()
+
+
 # The AMX plan's bf16 Linears, checked on whatever CPU runs the tests -------------------------------------
 def test_prepacked_bf16_linear_matches_f_linear():
     if not onednn_bf16_linear_available():
@@ -230,6 +250,75 @@ def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_ste
         apply_precision(amx, "int8", "cpu")
 
 
+@pytest.mark.parametrize("precision", ["int8", "bfloat16"])
+def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(precision):
+    """nar_attention="sdpa-bf16": the NAR attends through torch's fused kernel in bfloat16 (masks too)."""
+    from vallex.fastpath import FastAttention, matmul_attention
+
+    base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni")
+    matmul = apply_precision(small_model(), precision, "cpu", plan=base.with_kernels(nar_attention="matmul-bf16"))
+    fused = apply_precision(small_model(), precision, "cpu", plan=base.with_kernels(nar_attention="sdpa-bf16"))
+    assert kernels_in_use(fused)["nar_attention"] == "sdpa-bf16"
+    assert kernels_in_use(matmul)["nar_attention"] == "matmul-bf16"
+    attend = fused.nar_decoder.layers[0].self_attn.attend
+    assert isinstance(attend, FastAttention) and attend.fused and attend.dtype == torch.bfloat16
+    assert not getattr(fused.ar_decoder.layers[0].self_attn.attend, "fused", False)  # the AR keeps its kernel
+    text, prompt = inputs()
+    with torch.inference_mode():
+        text_emb = fused.embed_text("nar", text, language_ids(12, 5, "en", "zh")[None])
+        got = fused.nar_forward(text_emb, fused.nar_audio_embeddings[0](prompt[..., 0]), 2)
+        expected = matmul.nar_forward(text_emb, matmul.nar_audio_embeddings[0](prompt[..., 0]), 2)
+        assert (got.float() - expected.float()).norm() <= 0.02 * expected.float().norm()
+        # A padding mask (batched NAR) is honoured: masked keys get no weight.
+        q, k, v = (torch.randn(2, 4, 9, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+        mask = torch.ones(2, 1, 1, 9, dtype=torch.bool)
+        mask[1, ..., 6:] = False
+        out = attend(q, k, v, mask)
+        assert out.dtype == torch.bfloat16
+        expected = matmul_attention(q, k, v, mask)
+        assert torch.allclose(out.float(), expected, atol=2e-2)
+        assert torch.equal(attend(q, k[..., :6, :], v[..., :6, :])[1], out[1])
+
+
+@pytest.mark.parametrize("precision", ["int8", "bfloat16"])
+def test_a_bf16_kv_cache_is_used_by_prefill_steps_and_batches(precision):
+    """ar_attention="sdpa-bf16": the AR's cache is bfloat16, attended by the fused kernel, in every AR path."""
+    from vallex.batching import ARBatch, ARRequest
+    from vallex.decoding import ar_decode, prefill
+    from vallex.fastpath import OneFrameStep, model_cache_dtype
+
+    base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni").with_kernels(ar_attention="sdpa-fp32")
+    fp32_cache = apply_precision(small_model(), precision, "cpu", plan=base)
+    bf16_cache = apply_precision(small_model(), precision, "cpu", plan=base.with_kernels(ar_attention="sdpa-bf16"))
+    assert kernels_in_use(bf16_cache)["ar_attention"] == "sdpa-bf16"
+    assert kernels_in_use(fp32_cache)["ar_attention"] == "sdpa-fp32"
+    assert model_cache_dtype(bf16_cache, torch.float32, torch.device("cpu")) == torch.bfloat16
+    assert bf16_cache.ar_decoder.layers[0].self_attn.attend.fused
+    text, prompt = inputs()
+    langs = language_ids(12, 5, "en", "zh")[None]
+    with torch.inference_mode():
+        cache, logits = prefill(bf16_cache, text, langs, prompt[..., 0], 1, 40)
+        assert cache.layers[0].kv.dtype == torch.bfloat16
+        _, reference_logits = prefill(fp32_cache, text, langs, prompt[..., 0], 1, 40)
+        assert (logits.float() - reference_logits.float()).norm() <= 0.03 * reference_logits.float().norm()
+        # The hoisted step equals the module path over the same bf16 cache, bit for bit.
+        twin, _ = prefill(bf16_cache, text, langs, prompt[..., 0], 1, 40)
+        x = torch.randn(1, 1, 32, generator=torch.Generator().manual_seed(3)).to(logits.dtype)
+        start = text.shape[1] + 1 + prompt.shape[1]
+        assert torch.equal(OneFrameStep(bf16_cache.ar_decoder, cache)(x, start),
+                           bf16_cache.ar_decoder(x, None, cache=twin, start=start))
+        # A batch of one decodes what ar_decode decodes alone (same kernels, same cache dtype).
+        alone = ar_decode(bf16_cache, text, langs, prompt[..., 0], min_frames=6, max_frames=6,
+                          generator=torch.Generator().manual_seed(0)).codes
+    batch = ARBatch(bf16_cache)
+    batch.add(0, ARRequest(text, langs, prompt[..., 0], min_frames=6, max_frames=6,
+                           generator=torch.Generator().manual_seed(0)))
+    finished = {}
+    while batch:
+        finished.update(batch.step().finished)
+    assert torch.equal(finished[0].codes, alone)
+
+
 # Plans that cannot run ------------------------------------------------------------------------------------
 def test_overrides_are_checked():
     plan = kernel_plan("int8", "cpu", "x86-avx512-bf16-vnni")
@@ -240,8 +329,12 @@ def test_overrides_are_checked():
         assert kernels_in_use(model)["ar_linear"] == "onednn-int8"
     with pytest.raises(ValueError, match="not a kernel for int8"):
         plan.with_kernels(ar_linear="aten-bf16")
-    with pytest.raises(ValueError, match="Cannot override ar_attention"):
+    with pytest.raises(ValueError, match="ar_attention='matmul-bf16' is not a kernel for int8"):
         plan.with_kernels(ar_attention="matmul-bf16")
+    with pytest.raises(ValueError, match="ar_attention='sdpa-bf16' is not a kernel for float32"):
+        kernel_plan("float32", "cpu", "x86-amx").with_kernels(ar_attention="sdpa-bf16")
+    with pytest.raises(ValueError, match="Cannot override ar_cache"):
+        plan.with_kernels(ar_cache="bf16")
     with pytest.raises(ValueError, match="is for int8 on cpu, not bfloat16"):
         apply_precision(small_model(), "bfloat16", "cpu", plan=plan)
     with pytest.raises(ValueError, match="CPU only"):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+from vallex.fastpath import KVCache, OneFrameStep, model_cache_dtype
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask
 
@@ -255,7 +255,7 @@ def prefill(model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes0:
     text_emb = model.embed_text("ar", text, text_langs).expand(rows, -1, -1)  # [B, S, D]
     y = torch.cat([torch.full((1, 1), cfg.bos_id, dtype=torch.long, device=device), prompt_codes0.long()], dim=1)
     prefix = torch.cat([text_emb, model.embed_ar_audio(y.expand(rows, -1))], dim=1)  # [B, S + 1 + P, D]
-    cache = KVCache.allocate(cfg, rows, capacity, device, kv_cache_dtype(text_emb.dtype, device))
+    cache = KVCache.allocate(cfg, rows, capacity, device, model_cache_dtype(model, text_emb.dtype, device))
     mask = ar_attention_mask(text.shape[1], y.shape[1], device=device)
     hidden = model.ar_decoder(prefix, mask, cache=cache, start=0, output_start=prefix.shape[1] - 1)  # [B, 1, D]
     return cache, model.ar_logits(hidden[:, -1])

@@ -121,21 +121,23 @@ class FastAttention:
     """Attention on the fastest kernel for its inputs: two matmuls for 16-bit tensors on CPU, else torch's fused one.
 
     ``dtype``: compute q, k, v, scores and weights in this dtype (the int8 plan's NAR attention in
-    bfloat16 on CPUs with native bfloat16); None: the inputs' dtype.
+    bfloat16 on CPUs with native bfloat16); None: the inputs' dtype. ``fused``: always torch's fused kernel,
+    16-bit CPU tensors included (on AMX CPUs its bfloat16 kernel is the faster one, vallex.precision).
     """
 
-    def __init__(self, dtype: torch.dtype | None = None) -> None:
+    def __init__(self, dtype: torch.dtype | None = None, fused: bool = False) -> None:
         self.dtype = dtype
+        self.fused = fused
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
         if self.dtype is not None:
             q, k, v = q.to(self.dtype), k.to(self.dtype), v.to(self.dtype)
-        if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        if not self.fused and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
             return matmul_attention(q, k, v, attn_mask)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
     def __repr__(self) -> str:
-        return f"FastAttention(dtype={self.dtype})"
+        return f"FastAttention(dtype={self.dtype}, fused={self.fused})"
 
 
 #: The attention of an AR step (and any module without a dtype of its own).
@@ -198,16 +200,22 @@ def fold_adaptive_norms(model: nn.Module) -> int:
 # All of it ---------------------------------------------------------------------------------------------------
 
 
-def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = None) -> None:
+def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = None,
+            nar_attention_fused: bool = False, ar_cache_dtype: torch.dtype | None = None) -> None:
     """Put the precision-independent fast paths on a loaded ``model`` (in place): folded adaptive norms and
-    :class:`FastAttention` in every attention (the NAR's computing in ``nar_attention_dtype`` if given).
+    :class:`FastAttention` in every attention (the NAR's computing in ``nar_attention_dtype`` if given, on
+    torch's fused kernel if ``nar_attention_fused``). ``ar_cache_dtype``: the AR's KV cache in this dtype
+    (None: :func:`kv_cache_dtype`'s default); a 16-bit one attends through torch's fused kernel.
 
     :func:`vallex.precision.apply_precision` calls it, and chooses the Linears' kernels (e.g.
     :func:`use_onednn_float32_linears`) by its kernel plan.
     """
     fold_adaptive_norms(model)
-    for decoder, dtype in ((model.ar_decoder, None), (model.nar_decoder, nar_attention_dtype)):
-        attention = fast_attention if dtype is None else FastAttention(dtype)
+    model.ar_cache_dtype = ar_cache_dtype
+    ar_fused = ar_cache_dtype in (torch.bfloat16, torch.float16)
+    for decoder, dtype, fused in ((model.ar_decoder, None, ar_fused),
+                                  (model.nar_decoder, nar_attention_dtype, nar_attention_fused)):
+        attention = fast_attention if dtype is None and not fused else FastAttention(dtype, fused)
         for module in decoder.modules():
             if isinstance(module, MultiheadSelfAttention):
                 module.attend = attention
@@ -247,19 +255,26 @@ class KVCache:
 
     @classmethod
     def allocate(cls, config, batch: int, capacity: int, device, dtype) -> KVCache:
-        """``config``: a :class:`~vallex.config.VallexConfig`; ``dtype``: use :func:`kv_cache_dtype` of the model's."""
+        """``config``: a :class:`~vallex.config.VallexConfig`; ``dtype``: use :func:`model_cache_dtype`."""
         shape = (batch, 2, config.nhead, capacity, config.head_dim)
         return cls([LayerKVCache(torch.empty(shape, device=device, dtype=dtype)) for _ in range(config.num_layers)])
 
 
 def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """float32 on CPU whatever the model's dtype; the model's dtype elsewhere.
+    """The default: float32 on CPU whatever the model's dtype; the model's dtype elsewhere.
 
     Why: on CPU, 16-bit matmuls go through oneDNN, which compiles a kernel for every new shape, and
     attention over a cache that grows by one key per step would compile one every step. A float32 cache
     keeps the AR step's attention on the fused float32 kernel (one new key and one query per step are cast).
+    A kernel plan may choose a bfloat16 cache with the fused bfloat16 kernel instead (:func:`model_cache_dtype`).
     """
     return torch.float32 if device.type == "cpu" else model_dtype
+
+
+def model_cache_dtype(model: nn.Module, activation_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The AR KV cache's dtype for ``model``: what :func:`install` was told, else :func:`kv_cache_dtype`'s."""
+    chosen = getattr(model, "ar_cache_dtype", None)
+    return chosen if chosen is not None else kv_cache_dtype(activation_dtype, device)
 
 
 class OneFrameStep:
@@ -286,7 +301,8 @@ class OneFrameStep:
         self.layers = [
             (layer.norm1.weight, layer.norm1.bias, inference_function(layer.self_attn.in_proj),
              inference_function(layer.self_attn.out_proj), layer.norm2.weight, layer.norm2.bias,
-             inference_function(layer.linear1), inference_function(layer.linear2), layer_cache.kv)
+             inference_function(layer.linear1), inference_function(layer.linear2), layer_cache.kv,
+             layer.self_attn.attend)
             for layer, layer_cache in zip(decoder.layers, cache.layers)
         ]
 
@@ -309,7 +325,7 @@ class OneFrameStep:
         if end > capacity:
             raise RuntimeError(f"KV cache overflow: {end} positions > capacity {capacity}.")
         shape = (dim,)
-        for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv in self.layers:
+        for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv, attend in self.layers:
             qkv = in_proj(F.layer_norm(x, shape, norm1_w, norm1_b, LAYER_NORM_EPS))  # [B, 1, 3D]
             qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
             if rows is None:
@@ -317,7 +333,7 @@ class OneFrameStep:
             else:
                 kv[rows, :, :, start] = qkv[:, 1:, :, 0].to(kv.dtype)  # row b at its own position start[b]
             q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
-            out = fast_attention(q, kv[:, 0, :, :end], kv[:, 1, :, :end], key_mask)  # [B, H, 1, hd]
+            out = attend(q, kv[:, 0, :, :end], kv[:, 1, :, :end], key_mask)  # [B, H, 1, hd]
             x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
             x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
         return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)

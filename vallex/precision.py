@@ -9,8 +9,9 @@ products. Halving or quartering the weight bytes is the lever:
   Linears at one
   row take 27.7 ms instead of 42.9 ms.
 * ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
-  float32 on CPU, see :func:`vallex.fastpath.kv_cache_dtype`). float16 is the choice on CUDA. On CPU,
-  bfloat16 pays only with AVX512-BF16/AMX (measure with bench/inference.py); float16 is slow there.
+  float32 on CPU unless the kernel plan says bfloat16, see :func:`vallex.fastpath.model_cache_dtype`).
+  float16 is the choice on CUDA. On CPU, bfloat16 pays only with AVX512-BF16/AMX (measure with
+  bench/inference.py); float16 is slow there.
 * ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears get int8 weights (symmetric,
   one scale per output channel) and activations quantised per call (per tensor); float32 everywhere else
   (embeddings, norms and their stage projections, attention scores, output heads). Two torch kernels, each
@@ -27,28 +28,36 @@ products. Halving or quartering the weight bytes is the lever:
     oneDNN's check alone also counts AVX-512 CPUs that only emulate bf16): 0.41 vs 0.47 s per stage, and the NAR
     output's
     deviation from float32 unchanged (0.639 % relative, dominated by the int8 Linears). The AR keeps float32
-    attention over a float32 cache: a bfloat16 cache measured slower per step (14.2 vs 11.9 ms).
+    attention over a float32 cache on this class: a bfloat16 cache measured slower per step there (14.2 vs
+    11.9 ms; on AMX it is faster, below).
 
   torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this CPU (weight-only 78 ms,
   dynamic 68 ms vs 6.8 ms), so torch's own kernels are used and torchao is not a dependency.
 
-All of the above was measured on one CPU class, ``x86-avx512-bf16-vnni`` (an AMD EPYC with AVX512-VNNI
+All of the above was measured on the CPU class ``x86-avx512-bf16-vnni`` (an AMD EPYC with AVX512-VNNI
 and AVX512-BF16, no AMX). Which kernel runs each part of the model on each CPU class
 (:mod:`vallex.cpu_features`) is decided here, in :data:`CPU_KERNEL_TABLE`, and :func:`kernel_plan` gives
 it as a :class:`KernelPlan` (what :func:`apply_precision` does; :func:`kernels_in_use` reads back what a
-converted model runs). On the measured class the table is exactly the choices above. On Intel Xeons with
-AMX (``x86-amx``) it is what we *expect* to be best, unmeasured here (no AMX machine was available):
+converted model runs). On the AMD class the table is exactly the choices above.
 
-* bfloat16 Linears prepacked once into oneDNN's blocked layout (:class:`OneDNNBf16Linear`): AMX's tile
-  kernels read weights in that layout, and ``F.linear`` would hand oneDNN torch's plain layout every call.
-  The same prepacking measured faster on the AMD machine too (one decoder's 48 Linears: 15.0 vs 20.5 ms at
-  one row, 477 vs 540 ms at 605 rows, 2 threads, load average ~0.5-0.9), but the AMD plan keeps the
-  ``F.linear`` of its full benchmark until a full benchmark of the prepacked one replaces it;
-* int8 NAR Linears on oneDNN (AMX-INT8 tiles for the ~600-row products) and NAR attention in bfloat16
-  (AMX-BF16), as on the AMD machine;
-* int8 AR Linears stay on fbgemm: a one-row step is bound by reading the 151 MB of int8 weights, which AMX
-  does not speed up, and at one row fbgemm's kernel measured about twice as fast as oneDNN's on the AMD
-  machine (48 Linears: 6.4 vs 13.8 ms); fbgemm runs the same AVX512-VNNI code on Intel.
+On an Intel Xeon with AMX (``x86-amx``; measured with bench/kernels.py and bench/inference.py, 2 threads,
+bench/results/*x86-amx*.json) the table differs in four places, each measured there:
+
+* float32 Linears on torch's own ``F.linear`` (MKL), not oneDNN: the full run's float32 total 12.5 vs 14.3 s
+  (AR 24.5 vs 28.8 ms/step, NAR 4.8 vs 5.3 s); there MKL is the faster float32 kernel at one row and at
+  605 (48 Linears: 19.1 vs 21.1 ms, 536 vs 603 ms), though not at 8 rows (49 vs 35 ms);
+* bfloat16 Linears prepacked once into oneDNN's blocked layout (:class:`OneDNNBf16Linear`), the layout
+  AMX's tile kernels read: 48 Linears 11.4 vs 15.4 ms at one row, 11.3 vs 16.4 ms at 8, on a par at 605;
+* the AR's KV cache in bfloat16, attended by torch's fused kernel (``ar_attention="sdpa-bf16"``,
+  :func:`vallex.fastpath.model_cache_dtype`): an AR step reads the whole cache, and half the bytes
+  measured 0.80 vs 1.26 ms per step for 12 layers at 455 positions, 9.2 vs 17.5 ms at batch 8;
+* the NAR's attention in bfloat16 on the fused kernel (``sdpa-bf16``) instead of two matmuls: 37 vs 44 ms
+  per stage at 605 positions (in the full NAR the matmul path's bfloat16 softmax alone took a fifth of the time).
+
+The int8 Linears stay as on the AMD machine: AR on fbgemm (48 Linears at one row 4.4 ms vs oneDNN's 7.3),
+NAR on oneDNN (AMX-INT8 tiles: 85 ms at 605 rows vs fbgemm's 182). The fidelity of the AMX plan equals
+the AMD plan's on the same machine (bench/results/fidelity-x86-amx.json: e.g. int8 trained-model AR / NAR
+top-1 99.66 % / 99.85 % with either plan).
 
 On CPUs without native bfloat16 (``x86-avx512-vnni``, ``x86-avx512``, ``x86-avx2``) the int8 NAR attention
 stays float32 (oneDNN would emulate bfloat16 there), and without VNNI (``x86-avx512``, ``x86-avx2``) the
@@ -87,7 +96,7 @@ from vallex.fastpath import (
     FastAttention,
     OneDNNFloat32Linear,
     install,
-    kv_cache_dtype,
+    model_cache_dtype,
     onednn_float32_linear_available,
     use_onednn_float32_linears,
 )
@@ -163,12 +172,16 @@ MEASURED_SPEED: Mapping[str, MeasuredSpeed] = MappingProxyType({
                "(avx512_bf16, avx512_vnni, no AMX), 2 threads, torch 2.13, 300 frames, medians of 3, each "
                "row started at a load average <= 0.5 (README 'Speed and precision')",
     ),
+    "x86-amx": MeasuredSpeed(
+        rtf={"float32": 3.19, "bfloat16": 1.61, "int8": 1.02},
+        source="bench/results/inference-x86-amx-2threads.json: bench/inference.py --dtype all --stream, Intel "
+               "Xeon with AMX (amx_bf16, amx_int8), 2 threads, torch 2.13, 300 frames, medians of 3, each row "
+               "started at a load average <= 0.5 (README 'Speed and precision')",
+    ),
 })
 
 #: Never measured, per CPU class: a best guess and why. Replace by a MEASURED_SPEED entry once measured.
 GUESSED_PRECISION: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "x86-amx": ("int8", "best guess, unmeasured: an AR step is bound by reading the weights (int8 reads half "
-                        "of bfloat16's bytes) and AMX-INT8 has twice AMX-BF16's peak for the NAR"),
     "x86-avx512-vnni": ("int8", "best guess, unmeasured: the same VNNI int8 kernels as the measured class; "
                                 "bfloat16 is emulated on this class"),
     "x86-avx512": ("int8", "best guess, unmeasured: fbgemm's AVX-512 int8 kernels read a quarter of "
@@ -264,38 +277,42 @@ ATTENTION_KERNELS: dict[str, str] = {
 }
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
-#: Per CPU class and CPU precision: (AR Linears, NAR Linears, NAR attention). The AR step's attention is not
-#: a choice here: on CPU it always runs over a float32 KV cache (vallex.fastpath.kv_cache_dtype).
+#: Per CPU class and CPU precision: (AR Linears, NAR Linears, AR attention, NAR attention). The AR's attention
+#: names its KV cache's dtype (vallex.fastpath.model_cache_dtype): sdpa-fp32 a float32 cache, sdpa-bf16 bfloat16.
 #: float32 Linears run on oneDNN where this build has it (else F.linear); float32 stays exact either way.
 _X86_NO_BF16_PLANS = {
-    "float32": ("onednn-fp32", "onednn-fp32", "sdpa-fp32"),
-    "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
-    "float16": ("aten-fp16", "aten-fp16", "matmul-fp16"),
+    "float32": ("onednn-fp32", "onednn-fp32", "sdpa-fp32", "sdpa-fp32"),
+    "bfloat16": ("aten-bf16", "aten-bf16", "sdpa-fp32", "matmul-bf16"),
+    "float16": ("aten-fp16", "aten-fp16", "sdpa-fp32", "matmul-fp16"),
 }
-CPU_KERNEL_TABLE: Mapping[str, Mapping[str, tuple[str, str, str]]] = MappingProxyType({
+_PLAIN_PLANS = {
+    "float32": ("aten-fp32", "aten-fp32", "sdpa-fp32", "sdpa-fp32"),
+    "bfloat16": ("aten-bf16", "aten-bf16", "sdpa-fp32", "matmul-bf16"),
+    "float16": ("aten-fp16", "aten-fp16", "sdpa-fp32", "matmul-fp16"),
+    "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32"),
+}
+CPU_KERNEL_TABLE: Mapping[str, Mapping[str, tuple[str, str, str, str]]] = MappingProxyType({
     # Measured (bench/README.md, bench/results/): today's choices on the AMD EPYC.
-    "x86-avx512-bf16-vnni": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
-    # Expected, unmeasured (module docstring): AMX tiles for bf16 and int8 products.
-    "x86-amx": {**_X86_NO_BF16_PLANS, "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "matmul-bf16"),
-                "int8": ("fbgemm-int8", "onednn-int8", "matmul-bf16")},
+    "x86-avx512-bf16-vnni": {**_X86_NO_BF16_PLANS,
+                             "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32", "matmul-bf16")},
+    # Measured on an Intel Xeon with AMX (module docstring, bench/results/*-x86-amx*.json).
+    "x86-amx": {**_X86_NO_BF16_PLANS, "float32": _PLAIN_PLANS["float32"],
+                "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "sdpa-bf16", "sdpa-bf16"),
+                "int8": ("fbgemm-int8", "onednn-int8", "sdpa-bf16", "sdpa-bf16")},
     # Expected, unmeasured: VNNI without native bf16; no VNNI (int16-saturating 8-bit products).
-    "x86-avx512-vnni": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32")},
-    "x86-avx512": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
-    "x86-avx2": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "x86-avx512-vnni": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32", "sdpa-fp32")},
+    "x86-avx512": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")},
+    "x86-avx2": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")},
     # Expected, unmeasured: no oneDNN int8 op off x86; float32 Linears on torch's BLAS.
-    "arm64": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"),
-              "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
-              "float16": ("aten-fp16", "aten-fp16", "matmul-fp16"),
-              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
-    "other": {"float32": ("aten-fp32", "aten-fp32", "sdpa-fp32"),
-              "bfloat16": ("aten-bf16", "aten-bf16", "matmul-bf16"),
-              "float16": ("aten-fp16", "aten-fp16", "matmul-fp16"),
-              "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32")},
+    "arm64": _PLAIN_PLANS,
+    "other": _PLAIN_PLANS,
 })
 #: Which classes' plans were measured, and where.
 MEASURED_PLANS: Mapping[str, str] = MappingProxyType({
     "x86-avx512-bf16-vnni": "bench/README.md and bench/results/ (AMD EPYC, 2 threads): every choice of the "
                             "module docstring",
+    "x86-amx": "bench/kernels.py and bench/inference.py on an Intel Xeon with AMX, 2 threads "
+               "(bench/results/kernels-x86-amx.json, inference-x86-amx-2threads.json): the module docstring",
 })
 _EXPECTED = "expected, unmeasured on this class (vallex.precision's module docstring says why)"
 
@@ -338,10 +355,10 @@ class KernelPlan:
     def with_kernels(self, **kernels: str) -> KernelPlan:
         """This plan with some kernels swapped (for A/B measurements); ValueError for an unknown field or a
         kernel this precision cannot use. The result's basis is ``"override"``."""
-        unknown = set(kernels) - {"ar_linear", "nar_linear", "nar_attention"}
+        unknown = set(kernels) - {"ar_linear", "nar_linear", "ar_attention", "nar_attention"}
         if unknown:
             raise ValueError(f"Cannot override {', '.join(sorted(unknown))}: a plan's choices are ar_linear, "
-                             "nar_linear and nar_attention (the AR attention follows the KV cache's dtype).")
+                             "nar_linear, ar_attention and nar_attention.")
         plan = dataclasses.replace(self, **kernels, basis="override",
                                    source=f"{self.cpu_class or self.device_type} plan with "
                                           + ", ".join(f"{k}={v}" for k, v in sorted(kernels.items())))
@@ -349,9 +366,9 @@ class KernelPlan:
         return plan
 
 
-def cpu_plan_table(cpu_class: str, precision: str) -> tuple[str, str, str]:
-    """(AR Linears, NAR Linears, NAR attention) planned for ``precision`` on ``cpu_class``, before any
-    fallback for kernels this torch build lacks."""
+def cpu_plan_table(cpu_class: str, precision: str) -> tuple[str, str, str, str]:
+    """(AR Linears, NAR Linears, AR attention, NAR attention) planned for ``precision`` on ``cpu_class``,
+    before any fallback for kernels this torch build lacks."""
     if cpu_class not in CPU_KERNEL_TABLE:
         raise ValueError(f"Unknown CPU class {cpu_class!r}: expected one of {', '.join(CPU_KERNEL_TABLE)}.")
     return CPU_KERNEL_TABLE[cpu_class][normalize_precision(precision)]
@@ -380,9 +397,9 @@ def kernel_plan(precision: str | torch.dtype | None, device: str | torch.device 
         attention = f"sdpa-{short}"
         return KernelPlan(name, device.type, None, f"aten-{short}", f"aten-{short}", attention, attention,
                           basis="fixed", source="torch's kernels in the model's dtype")
-    ar_linear, nar_linear, nar_attention = (_runnable(k) for k in cpu_plan_table(cpu_class, name))
+    ar_linear, nar_linear, ar_attention, nar_attention = (_runnable(k) for k in cpu_plan_table(cpu_class, name))
     measured = cpu_class in MEASURED_PLANS
-    return KernelPlan(name, "cpu", cpu_class, ar_linear, nar_linear, "sdpa-fp32", nar_attention,
+    return KernelPlan(name, "cpu", cpu_class, ar_linear, nar_linear, ar_attention, nar_attention,
                       basis="measured" if measured else "expected",
                       source=MEASURED_PLANS[cpu_class] if measured else _EXPECTED)
 
@@ -398,12 +415,15 @@ def _runnable(kernel: str) -> str:
     return kernel
 
 
-#: The kernels each CPU precision can use: (AR Linears, NAR Linears, NAR attention).
-_CPU_CHOICES: dict[str, tuple[set[str], set[str], set[str]]] = {
-    "float32": ({"onednn-fp32", "aten-fp32"}, {"onednn-fp32", "aten-fp32"}, {"sdpa-fp32"}),
-    "bfloat16": ({"aten-bf16", "onednn-bf16-packed"}, {"aten-bf16", "onednn-bf16-packed"}, {"matmul-bf16"}),
-    "float16": ({"aten-fp16"}, {"aten-fp16"}, {"matmul-fp16"}),
-    "int8": ({"fbgemm-int8", "onednn-int8"}, {"fbgemm-int8", "onednn-int8"}, {"sdpa-fp32", "matmul-bf16"}),
+#: The kernels each CPU precision can use: (AR Linears, NAR Linears, AR attention, NAR attention). The AR's
+#: attention names its KV cache's dtype: sdpa-fp32 a float32 cache, sdpa-bf16 a bfloat16 one.
+_CPU_CHOICES: dict[str, tuple[set[str], set[str], set[str], set[str]]] = {
+    "float32": ({"onednn-fp32", "aten-fp32"}, {"onednn-fp32", "aten-fp32"}, {"sdpa-fp32"}, {"sdpa-fp32"}),
+    "bfloat16": ({"aten-bf16", "onednn-bf16-packed"}, {"aten-bf16", "onednn-bf16-packed"},
+                 {"sdpa-fp32", "sdpa-bf16"}, {"matmul-bf16", "sdpa-bf16"}),
+    "float16": ({"aten-fp16"}, {"aten-fp16"}, {"sdpa-fp32"}, {"matmul-fp16"}),
+    "int8": ({"fbgemm-int8", "onednn-int8"}, {"fbgemm-int8", "onednn-int8"}, {"sdpa-fp32", "sdpa-bf16"},
+             {"sdpa-fp32", "matmul-bf16", "sdpa-bf16"}),
 }
 
 
@@ -418,7 +438,8 @@ def check_plan(plan: KernelPlan) -> None:
         if (plan.ar_linear, plan.nar_linear, plan.ar_attention, plan.nar_attention) != expected:
             raise ValueError(f"On {plan.device_type}, {name} runs torch's own kernels only: {expected}.")
         return
-    fields = (("ar_linear", plan.ar_linear), ("nar_linear", plan.nar_linear), ("nar_attention", plan.nar_attention))
+    fields = (("ar_linear", plan.ar_linear), ("nar_linear", plan.nar_linear), ("ar_attention", plan.ar_attention),
+              ("nar_attention", plan.nar_attention))
     for (field_name, kernel), allowed in zip(fields, _CPU_CHOICES[name]):
         if kernel not in allowed:
             raise ValueError(f"{field_name}={kernel!r} is not a kernel for {name} on CPU: expected one of "
@@ -426,8 +447,6 @@ def check_plan(plan: KernelPlan) -> None:
         if _runnable(kernel) != kernel:
             raise ValueError(f"{field_name}={kernel!r} is not what runs with this torch build on this machine "
                              f"({_runnable(kernel)} would run instead).")
-    if plan.ar_attention != "sdpa-fp32":
-        raise ValueError("On CPU the AR attention runs over a float32 KV cache: ar_attention must be 'sdpa-fp32'.")
 
 
 def apply_precision(
@@ -488,7 +507,10 @@ def apply_precision(
                                       (model.nar_decoder, plan.nar_linear, NAR_ROWS_HINT)):
             if kernel == "onednn-bf16-packed":
                 _replace_decoder_linears(decoder, lambda linear, rows=rows: OneDNNBf16Linear(linear, rows))
-    install(model, nar_attention_dtype=torch.bfloat16 if plan.nar_attention == "matmul-bf16" else None)
+    bf16_attention = plan.nar_attention in ("matmul-bf16", "sdpa-bf16")
+    install(model, nar_attention_dtype=torch.bfloat16 if bf16_attention else None,
+            nar_attention_fused=plan.nar_attention.startswith("sdpa-"),
+            ar_cache_dtype=torch.bfloat16 if plan.ar_attention == "sdpa-bf16" else None)
     if device.type == "cpu":
         # float32 Linears on oneDNN where the plan says so (float32: per decoder; the output heads follow
         # the AR); under int8 the float32 Linears left (output heads, stage projections) take it too.
@@ -523,7 +545,7 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
     """The kernels ``model`` runs now, read from its modules (keys as :meth:`KernelPlan.kernels`).
 
     Linears: the decoders' attention and feed-forward Linears (several kinds joined by ``+``).
-    Attention: the AR's over its KV cache (:func:`vallex.fastpath.kv_cache_dtype`), the NAR's in its
+    Attention: the AR's over its KV cache (:func:`vallex.fastpath.model_cache_dtype`), the NAR's in its
     :class:`vallex.fastpath.FastAttention`'s dtype or the model's dtype.
     """
     dtype = model.ar_audio_embedding.weight.dtype
@@ -538,8 +560,8 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
     fast = isinstance(attend, FastAttention)
     nar_dtype = (attend.dtype if fast else None) or dtype
     return {"ar_linear": linears(model.ar_decoder), "nar_linear": linears(model.nar_decoder),
-            "ar_attention": _attention_kernel(kv_cache_dtype(dtype, device), device),
-            "nar_attention": _attention_kernel(nar_dtype, device, fast)}
+            "ar_attention": _attention_kernel(model_cache_dtype(model, dtype, device), device, matmuls=False),
+            "nar_attention": _attention_kernel(nar_dtype, device, fast and not attend.fused)}
 
 
 def _is_linear_like(module: nn.Module) -> bool:
@@ -559,10 +581,11 @@ def _linear_kernel(module: nn.Module) -> str:
     return f"aten-{_SHORT.get(str(weight.dtype).replace('torch.', ''), str(weight.dtype))}"
 
 
-def _attention_kernel(dtype: torch.dtype, device: torch.device, fast: bool = True) -> str:
+def _attention_kernel(dtype: torch.dtype, device: torch.device, matmuls: bool = True) -> str:
     short = _SHORT.get(str(dtype).replace("torch.", ""), str(dtype))
-    # vallex.fastpath.FastAttention: 16-bit attention on CPU runs as matmuls, everything else on the fused kernel.
-    if fast and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+    # vallex.fastpath.FastAttention: 16-bit attention on CPU runs as matmuls unless it is told to use the
+    # fused kernel; everything else runs on the fused kernel.
+    if matmuls and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         return f"matmul-{short}"
     return f"sdpa-{short}"
 
