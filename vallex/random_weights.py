@@ -78,7 +78,14 @@ def build_random_encodec(seed: int = 0) -> EncodecModel:
     seconds = 4
     t = torch.arange(seconds * SAMPLE_RATE) / SAMPLE_RATE
     signal = 0.3 * torch.sin(2 * torch.pi * (100 + 400 * t) * t) + 0.05 * torch.randn(t.shape, generator=generator)
-    residual = model.encoder(signal.view(1, 1, -1))[0].T  # [T, 128] encoder frames
+    # On one thread: the convolutions' float rounding depends on the thread count on some CPUs (an Intel
+    # Xeon with AMX), and the same seed must give the same codebooks in every process.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        residual = model.encoder(signal.view(1, 1, -1))[0].T  # [T, 128] encoder frames
+    finally:
+        torch.set_num_threads(threads)
     for layer in model.quantizer.vq.layers:
         codebook = layer._codebook
         picks = torch.randint(0, residual.shape[0], (codebook.codebook_size,), generator=generator)
