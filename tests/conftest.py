@@ -31,6 +31,16 @@ def pytest_configure(config) -> None:
         raise pytest.UsageError(golden_error(path, problems))
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """Each test leaves torch's thread count as it found it (e.g. ``VallEX.from_pretrained(num_threads=2)``
+    sets it for the whole process), so that no test's numbers depend on the tests that ran before it."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def golden() -> Path:
     """The golden fixture folder (checked complete by :func:`pytest_configure`)."""
