@@ -33,14 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vallex.config import VallexConfig  # noqa: E402
 from vallex.cpu_features import cpu_features  # noqa: E402
-from vallex.fastpath import OneDNNFloat32Linear, inference_function, matmul_attention  # noqa: E402
-from vallex.precision import (  # noqa: E402
-    LINEAR_KERNELS,
-    OneDNNBf16Linear,
-    int8_linear,
-    onednn_bf16_linear_available,
-    onednn_int8_available,
-)
+from vallex.fastpath import inference_function, matmul_attention, use_onednn_float32_linears  # noqa: E402
+from vallex.precision import LINEAR_KERNELS, OneDNNBf16Linear, int8_linear, runnable_kernel  # noqa: E402
 
 ROWS = (1, 8, 605)
 BASELINE = "onednn-fp32"
@@ -63,35 +57,25 @@ def decoder_linears(config: VallexConfig, seed: int = 0) -> list[nn.Linear]:
 
 def convert(linear: nn.Linear, kernel: str, rows: int) -> tuple[nn.Module, torch.dtype]:
     """``linear`` under ``kernel`` and the activation dtype that kernel takes."""
-    if kernel == "aten-fp32":
-        return linear, torch.float32
-    if kernel == "onednn-fp32":
-        fast = OneDNNFloat32Linear(linear.in_features, linear.out_features)
-        fast.load_state_dict(linear.state_dict())
-        return fast.eval(), torch.float32
-    if kernel == "aten-bf16":
-        copy = nn.Linear(linear.in_features, linear.out_features).eval()
-        copy.load_state_dict(linear.state_dict())
-        return copy.to(torch.bfloat16), torch.bfloat16
-    if kernel == "aten-fp16":
-        copy = nn.Linear(linear.in_features, linear.out_features).eval()
-        copy.load_state_dict(linear.state_dict())
-        return copy.to(torch.float16), torch.float16
-    if kernel == "onednn-bf16-packed":
-        return OneDNNBf16Linear(linear, rows), torch.bfloat16
     if kernel in ("fbgemm-int8", "onednn-int8"):
         return int8_linear(linear, kernel.removesuffix("-int8")), torch.float32
-    raise ValueError(f"Unknown kernel {kernel!r}: expected one of {', '.join(LINEAR_KERNELS)}.")
+    if kernel == "onednn-bf16-packed":
+        return OneDNNBf16Linear(linear, rows), torch.bfloat16
+    dtypes = {"aten-fp32": torch.float32, "onednn-fp32": torch.float32, "aten-bf16": torch.bfloat16,
+              "aten-fp16": torch.float16}
+    if kernel not in dtypes:
+        raise ValueError(f"Unknown kernel {kernel!r}: expected one of {', '.join(LINEAR_KERNELS)}.")
+    copy = nn.Linear(linear.in_features, linear.out_features).eval()
+    copy.load_state_dict(linear.state_dict())
+    copy.to(dtypes[kernel])
+    if kernel == "onednn-fp32":
+        use_onednn_float32_linears(copy)
+    return copy, dtypes[kernel]
 
 
 def available(kernel: str) -> bool:
-    if kernel == "onednn-int8":
-        return onednn_int8_available()
-    if kernel == "onednn-bf16-packed":
-        return onednn_bf16_linear_available()
-    if kernel == "onednn-fp32":
-        return torch.backends.mkldnn.is_available()
-    return True
+    """Whether this torch build runs ``kernel`` here (else its plan falls back to another)."""
+    return runnable_kernel(kernel) == kernel
 
 
 def time_calls(calls, repeats: int, min_time_s: float) -> float:

@@ -16,6 +16,7 @@ from vallex.model import VallexModel
 from vallex.precision import (
     CPU_KERNEL_TABLE,
     GUESSED_PRECISION,
+    MEASURED_PLANS,
     MEASURED_SPEED,
     KernelPlan,
     OneDNNBf16Linear,
@@ -31,6 +32,7 @@ from vallex.precision import (
     onednn_bf16_linear_available,
     onednn_int8_available,
     resolve_precision,
+    runnable_kernel,
 )
 
 torch.set_num_threads(1)
@@ -144,17 +146,30 @@ def test_auto_is_not_a_precision_by_itself():
 
 
 # This machine -------------------------------------------------------------------------------------------
-def test_on_the_measured_class_the_plan_is_todays_behaviour():
-    """The AMD EPYC class: int8 AR on fbgemm, NAR on oneDNN, NAR attention bf16; float32 on oneDNN."""
-    if cpu_features().cpu_class != "x86-avx512-bf16-vnni":
-        pytest.skip(f"this machine is {cpu_features().cpu_class}, not the measured AMD EPYC class")
-    assert onednn_int8_available() and cpu_features().native_bfloat16
-    assert kernel_plan("int8").kernels() == {"ar_linear": "fbgemm-int8", "nar_linear": "onednn-int8",
-                                             "ar_attention": "sdpa-fp32", "nar_attention": "matmul-bf16"}
-    assert kernel_plan("float32").kernels() == {"ar_linear": "onednn-fp32", "nar_linear": "onednn-fp32",
-                                                "ar_attention": "sdpa-fp32", "nar_attention": "sdpa-fp32"}
-    assert kernel_plan("bfloat16").kernels()["ar_linear"] == "aten-bf16"
-    assert kernel_plan("auto").precision == "int8"
+def test_this_machine_runs_its_class_plan():
+    """Whatever CPU runs the tests: the default plan is its class's row of the table (on x86 builds with
+    oneDNN exactly as written, elsewhere with the documented fallbacks), and ``auto`` converts to it."""
+    features = cpu_features()
+    for precision in ("float32", "bfloat16", "int8"):
+        plan = kernel_plan(precision)
+        table = cpu_plan_table(features.cpu_class, precision)
+        assert plan.cpu_class == features.cpu_class
+        assert tuple(plan.kernels().values()) == tuple(runnable_kernel(k) for k in table)
+        assert plan.basis == ("measured" if features.cpu_class in MEASURED_PLANS else "expected")
+        if features.is_x86 and torch.backends.mkldnn.is_available():
+            assert tuple(plan.kernels().values()) == table  # nothing falls back here
+    if features.cpu_class in MEASURED_PLANS:  # the measured classes have what their plans rely on
+        assert onednn_int8_available() and features.native_bfloat16
+    auto = kernel_plan("auto")
+    assert auto.precision == auto_precision_for_cpu(features.cpu_class).precision
+    assert kernels_in_use(apply_precision(small_model(), "auto", "cpu")) == auto.kernels()
+
+
+def test_fallbacks_replace_only_kernels_this_build_lacks():
+    assert runnable_kernel("fbgemm-int8") == "fbgemm-int8" and runnable_kernel("sdpa-bf16") == "sdpa-bf16"
+    assert runnable_kernel("onednn-int8") == ("onednn-int8" if onednn_int8_available() else "fbgemm-int8")
+    assert runnable_kernel("onednn-bf16-packed") == (
+        "onednn-bf16-packed" if onednn_bf16_linear_available() else "aten-bf16")
 
 
 def test_the_measured_plan_converts_exactly_as_before():
@@ -188,23 +203,11 @@ def test_the_converted_model_runs_the_planned_kernels(cpu_class, precision):
     assert plan.describe().startswith(f"{precision} on {cpu_class}: AR Linears {plan.ar_linear}")
 
 
-def test_on_an_amx_machine_the_plan_is_the_measured_amx_one():
-    """The Intel Xeon AMX class: bf16 KV cache and fused bf16 attention, prepacked bf16, MKL float32."""
-    if cpu_features().cpu_class != "x86-amx":
-        pytest.skip(f"this machine is {cpu_features().cpu_class}, not an AMX one")
-    assert onednn_int8_available() and onednn_bf16_linear_available() and cpu_features().native_bfloat16
-    assert kernel_plan("int8").kernels() == {"ar_linear": "fbgemm-int8", "nar_linear": "onednn-int8",
-                                             "ar_attention": "sdpa-bf16", "nar_attention": "sdpa-bf16"}
-    assert kernel_plan("float32").kernels()["ar_linear"] == "aten-fp32"
-    assert kernel_plan("bfloat16").kernels()["nar_linear"] == "onednn-bf16-packed"
-    model = apply_precision(small_model(), "auto", "cpu")
-    assert kernels_in_use(model) == kernel_plan("int8").kernels()
-
-
 # The AMX plan's bf16 Linears, checked on whatever CPU runs the tests -------------------------------------
 def test_prepacked_bf16_linear_matches_f_linear():
-    if not onednn_bf16_linear_available():
-        pytest.skip("oneDNN is not in this torch build")
+    if not onednn_bf16_linear_available():  # a build without oneDNN: the AMX plan falls back to F.linear
+        assert kernel_plan("bfloat16", "cpu", "x86-amx").ar_linear == "aten-bf16"
+        return
     torch.manual_seed(0)
     linear = nn.Linear(64, 96).to(torch.bfloat16)
     packed = OneDNNBf16Linear(linear, rows_hint=512)
@@ -218,15 +221,14 @@ def test_prepacked_bf16_linear_matches_f_linear():
 
 
 def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_step_agrees():
-    from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+    from vallex.fastpath import KVCache, OneFrameStep, model_cache_dtype
     from vallex.model import ar_attention_mask
 
-    if not onednn_bf16_linear_available():
-        pytest.skip("oneDNN is not in this torch build")
     amx = apply_precision(small_model(), "bfloat16", "cpu", plan=kernel_plan("bfloat16", "cpu", "x86-amx"))
     default = apply_precision(small_model(), "bfloat16", "cpu",
                               plan=kernel_plan("bfloat16", "cpu", "x86-avx512-bf16-vnni"))
-    assert isinstance(amx.ar_decoder.layers[0].linear1, OneDNNBf16Linear)
+    packed = onednn_bf16_linear_available()  # else the plan falls back to F.linear (still checked below)
+    assert isinstance(amx.ar_decoder.layers[0].linear1, OneDNNBf16Linear) == packed
     assert type(amx.nar_decoder.layers[0].norm1.project_layer) is not OneDNNBf16Linear  # kept as it was
     text, prompt = inputs()
     with torch.inference_mode():
@@ -236,7 +238,8 @@ def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_ste
         expected = default.nar_forward(text_emb, audio, 2)
         assert (got.float() - expected.float()).norm() <= 0.02 * expected.float().norm()
         # The AR loop's hoisted step runs the packed Linears exactly as the modules do.
-        cache_dtype = kv_cache_dtype(torch.bfloat16, torch.device("cpu"))
+        cache_dtype = model_cache_dtype(amx, torch.bfloat16, torch.device("cpu"))
+        assert cache_dtype == torch.bfloat16  # the AMX plan's bf16 KV cache
         caches = [KVCache.allocate(amx.config, 1, 12, "cpu", cache_dtype) for _ in range(2)]
         prefix = torch.randn(1, 6, 32).to(torch.bfloat16)
         for cache in caches:
@@ -246,8 +249,9 @@ def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_ste
         assert torch.equal(step(x, 6), amx.ar_decoder(x, None, cache=caches[0], start=6))
         assert codes_of(amx).shape == (1, 6, 8)
     assert apply_precision(amx, "bf16", "cpu", plan=kernel_plan("bfloat16", "cpu", "x86-amx")) is amx
-    with pytest.raises(ValueError, match="already bfloat16"):
-        apply_precision(amx, "int8", "cpu")
+    if packed:  # prepacked weights cannot be converted again
+        with pytest.raises(ValueError, match="already bfloat16"):
+            apply_precision(amx, "int8", "cpu")
 
 
 @pytest.mark.parametrize("precision", ["int8", "bfloat16"])

@@ -397,15 +397,15 @@ def kernel_plan(precision: str | torch.dtype | None, device: str | torch.device 
         attention = f"sdpa-{short}"
         return KernelPlan(name, device.type, None, f"aten-{short}", f"aten-{short}", attention, attention,
                           basis="fixed", source="torch's kernels in the model's dtype")
-    ar_linear, nar_linear, ar_attention, nar_attention = (_runnable(k) for k in cpu_plan_table(cpu_class, name))
+    ar_linear, nar_linear, ar_attention, nar_attention = (runnable_kernel(k) for k in cpu_plan_table(cpu_class, name))
     measured = cpu_class in MEASURED_PLANS
     return KernelPlan(name, "cpu", cpu_class, ar_linear, nar_linear, ar_attention, nar_attention,
                       basis="measured" if measured else "expected",
                       source=MEASURED_PLANS[cpu_class] if measured else _EXPECTED)
 
 
-def _runnable(kernel: str) -> str:
-    """``kernel``, or what runs instead where this torch build lacks it."""
+def runnable_kernel(kernel: str) -> str:
+    """``kernel``, or what runs instead where this torch build lacks it (the plan's fallback)."""
     if kernel == "onednn-fp32" and not onednn_float32_linear_available():
         return "aten-fp32"
     if kernel == "onednn-int8" and not onednn_int8_available():
@@ -444,9 +444,9 @@ def check_plan(plan: KernelPlan) -> None:
         if kernel not in allowed:
             raise ValueError(f"{field_name}={kernel!r} is not a kernel for {name} on CPU: expected one of "
                              f"{', '.join(sorted(allowed))}.")
-        if _runnable(kernel) != kernel:
+        if runnable_kernel(kernel) != kernel:
             raise ValueError(f"{field_name}={kernel!r} is not what runs with this torch build on this machine "
-                             f"({_runnable(kernel)} would run instead).")
+                             f"({runnable_kernel(kernel)} would run instead).")
 
 
 def apply_precision(
@@ -509,7 +509,7 @@ def apply_precision(
                 _replace_decoder_linears(decoder, lambda linear, rows=rows: OneDNNBf16Linear(linear, rows))
     bf16_attention = plan.nar_attention in ("matmul-bf16", "sdpa-bf16")
     install(model, nar_attention_dtype=torch.bfloat16 if bf16_attention else None,
-            nar_attention_fused=plan.nar_attention.startswith("sdpa-"),
+            nar_attention_fused=plan.nar_attention == "sdpa-bf16",
             ar_cache_dtype=torch.bfloat16 if plan.ar_attention == "sdpa-bf16" else None)
     if device.type == "cpu":
         # float32 Linears on oneDNN where the plan says so (float32: per decoder; the output heads follow
