@@ -2,9 +2,11 @@
 
 Two formats:
 
-* ``.pt`` — the reference format, ``{"model": state_dict}``, read with ``torch.load(weights_only=True)``.
-  The public file may also pickle ``pathlib`` paths (its trainer stored them in the pickle), so those classes,
-  and only those, are allowed. Anything else in the pickle is refused with a clear message.
+* ``.pt`` — the reference format, ``{"model": state_dict}``, read with ``torch.load(weights_only=True)``, zip or
+  legacy (pre-1.6) layout. The public file was written by a trainer that also pickled its hyper-parameters
+  beside the weights, among them ``exp_dir`` as a ``pathlib.WindowsPath``: path objects are read as pure paths
+  (:data:`PICKLED_PATH_CLASSES`) and everything but ``["model"]`` is dropped. Any other Python object in the
+  pickle is refused with one line.
 * ``.safetensors`` — no pickle at all and memory-mapped; ``vallex convert-checkpoint`` makes one once.
   The tied NAR predictor weights are stored once (safetensors refuses shared tensors) and re-tied on load.
 
@@ -15,9 +17,10 @@ with an error that names every missing, unexpected and mismatched key.
 from __future__ import annotations
 
 import json
-import pathlib
+import pickle
+import warnings
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import torch
 from torch import Tensor
@@ -26,11 +29,23 @@ from vallex.config import VallexConfig
 from vallex.files import atomic_path
 from vallex.model import VallexModel
 
-#: Classes that the public checkpoint's pickle may contain besides tensors (its trainer pickled paths).
-SAFE_GLOBALS = [pathlib.Path, pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+#: The path classes a checkpoint's pickle may name, each read as the pure path of the same flavour.
+#: Unpickling a ``WindowsPath`` anywhere but Windows raises ``NotImplementedError`` (and a ``PosixPath`` on
+#: Windows likewise), so the concrete classes are never built: the public checkpoint, saved on Windows,
+#: then loads on every OS, and nothing process-wide is patched. Python 3.13 pickles them from ``pathlib._local``.
+PICKLED_PATH_CLASSES: list[tuple[type, str]] = [
+    (pure, f"{module}.{name}")
+    for module in ("pathlib", "pathlib._local")
+    for name, pure in (("WindowsPath", PureWindowsPath), ("PureWindowsPath", PureWindowsPath),
+                       ("PosixPath", PurePosixPath), ("PurePosixPath", PurePosixPath))
+]
 
 #: safetensors metadata key holding the model configuration.
 CONFIG_METADATA_KEY = "vallex_config"
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since 1.6
+#: The legacy (pre-1.6) format starts with torch's magic number pickled at protocol 2.
+_LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
 
 
 def _tied_keys(config: VallexConfig) -> dict[str, str]:
@@ -42,7 +57,13 @@ def _tied_keys(config: VallexConfig) -> dict[str, str]:
 
 
 def read_state_dict(path: str | Path, mmap: bool = True) -> tuple[dict[str, Tensor], VallexConfig | None]:
-    """Read a state dict from ``.pt`` or ``.safetensors``; also returns a config stored in the file, if any."""
+    """Read a state dict from ``.pt`` or ``.safetensors``; also returns a config stored in the file, if any.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: one line saying why the file cannot be used (empty, damaged, not a checkpoint, or a pickle
+            that asks for Python objects other than tensors and paths, which is refused without running them).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint not found: {path}")
@@ -52,20 +73,48 @@ def read_state_dict(path: str | Path, mmap: bool = True) -> tuple[dict[str, Tens
         if CONFIG_METADATA_KEY in metadata:
             config = VallexConfig.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
         return state, config
+    return _unwrap(load_pickled_checkpoint(path, mmap=mmap), path), None
+
+
+def load_pickled_checkpoint(path: Path, mmap: bool = True) -> object:
+    """``torch.load(weights_only=True)`` of a ``.pt`` file, zip or legacy, with path objects read as pure paths.
+
+    ``mmap`` applies to zip files only (the legacy layout cannot be memory-mapped). Every failure is one
+    ``ValueError`` line; a refused payload is never run.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(len(_LEGACY_MAGIC))
+    if not head:
+        raise ValueError(f"{path} is empty (an interrupted download or copy?); fetch the file again.")
+    zipped = head.startswith(_ZIP_MAGIC)
+    if not zipped and head != _LEGACY_MAGIC:  # plain pickles never reach an unpickler
+        raise ValueError(f"{path} is not a PyTorch checkpoint (not written by torch.save, zip or legacy format); "
+                         "check that you gave the right file.")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except RuntimeError as error:
-        if mmap and "mmap" in str(error):  # legacy (non-zip) files cannot be memory-mapped
-            return read_state_dict_unmapped(path)
-        raise
-    except Exception as error:  # weights_only refusals are pickle.UnpicklingError
-        raise ValueError(
-            f"{path} could not be read safely: {error}\n"
-            "It holds Python objects that are not tensors; only {'model': state_dict} files are supported. "
-            "If you trust this file, convert it once to safetensors in a trusted environment."
-        ) from None
-    return _unwrap(payload, path), None
+        with warnings.catch_warnings():
+            # torch notes pickle protocols other than its own 2, which plain pickles use; the load is still safe.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            with torch.serialization.safe_globals(PICKLED_PATH_CLASSES):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"{path} was refused, and nothing in it was run: {_refusal_reason(error)}. A VALL-E X "
+                         "checkpoint holds only tensors, numbers, strings and paths; do not load this file.") from None
+    except Exception as error:  # noqa: BLE001 - truncated archives, foreign pickles, bad magic numbers, ...
+        raise ValueError(f"{path} could not be read as a PyTorch checkpoint ({_first_line(error)}); it is damaged, "
+                         "incomplete or another kind of file: fetch it again.") from None
+
+
+def _refusal_reason(error: pickle.UnpicklingError) -> str:
+    """The unpickler's own reason (e.g. ``Unsupported global: GLOBAL os.system ...``), without torch's advice."""
+    advice = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in str(error).splitlines()[1:]]
+    reason = " ".join(line for line in lines if line and not line.startswith(advice))
+    return reason.removeprefix("WeightsUnpickler error:").strip().rstrip(".") or _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0].split('. ')[0][:200]}" if lines else type(error).__name__
 
 
 #: safetensors dtype names -> torch dtypes (the ones a VALL-E X checkpoint can hold).
@@ -102,12 +151,17 @@ def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, st
     file_size = path.stat().st_size
     metadata = header.pop("__metadata__", None) or {}
     state: dict[str, Tensor] = {}
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object).")
     for key, info in header.items():
-        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+        try:
+            dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
+            begin, end = (int(offset) for offset in info["data_offsets"])
+            shape = tuple(int(size) for size in info["shape"])
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ValueError(f"{path}: tensor {key!r} has a malformed header entry (damaged file?).") from None
         if dtype is None:
             raise ValueError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}.")
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
         if not 0 <= begin <= end <= file_size - data_start:
             raise ValueError(f"{path}: tensor {key!r} lies outside the file (truncated download?).")
         if end == begin:
@@ -116,12 +170,6 @@ def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, st
         raw = np.memmap(path, dtype=np.uint8, mode="c", offset=data_start + begin, shape=(end - begin,))
         state[key] = torch.from_numpy(raw).view(dtype).view(shape)
     return state, metadata
-
-
-def read_state_dict_unmapped(path: Path) -> tuple[dict[str, Tensor], None]:
-    with torch.serialization.safe_globals(SAFE_GLOBALS):
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    return _unwrap(payload, path), None
 
 
 def _unwrap(payload: object, path: Path) -> dict[str, Tensor]:
