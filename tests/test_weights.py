@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import shutil
 import time
 
@@ -17,6 +18,9 @@ from vallex.cli import main as cli_main
 from vallex.weights import (
     CHECKSUMS_NAME,
     ENCODEC_CHECKPOINT,
+    SOURCES_RECORD_NAME,
+    DownloadFailedError,
+    Source,
     WeightsManager,
     WeightsNotFoundError,
     resolve_weights,
@@ -184,19 +188,28 @@ def test_the_checksum_file_catches_a_modified_file(random_dir, tmp_path, empty_c
         resolve_weights(copy)
 
 
-def test_url_download_checks_the_hash_prefix(tmp_path):
+def test_url_sources_are_tried_in_turn_and_the_sha256_is_checked(tmp_path):
     source = tmp_path / "mirror" / "encodec_24khz-d7cc33bc.th"
     source.parent.mkdir()
     source.write_bytes(b"pretend weights" * 1000)
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    good = dataclasses.replace(ENCODEC_CHECKPOINT, url=source.as_uri(), sha256_prefix=digest[:8])
+    gone = Source(url=(tmp_path / "gone" / source.name).as_uri())
+    good = dataclasses.replace(ENCODEC_CHECKPOINT, sources=(gone, Source(url=source.as_uri())), sha256=digest)
     target = tmp_path / "weights"
-    path = WeightsManager(target)._download_url(good, into=target)
+    lines = []
+    path = WeightsManager(target, report=lines.append)._download(good, into=target)
     assert path == target / "encodec_24khz-d7cc33bc.th" and path.read_bytes() == source.read_bytes()
-    bad = dataclasses.replace(good, sha256_prefix="00000000" if digest[:8] != "00000000" else "11111111")
-    (target / "encodec_24khz-d7cc33bc.th").unlink()
-    with pytest.raises(RuntimeError, match="hash"):
-        WeightsManager(target)._download_url(bad, into=target)
+    assert "(1 of 2)" in lines[0] and "failed" in lines[1] and "trying the next source" in lines[1]
+    assert "(2 of 2)" in lines[2] and digest in lines[3]
+    record = json.loads((target / SOURCES_RECORD_NAME).read_text())[good.layout_name]
+    assert record["sha256"] == digest and record["source"] == source.as_uri() and record["path"] == good.layout_name
+    assert not (target / ".vallex-download").exists()
+
+    bad = dataclasses.replace(good, sources=(Source(url=source.as_uri()),), sha256="0" * 64)
+    path.unlink()
+    with pytest.raises(DownloadFailedError) as caught:
+        WeightsManager(target, report=lines.append)._download(bad, into=target)
+    assert "hash" in caught.value.attempts[0].lower()
     assert not (target / "encodec_24khz-d7cc33bc.th").exists()
 
 
@@ -207,7 +220,8 @@ def test_unreachable_hosts_fail_fast_without_calling_the_downloaders(empty_cache
         monkeypatch.delenv(proxy, raising=False)
     closed = "http://127.0.0.1:9"  # the discard port: nothing listens there
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", closed)
-    files = tuple(dataclasses.replace(f, url=f"{closed}/{f.layout_name}") if f.url else f
+    files = tuple(dataclasses.replace(f, sources=tuple(Source(url=f"{closed}/{f.layout_name}") if s.url else s
+                                                       for s in f.sources))
                   for f in weights.WEIGHT_FILES)
     monkeypatch.setattr(weights, "WEIGHT_FILES", files)
     start = time.perf_counter()
@@ -216,7 +230,9 @@ def test_unreachable_hosts_fail_fast_without_calling_the_downloaders(empty_cache
     assert time.perf_counter() - start < 5.0
     message = str(caught.value)
     assert message.startswith("4 model file(s) not found and could not be downloaded")
-    assert message.count("cannot reach 127.0.0.1:9") == 4
+    # every source of every file was tried: VALL-E X 2, EnCodec 2, Vocos 1 + 1
+    assert message.count("cannot reach 127.0.0.1:9") == 6
+    assert "audo/vall-e-x" in message and "facebook/encodec" in message and "VALLEX_WEIGHTS_DIR" in message
 
 
 def test_unknown_component_is_a_value_error():

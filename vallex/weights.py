@@ -1,45 +1,53 @@
 """Model weights: where each file comes from, where it is kept, and how it is checked.
 
-Three models are needed (five files). Source, then the name in a weights folder (``--weights-dir``):
+Three models are needed (five files). Sources, tried in order, then the name in a weights folder
+(``--weights-dir``):
 
-* VALL-E X: Hugging Face ``Plachta/VALL-E-X``, file ``vallex-checkpoint.pt``
+* VALL-E X: the Hugging Face repositories ``Plachta/VALL-E-X`` (the original, reported gone since 2025-09), then
+  ``audo/vall-e-x`` (a public copy of the same file), file ``vallex-checkpoint.pt``
   → ``vallex-checkpoint.pt`` or ``vallex-checkpoint.safetensors`` (preferred when both are there), plus optional
-  ``vallex-config.json``
-  (model sizes; absent means the public checkpoint's).
-* EnCodec 24 kHz: ``https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th``
-  → ``encodec_24khz-d7cc33bc.th``.
+  ``vallex-config.json`` (model sizes; absent means the public checkpoint's).
+* EnCodec 24 kHz: ``https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th``, then the copy in the
+  Hugging Face repository ``facebook/encodec`` → ``encodec_24khz-d7cc33bc.th``.
 * Vocos: Hugging Face ``charactr/vocos-encodec-24khz``, files ``config.yaml`` and ``pytorch_model.bin``
   → ``vocos-encodec-24khz/config.yaml`` and ``vocos-encodec-24khz/pytorch_model.bin``.
+
+Sources of your own are tried first: ``VALLEX_CHECKPOINT_REPO`` (``owner/name[/file][@revision]``, several
+separated by commas; ``vallex download --checkpoint-repo``), ``VALLEX_VOCOS_REPO`` (``owner/name[@revision]``) and
+``VALLEX_ENCODEC_URL`` (a URL or ``owner/name[/file][@revision]``). ``HF_ENDPOINT`` (read by huggingface_hub)
+replaces the Hugging Face endpoint; ``VALLEX_HF_MIRROR`` is tried after it for each Hugging Face source.
 
 Where files are looked for:
 
 * ``weights_dir`` (``--weights-dir`` or ``$VALLEX_WEIGHTS_DIR``) if given: that folder only, in the layout
   above; nothing is downloaded into the caches. ``vallex download --weights-dir DIR`` fills such a folder.
 * otherwise the standard caches: the Hugging Face hub cache (``$HF_HOME``/``$HF_HUB_CACHE``, default
-  ``~/.cache/huggingface/hub``) and torch hub (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch``);
-  missing files are downloaded there with progress bars, unless offline (``HF_HUB_OFFLINE=1`` or
-  ``VALLEX_OFFLINE=1``), where the lookup fails at once with one message listing every missing file.
+  ``~/.cache/huggingface/hub``) and torch hub (``$TORCH_HOME/hub/checkpoints``, default ``~/.cache/torch``),
+  under each source's name, or wherever the download record (below) says an earlier download went; missing
+  files are downloaded there with progress bars, unless offline (``HF_HUB_OFFLINE=1`` or ``VALLEX_OFFLINE=1``),
+  where the lookup fails at once with one message listing every missing file.
 
-Mirrors: ``HF_ENDPOINT`` (read by huggingface_hub, e.g. ``https://hf-mirror.com``) replaces the Hugging Face
-endpoint; ``VALLEX_HF_MIRROR`` is tried after it when a download fails; ``VALLEX_ENCODEC_URL`` is tried
-after the official EnCodec URL.
-
-Integrity: EnCodec's file name carries the first 8 hex digits of its SHA-256, checked on every load as
-torch hub does. No SHA-256 is published for the VALL-E X and Vocos files, and they are not pinned either:
-they are fetched from the tip of each repository's ``main`` branch (:data:`TRACKED_REVISION`), so a change
-upstream would arrive unchecked. The VALL-E X checkpoint is read with ``weights_only=True`` and checked key
-by key and shape by shape regardless.
+Integrity: a downloaded file is checked before it is accepted, and a source whose file fails is skipped for the
+next: the VALL-E X checkpoint is read safely and checked key by key and shape by shape against the model, EnCodec
+against its published SHA-256 (also on every load), Vocos's weights and configuration for their form. No SHA-256
+is published for the VALL-E X and Vocos files, and the Hugging Face sources track each repository's ``main``
+branch (:data:`TRACKED_REVISION`). The SHA-256, size and source of every download are recorded in
+``vallex-sources.json`` in the folder that holds it (the weights folder, or the cache's root); ``vallex download
+--check`` prints them and says whether each file still matches its record.
 A folder made by ``vallex make-random-weights`` carries a checksum file with the SHA-256 of each of its files,
 which are checked instead.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
-import logging
 import os
+import re
+import shutil
+import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,17 +55,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from vallex.config import VallexConfig
 
-_LOG = logging.getLogger(__name__)
-
 #: Environment variables (documented in the module docstring).
 WEIGHTS_DIR_ENV = "VALLEX_WEIGHTS_DIR"
 OFFLINE_ENV = "VALLEX_OFFLINE"
 HF_MIRROR_ENV = "VALLEX_HF_MIRROR"
+CHECKPOINT_REPO_ENV = "VALLEX_CHECKPOINT_REPO"
+VOCOS_REPO_ENV = "VALLEX_VOCOS_REPO"
 ENCODEC_URL_ENV = "VALLEX_ENCODEC_URL"
 
 #: The checksum file of a random-weights folder (written by :func:`vallex.random_weights.make_random_weights`):
 #: the SHA-256 of every file in the folder, and ``"random": true``, which makes every use warn.
 CHECKSUMS_NAME = "vallex-weights.json"
+#: Where each download's source, size and SHA-256 are recorded (in the folder or cache root holding it).
+SOURCES_RECORD_NAME = "vallex-sources.json"
 VALLEX_CONFIG_NAME = "vallex-config.json"
 VOCOS_SUBDIR = "vocos-encodec-24khz"
 
@@ -65,6 +75,50 @@ COMPONENTS: tuple[str, ...] = ("vallex", "encodec", "vocos")
 
 NOISE_WARNING = ("These are RANDOM weights for development and tests: every output made with them is noise, "
                  "not speech.")
+
+#: The Hugging Face revision downloaded: the ``main`` branch, i.e. whatever it holds at the time, not a fixed
+#: snapshot. No commit hash could be looked up when this was written (no network); putting one here
+#: (hf_hub_download accepts either) would pin a reviewed snapshot.
+TRACKED_REVISION = "main"
+
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place a file can be downloaded from: a file of a Hugging Face repository, or a URL."""
+
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str = TRACKED_REVISION
+    url: str | None = None
+
+    def __str__(self) -> str:
+        if self.repo_id:
+            return f"huggingface.co/{self.repo_id} (file {self.filename}, revision {self.revision})"
+        return str(self.url)
+
+
+def parse_source(text: str, default_filename: str, *, allow_file: bool = True, origin: str = "source") -> Source:
+    """A :class:`Source` from ``owner/name[/path/to/file][@revision]`` or an ``http(s)://`` / ``file://`` URL.
+
+    Raises:
+        ValueError: naming ``origin`` (e.g. the environment variable) and the expected form.
+    """
+    text = text.strip()
+    if re.match(r"(https?|file)://", text):
+        return Source(url=text)
+    form = "owner/name[/file][@revision]" if allow_file else "owner/name[@revision]"
+    location, _, revision = text.partition("@")
+    parts = location.split("/")
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or default_filename
+    bad_file = not allow_file and len(parts) > 2
+    unsafe = any(part in ("", ".", "..") for part in filename.split("/")) or "\\" in filename
+    if not _REPO_ID.fullmatch(repo_id) or bad_file or unsafe or (revision and not _REVISION.fullmatch(revision)):
+        raise ValueError(f"{origin}: {text!r} is not a Hugging Face source of the form {form} or a URL "
+                         "(https://..., file://...).")
+    return Source(repo_id=repo_id, filename=filename, revision=revision or TRACKED_REVISION)
 
 
 @dataclass(frozen=True)
@@ -74,42 +128,55 @@ class WeightFile:
     component: str  # "vallex" | "encodec" | "vocos"
     description: str
     layout_name: str  # path inside a weights folder
-    repo_id: str | None = None  # Hugging Face source...
-    repo_filename: str | None = None
-    revision: str | None = None
-    url: str | None = None  # ...or a plain URL (saved into the torch hub cache)
-    sha256_prefix: str | None = None  # the known leading hex digits of the file's SHA-256
+    sources: tuple[Source, ...]  # built-in public sources, tried in order after the user's own
+    #: The environment variable with the user's own sources (comma-separated), tried first.
+    override_env: str | None = None
+    #: Whether an override may name a file (False: the repository's file of the built-in name is used).
+    override_names_file: bool = True
+    sha256: str | None = None  # the published SHA-256 (or its leading hex digits)
     #: Names in a weights folder that are tried BEFORE ``layout_name`` (e.g. a converted, pickle-free copy).
     preferred: tuple[str, ...] = ()
 
     @property
+    def default_filename(self) -> str:
+        return self.layout_name.rsplit("/", 1)[-1]
+
+    @property
     def source(self) -> str:
-        if self.repo_id:
-            return f"https://huggingface.co/{self.repo_id} (file {self.repo_filename}, revision {self.revision})"
-        return str(self.url)
+        """The built-in sources in order, for messages."""
+        return "; then ".join(str(s) for s in self.sources)
 
 
-#: The Hugging Face revision downloaded: the ``main`` branch, i.e. whatever it holds at the time, not a fixed
-#: snapshot. No commit hash could be looked up when this was written (no network); putting one here
-#: (hf_hub_download accepts either) would pin a reviewed snapshot.
-TRACKED_REVISION = "main"
+def _hf(repo_id: str, filename: str) -> Source:
+    return Source(repo_id=repo_id, filename=filename)
+
 
 VALLEX_CHECKPOINT = WeightFile(
     component="vallex", description="VALL-E X checkpoint (1.48 GB)", layout_name="vallex-checkpoint.pt",
-    repo_id="Plachta/VALL-E-X", repo_filename="vallex-checkpoint.pt", revision=TRACKED_REVISION,
+    # The original repository answers "Repository not found" since 2025-09 (reference issue #187); audo/vall-e-x
+    # is a public copy of the same file (1.48 GB, the same pickle globals). Both are checked key by key.
+    sources=(_hf("Plachta/VALL-E-X", "vallex-checkpoint.pt"), _hf("audo/vall-e-x", "vallex-checkpoint.pt")),
+    override_env=CHECKPOINT_REPO_ENV,
     preferred=("vallex-checkpoint.safetensors",),  # made by `vallex convert-checkpoint`: no pickle, mmapped
 )
 ENCODEC_CHECKPOINT = WeightFile(
     component="encodec", description="EnCodec 24 kHz (89 MB)", layout_name="encodec_24khz-d7cc33bc.th",
-    url="https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th", sha256_prefix="d7cc33bc",
+    sources=(Source(url="https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"),
+             _hf("facebook/encodec", "encodec_24khz-d7cc33bc.th")),
+    override_env=ENCODEC_URL_ENV,
+    # The file name carries the first 8 hex digits; the whole digest (93,171,529 bytes) is the one that other
+    # public projects pin for this file.
+    sha256="d7cc33bcf1aad7f2dad9836f36431530744abeace3ca033005e3290ed4fa47bf",
 )
 VOCOS_CONFIG = WeightFile(
     component="vocos", description="Vocos config", layout_name=f"{VOCOS_SUBDIR}/config.yaml",
-    repo_id="charactr/vocos-encodec-24khz", repo_filename="config.yaml", revision=TRACKED_REVISION,
+    sources=(_hf("charactr/vocos-encodec-24khz", "config.yaml"),), override_env=VOCOS_REPO_ENV,
+    override_names_file=False,
 )
 VOCOS_MODEL = WeightFile(
     component="vocos", description="Vocos weights (40 MB)", layout_name=f"{VOCOS_SUBDIR}/pytorch_model.bin",
-    repo_id="charactr/vocos-encodec-24khz", repo_filename="pytorch_model.bin", revision=TRACKED_REVISION,
+    sources=(_hf("charactr/vocos-encodec-24khz", "pytorch_model.bin"),), override_env=VOCOS_REPO_ENV,
+    override_names_file=False,
 )
 WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, VOCOS_CONFIG, VOCOS_MODEL)
 
@@ -165,15 +232,29 @@ def resolve_weights(
     return WeightsManager(weights_dir).resolve(components, download=download)
 
 
+class DownloadFailedError(RuntimeError):
+    """Every source of one file failed; ``attempts`` holds one line per source: the source and its error."""
+
+    def __init__(self, attempts: list[str]) -> None:
+        super().__init__("; ".join(attempts) or "no source to download from")
+        self.attempts = attempts
+
+
 class WeightsManager:
     """Locates, downloads and verifies model files.
 
     Args:
         weights_dir: a folder in the documented layout; default ``$VALLEX_WEIGHTS_DIR``; None: the caches.
+        checkpoint_repo: the user's own VALL-E X sources, tried first (the form of ``$VALLEX_CHECKPOINT_REPO``,
+            which it replaces).
+        report: where the progress lines of downloads go (default: standard error).
     """
 
-    def __init__(self, weights_dir: str | os.PathLike | None = None):
+    def __init__(self, weights_dir: str | os.PathLike | None = None, *, checkpoint_repo: str | None = None,
+                 report: Callable[[str], None] | None = None):
         self.weights_dir: Path | None = Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
+        self.checkpoint_repo = checkpoint_repo
+        self._report = report or _stderr_line
         # SHA-256 of files already hashed, keyed by (path, size, mtime): a 1.5 GB file is hashed once.
         self._verified: dict[tuple[str, int, int], str] = {}
         self._reachability: dict[str, str | None] = {}  # host:port -> None (reachable) or the error
@@ -192,12 +273,12 @@ class WeightsManager:
         wanted = _check_components(components)
         files = [f for f in WEIGHT_FILES if f.component in wanted]
         found: dict[str, Path] = {}  # layout name -> local path
-        missing: list[tuple[WeightFile, list[str], str | None]] = []
+        missing: list[tuple[WeightFile, list[str], list[str]]] = []
         checksums = self._checksums()
         for weight_file in files:
             path, places = self._find_local(weight_file)
             if path is None:
-                missing.append((weight_file, places, None))
+                missing.append((weight_file, places, []))
             else:
                 found[weight_file.layout_name] = path
         if missing and download and self.weights_dir is None and not is_offline():
@@ -205,8 +286,8 @@ class WeightsManager:
             for weight_file, places, _ in missing:
                 try:
                     found[weight_file.layout_name] = self._download(weight_file, into=None)
-                except Exception as error:  # noqa: BLE001 - reported together below
-                    still_missing.append((weight_file, places, _short_error(error)))
+                except DownloadFailedError as error:
+                    still_missing.append((weight_file, places, error.attempts))
             missing = still_missing
         if missing:
             raise WeightsNotFoundError(self._missing_message(missing, download))
@@ -240,17 +321,45 @@ class WeightsManager:
                 continue
             try:
                 self._download(weight_file, into=self.weights_dir)
-            except Exception as error:  # noqa: BLE001 - reported together below
-                failures.append(f"  - {weight_file.description}: {weight_file.source}: {_short_error(error)}")
+            except DownloadFailedError as error:
+                failures.append(f"  - {weight_file.description}: every source failed:")
+                failures.extend(f"      {attempt}" for attempt in error.attempts)
         if failures:
             raise WeightsNotFoundError(
-                "Some downloads failed:\n" + "\n".join(failures) + "\n" + _mirror_hint()
+                "Some downloads failed:\n" + "\n".join(failures) + "\n" + _by_hand_hint(self.weights_dir)
             )
         return self.resolve(wanted, download=False)
+
+    def sources(self, weight_file: WeightFile) -> list[Source]:
+        """Where ``weight_file`` is downloaded from, in order: the user's own sources, then the built-in ones."""
+        env = weight_file.override_env
+        text = os.environ.get(env, "") if env else ""
+        if env == CHECKPOINT_REPO_ENV and self.checkpoint_repo:
+            text = self.checkpoint_repo
+        own = [parse_source(item, weight_file.default_filename, allow_file=weight_file.override_names_file,
+                            origin=env or "source")
+               for item in (part.strip() for part in text.split(",")) if item]
+        return list(dict.fromkeys([*own, *weight_file.sources]))
 
     def status(self) -> list[tuple[WeightFile, Path | None]]:
         """(file, local path or None) for every file, without network access."""
         return [(f, self._find_local(f)[0]) for f in WEIGHT_FILES]
+
+    def record(self, weight_file: WeightFile, path: Path) -> dict | None:
+        """What was recorded when ``path`` was downloaded (source, sha256, size, downloaded), or None."""
+        for root in self._record_roots():
+            entry = _read_record(root).get(weight_file.layout_name)
+            if isinstance(entry, dict) and _recorded_path(root, entry) == path:
+                return entry
+        return None
+
+    def sha256(self, path: Path) -> str:
+        """The file's SHA-256 (hashed once per size and modification time)."""
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._verified:
+            self._verified[key] = sha256_file(path)
+        return self._verified[key]
 
     # Lookup -------------------------------------------------------------------------------------
     def _find_local(self, weight_file: WeightFile) -> tuple[Path | None, list[str]]:
@@ -262,16 +371,25 @@ class WeightsManager:
                 if candidate.is_file():
                     return candidate, []
             return None, [str(c) for c in candidates]
-        if weight_file.repo_id:
-            from huggingface_hub import constants, try_to_load_from_cache
+        from huggingface_hub import constants, try_to_load_from_cache
 
-            cached = try_to_load_from_cache(weight_file.repo_id, weight_file.repo_filename,
-                                            revision=weight_file.revision)
-            if isinstance(cached, str) and Path(cached).is_file():
-                return Path(cached), []
-            return None, [f"Hugging Face cache {constants.HF_HUB_CACHE} ({weight_file.repo_id}@{weight_file.revision})"]
-        target = _torch_hub_dir() / weight_file.layout_name
-        return (target, []) if target.is_file() else (None, [f"torch hub cache {target}"])
+        places = []
+        for source in self.sources(weight_file):
+            if source.repo_id:
+                cached = try_to_load_from_cache(source.repo_id, source.filename, revision=source.revision)
+                if isinstance(cached, str) and Path(cached).is_file():
+                    return Path(cached), []
+                places.append(f"Hugging Face cache {constants.HF_HUB_CACHE} ({source.repo_id}@{source.revision})")
+            else:
+                target = _torch_hub_dir() / weight_file.layout_name
+                if target.is_file():
+                    return target, []
+                places.append(f"torch hub cache {target}")
+        for root in self._record_roots():  # a download from a source that is no longer configured
+            entry = _read_record(root).get(weight_file.layout_name)
+            if isinstance(entry, dict) and (path := _recorded_path(root, entry)) and path.is_file():
+                return path, []
+        return None, list(dict.fromkeys(places))
 
     def _checksums(self) -> dict | None:
         """The folder's checksum file (None when there is none)."""
@@ -288,60 +406,86 @@ class WeightsManager:
 
     # Download -----------------------------------------------------------------------------------
     def _download(self, weight_file: WeightFile, into: Path | None) -> Path:
-        """Fetch one file into ``into`` (weights-folder layout) or the cache; return its path."""
-        if weight_file.repo_id:
-            return self._download_hf(weight_file, into)
-        return self._download_url(weight_file, into)
+        """Fetch one file from its sources in turn into ``into`` (weights-folder layout) or the caches.
 
-    def _download_hf(self, weight_file: WeightFile, into: Path | None) -> Path:
+        Each downloaded file is checked (:meth:`_check_download`) before it is accepted and recorded.
+
+        Raises:
+            DownloadFailedError: every source failed; one line per source.
+        """
+        sources = self.sources(weight_file)
+        attempts = []
+        for number, source in enumerate(sources, 1):
+            self._report(f"{weight_file.description}: downloading from {source} ({number} of {len(sources)})")
+            try:
+                path = self._fetch(weight_file, source, into)
+                digest = self._check_download(weight_file, path, into)
+                if into is not None:  # checked while staged: a bad file never replaces a good one
+                    path = _move_into_place(path, into / weight_file.layout_name)
+            except Exception as error:  # noqa: BLE001 - reported, then the next source
+                attempts.append(f"{source}: {_short_error(error)}")
+                more = "; trying the next source" if number < len(sources) else ""
+                self._report(f"  failed: {_short_error(error)}{more}")
+                continue
+            self._write_record(weight_file, path, source, digest, into)
+            self._report(f"  saved {path} (SHA-256 {digest})")
+            return path
+        raise DownloadFailedError(attempts)
+
+    def _fetch(self, weight_file: WeightFile, source: Source, into: Path | None) -> Path:
+        """Download from one source: into the cache, or into a staging folder of ``into``."""
+        staging = into / ".vallex-download" if into is not None else None
+        if source.repo_id:
+            return self._fetch_hf(source, staging)
+        return self._fetch_url(weight_file, source, staging)
+
+    def _fetch_hf(self, source: Source, staging: Path | None) -> Path:
         from huggingface_hub import constants, hf_hub_download
 
-        endpoints: list[str | None] = [None]  # None: HF_ENDPOINT or huggingface.co
+        endpoints: list[str | None] = [None]  # None: HF_ENDPOINT or huggingface.co, as huggingface_hub has it
         if os.environ.get(HF_MIRROR_ENV):
             endpoints.append(os.environ[HF_MIRROR_ENV])
-        local_dir = None
-        if into is not None:
-            local_dir = (into / weight_file.layout_name).parent
-        last_error: Exception | None = None
+        last_error: Exception = ConnectionError("no Hugging Face endpoint")
         for endpoint in endpoints:
+            # The endpoint probed is the one used (huggingface_hub's URL template is fixed at its import).
+            endpoint = endpoint or constants.ENDPOINT
             # huggingface_hub retries an unreachable host for ~25 s per file; a 5 s probe fails faster.
-            unreachable = self._unreachable(endpoint or constants.ENDPOINT)
+            unreachable = self._unreachable(endpoint)
             if unreachable:
                 last_error = ConnectionError(unreachable)
                 continue
             try:
-                _LOG.info("Downloading %s from %s", weight_file.description, endpoint or "the Hugging Face hub")
-                # local_dir keeps the repository file name, which is the layout name in that folder.
-                return Path(hf_hub_download(weight_file.repo_id, weight_file.repo_filename,
-                                            revision=weight_file.revision, endpoint=endpoint, local_dir=local_dir))
+                return Path(hf_hub_download(source.repo_id, source.filename, revision=source.revision,
+                                            endpoint=endpoint, local_dir=staging))
             except Exception as error:  # noqa: BLE001 - try the next endpoint
                 last_error = error
-        assert last_error is not None
         raise last_error
 
-    def _download_url(self, weight_file: WeightFile, into: Path | None) -> Path:
+    def _fetch_url(self, weight_file: WeightFile, source: Source, staging: Path | None) -> Path:
         import torch
 
-        target_dir = into if into is not None else _torch_hub_dir()
+        target_dir = staging if staging is not None else _torch_hub_dir()
         target_dir.mkdir(parents=True, exist_ok=True)
-        target = target_dir / weight_file.layout_name
-        urls = [weight_file.url] + ([os.environ[ENCODEC_URL_ENV]] if os.environ.get(ENCODEC_URL_ENV) else [])
-        last_error: Exception | None = None
-        for url in urls:
-            unreachable = self._unreachable(url)
-            if unreachable:
-                last_error = ConnectionError(unreachable)
-                continue
-            try:
-                _LOG.info("Downloading %s from %s", weight_file.description, url)
-                # Checks the SHA-256 prefix while writing to a temporary file, then renames it into place.
-                torch.hub.download_url_to_file(url, str(target), hash_prefix=weight_file.sha256_prefix,
-                                               progress=True)
-                return target
-            except Exception as error:  # noqa: BLE001 - try the mirror
-                last_error = error
-        assert last_error is not None
-        raise last_error
+        target = target_dir / weight_file.default_filename
+        unreachable = self._unreachable(str(source.url))
+        if unreachable:
+            raise ConnectionError(unreachable)
+        # Checks the SHA-256 while writing to a temporary file, then renames it into place.
+        torch.hub.download_url_to_file(str(source.url), str(target), hash_prefix=weight_file.sha256, progress=True)
+        return target
+
+    def _check_download(self, weight_file: WeightFile, path: Path, into: Path | None) -> str:
+        """Check a downloaded file for what it must be; return its SHA-256. A cached file that fails is removed."""
+        try:
+            digest = self.sha256(path)
+            if weight_file.sha256 and not digest.startswith(weight_file.sha256.lower()):
+                raise ValueError(f"SHA-256 {digest[:16]}... is not the published {weight_file.sha256[:16]}...")
+            _check_form(weight_file, path, into)
+        except Exception:
+            if into is None:
+                _discard_cached(path)
+            raise
+        return digest
 
     def _unreachable(self, url: str, timeout: float = 5.0) -> str | None:
         """None if a TCP connection to ``url``'s host opens, else why not (remembered per host)."""
@@ -362,32 +506,53 @@ class WeightsManager:
                 self._reachability[key] = f"cannot reach {key} ({error}); no network?"
         return self._reachability[key]
 
+    # Records ------------------------------------------------------------------------------------
+    def _record_roots(self) -> list[Path]:
+        if self.weights_dir is not None:
+            return [self.weights_dir]
+        from huggingface_hub import constants
+
+        return [Path(constants.HF_HUB_CACHE), _torch_hub_dir()]
+
+    def _write_record(self, weight_file: WeightFile, path: Path, source: Source, digest: str,
+                      into: Path | None) -> None:
+        """Record the download's source, size and SHA-256 in the folder (or cache root) that holds it."""
+        from vallex.files import write_text_atomic
+
+        if into is not None:
+            root = into
+        else:
+            root = next((r for r in self._record_roots() if path.absolute().is_relative_to(r.absolute())),
+                        path.parent)
+        records = _read_record(root)
+        stored = path.absolute().relative_to(root.absolute()) if path.absolute().is_relative_to(root.absolute()) \
+            else path.absolute()
+        records[weight_file.layout_name] = {
+            "path": stored.as_posix(), "source": str(source), "sha256": digest, "size": path.stat().st_size,
+            "downloaded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(root / SOURCES_RECORD_NAME, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+
     # Verification -------------------------------------------------------------------------------
     def _verify(self, weight_file: WeightFile, path: Path, checksums: dict | None) -> None:
-        """Check the file's SHA-256 against the checksum file (random weights) or the published prefix."""
+        """Check the file's SHA-256 against the checksum file (random weights) or the published one."""
         expected = None
         if checksums is not None:
             expected = checksums.get("sha256", {}).get(path.relative_to(self.weights_dir).as_posix())
         if expected is None and not (checksums and checksums.get("random")):
-            expected = weight_file.sha256_prefix
+            expected = weight_file.sha256
         if not expected:
             return
-        actual = self._sha256(path)
+        actual = self.sha256(path)
         if not actual.startswith(expected.lower()):
             raise ValueError(
                 f"Checksum mismatch for {path}: SHA-256 {actual[:16]}... does not start with {expected[:16]}. "
                 "The file is damaged or not the expected one; delete it and download it again."
             )
 
-    def _sha256(self, path: Path) -> str:
-        stat = path.stat()
-        key = (str(path), stat.st_size, stat.st_mtime_ns)
-        if key not in self._verified:
-            self._verified[key] = sha256_file(path)
-        return self._verified[key]
-
     # Messages -----------------------------------------------------------------------------------
-    def _missing_message(self, missing: list[tuple[WeightFile, list[str], str | None]], download: bool) -> str:
+    def _missing_message(self, missing: list[tuple[WeightFile, list[str], list[str]]], download: bool) -> str:
         if self.weights_dir is not None:
             why = f"in the weights folder {self.weights_dir} (set by --weights-dir or {WEIGHTS_DIR_ENV})"
         elif is_offline():
@@ -397,23 +562,90 @@ class WeightsManager:
         else:
             why = "and could not be downloaded"
         lines = [f"{len(missing)} model file(s) not found {why}:"]
-        for weight_file, places, error in missing:
+        for weight_file, places, attempts in missing:
             lines.append(f"  - {weight_file.description}: {weight_file.layout_name}")
             lines.append(f"      looked in: {'; '.join(places)}")
-            lines.append(f"      source: {weight_file.source}")
-            if error:
-                lines.append(f"      download error: {error}")
+            if attempts:
+                lines.append("      tried, in order:")
+                lines.extend(f"        {attempt}" for attempt in attempts)
+            else:
+                lines.append(f"      sources: {'; then '.join(str(s) for s in self.sources(weight_file))}")
         lines.append("How to provide them:")
         if self.weights_dir is not None:
             lines.append(f"  * copy each file to {self.weights_dir}/<name shown above> "
                          f"(or run `vallex download --weights-dir {self.weights_dir}` with network access);")
         else:
             lines.append("  * run `vallex download` once with network access (fills the caches), or")
-            lines.append(f"  * put the files in a folder with the names shown above and pass --weights-dir DIR or "
-                         f"set {WEIGHTS_DIR_ENV}=DIR;")
-        lines.append("  * " + _mirror_hint())
+        lines.append("  * " + _by_hand_hint(self.weights_dir))
+        lines.append(f"  * another public copy: set {CHECKPOINT_REPO_ENV}=owner/name[/file][@revision] "
+                     f"({VOCOS_REPO_ENV}, {ENCODEC_URL_ENV} likewise); {_mirror_hint()}")
         lines.append("  * for offline development only: `vallex make-random-weights DIR` (outputs are noise).")
         return "\n".join(lines)
+
+
+def _check_form(weight_file: WeightFile, path: Path, into: Path | None) -> None:
+    """Raise ValueError unless ``path`` is what ``weight_file`` must be (checkpoint keys and shapes, Vocos forms)."""
+    if weight_file.component == "vallex":
+        import torch
+
+        from vallex.checkpoint import check_state_dict, read_state_dict
+        from vallex.config import VallexConfig
+        from vallex.model import VallexModel
+
+        config_file = (into / VALLEX_CONFIG_NAME) if into is not None else None
+        config = VallexConfig.from_json(config_file) if config_file and config_file.is_file() else None
+        state, stored = read_state_dict(path)
+        with torch.device("meta"):
+            model = VallexModel(config or stored or VallexConfig.public())
+        check_state_dict(state, model, source=str(path))
+    elif weight_file.layout_name.endswith(".yaml"):
+        import yaml
+
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or not {"backbone", "head"} <= set(config):
+            raise ValueError(f"{path} is not a Vocos configuration (no backbone and head sections).")
+    elif weight_file.component == "vocos":
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path} is not a Vocos state dict of tensors.")
+
+
+def _move_into_place(staged: Path, target: Path) -> Path:
+    """Move a checked download from the staging folder to its layout name, and remove the staging folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, target)
+    staging = next(p for p in staged.parents if p.name == ".vallex-download")
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _discard_cached(path: Path) -> None:
+    """Remove a rejected file from the cache (for the Hugging Face cache: its snapshot link and blob)."""
+    blob = path.resolve()
+    for item in {path, blob}:
+        try:
+            item.unlink()
+        except OSError:
+            pass
+
+
+def _read_record(root: Path) -> dict:
+    try:
+        records = json.loads((root / SOURCES_RECORD_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _recorded_path(root: Path, entry: dict) -> Path | None:
+    stored = entry.get("path")
+    return (root / stored) if isinstance(stored, str) and stored else None
+
+
+def _stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -451,3 +683,10 @@ def _short_error(error: Exception) -> str:
 def _mirror_hint() -> str:
     return (f"behind a firewall: set HF_ENDPOINT (or {HF_MIRROR_ENV}) to a Hugging Face mirror, e.g. "
             f"https://hf-mirror.com, and {ENCODEC_URL_ENV} to a copy of {ENCODEC_CHECKPOINT.layout_name};")
+
+
+def _by_hand_hint(weights_dir: Path | None) -> str:
+    folder = weights_dir or "DIR"
+    return (f"by hand: get each file from any copy you trust, put it in {folder} under the name shown "
+            f"(`vallex download --help` shows the layout) and set {WEIGHTS_DIR_ENV}={folder} (or --weights-dir); "
+            "the VALL-E X checkpoint is checked key by key when loaded, EnCodec by its SHA-256;")

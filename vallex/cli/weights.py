@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vallex.weights import COMPONENTS  # cheap: the weights module imports no model code
+from vallex.weights import (  # cheap: the weights module imports no model code
+    CHECKPOINT_REPO_ENV,
+    COMPONENTS,
+    ENCODEC_URL_ENV,
+    HF_MIRROR_ENV,
+    SOURCES_RECORD_NAME,
+    VOCOS_REPO_ENV,
+)
+
+if TYPE_CHECKING:
+    from vallex.weights import WeightsManager
 
 _LAYOUT = """weights folder layout (--weights-dir / $VALLEX_WEIGHTS_DIR):
   DIR/vallex-checkpoint.pt                 VALL-E X, {"model": state_dict} (or vallex-checkpoint.safetensors)
@@ -22,14 +33,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "download",
         help="fetch the VALL-E X, EnCodec and Vocos weights",
         description="Download the model files (with progress bars) into the standard caches, or into "
-        "--weights-dir in the layout below. Mirrors: HF_ENDPOINT / VALLEX_HF_MIRROR for Hugging Face files, "
-        "VALLEX_ENCODEC_URL for EnCodec.",
+        "--weights-dir in the layout below. Each file's public sources are tried in order, each download is "
+        "checked (the checkpoint key by key, EnCodec by its SHA-256) and its source and SHA-256 recorded in "
+        f"{SOURCES_RECORD_NAME}. Your own sources are tried first: --checkpoint-repo / ${CHECKPOINT_REPO_ENV}, "
+        f"${VOCOS_REPO_ENV}, ${ENCODEC_URL_ENV}. Mirrors: HF_ENDPOINT / {HF_MIRROR_ENV} for Hugging Face files.",
         **_LAYOUT_EPILOG,
     )
     download.add_argument("--weights-dir", type=Path, help="download into this folder instead of the caches")
     download.add_argument("--only", nargs="+", choices=COMPONENTS,
                           help="download only these models")
-    download.add_argument("--check", action="store_true", help="only report which files are present (no network)")
+    download.add_argument("--checkpoint-repo", metavar="OWNER/NAME[/FILE][@REV]",
+                          help=f"a copy of vallex-checkpoint.pt to try first (replaces ${CHECKPOINT_REPO_ENV}; "
+                          "several separated by commas)")
+    download.add_argument("--check", action="store_true",
+                          help="report each file's path, source and SHA-256, and whether it still matches what was "
+                          "recorded when it was downloaded (no network)")
     download.add_argument("--force", action="store_true", help="download again even if present")
     download.set_defaults(func=run_download)
 
@@ -51,21 +69,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_download(args: argparse.Namespace) -> int:
     from vallex.weights import WeightsManager
 
-    manager = WeightsManager(args.weights_dir)
+    manager = WeightsManager(args.weights_dir, checkpoint_repo=args.checkpoint_repo)
     components = args.only or list(COMPONENTS)
     if args.check:
-        missing = 0
-        for weight_file, path in manager.status():
-            if weight_file.component not in components:
-                continue
-            missing += path is None
-            print(f"{'ok     ' if path else 'MISSING'} {weight_file.description:32s} {path or weight_file.source}")
-        return 1 if missing else 0
+        return _check(manager, components)
     paths = manager.download(components, force=args.force)
     for name in ("vallex", "encodec", "vocos_config", "vocos_model"):
         if getattr(paths, name) is not None:
             print(f"{name:13s} {getattr(paths, name)}")
     return 0
+
+
+def _check(manager: WeightsManager, components: list[str]) -> int:
+    """Print each file's state, path, source and SHA-256; 1 when one is missing or differs from its record."""
+    problems = 0
+    for weight_file, path in manager.status():
+        if weight_file.component not in components:
+            continue
+        if path is None:
+            problems += 1
+            sources = "; then ".join(str(s) for s in manager.sources(weight_file))
+            print(f"MISSING  {weight_file.description}\n         sources: {sources}")
+            continue
+        record = manager.record(weight_file, path)
+        digest = manager.sha256(path)
+        if record is None:
+            state, source = "ok     ", "not recorded (placed by hand or downloaded before records were kept)"
+        elif record.get("sha256") == digest:
+            state, source = "ok     ", f"{record.get('source')} (downloaded {record.get('downloaded')})"
+        else:
+            problems += 1
+            state = "CHANGED"
+            source = f"{record.get('source')}; recorded SHA-256 {record.get('sha256')}: the file changed since"
+        print(f"{state}  {weight_file.description}\n         path:    {path}\n         source:  {source}\n"
+              f"         sha256:  {digest}")
+    return 1 if problems else 0
 
 
 def run_make_random_weights(args: argparse.Namespace) -> int:
