@@ -46,7 +46,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q -e '.[app]'
 	$(BIN)/python -m pip check
 	touch $(STAMP)
 

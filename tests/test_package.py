@@ -117,3 +117,33 @@ def test_library_imports_form_no_cycle():
 def test_the_cycle_finder_reports_the_path():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_library_installs_without_gradio_and_the_app_extra_brings_the_spaces_version():
+    """`pip install .` reads requirements.txt (no gradio); the app extra pins the Space's sdk_version."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
+    requirements = [line.split("#")[0].strip() for line in (root / "requirements.txt").read_text().splitlines()]
+    names = [re.split(r"[<>=!~\[; ]", line)[0].lower() for line in requirements if line]
+    assert "torch" in names and "gradio" not in names
+    sdk = re.search(r"^sdk_version: (\S+)$", (root / "README.md").read_text(encoding="utf-8"), re.M).group(1)
+    assert pyproject["project"]["optional-dependencies"]["app"] == [f"gradio=={sdk}"]
+
+
+def test_app_py_without_gradio_says_how_to_install_it():
+    """Run app.py with gradio hidden: one line naming the extra, no traceback."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    hide = ("import sys, importlib.util as u; real = u.find_spec; "
+            "u.find_spec = lambda n, *a: None if n == 'gradio' else real(n, *a); "
+            f"sys.argv = ['app.py']; exec(compile(open({str(root / 'app.py')!r}).read(), 'app.py', 'exec'), "
+            "{'__name__': '__main__'})")
+    out = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60, cwd=root)
+    assert out.returncode == 1 and "pip install 'vallex[app]'" in out.stderr and "Traceback" not in out.stderr
