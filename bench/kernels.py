@@ -33,8 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vallex.config import VallexConfig  # noqa: E402
 from vallex.cpu_features import cpu_features  # noqa: E402
-from vallex.fastpath import inference_function, matmul_attention, use_onednn_float32_linears  # noqa: E402
-from vallex.precision import LINEAR_KERNELS, OneDNNBf16Linear, int8_linear, runnable_kernel  # noqa: E402
+from vallex.fastpath import matmul_attention  # noqa: E402
+from vallex.kernels import (  # noqa: E402
+    OneDNNBf16Linear,
+    inference_function,
+    int8_linear,
+    use_onednn_float32_linears,
+)
+from vallex.precision import LINEAR_KERNELS, runnable_kernel  # noqa: E402
 
 ROWS = (1, 8, 605)
 BASELINE = "onednn-fp32"

@@ -21,7 +21,7 @@ than the reference *on this machine*", which the reference's numbers from anothe
   the whole row;
 * every large Linear goes through ``F.linear`` (torch's default CPU kernel: MKL on x86), as the
   reference's ``nn.Linear`` does, where our inference uses oneDNN's float32 kernel
-  (:class:`vallex.fastpath.OneDNNFloat32Linear`).
+  (:class:`vallex.kernels.OneDNNFloat32Linear`).
 
 Gradients are off with ``torch.no_grad`` as in the reference's ``generate_audio`` (ours runs under
 ``inference_mode``). Only eval-mode no-ops are left out (``nn.Dropout`` calls, ``nn.Identity`` prenets);

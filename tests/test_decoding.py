@@ -169,8 +169,7 @@ def test_one_frame_step_rejects_what_it_cannot_run(model):
 def test_inference_functions_compute_what_the_layers_compute():
     from torch.nn import Linear
 
-    from vallex.fastpath import inference_function
-    from vallex.precision import int8_linear
+    from vallex.kernels import inference_function, int8_linear
 
     torch.manual_seed(0)
     x = torch.randn(3, 5, 24)

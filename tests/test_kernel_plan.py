@@ -11,7 +11,13 @@ from torch import nn
 from vallex.config import VallexConfig
 from vallex.cpu_features import CPU_CLASSES, TorchCPUView, cpu_features, features_from_cpuinfo
 from vallex.decoding import generate, language_ids
-from vallex.fastpath import install, use_onednn_float32_linears
+from vallex.fastpath import install
+from vallex.kernels import (
+    OneDNNBf16Linear,
+    onednn_bf16_linear_available,
+    onednn_int8_available,
+    use_onednn_float32_linears,
+)
 from vallex.model import VallexModel
 from vallex.precision import (
     CPU_KERNEL_TABLE,
@@ -19,7 +25,6 @@ from vallex.precision import (
     MEASURED_PLANS,
     MEASURED_SPEED,
     KernelPlan,
-    OneDNNBf16Linear,
     _quantize_decoder_linears,
     apply_precision,
     auto_precision_for_cpu,
@@ -29,8 +34,6 @@ from vallex.precision import (
     kernel_plan,
     kernels_in_use,
     normalize_precision,
-    onednn_bf16_linear_available,
-    onednn_int8_available,
     resolve_precision,
     runnable_kernel,
 )

@@ -8,19 +8,23 @@ from torch import nn
 from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, generate, language_ids, nar_decode
-from vallex.fastpath import FastAttention, OneDNNFloat32Linear, onednn_float32_linear_available
-from vallex.model import VallexModel
-from vallex.precision import (
+from vallex.fastpath import FastAttention
+from vallex.kernels import (
+    OneDNNFloat32Linear,
     OneDNNInt8Linear,
-    apply_precision,
-    cpu_has_native_bfloat16,
     fbgemm_int8_linear_class,
     int8_linear,
+    onednn_float32_linear_available,
+    onednn_int8_available,
+)
+from vallex.model import VallexModel
+from vallex.precision import (
+    apply_precision,
+    cpu_has_native_bfloat16,
     is_quantized,
     kernel_plan,
     kernels_in_use,
     normalize_precision,
-    onednn_int8_available,
 )
 
 
@@ -195,7 +199,7 @@ def test_trimmed_last_layer_equals_full_computation(tiny_path):
 
 
 def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
-    from vallex.fastpath import use_onednn_float32_linears
+    from vallex.kernels import use_onednn_float32_linears
 
     if not onednn_float32_linear_available():
         pytest.fail("oneDNN's float32 Linear is missing from this x86 torch build")
@@ -255,7 +259,7 @@ def test_adaptive_norm_folds_its_stage_affine_once_until_the_weights_change():
 def test_cpu_models_let_malloc_keep_activation_buffers(tiny_path):
     import sys
 
-    from vallex.precision import keep_freed_memory_for_reuse
+    from vallex.memory import keep_freed_memory_for_reuse
 
     keep_freed_memory_for_reuse.cache_clear()
     apply_precision(load_model(tiny_path), "float32", "cpu")

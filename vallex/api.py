@@ -155,7 +155,7 @@ class VallEX:
             num_threads: torch intra-op threads (CPU).
             presets_dir: folder of named ``.npz`` voice presets.
             tune_malloc: on CPU, let glibc's malloc keep freed activation buffers for reuse (a process-wide
-                setting, :func:`vallex.precision.keep_freed_memory_for_reuse`; without it each NAR layer
+                setting, :func:`vallex.memory.keep_freed_memory_for_reuse`; without it each NAR layer
                 faults its buffers in afresh). False leaves the process's malloc as it is.
         """
         from vallex.checkpoint import load_model

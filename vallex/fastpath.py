@@ -2,103 +2,29 @@
 
 :mod:`vallex.model` is the architecture in plain modules (``nn.Linear``, torch's attention, the two-step
 adaptive norm). Everything here exists only for speed, and :func:`install` puts it on a loaded model
-(:func:`vallex.precision.apply_precision` calls it for every precision, per its kernel plan):
+(:func:`vallex.precision.apply_precision` calls it for every precision, per its kernel plan; the Linear
+kernels it chooses are in :mod:`vallex.kernels`):
 
-* :class:`OneDNNFloat32Linear` — float32 ``nn.Linear`` on oneDNN's kernel instead of MKL's (x86 CPUs), without
-  gradients only; the same parameters and state-dict keys (the module's class is swapped in place);
 * :class:`FastAttention` — torch's fused attention, but two matmuls for 16-bit tensors on CPU (where the fused
   kernel is slower), optionally computing in another dtype (the int8 plan's bfloat16 NAR attention);
 * :class:`FoldedAdaptiveLayerNorm` — each NAR stage's adaptive norm as one ``layer_norm`` whose affine
   folds in the stage's scale and shift, computed once per stage;
 * :class:`KVCache` and :class:`OneFrameStep` — the AR's preallocated key/value cache, and one AR step with
-  the per-call Python of the module path hoisted out of the loop (:func:`inference_function`).
+  the per-call Python of the module path hoisted out of the loop (:func:`vallex.kernels.inference_function`).
 
 How much each saves, and on which machine, is in bench/README.md. Every path computes what the plain module
 computes, up to float32 rounding (the golden parity tests run both).
 """
 from __future__ import annotations
 
-import functools
-import platform
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vallex.kernels import inference_function
 from vallex.model import LAYER_NORM_EPS, AdaptiveLayerNorm, Decoder, LayerNorm, MultiheadSelfAttention, VallexModel
-
-# Linear layers -----------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def onednn_float32_linear_available() -> bool:
-    """Whether oneDNN's float32 Linear runs here (x86 torch builds with oneDNN); checked once, on first use."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        x, weight, bias = torch.ones(2, 3), torch.ones(4, 3), torch.ones(4)
-        out = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return bool(torch.equal(out, torch.full((2, 4), 4.0)))
-
-
-class OneDNNFloat32Linear(nn.Linear):
-    """``nn.Linear`` whose float32 CPU inference runs on oneDNN (why: MKL's kernel measured slower on x86).
-
-    Same parameters and keys; anything with gradients, other dtypes and other devices take ``F.linear``.
-    Made from an ``nn.Linear`` with :func:`use_onednn_float32_linears`.
-    """
-
-    def forward(self, x: Tensor) -> Tensor:  # [..., in] -> [..., out]
-        if (x.dtype == torch.float32 and x.device.type == "cpu" and self.weight.dtype == torch.float32
-                and not torch.is_grad_enabled()):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return F.linear(x, self.weight, self.bias)
-
-    def inference_function(self) -> Callable[[Tensor], Tensor]:
-        """This layer as a plain function for repeated no-grad calls (see :func:`inference_function`)."""
-        weight, bias = self.weight, self.bias
-        if weight.dtype == torch.float32 and weight.device.type == "cpu":
-            op = torch.ops.mkldnn._linear_pointwise
-            return lambda x: op(x, weight, bias, "none", [], "")
-        return functools.partial(F.linear, weight=weight, bias=bias)
-
-
-def use_onednn_float32_linears(model: nn.Module) -> int:
-    """Run every float32 CPU ``nn.Linear`` of ``model`` on oneDNN (:class:`OneDNNFloat32Linear`); returns how many.
-
-    Does nothing where oneDNN's float32 Linear is missing. Tied weights stay tied (the modules keep their
-    parameters; only their class changes).
-    """
-    if not onednn_float32_linear_available():
-        return 0
-    count = 0
-    for module in model.modules():
-        if (type(module) is nn.Linear and module.weight.dtype == torch.float32
-                and module.weight.device.type == "cpu"):
-            module.__class__ = OneDNNFloat32Linear
-            count += 1
-    return count
-
-
-def inference_function(module: nn.Module) -> Callable[[Tensor], Tensor]:
-    """``module``'s forward as a plain function, for hot loops that call it many times without gradients.
-
-    Modules that can skip ``nn.Module.__call__`` and their per-call checks say how through an
-    ``inference_function()`` method (:class:`OneDNNFloat32Linear`, the int8 Linears of :mod:`vallex.precision`);
-    a plain ``nn.Linear`` becomes ``F.linear`` with its weights bound; any other module is returned as it is.
-    Resolve it again after the module's weights or dtype change.
-    """
-    make = getattr(module, "inference_function", None)
-    if callable(make):
-        return make()
-    if type(module) is nn.Linear:
-        return functools.partial(F.linear, weight=module.weight, bias=module.bias)
-    return module
-
 
 # Attention ---------------------------------------------------------------------------------------------------
 
@@ -208,7 +134,7 @@ def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = Non
     (None: :func:`kv_cache_dtype`'s default); a 16-bit one attends through torch's fused kernel.
 
     :func:`vallex.precision.apply_precision` calls it, and chooses the Linears' kernels (e.g.
-    :func:`use_onednn_float32_linears`) by its kernel plan.
+    :func:`vallex.kernels.use_onednn_float32_linears`) by its kernel plan.
     """
     fold_adaptive_norms(model)
     model.ar_cache_dtype = ar_cache_dtype

@@ -1,87 +1,20 @@
-"""Inference precisions: float32 (parity), bfloat16/float16 weights and compute, int8 Linear weights.
+"""Inference precisions and the kernel plan: which kernel runs each part of the model, per CPU class.
 
-Where the time goes (bench/inference.py, 2 CPU cores): an AR step reads every AR decoder weight once, so
-its cost is set by the bytes of those weights (0.6 GB in float32), and a NAR stage is ~600-row matrix
-products. Halving or quartering the weight bytes is the lever:
+Precisions: ``"float32"`` (the reference's arithmetic; golden parity holds only here), ``"bfloat16"`` /
+``"float16"`` (every parameter and activation in 16 bits; float16 is for CUDA), ``"int8"`` (CPU only: the
+decoders' attention and feed-forward Linears in int8, activations quantised per call, float32 elsewhere) and
+``"auto"`` (:func:`resolve_precision`: the fastest measured for this CPU class, :data:`MEASURED_SPEED`).
 
-* ``"float32"`` — the reference's arithmetic; golden parity holds only here. On x86 its Linears run on
-  oneDNN's float32 kernel rather than MKL's (:class:`vallex.fastpath.OneDNNFloat32Linear`): one decoder's 48
-  Linears at one
-  row take 27.7 ms instead of 42.9 ms.
-* ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
-  float32 on CPU unless the kernel plan says bfloat16, see :func:`vallex.fastpath.model_cache_dtype`).
-  float16 is the choice on CUDA. On CPU, bfloat16 pays only with AVX512-BF16/AMX (measure with
-  bench/inference.py); float16 is slow there.
-* ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears get int8 weights (symmetric,
-  one scale per output channel) and activations quantised per call (per tensor); float32 everywhere else
-  (embeddings, norms and their stage projections, attention scores, output heads). Two torch kernels, each
-  where it measured fastest (bench/inference.py, 2 cores, the 48 Linears of one decoder):
-
-  - the AR decoder (one row per step) uses fbgemm's dynamic Linear (``torch.ao``): 7.3 ms per step, the
-    memory-bandwidth floor for 151 M int8 weights (oneDNN: 8.2 ms);
-  - the NAR decoder (~600 rows per stage) uses oneDNN's int8 Linear (``torch.ops.onednn.qlinear_pointwise``,
-    the kernel torch.compile's x86 int8 path calls) on uint8 activations: 224 ms vs fbgemm's 283 ms, and with
-    8-bit instead of fbgemm's 7-bit activations its outputs are twice as close to float32. Where that op
-    is missing (non-x86 builds) the NAR uses fbgemm too.
-  - the NAR's attention (q, k, v, scores, weights) runs in bfloat16 on CPUs with native bfloat16
-    (:func:`cpu_has_native_bfloat16`: AVX512-BF16 or AMX-BF16 in the CPU flags and oneDNN's bf16 support;
-    oneDNN's check alone also counts AVX-512 CPUs that only emulate bf16): 0.41 vs 0.47 s per stage, and the NAR
-    output's
-    deviation from float32 unchanged (0.639 % relative, dominated by the int8 Linears). The AR keeps float32
-    attention over a float32 cache on this class: a bfloat16 cache measured slower per step there (14.2 vs
-    11.9 ms; on AMX it is faster, below).
-
-  torchao 0.18's eager int8 configs measured 8-10x slower at batch 1 on this CPU (weight-only 78 ms,
-  dynamic 68 ms vs 6.8 ms), so torch's own kernels are used and torchao is not a dependency.
-
-All of the above was measured on the CPU class ``x86-avx512-bf16-vnni`` (an AMD EPYC with AVX512-VNNI
-and AVX512-BF16, no AMX). Which kernel runs each part of the model on each CPU class
-(:mod:`vallex.cpu_features`) is decided here, in :data:`CPU_KERNEL_TABLE`, and :func:`kernel_plan` gives
-it as a :class:`KernelPlan` (what :func:`apply_precision` does; :func:`kernels_in_use` reads back what a
-converted model runs). On the AMD class the table is exactly the choices above.
-
-On an Intel Xeon with AMX (``x86-amx``; measured with bench/kernels.py and bench/inference.py, 2 threads,
-bench/results/*x86-amx*.json) the table differs in four places, each measured there:
-
-* float32 Linears on torch's own ``F.linear`` (MKL), not oneDNN: the full run's float32 total 12.5 vs 14.3 s
-  (AR 24.5 vs 28.8 ms/step, NAR 4.8 vs 5.3 s); there MKL is the faster float32 kernel at one row and at
-  605 (48 Linears: 19.1 vs 21.1 ms, 536 vs 603 ms), though not at 8 rows (49 vs 35 ms);
-* bfloat16 Linears prepacked once into oneDNN's blocked layout (:class:`OneDNNBf16Linear`), the layout
-  AMX's tile kernels read: 48 Linears 11.4 vs 15.4 ms at one row, 11.3 vs 16.4 ms at 8, on a par at 605;
-* the AR's KV cache in bfloat16, attended by torch's fused kernel (``ar_attention="sdpa-bf16"``,
-  :func:`vallex.fastpath.model_cache_dtype`): an AR step reads the whole cache, and half the bytes
-  measured 0.80 vs 1.26 ms per step for 12 layers at 455 positions, 9.2 vs 17.5 ms at batch 8;
-* the NAR's attention in bfloat16 on the fused kernel (``sdpa-bf16``) instead of two matmuls: 37 vs 44 ms
-  per stage at 605 positions (in the full NAR the matmul path's bfloat16 softmax alone took a fifth of the time).
-
-The int8 Linears stay as on the AMD machine: AR on fbgemm (48 Linears at one row 4.4 ms vs oneDNN's 7.3),
-NAR on oneDNN (AMX-INT8 tiles: 85 ms at 605 rows vs fbgemm's 182). The fidelity of the AMX plan equals
-the AMD plan's on the same machine (bench/results/fidelity-x86-amx.json: e.g. int8 trained-model AR / NAR
-top-1 99.66 % / 99.85 % with either plan).
-
-On CPUs without native bfloat16 (``x86-avx512-vnni``, ``x86-avx512``, ``x86-avx2``) the int8 NAR attention
-stays float32 (oneDNN would emulate bfloat16 there), and without VNNI (``x86-avx512``, ``x86-avx2``) the
-int8 NAR Linears use fbgemm: their 8-bit multiply-adds (``vpmaddubsw``) saturate at int16 for full 8-bit
-activations, which fbgemm's 7-bit ones avoid. Both unmeasured, expected.
-
-``VALLEX_DTYPE=auto`` / ``dtype="auto"`` (:func:`resolve_precision`) picks the precision measured fastest
-for this CPU class (:data:`MEASURED_SPEED`), a labelled best guess for classes never measured
-(:data:`GUESSED_PRECISION`), float16 on CUDA and float32 elsewhere. The app and ``vallex synthesize``
-default to it; the Python API's default stays float32, the precision that reproduces the reference's codes.
-
-``apply_precision`` converts a loaded model in place; the output heads and embeddings (the tied NAR
-predictors included) keep float32 under int8, so sampling and argmax see full-precision logits. It also puts
-the inference fast paths on (:mod:`vallex.fastpath`), float32 included. With ``tune_malloc=True`` (what
-``VallEX.from_pretrained`` passes) it lets malloc keep freed activation buffers (:func:`keep_freed_memory_for_reuse`),
-a process-wide setting it never changes unasked.
+The kernel plan is :data:`CPU_KERNEL_TABLE`, one row per CPU class (:mod:`vallex.cpu_features`) and
+precision; :func:`kernel_plan` reads it (with fallbacks for kernels a torch build lacks) and
+:func:`apply_precision` follows it. Why each choice: an AR step reads every AR weight once (its cost is set by
+weight bytes), a NAR stage is ~600-row matrix products (compute), and each row of the table is what measured
+fastest for that part on that class; the measurements are in bench/README.md ("Kernel choices per CPU class").
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import functools
 import logging
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,17 +22,24 @@ from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from vallex.cpu_features import CPU_CLASSES, CPUFeatures, cpu_features
-from vallex.fastpath import (
-    FastAttention,
+from vallex.fastpath import FastAttention, install, model_cache_dtype
+from vallex.kernels import (
+    AR_ROWS_HINT,
+    NAR_ROWS_HINT,
+    OneDNNBf16Linear,
     OneDNNFloat32Linear,
-    install,
-    model_cache_dtype,
+    OneDNNInt8Linear,
+    fbgemm_int8_linear_class,
+    int8_linear,
+    onednn_bf16_linear_available,
     onednn_float32_linear_available,
+    onednn_int8_available,
     use_onednn_float32_linears,
 )
+from vallex.memory import keep_freed_memory_for_reuse
 from vallex.model import VallexModel
 
 _LOG = logging.getLogger(__name__)
@@ -258,7 +198,7 @@ def resolve_precision(
 # Kernel plans: which kernel runs each part, per CPU class --------------------------------------------
 #: The Linear kernels a plan can name (the decoders' attention and feed-forward Linears).
 LINEAR_KERNELS: dict[str, str] = {
-    "onednn-fp32": "float32 on oneDNN's Linear (vallex.fastpath.OneDNNFloat32Linear, x86 builds)",
+    "onednn-fp32": "float32 on oneDNN's Linear (vallex.kernels.OneDNNFloat32Linear, x86 builds)",
     "aten-fp32": "float32 F.linear (torch's BLAS)",
     "aten-bf16": "bfloat16 F.linear (on x86: oneDNN's matmul, weights in torch's plain layout)",
     "onednn-bf16-packed": "bfloat16 on oneDNN's Linear, weights prepacked once (OneDNNBf16Linear)",
@@ -277,44 +217,53 @@ ATTENTION_KERNELS: dict[str, str] = {
 }
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
-#: Per CPU class and CPU precision: (AR Linears, NAR Linears, AR attention, NAR attention). The AR's attention
-#: names its KV cache's dtype (vallex.fastpath.model_cache_dtype): sdpa-fp32 a float32 cache, sdpa-bf16 bfloat16.
-#: float32 Linears run on oneDNN where this build has it (else F.linear); float32 stays exact either way.
-_X86_NO_BF16_PLANS = {
-    "float32": ("onednn-fp32", "onednn-fp32", "sdpa-fp32", "sdpa-fp32"),
-    "bfloat16": ("aten-bf16", "aten-bf16", "sdpa-fp32", "matmul-bf16"),
-    "float16": ("aten-fp16", "aten-fp16", "sdpa-fp32", "matmul-fp16"),
-}
-_PLAIN_PLANS = {
-    "float32": ("aten-fp32", "aten-fp32", "sdpa-fp32", "sdpa-fp32"),
-    "bfloat16": ("aten-bf16", "aten-bf16", "sdpa-fp32", "matmul-bf16"),
-    "float16": ("aten-fp16", "aten-fp16", "sdpa-fp32", "matmul-fp16"),
-    "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32"),
-}
+#: The kernel plan: per CPU class and CPU precision, (AR Linears, NAR Linears, AR attention, NAR attention).
+#: The AR's attention names its KV cache's dtype (vallex.fastpath.model_cache_dtype): sdpa-fp32 a float32
+#: cache, sdpa-bf16 a bfloat16 one. Rows of measured classes are what measured fastest (bench/README.md);
+#: the others are reasoned there. Kernels a torch build lacks fall back (:func:`runnable_kernel`).
+_PLAN_ROWS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    # CPU class             precision   AR Linears            NAR Linears           AR attention NAR attention
+    ("x86-avx512-bf16-vnni", "float32",  "onednn-fp32",        "onednn-fp32",        "sdpa-fp32", "sdpa-fp32"),
+    ("x86-avx512-bf16-vnni", "bfloat16", "aten-bf16",          "aten-bf16",          "sdpa-fp32", "matmul-bf16"),
+    ("x86-avx512-bf16-vnni", "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("x86-avx512-bf16-vnni", "int8",     "fbgemm-int8",        "onednn-int8",        "sdpa-fp32", "matmul-bf16"),
+    ("x86-amx",              "float32",  "aten-fp32",          "aten-fp32",          "sdpa-fp32", "sdpa-fp32"),
+    ("x86-amx",              "bfloat16", "onednn-bf16-packed", "onednn-bf16-packed", "sdpa-bf16", "sdpa-bf16"),
+    ("x86-amx",              "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("x86-amx",              "int8",     "fbgemm-int8",        "onednn-int8",        "sdpa-bf16", "sdpa-bf16"),
+    ("x86-avx512-vnni",      "float32",  "onednn-fp32",        "onednn-fp32",        "sdpa-fp32", "sdpa-fp32"),
+    ("x86-avx512-vnni",      "bfloat16", "aten-bf16",          "aten-bf16",          "sdpa-fp32", "matmul-bf16"),
+    ("x86-avx512-vnni",      "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("x86-avx512-vnni",      "int8",     "fbgemm-int8",        "onednn-int8",        "sdpa-fp32", "sdpa-fp32"),
+    ("x86-avx512",           "float32",  "onednn-fp32",        "onednn-fp32",        "sdpa-fp32", "sdpa-fp32"),
+    ("x86-avx512",           "bfloat16", "aten-bf16",          "aten-bf16",          "sdpa-fp32", "matmul-bf16"),
+    ("x86-avx512",           "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("x86-avx512",           "int8",     "fbgemm-int8",        "fbgemm-int8",        "sdpa-fp32", "sdpa-fp32"),
+    ("x86-avx2",             "float32",  "onednn-fp32",        "onednn-fp32",        "sdpa-fp32", "sdpa-fp32"),
+    ("x86-avx2",             "bfloat16", "aten-bf16",          "aten-bf16",          "sdpa-fp32", "matmul-bf16"),
+    ("x86-avx2",             "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("x86-avx2",             "int8",     "fbgemm-int8",        "fbgemm-int8",        "sdpa-fp32", "sdpa-fp32"),
+    ("arm64",                "float32",  "aten-fp32",          "aten-fp32",          "sdpa-fp32", "sdpa-fp32"),
+    ("arm64",                "bfloat16", "aten-bf16",          "aten-bf16",          "sdpa-fp32", "matmul-bf16"),
+    ("arm64",                "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("arm64",                "int8",     "fbgemm-int8",        "fbgemm-int8",        "sdpa-fp32", "sdpa-fp32"),
+    ("other",                "float32",  "aten-fp32",          "aten-fp32",          "sdpa-fp32", "sdpa-fp32"),
+    ("other",                "bfloat16", "aten-bf16",          "aten-bf16",          "sdpa-fp32", "matmul-bf16"),
+    ("other",                "float16",  "aten-fp16",          "aten-fp16",          "sdpa-fp32", "matmul-fp16"),
+    ("other",                "int8",     "fbgemm-int8",        "fbgemm-int8",        "sdpa-fp32", "sdpa-fp32"),
+)
 CPU_KERNEL_TABLE: Mapping[str, Mapping[str, tuple[str, str, str, str]]] = MappingProxyType({
-    # Measured (bench/README.md, bench/results/): today's choices on the AMD EPYC.
-    "x86-avx512-bf16-vnni": {**_X86_NO_BF16_PLANS,
-                             "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32", "matmul-bf16")},
-    # Measured on an Intel Xeon with AMX (module docstring, bench/results/*-x86-amx*.json).
-    "x86-amx": {**_X86_NO_BF16_PLANS, "float32": _PLAIN_PLANS["float32"],
-                "bfloat16": ("onednn-bf16-packed", "onednn-bf16-packed", "sdpa-bf16", "sdpa-bf16"),
-                "int8": ("fbgemm-int8", "onednn-int8", "sdpa-bf16", "sdpa-bf16")},
-    # Expected, unmeasured: VNNI without native bf16; no VNNI (int16-saturating 8-bit products).
-    "x86-avx512-vnni": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "onednn-int8", "sdpa-fp32", "sdpa-fp32")},
-    "x86-avx512": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")},
-    "x86-avx2": {**_X86_NO_BF16_PLANS, "int8": ("fbgemm-int8", "fbgemm-int8", "sdpa-fp32", "sdpa-fp32")},
-    # Expected, unmeasured: no oneDNN int8 op off x86; float32 Linears on torch's BLAS.
-    "arm64": _PLAIN_PLANS,
-    "other": _PLAIN_PLANS,
+    cpu_class: MappingProxyType({precision: tuple(kernels) for cls, precision, *kernels in _PLAN_ROWS
+                                 if cls == cpu_class})
+    for cpu_class in dict.fromkeys(row[0] for row in _PLAN_ROWS)
 })
 #: Which classes' plans were measured, and where.
 MEASURED_PLANS: Mapping[str, str] = MappingProxyType({
-    "x86-avx512-bf16-vnni": "bench/README.md and bench/results/ (AMD EPYC, 2 threads): every choice of the "
-                            "module docstring",
+    "x86-avx512-bf16-vnni": "bench/README.md and bench/results/ (AMD EPYC, 2 threads)",
     "x86-amx": "bench/kernels.py and bench/inference.py on an Intel Xeon with AMX, 2 threads "
-               "(bench/results/kernels-x86-amx.json, inference-x86-amx-2threads.json): the module docstring",
+               "(bench/results/kernels-x86-amx.json, inference-x86-amx-2threads.json; bench/README.md)",
 })
-_EXPECTED = "expected, unmeasured on this class (vallex.precision's module docstring says why)"
+_EXPECTED = "expected, unmeasured on this class (bench/README.md, 'Kernel choices per CPU class', says why)"
 
 #: Kernels this torch build may lack, and what runs instead.
 _FALLBACKS = {"onednn-int8": "fbgemm-int8", "onednn-bf16-packed": "aten-bf16"}
@@ -625,174 +574,6 @@ def _is_float_linear(module: nn.Module) -> bool:
     return type(module) in (nn.Linear, OneDNNFloat32Linear)
 
 
-def _int8_weight(linear: nn.Linear) -> tuple[Tensor, Tensor | None]:
-    """Symmetric per-output-channel int8 weight: (torch.qint8 tensor [out, in], float32 bias or None).
-
-    Each row's scale is max |w| of the row / 127, so a row of small weights keeps its resolution. One
-    quantising kernel and no float32 temporaries of the weight's size: freed 16 MB temporaries per Linear
-    left the process's heap fragmented (peak RSS +200-400 MB for the int8 model).
-    """
-    weight = linear.weight.detach()  # [out, in], float32 (memory-mapped after load_model)
-    scale = torch.maximum(weight.amax(dim=1), -weight.amin(dim=1)).div_(127.0).clamp_(min=1e-12)  # [out]
-    zero_point = torch.zeros(weight.shape[0], dtype=torch.long)
-    with warnings.catch_warnings():
-        # torch deprecates its quantized tensor types (qint8/quint8) in favour of torchao; the warning is
-        # a C++ warn-once for all of them, so silencing it here also keeps OneDNNInt8Linear.forward quiet.
-        warnings.simplefilter("ignore")
-        qweight = torch.quantize_per_channel(weight.float(), scale.double(), zero_point, 0, torch.qint8)
-    bias = None if linear.bias is None else linear.bias.detach().float().clone()
-    return qweight, bias
-
-
-def int8_linear(linear: nn.Linear, kernel: str = "fbgemm") -> nn.Module:
-    """An int8 copy of ``linear`` (float32 in and out, any leading dims).
-
-    ``kernel``: ``"fbgemm"`` (torch.ao's dynamic Linear, fastest for one row) or ``"onednn"`` (fastest for
-    hundreds of rows; falls back to fbgemm where torch lacks the op). Both use the same int8 weights.
-    """
-    if kernel not in ("fbgemm", "onednn"):
-        raise ValueError(f"Unknown int8 kernel {kernel!r}: expected 'fbgemm' or 'onednn'.")
-    qweight, bias = _int8_weight(linear)
-    if kernel == "onednn" and onednn_int8_available():
-        return OneDNNInt8Linear(qweight.int_repr(), qweight.q_per_channel_scales().float(), bias)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # see fbgemm_int8_linear_class
-        # Built at 1x1 and then packed once: the constructor would first pack a full-size zero weight.
-        qlinear = fbgemm_int8_linear_class()(1, 1, bias_=bias is not None, dtype=torch.qint8)
-        qlinear.in_features, qlinear.out_features = linear.in_features, linear.out_features
-        qlinear.set_weight_bias(qweight, bias)
-    return qlinear
-
-
-@functools.cache
-def fbgemm_int8_linear_class() -> type:
-    """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.fastpath.inference_function` support.
-
-    Defined on first use: torch.ao.nn.quantized is deprecated in favour of torchao (whose eager CPU int8
-    kernels measured 8-10x slower at batch 1 on our CPU), and importing it warns about nothing a user can act on.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
-
-    class FbgemmInt8Linear(DynamicQuantizedLinear):
-        """float32 [..., in] -> float32 [..., out] through fbgemm's dynamic int8 Linear."""
-
-        def inference_function(self) -> Callable[[Tensor], Tensor]:
-            # What forward() runs for qint8 weights (reduce_range=True: fbgemm's 7-bit activations),
-            # without its per-call checks and dtype cast (the AR's activations are float32 already).
-            # The op's own C++ entry point where torch exposes it: calling the op through torch.ops
-            # first scans the arguments in Python for traced script objects (~8 us, 48 times per AR step).
-            op = getattr(torch.ops.quantized.linear_dynamic, "_op", torch.ops.quantized.linear_dynamic)
-            packed = self._packed_params._packed_params
-            return lambda x: op(x, packed, True)
-
-    return FbgemmInt8Linear
-
-
-class OneDNNInt8Linear(nn.Module):
-    """``x @ W.T + b`` with int8 ``W`` (per output channel) and ``x`` quantised to uint8 per call, in oneDNN.
-
-    x: float32 [..., in] -> float32 [..., out]. Activations use the full 8 bits (zero point from the
-    tensor's min/max), weights are prepacked once into oneDNN's blocked layout.
-    """
-
-    def __init__(self, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> None:
-        super().__init__()
-        self.out_features, self.in_features = qweight.shape
-        self.register_buffer("packed_weight", torch.ops.onednn.qlinear_prepack(qweight, None))
-        self.register_buffer("weight_scale", scale.float().contiguous())
-        self.register_buffer("weight_zero_point", torch.zeros(self.out_features, dtype=torch.long))
-        self.register_buffer("bias", bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        leading = x.shape[:-1]
-        q = torch.quantize_per_tensor_dynamic(x.reshape(-1, self.in_features), torch.quint8, False)
-        # The kernel takes plain uint8: view q's bytes as such (int_repr() would copy them, ~8 ms per stage).
-        codes = torch.empty(0, dtype=torch.uint8, device=q.device).set_(
-            q.untyped_storage(), q.storage_offset(), q.shape, q.stride())
-        out = torch.ops.onednn.qlinear_pointwise(
-            codes, q.q_scale(), q.q_zero_point(), self.packed_weight, self.weight_scale,
-            self.weight_zero_point, self.bias, 1.0, 0, torch.float32, "none", [], "",
-        )  # [N, out]
-        return out.view(*leading, self.out_features)
-
-    def inference_function(self) -> Callable[[Tensor], Tensor]:
-        return self.forward
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn"
-
-
-@functools.cache
-def onednn_int8_available() -> bool:
-    """Whether this torch build runs oneDNN's int8 Linear here (x86 builds with oneDNN); checked once."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        packed = torch.ops.onednn.qlinear_prepack(torch.ones(2, 4, dtype=torch.int8), None)
-        x = torch.full((1, 4), 3, dtype=torch.uint8)
-        out = torch.ops.onednn.qlinear_pointwise(
-            x, 0.5, 1, packed, torch.ones(2), torch.zeros(2, dtype=torch.long), None, 1.0, 0,
-            torch.float32, "none", [], "",
-        )
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return bool(torch.allclose(out, torch.full((1, 2), 4.0)))  # 4 x (3 - 1) x 0.5 x 1
-
-
-#: Rows the prepacked bfloat16 weights are laid out for (oneDNN picks its blocking by the expected rows):
-#: one per AR step, a NAR stage's ~600 (text + prompt + generated frames).
-AR_ROWS_HINT = 1
-NAR_ROWS_HINT = 512
-
-
-class OneDNNBf16Linear(nn.Module):
-    """bfloat16 ``x @ W.T + b`` on oneDNN, ``W`` reordered once into oneDNN's blocked layout.
-
-    x: bfloat16 [..., in] -> bfloat16 [..., out]; inference only (no autograd). ``F.linear`` in bfloat16
-    runs the same oneDNN matmul on x86 but passes the weight in torch's plain layout on every call; AMX's
-    tile kernels need the blocked one. What torch.compile's CPU backend does for bf16 Linears
-    (``mkldnn._reorder_linear_weight`` + ``mkldnn._linear_pointwise``). The same bf16 products as
-    ``F.linear`` (equal outputs for single Linears on the AMD machine; a whole model may differ by summation
-    order, tests/test_kernel_plan.py).
-    """
-
-    def __init__(self, linear: nn.Linear, rows_hint: int = AR_ROWS_HINT) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().to(torch.bfloat16)
-        self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint))
-        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16).clone()
-        self.register_buffer("bias", bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
-
-    def inference_function(self) -> Callable[[Tensor], Tensor]:
-        op, weight, bias = torch.ops.mkldnn._linear_pointwise, self.packed_weight, self.bias
-        return lambda x: op(x, weight, bias, "none", [], "")
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, kernel=onednn-bf16-packed"
-
-
-@functools.cache
-def onednn_bf16_linear_available() -> bool:
-    """Whether this torch build runs :class:`OneDNNBf16Linear` here (oneDNN built in); checked once."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        linear = nn.Linear(4, 2)
-        with torch.no_grad():
-            linear.weight.fill_(0.5)
-            linear.bias.fill_(1.0)
-        out = OneDNNBf16Linear(linear)(torch.full((3, 4), 2.0, dtype=torch.bfloat16))
-    except (RuntimeError, AttributeError, NotImplementedError):
-        return False
-    return bool(torch.equal(out.float(), torch.full((3, 2), 5.0)))  # 4 x 2 x 0.5 + 1
-
-
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 dot products in hardware (AVX512-BF16, AMX-BF16, arm64 BF16) that
     oneDNN uses (:attr:`vallex.cpu_features.CPUFeatures.native_bfloat16`).
@@ -803,30 +584,3 @@ def cpu_has_native_bfloat16() -> bool:
     return cpu_features().native_bfloat16
 
 
-#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory_for_reuse` sets.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's maximum on 64-bit
-_TRIM_THRESHOLD_BYTES = 1 << 30
-
-
-@functools.cache
-def keep_freed_memory_for_reuse() -> bool:
-    """Let glibc's malloc keep freed activation buffers for reuse instead of returning them to the kernel.
-
-    A NAR stage allocates and frees dozens of 2-23 MB tensors (scores, feed-forward activations). glibc maps
-    every block over its dynamic threshold with ``mmap`` and unmaps it on free, so each stage faulted in
-    (zero-filled) the same memory again: 2.1 M page faults and ~4 s of kernel time per three 7-stage NARs of
-    the public model, 0.1 s per stage. Serving all blocks up to 32 MB from the heap and trimming the heap
-    only past 1 GB free measured NAR 3.36 -> 2.75 s (int8, 2 cores) and peak RSS 914 -> 876 MB. Affects
-    the whole process (as ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` would); done once, on
-    Linux with glibc only; returns whether it was applied. :func:`apply_precision` calls it for CPU models.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (e.g. musl)
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    mmap_ok = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
-    return mmap_ok and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
