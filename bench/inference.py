@@ -430,7 +430,7 @@ def generate_timed(model, device, text, langs, prompt, frames: int, seed: int, r
     import torch
 
     from bench.reference_baseline import reference_ar, reference_nar
-    from vallex.decoding import ar_decode, nar_decode
+    from vallex.decoding import NARInput, ar_decode, nar_decode
 
     generator = torch.Generator(device=device).manual_seed(seed)
     marks: list[float] = []
@@ -451,7 +451,10 @@ def generate_timed(model, device, text, langs, prompt, frames: int, seed: int, r
         codes0, calls = ar.codes, ar.steps
     _sync(device)
     ar_end = time.perf_counter()
-    codes = (reference_nar if reference else nar_decode)(model, text, langs, prompt, codes0)
+    if reference:
+        codes = reference_nar(model, text, langs, prompt, codes0)
+    else:
+        codes = nar_decode(model, [NARInput(text, langs, prompt, codes0)])[0]
     _sync(device)
     end = time.perf_counter()
     if codes0.shape[1] != frames or codes.shape != (1, frames, model.config.num_quantizers):

@@ -111,8 +111,7 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
     """Median seconds of one ARBatch step with B utterances of the benchmark's shape, for each B."""
     import torch
 
-    from vallex.batching import ARBatch, ARRequest
-    from vallex.decoding import language_ids
+    from vallex.decoding import ARBatch, ARRequest, language_ids
 
     model = full_size_model(tmp, device, dtype)
     rng = torch.Generator().manual_seed(0)

@@ -1,5 +1,5 @@
-"""Batched decoding (vallex.batching, VallEX.synthesize_batch): every utterance of a batch gets the codes it
-gets alone with the same seed, whatever else is in the batch, joins or leaves it."""
+"""Batched decoding (vallex.decoding.ARBatch and nar_decode, VallEX.synthesize_batch): every utterance of a
+batch gets the codes it gets alone with the same seed, whatever else is in the batch, joins or leaves it."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from vallex.api import SynthesisRequest
-from vallex.batching import ARBatch, ARRequest, NARInput, nar_decode_batch
-from vallex.decoding import ar_decode, nar_decode
+from vallex.decoding import ARBatch, ARRequest, NARInput, ar_decode, nar_decode
 
 # (text tokens, prompt frames, best_of, language id): different lengths, languages and row counts.
 SHAPES = [(20, 10, 1, 0), (35, 0, 1, 1), (12, 30, 2, 2), (50, 5, 1, 0), (8, 18, 1, 2)]
@@ -95,12 +94,12 @@ def test_nar_batch_equals_each_alone(model):
     g = torch.Generator().manual_seed(5)
     items = [NARInput(text, langs, prompt, torch.randint(0, 1024, (1, 10 + 3 * i), generator=g))
              for i, (text, langs, prompt, _) in enumerate(inputs)]
-    batched = nar_decode_batch(model, items)
+    batched = nar_decode(model, items)
     for item, got in zip(items, batched):
-        want = nar_decode(model, item.text, item.text_langs, item.prompt_codes, item.codes0)
+        (want,) = nar_decode(model, [item])  # a batch of one: no padding
         assert got.shape == want.shape == (1, item.codes0.shape[1], 8)
         assert torch.equal(got, want)
-    assert nar_decode_batch(model, []) == []
+    assert nar_decode(model, []) == []
 
 
 REQUESTS = [

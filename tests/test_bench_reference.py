@@ -14,7 +14,7 @@ import torch
 from bench.reference_baseline import reference_ar, reference_generate, reference_nar
 from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
-from vallex.decoding import ar_decode, generate, language_ids, nar_decode
+from vallex.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
 from vallex.precision import apply_precision
 
 pytestmark = pytest.mark.golden_model
@@ -65,7 +65,7 @@ def test_forced_cases_nar_matches_golden_and_ours(model, cases):
         expected = golden_codes(case)
         codes = reference_nar(model, text, langs, prompt, expected[..., 0])
         assert torch.equal(codes, expected), case["name"]
-        assert torch.equal(codes, nar_decode(model, text, langs, prompt, expected[..., 0])), case["name"]
+        assert torch.equal(codes, nar_decode(model, [NARInput(text, langs, prompt, expected[..., 0])])[0]), case["name"]
 
 
 def test_forced_length_matches_ar_decode(model, cases):

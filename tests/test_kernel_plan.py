@@ -290,8 +290,7 @@ def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(preci
 @pytest.mark.parametrize("precision", ["int8", "bfloat16"])
 def test_a_bf16_kv_cache_is_used_by_prefill_steps_and_batches(precision):
     """ar_attention="sdpa-bf16": the AR's cache is bfloat16, attended by the fused kernel, in every AR path."""
-    from vallex.batching import ARBatch, ARRequest
-    from vallex.decoding import ar_decode, prefill
+    from vallex.decoding import ARBatch, ARRequest, ar_decode, prefill
     from vallex.fastpath import OneFrameStep, model_cache_dtype
 
     base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni").with_kernels(ar_attention="sdpa-fp32")

@@ -9,7 +9,7 @@ import torch
 
 from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
-from vallex.decoding import ar_decode, generate, language_ids, nar_decode
+from vallex.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
 from vallex.model import ar_attention_mask
 
 pytestmark = pytest.mark.golden_model
@@ -126,7 +126,7 @@ def test_forced_ar_case_isolates_the_nar(model, cases, forced_case):
     text = inputs["text"]
     langs = language_ids(text.shape[1], inputs["enroll_len"], inputs["prompt_language"],
                          inputs["text_language"])[None]
-    assert torch.equal(nar_decode(model, text, langs, inputs["prompt_codes"], codes[..., 0]), codes)
+    assert torch.equal(nar_decode(model, [NARInput(text, langs, inputs["prompt_codes"], codes[..., 0])])[0], codes)
 
     # Stage-1 logits of the first frames, and the whole pipeline forced through the AR logits.
     first = torch.tensor(case["outputs"]["nar_stage1_logits_first4"])

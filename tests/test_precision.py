@@ -7,7 +7,7 @@ from torch import nn
 
 from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 from vallex.config import VallexConfig
-from vallex.decoding import ar_decode, generate, language_ids, nar_decode
+from vallex.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
 from vallex.fastpath import FastAttention
 from vallex.kernels import (
     OneDNNFloat32Linear,
@@ -195,7 +195,7 @@ def test_trimmed_last_layer_equals_full_computation(tiny_path):
         x = torch.randn(1, 10, model.config.d_model)
         assert torch.allclose(model.ar_decoder(x, output_start=9), model.ar_decoder(x)[:, 9:], atol=1e-5)
     ar = ar_decode(model, text, langs, prompt[..., 0], top_k=1, min_frames=4, max_frames=4)
-    assert nar_decode(model, text, langs, prompt, ar.codes).shape == (1, 4, 8)
+    assert nar_decode(model, [NARInput(text, langs, prompt, ar.codes)])[0].shape == (1, 4, 8)
 
 
 def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():

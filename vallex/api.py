@@ -12,7 +12,7 @@ and double up to 3.2 s, several per sentence; ``chunk_seconds=None`` yields one 
 whose concatenation is exactly :meth:`VallEX.synthesize`'s output.
 
 How a sentence is streamed is described in :mod:`vallex.streaming`; :meth:`VallEX.synthesize_batch`
-decodes several requests together (:mod:`vallex.batching`).
+decodes several requests together (:class:`vallex.decoding.ARBatch`).
 """
 from __future__ import annotations
 
@@ -27,10 +27,12 @@ import numpy as np
 import torch
 
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
-from vallex.batching import ARBatch, ARRequest, NARInput, nar_decode_batch
 from vallex.config import MAX_UTTERANCE_SECONDS
 from vallex.decoding import (
     MAX_FRAMES_PER_TEXT_TOKEN,
+    ARBatch,
+    ARRequest,
+    NARInput,
     Returning,
     ar_decode,
     iter_ar_decode,
@@ -263,7 +265,7 @@ class VallEX:
 
         Each request is a :class:`SynthesisRequest` (or a dict of its fields): its own text, prompt, language,
         accent, seed and sampling settings. Sentence k of every request is decoded in one AR batch
-        (:class:`vallex.batching.ARBatch`: per-utterance lengths, stop and random generator; a finished
+        (:class:`vallex.decoding.ARBatch`: per-utterance lengths, stop and random generator; a finished
         utterance leaves the batch) and one NAR batch. With a seed, each request's codes equal what it gets
         alone. Long text works as in :meth:`synthesize` (sliding-window prompts chain within a request).
         """
@@ -284,7 +286,7 @@ class VallEX:
             while batch:
                 finished.update(batch.step().finished)
             inputs = [jobs[n].nar_input(finished[n].codes) for n in jobs]
-            for number, codes in zip(jobs, nar_decode_batch(self.model, inputs)):
+            for number, codes in zip(jobs, nar_decode(self.model, inputs)):
                 pieces = SentencePieces(self.codec, None)
                 codes, _ = pieces.finish(codes)
                 results[number].append(jobs[number].result(codes, finished[number].stop_reason, pieces.waveform))
@@ -416,12 +418,11 @@ class VallEX:
             frames = Returning(iter_ar_decode(self.model, job.text_ids, job.text_langs, prompt0, **options))
             for frames0 in frames:  # [1, n] codebook 0 so far
                 if pieces.due(frames0.shape[1]):
-                    yield pieces.chunk(nar_decode(self.model, job.text_ids, job.text_langs, job.prompt_codes,
-                                                  frames0)), False
+                    yield pieces.chunk(nar_decode(self.model, [job.nar_input(frames0)])[0]), False
             ar = frames.value  # type: ignore[assignment]
         final = None
         if pieces.needs_final_nar(ar.codes.shape[1]):
-            final = nar_decode(self.model, job.text_ids, job.text_langs, job.prompt_codes, ar.codes)
+            final = nar_decode(self.model, [job.nar_input(ar.codes)])[0]
         codes, last = pieces.finish(final)
         yield last, True
         return job.result(codes, ar.stop_reason, pieces.waveform)

@@ -1,22 +1,27 @@
 """Inference: AR sampling of codebook 0, then greedy NAR stages for codebooks 1..7, as the reference's
 ``VALLE.inference`` does (prefix mode 1: the prompt's frames carry all 8 codebooks in the NAR).
 
-The AR loop keeps a preallocated KV cache, embeds only the newest frame each step and needs no mask
-after the first step (a new frame may attend to everything before it); its one-frame decoder calls go
-through :class:`vallex.fastpath.OneFrameStep`. With ``top_k=1`` it is greedy and
-reproduces the reference exactly.
+There is one AR loop, :class:`ARBatch`: the decoders of a changing set of utterances, one frame each per
+step, over one preallocated KV cache (each row writes at its own position and attends only to its own
+positions; after the prefill a new frame needs no mask). One utterance is a batch of one
+(:func:`ar_decode`, :func:`iter_ar_decode`). An AR step reads every weight of the decoder once whatever the
+number of rows, so on a CPU (and at small batches on a GPU) a step of 8 utterances costs little more than a
+step of one. Every utterance keeps its own sampling settings and random generator, so its codes are those it
+gets alone (up to float32 rounding of the batched products, which only matters for a draw that lands within
+~1e-6 of a probability boundary). There is one NAR entry, :func:`nar_decode`, over a padded batch (one
+utterance is a batch of one). With ``top_k=1`` the AR is greedy and reproduces the reference exactly.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vallex.fastpath import KVCache, OneFrameStep, model_cache_dtype
+from vallex.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask
 
@@ -120,12 +125,35 @@ def sample_tokens(
 
 @dataclass
 class ARResult:
-    """Outcome of :func:`ar_decode`."""
+    """Outcome of one utterance's AR."""
 
     codes: Tensor  # LongTensor [1, T]: generated codebook-0 codes of the best row
     stop_reason: str  # "eos" or "maxlen"
     steps: int  # decoder calls, T + 1 (the call that stopped is not kept)
     first_logits: Tensor  # [B, 1025] logits of the first (prefill) step, for inspection and tests
+
+
+@dataclass
+class ARRequest:
+    """One utterance's AR: the arguments of :func:`ar_decode`.
+
+    text, text_langs: LongTensor [1, S] (prompt transcript ids then target ids, and their language ids, see
+    :func:`language_ids`); prompt_codes0: LongTensor [1, P], codebook 0 of the prompt (P may be 0). The
+    sampling settings are :class:`FrameSampler`'s.
+    """
+
+    text: Tensor
+    text_langs: Tensor
+    prompt_codes0: Tensor
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    best_of: int = 1
+    length_penalty: float = 1.0
+    min_frames: int = 1
+    max_frames: int | None = None
+    generator: torch.Generator | None = None
+    logits_processor: Callable[[int, Tensor], Tensor] | None = None
 
 
 @torch.inference_mode()
@@ -135,39 +163,31 @@ def ar_decode(
     text_langs: Tensor,
     prompt_codes0: Tensor,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    best_of: int = 1,
-    length_penalty: float = 1.0,
-    min_frames: int = 1,
-    max_frames: int | None = None,
-    generator: torch.Generator | None = None,
-    logits_processor: Callable[[int, Tensor], Tensor] | None = None,
     on_step: Callable[[int], None] | None = None,
+    **settings: Any,
 ) -> ARResult:
-    """Sample codebook 0 after the prompt.
+    """Sample codebook 0 after the prompt: one utterance through :class:`ARBatch`.
 
     Args:
         text: LongTensor [1, S], prompt transcript ids then target ids.
         text_langs: LongTensor [1, S] language ids (see :func:`language_ids`).
         prompt_codes0: LongTensor [1, P], codebook 0 of the prompt (P may be 0).
-        best_of: rows sampled in parallel; the row with the highest mean log-probability of its
-            *generated* tokens wins (the reference also counted BOS and the prompt's tokens, which favours
-            rows with a long prompt over rows that sampled well).
-        min_frames: EOS is masked until this many frames exist (the reference could return nothing).
-        max_frames: stop after this many frames; default 16 × S, the reference's rule.
-        logits_processor: ``f(step, logits [B, 1025]) -> logits``, applied before sampling (benchmarks
-            use it to force a length).
-        on_step: called with the step index after each decoder call (progress bars).
+        on_step: called with the step index before each sampling step (progress bars).
+        settings: :class:`ARRequest`'s sampling fields: temperature, top_k, top_p, ``best_of`` (rows sampled
+            in parallel; the row with the highest mean log-probability of its *generated* tokens wins),
+            ``min_frames`` (EOS masked until this many frames exist), ``max_frames`` (default 16 per text
+            token, the reference's rule), generator, ``logits_processor`` (``f(step, logits [B, 1025])``).
     """
-    loop = Returning(_ar_loop(model, text, text_langs, prompt_codes0, temperature=temperature, top_k=top_k,
-                              top_p=top_p, best_of=best_of, length_penalty=length_penalty, min_frames=min_frames,
-                              max_frames=max_frames, generator=generator, logits_processor=logits_processor,
-                              on_step=on_step, stream=False))
-    for _ in loop:  # with stream=False the loop never yields: it runs to the end here
-        raise RuntimeError("the AR loop yielded although it was not asked to stream")
-    return loop.value  # type: ignore[return-value]
+    batch = ARBatch(model)
+    batch.add(0, ARRequest(text, text_langs, prompt_codes0, **settings))
+    step = 0
+    while True:
+        if on_step is not None:
+            on_step(step)
+        out = batch.step()
+        step += 1
+        if 0 in out.finished:
+            return out.finished[0]
 
 
 def iter_ar_decode(
@@ -177,70 +197,40 @@ def iter_ar_decode(
     prompt_codes0: Tensor,
     *,
     best_of: int = 1,
-    **options: Any,
+    on_step: Callable[[int], None] | None = None,
+    **settings: Any,
 ) -> Generator[Tensor, None, ARResult]:
     """:func:`ar_decode`, one frame at a time: yields the codebook-0 frames so far after each new frame.
 
-    Each yielded value is LongTensor [1, n] (n = 1, 2, ...), a *view* of the decoder's frame buffer (no
-    copy per step): its n values never change afterwards, but do not write to it. The generator's return
-    value (``result = yield from iter_ar_decode(...)``, or ``StopIteration.value``) is the
-    :class:`ARResult`, equal to what :func:`ar_decode` returns for the same arguments and generator state
-    (both run the same loop). Consumers may run other work (the NAR, the vocoder) between steps.
+    Each yielded value is LongTensor [1, n] (n = 1, 2, ...), a *view* of the frame buffer (no copy per step):
+    its n values never change afterwards, but do not write to it. The generator's return value
+    (``result = yield from iter_ar_decode(...)``) is the :class:`ARResult`, equal to what :func:`ar_decode`
+    returns for the same arguments and generator state (both run :class:`ARBatch`). Consumers may run other
+    work (the NAR, the vocoder) between steps.
 
     Args:
         best_of: must be 1: ranking rows needs every row to finish, so there would be nothing to stream.
-        options: the other keyword arguments of :func:`ar_decode` (temperature, top_k, generator, ...).
+        settings: the other keyword arguments of :func:`ar_decode` (temperature, top_k, generator, on_step, ...).
     """
     if best_of != 1:  # checked here, at the call, not at the first next()
         raise ValueError(f"iter_ar_decode streams one row, so best_of must be 1 (got {best_of}); use ar_decode "
                          "to pick the best of several rows.")
-    return _streaming_ar_loop(model, text, text_langs, prompt_codes0, **options)
+    batch = ARBatch(model)
+    batch.add(0, ARRequest(text, text_langs, prompt_codes0, **settings))
+    return _iterate_one(batch, on_step)
 
 
 @torch.inference_mode()  # on a generator function: entered around every step, left at every yield
-def _streaming_ar_loop(*args: Any, **options: Any) -> Generator[Tensor, None, ARResult]:
-    return (yield from _ar_loop(*args, **options, stream=True))
-
-
-def _ar_loop(
-    model: VallexModel,
-    text: Tensor,
-    text_langs: Tensor,
-    prompt_codes0: Tensor,
-    *,
-    on_step: Callable[[int], None] | None = None,
-    stream: bool,
-    **settings: Any,
-) -> Generator[Tensor, None, ARResult]:
-    """The AR loop of :func:`ar_decode` and :func:`iter_ar_decode`; yields frames [1, n] only if ``stream``.
-
-    ``settings``: the sampling keywords of :func:`ar_decode` (see :class:`FrameSampler`). Without ``stream`` it
-    is a generator that never yields, so :func:`ar_decode` pays nothing per step for being able to stream.
-    """
-    if text.ndim != 2 or text.shape[0] != 1:
-        raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
-    sampler = FrameSampler.create(model, text.shape[1], **settings)
-    prefix_len = text.shape[1] + 1 + prompt_codes0.shape[1]
-    cache, logits = prefill(model, text, text_langs, prompt_codes0, sampler.rows, prefix_len + sampler.max_frames)
-    first_logits = logits.float().clone()
-    step = OneFrameStep(model.ar_decoder, cache)  # the decoder, one new frame per call
-    position = prefix_len  # next free cache slot
-    steps = 1
+def _iterate_one(batch: ARBatch, on_step: Callable[[int], None] | None) -> Generator[Tensor, None, ARResult]:
+    step = 0
     while True:
         if on_step is not None:
-            on_step(steps - 1)
-        tokens = sampler.sample(logits)
-        if tokens is None:
-            break
-        if stream:
-            yield sampler.frames  # [1, n] view: no copy of the frames per step
-        # One new frame: its audio position is 1 + P + (n - 1) (BOS at 0).
-        step_emb = model.embed_ar_audio(tokens[:, None], offset=prompt_codes0.shape[1] + sampler.num_frames)
-        hidden = step(step_emb, position)  # [B, 1, D]
-        position += 1
-        logits = model.ar_logits(hidden[:, -1])
-        steps += 1
-    return sampler.result(steps, first_logits)
+            on_step(step)
+        step += 1
+        out = batch.step()
+        if 0 in out.finished:
+            return out.finished[0]
+        yield out.frames[0]
 
 
 def prefill(model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes0: Tensor, rows: int,
@@ -335,42 +325,291 @@ class FrameSampler:
                         first_logits=first_logits)
 
 
-@torch.inference_mode()
-def nar_decode(
-    model: VallexModel,
-    text: Tensor,
-    text_langs: Tensor,
-    prompt_codes: Tensor,
-    codes0: Tensor,
-    on_stage: Callable[[int], None] | None = None,
-) -> Tensor:
-    """Greedy NAR stages (prefix mode 1): predict codebooks 1..7 of the generated frames.
+@dataclass
+class _Item:
+    """The state of one utterance in an :class:`ARBatch` (its rows are ``best_of`` consecutive cache rows)."""
 
-    Args:
-        text, text_langs: LongTensor [1, S].
-        prompt_codes: LongTensor [1, P, 8] (all codebooks of the prompt; P may be 0).
-        codes0: LongTensor [1, T], codebook 0 of the generated frames.
-    Returns:
-        LongTensor [1, T, 8].
+    key: Hashable
+    prompt_len: int
+    sampler: FrameSampler
+    first_logits: Tensor  # [rows, 1025]
+    steps: int = 1  # decoder calls so far (the prefill is the first)
+
+    @property
+    def rows(self) -> int:
+        return self.sampler.rows
+
+
+@dataclass
+class ARStepResult:
+    """What one :meth:`ARBatch.step` produced.
+
+    ``frames[key]``: LongTensor [rows, n], every frame of that utterance so far (a view; do not write to it),
+    for the utterances that got a new frame. ``finished[key]``: the :class:`ARResult` of each utterance that
+    stopped at this step (it has left the batch).
     """
-    n_q = model.config.num_quantizers
-    prompt_len = prompt_codes.shape[1]
-    text_emb = model.embed_text("nar", text, text_langs)  # [1, S, D]
-    generated = F.pad(codes0.long()[..., None], (0, n_q - 1))  # [1, T, 8]: codebook 0, the rest unknown yet
-    timeline = torch.cat([prompt_codes.long(), generated], dim=1)  # [1, P + T, 8]
-    audio_emb = model.embed_nar_audio(timeline, prompt_len, stage=1)  # prompt frames carry all codebooks
 
-    codes = [codes0.long()]
+    frames: dict[Hashable, Tensor] = field(default_factory=dict)
+    finished: dict[Hashable, ARResult] = field(default_factory=dict)
+
+
+class ARBatch:
+    """The AR decoders of a changing set of utterances, advanced one frame each per :meth:`step`.
+
+        batch = ARBatch(model)
+        batch.add("a", ARRequest(text, langs, prompt0, generator=g_a))
+        batch.add("b", ARRequest(...))                     # any time between steps
+        while batch:
+            out = batch.step()                             # out.frames / out.finished by key
+
+    The KV cache is allocated for every row's longest possible utterance (prefix + ``max_frames``) when the
+    row joins, as one utterance alone needs; a batch that was empty adopts its first utterance's prefill cache
+    as it is. Positions and lengths are host integers: a step makes no device round trip but the one that
+    checks which utterances stopped. Not thread-safe: one thread drives it.
+    """
+
+    def __init__(self, model: VallexModel) -> None:
+        self.model = model
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self._items: list[_Item] = []
+        self._kv: list[Tensor] = []  # per layer [R, 2, H, C, hd]
+        self._lengths: list[int] = []  # per row: cache columns in use
+        self._logits: Tensor | None = None  # [R, 1025]: the distribution each row samples next
+        self._step: OneFrameStep | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def rows(self) -> int:
+        """Cache rows in use (the sum of the utterances' ``best_of``)."""
+        return len(self._lengths)
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return [item.key for item in self._items]
+
+    # Joining ------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def add(self, key: Hashable, request: ARRequest) -> None:
+        """Run the utterance's prefill (text + BOS + prompt) and add its rows; it samples at the next step."""
+        if any(item.key == key for item in self._items):
+            raise ValueError(f"An utterance with key {key!r} is already in the batch.")
+        text, prompt0 = request.text.to(self.device), request.prompt_codes0.to(self.device)
+        if text.ndim != 2 or text.shape[0] != 1:
+            raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
+        sampler = FrameSampler.create(
+            self.model, text.shape[1], best_of=request.best_of, max_frames=request.max_frames,
+            temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
+            length_penalty=request.length_penalty, min_frames=request.min_frames, generator=request.generator,
+            logits_processor=request.logits_processor)
+        length = text.shape[1] + 1 + prompt0.shape[1]
+        needed = length + sampler.max_frames
+        alone = not self._items
+        # Alone, the prefill writes straight into the batch's cache; joining, into one of its own size that
+        # is merged in (the same shapes either way, so the same numbers).
+        cache, logits = prefill(self.model, text, request.text_langs.to(self.device), prompt0, sampler.rows,
+                                needed if alone else length)
+        item = _Item(key=key, prompt_len=prompt0.shape[1], sampler=sampler, first_logits=logits.float().clone())
+        if alone:
+            self._kv = [layer.kv for layer in cache.layers]
+            self._lengths = [length] * sampler.rows
+            self._logits = logits
+            self._rebuild_step()
+        else:
+            self._append_rows([layer.kv for layer in cache.layers], length, needed, logits)
+        self._items.append(item)
+
+    def remove(self, key: Hashable) -> None:
+        """Drop an utterance (e.g. its client went away); unknown keys are ignored."""
+        keep = [i for i, item in enumerate(self._items) if item.key != key]
+        if len(keep) != len(self._items):
+            self._keep_items(keep)
+
+    # Stepping -----------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def step(self) -> ARStepResult:
+        """Sample one frame for every utterance, drop the finished ones, run the decoder once for the rest."""
+        result = ARStepResult()
+        if not self._items:
+            return result
+        if self._logits is None:
+            raise RuntimeError("the batch has utterances but no logits to sample from")
+        keep: list[int] = []
+        tokens: list[Tensor] = []
+        row = 0
+        for index, item in enumerate(self._items):
+            new = item.sampler.sample(self._logits[row:row + item.rows])  # its own settings and generator
+            row += item.rows
+            if new is None:
+                result.finished[item.key] = item.sampler.result(item.steps, item.first_logits)
+                continue
+            result.frames[item.key] = item.sampler.frames
+            keep.append(index)
+            tokens.append(new)
+        if len(keep) != len(self._items):
+            self._keep_items(keep)
+        if not self._items:
+            return result
+
+        # One decoder call for every row still running. Each frame's audio position: prompt + frames before
+        # it (BOS at 0); its cache position: the row's length.
+        frames = tokens[0] if len(tokens) == 1 else torch.cat(tokens)  # [R]
+        offsets = [item.prompt_len + item.sampler.num_frames for item in self._items for _ in range(item.rows)]
+        lengths = self._lengths
+        self._reserve(max(lengths) + 1)
+        if all(n == lengths[0] for n in lengths) and all(o == offsets[0] for o in offsets):
+            # every row alike (one utterance): the unmasked path, one position for all
+            x = self.model.embed_ar_audio(frames[:, None], offset=offsets[0])
+            start: int | RowPositions = lengths[0]
+        else:
+            x = self.model.embed_ar_frame(frames, torch.tensor(offsets, device=self.device))
+            start = RowPositions.of(lengths, self.device)
+        hidden = self._step(x, start)  # [R, 1, D]
+        self._lengths = [n + 1 for n in lengths]
+        self._logits = self.model.ar_logits(hidden[:, -1])
+        for item in self._items:
+            item.steps += 1
+        return result
+
+    # Cache bookkeeping --------------------------------------------------------------------------------
+    def _append_rows(self, kv: list[Tensor], length: int, needed: int, logits: Tensor) -> None:
+        """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length`` and that
+        may grow to ``needed`` columns.
+
+        Columns a row does not use are zeros, not uninitialised memory: masked keys still enter the
+        products (a NaN there would survive the mask).
+        """
+        old_rows, new_rows = self.rows, kv[0].shape[0]
+        old_used = max(self._lengths)
+        capacity = max(self._kv[0].shape[3], needed)
+        merged_layers = []
+        for layer, new in enumerate(kv):
+            shape = list(new.shape)
+            shape[0], shape[3] = old_rows + new_rows, capacity
+            merged = torch.zeros(shape, dtype=new.dtype, device=self.device)
+            merged[:old_rows, :, :, :old_used] = self._kv[layer][:, :, :, :old_used]
+            merged[old_rows:, :, :, :length] = new[:, :, :, :length]
+            merged_layers.append(merged)
+        self._kv = merged_layers
+        self._lengths = self._lengths + [length] * new_rows
+        self._logits = logits if self._logits is None else torch.cat([self._logits, logits])
+        self._rebuild_step()
+
+    def _keep_items(self, keep: list[int]) -> None:
+        """Keep only the utterances at ``keep`` (indices into the item list), compacting the cache rows."""
+        starts, row = [], 0
+        for item in self._items:
+            starts.append(row)
+            row += item.rows
+        index = [r for i in keep for r in range(starts[i], starts[i] + self._items[i].rows)]
+        self._items = [self._items[i] for i in keep]
+        if not index:
+            self._kv, self._logits, self._step, self._lengths = [], None, None, []
+            return
+        rows = torch.tensor(index, dtype=torch.long, device=self.device)
+        lengths = [self._lengths[r] for r in index]
+        used = max(lengths)
+        compact = []
+        for old in self._kv:
+            shape = list(old.shape)
+            shape[0] = len(index)
+            new = torch.zeros(shape, dtype=old.dtype, device=self.device)
+            new[:, :, :, :used] = old[rows, :, :, :used]
+            compact.append(new)
+        self._kv = compact
+        self._lengths = lengths
+        self._logits = self._logits[rows] if self._logits is not None else None
+        self._rebuild_step()
+
+    def _reserve(self, columns: int) -> None:
+        """Make the cache hold ``columns`` positions per row (never needed when every row keeps within its
+        ``max_frames``; doubles the capacity if one does not)."""
+        capacity = self._kv[0].shape[3]
+        if columns <= capacity:
+            return
+        used = max(self._lengths)
+        grown = []
+        for old in self._kv:
+            shape = list(old.shape)
+            shape[3] = max(columns, 2 * capacity)
+            new = torch.zeros(shape, dtype=old.dtype, device=self.device)
+            new[:, :, :, :used] = old[:, :, :, :used]
+            grown.append(new)
+        self._kv = grown
+        self._rebuild_step()
+
+    def _rebuild_step(self) -> None:
+        self._step = OneFrameStep(self.model.ar_decoder, KVCache([LayerKVCache(kv) for kv in self._kv]))
+
+
+@dataclass
+class NARInput:
+    """One utterance for :func:`nar_decode`.
+
+    text, text_langs: LongTensor [1, S]; prompt_codes: LongTensor [1, P, 8]; codes0: LongTensor [1, T].
+    """
+
+    text: Tensor
+    text_langs: Tensor
+    prompt_codes: Tensor
+    codes0: Tensor
+
+
+@torch.inference_mode()
+def nar_decode(model: VallexModel, inputs: Sequence[NARInput],
+               on_stage: Callable[[int], None] | None = None) -> list[Tensor]:
+    """Greedy NAR stages (prefix mode 1) of one or more utterances: predict codebooks 1..7 of their frames.
+
+    Each utterance is laid out as alone — ``[text ; prompt ; frames]`` with positions from 0 — and, when
+    their lengths differ, padded to the longest text and the longest audio, the padding masked out of every
+    attention (so each gets the codes it gets alone). Returns one LongTensor [1, T_i, 8] per input.
+    """
+    if not inputs:
+        return []
+    device = next(model.parameters()).device
+    n_q = model.config.num_quantizers
+    texts = [x.text.to(device).long() for x in inputs]
+    prompts = [x.prompt_codes.to(device).long() for x in inputs]
+    codes0 = [x.codes0.to(device).long() for x in inputs]
+    text_lens = [t.shape[1] for t in texts]
+    prompt_lens = [p.shape[1] for p in prompts]
+    frames = [c.shape[1] for c in codes0]
+    batch, text_width = len(inputs), max(text_lens)
+    audio_lens = [p + t for p, t in zip(prompt_lens, frames)]
+    audio_width = max(audio_lens)
+
+    text = torch.zeros(batch, text_width, dtype=torch.long, device=device)
+    langs = torch.zeros_like(text)
+    timeline = torch.zeros(batch, audio_width, n_q, dtype=torch.long, device=device)  # [B, A, 8]
+    for i, x in enumerate(inputs):
+        text[i, :text_lens[i]] = texts[i][0]
+        langs[i, :text_lens[i]] = x.text_langs[0].to(device)
+        timeline[i, :prompt_lens[i]] = prompts[i][0]
+        timeline[i, prompt_lens[i]:audio_lens[i], 0] = codes0[i][0]
+    text_emb = model.embed_text("nar", text, langs)  # [B, S, D]
+    audio_emb = model.embed_nar_audio(timeline, torch.tensor(prompt_lens, device=device), stage=1)  # [B, A, D]
+    padding = None  # nothing to mask when every utterance has the same text and audio lengths
+    if len(set(text_lens)) > 1 or len(set(audio_lens)) > 1:
+        columns = torch.arange(text_width + audio_width, device=device)[None]
+        padding = torch.cat([columns[:, :text_width] >= torch.tensor(text_lens, device=device)[:, None],
+                             columns[:, :audio_width] >= torch.tensor(audio_lens, device=device)[:, None]], dim=1)
+
+    first = min(prompt_lens)  # the last layer computes the rows from the shortest prompt on
+    codes: list[list[Tensor]] = [[c] for c in codes0]
     for stage in range(n_q - 1):
         if on_stage is not None:
             on_stage(stage)
-        hidden = model.nar_forward(text_emb, audio_emb, stage, output_start=prompt_len)  # [1, T, D]
-        predicted = model.nar_predict_layers[stage](hidden).argmax(dim=-1)  # [1, T]
-        codes.append(predicted)
-        if stage < n_q - 2:
-            target = audio_emb[:, prompt_len:] + model.nar_audio_embeddings[stage + 1](predicted)
-            audio_emb = torch.cat([audio_emb[:, :prompt_len], target], dim=1)
-    return torch.stack(codes, dim=-1)  # [1, T, 8]
+        hidden = model.nar_forward(text_emb, audio_emb, stage, padding, output_start=first)  # [B, A - first, D]
+        for i in range(batch):
+            rows = hidden[i:i + 1, prompt_lens[i] - first:prompt_lens[i] - first + frames[i]]  # [1, T_i, D]
+            predicted = model.nar_predict_layers[stage](rows).argmax(dim=-1)  # [1, T_i]
+            codes[i].append(predicted)
+            if stage < n_q - 2:
+                span = slice(prompt_lens[i], audio_lens[i])
+                audio_emb[i, span] = audio_emb[i, span] + model.nar_audio_embeddings[stage + 1](predicted)[0]
+    return [torch.stack(c, dim=-1) for c in codes]
 
 
 @dataclass
@@ -409,5 +648,5 @@ def generate(
     prompt_codes = prompt_codes.to(device).long()
     langs = language_ids(text.shape[1], enroll_len, prompt_language, text_language, device)[None]  # [1, S]
     ar = ar_decode(model, text, langs, prompt_codes[..., 0], **ar_options)
-    codes = nar_decode(model, text, langs, prompt_codes, ar.codes)
+    codes = nar_decode(model, [NARInput(text, langs, prompt_codes, ar.codes)])[0]
     return GenerationResult(codes=codes, stop_reason=ar.stop_reason, ar=ar)

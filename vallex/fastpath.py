@@ -17,6 +17,8 @@ computes, up to float32 rounding (the golden parity tests run both).
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +26,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vallex.kernels import inference_function
-from vallex.model import LAYER_NORM_EPS, AdaptiveLayerNorm, Decoder, LayerNorm, MultiheadSelfAttention, VallexModel
+from vallex.model import (
+    LAYER_NORM_EPS,
+    AdaptiveLayerNorm,
+    Decoder,
+    DecoderLayer,
+    LayerNorm,
+    LayerOps,
+    MultiheadSelfAttention,
+    VallexModel,
+    decoder_layer,
+)
 
 # Attention ---------------------------------------------------------------------------------------------------
 
@@ -150,6 +162,27 @@ def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = Non
 # The AR's KV cache and one-frame step ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RowPositions:
+    """Each row's own cache position for one new frame (a batch of utterances of different lengths).
+
+    ``index``: LongTensor [B], row b writes at ``index[b]``; ``end``: ``max(index) + 1`` as a host integer
+    (no device sync per layer); ``mask``: bool [B, 1, 1, end], row b attends to its positions ``<= index[b]``.
+    """
+
+    index: Tensor
+    end: int
+    mask: Tensor
+
+    @classmethod
+    def of(cls, positions: list[int], device: torch.device | str) -> RowPositions:
+        """From host integers (one per row): one transfer, no sync."""
+        index = torch.tensor(positions, dtype=torch.long, device=device)
+        end = max(positions) + 1
+        mask = (torch.arange(end, device=device) <= index[:, None])[:, None, None, :]
+        return cls(index, end, mask)
+
+
 @dataclass
 class LayerKVCache:
     """Preallocated keys and values of one layer, in one tensor ``kv`` [B, 2, H, capacity, hd] (keys, values).
@@ -163,14 +196,23 @@ class LayerKVCache:
     def capacity(self) -> int:
         return self.kv.shape[3]
 
-    def append(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
-        """Write k, v [B, H, T, hd] at positions ``start..``; returns keys and values so far [B, H, start + T, hd]."""
+    def append(self, k: Tensor, v: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Write k, v [B, H, T, hd] at positions ``start..``; returns the keys and values so far
+        [B, H, end, hd] and the mask to attend with (None: the caller's; per-row positions bring their own).
+        """
+        if isinstance(start, RowPositions):  # one new position per row, each at its own place
+            if k.shape[2] != 1 or start.end > self.capacity:
+                raise RuntimeError(f"per-row positions take one frame within the capacity {self.capacity}.")
+            rows = torch.arange(k.shape[0], device=k.device)
+            self.kv[rows, 0, :, start.index] = k[:, :, 0].to(self.kv.dtype)
+            self.kv[rows, 1, :, start.index] = v[:, :, 0].to(self.kv.dtype)
+            return self.kv[:, 0, :, :start.end], self.kv[:, 1, :, :start.end], start.mask
         end = start + k.shape[2]
         if end > self.capacity:
             raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.capacity}.")
         self.kv[:, 0, :, start:end] = k
         self.kv[:, 1, :, start:end] = v
-        return self.kv[:, 0, :, :end], self.kv[:, 1, :, :end]
+        return self.kv[:, 0, :, :end], self.kv[:, 1, :, :end], None
 
 
 @dataclass
@@ -207,12 +249,12 @@ class OneFrameStep:
     """``decoder(x, None, cache=cache, start=start)`` for one new position, with the per-call Python work hoisted.
 
     An AR step runs every layer's ~25 small operations on one row; through the modules, their Python and
-    dispatch (module calls, per-call dtype checks, two cache writes per layer) are a noticeable part of a
-    step. This resolves every Linear to a plain function (:func:`inference_function`) and every norm's
-    parameters once per generation, writes keys and values with one copy per layer and runs the same
-    operations in the same order, so its outputs equal the module path's bit for bit (tests/test_decoding.py).
-    For inference only (no autograd); plain (non-adaptive) decoders only. Build a new one if the decoder's
-    weights are replaced.
+    dispatch (module calls, per-call dtype checks) are a noticeable part of a step. This binds every layer's
+    Linears to plain functions (:func:`vallex.kernels.inference_function`) and its norms' parameters to
+    ``F.layer_norm`` once per generation, then runs the model's own layer arithmetic
+    (:func:`vallex.model.decoder_layer`) with them, so its outputs equal the module path's bit for bit
+    (tests/test_decoding.py). For inference only (no autograd); plain (non-adaptive) decoders only. Build a new
+    one if the decoder's weights are replaced.
     """
 
     def __init__(self, decoder: Decoder, cache: KVCache) -> None:
@@ -221,45 +263,26 @@ class OneFrameStep:
         if len(cache.layers) != len(decoder.layers):
             raise ValueError(f"the cache has {len(cache.layers)} layers, the decoder {len(decoder.layers)}.")
         self.cache = cache
-        self.dim = decoder.norm.normalized_shape[0]
-        self.num_heads = decoder.layers[0].self_attn.num_heads
-        self.final_norm = (decoder.norm.weight, decoder.norm.bias)
-        self.layers = [
-            (layer.norm1.weight, layer.norm1.bias, inference_function(layer.self_attn.in_proj),
-             inference_function(layer.self_attn.out_proj), layer.norm2.weight, layer.norm2.bias,
-             inference_function(layer.linear1), inference_function(layer.linear2), layer_cache.kv,
-             layer.self_attn.attend)
-            for layer, layer_cache in zip(decoder.layers, cache.layers)
-        ]
+        self.layers = [(_bound_ops(layer), layer_cache) for layer, layer_cache in zip(decoder.layers, cache.layers)]
+        self.final_norm = _bound_norm(decoder.norm)
 
-    def __call__(self, x: Tensor, start: int | Tensor) -> Tensor:
-        """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D].
+    def __call__(self, x: Tensor, start: int | RowPositions) -> Tensor:
+        """x [B, 1, D], the input at cache position ``start`` (or each row's, :class:`RowPositions`) ->
+        decoder output [B, 1, D]."""
+        for ops, layer_cache in self.layers:
+            x = decoder_layer(ops, x, None, layer_cache, start)
+        return self.final_norm(x)
 
-        ``start`` may also be LongTensor [B], one position per row (a batch of utterances of different
-        lengths, :class:`vallex.batching.ARBatch`): row b writes at ``start[b]`` and attends to its
-        positions ``< start[b] + 1`` only.
-        """
-        batch, dim, heads = x.shape[0], self.dim, self.num_heads
-        capacity = self.cache.layers[0].capacity
-        rows = key_mask = None
-        if isinstance(start, Tensor):
-            end = int(start.max()) + 1
-            rows = torch.arange(batch, device=start.device)
-            key_mask = (torch.arange(end, device=start.device) <= start[:, None])[:, None, None, :]  # [B, 1, 1, end]
-        else:
-            end = start + 1
-        if end > capacity:
-            raise RuntimeError(f"KV cache overflow: {end} positions > capacity {capacity}.")
-        shape = (dim,)
-        for norm1_w, norm1_b, in_proj, out_proj, norm2_w, norm2_b, linear1, linear2, kv, attend in self.layers:
-            qkv = in_proj(F.layer_norm(x, shape, norm1_w, norm1_b, LAYER_NORM_EPS))  # [B, 1, 3D]
-            qkv = qkv.view(batch, 3, heads, 1, dim // heads)  # one position: (q, k, v) x heads
-            if rows is None:
-                kv[:, :, :, start:end] = qkv[:, 1:]  # keys and values in one write (casts to the cache's dtype)
-            else:
-                kv[rows, :, :, start] = qkv[:, 1:, :, 0].to(kv.dtype)  # row b at its own position start[b]
-            q = qkv[:, 0].to(kv.dtype)  # [B, H, 1, hd]
-            out = attend(q, kv[:, 0, :, :end], kv[:, 1, :, :end], key_mask)  # [B, H, 1, hd]
-            x = x + out_proj(out.reshape(batch, 1, dim).to(x.dtype))
-            x = x + linear2(F.relu(linear1(F.layer_norm(x, shape, norm2_w, norm2_b, LAYER_NORM_EPS)), inplace=True))
-        return F.layer_norm(x, shape, *self.final_norm, LAYER_NORM_EPS)
+
+def _bound_norm(norm: LayerNorm) -> Callable[[Tensor], Tensor]:
+    return functools.partial(F.layer_norm, normalized_shape=norm.normalized_shape, weight=norm.weight,
+                             bias=norm.bias, eps=LAYER_NORM_EPS)
+
+
+def _bound_ops(layer: DecoderLayer) -> LayerOps:
+    """A plain layer's :class:`~vallex.model.LayerOps` as plain functions over its current parameters."""
+    attn = layer.self_attn
+    return LayerOps(norm1=_bound_norm(layer.norm1), in_proj=inference_function(attn.in_proj),
+                    out_proj=inference_function(attn.out_proj), attend=attn.attend, num_heads=attn.num_heads,
+                    norm2=_bound_norm(layer.norm2), linear1=inference_function(layer.linear1),
+                    linear2=inference_function(layer.linear2))

@@ -16,8 +16,10 @@ only makes inference faster (kernels, the KV cache, folded norms) in :mod:`valle
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -109,30 +111,47 @@ class MultiheadSelfAttention(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         cache: Any = None,
-        start: int = 0,
+        start: Any = 0,
         query_start: int = 0,
     ) -> Tensor:
-        """x [B, T, D] -> [B, T - query_start, D].
+        """x [B, T, D] -> [B, T - query_start, D]: :func:`self_attention` with this module's projections."""
+        return self_attention(x, self.in_proj, self.out_proj, self.attend, self.num_heads, attn_mask, cache, start,
+                              query_start)
 
-        ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
-        With ``cache`` (a :class:`vallex.fastpath.LayerKVCache`: anything with ``append(k, v, start)``),
-        keys/values of these T positions are written at ``start`` and the queries attend to cache positions
-        ``< start + T``. Only positions ``>= query_start`` are queried: every position
-        still provides keys and values, but outputs nobody reads are not computed.
-        """
-        batch, length, dim = x.shape
-        qkv = self.in_proj(x).view(batch, length, 3, self.num_heads, dim // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
-        if cache is not None:
-            k, v = cache.append(k, v, start)  # [B, H, start + T, hd]
-            q = q.to(k.dtype)  # the cache may be float32 under a 16-bit model
-        if query_start:
-            q = q[:, :, query_start:]  # [B, H, T', hd]
-            if attn_mask is not None and attn_mask.shape[-2] == length:
-                attn_mask = attn_mask[..., query_start:, :]
-        out = self.attend(q, k, v, attn_mask)  # [B, H, T', hd]
-        out = out.transpose(1, 2).reshape(batch, q.shape[2], dim).to(x.dtype)
-        return self.out_proj(out)
+
+def self_attention(
+    x: Tensor,
+    in_proj: Callable[[Tensor], Tensor],
+    out_proj: Callable[[Tensor], Tensor],
+    attend: Callable[..., Tensor],
+    num_heads: int,
+    attn_mask: Tensor | None = None,
+    cache: Any = None,
+    start: Any = 0,
+    query_start: int = 0,
+) -> Tensor:
+    """Multi-head self-attention with a packed QKV projection: x [B, T, D] -> [B, T - query_start, D].
+
+    ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
+    With ``cache`` (a :class:`vallex.fastpath.LayerKVCache`: anything with ``append(k, v, start)`` returning the
+    keys, values and mask to attend with), keys/values of these T positions are written at ``start`` and the
+    queries attend to cache positions ``< start + T`` (``start`` may give each row its own position:
+    :class:`vallex.fastpath.RowPositions`). Only positions ``>= query_start`` are queried: every position still
+    provides keys and values, but outputs nobody reads are not computed.
+    """
+    batch, length, dim = x.shape
+    qkv = in_proj(x).view(batch, length, 3, num_heads, dim // num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
+    if cache is not None:
+        k, v, cache_mask = cache.append(k, v, start)  # [B, H, start + T, hd]
+        attn_mask = attn_mask if cache_mask is None else cache_mask
+        q = q.to(k.dtype)  # the cache may be float32 under a 16-bit model
+    if query_start:
+        q = q[:, :, query_start:]  # [B, H, T', hd]
+        if attn_mask is not None and attn_mask.shape[-2] == length:
+            attn_mask = attn_mask[..., query_start:, :]
+    out = attend(q, k, v, attn_mask)  # [B, H, T', hd]
+    return out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], dim).to(x.dtype))
 
 
 def _packed_projection_to_reference_keys(module, state_dict, prefix, local_metadata):
@@ -174,6 +193,43 @@ class AdaptiveLayerNorm(nn.Module):
         return torch.addcmul(bias, weight, self.norm(x))
 
 
+@dataclass(frozen=True)
+class LayerOps:
+    """One decoder layer's operations as callables: what :func:`decoder_layer` computes with.
+
+    :meth:`DecoderLayer.ops` gives the layer's own modules; :mod:`vallex.fastpath` binds the same parameters
+    to plain functions once per generation for the AR's one-frame steps. Either way the arithmetic is
+    :func:`decoder_layer`'s.
+    """
+
+    norm1: Callable[[Tensor], Tensor]
+    in_proj: Callable[[Tensor], Tensor]
+    out_proj: Callable[[Tensor], Tensor]
+    attend: Callable[..., Tensor]
+    num_heads: int
+    norm2: Callable[[Tensor], Tensor]
+    linear1: Callable[[Tensor], Tensor]
+    linear2: Callable[[Tensor], Tensor]
+
+
+def decoder_layer(
+    ops: LayerOps,
+    x: Tensor,
+    attn_mask: Tensor | None = None,
+    cache: Any = None,
+    start: Any = 0,
+    query_start: int = 0,
+) -> Tensor:
+    """Pre-norm block ``h = x + Attn(Norm1(x)); out = h + FFN(Norm2(h))`` (ReLU FFN): x [B, T, D] -> [B, T', D].
+
+    T' = T - query_start; ``cache``/``start`` as in :func:`self_attention`.
+    """
+    x = x[:, query_start:] + self_attention(ops.norm1(x), ops.in_proj, ops.out_proj, ops.attend, ops.num_heads,
+                                            attn_mask, cache, start, query_start)
+    # In-place ReLU: one [B, T, 4D] buffer less per layer (fresh pages cost page faults on CPU).
+    return x + ops.linear2(F.relu(ops.linear1(ops.norm2(x)), inplace=True))
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm block: ``h = x + Attn(Norm1(x)); out = h + FFN(Norm2(h))`` with a ReLU FFN."""
 
@@ -187,18 +243,23 @@ class DecoderLayer(nn.Module):
         self.norm1 = norm(dim)
         self.norm2 = norm(dim)
 
+    def ops(self, stage: Tensor | None = None) -> LayerOps:
+        """This layer's modules as :class:`LayerOps` (the norms told the NAR stage)."""
+        attn = self.self_attn
+        return LayerOps(norm1=functools.partial(self.norm1, stage=stage), in_proj=attn.in_proj,
+                        out_proj=attn.out_proj, attend=attn.attend, num_heads=attn.num_heads,
+                        norm2=functools.partial(self.norm2, stage=stage), linear1=self.linear1, linear2=self.linear2)
+
     def forward(
         self,
         x: Tensor,
         attn_mask: Tensor | None = None,
         stage: Tensor | None = None,
         cache: Any = None,
-        start: int = 0,
+        start: Any = 0,
         query_start: int = 0,
     ) -> Tensor:  # x [B, T, D] -> [B, T - query_start, D]
-        x = x[:, query_start:] + self.self_attn(self.norm1(x, stage), attn_mask, cache, start, query_start)
-        # In-place ReLU: one [B, T, 4D] buffer less per layer (fresh pages cost page faults on CPU).
-        return x + self.linear2(F.relu(self.linear1(self.norm2(x, stage)), inplace=True))
+        return decoder_layer(self.ops(stage), x, attn_mask, cache, start, query_start)
 
 
 class Decoder(nn.Module):
@@ -215,7 +276,7 @@ class Decoder(nn.Module):
         attn_mask: Tensor | None = None,
         stage: Tensor | None = None,
         cache: Any = None,
-        start: int = 0,
+        start: Any = 0,
         output_start: int = 0,
     ) -> Tensor:  # x [B, T, D] -> [B, T - output_start, D]
         """``output_start``: only positions from there on are returned, and the last layer computes

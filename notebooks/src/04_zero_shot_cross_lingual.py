@@ -45,7 +45,7 @@ from IPython.display import Audio, Image, display
 
 from vallex.api import SENTENCE_PAUSE_SECONDS, VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
-from vallex.decoding import ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
+from vallex.decoding import NARInput, ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
 from vallex.fastpath import KVCache
 from vallex.model import ar_attention_mask
 from vallex.random_weights import make_random_weights
@@ -240,9 +240,9 @@ show(fig)
 
 # %%
 stages = []
-codes = nar_decode(model, text, langs, prompt_codes, codes0[None], on_stage=stages.append)  # [1, T, 8]
+codes = nar_decode(model, [NARInput(text, langs, prompt_codes, codes0[None])], on_stage=stages.append)[0]  # [1, T, 8]
 print("stages run:", stages, "-> codes", tuple(codes.shape))
-print("deterministic:", torch.equal(codes, nar_decode(model, text, langs, prompt_codes, codes0[None])))
+print("deterministic:", torch.equal(codes, nar_decode(model, [NARInput(text, langs, prompt_codes, codes0[None])])[0]))
 timeline = torch.cat([prompt_codes, codes], dim=1)[0]  # [P + T, 8]
 
 fig, ax = plt.subplots(figsize=(11, 2.6))

@@ -42,7 +42,7 @@ from IPython.display import Image, display
 from vallex.checkpoint import load_model
 from vallex.codec import AudioCodec
 from vallex.config import VallexConfig
-from vallex.decoding import ar_decode, nar_decode
+from vallex.decoding import NARInput, ar_decode, nar_decode
 from vallex.model import VallexModel, count_parameters
 from vallex.random_weights import random_codec
 from vallex.training.dataset import CodesDataset, collate
@@ -198,7 +198,7 @@ for i in range(len(dataset)):
     truth = torch.from_numpy(u.codes)[None]  # [1, T, 8]
     no_prompt = truth[:, :0]  # [1, 0, 8]
     ar = ar_decode(trained, text, langs, no_prompt[..., 0], top_k=1)
-    codes1_7 = nar_decode(trained, text, langs, no_prompt, truth[..., 0])  # NAR from the true codebook 0
+    codes1_7 = nar_decode(trained, [NARInput(text, langs, no_prompt, truth[..., 0])])[0]  # NAR from the true codebook 0
     n = min(ar.codes.shape[1], truth.shape[1])
     ar_acc = (ar.codes[0, :n] == truth[0, :n, 0]).float().mean().item()
     nar_acc = (codes1_7[0, :, 1:] == truth[0, :, 1:]).float().mean().item()

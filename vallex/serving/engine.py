@@ -2,9 +2,9 @@
 
 A request is queued (``submit`` refuses with :class:`ServerBusy` beyond ``max_queue`` waiting requests) and
 admitted, in arrival order, as soon as fewer than ``max_batch`` requests run: its first sentence's prefill
-runs and it joins the running AR batch (:class:`vallex.batching.ARBatch`) at the next step. Every step
+runs and it joins the running AR batch (:class:`vallex.decoding.ARBatch`) at the next step. Every step
 samples one frame for each running sentence; the chunks that became due (:mod:`vallex.streaming`) and the
-sentences that ended go through the NAR together (:func:`vallex.batching.nar_decode_batch`), and the audio
+sentences that ended go through the NAR together (:func:`vallex.decoding.nar_decode`), and the audio
 goes back through each request's :class:`SpeechStream` at once. A request whose client went away is
 cancelled and leaves at the next step. With a seed, a request's audio is what
 :meth:`vallex.api.VallEX.synthesize_stream` gives it alone, whatever else is being served.
@@ -36,8 +36,7 @@ from vallex.api import (
     sentence_audio,
 )
 from vallex.audio import SAMPLE_RATE
-from vallex.batching import ARBatch, nar_decode_batch
-from vallex.decoding import ARResult
+from vallex.decoding import ARBatch, ARResult, nar_decode
 from vallex.prompts import VoicePrompt
 from vallex.streaming import SentencePieces
 
@@ -399,7 +398,7 @@ class _Batch:
                 by_key[key].frames = result.codes
         wanting = sorted((s for s in self.active.values() if self._wants_nar(s)), key=lambda s: s.priority)
         work = [(state, *self._nar_work(state)) for state in wanting[:self.engine.nar_batch]]
-        codes = nar_decode_batch(self.tts.model, [state.job.nar_input(frames) for state, _, frames in work])
+        codes = nar_decode(self.tts.model, [state.job.nar_input(frames) for state, _, frames in work])
         for (state, final, _), nar in zip(work, codes):
             if final:
                 self._finish_sentence(state, nar)
