@@ -136,8 +136,10 @@ class VoicePrompt:
         }
 
     def save_npz(self, path: str | os.PathLike) -> Path:
-        """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring)."""
-        # Readers never see a half-written file.
+        """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring),
+        creating a missing folder."""
+        # Readers never see a half-written file; a missing folder is created, as save_audio does.
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return write_bytes_atomic(path, write_npz(self.to_arrays(), self._zip_style))
 
     def to_npz_bytes(self) -> bytes:
