@@ -96,11 +96,15 @@ class HeadTimeoutProtocol(H11Protocol):
             self.transport.close()
 
 
-def serve(app: Any, sock: socket.socket, *, log_level: str = "info",
-          head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
-    """Run uvicorn with ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM."""
+def make_server(app: Any, *, log_level: str = "info", head_timeout_s: float = HEAD_TIMEOUT_S) -> Any:
+    """A ``uvicorn.Server`` for ``app`` with the timeouts above (``server.run(sockets=[sock])`` runs it)."""
     import uvicorn
 
     protocol = type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout_s": head_timeout_s})
     config = uvicorn.Config(app, http=protocol, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S)
-    uvicorn.Server(config).run(sockets=[sock])
+    return uvicorn.Server(config)
+
+
+def serve(app: Any, sock: socket.socket, *, log_level: str = "info") -> None:
+    """Run uvicorn with ``app`` on the bound ``sock`` until Ctrl-C or SIGTERM."""
+    make_server(app, log_level=log_level).run(sockets=[sock])
