@@ -426,3 +426,27 @@ def test_a_damaged_preset_is_blamed_on_the_voice_over_http(tiny_tts, tmp_path: P
     finally:
         engine.close()
     assert "'broken' is damaged" in error["message"]
+
+
+@pytest.mark.parametrize("server_name, key, limited", [
+    (None, "", True), ("127.0.0.1", "", True), ("0.0.0.0", "", False), (None, "k3y", False)])
+def test_the_apps_api_limits_hosts_only_when_keyless_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 server_name: str | None, key: str,
+                                                                 limited: bool) -> None:
+    from fastapi import FastAPI
+
+    from demo.config import AppConfig
+    from demo.engine import Engine
+    from demo.http_api import api_router
+
+    if server_name is None:
+        monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    else:
+        monkeypatch.setenv("GRADIO_SERVER_NAME", server_name)
+    (tmp_path / "weights").mkdir()
+    engine = Engine(AppConfig(weights_dir=tmp_path / "weights", presets_dir=tmp_path / "presets", api_key=key))
+    app = FastAPI()
+    app.include_router(api_router(engine, BusyEngine()))
+    headers = {"host": "rebound.example"} | ({"authorization": f"Bearer {key}"} if key else {})
+    status = TestClient(app).get("/v1/models", headers=headers).status_code
+    assert status == (403 if limited else 200)

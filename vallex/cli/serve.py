@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     from vallex.api import VallEX, select_device
     from vallex.prompts import PresetLibrary
     from vallex.serving import SpeechEngine
-    from vallex.serving.http import LOOPBACK_HOSTS, SpeechAPI, create_api, preset_voices
-    from vallex.serving.listen import bind_socket, is_loopback, serve
+    from vallex.serving.http import LOOPBACK_HOSTS, SpeechAPI, create_api, is_loopback, preset_voices
+    from vallex.serving.listen import bind_socket, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     library = PresetLibrary(args.presets_dir) if args.presets_dir is not None else PresetLibrary.default()
@@ -131,8 +131,8 @@ def run_with_ray(args: argparse.Namespace) -> int:
 
     from vallex.api import select_device
     from vallex.serving import ray_serve
-    from vallex.serving.http import LOOPBACK_HOSTS
-    from vallex.serving.listen import bind_socket, is_loopback
+    from vallex.serving.http import LOOPBACK_HOSTS, is_loopback
+    from vallex.serving.listen import bind_socket
 
     if args.port == 0:
         raise ValueError("--port 0 is not possible with --ray: Serve's proxy needs a fixed port.")

@@ -13,8 +13,8 @@ How a request goes: the ``Host`` header is checked (when ``allowed_hosts`` is se
 (constant time); without a key the body must be ``application/json`` (so a web page cannot post to the server
 cross-site); the body is read (at most ``max_body_bytes``, within ``body_timeout_s``), parsed (NaN, Infinity
 and nesting too deep for the parser are invalid JSON) and validated (numbers and flags strictly: ``"2"`` is
-not a speed, ``true`` not a seed); the text is checked by the text front end, which also decides whether it needs the long-text mode
-(sentence by sentence); the request is submitted (``ServerBusy``: 503 with ``Retry-After``). The response
+not a speed, ``true`` not a seed); the text is checked by the text front end, which also decides whether
+it needs the long-text mode (sentence by sentence); the request is submitted (``ServerBusy``: 503 with ``Retry-After``). The response
 starts only once the engine has produced the first chunk of audio, so every error the library can find up
 to then (an unknown voice, a text with nothing to pronounce, a prompt that is too long, missing weights) is
 a JSON error with the right status. An error after that (none is expected from valid input) cannot change
@@ -483,6 +483,11 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
         raise APIError(408, f"The request body did not arrive within {timeout_s:g} s: send it all at once.",
                        code="request_timeout", headers={"Connection": "close"}) from None
     return b"".join(chunks)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a listening address on this machine's loopback interface (only local programs can connect)."""
+    return _host_name(host) in LOOPBACK_HOSTS
 
 
 def _media_type(request: Request) -> str:

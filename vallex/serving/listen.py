@@ -28,11 +28,6 @@ KEEP_ALIVE_S = 5
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-def is_loopback(host: str) -> bool:
-    """True for the names of this machine's loopback interface (where only local programs can connect)."""
-    return host.strip("[]").lower() in ("localhost", "127.0.0.1", "::1")
-
-
 def bind_socket(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` (not yet listening); ValueError, naming the port, when it is taken."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
