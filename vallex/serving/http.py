@@ -10,15 +10,15 @@ an ``APIRouter`` that handles its own errors, so it can be added to any FastAPI 
 its own); :func:`create_api` wraps it in an app whose 404/405/422 answers have OpenAI's error shape too.
 
 How a request goes: the ``Host`` header is checked (when ``allowed_hosts`` is set), the bearer key (constant
-time); without a key the body must be ``application/json`` (so a web page cannot post to the server cross-
-site); the body is read (at most ``max_body_bytes``, within ``body_timeout_s``), parsed (NaN, Infinity and
-nesting too deep for the parser are invalid JSON) and validated (numbers and flags strictly: ``"2"`` is not a
-speed, ``true`` not a seed); the text is checked by the text front end, which also decides whether it needs
-the long-text mode (sentence by sentence); the request is submitted (``ServerBusy``: 503 with ``Retry-
-After``). The response starts only once the engine has produced the first chunk of audio, so every error the
-library can find up to then (an unknown voice, a text with nothing to pronounce, a prompt that is too long,
-missing weights) is a JSON error with the right status. An error after that (none is expected from valid
-input) cannot change the status any more: the connection is closed without the final empty chunk, so the
+time); without a key the body must be ``application/json`` (so a web page cannot post to the server
+cross-site); the body is read (at most ``max_body_bytes``, within ``body_timeout_s``), parsed (NaN, Infinity
+and nesting too deep for the parser are invalid JSON) and validated (numbers and flags strictly: ``"2"`` is
+not a speed, ``true`` not a seed); the text is checked by the text front end, which also decides whether it
+needs the long-text mode (sentence by sentence); the request is submitted (``ServerBusy``: 503 with
+``Retry-After``). The response starts only once the engine has produced the first chunk of audio, so every
+error the library can find up to then (an unknown voice, a text with nothing to pronounce, a prompt that is
+too long, missing weights) is a JSON error with the right status. An error after that (none is expected from
+valid input) cannot change the status any more: the connection is closed without the final empty chunk, so the
 client sees a truncated response (httpx: ``RemoteProtocolError``), never a silently shortened file. A client
 that goes away, before or during the audio, cancels the request in the engine.
 """
