@@ -24,7 +24,7 @@ import soundfile as sf
 
 from demo.engine import Engine, zero_gpu
 from demo.plots import audio_picture
-from vallex.api import LONG_TEXT_MODES, Synthesis
+from vallex.api import LONG_TEXT_MODES, Synthesis, check_sampling
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
@@ -77,22 +77,31 @@ def check_text(text: Any, max_chars: int) -> str:
     return text
 
 
+#: The sampling widgets' labels, for :func:`vallex.api.check_sampling`'s messages.
+SAMPLING_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p", "best_of": "Best of",
+                   "seed": "The seed"}
+
+
 def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_of: Any) -> dict[str, Any]:
-    """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back)."""
+    """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back).
+
+    Top-p 1 and top-k 0 mean "off"; anything else (NaN included) goes through the library's checks, so a
+    value that is not a usable number is refused rather than silently treated as off.
+    """
     try:
         seed = -1 if seed is None or seed == "" else int(seed)
         top_k = int(top_k or 0)
         best_of = int(best_of or 1)
         temperature = float(temperature if temperature is not None else 1.0)
         top_p = float(top_p if top_p is not None else 1.0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise ValueError("Seed, top-k and best-of must be whole numbers; temperature and top-p numbers.") from None
     if seed < 0:
         seed = secrets.randbelow(2**31)
-    if seed >= 2**63:
-        raise ValueError(f"The seed must be below 2**63, got {seed}.")
-    return {"seed": seed, "temperature": temperature, "top_k": top_k if top_k > 0 else None,
-            "top_p": top_p if top_p < 1.0 else None, "best_of": best_of}
+    options = {"seed": seed, "temperature": temperature, "top_k": top_k if top_k > 0 else None,
+               "top_p": None if top_p == 1.0 else top_p, "best_of": best_of}
+    check_sampling(**options, names=SAMPLING_LABELS)
+    return options
 
 
 def accent_option(accent: Any) -> str | None:

@@ -7,11 +7,13 @@ presets), its limits the app's settings (``VALLEX_MAX_BATCH``, ``VALLEX_MAX_QUEU
 """
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 
 from demo.engine import Engine
 from vallex.serving import SpeechEngine
-from vallex.serving.http import VoiceInfo, create_router, preset_voices
+from vallex.serving.http import LOOPBACK_HOSTS, VoiceInfo, create_router, is_loopback, preset_voices
 
 
 def app_voices(engine: Engine) -> list[VoiceInfo]:
@@ -21,7 +23,13 @@ def app_voices(engine: Engine) -> list[VoiceInfo]:
 
 
 def api_router(engine: Engine, speech: SpeechEngine) -> APIRouter:
-    """The API's routes for the app (the first built-in voice is the default voice)."""
+    """The API's routes for the app (the first built-in voice is the default voice).
+
+    Without a key, on Gradio's loopback default (``GRADIO_SERVER_NAME`` unset or a loopback name), the API
+    answers only requests addressed to loopback names, as ``vallex serve`` does (DNS rebinding).
+    """
+    local = is_loopback(os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1")
     return create_router(speech, voices=lambda: app_voices(engine), voice_names=engine.voice_names,
                          default_voice=next(iter(engine.voices), None), api_key=engine.config.api_key,
-                         max_input_chars=engine.config.max_text_chars, model_loaded=lambda: engine.loaded)
+                         max_input_chars=engine.config.max_text_chars, model_loaded=lambda: engine.loaded,
+                         allowed_hosts=LOOPBACK_HOSTS if local and not engine.config.api_key else None)

@@ -17,8 +17,9 @@ decodes several requests together (:class:`vallex.decoding.ARBatch`).
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import time
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from vallex.streaming import (  # noqa: F401  (the streaming constants are part 
     first_chunk_frames,
 )
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
-from vallex.text.normalize import has_pronounceable
+from vallex.text.normalize import MAX_INPUT_CHARS, SPLIT_ADVICE, has_pronounceable
 
 #: Target text tokens one utterance may hold without the long-text mode (~15-20 s of speech).
 MAX_SINGLE_UTTERANCE_TOKENS = 300
@@ -63,6 +64,8 @@ SENTENCE_PAUSE_SECONDS = 0.2
 EDGE_FADE_SECONDS = 0.01
 
 LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
+#: Largest seed (torch generators take 64-bit seeds; one below 2**63 fits every integer type we pass it through).
+MAX_SEED = 2**63 - 1
 
 PromptLike = VoicePrompt | str | Path | tuple | None
 ProgressCallback = Callable[[str, int, int], None]
@@ -70,14 +73,37 @@ FrameLimits = Callable[[int, int], tuple[int, int]]
 
 
 def select_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else CUDA, then Apple MPS, then CPU (the reference preferred MPS over CUDA)."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``device`` if given (checked: it must exist here), else CUDA, then Apple MPS, then CPU (the reference
+    preferred MPS over CUDA). Raises ValueError for an unknown or unavailable device."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or mps (or leave it out for the "
+                         "best available).") from None
+    if chosen.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} is not available: this torch {torch.__version__} sees no CUDA "
+                             "GPU. Use cpu (or leave the device out for the best available).")
+        if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device!r} is not available: there are {torch.cuda.device_count()} "
+                             "CUDA GPU(s), numbered from 0.")
+    elif chosen.type == "mps":
+        if not _mps_available():
+            raise ValueError(f"Device {device!r} is not available: Apple MPS needs a Mac with Apple silicon. "
+                             "Use cpu (or leave the device out for the best available).")
+    elif chosen.type != "cpu":
+        raise ValueError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or mps.")
+    return chosen
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 @dataclass
@@ -306,7 +332,7 @@ class VallEX:
     # Planning (shared by one request's stream, synthesize_batch and vallex.serving) -------------------
     def plan(self, request: SynthesisRequest) -> RequestPlan:
         """Check a request and split it into sentences; raises ValueError for anything it cannot speak."""
-        _check_sampling(request.temperature, request.top_k, request.top_p, request.best_of)
+        check_sampling(request.temperature, request.top_k, request.top_p, request.best_of, request.seed)
         chunk_frames = first_chunk_frames(request.chunk_seconds)
         if request.best_of > 1:
             chunk_frames = None  # the best row is known only when the sentence ends
@@ -373,6 +399,12 @@ class VallEX:
         if language not in ("auto", "mix", "auto-mix"):
             check_language(language)
         if long_text is None:
+            if len(text) > MAX_INPUT_CHARS:  # before the front end, whose message knows nothing of long text
+                raise ValueError(
+                    f"The text is too long for one utterance ({len(text)} characters; at most "
+                    f"{MAX_INPUT_CHARS}). Use long-text mode (long_text='fixed-prompt' or 'sliding-window'), "
+                    "which speaks it sentence by sentence."
+                )
             tokens = tokenize(text, language, max_tokens=None)  # our own, friendlier limit below
             if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
                 raise ValueError(
@@ -388,6 +420,11 @@ class VallEX:
         for sentence in split_sentences(text, language):  # "mix" sentences come back with their tags
             if not has_pronounceable(sentence):
                 continue  # a stray punctuation-only piece between sentences
+            if len(sentence) > MAX_INPUT_CHARS:
+                raise ValueError(
+                    f"The text runs {len(sentence)} characters without a sentence end (at most "
+                    f"{MAX_INPUT_CHARS} in one sentence), from {sentence[:40]!r}. {SPLIT_ADVICE}"
+                )
             tokens = tokenize(sentence, language, max_tokens=None)
             if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
                 raise ValueError(
@@ -529,15 +566,33 @@ def default_frame_limits(text_tokens: int, prompt_frames: int) -> tuple[int, int
     return 1, min(MAX_FRAMES_PER_TEXT_TOKEN * text_tokens, budget)
 
 
-def _check_sampling(temperature: float, top_k: int | None, top_p: float | None, best_of: int) -> None:
-    if not isinstance(temperature, (int, float)) or not 0 < temperature <= 10:
-        raise ValueError(f"temperature must be in (0, 10], got {temperature!r}.")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}.")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}.")
-    if not isinstance(best_of, int) or not 1 <= best_of <= 16:
-        raise ValueError(f"best_of must be an integer from 1 to 16, got {best_of!r}.")
+def check_sampling(temperature: Any = 1.0, top_k: Any = None, top_p: Any = None, best_of: Any = 1,
+                   seed: Any = None, *, names: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError unless the sampling options are usable (NaN, booleans and out-of-range values are not).
+
+    ``names`` maps a parameter to what the caller calls it (the CLI: ``{"top_k": "--top-k"}``), so each
+    front end's message names the option its user typed.
+    """
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    def number(value: Any) -> bool:  # numbers.Real: numpy scalars too; a bool is a mistake, not 0 or 1
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+    if not number(temperature) or not 0 < temperature <= 10:  # NaN fails the comparison too
+        raise ValueError(f"{name('temperature')} must be a number in (0, 10], got {temperature!r}.")
+    if top_k is not None and (not integer(top_k) or top_k < 1):
+        raise ValueError(f"{name('top_k')} must be a positive whole number (or left out), got {top_k!r}.")
+    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"{name('top_p')} must be a number in (0, 1] (or left out), got {top_p!r}.")
+    if not integer(best_of) or not 1 <= best_of <= 16:
+        raise ValueError(f"{name('best_of')} must be a whole number from 1 to 16, got {best_of!r}.")
+    if seed is not None and (not integer(seed) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"{name('seed')} must be a whole number from 0 to {MAX_SEED} (or left out), "
+                         f"got {seed!r}.")
 
 
 def _shape_chunk(wav: np.ndarray, *, pause: float, fade_in: bool, fade_out: bool) -> np.ndarray:

@@ -136,8 +136,10 @@ class VoicePrompt:
         }
 
     def save_npz(self, path: str | os.PathLike) -> Path:
-        """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring)."""
-        # Readers never see a half-written file.
+        """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring),
+        creating a missing folder."""
+        # Readers never see a half-written file; a missing folder is created, as save_audio does.
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return write_bytes_atomic(path, write_npz(self.to_arrays(), self._zip_style))
 
     def to_npz_bytes(self) -> bytes:
@@ -178,6 +180,8 @@ class VoicePrompt:
             raise ValueError(f"{source}: audio_tokens must be shaped [1, T, 8], got {list(audio.shape)}.")
         if text.ndim != 2 or text.shape[0] != 1:
             raise ValueError(f"{source}: text_tokens must be shaped [1, L], got {list(text.shape)}.")
+        if audio.shape[1] == 0 or text.shape[1] == 0:
+            raise ValueError(f"{source} is an empty prompt (no audio frames or no transcript tokens).")
         if max_frames is not None and audio.shape[1] > max_frames:
             raise ValueError(f"{source}: the prompt is {audio.shape[1] / FRAME_RATE:.1f} s long; at most "
                              f"{max_frames / FRAME_RATE:g} s is accepted.")
@@ -231,10 +235,17 @@ def make_prompt(
     Returns:
         VoicePrompt with codes ``[1, T, 8]`` (T = ceil(24000·seconds / 320)) and the transcript's token ids.
     """
-    from vallex.text import tokenize  # the text front end is heavy; import on use
+    from vallex.text import MAX_INPUT_CHARS, tokenize  # the text front end is heavy; import on use
 
     if name is not None:
         validate_name(name)
+    if isinstance(transcript, str) and len(transcript) > MAX_INPUT_CHARS:
+        # Checked before the audio is read; the text front end's message is about text to speak, not this.
+        raise ValueError(
+            f"The prompt's transcript is {len(transcript)} characters long; it should be only what is said in "
+            f"the 1-15 s recording (a sentence or two; at most {MAX_INPUT_CHARS} characters). Give the words "
+            "spoken in the recording, not the text to synthesise."
+        )
     wav = load_prompt_audio(audio, sample_rate, trim_silence=trim_silence)
     detect = language is None or (isinstance(language, str) and language.strip().lower() in UNSET_CHOICES)
     chosen = None if detect else normalize_language(language)
@@ -296,7 +307,12 @@ class PresetLibrary:
     """
 
     def __init__(self, directory: str | os.PathLike):
+        """Raises ValueError when ``directory`` exists but is not a folder (it may be missing: it is made
+        when the first preset is saved)."""
         self.directory = Path(directory).expanduser()
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"The preset folder {self.directory} is a file, not a folder: give a folder "
+                             "(a missing one is created when the first preset is saved).")
 
     @classmethod
     def default(cls) -> PresetLibrary:
@@ -337,7 +353,11 @@ class PresetLibrary:
         if not path.is_file():
             available = ", ".join(self.names()[:20]) or "none"
             raise ValueError(f"Unknown voice preset {name!r} (available: {available}).")
-        return VoicePrompt.load_npz(path, name=name)
+        try:
+            return VoicePrompt.load_npz(path, name=name)
+        except ValueError as error:  # the file's fault, not the request's: say which preset and what to do
+            raise ValueError(f"The voice preset {name!r} is damaged ({error}); make it again (vallex "
+                             f"make-prompt --name {name} --overwrite) or delete {path.name}.") from None
 
     def save(self, name: str, prompt: VoicePrompt, *, overwrite: bool = False) -> Path:
         path = self.path_for(name)
@@ -389,6 +409,8 @@ def _as_text_ids(ids: Any) -> list[int]:
 
 def _read_npz_bytes(data: bytes, source: str) -> tuple[dict[str, np.ndarray], NpzStyle]:
     """The three arrays of a prompt file (never unpickling) and its zip layout; ValueErrors name ``source``."""
+    if not data:
+        raise ValueError(f"{source} is empty (0 bytes), not an .npz prompt file.")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = {info.filename: info for info in archive.infolist()}

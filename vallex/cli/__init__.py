@@ -3,7 +3,8 @@
 Each sub-command lives in its own module of this package and exposes ``register(subparsers)``,
 which adds an argparse parser whose ``func`` default takes the parsed arguments and returns an
 exit code. Bad input raises ``ValueError`` (or ``FileNotFoundError``); ``main`` turns it into a
-one-line message and exit code 2, so users never see a traceback for their own mistakes.
+one-line message and exit code 2, so users never see a traceback for their own mistakes. Any other
+``OSError`` (permission denied, a full disk) is one line too, with exit code 1.
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"vallex {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the system refused (permissions, a full disk): the user's to fix, no traceback
+        print(f"vallex {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

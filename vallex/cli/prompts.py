@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vallex.cli.options import check_output
     from vallex.codec import AudioCodec
     from vallex.prompts import PresetLibrary, make_prompt, validate_name
 
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("Say where to put the prompt: --output FILE.npz or --name NAME (a preset).")
     if args.output is not None and args.output.suffix != ".npz":
         raise ValueError(f"--output must end in .npz, got {args.output.name!r}.")
+    if args.output is not None:  # before encoding: a bad output is reported at once
+        check_output(args.output, "--output", {"audio": args.audio})
     library = None
     if args.name is not None:
         validate_name(args.name)

@@ -84,36 +84,44 @@ def run(args: argparse.Namespace) -> int:
     given = [name for name, unset in _RAY_OPTIONS.items() if getattr(args, name) != unset]
     if given:
         raise ValueError(f"--{given[0].replace('_', '-')} needs --ray.")
-    import uvicorn
-
-    from vallex.api import VallEX
+    from vallex.api import VallEX, select_device
     from vallex.prompts import PresetLibrary
     from vallex.serving import SpeechEngine
-    from vallex.serving.http import SpeechAPI, create_api, preset_voices
+    from vallex.serving.http import LOOPBACK_HOSTS, SpeechAPI, create_api, is_loopback, preset_voices
+    from vallex.serving.listen import bind_socket, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     library = PresetLibrary(args.presets_dir) if args.presets_dir is not None else PresetLibrary.default()
     if args.default_voice is not None and args.default_voice not in library:
         raise ValueError(f"--default-voice {args.default_voice!r} is not a preset in {library.directory}.")
+    local = is_loopback(args.host)
     options = dict(voices=lambda: preset_voices(library), voice_names=library.names,
-                   default_voice=args.default_voice, api_key=args.api_key, max_input_chars=args.max_input_chars)
+                   default_voice=args.default_voice, api_key=args.api_key, max_input_chars=args.max_input_chars,
+                   # Keyless on loopback: only requests addressed to this machine's names (DNS rebinding).
+                   allowed_hosts=LOOPBACK_HOSTS if local and not args.api_key else None)
     SpeechAPI(None, **options)  # checks the settings before the (slow) model load
-    tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype, num_threads=args.threads,
-                                 presets_dir=library.directory)
-    engine = SpeechEngine(tts, max_batch=args.max_batch, max_queue=args.max_queue)
-    app = create_api(engine, model_loaded=lambda: True, **options)
-    if not args.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger(__name__).warning("Listening on %s without an API key: anyone who can reach this port "
-                                            "can use the model (set VALLEX_API_KEY).", args.host)
-    print(f"Serving the speech API on http://{args.host}:{args.port}/v1/audio/speech "
-          f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}).",
-          file=sys.stderr)
+    select_device(args.device)
+    sock = bind_socket(args.host, args.port)  # a busy port is reported now, not after the model has loaded
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
+                                     num_threads=args.threads, presets_dir=library.directory)
+        engine = SpeechEngine(tts, max_batch=args.max_batch, max_queue=args.max_queue)
+        try:
+            app = create_api(engine, model_loaded=lambda: True, **options)
+            if not args.api_key and not local:
+                logging.getLogger(__name__).warning(
+                    "Listening on %s without an API key: anyone who can reach this port can use the model "
+                    "(set VALLEX_API_KEY).", args.host)
+            port = sock.getsockname()[1]
+            print(f"Serving the speech API on http://{args.host}:{port}/v1/audio/speech "
+                  f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}).",
+                  file=sys.stderr)
+            serve(app, sock, log_level=args.log_level)
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        sock.close()
     return 0
-
 
 
 def run_with_ray(args: argparse.Namespace) -> int:
@@ -121,7 +129,10 @@ def run_with_ray(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from vallex.api import select_device
     from vallex.serving import ray_serve
+    from vallex.serving.http import LOOPBACK_HOSTS, is_loopback
+    from vallex.serving.listen import bind_socket
 
     if args.port == 0:
         raise ValueError("--port 0 is not possible with --ray: Serve's proxy needs a fixed port.")
@@ -138,6 +149,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         raise ValueError(f"--replica-gpus must be >= 0, got {args.replica_gpus}.")
     autoscaling = ray_serve.Autoscaling(**scaling) if scaling else None
     local = args.ray_address is None
+    select_device(args.device)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         ray_serve.import_serve()
@@ -152,7 +164,8 @@ def run_with_ray(args: argparse.Namespace) -> int:
         weights_dir=str(args.weights_dir) if args.weights_dir is not None else None,
         presets_dir=str(presets_dir) if presets_dir is not None else None, default_voice=args.default_voice,
         device=args.device, dtype=args.dtype, num_threads=args.threads, max_batch=args.max_batch,
-        max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key)
+        max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key,
+        allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) and not args.api_key else None)
     if local:  # this machine's folders are the replicas': check them before starting anything
         from vallex.weights import resolve_weights
 
@@ -162,6 +175,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         from vallex.serving.http import SpeechAPI
 
         SpeechAPI(None, api_key=args.api_key, max_input_chars=args.max_input_chars)
+    bind_socket(args.host, args.port).close()  # a busy port is reported before Ray and the replicas start
     app = ray_serve.build_app(settings, num_replicas=args.replicas, autoscaling=autoscaling,
                               num_cpus=args.replica_cpus, num_gpus=args.replica_gpus)
     import ray
@@ -180,7 +194,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
             url = ray_serve.serve_http(app, host=args.host, port=args.port, proxy_location=args.proxy_location)
         except ray_serve.DeploymentFailed as error:
             raise ValueError(str(error)) from None
-        if not args.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        if not args.api_key and not is_loopback(args.host):
             logging.getLogger(__name__).warning("Listening on %s without an API key: anyone who can reach this "
                                                 "port can use the model (set VALLEX_API_KEY).", args.host)
         replicas = (f"{autoscaling.min_replicas}-{autoscaling.max_replicas} replicas, autoscaled" if autoscaling

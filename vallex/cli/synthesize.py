@@ -46,20 +46,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vallex.api import VallEX
+    from vallex.api import VallEX, select_device
     from vallex.audio import save_audio
+    from vallex.cli.options import check_output, check_sampling_options, read_text_file
 
-    if args.text_file is not None:
-        try:
-            text = args.text_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"{args.text_file} is not UTF-8 text.") from None
-    else:
-        text = args.text
+    # Every option is checked before the model loads (a minute on a slow machine).
+    text = read_text_file(args.text_file, "--text-file") if args.text_file is not None else args.text
     if args.prompt_text is not None and args.prompt_audio is None:
         raise ValueError("--prompt-text needs --prompt-audio.")
     if args.output.suffix.lower() != ".wav":
         raise ValueError(f"The output must be a .wav file, got {args.output}.")
+    check_output(args.output, "--output", {"--prompt-audio": args.prompt_audio, "--prompt-npz": args.prompt_npz,
+                                           "--text-file": args.text_file})
+    check_sampling_options(args)
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    select_device(args.device)
 
     tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
                                  num_threads=args.threads, presets_dir=args.presets_dir)

@@ -9,15 +9,18 @@ made), ``GET /v1/voices``, ``GET /v1/models``, ``GET /health``. :func:`create_ro
 an ``APIRouter`` that handles its own errors, so it can be added to any FastAPI app (the Gradio app adds it to
 its own); :func:`create_api` wraps it in an app whose 404/405/422 answers have OpenAI's error shape too.
 
-How a request goes: the bearer key is checked (constant time), the body read (at most ``max_body_bytes``) and
-validated; the text is checked by the text front end, which also decides whether it needs the long-text mode
-(sentence by sentence); the request is submitted (``ServerBusy``: 503 with ``Retry-After``). The response
-starts only once the engine has produced the first chunk of audio, so every error the library can find up
-to then (an unknown voice, a text with nothing to pronounce, a prompt that is too long, missing weights) is
-a JSON error with the right status. An error after that (none is expected from valid input) cannot change
-the status any more: the connection is closed without the final empty chunk, so the client sees a truncated
-response (httpx: ``RemoteProtocolError``), never a silently shortened file. A client that goes away, before
-or during the audio, cancels the request in the engine.
+How a request goes: the ``Host`` header is checked (when ``allowed_hosts`` is set), the bearer key (constant
+time); without a key the body must be ``application/json`` (so a web page cannot post to the server
+cross-site); the body is read (at most ``max_body_bytes``, within ``body_timeout_s``), parsed (NaN, Infinity
+and nesting too deep for the parser are invalid JSON) and validated (numbers and flags strictly: ``"2"`` is
+not a speed, ``true`` not a seed); the text is checked by the text front end, which also decides whether it
+needs the long-text mode (sentence by sentence); the request is submitted (``ServerBusy``: 503 with
+``Retry-After``). The response starts only once the engine has produced the first chunk of audio, so every
+error the library can find up to then (an unknown voice, a text with nothing to pronounce, a prompt that is
+too long, missing weights) is a JSON error with the right status. An error after that (none is expected from
+valid input) cannot change the status any more: the connection is closed without the final empty chunk, so the
+client sees a truncated response (httpx: ``RemoteProtocolError``), never a silently shortened file. A client
+that goes away, before or during the audio, cancels the request in the engine.
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vallex.api import MAX_SINGLE_UTTERANCE_TOKENS
+from vallex.api import MAX_SEED, MAX_SINGLE_UTTERANCE_TOKENS
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
@@ -68,6 +71,10 @@ LONG_TEXT_CHOICES = ("auto", "fixed-prompt", "sliding-window")
 DEFAULT_MAX_INPUT_CHARS = 4096
 #: Largest request body (a 4096-character input escaped as \\uXXXX is ~25 kB).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: Seconds a request body may take to arrive after its headers (a trickling client is cut off: 408).
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: Host names of the loopback interface (the ``allowed_hosts`` of a keyless server bound to loopback).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: ``Retry-After`` seconds of a 503.
 DEFAULT_RETRY_AFTER_S = 2
 SAMPLE_RATE = SpeechStream.sample_rate
@@ -130,18 +137,19 @@ class SpeechBody(BaseModel):
     input: str
     voice: str | _VoiceRef | None = None
     response_format: str = "mp3"
-    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
+    # Numbers and flags are strict: "2" for a number or true for a seed is a client's mistake, not a value.
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True)
     instructions: str | None = Field(None, max_length=DEFAULT_MAX_INPUT_CHARS)
     stream_format: Literal["audio", "sse"] = "audio"
     # Extensions.
     language: Literal["auto", "en", "zh", "ja", "mix", "auto-mix"] = "auto"
     accent: Literal["none", "en", "zh", "ja"] | None = "none"
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    temperature: float = Field(1.0, gt=0, le=10)
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True)
+    temperature: float = Field(1.0, gt=0, le=10, strict=True)
+    top_k: int | None = Field(None, ge=1, strict=True)
+    top_p: float | None = Field(None, gt=0, le=1, strict=True)
     long_text: Literal["auto", "fixed-prompt", "sliding-window"] = "auto"
-    stream: bool = True
+    stream: bool = Field(True, strict=True)
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,8 @@ class SpeechAPI:
                  voice_names: Callable[[], Collection[str]] | None = None, default_voice: str | None = None,
                  api_key: str | None = None, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, model_loaded: Callable[[], bool] | None = None,
-                 retry_after_s: int = DEFAULT_RETRY_AFTER_S) -> None:
+                 retry_after_s: int = DEFAULT_RETRY_AFTER_S, allowed_hosts: Collection[str] | None = None,
+                 body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
         if api_key is None:
             api_key = os.environ.get("VALLEX_API_KEY", "").strip()
         if api_key and not _KEY_PATTERN.fullmatch(api_key):
@@ -178,19 +187,32 @@ class SpeechAPI:
         self.default_voice = default_voice
         self._key = api_key.encode("ascii") if api_key else None
         self.max_input_chars, self.max_body_bytes = max_input_chars, max_body_bytes
+        if not body_timeout_s > 0:
+            raise ValueError(f"body_timeout_s must be > 0, got {body_timeout_s}.")
         self._model_loaded = model_loaded
         self.retry_after_s = retry_after_s
+        self.allowed_hosts = frozenset(_host_name(host) for host in allowed_hosts) if allowed_hosts else None
+        self.body_timeout_s = body_timeout_s
 
     @property
     def auth_required(self) -> bool:
         return self._key is not None
+
+    @staticmethod
+    def key_required(api_key: str | None) -> bool:
+        """Whether ``api_key`` (as the ``api_key`` option: None reads ``$VALLEX_API_KEY``) asks for a key."""
+        if api_key is None:
+            api_key = os.environ.get("VALLEX_API_KEY", "").strip()
+        return bool(api_key)
 
     # Routes ---------------------------------------------------------------------------------------
     async def speech(self, request: Request) -> Response:
         """``POST /v1/audio/speech``: audio for ``input`` (streamed unless flac or ``"stream": false``)."""
         try:
             self.authorize(request)
-            body = SpeechBody.model_validate(_parse_json(await _read_body(request, self.max_body_bytes)))
+            self.check_content_type(request)
+            body = SpeechBody.model_validate(_parse_json(await _read_body(request, self.max_body_bytes,
+                                                                          self.body_timeout_s)))
         except ValidationError as error:
             return _validation_error(error.errors()).response()
         except APIError as error:
@@ -262,7 +284,16 @@ class SpeechAPI:
 
     # Steps ----------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> None:
-        """Raise a 401 APIError unless the request carries ``Authorization: Bearer <the key>``."""
+        """Raise a 403 APIError for a ``Host`` not in ``allowed_hosts`` (when set), then a 401 one unless the
+        request carries ``Authorization: Bearer <the key>`` (when a key is set)."""
+        if self.allowed_hosts is not None:
+            # A web page that rebinds its own name to 127.0.0.1 still sends that name as Host: refusing
+            # names other than the server's own stops it from using a local server without a key.
+            given = _host_name(request.headers.get("host", ""))
+            if given not in self.allowed_hosts:
+                raise APIError(403, f"This server answers requests addressed to {', '.join(sorted(self.allowed_hosts))}"
+                               f", not {given or 'no Host header'!r}: use one of those names in the URL (to serve "
+                               "other names, set an API key).", code="host_not_allowed")
         if self._key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -271,6 +302,19 @@ class SpeechAPI:
             message = ("Incorrect API key provided." if given else
                        "Missing API key: send it as 'Authorization: Bearer <key>'.")
             raise APIError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+    def check_content_type(self, request: Request) -> None:
+        """Without a key, refuse (415) a body that is not ``application/json``.
+
+        A web page may send any site a "simple" cross-site POST (``text/plain``, a form) without asking; a
+        JSON content type makes the browser ask first (CORS preflight), which this server never allows.
+        With a key the browser must ask anyway (the ``Authorization`` header), so any content type is read.
+        """
+        if self._key is None and _media_type(request) != "application/json":
+            given = request.headers.get("content-type") or "none"
+            raise APIError(415, f"Send the body as JSON with 'Content-Type: application/json' (got {given!r}); "
+                           "a server without an API key reads only JSON bodies, so that web pages cannot send "
+                           "it requests.", param=None, code="unsupported_media_type")
 
     def plan(self, body: SpeechBody) -> _Plan:
         """Check the fields the schema cannot, pick the long-text mode, build the SpeechRequest (blocking: G2P)."""
@@ -380,7 +424,9 @@ def create_router(engine: Any, **options: Any) -> APIRouter:
     ``voice_names`` (a function giving the names a request may use; default: those of ``voices``),
     ``default_voice`` (used when a request names none or one of OpenAI's voices; None: no prompt),
     ``api_key`` (None: ``$VALLEX_API_KEY``; "" or unset: no key), ``max_input_chars`` (4096),
-    ``max_body_bytes`` (65536), ``model_loaded`` (a function for ``/health``), ``retry_after_s`` (2).
+    ``max_body_bytes`` (65536), ``model_loaded`` (a function for ``/health``), ``retry_after_s`` (2),
+    ``allowed_hosts`` (None: any ``Host``; else the names requests must be addressed to, e.g.
+    :data:`LOOPBACK_HOSTS` for a keyless server on loopback), ``body_timeout_s`` (30).
     """
     api = SpeechAPI(engine, **options)
     router = APIRouter()
@@ -393,8 +439,12 @@ def create_router(engine: Any, **options: Any) -> APIRouter:
 
 def create_api(engine: Any, **options: Any) -> FastAPI:
     """A FastAPI app serving :func:`create_router`'s routes; every error answer has OpenAI's shape."""
-    app = FastAPI(title="VALL-E X speech API", version="1", docs_url="/docs", redoc_url=None)
-    app.include_router(create_router(engine, **options))
+    router = create_router(engine, **options)
+    # The docs page and its schema describe the API to anyone who asks: with a key they are not served.
+    keyed = SpeechAPI.key_required(options.get("api_key"))
+    app = FastAPI(title="VALL-E X speech API", version="1", docs_url=None if keyed else "/docs", redoc_url=None,
+                  openapi_url=None if keyed else "/openapi.json")
+    app.include_router(router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -410,30 +460,65 @@ def create_api(engine: Any, **options: Any) -> FastAPI:
 
 # Helpers ----------------------------------------------------------------------------------------------
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) one longer than ``limit`` bytes before reading it all."""
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) one longer than ``limit`` bytes before reading it all, and (408) one
+    that has not fully arrived ``timeout_s`` seconds after its headers (a stalled or trickling client)."""
     declared = request.headers.get("content-length", "")
     too_big = APIError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_big
-        chunks.append(chunk)
+
+    async def read() -> None:
+        nonlocal size
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(read(), timeout_s)
+    except asyncio.TimeoutError:
+        raise APIError(408, f"The request body did not arrive within {timeout_s:g} s: send it all at once.",
+                       code="request_timeout", headers={"Connection": "close"}) from None
     return b"".join(chunks)
 
 
+def is_loopback(host: str) -> bool:
+    """True for a listening address on this machine's loopback interface (only local programs can connect)."""
+    return _host_name(host) in LOOPBACK_HOSTS
+
+
+def _media_type(request: Request) -> str:
+    """The request's ``Content-Type`` without parameters, lower case ("" when absent)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _host_name(host_header: str) -> str:
+    """The name part of a ``Host`` header: "localhost:8000" → "localhost", "[::1]:80" → "::1"."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 def _parse_json(data: bytes) -> Any:
+    """The body as a JSON object, or a 400 ``invalid_json`` APIError (never another exception)."""
+    bad = APIError(400, "The request body is not valid JSON: send a JSON object such as "
+                   '{"model": "vallex", "input": "Hello!", "voice": "alloy"}.', code="invalid_json")
     try:
-        value = json.loads(data)
-    except ValueError:
-        raise APIError(400, "The request body is not valid JSON: send a JSON object such as "
-                       '{"model": "vallex", "input": "Hello!", "voice": "alloy"}.', code="invalid_json") from None
+        value = json.loads(data, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
+        raise bad from None
     if not isinstance(value, dict):
         raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
     return value
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser accepts them; a number field must not get them)."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _validation_error(errors: Sequence[dict[str, Any]]) -> APIError:

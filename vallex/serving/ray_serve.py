@@ -87,6 +87,7 @@ class ReplicaSettings:
     max_queue: int = 32
     max_input_chars: int = 4096
     api_key: str | None = field(default=None, repr=False)  # never in a log line
+    allowed_hosts: tuple[str, ...] | None = None  # e.g. LOOPBACK_HOSTS: a keyless server on loopback
 
     def __post_init__(self) -> None:
         for name in ("weights_dir", "presets_dir"):  # str, not Path: what travels to a replica stays plain
@@ -98,6 +99,10 @@ class ReplicaSettings:
                              f"{self.max_queue}.")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {self.num_threads}.")
+        if isinstance(self.allowed_hosts, str):  # Serve's key=value arguments: "localhost,127.0.0.1"
+            object.__setattr__(self, "allowed_hosts", tuple(filter(None, self.allowed_hosts.split(","))))
+        elif self.allowed_hosts is not None:  # a list from a config file travels as a tuple
+            object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         if self.max_input_chars < 1:
             raise ValueError(f"max_input_chars must be >= 1, got {self.max_input_chars}.")
 
@@ -129,7 +134,8 @@ class ReplicaSettings:
         from vallex.serving.http import preset_voices
 
         return dict(voices=lambda: preset_voices(library), voice_names=library.names,
-                    default_voice=self.default_voice, api_key=self.api_key, max_input_chars=self.max_input_chars)
+                    default_voice=self.default_voice, api_key=self.api_key, max_input_chars=self.max_input_chars,
+                    allowed_hosts=self.allowed_hosts)
 
     def check(self, library: PresetLibrary | None = None) -> None:
         """Raise ``ValueError`` for a bad API key or default voice (before any model is loaded)."""

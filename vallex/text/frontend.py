@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .cleaners import TAGS, clean_tagged_text, find_segments
 from .language import auto_tag, detect_language
-from .normalize import check_not_blank, has_pronounceable, normalize_text
+from .normalize import SPLIT_ADVICE, check_not_blank, has_pronounceable, normalize_text
 from .symbols import SYMBOLS, phonemes_to_ids
 
 #: Values accepted for ``language``.
@@ -114,8 +114,7 @@ def tokenize(text: str, language: str = "auto", max_tokens: int | None = MAX_TOK
         raise ValueError(f"Text {text!r} converts to an unencodable phoneme string {phonemes!r}.")
     if max_tokens is not None and len(ids) > max_tokens:
         raise ValueError(
-            f"Text gives {len(ids)} tokens; one utterance takes at most {max_tokens}. Split it into "
-            "sentences (vallex.text.split_sentences) and synthesise them one by one."
+            f"Text gives {len(ids)} tokens; one utterance takes at most {max_tokens}. {SPLIT_ADVICE}"
         )
     assert all(0 <= i < len(SYMBOLS) for i in ids)  # internal invariant of phonemes_to_ids
     return TextTokens(ids=ids, langs=langs, phonemes=phonemes, language=used, tagged_text=tagged)

@@ -15,7 +15,8 @@ Rules (in this order):
 5. Letters from a script the checkpoint was not trained on (Hangul, Arabic, Cyrillic, Greek, ...) are an
    error: the reference would silently read them as "[UNK]" tokens or as English spelled out by
    unidecode.
-6. Text longer than :data:`MAX_INPUT_CHARS` is an error (split it with ``split_sentences``).
+6. Text longer than :data:`MAX_INPUT_CHARS` is an error (long text is spoken sentence by sentence, so the
+   message asks for sentence punctuation).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ import unicodedata
 #: Longest raw text accepted for one utterance. A sentence of ~35 s of speech is ~500 characters of
 #: English; longer input belongs in the long-text path (split_sentences) and would only make G2P slow.
 MAX_INPUT_CHARS = 1000
+#: What to tell the user whose text is too long for one sentence: something they can change in their input.
+SPLIT_ADVICE = ("Add sentence punctuation (. ! ? or 。！？) so the text can be spoken sentence by sentence, "
+                "or split it into shorter pieces.")
 
 _REMOVED = {"\n", "\r", "\ufeff", "\u200b", "\u200c", "\u200d", "\u2060"}
 
@@ -62,8 +66,8 @@ def normalize_text(text: str, any_script: bool = False) -> str:
         raise ValueError(f"Text must be a string, not {type(text).__name__}.")
     if len(text) > MAX_INPUT_CHARS:
         raise ValueError(
-            f"Text is {len(text)} characters long; one utterance takes at most {MAX_INPUT_CHARS}. "
-            "Split long text into sentences (vallex.text.split_sentences) and synthesise them one by one."
+            f"Text is {len(text)} characters long; one sentence takes at most {MAX_INPUT_CHARS}. "
+            f"{SPLIT_ADVICE}"
         )
     out = []
     for char in text:

@@ -1,0 +1,53 @@
+"""Checks shared by the commands: reading a text file, where an output may go, the sampling options.
+
+Each raises ValueError naming the option the user typed, so ``vallex.cli.main`` prints one line (exit 2), and
+each runs before any model loads.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+#: The library's sampling parameters as the command line spells them (for :func:`vallex.api.check_sampling`).
+SAMPLING_OPTIONS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+                    "best_of": "--best-of", "seed": "--seed"}
+
+
+def read_text_file(path: Path, option: str) -> str:
+    """The UTF-8 text of ``path``; ValueError (naming ``option``) for a folder, a missing or unreadable file."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder: give a UTF-8 text file.")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{option} {path} is not UTF-8 text: save it as UTF-8.") from None
+    except FileNotFoundError:
+        raise ValueError(f"{option} {path} does not exist.") from None
+    except OSError as error:
+        raise ValueError(f"{option} {path} cannot be read: {error.strerror or error}.") from None
+
+
+def check_output(output: Path, option: str, inputs: dict[str, Path | None]) -> None:
+    """Refuse an output that would replace one of ``inputs`` (option → path) or that is a folder.
+
+    A missing parent folder is fine: it is created when the file is written.
+    """
+    if output.is_dir():
+        raise ValueError(f"{option} {output} is a folder: give a file name.")
+    target = output.resolve()
+    for name, path in inputs.items():
+        if path is not None and path.resolve() == target:
+            raise ValueError(f"{option} {output} is the {name} file: writing there would destroy it; choose "
+                             "another output name.")
+    for parent in target.parents:  # the first existing ancestor must be a folder we can create folders in
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{option} {output}: {parent} is a file, not a folder.")
+            break
+
+
+def check_sampling_options(args: argparse.Namespace) -> None:
+    """The library's sampling checks on ``args`` (temperature, top_k, top_p, best_of, seed), naming the options."""
+    from vallex.api import check_sampling
+
+    check_sampling(**{name: getattr(args, name) for name in SAMPLING_OPTIONS}, names=SAMPLING_OPTIONS)
