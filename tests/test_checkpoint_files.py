@@ -138,3 +138,19 @@ def test_convert_checkpoint_rejects_payloads_and_damaged_files_in_one_line(golde
     err = capsys.readouterr().err
     assert "could not be read" in err and err.count("\n") == 1
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_converted_files_get_the_usual_permissions(golden, tmp_path):
+    """Like any new file (0o666 less the umask): safetensors' writer alone would leave 0o600."""
+    import os
+
+    source = tmp_path / "vallex-checkpoint.pt"
+    source.write_bytes((golden / "checkpoint.pt").read_bytes())
+    umask = os.umask(0o022)
+    try:
+        for target in (tmp_path / "a.safetensors", tmp_path / "b.pt"):
+            assert cli_main(["convert-checkpoint", str(source), str(target), "--config",
+                             str(golden / "config.json")]) == 0
+            assert target.stat().st_mode & 0o777 == 0o644, target.name
+    finally:
+        os.umask(umask)

@@ -33,8 +33,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` to write; on success it replaces ``path``, on failure it is removed."""
     target = Path(path)
     temporary = _create_temporary(target)
+    mode = temporary.stat().st_mode & 0o777  # 0o666 less the umask, as for any new file
     try:
         yield temporary
+        if temporary.stat().st_mode & 0o777 != mode:  # a writer that replaced the file (safetensors: 0o600)
+            os.chmod(temporary, mode)
         _fsync_file(temporary)
         os.replace(temporary, target)
     except BaseException:
