@@ -10,8 +10,8 @@ products. Halving or quartering the weight bytes is the lever:
   row take 27.7 ms instead of 42.9 ms.
 * ``"bfloat16"`` / ``"float16"`` — every parameter and activation in 16 bits (the AR's KV cache stays
   float32 on CPU unless the kernel plan says bfloat16, see :func:`vallex.fastpath.model_cache_dtype`).
-  float16 is the choice on CUDA. On CPU, bfloat16 pays only with AVX512-BF16/AMX (measure with
-  bench/inference.py); float16 is slow there.
+  On CUDA ``auto`` takes bfloat16 from compute capability 8.0 on and float16 before. On CPU, bfloat16
+  pays only with AVX512-BF16/AMX (measure with bench/inference.py); float16 is slow there.
 * ``"int8"`` (CPU only) — the decoders' attention and feed-forward Linears get int8 weights (symmetric,
   one scale per output channel) and activations quantised per call (per tensor); float32 everywhere else
   (embeddings, norms and their stage projections, attention scores, output heads). Two torch kernels, each
@@ -66,8 +66,9 @@ activations, which fbgemm's 7-bit ones avoid. Both unmeasured, expected.
 
 ``VALLEX_DTYPE=auto`` / ``dtype="auto"`` (:func:`resolve_precision`) picks the precision measured fastest
 for this CPU class (:data:`MEASURED_SPEED`), a labelled best guess for classes never measured
-(:data:`GUESSED_PRECISION`), float16 on CUDA and float32 elsewhere. The app and ``vallex synthesize``
-default to it; the Python API's default stays float32, the precision that reproduces the reference's codes.
+(:data:`GUESSED_PRECISION`), on CUDA bfloat16 (compute capability >= 8.0) or float16 (before), and
+float32 elsewhere. The app, ``vallex synthesize`` and ``vallex serve`` default to it; the Python API's
+default stays float32, the precision that reproduces the reference's codes.
 
 ``apply_precision`` converts a loaded model in place; the output heads and embeddings (the tied NAR
 predictors included) keep float32 under int8, so sampling and argmax see full-precision logits. It also puts
@@ -218,9 +219,17 @@ def auto_precision_for_cpu(cpu_class: str) -> AutoChoice:
 
 
 def cuda_auto_precision(capability: tuple[int, int], bf16_supported: bool) -> str:
-    """``"auto"`` on a CUDA GPU of this compute capability: float16, which every GPU from sm_53 on computes
-    natively; below that bfloat16 where the GPU has it, else float32."""
-    if tuple(capability) >= (5, 3):
+    """``"auto"`` on a CUDA GPU of this compute capability.
+
+    bfloat16 from sm_80 on (Ampere, Hopper, ...: native bfloat16 tensor cores, and float32's exponent range,
+    so no activation overflows to inf as float16's can); float16 on sm_53..sm_75 (T4, V100: native half
+    arithmetic, no bfloat16); below that bfloat16 where the GPU has it, else float32. How far each is from
+    float32 on the full-size model: ``bench/fidelity.py --dtypes bfloat16,float16`` on a GPU.
+    """
+    capability = tuple(capability)
+    if capability >= (8, 0) and bf16_supported:
+        return "bfloat16"
+    if capability >= (5, 3):
         return "float16"
     return "bfloat16" if bf16_supported else "float32"
 
@@ -232,8 +241,9 @@ def resolve_precision(
 
     None -> ``"float32"`` (the Python API's default: it reproduces the reference's codes). ``"auto"`` -> on
     CPU the choice of :func:`auto_precision_for_cpu` for this CPU's class (``cpu``: default the detected
-    one); on CUDA :func:`cuda_auto_precision` (float16 on every current GPU); float32 on other devices
-    (MPS, ...). Anything else is normalised (:func:`normalize_precision`; ValueError if unknown).
+    one); on CUDA :func:`cuda_auto_precision` (bfloat16 from compute capability 8.0 on, float16 before);
+    float32 on other devices (MPS, ...). Anything else is normalised (:func:`normalize_precision`;
+    ValueError if unknown).
     """
     if dtype is None:
         return "float32"
