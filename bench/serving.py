@@ -112,10 +112,10 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
     import torch
 
     from vallex.batching import ARBatch, ARRequest
-    from vallex.decoding import language_ids
+    from vallex.decoding import language_ids, seeded_generator
 
     model = full_size_model(tmp, device, dtype)
-    rng = torch.Generator().manual_seed(0)
+    rng = torch.Generator().manual_seed(0)  # the inputs, made on the CPU
     text = torch.randint(0, 70, (1, TEXT_TOKENS), generator=rng)
     langs = language_ids(TEXT_TOKENS, ENROLL_TOKENS, "en", "en")[None]
     prompt0 = torch.randint(0, 1024, (1, PROMPT_FRAMES), generator=rng)
@@ -124,7 +124,7 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
         batch = ARBatch(model)
         for i in range(batch_size):
             batch.add(i, ARRequest(text, langs, prompt0, min_frames=10_000, max_frames=10_000,
-                                   generator=torch.Generator().manual_seed(i)))
+                                   generator=seeded_generator(i, device)))
         for _ in range(3):  # warm-up
             batch.step()
         times = []

@@ -36,6 +36,7 @@ from vallex.decoding import (
     iter_ar_decode,
     language_ids,
     nar_decode,
+    seeded_generator,
 )
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
@@ -282,7 +283,10 @@ class VallEX:
                     batch.add(number, jobs[number].ar_request(plan))
             finished = {}
             while batch:
-                finished.update(batch.step().finished)
+                out = batch.step()
+                if out.failed:  # one of the texts gave non-finite logits: the whole call fails, as alone
+                    raise next(iter(out.failed.values()))
+                finished.update(out.finished)
             inputs = [jobs[n].nar_input(finished[n].codes) for n in jobs]
             for number, codes in zip(jobs, nar_decode_batch(self.model, inputs)):
                 pieces = SentencePieces(self.codec, None)
@@ -315,9 +319,8 @@ class VallEX:
                              f"{', '.join(LONG_TEXT_MODES)}.")
         sentences, language = self._plan_sentences(request.text, request.language, request.long_text)
         generator = None
-        if request.seed is not None:
-            generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu")
-            generator.manual_seed(int(request.seed))
+        if request.seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
+            generator = seeded_generator(request.seed, self.device)
         return RequestPlan(sentences=sentences, language=language, voice=voice, accent=accent,
                            generator=generator, chunk_frames=chunk_frames, long_text=request.long_text,
                            sampling=dict(temperature=request.temperature, top_k=request.top_k,
@@ -333,7 +336,7 @@ class VallEX:
             prompt_language = prompt.language
         else:
             prompt_ids = []
-            prompt_codes = torch.zeros(1, 0, n_q, dtype=torch.long)
+            prompt_codes = torch.zeros(1, 0, n_q, dtype=torch.long, device=self.device)
             prompt_language = tokens.langs[0] if tokens.langs else "en"
         text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long, device=self.device)
         text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)

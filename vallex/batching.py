@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from vallex.decoding import ARResult, FrameSampler, nar_decode, prefill
+from vallex.decoding import ARResult, FrameSampler, NonFiniteLogits, nar_decode, prefill
 from vallex.fastpath import KVCache, LayerKVCache, OneFrameStep
 from vallex.model import VallexModel
 
@@ -71,11 +71,13 @@ class ARStepResult:
 
     ``frames[key]``: LongTensor [rows, n], every frame of that utterance so far (a view; do not write to it),
     for the utterances that got a new frame. ``finished[key]``: the :class:`ARResult` of each utterance that
-    stopped at this step (it has left the batch).
+    stopped at this step (it has left the batch). ``failed[key]``: the error of each utterance whose logits
+    were not finite (it has left the batch; the others go on).
     """
 
     frames: dict[Hashable, Tensor] = field(default_factory=dict)
     finished: dict[Hashable, ARResult] = field(default_factory=dict)
+    failed: dict[Hashable, NonFiniteLogits] = field(default_factory=dict)
 
 
 class ARBatch:
@@ -96,7 +98,12 @@ class ARBatch:
         self.device = next(model.parameters()).device
         self._items: list[_Item] = []
         self._kv: list[Tensor] = []  # per layer [R, 2, H, C, hd]
-        self._lengths = torch.zeros(0, dtype=torch.long, device=self.device)  # [R] cache columns in use
+        # Each row's cache columns in use, twice: host integers for every decision (capacity, masks), and a
+        # LongTensor [R] on the device that the steps advance there. Why: reading lengths back from a GPU at
+        # every step would wait for the step before to finish (a host-device sync).
+        self._host_lengths: list[int] = []
+        self._lengths = torch.zeros(0, dtype=torch.long, device=self.device)  # [R]
+        self._text_lens = torch.zeros(0, dtype=torch.long, device=self.device)  # [R]: S of each row's utterance
         self._logits: Tensor | None = None  # [R, 1025]: the distribution each row samples next
         self._step: OneFrameStep | None = None
 
@@ -106,7 +113,7 @@ class ARBatch:
     @property
     def rows(self) -> int:
         """Cache rows in use (the sum of the utterances' ``best_of``)."""
-        return int(self._lengths.shape[0])
+        return len(self._host_lengths)
 
     @property
     def keys(self) -> list[Hashable]:
@@ -130,7 +137,7 @@ class ARBatch:
         length = text.shape[1] + 1 + prompt0.shape[1]
         cache, logits = prefill(self.model, text, request.text_langs.to(self.device), prompt0, sampler.rows, length)
         item = _Item(key=key, prompt_len=prompt0.shape[1], sampler=sampler, first_logits=logits.float().clone())
-        self._append_rows([layer.kv for layer in cache.layers], length, logits)
+        self._append_rows([layer.kv for layer in cache.layers], length, text.shape[1], logits)
         self._items.append(item)
 
     def remove(self, key: Hashable) -> None:
@@ -148,12 +155,20 @@ class ARBatch:
             return result
         if self._logits is None:
             raise RuntimeError("the batch has utterances but no logits to sample from")
+        # Every utterance draws on the device; their statuses come back in one read (one sync per step).
+        drawn, row = [], 0
+        for item in self._items:
+            drawn.append(item.sampler.draw(self._logits[row:row + item.rows]))  # its own settings and generator
+            row += item.rows
+        statuses = torch.stack([status for _, status in drawn]).tolist()  # [N, 2] (stopped, non-finite)
         keep: list[int] = []
         tokens: list[Tensor] = []
-        row = 0
-        for index, item in enumerate(self._items):
-            new = item.sampler.sample(self._logits[row:row + item.rows])  # its own settings and generator
-            row += item.rows
+        for index, (item, (new, _), (stopped, nonfinite)) in enumerate(zip(self._items, drawn, statuses)):
+            try:
+                new = item.sampler.advance(new, stopped, nonfinite)
+            except NonFiniteLogits as error:  # this utterance cannot go on; the others can
+                result.failed[item.key] = error
+                continue
             if new is None:
                 result.finished[item.key] = item.sampler.result(item.steps, item.first_logits)
                 continue
@@ -165,32 +180,35 @@ class ARBatch:
         if not self._items:
             return result
 
-        # One decoder call for every row still running.
+        # One decoder call for every row still running. Row b's new frame has audio position (BOS at 0)
+        # P + n = its cache position - S (the cache holds [text ; BOS ; prompt ; frames]).
         frames = torch.cat(tokens)  # [R]
-        offsets = torch.cat([torch.full((item.rows,), item.prompt_len + item.sampler.num_frames, device=self.device)
-                             for item in self._items])  # each frame's audio position (BOS at 0)
-        self._reserve(int(self._lengths.max()) + 1)
+        end = max(self._host_lengths) + 1
+        self._reserve(end)
         positions = self._lengths
-        if bool((positions == positions[0]).all()):
-            start: int | Tensor = int(positions[0])  # all rows alike: the unmasked path of ar_decode
+        offsets = positions - self._text_lens
+        if min(self._host_lengths) == end - 1:
+            start: int | Tensor = end - 1  # all rows alike: the unmasked path of ar_decode
         else:
             start = positions
-        hidden = self._step(self.model.embed_ar_frame(frames, offsets), start)  # [R, 1, D]
+        hidden = self._step(self.model.embed_ar_frame(frames, offsets, end), start, end)  # [R, 1, D]
         self._lengths = self._lengths + 1
+        self._host_lengths = [length + 1 for length in self._host_lengths]
         self._logits = self.model.ar_logits(hidden[:, -1])
         for item in self._items:
             item.steps += 1
         return result
 
     # Cache bookkeeping --------------------------------------------------------------------------------
-    def _append_rows(self, kv: list[Tensor], length: int, logits: Tensor) -> None:
-        """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length``.
+    def _append_rows(self, kv: list[Tensor], length: int, text_len: int, logits: Tensor) -> None:
+        """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length``, for an
+        utterance of ``text_len`` text tokens.
 
         Columns a row does not use are zeros, not uninitialised memory: masked keys still enter the
         products (a NaN there would survive the mask).
         """
         old_rows, new_rows = self.rows, kv[0].shape[0]
-        old_used = int(self._lengths.max()) if old_rows else 0
+        old_used = max(self._host_lengths, default=0)
         capacity = _round_up(max(old_used, length) + 1)
         if self._kv:
             capacity = max(capacity, self._kv[0].shape[3])
@@ -204,8 +222,11 @@ class ARBatch:
             merged[old_rows:, :, :, :length] = new[:, :, :, :length]
             merged_layers.append(merged)
         self._kv = merged_layers
+        self._host_lengths += [length] * new_rows
         self._lengths = torch.cat([self._lengths, torch.full((new_rows,), length, dtype=torch.long,
                                                              device=self.device)])
+        self._text_lens = torch.cat([self._text_lens, torch.full((new_rows,), text_len, dtype=torch.long,
+                                                                 device=self.device)])
         self._logits = logits if old_rows == 0 or self._logits is None else torch.cat([self._logits, logits])
         self._rebuild_step()
 
@@ -219,10 +240,11 @@ class ARBatch:
         self._items = [self._items[i] for i in keep]
         if not index:
             self._kv, self._logits, self._step = [], None, None
-            self._lengths = self._lengths[:0]
+            self._host_lengths, self._lengths, self._text_lens = [], self._lengths[:0], self._text_lens[:0]
             return
         rows = torch.tensor(index, dtype=torch.long, device=self.device)
-        used = int(self._lengths[rows].max())
+        self._host_lengths = [self._host_lengths[r] for r in index]
+        used = max(self._host_lengths)
         compact = []
         for old in self._kv:
             shape = list(old.shape)
@@ -232,6 +254,7 @@ class ARBatch:
             compact.append(new)
         self._kv = compact
         self._lengths = self._lengths[rows]
+        self._text_lens = self._text_lens[rows]
         self._logits = self._logits[rows] if self._logits is not None else None
         self._rebuild_step()
 
@@ -241,7 +264,7 @@ class ARBatch:
         if columns <= capacity:
             return
         new_capacity = _round_up(max(columns, 2 * capacity))
-        used = int(self._lengths.max())
+        used = max(self._host_lengths)
         grown = []
         for old in self._kv:
             shape = list(old.shape)

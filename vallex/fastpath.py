@@ -306,18 +306,20 @@ class OneFrameStep:
             for layer, layer_cache in zip(decoder.layers, cache.layers)
         ]
 
-    def __call__(self, x: Tensor, start: int | Tensor) -> Tensor:
+    def __call__(self, x: Tensor, start: int | Tensor, end: int | None = None) -> Tensor:
         """x [B, 1, D], the input at cache position ``start`` -> decoder output [B, 1, D].
 
         ``start`` may also be LongTensor [B], one position per row (a batch of utterances of different
         lengths, :class:`vallex.batching.ARBatch`): row b writes at ``start[b]`` and attends to its
-        positions ``< start[b] + 1`` only.
+        positions ``< start[b] + 1`` only. Then ``end`` = ``max(start) + 1`` is required, as a host integer
+        (why: reading it from ``start`` would be a host-device sync per AR step).
         """
         batch, dim, heads = x.shape[0], self.dim, self.num_heads
         capacity = self.cache.layers[0].capacity
         rows = key_mask = None
         if isinstance(start, Tensor):
-            end = int(start.max()) + 1
+            if end is None:
+                raise ValueError("OneFrameStep: per-row start positions need end = max(start) + 1.")
             rows = torch.arange(batch, device=start.device)
             key_mask = (torch.arange(end, device=start.device) <= start[:, None])[:, None, None, :]  # [B, 1, 1, end]
         else:
