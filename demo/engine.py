@@ -303,11 +303,12 @@ class Engine:
         """The prompt of a built-in voice, encoded by ``codec`` (its transcript is known: no Whisper)."""
         return make_prompt(str(voice.audio_path), voice.transcript, voice.language, codec=codec, name=voice.name)
 
-    def warm_up(self) -> None:
+    def warm_up(self, translation_models: bool = False) -> None:
         """Load at start-up what requests would otherwise load: the model, EnCodec and Vocos, the built-in
-        voices' prompts, and (if installed and reachable) the Speech translation tab's Whisper and translation
-        models. A missing-weights problem is raised as :meth:`tts`'s ValueError; the translation models'
-        absence only logged (that tab explains it to its users).
+        voices' prompts, and with ``translation_models`` (if installed and reachable) the Speech translation
+        tab's Whisper and translation models (gigabytes: only where loading later costs more, on ZeroGPU).
+        A missing-weights problem is raised as :meth:`tts`'s ValueError; the translation models' absence only
+        logged (that tab explains it to its users).
 
         Why: on a ZeroGPU Space each request gets a GPU for the seconds it reserved, and loading inside that
         time is paid by every visitor and can make a call overrun. There the voices are encoded on the CPU
@@ -321,6 +322,8 @@ class Engine:
         for name, voice in self.voices.items():
             if name not in self._voice_cache:
                 self._voice_cache[name] = self._encode_voice(voice, codec)
+        if not translation_models:
+            return
         try:
             with self.using_translator() as s2st:
                 for model in (s2st.recognizer, s2st.translator):

@@ -229,7 +229,7 @@ def main() -> None:
         logging.getLogger(__name__).warning("%s", status.message)
     elif config.preload or on_zero_gpu():  # on ZeroGPU, loading inside a request would eat its GPU time
         try:
-            engine.warm_up()
+            engine.warm_up(translation_models=on_zero_gpu())
         except ValueError as error:  # e.g. a failed download: the requests will say so too
             logging.getLogger(__name__).warning("%s", error)
     app = build_app(config, engine, status)

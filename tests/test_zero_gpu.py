@@ -91,7 +91,7 @@ def engine(tiny_weights: Path, tmp_path: Path):
 
 
 def test_model_work_runs_only_inside_the_decorated_handlers(zero_gpu: FakeZeroGPU, engine: Engine) -> None:
-    engine.warm_up()  # at start-up, outside any GPU call (its voices are encoded on the CPU there)
+    engine.warm_up(translation_models=True)  # at start-up, outside any GPU call (voices encoded on the CPU there)
     tts = engine.tts()
     assert tts.codec._encodec is not None and tts.codec._vocos is not None  # noqa: SLF001 - loaded, not lazy
     assert set(engine._voice_cache) == set(engine.voices)  # noqa: SLF001 - every built-in voice is ready
