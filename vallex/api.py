@@ -150,8 +150,9 @@ class VallEX:
                 default: the Hugging Face / torch hub caches.
             device: default CUDA, then MPS, then CPU.
             dtype: ``"float32"`` (default: exact, it reproduces the reference's codes), ``"auto"`` (the fastest
-                precision measured for this device and CPU class, e.g. int8 on the AMD EPYC class, float16
-                on CUDA: :func:`vallex.precision.resolve_precision`; the CLI's and app's default),
+                precision measured for this device and CPU class, e.g. int8 on the AMD EPYC class; on CUDA
+                bfloat16 from compute capability 8.0 on, else float16: :func:`vallex.precision.resolve_precision`;
+                the CLI's and app's default),
                 ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
             num_threads: torch intra-op threads (CPU).
             presets_dir: folder of named ``.npz`` voice presets.
