@@ -26,6 +26,7 @@ from demo.engine import Engine, prompt_gpu_seconds, synthesis_gpu_seconds, zero_
 from demo.plots import audio_picture
 from vallex.api import LONG_TEXT_MODES, Synthesis
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
+from vallex.decoding import NonFiniteLogits
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 
@@ -42,7 +43,7 @@ def friendly_errors(function: Callable) -> Callable:
     def translate(error: BaseException) -> gr.Error:
         if isinstance(error, gr.Error):
             return error
-        if isinstance(error, (ValueError, FileNotFoundError, ServerBusy, ModelUnavailable)):
+        if isinstance(error, (ValueError, FileNotFoundError, ServerBusy, ModelUnavailable, NonFiniteLogits)):
             return gr.Error(str(error), print_exception=False)
         _LOG.exception("Request failed")
         return gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log; "

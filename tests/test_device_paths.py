@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from sync_counter import HostSyncCounter
 
 import vallex.decoding as decoding
@@ -25,6 +26,7 @@ from vallex.decoding import (
 )
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
+from vallex.serving.http import create_api
 
 
 def _inputs(seed: int, text_len: int, prompt_len: int):
@@ -228,6 +230,11 @@ def test_a_device_failure_marks_the_engine_unhealthy(tiny_tts, monkeypatch):
         with pytest.raises(ModelUnavailable, match="must be restarted"):
             engine.submit(SpeechRequest("Hello again.", seed=2))
         assert engine.stats.failed == 1
+        client = TestClient(create_api(engine, model_loaded=lambda: True))
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "unhealthy"
+        refused = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello."})
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
     finally:
         monkeypatch.setattr(engine_module._Batch, "step", real_step)
         engine.close()

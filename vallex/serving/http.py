@@ -350,6 +350,8 @@ class SpeechAPI:
     def submit(self, request: SpeechRequest) -> SpeechStream:
         try:
             return self.engine.submit(request)
+        except ModelUnavailable as error:  # e.g. after a device failure: the server must be restarted
+            raise self.synthesis_error(error) from None
         except ServerBusy as error:
             raise APIError(503, str(error), code="server_busy", kind="server_error",
                            headers={"Retry-After": str(self.retry_after_s)}) from None
