@@ -305,8 +305,9 @@ class Engine:
 
     def warm_up(self, translation_models: bool = False) -> None:
         """Load at start-up what requests would otherwise load: the model, EnCodec and Vocos, the built-in
-        voices' prompts, and with ``translation_models`` (if installed and reachable) the Speech translation
-        tab's Whisper and translation models (gigabytes: only where loading later costs more, on ZeroGPU).
+        voices' prompts, and with ``translation_models`` (if installed and reachable) Whisper (for prompts
+        without a transcript) and the Speech translation tab's Whisper and translation models (gigabytes: only
+        where loading later costs more, on ZeroGPU).
         A missing-weights problem is raised as :meth:`tts`'s ValueError; the translation models' absence only
         logged (that tab explains it to its users).
 
@@ -325,6 +326,7 @@ class Engine:
         if not translation_models:
             return
         try:
+            tts.load_transcriber()  # Make a prompt's Whisper, for a recording without a transcript
             with self.using_translator() as s2st:
                 for model in (s2st.recognizer, s2st.translator):
                     load = getattr(model, "load", None)  # a plain function as translator has nothing to load

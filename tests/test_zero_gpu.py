@@ -136,6 +136,21 @@ def test_the_http_api_is_not_mounted_on_zero_gpu(monkeypatch: pytest.MonkeyPatch
     assert {"/v1/audio/speech", "/health"} <= paths
 
 
+def test_warm_up_loads_the_prompt_transcriber_it_finds(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = []
+
+    class Recognizer:
+        def load(self) -> None:
+            loaded.append(True)
+
+    class Transcriber:
+        recognizer = Recognizer()
+
+    monkeypatch.setattr("vallex.prompts.find_transcriber", lambda: Transcriber())
+    engine.warm_up(translation_models=True)  # the translation models are absent here: logged, not raised
+    assert loaded == [True]
+
+
 def test_warm_up_reports_missing_weights_as_the_requests_do(tmp_path: Path) -> None:
     (tmp_path / "weights").mkdir()
     engine = Engine(AppConfig(weights_dir=tmp_path / "weights", presets_dir=tmp_path / "presets"))

@@ -196,6 +196,18 @@ class VallEX:
         return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name,
                            transcriber=transcriber)
 
+    def load_transcriber(self) -> bool:
+        """Find and load now the Whisper model :meth:`make_prompt` uses for a prompt without a transcript (else it
+        loads on the first such prompt); returns whether one can run here (installed and on disk)."""
+        from vallex.prompts import find_transcriber
+
+        if self._transcriber is None:
+            self._transcriber = find_transcriber()
+        load = getattr(getattr(self._transcriber, "recognizer", None), "load", None)
+        if callable(load):
+            load()
+        return self._transcriber is not None
+
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None:
         """``VoicePrompt`` | preset name (str) | ``Path`` to an ``.npz`` | ``(audio, transcript)`` | None."""
         if prompt is None or isinstance(prompt, VoicePrompt):
