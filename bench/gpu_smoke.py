@@ -1,4 +1,4 @@
-"""Every GPU path of the project in one run, with checks: what a lent GPU should run first (under 8 minutes).
+"""Every GPU path of the project in one run, with checks: the first thing to run on a CUDA machine (under 8 minutes).
 
     python bench/gpu_smoke.py                          # CUDA GPU 0; writes bench/results/gpu-smoke.json
     python bench/gpu_smoke.py --device cpu --quick     # tiny model, a few frames: the same code on a CPU (a test)
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-#: The run should fit in this many seconds of a lent GPU.
+#: The run should fit in this many seconds of GPU time.
 BUDGET_S = 480.0
 TEXT = "你好，今天的天气很好。"
 LONG_TEXT = "第一句话说完了。第二句话也来了。"

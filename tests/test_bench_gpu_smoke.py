@@ -1,4 +1,4 @@
-"""bench/gpu_smoke.py, the script a lent GPU runs first, runs here on the CPU (tiny model) so it cannot rot."""
+"""bench/gpu_smoke.py, the first script to run on a CUDA machine, runs here on the CPU (tiny model) so it cannot rot."""
 from __future__ import annotations
 
 import json
