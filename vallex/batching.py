@@ -55,7 +55,6 @@ class _Item:
     """The state of one utterance in an :class:`ARBatch` (its rows are ``best_of`` consecutive cache rows)."""
 
     key: Hashable
-    prompt_len: int
     sampler: FrameSampler
     first_logits: Tensor  # [rows, 1025]
     steps: int = 1  # decoder calls so far (the prefill is the first)
@@ -136,7 +135,7 @@ class ARBatch:
         # The prefill exactly as ar_decode runs it (same shapes, so the same numbers), into a cache of its own size.
         length = text.shape[1] + 1 + prompt0.shape[1]
         cache, logits = prefill(self.model, text, request.text_langs.to(self.device), prompt0, sampler.rows, length)
-        item = _Item(key=key, prompt_len=prompt0.shape[1], sampler=sampler, first_logits=logits.float().clone())
+        item = _Item(key=key, sampler=sampler, first_logits=logits.float().clone())
         self._append_rows([layer.kv for layer in cache.layers], length, text.shape[1], logits)
         self._items.append(item)
 
