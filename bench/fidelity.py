@@ -3,6 +3,7 @@
     .venv/bin/python bench/fidelity.py                      # full-size random model + tiny trained model
     .venv/bin/python bench/fidelity.py --peaked golden      # golden checkpoint as the small model
     .venv/bin/python bench/fidelity.py --json bench/fidelity.json
+    .venv/bin/python bench/fidelity.py --device cuda --precisions bfloat16,float16 --models full  # GPU
 
 Every precision sees exactly the same inputs as float32 (teacher forcing): the AR goes through the real
 cached decoding path (:func:`vallex.decoding.ar_decode`, one frame per step, with a ``logits_processor``
@@ -11,6 +12,11 @@ those of inference; each NAR stage gets the true codes of the earlier codebooks.
 precision: top-1 agreement with float32 (AR over every step incl. the EOS position; NAR over all 7
 stages), and the max / mean absolute logit deviation, next to the float32 logits' standard deviation for
 scale.
+
+``--device cuda`` runs float32 and each precision on the GPU (its float32 is the reference there): the
+comparison behind ``auto``'s GPU choice (bfloat16 from compute capability 8.0 on, float16 before;
+:func:`vallex.precision.cuda_auto_precision`). It has not been run by the project yet (no GPU), so no GPU rows
+exist in bench/README.md.
 
 Models:
 * ``full``: the public checkpoint's shape with random weights (seed 0): text 80 tokens, 225-frame prompt,
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         "VALLEX_GOLDEN_DIR", REPO / "tests" / "golden" / "public")))
     parser.add_argument("--frames", type=int, default=300, help="teacher-forced frames of the full model")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda: float32 and every precision run there (int8: CPU only)")
     parser.add_argument("--work-dir", type=Path, help="keep the trained tiny model here (default: temporary)")
     parser.add_argument("--json", type=Path, help="write the table here")
     parser.add_argument("--cpu-class", default=None,
@@ -79,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     precisions = [normalize_precision(p) for p in args.precisions.split(",") if p.strip()]
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA GPU here.")
+    if device.type != "cpu" and "int8" in precisions:
+        parser.error("int8 runs on CPU only: leave it out of --precisions with --device cuda.")
 
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vallex-fidelity-") as tmp:
@@ -100,12 +113,14 @@ def main(argv: list[str] | None = None) -> int:
                     label = "golden checkpoint (tiny, random)"
             else:
                 raise ValueError(f"Unknown model {name!r}: expected 'full' or 'peaked'.")
-            rows += compare(checkpoint, examples, precisions, label, args.cpu_class)
+            rows += compare(checkpoint, examples, precisions, label, args.cpu_class, device)
     print()
     print(format_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
         write_text_atomic(args.json, json.dumps({"rows": rows, "threads": args.threads, "torch": torch.__version__,
+                                                 "device": str(device), "gpu": gpu,
                                                  "cpu": cpu_features().as_dict()}, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0
@@ -174,15 +189,20 @@ def golden_examples(golden: Path) -> tuple[Path, list[Example]]:
 # Teacher forcing ------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def teacher_forced_logits(model: VallexModel, ex: Example) -> tuple[torch.Tensor, torch.Tensor]:
-    """AR logits [T+1, V_ar] along the cached decoding path, NAR logits [7, T, V] (float32, CPU)."""
+    """AR logits [T+1, V_ar] along the cached decoding path, NAR logits [7, T, V] (float32, CPU).
+
+    The example's tensors are moved to the model's device first.
+    """
     cfg = model.config
+    device = next(model.parameters()).device
+    ex = Example(*(t.to(device) for t in (ex.text, ex.langs, ex.prompt, ex.target)))
     target = ex.target
     frames = target.shape[1]
     forced = target[0, :, 0].tolist() + [cfg.eos_id]
     recorded: list[torch.Tensor] = []
 
     def force(step: int, logits: torch.Tensor) -> torch.Tensor:
-        recorded.append(logits[0].float().clone())
+        recorded.append(logits[0].float().cpu())
         out = torch.full_like(logits, -1e4)
         out[:, forced[step]] = 1e4
         return out
@@ -202,27 +222,27 @@ def teacher_forced_logits(model: VallexModel, ex: Example) -> tuple[torch.Tensor
     for stage in range(cfg.num_quantizers - 1):
         audio_emb = torch.cat([prompt_part, target_part], dim=1)
         hidden = model.nar_forward(text_emb, audio_emb, stage, output_start=prompt_len)
-        nar_logits.append(model.nar_predict_layers[stage](hidden)[0].float())
+        nar_logits.append(model.nar_predict_layers[stage](hidden)[0].float().cpu())
         target_part = target_part + model.nar_audio_embeddings[stage + 1](target[..., stage + 1])
     return ar_logits, torch.stack(nar_logits)
 
 
 def compare(checkpoint: Path, examples: list[Example], precisions: list[str], label: str,
-            cpu_class: str | None = None) -> list[dict]:
+            cpu_class: str | None = None, device: torch.device = torch.device("cpu")) -> list[dict]:
     reference = []
-    model = load_model(checkpoint)
+    model = load_model(checkpoint).to(device)
     for ex in examples:
         reference.append(teacher_forced_logits(model, ex))
     del model
     rows = []
     for precision in precisions:
         start = time.perf_counter()
-        plan = kernel_plan(precision, "cpu", cpu_class)
-        model = apply_precision(load_model(checkpoint), precision, "cpu", plan=plan)
+        plan = kernel_plan(precision, device, cpu_class)
+        model = apply_precision(load_model(checkpoint), precision, device, plan=plan)
         got = [teacher_forced_logits(model, ex) for ex in examples]
         kernels = kernels_in_use(model)
         del model
-        row = {"model": label, "precision": precision, "examples": len(examples),
+        row = {"model": label, "precision": precision, "device": device.type, "examples": len(examples),
                "cpu_class": plan.cpu_class, "kernels": kernels,
                "ar_positions": sum(r[0].shape[0] for r in reference),
                "nar_positions": sum(r[1].numel() // r[1].shape[-1] for r in reference)}

@@ -427,12 +427,11 @@ def generate_timed(model, device, text, langs, prompt, frames: int, seed: int, r
     ``reference``: run the reference implementation's algorithm (bench/reference_baseline.py) instead of
     :func:`vallex.decoding.ar_decode` / :func:`~vallex.decoding.nar_decode`.
     """
-    import torch
 
     from bench.reference_baseline import reference_ar, reference_nar
-    from vallex.decoding import NARInput, ar_decode, nar_decode
+    from vallex.decoding import NARInput, ar_decode, nar_decode, seeded_generator
 
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = seeded_generator(seed, device)
     marks: list[float] = []
 
     def on_step(step: int) -> None:

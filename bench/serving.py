@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("all", "ar-step", "clients", "soak"), default="all")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default=None, help="default: int8 on CPU, float16 on CUDA")
+    parser.add_argument("--dtype", default=None, help="default: int8 on CPU, what auto picks on a GPU")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a .safetensors model for the AR-step sweep (default: full-size, random; a tiny one "
+                        "keeps bench/gpu_smoke.py --quick fast)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,2,4,8,16", help="AR batch sizes (ar-step)")
     parser.add_argument("--steps", type=int, default=40, help="timed AR steps per batch size (ar-step)")
@@ -67,13 +70,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = args.dtype or ("float16" if device.type == "cuda" else "int8")
+    if args.dtype is None:
+        from vallex.precision import resolve_precision
+
+        args.dtype = "int8" if device.type == "cpu" else resolve_precision("auto", device)
+    dtype = args.dtype
     report: dict = {"machine": _machine(args.threads), "device": str(device), "dtype": dtype}
     with tempfile.TemporaryDirectory(prefix="vallex-bench-serving-") as tmp:
         if args.part in ("all", "ar-step"):
             _wait_for_idle(args.wait_idle)
             report["ar_step"] = measure_ar_steps(Path(tmp), device, dtype, [int(b) for b in args.batches.split(",")],
-                                                 args.steps)
+                                                 args.steps, args.checkpoint)
         if args.part in ("all", "clients"):
             _wait_for_idle(args.wait_idle)
             report["clients"] = measure_clients(Path(tmp), device, dtype, [int(c) for c in args.clients.split(",")],
@@ -90,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # AR step ------------------------------------------------------------------------------------------------
 
-def full_size_model(tmp: Path, device, dtype: str):
+def full_size_model(tmp: Path, device, dtype: str, checkpoint: Path | None = None):
+    """The benchmark's model on ``device`` in ``dtype``: ``checkpoint``, else full-size random weights (seed 0)."""
     import torch
 
     from vallex.checkpoint import load_model, save_checkpoint
@@ -98,7 +106,7 @@ def full_size_model(tmp: Path, device, dtype: str):
     from vallex.model import VallexModel
     from vallex.precision import apply_precision
 
-    path = tmp / "full.safetensors"
+    path = checkpoint or tmp / "full.safetensors"
     if not path.exists():
         torch.manual_seed(0)
         save_checkpoint(VallexModel(VallexConfig.public()), path)
@@ -107,14 +115,16 @@ def full_size_model(tmp: Path, device, dtype: str):
     return model
 
 
-def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: int) -> dict:
-    """Median seconds of one ARBatch step with B utterances of the benchmark's shape, for each B."""
+def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: int,
+                     checkpoint: Path | None = None) -> dict:
+    """Median seconds of one ARBatch step with B utterances of the benchmark's shape, for each B (the model:
+    ``checkpoint``, default full-size random weights)."""
     import torch
 
-    from vallex.decoding import ARBatch, ARRequest, language_ids
+    from vallex.decoding import ARBatch, ARRequest, language_ids, seeded_generator
 
-    model = full_size_model(tmp, device, dtype)
-    rng = torch.Generator().manual_seed(0)
+    model = full_size_model(tmp, device, dtype, checkpoint)
+    rng = torch.Generator().manual_seed(0)  # the inputs, made on the CPU
     text = torch.randint(0, 70, (1, TEXT_TOKENS), generator=rng)
     langs = language_ids(TEXT_TOKENS, ENROLL_TOKENS, "en", "en")[None]
     prompt0 = torch.randint(0, 1024, (1, PROMPT_FRAMES), generator=rng)
@@ -123,13 +133,15 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
         batch = ARBatch(model)
         for i in range(batch_size):
             batch.add(i, ARRequest(text, langs, prompt0, min_frames=10_000, max_frames=10_000,
-                                   generator=torch.Generator().manual_seed(i)))
+                                   generator=seeded_generator(i, device)))
         for _ in range(3):  # warm-up
             batch.step()
         times = []
         for _ in range(steps):
             start = time.perf_counter()
             batch.step()
+            if device.type == "cuda":  # a step reads back one value at its start: wait for this one's work
+                torch.cuda.synchronize(device)
             times.append(time.perf_counter() - start)
         rows.append({"batch": batch_size, "step_ms": round(1000 * statistics.median(times), 2),
                      "min_step_ms": round(1000 * min(times), 2)})

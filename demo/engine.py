@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -24,8 +25,9 @@ from typing import Any
 
 from demo.config import AppConfig
 from vallex.api import Synthesis, VallEX
-from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, validate_name
-from vallex.s2st import SpeechTranslator
+from vallex.codec import AudioCodec
+from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
+from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
 
@@ -77,8 +79,53 @@ def on_zero_gpu() -> bool:
     return True
 
 
-def zero_gpu(duration: int = 120) -> Callable[[Callable], Callable]:
-    """``spaces.GPU(duration=...)`` on a ZeroGPU Space (the ``spaces`` package is importable), else a no-op."""
+#: ZeroGPU time asked for per call (seconds): a fixed part (moving the models onto the GPU, the vocoder, an
+#: uploaded prompt's encoding), plus, per character of text, about 0.25 s of speech at the slowest (Chinese
+#: and Japanese, ~4 characters a second) times a real-time factor of ~1.2 for AR steps on a shared GPU. An
+#: estimate, not measured on ZeroGPU: a call that runs past it is stopped; asking for more uses up the
+#: visitor's daily GPU quota faster.
+GPU_SECONDS_FIXED = 15
+GPU_SECONDS_PER_CHARACTER = 0.3
+#: Encoding a 3-15 s prompt takes about a second; Whisper, when it must transcribe it, a few more.
+GPU_SECONDS_PROMPT = 10
+GPU_SECONDS_PROMPT_WHISPER = 30
+#: Speech translation without a typed translation: Whisper and the translation model run first, and the
+#: spoken text is not known yet (at most 15 s of speech in, so about as much out).
+GPU_SECONDS_TRANSLATION = 60
+
+
+def synthesis_gpu_seconds(text: Any, *, prompt_upload: bool = False, transcribe: bool = False) -> int:
+    """ZeroGPU seconds to reserve for speaking ``text`` (a string; anything else counts as empty).
+
+    ``prompt_upload``: an uploaded recording is encoded first; ``transcribe``: Whisper transcribes it first.
+    """
+    characters = len(text) if isinstance(text, str) else 0
+    seconds = GPU_SECONDS_FIXED + GPU_SECONDS_PER_CHARACTER * characters
+    if prompt_upload:
+        seconds += GPU_SECONDS_PROMPT_WHISPER if transcribe else GPU_SECONDS_PROMPT
+    return int(math.ceil(seconds))
+
+
+def prompt_gpu_seconds(transcript: Any) -> int:
+    """ZeroGPU seconds to reserve for encoding a prompt (Whisper too when ``transcript`` is empty)."""
+    return GPU_SECONDS_PROMPT if isinstance(transcript, str) and transcript.strip() else GPU_SECONDS_PROMPT_WHISPER
+
+
+def translation_gpu_seconds(transcript: Any, translation: Any) -> int:
+    """ZeroGPU seconds to reserve for the Speech translation tab: sized by the typed translation when there is
+    one (plus Whisper when the transcript is empty), else :data:`GPU_SECONDS_TRANSLATION`."""
+    if not (isinstance(translation, str) and translation.strip()):
+        return GPU_SECONDS_TRANSLATION
+    typed = isinstance(transcript, str) and bool(transcript.strip())
+    return synthesis_gpu_seconds(translation, prompt_upload=True, transcribe=not typed)
+
+
+def zero_gpu(duration: int | Callable[..., int]) -> Callable[[Callable], Callable]:
+    """``spaces.GPU(duration=...)`` on a ZeroGPU Space (the ``spaces`` package is importable), else a no-op.
+
+    ``duration``: seconds, or a function of the handler's own arguments returning them (ZeroGPU calls it
+    before each call, so each call reserves what its input needs).
+    """
     if not on_zero_gpu():
         return lambda function: function
     import spaces  # type: ignore[import-not-found]
@@ -245,12 +292,48 @@ class Engine:
             with self._load_lock:
                 cached = self._voice_cache.get(name)
             if cached is None:
-                voice = self.voices[name]
-                cached = self.tts().make_prompt(str(voice.audio_path), voice.transcript, voice.language, name=name)
+                cached = self._encode_voice(self.voices[name], self.tts().codec)
                 with self._load_lock:
                     self._voice_cache[name] = cached
             return cached
         return self.presets.load(name)
+
+    @staticmethod
+    def _encode_voice(voice: Voice, codec: Any) -> VoicePrompt:
+        """The prompt of a built-in voice, encoded by ``codec`` (its transcript is known: no Whisper)."""
+        return make_prompt(str(voice.audio_path), voice.transcript, voice.language, codec=codec, name=voice.name)
+
+    def warm_up(self, translation_models: bool = False) -> None:
+        """Load at start-up what requests would otherwise load: the model, EnCodec and Vocos, the built-in
+        voices' prompts, and with ``translation_models`` (if installed and reachable) Whisper (for prompts
+        without a transcript) and the Speech translation tab's Whisper and translation models (gigabytes: only
+        where loading later costs more, on ZeroGPU).
+        A missing-weights problem is raised as :meth:`tts`'s ValueError; the translation models' absence only
+        logged (that tab explains it to its users).
+
+        Why: on a ZeroGPU Space each request gets a GPU for the seconds it reserved, and loading inside that
+        time is paid by every visitor and can make a call overrun. There the voices are encoded on the CPU
+        (the GPU is attached only inside decorated handlers); their codes are integers, the same on any device.
+        """
+        tts = self.tts()
+        tts.codec.load()
+        codec = tts.codec
+        if on_zero_gpu() and codec.device.type != "cpu":
+            codec = AudioCodec(codec.paths, device="cpu").load() if codec.paths is not None else codec
+        for name, voice in self.voices.items():
+            if name not in self._voice_cache:
+                self._voice_cache[name] = self._encode_voice(voice, codec)
+        if not translation_models:
+            return
+        try:
+            tts.load_transcriber()  # Make a prompt's Whisper, for a recording without a transcript
+            with self.using_translator() as s2st:
+                for model in (s2st.recognizer, s2st.translator):
+                    load = getattr(model, "load", None)  # a plain function as translator has nothing to load
+                    if callable(load):
+                        load()
+        except (ModelUnavailableError, ImportError, OSError) as error:
+            _LOG.info("Speech translation models not loaded at start-up: %s", error)
 
     # Scratch files --------------------------------------------------------------------------------
     @contextmanager

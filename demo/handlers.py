@@ -22,10 +22,11 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
-from demo.engine import Engine, zero_gpu
+from demo.engine import Engine, prompt_gpu_seconds, synthesis_gpu_seconds, zero_gpu
 from demo.plots import audio_picture
 from vallex.api import LONG_TEXT_MODES, Synthesis, check_sampling
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
+from vallex.decoding import NonFiniteLogits
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 
@@ -42,7 +43,7 @@ def friendly_errors(function: Callable) -> Callable:
     def translate(error: BaseException) -> gr.Error:
         if isinstance(error, gr.Error):
             return error
-        if isinstance(error, (ValueError, FileNotFoundError, ServerBusy, ModelUnavailable)):
+        if isinstance(error, (ValueError, FileNotFoundError, ServerBusy, ModelUnavailable, NonFiniteLogits)):
             return gr.Error(str(error), print_exception=False)
         _LOG.exception("Request failed")
         return gr.Error(f"Something went wrong ({type(error).__name__}). The details are in the server log; "
@@ -169,7 +170,6 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
     """The event functions of the app, bound to ``engine`` (and wrapped for ZeroGPU when on a Space)."""
     max_chars = engine.config.max_text_chars
     live = engine.config.stream_audio
-    gpu = zero_gpu()
 
     @friendly_errors
     def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
@@ -224,7 +224,8 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
     # On ZeroGPU only the encoding runs in the GPU worker; the file is written here, where the scratch
     # folder is tracked and later removed.
-    encode_prompt_on_gpu = gpu(encode_prompt)
+    encode_prompt_on_gpu = zero_gpu(lambda prompt_audio, transcript, *rest, **named: prompt_gpu_seconds(transcript))(
+        encode_prompt)
 
     @friendly_errors
     def make_prompt(prompt_audio: str | None, transcript: str, language: str, name: str) -> tuple[str, str]:
@@ -289,5 +290,10 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         """The voice names usable in the Presets and Long text tabs (built-in examples, then presets)."""
         return engine.voice_names()
 
-    return {"clone": gpu(clone), "preset": gpu(preset), "make_prompt": make_prompt, "long_text": gpu(long_text),
-            "voices": voices}
+    # On ZeroGPU each call reserves GPU time sized by its own input (the duration functions get the handler's
+    # arguments): the text to speak, and an uploaded recording to encode (and transcribe) first.
+    clone_seconds = zero_gpu(lambda prompt_audio, transcript, text, *rest, **named: synthesis_gpu_seconds(
+        text, prompt_upload=True, transcribe=not (isinstance(transcript, str) and transcript.strip())))
+    text_seconds = zero_gpu(lambda text, *rest, **named: synthesis_gpu_seconds(text))
+    return {"clone": clone_seconds(clone), "preset": text_seconds(preset), "make_prompt": make_prompt,
+            "long_text": text_seconds(long_text), "voices": voices}

@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from demo import examples
-from demo.engine import Engine, zero_gpu
+from demo.engine import Engine, translation_gpu_seconds, zero_gpu
 from demo.handlers import LANGUAGE_NAMES, AudioOut, friendly_errors, sampling_options
 from vallex.audio import to_pcm16
 from vallex.languages import LANGUAGES
@@ -102,7 +102,8 @@ def make_translate_handler(engine: Engine) -> Callable:
 
 def translate_tab(engine: Engine, model_event: dict[str, Any]) -> None:
     """Add the tab to the Blocks being built; its event is ``/translate`` in the shared model queue group."""
-    handler = zero_gpu()(make_translate_handler(engine))
+    handler = zero_gpu(lambda source_audio, target, transcript, translation, *rest, **named: translation_gpu_seconds(
+        transcript, translation))(make_translate_handler(engine))
     with gr.Tab("Speech translation", id="translate"):
         gr.Markdown(TAB_TEXT)
         with gr.Row():

@@ -11,7 +11,7 @@ import gradio as gr
 
 from demo import examples
 from demo.config import AppConfig
-from demo.engine import Engine, WeightsStatus
+from demo.engine import Engine, WeightsStatus, on_zero_gpu
 from demo.handlers import NO_VOICE, make_handlers
 from demo.http_api import api_router
 from demo.translate_tab import translate_tab
@@ -227,21 +227,34 @@ def main() -> None:
     status = engine.weights_status()
     if status.level == "error":  # the page shows the same text in its banner; the app still starts
         logging.getLogger(__name__).warning("%s", status.message)
-    elif config.preload:
+    elif config.preload or on_zero_gpu():  # on ZeroGPU, loading inside a request would eat its GPU time
         try:
-            engine.tts()
+            engine.warm_up(translation_models=on_zero_gpu())
         except ValueError as error:  # e.g. a failed download: the requests will say so too
             logging.getLogger(__name__).warning("%s", error)
     app = build_app(config, engine, status)
     app.queue(**queue_options(config))
-    # The OpenAI-compatible HTTP API on the same server: its routes go first into Gradio's FastAPI app.
-    routes = list(api_router(engine, engine.speech).routes)
+    routes = http_routes(engine)
     # SIGTERM (a Space or a test stopping us) shuts down like Ctrl-C, so the scratch files are removed.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         app.launch(**launch_options(config), app_kwargs={"routes": routes})
     finally:
         engine.close()
+
+
+def http_routes(engine: Engine) -> list[Any]:
+    """The OpenAI-compatible HTTP API's routes, to go first into Gradio's FastAPI app; none on ZeroGPU.
+
+    Why none there: the API's requests run in the speech engine's worker thread, and ZeroGPU attaches a GPU
+    only inside the app's decorated handlers, so they would find no GPU. Gradio's own API (``/clone``,
+    ``/preset``, ...) goes through those handlers and works.
+    """
+    if on_zero_gpu():
+        logging.getLogger(__name__).info("ZeroGPU: the OpenAI-compatible HTTP API (/v1/...) is not mounted; "
+                                         "use the Gradio API instead.")
+        return []
+    return list(api_router(engine, engine.speech).routes)
 
 
 def queue_options(config: AppConfig) -> dict[str, Any]:

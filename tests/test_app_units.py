@@ -253,7 +253,7 @@ def test_zero_gpu_only_with_the_spaces_package(monkeypatch: pytest.MonkeyPatch) 
         return "ok"
 
     monkeypatch.setitem(sys.modules, "spaces", None)  # import fails: not on a Space
-    assert zero_gpu()(handler) is handler
+    assert zero_gpu(90)(handler) is handler
     calls = []
     fake = types.ModuleType("spaces")
     fake.GPU = lambda duration: (lambda fn: calls.append(duration) or fn)

@@ -150,11 +150,24 @@ def test_serve_help_lists_the_ray_options(capsys):
     (["--ray", "--replicas", "0"], "--replicas must be >= 1"),
     (["--ray", "--port", "0"], "--port 0 is not possible with --ray"),
     (["--ray", "--min-replicas", "5", "--max-replicas", "2"], "min_replicas <= max_replicas"),
+    (["--ray", "--device", "cuda"], "--device cuda needs --replica-gpus"),
+    (["--ray", "--device", "CUDA:0", "--replica-gpus", "0"], "--device cuda needs --replica-gpus"),
+    (["--ray", "--device", "cpu", "--replica-gpus", "1"], "reserve GPUs they never use"),
 ])
 def test_serve_ray_options_are_checked_first(tmp_path, capsys, extra, message):
     code = main(["serve", "--weights-dir", str(tmp_path / "empty"), "--presets-dir", str(tmp_path), *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_serve_synthesize_and_the_app_default_to_the_same_precision():
+    from demo.config import AppConfig
+    from vallex.cli import build_parser
+
+    parser = build_parser()
+    serve = parser.parse_args(["serve"])
+    synthesize = parser.parse_args(["synthesize", "--text", "Hi.", "-o", "x.wav"])
+    assert serve.dtype == synthesize.dtype == AppConfig().dtype == "auto"
 
 
 def test_serve_ray_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):

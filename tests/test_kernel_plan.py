@@ -116,8 +116,10 @@ def test_auto_on_cpu_follows_the_class(text, precision):
 
 
 def test_auto_on_other_devices_and_the_unset_default():
-    assert cuda_auto_precision((8, 0), bf16_supported=True) == "float16"
-    assert cuda_auto_precision((7, 5), bf16_supported=False) == "float16"
+    assert cuda_auto_precision((8, 0), bf16_supported=True) == "bfloat16"  # A100: float32's exponent range
+    assert cuda_auto_precision((9, 0), bf16_supported=True) == "bfloat16"
+    assert cuda_auto_precision((8, 0), bf16_supported=False) == "float16"
+    assert cuda_auto_precision((7, 5), bf16_supported=False) == "float16"  # T4
     assert cuda_auto_precision((5, 2), bf16_supported=True) == "bfloat16"  # no native half arithmetic
     assert cuda_auto_precision((5, 0), bf16_supported=False) == "float32"
     assert resolve_precision("auto", "mps") == "float32"
@@ -127,6 +129,25 @@ def test_auto_on_other_devices_and_the_unset_default():
     assert resolve_precision(torch.bfloat16, "cpu") == "bfloat16"
     assert resolve_precision("fp16", "cuda") == "float16"
     assert resolve_precision("auto", "cpu") == auto_precision_for_cpu(cpu_features().cpu_class).precision
+
+
+@pytest.mark.parametrize("capability, bf16, expected", [((7, 5), False, "float16"), ((7, 0), False, "float16"),
+                                                       ((8, 0), True, "bfloat16"), ((8, 9), True, "bfloat16"),
+                                                       ((9, 0), True, "bfloat16")])
+def test_auto_on_cuda_reads_the_gpu_it_runs_on(monkeypatch, capability, bf16, expected):
+    # What resolve_precision asks torch about the GPU, answered as a T4 / A100 / L4 / H100 would.
+    asked = []
+
+    def get_device_capability(index):
+        asked.append(index)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    assert resolve_precision("auto", "cuda") == expected
+    assert resolve_precision("auto", "cuda:1") == expected
+    assert asked == [0, 1]
 
 
 @pytest.mark.parametrize("bad", ["int4", "float64", "", "autoo"])

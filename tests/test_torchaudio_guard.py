@@ -77,3 +77,39 @@ def test_guard_reraises_unrelated_oserror(tmp_path):
             print("raised", e)
     """, root)
     assert out == "raised disk on fire"
+
+
+def test_guard_engages_on_cuda_torch_errors(tmp_path):
+    # What torchaudio 2.11 raises beside a CUDA torch of another CUDA version: not only OSError.
+    for number, body in enumerate([
+        "raise RuntimeError('Detected that PyTorch and TorchAudio were compiled with different CUDA versions. "
+        "PyTorch has CUDA version 12.8 whereas TorchAudio has CUDA version 12.6.')\n",
+        "raise ImportError('libcudart.so.12: cannot open shared object file: No such file or directory')\n",
+        "raise ImportError('/x/_torchaudio.abi3.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')\n",
+    ]):
+        root = _fake_torchaudio(tmp_path / str(number), body)
+        out = run_python("""
+            import sys
+            sys.path.insert(0, sys.path.pop(1))
+            from vallex._torchaudio_guard import ensure_torchaudio, guard_engaged
+            ta = ensure_torchaudio()
+            print(ta._IS_TORCHAUDIO_EXT_AVAILABLE, guard_engaged())
+        """, root)
+        assert out == "False True", body
+
+
+def test_guard_reraises_unrelated_runtime_and_import_errors(tmp_path):
+    for number, (body, kind) in enumerate([("raise RuntimeError('out of memory in a pure-Python part')\n",
+                                            "RuntimeError"),
+                                           ("import numpyy_missing\n", "ModuleNotFoundError")]):
+        root = _fake_torchaudio(tmp_path / str(number), body)
+        out = run_python("""
+            import sys
+            sys.path.insert(0, sys.path.pop(1))
+            from vallex._torchaudio_guard import ensure_torchaudio, guard_engaged
+            try:
+                ensure_torchaudio()
+            except (RuntimeError, ImportError) as e:
+                print("raised", type(e).__name__, guard_engaged())
+        """, root)
+        assert out == f"raised {kind} False"

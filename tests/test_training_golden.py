@@ -69,9 +69,10 @@ def test_every_run_losses_match(model, train_golden):
         assert_close(out.nar_loss.item(), run["nar_loss"], f"{label} nar_loss")
         assert_close(out.loss.item(), run["total_loss"], f"{label} total_loss")
         y_lens = train_golden["batch"]["y_lens"]
-        assert out.ar_top10_correct == pytest.approx(run["ar_top10_accuracy_x_frames"], rel=1e-4)
-        assert out.nar_top10_correct * out.nar_scale == pytest.approx(run["nar_top10_accuracy_x_frames"], rel=1e-4)
-        assert out.ar_targets == len(y_lens) * (max(y_lens) + 1)  # padding positions count too
+        assert int(out.ar_top10_correct) == pytest.approx(run["ar_top10_accuracy_x_frames"], rel=1e-4)
+        assert int(out.nar_top10_correct) * out.nar_scale == pytest.approx(run["nar_top10_accuracy_x_frames"],
+                                                                          rel=1e-4)
+        assert int(out.ar_targets) == len(y_lens) * (max(y_lens) + 1)  # padding positions count too
         expected = torch.tensor(run["nar_logits_b0_first2"])
         torch.testing.assert_close(out.nar_logits[0, : expected.shape[0]], expected, atol=1e-3, rtol=1e-4)
 
@@ -125,5 +126,5 @@ def test_padding_free_ar_loss_ignores_padding(model, train_golden):
         code_lens=batch.code_lens,
     )
     again = training_forward(model, padded, train_stage="ar", ar_loss_on_padding=False)
-    assert again.ar_targets == int(batch.code_lens.sum()) + batch.size
+    assert int(again.ar_targets) == int(batch.code_lens.sum()) + batch.size
     assert_close(again.loss.item(), base.loss.item(), "padding-free AR loss")

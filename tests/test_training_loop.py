@@ -214,3 +214,54 @@ def test_dropout_hooks_act_only_in_training():
     for handle in handles:
         handle.remove()
     assert training_forward(model, batch, nar_stage=3, prefix_len=2).loss.item() == plain
+
+
+def test_data_workers_give_the_same_run(data, tmp_path):
+    # Batches collated by worker processes (what CUDA runs use by default) train exactly as in-process ones.
+    serial = train(config(data, tmp_path / "serial", max_steps=4, num_workers=0))
+    workers = train(config(data, tmp_path / "workers", max_steps=4, num_workers=2))
+    assert workers.train_losses == serial.train_losses
+
+
+def test_data_workers_default_to_the_device():
+    from vallex.training.trainer import data_workers
+
+    assert data_workers(TrainConfig(), torch.device("cpu")) == 0
+    assert data_workers(TrainConfig(), torch.device("cuda")) == 2
+    assert data_workers(TrainConfig(num_workers=5), torch.device("cpu")) == 5
+    with pytest.raises(ValueError, match="num_workers"):
+        TrainConfig(num_workers=-1)
+
+
+def test_a_batch_pins_all_its_tensors(monkeypatch):
+    # This machine has no CUDA to pin for; Tensor.pin_memory stands in, marking what it was asked to pin.
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor: pinned.append(tensor) or tensor.clone())
+    batch = TrainingBatch(torch.ones(2, 3, dtype=torch.long), torch.tensor([3, 2]), torch.zeros(2, 3, dtype=torch.long),
+                          torch.zeros(2, 4, 8, dtype=torch.long), torch.tensor([4, 3]))
+    again = batch.pin_memory()
+    assert len(pinned) == 5 and all(torch.equal(a, b) for a, b in zip(vars(again).values(), vars(batch).values()))
+
+
+def test_step_losses_are_summed_on_the_device(data, monkeypatch):
+    from sync_counter import HostSyncCounter
+
+    from vallex.training.dataset import CodesDataset, collate
+    from vallex.training.trainer import _Dist, _LossSums
+
+    torch.manual_seed(0)
+    model = VallexModel(VallexConfig(**MICRO)).train()
+    dataset = CodesDataset(data / "prep")
+    outs = [training_forward(model, collate([dataset[i], dataset[i + 1]]), nar_stage=1 + i, prefix_len=0)
+            for i in range(3)]
+    sums = _LossSums(torch.device("cpu"))
+    counter = HostSyncCounter(monkeypatch)
+    with counter:
+        for out in outs:
+            sums.add(out.loss, out, frames=torch.tensor(7))
+    assert counter.count == 0  # nothing read back per batch
+    with counter:
+        totals = sums.totals(_Dist())
+    assert counter.count == 1  # one read for the whole step
+    assert totals["loss"] == pytest.approx(sum(out.loss.item() for out in outs))
+    assert totals["nar_targets"] == sum(int(out.nar_targets) for out in outs) and totals["frames"] == 21

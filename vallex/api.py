@@ -39,6 +39,7 @@ from vallex.decoding import (
     iter_ar_decode,
     language_ids,
     nar_decode,
+    seeded_generator,
 )
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
@@ -177,8 +178,9 @@ class VallEX:
                 default: the Hugging Face / torch hub caches.
             device: default CUDA, then MPS, then CPU.
             dtype: ``"float32"`` (default: exact, it reproduces the reference's codes), ``"auto"`` (the fastest
-                precision measured for this device and CPU class, e.g. int8 on the AMD EPYC class, float16
-                on CUDA: :func:`vallex.precision.resolve_precision`; the CLI's and app's default),
+                precision measured for this device and CPU class, e.g. int8 on the AMD EPYC class; on CUDA
+                bfloat16 from compute capability 8.0 on, else float16: :func:`vallex.precision.resolve_precision`;
+                the CLI's and app's default),
                 ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
             num_threads: torch intra-op threads (CPU).
             presets_dir: folder of named ``.npz`` voice presets.
@@ -221,6 +223,18 @@ class VallEX:
             transcriber = self._transcriber
         return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name,
                            transcriber=transcriber)
+
+    def load_transcriber(self) -> bool:
+        """Find and load now the Whisper model :meth:`make_prompt` uses for a prompt without a transcript (else it
+        loads on the first such prompt); returns whether one can run here (installed and on disk)."""
+        from vallex.prompts import find_transcriber
+
+        if self._transcriber is None:
+            self._transcriber = find_transcriber()
+        load = getattr(getattr(self._transcriber, "recognizer", None), "load", None)
+        if callable(load):
+            load()
+        return self._transcriber is not None
 
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None:
         """``VoicePrompt`` | preset name (str) | ``Path`` to an ``.npz`` | ``(audio, transcript)`` | None."""
@@ -310,7 +324,10 @@ class VallEX:
                     batch.add(number, jobs[number].ar_request(plan))
             finished = {}
             while batch:
-                finished.update(batch.step().finished)
+                out = batch.step()
+                if out.failed:  # one of the texts gave non-finite logits: the whole call fails, as alone
+                    raise next(iter(out.failed.values()))
+                finished.update(out.finished)
             inputs = [jobs[n].nar_input(finished[n].codes) for n in jobs]
             for number, codes in zip(jobs, nar_decode(self.model, inputs)):
                 pieces = SentencePieces(self.codec, None)
@@ -343,9 +360,8 @@ class VallEX:
                              f"{', '.join(LONG_TEXT_MODES)}.")
         sentences, language = self._plan_sentences(request.text, request.language, request.long_text)
         generator = None
-        if request.seed is not None:
-            generator = torch.Generator(device=self.device if self.device.type != "mps" else "cpu")
-            generator.manual_seed(int(request.seed))
+        if request.seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
+            generator = seeded_generator(request.seed, self.device)
         return RequestPlan(sentences=sentences, language=language, voice=voice, accent=accent,
                            generator=generator, chunk_frames=chunk_frames, long_text=request.long_text,
                            sampling=dict(temperature=request.temperature, top_k=request.top_k,
@@ -361,7 +377,7 @@ class VallEX:
             prompt_language = prompt.language
         else:
             prompt_ids = []
-            prompt_codes = torch.zeros(1, 0, n_q, dtype=torch.long)
+            prompt_codes = torch.zeros(1, 0, n_q, dtype=torch.long, device=self.device)
             prompt_language = tokens.langs[0] if tokens.langs else "en"
         text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long, device=self.device)
         text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)

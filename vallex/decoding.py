@@ -85,18 +85,18 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     """
     if (top_k is None or top_k <= 0) and (top_p is None or top_p >= 1.0):
         return logits
-    logits = logits.clone()
     if top_k is not None and top_k > 0:
         k = min(top_k, logits.shape[-1])
         kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # [B, 1]
-        logits[logits < kth] = float("-inf")
+        # masked_fill, not logits[mask] = ...: boolean indexing runs a nonzero, a host-device sync on a GPU.
+        logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
         cumulative = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
         remove = cumulative > top_p
         remove[..., 1:] = remove[..., :-1].clone()  # keep the token that crosses top_p
         remove[..., 0] = False  # always keep the most likely token
-        logits[remove.scatter(-1, sorted_idx, remove)] = float("-inf")
+        logits = logits.masked_fill(remove.scatter(-1, sorted_idx, remove), float("-inf"))
     return logits
 
 
@@ -111,16 +111,69 @@ def sample_tokens(
     """Draw one token per row of logits [B, V]; returns (tokens LongTensor [B], log-probs [B]).
 
     The log-probability is taken from the filtered, temperature-scaled distribution, as the reference does.
+    Raises :class:`NonFiniteLogits` if a row has no finite distribution (see :func:`draw_tokens`).
+    """
+    tokens, logprobs, bad = draw_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        generator=generator)
+    if bool(bad.any()):
+        raise NonFiniteLogits(NonFiniteLogits.MESSAGE)
+    return tokens, logprobs
+
+
+class NonFiniteLogits(RuntimeError):
+    """The model's logits were NaN or infinite (a 16-bit overflow, damaged weights): nothing can be sampled."""
+
+    MESSAGE = ("The model produced non-finite logits (NaN or inf), so no token can be sampled. With float16 "
+               "weights this is an overflow: use dtype bfloat16 or float32.")
+
+
+def draw_tokens(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`sample_tokens` without reading anything back to the host: (tokens [B], log-probs [B], bad [B]).
+
+    Everything runs in float32, the temperature included (why: float16 logits divided by a small temperature
+    overflow to inf). ``bad[b]`` is True where row b's distribution is not finite (NaN or +inf logits, or
+    every entry filtered out); that row draws token 0 instead, so that ``torch.multinomial`` never sees it
+    (on CUDA a non-finite distribution is a device-side assert, which poisons the process's CUDA context
+    for good). The caller checks ``bad`` together with whatever else it reads back (one sync per step).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}.")
+    logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    logits = filter_logits(logits.float(), top_k, top_p)
-    probs = F.softmax(logits, dim=-1)
+    logits = filter_logits(logits, top_k, top_p)
+    probs = F.softmax(logits, dim=-1)  # [B, V]
+    bad = ~torch.isfinite(probs).all(dim=-1)  # [B]: NaN anywhere, +inf, or nothing left
+    probs = probs.masked_fill(bad[:, None], 0.0)
+    probs[:, 0] = probs[:, 0].masked_fill(bad, 1.0)
     tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
     logprobs = F.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    return tokens, logprobs
+    return tokens, logprobs, bad
+
+
+def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A random generator on ``device`` seeded with ``seed``: where ``torch.multinomial`` draws for that device's
+    tensors (CUDA and MPS refuse a CPU generator). The same seed gives the same codes on the same device."""
+    generator = torch.Generator(device=torch.device(device))
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def check_generator_device(generator: torch.Generator | None, device: torch.device) -> None:
+    """ValueError unless ``generator`` (if any) draws on ``device`` (``cuda`` and ``cuda:0`` are the same)."""
+    if generator is None:
+        return
+    got = generator.device
+    if got.type != device.type or (got.index is not None and device.index is not None and got.index != device.index):
+        raise ValueError(f"The random generator is on {got} but the model is on {device}: make it there "
+                         "(vallex.decoding.seeded_generator(seed, device)).")
 
 
 @dataclass
@@ -186,6 +239,8 @@ def ar_decode(
             on_step(step)
         out = batch.step()
         step += 1
+        if 0 in out.failed:
+            raise out.failed[0]
         if 0 in out.finished:
             return out.finished[0]
 
@@ -228,6 +283,8 @@ def _iterate_one(batch: ARBatch, on_step: Callable[[int], None] | None) -> Gener
             on_step(step)
         step += 1
         out = batch.step()
+        if 0 in out.failed:
+            raise out.failed[0]
         if 0 in out.finished:
             return out.finished[0]
         yield out.frames[0]
@@ -254,9 +311,9 @@ def prefill(model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes0:
 class FrameSampler:
     """Draws one utterance's codebook-0 frames from the decoder's logits and knows when it stops.
 
-    Its ``rows`` (``best_of``) sample independently with one generator; a row that drew EOS keeps
-    emitting EOS; the utterance stops when every row has, or at ``max_frames``. EOS is masked until
-    ``min_frames`` frames exist (the reference could return nothing). The best row has the highest mean
+    Its ``rows`` (``best_of``) sample independently with one generator (on ``device``, where the rows are);
+    a row that drew EOS keeps emitting EOS; the utterance stops when every row has, or at ``max_frames``. EOS
+    is masked until ``min_frames`` frames exist (the reference could return nothing). The best row has the highest mean
     log-probability of its *generated* tokens (the reference also counted BOS and the prompt's tokens,
     which favours rows with a long prompt over rows that sampled well).
     """
@@ -270,6 +327,7 @@ class FrameSampler:
         self.rows, self.max_frames, self.eos = rows, max_frames, eos
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.length_penalty, self.min_frames = length_penalty, min_frames
+        check_generator_device(generator, torch.device(device))
         self.generator, self.logits_processor = generator, logits_processor
         self.generated = torch.empty(rows, max_frames, dtype=torch.long, device=device)
         self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -291,19 +349,41 @@ class FrameSampler:
         return self.generated[:, :self.num_frames]
 
     def sample(self, logits: Tensor) -> Tensor | None:
-        """Draw the next frame from logits [rows, 1025]: its tokens [rows], or None once the utterance stopped."""
+        """Draw the next frame from logits [rows, 1025]: its tokens [rows], or None once the utterance stopped.
+
+        Reads one small tensor back from the device (:meth:`draw`'s status); raises :class:`NonFiniteLogits` if
+        a running row's logits were not finite.
+        """
+        tokens, status = self.draw(logits)
+        stopped, nonfinite = status.tolist()
+        return self.advance(tokens, stopped, nonfinite)
+
+    def draw(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The device half of :meth:`sample`: draw tokens [rows] from logits [rows, 1025], reading nothing back.
+
+        Returns the tokens (finished rows keep emitting EOS) and a status BoolTensor [2]: (every row has drawn
+        EOS, a running row's logits were not finite). Pass both, the status as Python bools, to :meth:`advance`
+        (why split: a batch of utterances reads all their statuses back at once, one sync per step).
+        """
         eos = self.eos
         if self.logits_processor is not None:
             logits = self.logits_processor(self.num_frames, logits)
         if self.num_frames < self.min_frames:
             logits = logits.clone()
             logits[:, eos] = float("-inf")
-        tokens, logprobs = sample_tokens(logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                                         generator=self.generator)
+        tokens, logprobs, bad = draw_tokens(logits, temperature=self.temperature, top_k=self.top_k,
+                                            top_p=self.top_p, generator=self.generator)
+        nonfinite = (bad & ~self.finished).any()  # a finished row's logits are never used
         self.sum_logprobs += torch.where(self.finished, 0.0, logprobs)
         tokens = torch.where(self.finished, eos, tokens)  # finished rows keep emitting EOS
         self.finished |= tokens == eos
-        if bool(self.finished.all()):
+        return tokens, torch.stack([self.finished.all(), nonfinite])
+
+    def advance(self, tokens: Tensor, stopped: bool, nonfinite: bool) -> Tensor | None:
+        """The host half of :meth:`sample`, with :meth:`draw`'s tokens and status: the tokens, or None at the end."""
+        if nonfinite:
+            raise NonFiniteLogits(NonFiniteLogits.MESSAGE)
+        if stopped:
             self.stop_reason = "eos"
             return None
         if self.num_frames >= self.max_frames:
@@ -346,11 +426,13 @@ class ARStepResult:
 
     ``frames[key]``: LongTensor [rows, n], every frame of that utterance so far (a view; do not write to it),
     for the utterances that got a new frame. ``finished[key]``: the :class:`ARResult` of each utterance that
-    stopped at this step (it has left the batch).
+    stopped at this step (it has left the batch). ``failed[key]``: the error of each utterance whose logits
+    were not finite (it has left the batch; the others go on).
     """
 
     frames: dict[Hashable, Tensor] = field(default_factory=dict)
     finished: dict[Hashable, ARResult] = field(default_factory=dict)
+    failed: dict[Hashable, NonFiniteLogits] = field(default_factory=dict)
 
 
 class ARBatch:
@@ -436,12 +518,20 @@ class ARBatch:
             return result
         if self._logits is None:
             raise RuntimeError("the batch has utterances but no logits to sample from")
+        # Every utterance draws on the device; their statuses come back in one read (one sync per step).
+        drawn, row = [], 0
+        for item in self._items:
+            drawn.append(item.sampler.draw(self._logits[row:row + item.rows]))  # its own settings and generator
+            row += item.rows
+        statuses = torch.stack([status for _, status in drawn]).tolist()  # [N, 2] (stopped, non-finite)
         keep: list[int] = []
         tokens: list[Tensor] = []
-        row = 0
-        for index, item in enumerate(self._items):
-            new = item.sampler.sample(self._logits[row:row + item.rows])  # its own settings and generator
-            row += item.rows
+        for index, (item, (new, _), (stopped, nonfinite)) in enumerate(zip(self._items, drawn, statuses)):
+            try:
+                new = item.sampler.advance(new, stopped, nonfinite)
+            except NonFiniteLogits as error:  # this utterance cannot go on; the others can
+                result.failed[item.key] = error
+                continue
             if new is None:
                 result.finished[item.key] = item.sampler.result(item.steps, item.first_logits)
                 continue
@@ -464,7 +554,7 @@ class ARBatch:
             x = self.model.embed_ar_audio(frames[:, None], offset=offsets[0])
             start: int | RowPositions = lengths[0]
         else:
-            x = self.model.embed_ar_frame(frames, torch.tensor(offsets, device=self.device))
+            x = self.model.embed_ar_frame(frames, torch.tensor(offsets, device=self.device), max(offsets) + 1)
             start = RowPositions.of(lengths, self.device)
         hidden = self._step(x, start)  # [R, 1, D]
         self._lengths = [n + 1 for n in lengths]

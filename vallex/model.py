@@ -69,11 +69,13 @@ class SinePositionalEmbedding(nn.Module):
         cached = self._table
         if cached is None or cached.shape[0] < length or cached.device != device or cached.dtype != dtype:
             rows = max(length, 1024 if cached is None else 2 * cached.shape[0])
-            position = torch.arange(0, rows, dtype=torch.float32).unsqueeze(1)  # [L, 1]
+            # On the CPU whatever the model's (or torch's default) device: the same table bit for bit everywhere
+            # (a GPU's sin and cos may round differently), then moved.
+            position = torch.arange(0, rows, dtype=torch.float32, device="cpu").unsqueeze(1)  # [L, 1]
             div_term = torch.exp(
-                torch.arange(0, self.dim, 2, dtype=torch.float32) * -(math.log(10000.0) / self.dim)
+                torch.arange(0, self.dim, 2, dtype=torch.float32, device="cpu") * -(math.log(10000.0) / self.dim)
             )  # [D/2]
-            pe = torch.zeros(rows, self.dim)
+            pe = torch.zeros(rows, self.dim, device="cpu")
             pe[:, 0::2] = torch.sin(position * div_term)
             pe[:, 1::2] = torch.cos(position * div_term)
             self._table = cached = pe.to(device=device, dtype=dtype)
@@ -350,13 +352,15 @@ class VallexModel(nn.Module):
         """AR audio input: codes LongTensor [B, T] (0..1025, BOS first) at positions offset.. -> [B, T, D]."""
         return self.ar_audio_position(self.ar_audio_embedding(codes), offset)
 
-    def embed_ar_frame(self, codes: Tensor, positions: Tensor) -> Tensor:
+    def embed_ar_frame(self, codes: Tensor, positions: Tensor, table_len: int) -> Tensor:
         """One AR audio input per row at its own position: codes, positions LongTensor [B] -> [B, 1, D].
 
-        Row b equals ``embed_ar_audio(codes[b:b+1, None], offset=positions[b])`` exactly.
+        Row b equals ``embed_ar_audio(codes[b:b+1, None], offset=positions[b])`` exactly. ``table_len``: more
+        than the largest position, a host integer (why: reading ``positions.max()`` back from a GPU would be a
+        host-device sync per AR step).
         """
         embedded = self.ar_audio_embedding(codes)  # [B, D]
-        table = self.ar_audio_position.table(int(positions.max()) + 1, embedded.device, embedded.dtype)
+        table = self.ar_audio_position.table(table_len, embedded.device, embedded.dtype)
         return (embedded + self.ar_audio_position.alpha * table[positions])[:, None]
 
     def embed_nar_audio(self, codes: Tensor, prompt_lens: int | Tensor, stage: int) -> Tensor:

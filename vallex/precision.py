@@ -1,9 +1,10 @@
 """Inference precisions and the kernel plan: which kernel runs each part of the model, per CPU class.
 
 Precisions: ``"float32"`` (the reference's arithmetic; golden parity holds only here), ``"bfloat16"`` /
-``"float16"`` (every parameter and activation in 16 bits; float16 is for CUDA), ``"int8"`` (CPU only: the
-decoders' attention and feed-forward Linears in int8, activations quantised per call, float32 elsewhere) and
-``"auto"`` (:func:`resolve_precision`: the fastest measured for this CPU class, :data:`MEASURED_SPEED`).
+``"float16"`` (every parameter and activation in 16 bits), ``"int8"`` (CPU only: the decoders' attention and
+feed-forward Linears in int8, activations quantised per call, float32 elsewhere) and ``"auto"``
+(:func:`resolve_precision`: on CPU the fastest measured for this CPU class, :data:`MEASURED_SPEED`; on CUDA
+bfloat16 from compute capability 8.0 on, float16 before).
 
 The kernel plan is :data:`CPU_KERNEL_TABLE`, one row per CPU class (:mod:`vallex.cpu_features`) and
 precision; :func:`kernel_plan` reads it (with fallbacks for kernels a torch build lacks) and
@@ -158,9 +159,17 @@ def auto_precision_for_cpu(cpu_class: str) -> AutoChoice:
 
 
 def cuda_auto_precision(capability: tuple[int, int], bf16_supported: bool) -> str:
-    """``"auto"`` on a CUDA GPU of this compute capability: float16, which every GPU from sm_53 on computes
-    natively; below that bfloat16 where the GPU has it, else float32."""
-    if tuple(capability) >= (5, 3):
+    """``"auto"`` on a CUDA GPU of this compute capability.
+
+    bfloat16 from sm_80 on (Ampere, Hopper, ...: native bfloat16 tensor cores, and float32's exponent range,
+    so no activation overflows to inf as float16's can); float16 on sm_53..sm_75 (T4, V100: native half
+    arithmetic, no bfloat16); below that bfloat16 where the GPU has it, else float32. How far each is from
+    float32 on the full-size model: ``bench/fidelity.py --dtypes bfloat16,float16`` on a GPU.
+    """
+    capability = tuple(capability)
+    if capability >= (8, 0) and bf16_supported:
+        return "bfloat16"
+    if capability >= (5, 3):
         return "float16"
     return "bfloat16" if bf16_supported else "float32"
 
@@ -172,8 +181,9 @@ def resolve_precision(
 
     None -> ``"float32"`` (the Python API's default: it reproduces the reference's codes). ``"auto"`` -> on
     CPU the choice of :func:`auto_precision_for_cpu` for this CPU's class (``cpu``: default the detected
-    one); on CUDA :func:`cuda_auto_precision` (float16 on every current GPU); float32 on other devices
-    (MPS, ...). Anything else is normalised (:func:`normalize_precision`; ValueError if unknown).
+    one); on CUDA :func:`cuda_auto_precision` (bfloat16 from compute capability 8.0 on, float16 before);
+    float32 on other devices (MPS, ...). Anything else is normalised (:func:`normalize_precision`;
+    ValueError if unknown).
     """
     if dtype is None:
         return "float32"

@@ -376,7 +376,8 @@ class PresetLibrary:
 # Validation helpers -------------------------------------------------------------------------------
 
 def _as_codes(codes: Any) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(codes) if not isinstance(codes, torch.Tensor) else codes)
+    # numpy's data is on the CPU: said explicitly, so torch's default device (if one is set) is not used.
+    tensor = codes if isinstance(codes, torch.Tensor) else torch.as_tensor(np.asarray(codes), device="cpu")
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(0)
     if tensor.dim() != 3 or tensor.shape[0] != 1 or tensor.shape[2] != NUM_CODEBOOKS:

@@ -27,7 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--default-voice", help="preset used when a request names no voice or one of OpenAI's "
                         "(alloy, nova, ...); default: no prompt (the model's own random voice)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"], help="inference precision")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
+                        help="inference precision (default auto, as the app and `vallex synthesize`: the fastest "
+                        "measured for this CPU class; on CUDA bfloat16 from compute capability 8.0 on, else float16; "
+                        "float32 reproduces the reference exactly)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most (default: 8)")
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get HTTP 503 "
@@ -55,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ray.add_argument("--downscale-delay", type=float, help="autoscale: seconds below target before one is "
                      "removed (default: 600)")
     ray.add_argument("--replica-cpus", type=float, help="CPUs Ray reserves per replica (default: --threads or 1)")
-    ray.add_argument("--replica-gpus", type=float, default=0, help="GPUs per replica, e.g. 1 or 0.5 (default: 0)")
+    ray.add_argument("--replica-gpus", type=float, default=0, help="GPUs per replica, e.g. 1 or 0.5 (default: 0; "
+                     "needed with --device cuda: a replica given no GPU sees none)")
     ray.add_argument("--proxy-location", choices=["HeadOnly", "EveryNode"], default="HeadOnly",
                      help="HeadOnly: one address, the head node's (default); EveryNode: a proxy on every node, "
                      "for a load balancer in front")
@@ -124,6 +128,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _check_replica_device(device: str | None, replica_gpus: float) -> None:
+    """ValueError when ``--device`` and ``--replica-gpus`` disagree.
+
+    Why: Ray hides every GPU from a replica that reserved none (``CUDA_VISIBLE_DEVICES`` is empty), so
+    ``--device cuda`` with 0 GPUs fails in every replica, after Ray has started; and GPUs reserved for a
+    replica that runs on the CPU are withheld from everyone for nothing. Without ``--device`` each replica
+    takes the best device it sees, which follows the GPU count.
+    """
+    kind = (device or "").split(":")[0].strip().lower()
+    if kind == "cuda" and replica_gpus == 0:
+        raise ValueError("--device cuda needs --replica-gpus (e.g. 1, or 0.5 for two replicas per GPU): Ray shows "
+                         "no GPU to a replica that reserved none.")
+    if kind in ("cpu", "mps") and replica_gpus > 0:
+        raise ValueError(f"--replica-gpus {replica_gpus:g} with --device {kind}: the replicas would reserve GPUs "
+                         "they never use. Leave out --replica-gpus, or use --device cuda.")
+
+
 def run_with_ray(args: argparse.Namespace) -> int:
     """``vallex serve --ray``: deploy the replicas, serve until Ctrl-C or SIGTERM, then take them down."""
     import signal
@@ -147,6 +169,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         raise ValueError(f"--replica-cpus must be > 0, got {args.replica_cpus}.")
     if args.replica_gpus < 0:
         raise ValueError(f"--replica-gpus must be >= 0, got {args.replica_gpus}.")
+    _check_replica_device(args.device, args.replica_gpus)
     autoscaling = ray_serve.Autoscaling(**scaling) if scaling else None
     local = args.ray_address is None
     select_device(args.device)

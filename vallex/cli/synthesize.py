@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
                         help="inference precision (default auto: the fastest measured for this CPU class, e.g. "
-                        "int8 on AVX512-BF16/VNNI x86, float16 on CUDA; float32 reproduces the reference exactly)")
+                        "int8 on AVX512-BF16/VNNI x86; on CUDA bfloat16 from compute capability 8.0 on, else float16; "
+                        "float32 reproduces the reference exactly)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")

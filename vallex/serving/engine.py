@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from vallex.api import (
@@ -47,6 +48,28 @@ class ServerBusy(RuntimeError):
 
 class ModelUnavailable(RuntimeError):
     """The model could not be loaded (e.g. missing weights); the message says why (HTTP 503)."""
+
+
+def is_device_failure(error: BaseException) -> bool:
+    """Whether ``error`` left the accelerator unusable for this process (a CUDA device-side assert, an illegal
+    memory access, a lost device): every later call fails too, so serving on is pointless.
+
+    Why a separate case: such an error poisons the CUDA context for good, while the engine would otherwise fail
+    each request and still report itself alive, so nothing (Ray Serve's health check, a Space's restart) would
+    replace it. Running out of memory is not one (the next, smaller batch may fit).
+    """
+    if isinstance(error, torch.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(error, accelerator_error):
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and any(sign in message for sign in _DEVICE_FAILURE_SIGNS)
+
+
+#: How torch words an error that leaves the CUDA context unusable (older torch raise a plain RuntimeError).
+_DEVICE_FAILURE_SIGNS = ("CUDA error", "device-side assert", "CUBLAS_STATUS_EXECUTION_FAILED",
+                         "illegal memory access", "unspecified launch failure")
 
 
 @dataclass(frozen=True)
@@ -209,6 +232,7 @@ class SpeechEngine:
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
+        self._unhealthy: str | None = None
         #: Held by the worker around each step. Other model work (encoding a prompt, translation) takes it
         #: too, so it runs between two steps of the batch instead of at the same time.
         self.model_lock = threading.RLock()
@@ -231,6 +255,8 @@ class SpeechEngine:
         with self._lock:
             if self._closed:
                 raise RuntimeError("The speech engine is closed.")
+            if self._unhealthy is not None:
+                raise ModelUnavailable(self._unhealthy)
             if len(self._waiting) >= self.max_queue:
                 self.stats.refused += 1
                 raise ServerBusy(f"The server is busy: {len(self._waiting)} requests are already waiting. "
@@ -263,8 +289,26 @@ class SpeechEngine:
 
     @property
     def alive(self) -> bool:
-        """Whether the worker thread is serving (False once :meth:`close` has let it finish)."""
-        return self._worker.is_alive() and not self._closed
+        """Whether the worker thread is serving (False once :meth:`close` has let it finish, or after a device
+        failure: see :attr:`unhealthy`). Ray Serve's health check replaces a replica that is not alive."""
+        return self._worker.is_alive() and not self._closed and self._unhealthy is None
+
+    @property
+    def unhealthy(self) -> str | None:
+        """Why the engine stopped serving after a device failure (:func:`is_device_failure`), else None."""
+        return self._unhealthy
+
+    def _give_up(self, error: BaseException) -> None:
+        """After a device failure: refuse every waiting and later request with :class:`ModelUnavailable`."""
+        reason = (f"The model's device failed ({type(error).__name__}: {error}); this server cannot synthesise "
+                  "any more and must be restarted.")
+        with self._lock:
+            self._unhealthy = reason
+            for stream in self._waiting:
+                stream._close(ModelUnavailable(reason))
+                self.stats.failed += 1
+            self._waiting.clear()
+            self.stats.waiting = self.stats.running = 0
 
     @property
     def loaded(self) -> bool:
@@ -313,6 +357,13 @@ class SpeechEngine:
                     batch.step()
             except Exception as error:  # a failure of the model itself: fail everyone in the batch, go on
                 batch.fail_all(error)
+                for stream in admitted:  # those the failure kept from joining the batch
+                    if not stream._done.is_set():
+                        stream._close(error)
+                        self.stats.failed += 1
+                if is_device_failure(error):  # nothing can run on this device any more: stop for good
+                    self._give_up(error)
+                    return
                 batch = _Batch(self)
             with self._lock:
                 self.stats.running = len(batch.active)
@@ -396,6 +447,10 @@ class _Batch:
             for key, result in out.finished.items():
                 by_key[key].ar = result
                 by_key[key].frames = result.codes
+            for key, error in out.failed.items():  # non-finite logits: that request fails, the others go on
+                state = by_key[key]
+                del self.active[state.stream.id]
+                self._end(state.stream, error=error)
         wanting = sorted((s for s in self.active.values() if self._wants_nar(s)), key=lambda s: s.priority)
         work = [(state, *self._nar_work(state)) for state in wanting[:self.engine.nar_batch]]
         codes = nar_decode(self.tts.model, [state.job.nar_input(frames) for state, _, frames in work])

@@ -266,14 +266,19 @@ class SpeechAPI:
                                                          "owned_by": "vallex"} for name in MODELS]})
 
     async def health(self, request: Request) -> Response:
-        """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters."""
+        """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters.
+
+        503 with ``"status": "unhealthy"`` after a device failure (the engine serves nothing any more).
+        """
         stats = self.engine.stats
         counters = (asdict(stats) if is_dataclass(stats) else dict(vars(stats)) if stats is not None
                     else {})
         if isinstance(counters.get("started_at"), (int, float)):
             counters["uptime_s"] = round(time.time() - counters["started_at"], 3)
-        return JSONResponse({
-            "status": "ok",
+        unhealthy = getattr(self.engine, "unhealthy", None)  # a device failure: the server must be replaced
+        return JSONResponse(status_code=503 if unhealthy else 200, content={
+            "status": "unhealthy" if unhealthy else "ok",
+            **({"error": unhealthy} if unhealthy else {}),
             "model_loaded": (self._model_loaded() if self._model_loaded is not None
                              else getattr(self.engine, "loaded", None)),
             "engine": counters,
@@ -389,6 +394,8 @@ class SpeechAPI:
     def submit(self, request: SpeechRequest) -> SpeechStream:
         try:
             return self.engine.submit(request)
+        except ModelUnavailable as error:  # e.g. after a device failure: the server must be restarted
+            raise self.synthesis_error(error) from None
         except ServerBusy as error:
             raise APIError(503, str(error), code="server_busy", kind="server_error",
                            headers={"Retry-After": str(self.retry_after_s)}) from None

@@ -53,7 +53,13 @@ class TrainingBatch:
     code_lens: Tensor
 
     def to(self, device: torch.device | str) -> TrainingBatch:
+        """On ``device``; from pinned memory (:meth:`pin_memory`) the copy overlaps the GPU's work."""
         return TrainingBatch(*(t.to(device, non_blocking=True) for t in
+                               (self.text, self.text_lens, self.text_langs, self.codes, self.code_lens)))
+
+    def pin_memory(self) -> TrainingBatch:
+        """In page-locked memory (``DataLoader(pin_memory=True)`` calls this in its pinning thread)."""
+        return TrainingBatch(*(t.pin_memory() for t in
                                (self.text, self.text_lens, self.text_langs, self.codes, self.code_lens)))
 
     @property
@@ -78,10 +84,12 @@ class ForwardResult:
     nar_scale: float | None
     nar_stage: int | None
     prefix_len: int | None
-    ar_targets: int  # number of AR positions with a loss term
-    nar_targets: int  # number of NAR positions with a loss term
-    ar_top10_correct: int
-    nar_top10_correct: int
+    # Counts as 0-dim LongTensors on the batch's device (0 for a part not trained): why tensors, not ints, is
+    # that reading them back would make the host wait for the GPU after every micro-batch.
+    ar_targets: Tensor | int  # number of AR positions with a loss term
+    nar_targets: Tensor | int  # number of NAR positions with a loss term
+    ar_top10_correct: Tensor | int
+    nar_top10_correct: Tensor | int
     ar_logits: Tensor | None = None
     nar_logits: Tensor | None = None
 
@@ -109,12 +117,12 @@ def nar_loss_scale(total_frames: int, prefix_len: int, batch_size: int) -> float
     return float(total_frames) / float(total_frames - prefix_len * batch_size)
 
 
-def _top10_hits(logits: Tensor, targets: Tensor, ignore: int) -> int:
-    """Targets among the 10 highest logits, over positions whose target is not ``ignore`` / -100."""
+def _top10_hits(logits: Tensor, targets: Tensor, ignore: int) -> Tensor:
+    """Targets among the 10 highest logits, over positions whose target is not ``ignore`` / -100 (0-dim long)."""
     k = min(10, logits.shape[-1])
     top = logits.detach().topk(k, dim=-1).indices  # [..., k]
     hit = (top == targets.unsqueeze(-1)).any(-1) & (targets != ignore) & (targets >= 0)
-    return int(hit.sum())
+    return hit.sum()
 
 
 def training_forward(
@@ -228,8 +236,8 @@ class _PartLosses:
     """One decoder's summed loss, its target count, its top-10 hits and logits."""
 
     loss: Tensor
-    targets: int
-    top10_correct: int
+    targets: Tensor  # 0-dim long
+    top10_correct: Tensor  # 0-dim long
     logits: Tensor
     ce: Tensor | None = None  # NAR: the cross-entropy before scaling
     scale: float | None = None  # NAR: the scale applied
@@ -254,7 +262,7 @@ def _ar_part(model: VallexModel, padded: _PaddedBatch, ar_loss_on_padding: bool)
         targets = ar_targets.masked_fill(beyond, -100)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            reduction="sum", ignore_index=-100)
-    return _PartLosses(loss=loss, targets=int((targets >= 0).sum()),
+    return _PartLosses(loss=loss, targets=(targets >= 0).sum(),
                        top10_correct=_top10_hits(logits, targets, ignore=padded.eos), logits=logits)
 
 
@@ -275,6 +283,6 @@ def _nar_part(model: VallexModel, padded: _PaddedBatch, nar_stage: int, prefix_l
     targets = (padded.codes[..., nar_stage] + eos * padded.audio_pad.long())[:, prefix_len:]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=eos,
                          reduction="sum")
-    return _PartLosses(loss=ce * nar_scale, targets=int((targets != eos).sum()),
+    return _PartLosses(loss=ce * nar_scale, targets=(targets != eos).sum(),
                        top10_correct=_top10_hits(logits, targets, ignore=eos), logits=logits, ce=ce, scale=nar_scale)
 

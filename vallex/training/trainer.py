@@ -31,7 +31,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,8 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     num_threads: int | None = None  #: torch CPU threads (None: leave torch's default)
+    #: DataLoader worker processes collating batches (None: 2 on CUDA, 0 on CPU; see data_workers)
+    num_workers: int | None = None
     log_every: int = 10
     valid_every: int = 500
     save_every: int = 1000
@@ -122,6 +124,8 @@ class TrainConfig:
             (self.warmup_steps >= 0 and self.log_every >= 1 and self.valid_every >= 1 and self.save_every >= 1,
              "warmup_steps must be >= 0 and log_every/valid_every/save_every >= 1"),
             (len(self.betas) == 2, "betas must be two numbers"),
+            (self.num_workers is None or (isinstance(self.num_workers, int) and self.num_workers >= 0),
+             "num_workers must be an integer >= 0 (or unset)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -385,42 +389,40 @@ def _draws(config: TrainConfig, step: int, micro: int, batch_frames: list[int], 
             "nar_scale": nar_loss_scale(sum(batch_frames), prefix, len(batch_frames))}
 
 
-@dataclass
 class _LossSums:
-    """Losses and top-10 counts summed over the batches of one step (or one validation pass).
+    """Losses and top-10 counts summed over the batches of one step (or one validation pass), on the device.
 
     Losses are sums over frames, not yet divided: dividing once by the frames of the whole step is what
-    makes a step's value independent of how its batches are split over processes.
+    makes a step's value independent of how its batches are split over processes. The sums stay on the
+    device until :meth:`totals` reads them back once (why: a ``float(loss)`` per batch would make the host
+    wait for the GPU after every micro-batch).
     """
 
-    loss: float = 0.0
-    ar_loss: float = 0.0
-    nar_loss: float = 0.0
-    ar_top10_correct: int = 0
-    ar_targets: int = 0
-    nar_top10_correct: int = 0
-    nar_targets: int = 0
-    frames: int = 0  # real frames of the batches added (validation divides by these)
+    FIELDS = ("loss", "ar_loss", "nar_loss", "ar_top10_correct", "ar_targets", "nar_top10_correct", "nar_targets",
+              "frames")  # frames: real frames of the batches added (validation divides by these)
 
-    def add(self, loss: torch.Tensor, out: ForwardResult, frames: int = 0) -> None:
-        self.loss += float(loss.detach())
-        self.ar_loss += float(out.ar_loss.detach()) if out.ar_loss is not None else 0.0
-        self.nar_loss += float(out.nar_loss.detach()) if out.nar_loss is not None else 0.0
-        self.ar_top10_correct += out.ar_top10_correct
-        self.ar_targets += out.ar_targets
-        self.nar_top10_correct += out.nar_top10_correct
-        self.nar_targets += out.nar_targets
-        self.frames += frames
+    def __init__(self, device: torch.device) -> None:
+        self.device = torch.device(device)
+        # float64 as the host floats these were (MPS has no float64).
+        self.dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self.values = torch.zeros(len(self.FIELDS), dtype=self.dtype, device=self.device)  # [8]
 
-    def all_reduce(self, device: torch.device, dist: _Dist) -> _LossSums:
-        """The sums over every rank (this object itself when there is one process)."""
-        if not dist.enabled:
-            return self
-        import torch.distributed as tdist
+    def add(self, loss: torch.Tensor, out: ForwardResult, frames: torch.Tensor | int = 0) -> None:
+        """Add one batch's loss (0-dim), its parts and counts (0-dim tensors or ints) and ``frames``."""
+        parts = (loss.detach(), out.ar_loss, out.nar_loss, out.ar_top10_correct, out.ar_targets,
+                 out.nar_top10_correct, out.nar_targets, frames)
+        self.values += torch.stack([torch.as_tensor(0 if v is None else v, device=self.device).detach()
+                                    .to(self.dtype).reshape(()) for v in parts])
 
-        tensor = torch.tensor(dataclasses.astuple(self), dtype=torch.float64, device=device)
-        tdist.all_reduce(tensor)
-        return _LossSums(*tensor.tolist())
+    def totals(self, dist: _Dist) -> dict[str, float]:
+        """The sums over every rank, read back to the host in one go: {field: value}."""
+        values = self.values
+        if dist.enabled:
+            import torch.distributed as tdist
+
+            values = values.clone()
+            tdist.all_reduce(values)
+        return dict(zip(self.FIELDS, values.tolist()))
 
 
 @torch.no_grad()
@@ -432,7 +434,7 @@ def evaluate(model: VallexModel, dataset: CodesDataset, config: TrainConfig, dev
     model.eval()
     sampler = BucketBatchSampler(dataset.frames, config.batch_size, max_frames=config.max_frames,
                                  num_buckets=config.num_buckets, shuffle=False)
-    sums = _LossSums()
+    sums = _LossSums(device)
     for i, batch_ids in enumerate(sampler.batches(0)):
         frames = [dataset.frames[j] for j in batch_ids]
         local = shard_batch(batch_ids, dist.rank, dist.world_size)
@@ -443,11 +445,12 @@ def evaluate(model: VallexModel, dataset: CodesDataset, config: TrainConfig, dev
         with _autocast(device, autocast):
             out = training_forward(model, batch, train_stage=config.stage,
                                    ar_loss_on_padding=config.ar_loss_on_padding, **options)
-        sums.add(out.loss, out, frames=int(batch.code_lens.sum()))
-    sums = sums.all_reduce(device, dist)
+        sums.add(out.loss, out, frames=batch.code_lens.sum())
+    totals = sums.totals(dist)
     model.train(was_training)
-    frames = max(sums.frames, 1.0)
-    return {"loss": sums.loss / frames, "ar_loss": sums.ar_loss / frames, "nar_loss": sums.nar_loss / frames}
+    frames = max(totals["frames"], 1.0)
+    return {"loss": totals["loss"] / frames, "ar_loss": totals["ar_loss"] / frames,
+            "nar_loss": totals["nar_loss"] / frames}
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -494,9 +497,10 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
         if len(epoch_batches) < config.accumulate_grad_steps:
             raise ValueError(f"Only {len(epoch_batches)} batches per epoch, fewer than accumulate_grad_steps "
                              f"({config.accumulate_grad_steps}): lower batch_size/accumulate_grad_steps or add data.")
+        batches = _local_batches(run, epoch_batches[position:])
         while position + config.accumulate_grad_steps <= len(epoch_batches) and step < config.max_steps:
             group = epoch_batches[position:position + config.accumulate_grad_steps]
-            row = _optimisation_step(run, group, step, epoch)
+            row = _optimisation_step(run, group, step, epoch, batches)
             step += 1
             position += len(group)
             _log_step(run, row, on_step)
@@ -506,6 +510,7 @@ def train(config: TrainConfig, on_step: Callable[[int, dict], None] | None = Non
             if step % config.save_every == 0 or step == config.max_steps:
                 _save_checkpoint(run)
                 last_saved = step
+        del batches  # stops its worker processes
         epoch += 1
         position = 0
         progress.update(epoch=epoch, position=0)
@@ -610,10 +615,46 @@ def _start_run_folder(run: _Run, languages: list[str]) -> None:
     run.valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])
 
 
-def _optimisation_step(run: _Run, group: list[list[int]], step: int, epoch: int) -> dict:
+class _CollatedBatches(torch.utils.data.Dataset):
+    """Item i: the utterances ``ids[i]`` of ``dataset``, collated (what a DataLoader worker makes)."""
+
+    def __init__(self, dataset: CodesDataset, ids: list[list[int]]) -> None:
+        self.dataset, self.ids = dataset, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> TrainingBatch:
+        return collate([self.dataset[i] for i in self.ids[index]])
+
+
+def data_workers(config: TrainConfig, device: torch.device) -> int:
+    """DataLoader worker processes: ``config.num_workers``, else 2 on an accelerator and 0 (none) on CPU.
+
+    Why 0 on CPU: there the training step itself needs the cores, and collating is a small part of it.
+    """
+    if config.num_workers is not None:
+        return config.num_workers
+    return 0 if device.type == "cpu" else 2
+
+
+def _local_batches(run: _Run, global_batches: list[list[int]]) -> Iterator[TrainingBatch]:
+    """This process's share of each of ``global_batches``, collated in order by :func:`data_workers` worker
+    processes (while the GPU computes), in pinned memory on CUDA (so the copy to the GPU is asynchronous)."""
+    local = [shard_batch(ids, run.dist.rank, run.dist.world_size) for ids in global_batches]
+    workers = data_workers(run.config, run.device)
+    loader = torch.utils.data.DataLoader(
+        _CollatedBatches(run.train_set, local), batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=run.device.type == "cuda", prefetch_factor=2 if workers else None)
+    return iter(loader)
+
+
+def _optimisation_step(run: _Run, group: list[list[int]], step: int, epoch: int,
+                       batches: Iterator[TrainingBatch]) -> dict:
     """One optimiser step over the global batches ``group`` (gradients accumulated); returns the row to log.
 
     ``step`` is the number of steps done before this one (0-based); the row carries ``step + 1``.
+    ``batches``: this process's share of each batch of ``group``, collated, in order (:func:`_local_batches`).
     """
     config, dist, frames_of = run.config, run.dist, run.train_frames
     lr = learning_rate(config, step, epoch)
@@ -621,12 +662,11 @@ def _optimisation_step(run: _Run, group: list[list[int]], step: int, epoch: int)
         param_group["lr"] = lr
     torch.manual_seed(_step_seed(config.seed + 2 + dist.rank, step))  # dropout masks
     step_frames = sum(frames_of[i] for batch in group for i in batch)
-    sums = _LossSums()
+    sums = _LossSums(run.device)
     for micro, batch_ids in enumerate(group):
         options = _draws(config, step, micro, [frames_of[i] for i in batch_ids], run.model.config.num_quantizers)
         options.update(train_stage=config.stage, ar_loss_on_padding=config.ar_loss_on_padding)
-        local = shard_batch(batch_ids, dist.rank, dist.world_size)
-        batch = collate([run.train_set[i] for i in local]).to(run.device)
+        batch = next(batches).to(run.device)
         sync = micro == len(group) - 1 or not dist.enabled
         with (contextlib.nullcontext() if sync else run.module.no_sync()), _autocast(run.device, run.autocast):
             loss, out = run.module(batch, options)
@@ -635,12 +675,12 @@ def _optimisation_step(run: _Run, group: list[list[int]], step: int, epoch: int)
         (run.scaler.scale(scaled) if run.scaler else scaled).backward()
         sums.add(loss, out)
     grad_norm = _apply_gradients(run, step)
-    sums = sums.all_reduce(run.device, dist)
-    return {"step": step + 1, "epoch": epoch, "lr": lr, "loss": sums.loss / step_frames,
-            "ar_loss": sums.ar_loss / step_frames if config.stage != "nar" else None,
-            "nar_loss": sums.nar_loss / step_frames if config.stage != "ar" else None,
-            "ar_top10": sums.ar_top10_correct / max(sums.ar_targets, 1) if config.stage != "nar" else None,
-            "nar_top10": sums.nar_top10_correct / max(sums.nar_targets, 1) if config.stage != "ar" else None,
+    sums = sums.totals(dist)
+    return {"step": step + 1, "epoch": epoch, "lr": lr, "loss": sums["loss"] / step_frames,
+            "ar_loss": sums["ar_loss"] / step_frames if config.stage != "nar" else None,
+            "nar_loss": sums["nar_loss"] / step_frames if config.stage != "ar" else None,
+            "ar_top10": sums["ar_top10_correct"] / max(sums["ar_targets"], 1) if config.stage != "nar" else None,
+            "nar_top10": sums["nar_top10_correct"] / max(sums["nar_targets"], 1) if config.stage != "ar" else None,
             "frames": step_frames, "grad_norm": grad_norm,
             "seconds": round(time.perf_counter() - run.started, 3)}
 
