@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vallex.cli.checkpoint",
     "vallex.cli.training",
     "vallex.cli.evaluate",
+    "vallex.cli.verify",
     "vallex.cli.translate",
     "vallex.cli.serve",
 )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from vallex.languages import LANGUAGES
@@ -98,18 +98,30 @@ def error_counts(reference: str, hypothesis: str, language: str) -> ErrorCounts:
     Raises:
         ValueError: the reference has no token left after normalisation (nothing to score against).
     """
-    import jiwer
-
     ref = tokens_for_scoring(reference, language)
-    hyp = tokens_for_scoring(hypothesis, language)
     if not ref:
         raise ValueError(f"The reference text {reference!r} has no words left after normalisation "
                          "(punctuation only?): give a text with words to score against.")
-    if not hyp:  # jiwer needs a non-empty string; an empty hypothesis deletes every reference token
-        return ErrorCounts(0, len(ref), 0, len(ref))
-    # Tokens joined by spaces: jiwer's word alignment then works on characters for CER as well.
-    output = jiwer.process_words(" ".join(ref), " ".join(hyp))
-    return ErrorCounts(output.substitutions, output.deletions, output.insertions, len(ref))
+    return token_error_counts(ref, tokens_for_scoring(hypothesis, language))
+
+
+def token_error_counts(reference: Sequence[str], hypothesis: Sequence[str]) -> ErrorCounts:
+    """Edit counts between two token sequences (no normalisation; tokens must hold no whitespace).
+
+    Raises:
+        ValueError: the reference is empty.
+    """
+    import jiwer
+
+    if not reference:
+        raise ValueError("Cannot score against an empty reference.")
+    if any(not token or any(c.isspace() for c in token) for token in (*reference, *hypothesis)):
+        raise ValueError("Tokens to align must be non-empty and hold no whitespace.")
+    if not hypothesis:  # jiwer needs a non-empty string; an empty hypothesis deletes every reference token
+        return ErrorCounts(0, len(reference), 0, len(reference))
+    # Tokens joined by spaces: jiwer's word alignment then works on any tokens (characters for CER too).
+    output = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    return ErrorCounts(output.substitutions, output.deletions, output.insertions, len(reference))
 
 
 def error_rate(reference: str, hypothesis: str, language: str) -> float:

