@@ -140,34 +140,18 @@ class LocalStream:
     def __init__(self, engine: Engine, request: SpeechRequest, progress: Callable | None) -> None:
         self._engine, self.request, self._progress = engine, request, progress
 
-    def _options(self) -> dict[str, Any]:
-        fields = ("language", "accent", "seed", "temperature", "top_k", "top_p", "best_of", "long_text",
-                  "chunk_seconds")
-        return {name: getattr(self.request, name) for name in fields} | {"progress": self._progress or False}
-
     def __iter__(self) -> Iterator[Any]:
         for piece in self.pieces():
             yield piece.audio
 
     def pieces(self) -> Iterator[AudioPiece]:
-        """The chunks with their sentence (known here from the progress, which runs in this same thread)."""
-        where = {"sentence": 0, "sentences": 1}
-        outer = self._progress
-
-        def track(stage: str, done: int, total: int) -> None:
-            if stage == "sentence" and done < total:
-                where.update(sentence=done, sentences=total)
-            if outer is not None:
-                outer(stage, done, total)
-
-        options = self._options() | {"progress": track}
+        """The chunks with their sentence, made in this thread by the model's own scheduler."""
         with self._engine.using_model() as tts:
-            for chunk in tts.synthesize_stream(self.request.text, self.request.prompt, **options):
-                yield AudioPiece(chunk, where["sentence"], where["sentences"], False)
+            yield from tts.pieces(self.request, self._progress or False)
 
     def result(self, timeout: float | None = None) -> Synthesis:
         with self._engine.using_model() as tts:
-            return tts.synthesize_detailed(self.request.text, self.request.prompt, **self._options())
+            return tts.synthesize_request(self.request, self._progress or False)
 
     def __enter__(self) -> LocalStream:
         return self
@@ -224,10 +208,12 @@ class Engine:
                 if self._tts is None:
                     started = time.perf_counter()
                     try:
-                        self._tts = VallEX.from_pretrained(
+                        tts = VallEX.from_pretrained(
                             self.config.weights_dir, device=self.config.device, dtype=self.config.dtype,
                             num_threads=self.config.num_threads, presets_dir=self.presets.directory,
                         )
+                        tts.presets = AppVoices(self)  # built-in voices and presets: one resolver for all
+                        self._tts = tts
                     except WeightsNotFoundError as error:
                         _LOG.warning("%s", error)
                         first = str(error).splitlines()[0].rstrip(":")
@@ -241,12 +227,13 @@ class Engine:
         """The speech engine every synthesis goes through, tabs and HTTP API alike (made on first use).
 
         It decodes up to ``VALLEX_MAX_BATCH`` requests together (continuous batching) and refuses beyond
-        ``VALLEX_MAX_QUEUE`` waiting ones; voices are resolved by :meth:`voice`.
+        ``VALLEX_MAX_QUEUE`` waiting ones; voice names are resolved by the model (:meth:`VallEX.resolve_prompt`),
+        whose voice library is this app's (:meth:`voice`).
         """
         with self._load_lock:
             if self._speech is None:
                 self._speech = SpeechEngine(self.tts, max_batch=self.config.max_batch,
-                                            max_queue=self.config.max_queue, voice_resolver=self.voice)
+                                            max_queue=self.config.max_queue)
             return self._speech
 
     def speak(self, request: SpeechRequest, progress: Callable[[str, int, int], None] | None = None
@@ -379,3 +366,19 @@ def describe_voice(engine: Engine, name: str) -> dict[str, Any]:
     if voice is not None:
         return {"name": name, "kind": "built-in example", "language": voice.language, "transcript": voice.transcript}
     return {"name": name, "kind": "preset", "folder": str(engine.presets.directory)}
+
+
+class AppVoices:
+    """The app's voice library as the model sees it (``VallEX.presets``): built-in voices, then presets.
+
+    Every voice name, from a tab or the HTTP API, is resolved through it by :meth:`VallEX.resolve_prompt`.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def names(self) -> list[str]:
+        return self._engine.voice_names()
+
+    def load(self, name: str) -> VoicePrompt:
+        return self._engine.voice(name)

@@ -198,7 +198,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             if required:
                 raise ValueError("No voice chosen: pick a voice preset or upload a prompt .npz file.")
             return None
-        return engine.voice(str(voice))
+        return engine.tts().resolve_prompt(str(voice))  # the model's voice library (demo.engine.AppVoices)
 
     @friendly_errors
     def preset(text: str, voice: str, prompt_file: str | None, language: str, accent: str, seed: float,

@@ -63,3 +63,13 @@ def tiny_tts(tiny_weights):
     from vallex.api import VallEX
 
     return VallEX.from_pretrained(tiny_weights, device="cpu")
+
+
+def with_voices(tts, load, names=lambda: []):
+    """The same loaded model with another voice library: voice names resolve through ``load(name)``."""
+    from types import SimpleNamespace
+
+    from vallex.api import VallEX
+
+    return VallEX(tts.model, tts.codec, SimpleNamespace(load=load, names=names), tts.device,
+                  frame_limits=tts.frame_limits, precision=tts.precision)

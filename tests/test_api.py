@@ -13,6 +13,7 @@ from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
 from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.random_weights import random_codec
+from vallex.scheduler import next_sliding_prompt
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_sliding_window_uses_previous_sentence_as_prompt(tiny_tts, voice):
     result = tiny_tts.synthesize_detailed(text, voice, language="en", long_text="sliding-window", seed=2)
     first, second = result.sentences
     assert first.prompt_language == "en"  # the user's prompt
-    prompt = tiny_tts._next_sliding_prompt(first, voice)
+    prompt = next_sliding_prompt(first, voice)
     assert torch.equal(prompt.codes, first.codes) and prompt.text_ids == list(first.tokens.ids)
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sync_counter import HostSyncCounter
 
 import vallex.decoding as decoding
-from vallex.api import SynthesisRequest, Utterance
+from vallex.api import SynthesisRequest
 from vallex.decoding import (
     ARBatch,
     ARRequest,
@@ -26,6 +26,7 @@ from vallex.decoding import (
     sample_tokens,
     seeded_generator,
 )
+from vallex.scheduler import Utterance
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
 from vallex.serving.http import create_api
@@ -215,13 +216,13 @@ def test_a_device_failure_marks_the_engine_unhealthy(tiny_tts, monkeypatch):
     from vallex.serving import engine as engine_module
 
     started = threading.Event()
-    real_step = engine_module._Batch.step
+    real_step = engine_module.Scheduler.step
 
     def failing_step(self):
         started.set()
         raise torch.AcceleratorError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(engine_module._Batch, "step", failing_step)
+    monkeypatch.setattr(engine_module.Scheduler, "step", failing_step)
     engine = SpeechEngine(tiny_tts, max_batch=2)
     try:
         first = engine.submit(SpeechRequest("Hello.", seed=1))
@@ -238,7 +239,7 @@ def test_a_device_failure_marks_the_engine_unhealthy(tiny_tts, monkeypatch):
         refused = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Hello."})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
     finally:
-        monkeypatch.setattr(engine_module._Batch, "step", real_step)
+        monkeypatch.setattr(engine_module.Scheduler, "step", real_step)
         engine.close()
 
 

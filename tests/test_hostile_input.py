@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import with_voices
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -417,7 +418,7 @@ def test_a_damaged_preset_is_blamed_on_the_voice_over_http(tiny_tts, tmp_path: P
 
     library = PresetLibrary(tmp_path)
     (tmp_path / "broken.npz").write_bytes(b"garbage")
-    engine = SpeechEngine(tiny_tts, max_batch=1, max_queue=1, voice_resolver=library.load)
+    engine = SpeechEngine(with_voices(tiny_tts, library.load, library.names), max_batch=1, max_queue=1)
     try:
         with TestClient(create_api(engine, api_key="", voices=lambda: preset_voices(library),
                                    voice_names=library.names)) as api:

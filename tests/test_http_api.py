@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 import uvicorn
+from conftest import with_voices
 
 from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.serving import SpeechEngine, SpeechRequest, SpeechStream
@@ -90,7 +91,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> PresetLibrary:
 
 @pytest.fixture(scope="module")
 def engine(tiny_tts, library: PresetLibrary) -> RecordingEngine:
-    engine = RecordingEngine(tiny_tts, max_batch=2, max_queue=8, voice_resolver=library.load)
+    engine = RecordingEngine(with_voices(tiny_tts, library.load, library.names), max_batch=2, max_queue=8)
     yield engine
     engine.close()
 
@@ -302,7 +303,7 @@ def held(tiny_tts, library: PresetLibrary):
             gate.wait(60)
         return library.load("alice")
 
-    engine = RecordingEngine(tiny_tts, max_batch=1, max_queue=1, voice_resolver=resolve)
+    engine = RecordingEngine(with_voices(tiny_tts, resolve), max_batch=1, max_queue=1)
     options = api_options(library, voice_names=lambda: ["held", *library.names()])
     with LiveServer(create_api(engine, **options)) as url:
         yield url, engine, gate, entered

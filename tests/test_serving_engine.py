@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import with_voices
 
 from vallex.serving import ServerBusy, SpeechEngine, SpeechRequest
 
@@ -77,7 +78,7 @@ def _held_engine(tiny_tts, **limits):
         release.wait(60)
         return None
 
-    return SpeechEngine(tiny_tts, voice_resolver=resolver, **limits), release
+    return SpeechEngine(with_voices(tiny_tts, resolver), **limits), release
 
 
 def _wait_until_taken(engine) -> None:

@@ -5,17 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from vallex.api import (
-    MAX_CHUNK_SECONDS,
-    NAR_LOOKAHEAD_FRAMES,
-    SENTENCE_PAUSE_SECONDS,
-    VOCODER_LOOKAHEAD_FRAMES,
-    VallEX,
-)
+from vallex.api import MAX_CHUNK_SECONDS, NAR_LOOKAHEAD_FRAMES, VOCODER_LOOKAHEAD_FRAMES, VallEX
 from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
 from vallex.decoding import ar_decode, iter_ar_decode
 from vallex.model import VallexModel
+from vallex.scheduler import SENTENCE_PAUSE_SECONDS
 
 LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
 PAUSE = int(SENTENCE_PAUSE_SECONDS * SAMPLE_RATE)
@@ -240,7 +235,8 @@ def test_progress_is_reported_while_streaming(fixed):
                                           progress=lambda stage, done, total: seen.append((stage, done, total))))
     assert len(chunks) == 6
     assert [event for event in seen if event[0] == "sentence"] == [("sentence", i, 2) for i in range(3)]
-    assert sum(stage == "ar_step" for stage, _, _ in seen) == 2 * 151  # one per decoder call
+    steps = [(done, total) for stage, done, total in seen if stage == "ar_step"]
+    assert steps == 2 * [(n, 150) for n in range(1, 151)]  # one per frame: frames so far of max_frames
 
 
 @pytest.mark.parametrize("chunk_seconds", [0, -1.0, 0.001, 100, "fast", True])

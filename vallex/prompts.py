@@ -299,6 +299,15 @@ class _RecognizerTranscriber:
 
 # Presets ------------------------------------------------------------------------------------------
 
+class VoiceLibrary(Protocol):
+    """Named voices (:class:`PresetLibrary`, or an app's own): what :meth:`vallex.api.VallEX.resolve_prompt`
+    turns a voice name into a prompt with."""
+
+    def names(self) -> list[str]: ...
+
+    def load(self, name: str) -> VoicePrompt: ...
+
+
 class PresetLibrary:
     """Named voice prompts stored as ``<directory>/<name>.npz``.
 

@@ -43,12 +43,13 @@ import numpy as np
 import torch
 from IPython.display import Audio, Image, display
 
-from vallex.api import SENTENCE_PAUSE_SECONDS, VallEX
+from vallex.api import VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
 from vallex.decoding import NARInput, ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
 from vallex.fastpath import KVCache
 from vallex.model import ar_attention_mask
 from vallex.random_weights import make_random_weights
+from vallex.scheduler import SENTENCE_PAUSE_SECONDS
 from vallex.text import tokenize
 from vallex.weights import resolve_weights
 

@@ -46,13 +46,11 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from vallex.api import MAX_SEED, MAX_SINGLE_UTTERANCE_TOKENS
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
+from vallex.scheduler import MAX_SEED, plan_text
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED, TimeStretcher
-from vallex.text import tokenize
-from vallex.text.normalize import MAX_INPUT_CHARS as MAX_UTTERANCE_CHARS
 
 _LOG = logging.getLogger(__name__)
 
@@ -341,9 +339,13 @@ class SpeechAPI:
             raise APIError(400, "stream_format 'sse' is not supported: use 'audio' (raw audio bytes, streamed).",
                            param="stream_format", code="invalid_value")
         voice = self.resolve_voice(body.voice.id if isinstance(body.voice, _VoiceRef) else body.voice)
-        long_text = self.long_text_mode(text, body.language, body.long_text)
+        try:  # the text front end runs here, once: the plan carries the tokens to the engine
+            text_plan = plan_text(text, body.language, body.long_text)
+        except ValueError as error:
+            raise APIError(400, str(error), param="input", code="invalid_value") from None
+        long_text = text_plan.long_text
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        request = SpeechRequest(text=text, prompt=voice, language=body.language,
+        request = SpeechRequest(text=text_plan, prompt=voice, language=body.language,
                                 accent=None if body.accent in (None, "none") else body.accent, seed=seed,
                                 temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                                 long_text=long_text)
@@ -374,22 +376,6 @@ class SpeechAPI:
         listed = ", ".join(list(names)[:20]) or "none"
         raise APIError(400, f"Unknown voice {name!r} (available: {listed}; OpenAI's voice names mean the "
                        f"default voice, '{NO_PROMPT_VOICE}' no prompt).", param="voice", code="voice_not_found")
-
-    @staticmethod
-    def long_text_mode(text: str, language: str, requested: str) -> str | None:
-        """``requested`` unless "auto": then None when the text fits one utterance, else "fixed-prompt".
-
-        The text front end checks the text on the way (a 400 naming ``input`` when it has nothing to say).
-        """
-        if requested != "auto":
-            return requested
-        if len(text) > MAX_UTTERANCE_CHARS:
-            return "fixed-prompt"
-        try:
-            tokens = tokenize(text, language, max_tokens=None)
-        except ValueError as error:
-            raise APIError(400, str(error), param="input", code="invalid_value") from None
-        return "fixed-prompt" if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS else None
 
     def submit(self, request: SpeechRequest) -> SpeechStream:
         try:

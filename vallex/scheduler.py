@@ -1,0 +1,593 @@
+"""One path from text to audio: a request becomes sentences, sentences become frames, frames become audio.
+
+:class:`Scheduler` is the only place that does it. It plans each request (:func:`plan_text`: the text front end
+runs once per request and decides the long-text mode; :meth:`Scheduler.plan`: the voice, the accent, the
+seed), then drives one :class:`vallex.decoding.ARBatch` over the current sentence of every running request:
+each :meth:`Scheduler.step` samples one frame for all of them, runs the NAR for up to ``nar_batch`` sentences
+whose chunk became due or that ended (:mod:`vallex.streaming`), vocodes, and hands the audio to each request's
+:class:`Sink`; a request whose sentence ended starts its next one (sliding-window prompts chain), so it joins
+the batch at the next step. :meth:`vallex.api.VallEX.synthesize_stream` (and ``synthesize``,
+``synthesize_detailed``, ``synthesize_batch``) drive a scheduler on the caller's thread;
+:class:`vallex.serving.SpeechEngine` is a thread, a queue and admission around one. With a seed, a request's
+audio is the same whoever else is being served.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vallex.codec_format import FRAME_RATE, SAMPLE_RATE
+from vallex.config import MAX_UTTERANCE_SECONDS
+from vallex.decoding import (
+    MAX_FRAMES_PER_TEXT_TOKEN,
+    ARBatch,
+    ARRequest,
+    ARResult,
+    NARInput,
+    language_ids,
+    nar_decode,
+    seeded_generator,
+)
+from vallex.languages import check_language, normalize_accent
+from vallex.model import VallexModel
+from vallex.prompts import VoicePrompt
+from vallex.streaming import SentencePieces, first_chunk_frames
+from vallex.text import TextTokens, detect_language, split_sentences, tokenize
+from vallex.text.normalize import MAX_INPUT_CHARS, SPLIT_ADVICE, has_pronounceable
+
+#: Target text tokens one utterance may hold without the long-text mode (~15-20 s of speech).
+MAX_SINGLE_UTTERANCE_TOKENS = 300
+#: A sliding-window prompt longer than this falls back to the user's prompt (keeps room for the output).
+MAX_SLIDING_PROMPT_SECONDS = 10.0
+#: Pause between sentences of long text, and the fade applied at each edge (no clicks at the joins).
+SENTENCE_PAUSE_SECONDS = 0.2
+EDGE_FADE_SECONDS = 0.01
+
+LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
+#: ``long_text="auto"``: one utterance when the text fits, else ``"fixed-prompt"`` (the HTTP API's default).
+AUTO_LONG_TEXT = "auto"
+#: Largest seed (torch generators take 64-bit seeds; one below 2**63 fits every integer type we pass it through).
+MAX_SEED = 2**63 - 1
+
+PromptLike = VoicePrompt | str | Path | tuple | None
+FrameLimits = Callable[[int, int], tuple[int, int]]
+
+
+@dataclass
+class SentenceResult:
+    """One synthesised utterance."""
+
+    text: str
+    tokens: TextTokens
+    codes: torch.Tensor  # LongTensor [1, T, 8]
+    stop_reason: str
+    waveform: np.ndarray  # float32 [320 * T] at 24 kHz (before pauses/fades)
+    prompt_language: str | None
+    accent: str | None
+
+
+@dataclass
+class Synthesis:
+    """Everything :meth:`VallEX.synthesize_detailed` produced."""
+
+    waveform: np.ndarray  # float32 [N] at 24 kHz
+    sample_rate: int
+    sentences: list[SentenceResult]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.waveform) / self.sample_rate
+
+    @property
+    def language(self) -> str:
+        return ",".join(dict.fromkeys(s.tokens.language for s in self.sentences))
+
+    @property
+    def phonemes(self) -> str:
+        return " | ".join(s.tokens.phonemes for s in self.sentences)
+
+
+@dataclass(frozen=True)
+class TextPlan:
+    """A text through the front end once: its sentences (each with its tokens), language and long-text mode."""
+
+    sentences: tuple[tuple[str, TextTokens], ...]
+    language: str
+    long_text: str | None  # the mode used: None (one utterance), "fixed-prompt" or "sliding-window"
+
+
+def plan_text(text: str, language: str = "auto", long_text: str | None = None) -> TextPlan:
+    """Split ``text`` into sentences and run the text front end on each, once; ValueError for what cannot be spoken.
+
+    ``long_text``: None (one utterance), ``"fixed-prompt"``, ``"sliding-window"`` or ``"auto"`` (one utterance
+    when it fits in :data:`MAX_SINGLE_UTTERANCE_TOKENS`, else fixed-prompt).
+    """
+    if long_text is not None and long_text not in (*LONG_TEXT_MODES, AUTO_LONG_TEXT):
+        raise ValueError(f"Unknown long-text mode {long_text!r}: expected one of "
+                         f"{', '.join(LONG_TEXT_MODES)} (or 'auto').")
+    if long_text == AUTO_LONG_TEXT:
+        if len(text) <= MAX_INPUT_CHARS:
+            try:
+                sentences, language_used = _split(text, language, None)
+                return TextPlan(tuple(sentences), language_used, None)
+            except _TooLongForOneUtterance:
+                pass
+        long_text = "fixed-prompt"
+    sentences, language_used = _split(text, language, long_text)
+    return TextPlan(tuple(sentences), language_used, long_text)
+
+
+class _TooLongForOneUtterance(ValueError):
+    """The text needs the long-text mode (``long_text="auto"`` then takes it)."""
+
+
+def _split(text: str, language: str, long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("Text is empty: type the sentence you want to hear.")
+    if language not in ("auto", "mix", "auto-mix"):
+        check_language(language)
+    if long_text is None:
+        if len(text) > MAX_INPUT_CHARS:  # before the front end, whose message knows nothing of long text
+            raise ValueError(
+                f"The text is too long for one utterance ({len(text)} characters; at most "
+                f"{MAX_INPUT_CHARS}). Use long-text mode (long_text='fixed-prompt' or 'sliding-window'), "
+                "which speaks it sentence by sentence."
+            )
+        tokens = tokenize(text, language, max_tokens=None)  # our own, friendlier limit below
+        if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
+            raise _TooLongForOneUtterance(
+                f"The text is too long for one utterance ({len(tokens)} phonemes; at most "
+                f"{MAX_SINGLE_UTTERANCE_TOKENS}). Use long-text mode (long_text='fixed-prompt' or "
+                "'sliding-window'), which speaks it sentence by sentence."
+            )
+        return [(text, tokens)], tokens.language
+    # Long text: detect the language once on the whole text, as the reference does, then split.
+    if language == "auto":
+        language = detect_language(text)
+    planned = []
+    for sentence in split_sentences(text, language):  # "mix" sentences come back with their tags
+        if not has_pronounceable(sentence):
+            continue  # a stray punctuation-only piece between sentences
+        if len(sentence) > MAX_INPUT_CHARS:
+            raise ValueError(
+                f"The text runs {len(sentence)} characters without a sentence end (at most "
+                f"{MAX_INPUT_CHARS} in one sentence), from {sentence[:40]!r}. {SPLIT_ADVICE}"
+            )
+        tokens = tokenize(sentence, language, max_tokens=None)
+        if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
+            raise ValueError(
+                f"A sentence is too long to speak in one go ({len(tokens)} phonemes; at most "
+                f"{MAX_SINGLE_UTTERANCE_TOKENS}): {sentence[:60]!r}... Add punctuation to split it."
+            )
+        planned.append((sentence, tokens))
+    if not planned:
+        raise ValueError("The text has nothing to pronounce.")
+    return planned, language
+
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One request: the arguments of :meth:`vallex.api.VallEX.synthesize_detailed` (see there).
+
+    ``text`` may also be a :class:`TextPlan` (:func:`plan_text` of it, made beforehand: the HTTP API does, to
+    know the long-text mode before it answers); then ``language`` and ``long_text`` are the plan's.
+    """
+
+    text: str | TextPlan
+    prompt: PromptLike = None
+    language: str = "auto"
+    accent: str | None = None
+    seed: int | None = None
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    best_of: int = 1
+    long_text: str | None = None
+    chunk_seconds: float | None = None
+
+    @classmethod
+    def coerce(cls, request: SynthesisRequest | dict[str, Any]) -> SynthesisRequest:
+        """A request from itself or from a dict of its fields (unknown fields are an error)."""
+        if isinstance(request, cls):
+            return request
+        if isinstance(request, dict):
+            unknown = set(request) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"Unknown request fields: {', '.join(sorted(unknown))}.")
+            return cls(**request)
+        raise ValueError("A request must be a SynthesisRequest or a dict of its fields.")
+
+
+@dataclass
+class RequestPlan:
+    """A checked request (:meth:`Scheduler.plan`): its sentences and everything decoding them needs."""
+
+    sentences: Sequence[tuple[str, TextTokens]]
+    language: str
+    voice: VoicePrompt | None
+    accent: str | None
+    generator: torch.Generator | None
+    chunk_frames: int | None  # first chunk of each sentence; None: whole sentences
+    long_text: str | None
+    sampling: dict[str, Any]  # temperature, top_k, top_p, best_of
+
+
+@dataclass
+class Utterance:
+    """The model inputs of one sentence (on the model's device)."""
+
+    text: str
+    tokens: TextTokens
+    text_ids: torch.Tensor  # LongTensor [1, S]: prompt transcript ids ++ target ids
+    text_langs: torch.Tensor  # LongTensor [1, S]
+    prompt_codes: torch.Tensor  # LongTensor [1, P, 8]
+    prompt_language: str
+    accent: str | None
+    min_frames: int
+    max_frames: int
+
+    def ar_request(self, plan: RequestPlan) -> ARRequest:
+        return ARRequest(self.text_ids, self.text_langs, self.prompt_codes[..., 0], min_frames=self.min_frames,
+                         max_frames=self.max_frames, generator=plan.generator, **plan.sampling)
+
+    def nar_input(self, codes0: torch.Tensor) -> NARInput:
+        return NARInput(self.text_ids, self.text_langs, self.prompt_codes, codes0)
+
+    def result(self, codes: torch.Tensor, stop_reason: str, waveform: np.ndarray) -> SentenceResult:
+        return SentenceResult(self.text, self.tokens, codes.cpu(), stop_reason, waveform, self.prompt_language,
+                              self.accent)
+
+
+def sentence_audio(wav: np.ndarray, index: int, count: int, *, first_piece: bool, final: bool) -> np.ndarray:
+    """A piece of sentence ``index`` of ``count`` as it is played: fades at sentence joins, pauses between."""
+    last_sentence = index == count - 1
+    return _shape_chunk(wav, pause=SENTENCE_PAUSE_SECONDS if final and not last_sentence else 0.0,
+                        fade_in=first_piece and index > 0, fade_out=final and not last_sentence)
+
+
+def default_frame_limits(text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+    """(min_frames, max_frames) the AR may generate for ``text_tokens`` text ids (prompt's + target's).
+
+    The reference's rule (at most 16 frames per text token), and prompt + speech within the 22 s the
+    checkpoint was trained on.
+    """
+    budget = int(MAX_UTTERANCE_SECONDS * FRAME_RATE) - prompt_frames
+    if budget < FRAME_RATE:
+        raise ValueError(
+            f"The voice prompt is too long ({prompt_frames / FRAME_RATE:.1f} s): prompt and speech "
+            f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
+        )
+    return 1, min(MAX_FRAMES_PER_TEXT_TOKEN * text_tokens, budget)
+
+
+def check_sampling(temperature: Any = 1.0, top_k: Any = None, top_p: Any = None, best_of: Any = 1,
+                   seed: Any = None, *, names: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError unless the sampling options are usable (NaN, booleans and out-of-range values are not).
+
+    ``names`` maps a parameter to what the caller calls it (the CLI: ``{"top_k": "--top-k"}``), so each
+    front end's message names the option its user typed.
+    """
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    def number(value: Any) -> bool:  # numbers.Real: numpy scalars too; a bool is a mistake, not 0 or 1
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+    if not number(temperature) or not 0 < temperature <= 10:  # NaN fails the comparison too
+        raise ValueError(f"{name('temperature')} must be a number in (0, 10], got {temperature!r}.")
+    if top_k is not None and (not integer(top_k) or top_k < 1):
+        raise ValueError(f"{name('top_k')} must be a positive whole number (or left out), got {top_k!r}.")
+    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"{name('top_p')} must be a number in (0, 1] (or left out), got {top_p!r}.")
+    if not integer(best_of) or not 1 <= best_of <= 16:
+        raise ValueError(f"{name('best_of')} must be a whole number from 1 to 16, got {best_of!r}.")
+    if seed is not None and (not integer(seed) or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"{name('seed')} must be a whole number from 0 to {MAX_SEED} (or left out), "
+                         f"got {seed!r}.")
+
+
+def _shape_chunk(wav: np.ndarray, *, pause: float, fade_in: bool, fade_out: bool) -> np.ndarray:
+    """Short fades at sentence joins (no clicks) and a pause after every sentence but the last."""
+    wav = wav.astype(np.float32, copy=True)
+    n = min(int(EDGE_FADE_SECONDS * SAMPLE_RATE), len(wav) // 2)
+    if n > 0:
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        if fade_in:
+            wav[:n] *= ramp
+        if fade_out:
+            wav[-n:] *= ramp[::-1]
+    if pause > 0:
+        wav = np.concatenate([wav, np.zeros(int(pause * SAMPLE_RATE), dtype=np.float32)])
+    return wav
+
+
+
+
+# Scheduling ---------------------------------------------------------------------------------------------------
+class Speaker(Protocol):
+    """What the scheduler speaks with (:class:`vallex.api.VallEX` is one)."""
+
+    model: VallexModel
+    codec: Any  # vallex.codec.AudioCodec: decode_codes, decode_codes_window
+    device: torch.device
+    frame_limits: FrameLimits
+
+    def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None: ...
+
+
+def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
+    """Check a request and split it into sentences; raises ValueError for anything it cannot speak."""
+    check_sampling(request.temperature, request.top_k, request.top_p, request.best_of, request.seed)
+    chunk_frames = first_chunk_frames(request.chunk_seconds)
+    if request.best_of > 1:
+        chunk_frames = None  # the best row is known only when the sentence ends
+    accent = normalize_accent(request.accent)
+    voice = speaker.resolve_prompt(request.prompt)
+    text = request.text
+    if not isinstance(text, TextPlan):
+        text = plan_text(text, request.language, request.long_text)
+    generator = None
+    if request.seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
+        generator = seeded_generator(request.seed, speaker.device)
+    return RequestPlan(sentences=text.sentences, language=text.language, voice=voice, accent=accent,
+                       generator=generator, chunk_frames=chunk_frames, long_text=text.long_text,
+                       sampling=dict(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
+                                     best_of=request.best_of))
+
+
+class AudioPiece(NamedTuple):
+    """One chunk of a request's audio."""
+
+    audio: np.ndarray  # float32 [n] at 24 kHz, as played (fades and pauses included)
+    sentence: int  # which sentence it belongs to (0-based)
+    sentences: int  # how many the request has
+    last: bool  # the sentence's last chunk
+
+
+class Sink(Protocol):
+    """Where one request's audio goes (:class:`vallex.serving.SpeechStream`, or a caller's collector)."""
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        """Progress: ``("sentence", i, n)`` when sentence i starts (and n at the end), ``("ar_step", frames,
+        max_frames)`` after each frame."""
+
+    def put(self, piece: AudioPiece) -> None: ...
+
+    def sentence_done(self, result: SentenceResult) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None:
+        """The request ended: done, cancelled, or failed with ``error``."""
+
+
+def default_nar_batch(device: torch.device, max_batch: int) -> int:
+    """Sentences whose NAR runs together between two AR steps.
+
+    On a CPU the NAR is compute-bound (a batch costs the sum of its parts), so one at a time, the most urgent
+    first, keeps the AR going and each request's first audio early; an accelerator runs a batch for about
+    the price of one, so it takes up to ``max_batch``.
+    """
+    return 1 if device.type == "cpu" else max(1, max_batch)
+
+
+@dataclass
+class _Running:
+    """A request being served: its plan, the sentence being decoded, and where its audio stands."""
+
+    sink: Sink
+    plan: RequestPlan
+    order: int  # admission order (NAR priority among equals)
+    index: int = 0  # the sentence being decoded
+    voice: VoicePrompt | None = None  # its prompt (the previous sentence in sliding-window mode)
+    job: Utterance | None = None
+    pieces: SentencePieces | None = None
+    first_piece: bool = True
+    sent_audio: bool = False
+    frames: Tensor | None = None  # LongTensor [1, n]: the sentence's codebook-0 frames so far
+    ar: ARResult | None = None  # set when the sentence's AR has stopped
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.order, self.index)
+
+    @property
+    def priority(self) -> tuple[int, int, int]:
+        """NAR work order: requests still waiting for their first audio, then the oldest first."""
+        return (1 if self.sent_audio else 0, self.order, self.index)
+
+
+class Scheduler:
+    """Every running request of one :class:`Speaker`, one AR batch over their current sentences.
+
+    Each :meth:`step` samples one frame for every sentence, then runs the NAR for up to ``nar_batch``
+    sentences that want it (a chunk became due, or the sentence ended), in :attr:`_Running.priority` order, as
+    one batch; sends the audio; and starts the next sentence of each request whose sentence ended, so that it
+    joins the AR batch at the next step. A sentence whose chunk waited (a busy server) gets one longer chunk
+    from all its frames so far instead of several, unless ``exact_chunks`` (then it gets the very pieces it
+    would get alone, later). Not thread-safe: one thread drives it.
+
+    Args:
+        speaker: the model, codec, device, frame limits and prompt resolver.
+        nar_batch: see :func:`default_nar_batch` (default: that rule for ``max_batch`` 8).
+        on_end: ``f(sink, error, cancelled)`` once per request when it ends (the engine's counters).
+    """
+
+    def __init__(self, speaker: Speaker, *, nar_batch: int | None = None, exact_chunks: bool = False,
+                 on_end: Callable[[Sink, BaseException | None, bool], None] | None = None) -> None:
+        if nar_batch is not None and nar_batch < 1:
+            raise ValueError(f"nar_batch must be >= 1, got {nar_batch}.")
+        self.speaker = speaker
+        self.nar_batch = nar_batch if nar_batch is not None else default_nar_batch(speaker.device, 8)
+        self.exact_chunks = exact_chunks
+        self._on_end = on_end
+        self._ar = ARBatch(speaker.model)
+        self._running: dict[int, _Running] = {}
+        self._order = itertools.count()
+
+    @property
+    def active(self) -> int:
+        """Requests running (admitted and not ended)."""
+        return len(self._running)
+
+    def plan(self, request: SynthesisRequest) -> RequestPlan:
+        """:func:`plan_request` with this scheduler's speaker."""
+        return plan_request(self.speaker, request)
+
+    # Running --------------------------------------------------------------------------------------------
+    def admit(self, request: SynthesisRequest | RequestPlan, sink: Sink) -> None:
+        """Plan ``request`` (unless it is a plan) and start its first sentence; a bad request ends at once
+        (``sink.close(error)``) and the others go on."""
+        if sink.cancelled:
+            self._end(sink, cancelled=True)
+            return
+        try:
+            plan = request if isinstance(request, RequestPlan) else self.plan(request)
+        except Exception as error:  # noqa: BLE001 - bad input: this request fails, the others go on
+            self._end(sink, error=error)
+            return
+        state = _Running(sink, plan, next(self._order), voice=plan.voice)
+        self._running[state.order] = state
+        self._start_sentence(state)
+
+    def step(self) -> None:
+        """One frame for every running sentence, then the NAR work that became due, then the audio."""
+        for state in [s for s in self._running.values() if s.sink.cancelled]:
+            self._ar.remove(state.key)
+            del self._running[state.order]
+            self._end(state.sink, cancelled=True)
+        if self._ar:
+            out = self._ar.step()
+            by_key = {state.key: state for state in self._running.values()}
+            for key, frames in out.frames.items():
+                state = by_key[key]
+                state.frames = frames
+                state.sink.report("ar_step", frames.shape[1], state.job.max_frames)
+            for key, result in out.finished.items():
+                by_key[key].ar = result
+                by_key[key].frames = result.codes
+            for key, error in out.failed.items():  # non-finite logits: that request fails, the others go on
+                state = by_key[key]
+                del self._running[state.order]
+                self._end(state.sink, error=error)
+        wanting = sorted((s for s in self._running.values() if self._wants_nar(s)), key=lambda s: s.priority)
+        work = [(state, *self._nar_work(state)) for state in wanting[:self.nar_batch]]
+        codes = nar_decode(self.speaker.model, [state.job.nar_input(frames) for state, _, frames in work])
+        for (state, final, _), nar in zip(work, codes):
+            if final:
+                self._finish_sentence(state, nar)
+            else:
+                self._send(state, state.pieces.chunk(nar), final=False)
+        for state in [s for s in self._running.values() if s.ar is not None and not self._wants_nar(s)]:
+            self._finish_sentence(state, None)  # the chunks already cover every frame
+
+    def run(self) -> None:
+        """Step until every admitted request has ended (on the caller's thread)."""
+        while self._running:
+            self.step()
+
+    def fail_all(self, error: BaseException) -> None:
+        """End every running request with ``error`` (the model itself failed) and start afresh."""
+        for state in self._running.values():
+            self._end(state.sink, error=error)
+        self._running.clear()
+        self._ar = ARBatch(self.speaker.model)
+
+    # Helpers --------------------------------------------------------------------------------------------
+    def _wants_nar(self, state: _Running) -> bool:
+        if state.frames is None:
+            return False
+        if state.pieces.due(state.frames.shape[1]):
+            return True
+        return state.ar is not None and state.pieces.needs_final_nar(state.frames.shape[1])
+
+    def _nar_work(self, state: _Running) -> tuple[bool, Tensor]:
+        """(is the sentence's final NAR, codebook-0 frames [1, n] to run it on)."""
+        frames, pieces = state.frames, state.pieces
+        if self.exact_chunks:
+            if pieces.due(frames.shape[1]):
+                return False, frames[:, :pieces.next_due]  # the chunk a stream alone would make now
+            return True, frames
+        return state.ar is not None, frames  # everything so far: a late chunk becomes a longer one
+
+    def _finish_sentence(self, state: _Running, nar: Tensor | None) -> None:
+        sentence_codes, last = state.pieces.finish(nar)
+        self._send(state, last, final=True)
+        self._sentence_done(state, state.job.result(sentence_codes, state.ar.stop_reason, state.pieces.waveform))
+
+    def _start_sentence(self, state: _Running) -> None:
+        state.sink.report("sentence", state.index, len(state.plan.sentences))
+        text, tokens = state.plan.sentences[state.index]
+        state.job = self._utterance(text, tokens, state.voice, state.plan)
+        state.pieces = SentencePieces(self.speaker.codec, state.plan.chunk_frames)
+        state.first_piece, state.frames, state.ar = True, None, None
+        self._ar.add(state.key, state.job.ar_request(state.plan))
+
+    def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, plan: RequestPlan) -> Utterance:
+        """The model inputs of one sentence spoken with ``prompt`` (None: no prompt)."""
+        device = self.speaker.device
+        n_q = self.speaker.model.config.num_quantizers
+        if prompt is not None:
+            prompt_ids = list(prompt.text_ids)
+            prompt_codes = prompt.codes.reshape(1, -1, n_q).long()
+            prompt_language = prompt.language
+        else:
+            prompt_ids = []
+            prompt_codes = torch.zeros(1, 0, n_q, dtype=torch.long, device=device)
+            prompt_language = tokens.langs[0] if tokens.langs else "en"
+        text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long, device=device)
+        text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)
+        langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, device)[None]
+        min_frames, max_frames = self.speaker.frame_limits(text_ids.shape[1], prompt_codes.shape[1])
+        return Utterance(text=text, tokens=tokens, text_ids=text_ids, text_langs=langs,
+                         prompt_codes=prompt_codes.to(device), prompt_language=prompt_language,
+                         accent=plan.accent, min_frames=min_frames, max_frames=max_frames)
+
+    def _send(self, state: _Running, wav: np.ndarray, *, final: bool) -> None:
+        count = len(state.plan.sentences)
+        audio = sentence_audio(wav, state.index, count, first_piece=state.first_piece, final=final)
+        state.sink.put(AudioPiece(audio, state.index, count, final))
+        state.first_piece = False
+        state.sent_audio = True
+
+    def _sentence_done(self, state: _Running, result: SentenceResult) -> None:
+        state.sink.sentence_done(result)
+        if state.plan.long_text == "sliding-window":
+            state.voice = next_sliding_prompt(result, state.plan.voice)
+        state.index += 1
+        if state.index < len(state.plan.sentences) and not state.sink.cancelled:
+            self._start_sentence(state)
+            return
+        del self._running[state.order]
+        state.sink.report("sentence", state.index, len(state.plan.sentences))
+        self._end(state.sink, cancelled=state.sink.cancelled)
+
+    def _end(self, sink: Sink, *, error: BaseException | None = None, cancelled: bool = False) -> None:
+        sink.close(error)
+        if self._on_end is not None:
+            self._on_end(sink, error, cancelled)
+
+
+def next_sliding_prompt(result: SentenceResult, original: VoicePrompt | None) -> VoicePrompt | None:
+    """The sentence just spoken becomes the next prompt, with its own language (bounded length)."""
+    frames = result.codes.shape[1]
+    if frames == 0 or frames > MAX_SLIDING_PROMPT_SECONDS * FRAME_RATE:
+        return original
+    language = result.tokens.langs[0] if result.tokens.language == "mix" else result.tokens.language
+    return VoicePrompt(codes=result.codes, text_ids=list(result.tokens.ids), language=language,
+                       transcript=result.text)
