@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from vallex.codec_format import SAMPLE_RATE  # noqa: E402
+from vallex.audio.codec_format import SAMPLE_RATE  # noqa: E402
 
 #: (name, language, espeak-ng voice, words per minute, transcript)
 VOICES = [

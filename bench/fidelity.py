@@ -6,7 +6,7 @@
     .venv/bin/python bench/fidelity.py --device cuda --precisions bfloat16,float16 --models full  # GPU
 
 Every precision sees exactly the same inputs as float32 (teacher forcing): the AR goes through the real
-cached decoding path (:func:`vallex.decoding.ar_decode`, one frame per step, with a ``logits_processor``
+cached decoding path (:func:`vallex.inference.decoding.ar_decode`, one frame per step, with a ``logits_processor``
 that records the logits and then forces the reference token), so int8's per-call activation scales are
 those of inference; each NAR stage gets the true codes of the earlier codebooks. Reported per model and
 precision: top-1 agreement with float32 (AR over every step incl. the EOS position; NAR over all 7
@@ -15,7 +15,7 @@ scale.
 
 ``--device cuda`` runs float32 and each precision on the GPU (its float32 is the reference there): the
 comparison behind ``auto``'s GPU choice (bfloat16 from compute capability 8.0 on, float16 before;
-:func:`vallex.precision.cuda_auto_precision`). It has not been run by the project yet (no GPU), so no GPU rows
+:func:`vallex.inference.precision.cuda_auto_precision`). It has not been run by the project yet (no GPU), so no GPU rows
 exist in bench/README.md.
 
 Models:
@@ -47,13 +47,13 @@ for path in (REPO, REPO / "bench"):
 
 from inference import workload, write_random_checkpoint  # noqa: E402
 
-from vallex.checkpoint import load_model  # noqa: E402
-from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS  # noqa: E402
-from vallex.cpu_features import cpu_features  # noqa: E402
-from vallex.decoding import ar_decode, language_ids  # noqa: E402
+from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS  # noqa: E402
 from vallex.files import write_text_atomic  # noqa: E402
+from vallex.inference.cpu_features import cpu_features  # noqa: E402
+from vallex.inference.decoding import ar_decode, language_ids  # noqa: E402
+from vallex.inference.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
-from vallex.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
+from vallex.weights.checkpoint import load_model  # noqa: E402
 
 
 @dataclass
@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="keep the trained tiny model here (default: temporary)")
     parser.add_argument("--json", type=Path, help="write the table here")
     parser.add_argument("--cpu-class", default=None,
-                        help="use this CPU class's kernel plan (vallex.precision.CPU_KERNEL_TABLE; default: this "
-                             "machine's), e.g. x86-amx to check the AMX plan's numerics on another x86 CPU")
+                        help="use this CPU class's kernel plan (vallex.inference.precision.CPU_KERNEL_TABLE; "
+                             "default: this machine's), e.g. x86-amx to check the AMX plan's numerics on another "
+                             "x86 CPU")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     precisions = [normalize_precision(p) for p in args.precisions.split(",") if p.strip()]
@@ -150,7 +151,7 @@ def train_tiny_model(work: Path) -> tuple[Path, list[Example]]:
                                max_steps=300, lr=3e-3, **common))
         nar = train(TrainConfig(out_dir=str(work / "nar"), init_checkpoint=str(ar.last_checkpoint), stage="nar",
                                 max_steps=150, lr=2e-3, **common))
-        from vallex.checkpoint import save_checkpoint
+        from vallex.weights.checkpoint import save_checkpoint
 
         save_checkpoint(load_model(nar.last_checkpoint), final)
         print(f"trained the tiny model in {time.perf_counter() - start:.0f} s", flush=True)
@@ -166,8 +167,8 @@ def train_tiny_model(work: Path) -> tuple[Path, list[Example]]:
 def golden_examples(golden: Path) -> tuple[Path, list[Example]]:
     """The golden checkpoint (as safetensors) and its cases' inputs with their reference output codes."""
     config_path = golden / "config.json"
-    from vallex.checkpoint import save_checkpoint
     from vallex.config import VallexConfig
+    from vallex.weights.checkpoint import save_checkpoint
 
     model = load_model(golden / "checkpoint.pt", VallexConfig.from_json(config_path))
     path = Path(tempfile.mkdtemp(prefix="vallex-golden-")) / "golden.safetensors"

@@ -103,9 +103,9 @@ def finite_audio(waveform: np.ndarray, what: str) -> int:
 
 def write_checkpoint(sizes: Sizes, folder: Path) -> Path:
     """Random weights of the ``sizes.model`` shape (seed 0), as a .safetensors file."""
-    from vallex.checkpoint import save_checkpoint
     from vallex.config import VallexConfig
     from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
 
     path = folder / f"vallex-random-{sizes.model}.safetensors"
     torch.manual_seed(0)
@@ -117,10 +117,10 @@ def write_checkpoint(sizes: Sizes, folder: Path) -> Path:
 def make_tts(checkpoint: Path, precision: str, device: torch.device, frames: int, presets: Path):
     """A VallEX in ``precision`` on ``device`` whose sentences are all ``frames`` long, with a random codec."""
     from vallex.api import VallEX
-    from vallex.checkpoint import load_model
-    from vallex.precision import apply_precision
+    from vallex.inference.precision import apply_precision
     from vallex.prompts import PresetLibrary
-    from vallex.random_weights import random_codec
+    from vallex.weights.checkpoint import load_model
+    from vallex.weights.random_weights import random_codec
 
     model = apply_precision(load_model(checkpoint, device=device), precision, device)
     return VallEX(model, random_codec(0, device).load(), PresetLibrary(presets), device,
@@ -129,7 +129,7 @@ def make_tts(checkpoint: Path, precision: str, device: torch.device, frames: int
 
 def save_voice(presets: Path) -> None:
     """A 2 s voice preset ("voice") of random codes, for the syntheses with a prompt."""
-    from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+    from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
     from vallex.prompts import PresetLibrary, VoicePrompt
 
     codes = torch.randint(0, CODEBOOK_SIZE, (1, 150, NUM_CODEBOOKS), generator=torch.Generator().manual_seed(0))
@@ -201,7 +201,7 @@ def inference_checks(report: Report, tts, precision: str, recording: Path) -> No
 def non_finite_check(report: Report, tts, precision: str) -> None:
     """NaN logits must fail the request with NonFiniteLogits, and the device must still compute afterwards
     (on CUDA, before the fix, multinomial's device-side assert made every later call fail)."""
-    from vallex.decoding import NonFiniteLogits, ar_decode, seeded_generator
+    from vallex.inference.decoding import NonFiniteLogits, ar_decode, seeded_generator
 
     def run() -> dict:
         device = next(tts.model.parameters()).device
@@ -223,9 +223,9 @@ def non_finite_check(report: Report, tts, precision: str) -> None:
 
 def greedy_matches_cpu(report: Report, checkpoint: Path, device: torch.device, frames: int) -> None:
     """Greedy (top_k=1) float32 codes on ``device`` equal the CPU's: AR and NAR, same weights and inputs."""
-    from vallex.checkpoint import load_model
-    from vallex.decoding import generate
-    from vallex.precision import apply_precision
+    from vallex.inference.decoding import generate
+    from vallex.inference.precision import apply_precision
+    from vallex.weights.checkpoint import load_model
 
     def run() -> dict:
         g = torch.Generator().manual_seed(1)
@@ -251,9 +251,9 @@ def training_checks(report: Report, sizes: Sizes, device: torch.device, work: Pa
     refuses fp16): every logged loss finite."""
     import soundfile as sf
 
-    from vallex.random_weights import random_codec
     from vallex.training.prepare import prepare_dataset, scan_folder
     from vallex.training.trainer import TrainConfig, train
+    from vallex.weights.random_weights import random_codec
 
     raw, prepared = work / "raw", work / "prepared"
     raw.mkdir(parents=True, exist_ok=True)
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--device must be cuda[:N] or cpu, not {args.device}.")
     if device.type == "cpu" and not args.quick:
         parser.error("--device cpu runs the full-size model for many minutes: add --quick.")
-    from vallex.precision import normalize_precision
+    from vallex.inference.precision import normalize_precision
 
     precisions = [normalize_precision(p) for p in args.dtypes.split(",") if p.strip()]
     sizes = QUICK if args.quick else FULL

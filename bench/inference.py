@@ -6,7 +6,7 @@
 Workload: the public checkpoint's shape (1024 dims, 12+12 layers) with random weights (speed does
 not depend on the values), 80 text tokens (30 of the prompt transcript + 50 of the target), a 225-frame
 (3 s) prompt, and exactly 300 generated frames (4 s of audio at 75 Hz): EOS is masked until frame 300 and
-decoding stops there (``min_frames``/``max_frames`` of :func:`vallex.decoding.ar_decode`; the model is not
+decoding stops there (``min_frames``/``max_frames`` of :func:`vallex.inference.decoding.ar_decode`; the model is not
 changed). Sampling is the reference's default (temperature 1, no top-k/top-p).
 
 Each precision runs in its own fresh Python process, so its peak RSS is its own. In that process:
@@ -37,12 +37,14 @@ target phoneme (the ratio of the main workload, ~4 s for 50 phonemes) by a ``Val
 ``frame_limits`` force that length.
 
 Every row also records the CPU it ran on and the kernels it used: the CPU class and the flags that decide
-it (:mod:`vallex.cpu_features`), the kernel plan :func:`vallex.precision.apply_precision` followed and the
+it (:mod:`vallex.inference.cpu_features`), the kernel plan
+:func:`vallex.inference.precision.apply_precision` followed and the
 kernels read back from the converted model (``cpu``, ``kernel_plan``, ``kernels`` in the JSON; printed under
 the table). ``--cpu-class`` runs another class's plan (e.g. the ``x86-amx`` plan on a machine without AMX,
 to check it, or the measured AMD plan on an AMX machine, to compare) and ``--kernel FIELD=KERNEL`` swaps
 single choices (``ar_linear``, ``nar_linear``, ``nar_attention``; names in
-:data:`vallex.precision.LINEAR_KERNELS` / :data:`~vallex.precision.ATTENTION_KERNELS`). ``--dtype auto``
+:data:`vallex.inference.precision.LINEAR_KERNELS` /
+:data:`~vallex.inference.precision.ATTENTION_KERNELS`). ``--dtype auto``
 runs the precision ``auto`` picks here.
 
 The machine must be idle for the numbers to mean anything: the 1-minute load average before and after
@@ -66,7 +68,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # runnable from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from vallex.codec_format import CODEBOOK_SIZE, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE  # noqa: E402 (torch-free)
+from vallex.audio.codec_format import CODEBOOK_SIZE, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE  # noqa: E402 (torch-free)
 from vallex.files import write_text_atomic  # noqa: E402
 
 DTYPES = ("float32", "bfloat16", "int8")
@@ -103,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait up to this long for the 1-minute load average to fall below 0.5")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--cpu-class", default=None,
-                        help="use this CPU class's kernel plan (vallex.cpu_features.CPU_CLASSES; default: this "
-                             "machine's class)")
+                        help="use this CPU class's kernel plan (vallex.inference.cpu_features.CPU_CLASSES; "
+                             "default: this machine's class)")
     parser.add_argument("--kernel", action="append", default=[], metavar="FIELD=KERNEL",
                         help="override one choice of the kernel plan, e.g. ar_linear=onednn-int8 (repeatable)")
     parser.add_argument("--worker", choices=("generate", "stream", REFERENCE), help=argparse.SUPPRESS)
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parse_dtypes(values: list[str], device: str, cpu_class: str | None = None) -> list[str]:
     """Canonical precision names; 'all' = float32, bfloat16, int8 on CPU and float32, float16, bfloat16 on GPUs;
     'auto' = what ``auto`` picks on this device (and CPU class)."""
-    from vallex.precision import kernel_plan, normalize_precision
+    from vallex.inference.precision import kernel_plan, normalize_precision
 
     names: list[str] = []
     for value in values:
@@ -190,7 +192,7 @@ def _kernel_overrides(values: list[str]) -> dict[str, str]:
 
 def bench_plan(dtype: str, device, cpu_class: str | None, kernels: list[str]):
     """The kernel plan a row runs: ``cpu_class``'s (default this machine's) with the ``--kernel`` overrides."""
-    from vallex.precision import kernel_plan
+    from vallex.inference.precision import kernel_plan
 
     plan = kernel_plan(dtype, device, cpu_class if device.type == "cpu" else None)
     overrides = _kernel_overrides(kernels)
@@ -201,9 +203,9 @@ def write_random_checkpoint(path: Path) -> Path:
     """The full-size model with its default random init (seed 0), saved as safetensors."""
     import torch
 
-    from vallex.checkpoint import save_checkpoint
     from vallex.config import VallexConfig
     from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
 
     start = time.perf_counter()
     torch.manual_seed(0)
@@ -240,7 +242,7 @@ def run_worker(kind: str, dtype: str, checkpoint: Path, args: argparse.Namespace
 def build_report(results: list[dict], stream: dict | None, args: argparse.Namespace) -> dict:
     import torch
 
-    from vallex.cpu_features import cpu_features
+    from vallex.inference.cpu_features import cpu_features
 
     ours = [r for r in results if r["config"] != REFERENCE_LABEL]
     reference = next((r for r in results if r["config"] == REFERENCE_LABEL), None)
@@ -384,8 +386,8 @@ def load(args: argparse.Namespace):
     """(model, device, load seconds, kernel plan or None); the plan is checked before the weights load."""
     import torch
 
-    from vallex.checkpoint import load_model
-    from vallex.precision import apply_precision
+    from vallex.inference.precision import apply_precision
+    from vallex.weights.checkpoint import load_model
 
     device = torch.device(args.device)
     plan = None if args.worker == REFERENCE else bench_plan(args.dtype[0], device, args.cpu_class, args.kernel)
@@ -401,8 +403,8 @@ def load(args: argparse.Namespace):
 
 def kernel_record(model, plan) -> dict:
     """What a result stores about where it ran: the CPU's features, the plan, the kernels read back."""
-    from vallex.cpu_features import cpu_features
-    from vallex.precision import kernels_in_use
+    from vallex.inference.cpu_features import cpu_features
+    from vallex.inference.precision import kernels_in_use
 
     return {"cpu": cpu_features().as_dict(), "kernel_plan": None if plan is None else plan.as_dict(),
             "kernels": None if plan is None else kernels_in_use(model)}
@@ -412,7 +414,7 @@ def workload(device, seed: int = 0):
     """text [1, 80], language ids [1, 80], prompt codes [1, 225, 8] (random, fixed by ``seed``)."""
     import torch
 
-    from vallex.decoding import language_ids
+    from vallex.inference.decoding import language_ids
 
     rng = torch.Generator().manual_seed(seed)
     text = torch.randint(0, 70, (1, TEXT_TOKENS), generator=rng).to(device)  # bpe_69 ids
@@ -425,11 +427,11 @@ def generate_timed(model, device, text, langs, prompt, frames: int, seed: int, r
     """One AR (exactly ``frames`` frames) + NAR generation; seconds of each part.
 
     ``reference``: run the reference implementation's algorithm (bench/reference_baseline.py) instead of
-    :func:`vallex.decoding.ar_decode` / :func:`~vallex.decoding.nar_decode`.
+    :func:`vallex.inference.decoding.ar_decode` / :func:`~vallex.inference.decoding.nar_decode`.
     """
 
     from bench.reference_baseline import reference_ar, reference_nar
-    from vallex.decoding import NARInput, ar_decode, nar_decode, seeded_generator
+    from vallex.inference.decoding import NARInput, ar_decode, nar_decode, seeded_generator
 
     generator = seeded_generator(seed, device)
     marks: list[float] = []
@@ -501,7 +503,7 @@ def measure_stream(args: argparse.Namespace) -> dict:
 
     from vallex.api import STREAM_CHUNK_SECONDS, VallEX
     from vallex.prompts import VoicePrompt
-    from vallex.random_weights import random_codec
+    from vallex.weights.random_weights import random_codec
 
     sentence_tokens: list[int] = []
 

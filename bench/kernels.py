@@ -1,4 +1,4 @@
-"""Which Linear and attention kernels are fastest on this CPU: the per-class choices of vallex/precision.py.
+"""Which Linear and attention kernels are fastest on this CPU: the per-class choices of vallex/inference/precision.py.
 
 Times one decoder's 48 Linears (the checkpoint's shapes: 12 layers x in_proj 1024->3072, out_proj
 1024->1024, linear1 1024->4096, linear2 4096->1024; random weights) under every Linear kernel a kernel plan
@@ -32,15 +32,15 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vallex.config import VallexConfig  # noqa: E402
-from vallex.cpu_features import cpu_features  # noqa: E402
-from vallex.fastpath import matmul_attention  # noqa: E402
-from vallex.kernels import (  # noqa: E402
+from vallex.inference.cpu_features import cpu_features  # noqa: E402
+from vallex.inference.fastpath import matmul_attention  # noqa: E402
+from vallex.inference.kernels import (  # noqa: E402
     OneDNNBf16Linear,
     inference_function,
     int8_linear,
     use_onednn_float32_linears,
 )
-from vallex.precision import LINEAR_KERNELS, runnable_kernel  # noqa: E402
+from vallex.inference.precision import LINEAR_KERNELS, runnable_kernel  # noqa: E402
 
 ROWS = (1, 8, 605)
 BASELINE = "onednn-fp32"

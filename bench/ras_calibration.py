@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from presets_data import load_presets  # noqa: E402
 
-from vallex.ras import RAS_THRESHOLD, RAS_WINDOW, min_repeats, ras_fires  # noqa: E402
+from vallex.inference.ras import RAS_THRESHOLD, RAS_WINDOW, min_repeats, ras_fires  # noqa: E402
 
 WINDOWS = (10, 15, 20, 25, 30, 40, 50, 60, 75, 100, 150)
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
@@ -120,12 +120,12 @@ def main() -> None:
     print(f"{'K':>4} {'t_r':>5} {'n':>3} loops  " + "  ".join(f"{lang}: all/speech %" for lang in ("en", "ja", "zh")))
     for r in rows:
         if r["worst_speech_rate"] < 0.05 or r is chosen:
-            mark = " <- vallex.ras default" if r is chosen else ""
+            mark = " <- vallex.inference.ras default" if r is chosen else ""
             rates = "  ".join(f"{100 * n['all_frames']:6.2f}/{100 * n['speech_frames']:5.2f}"
                               for n in (r["natural"][lang] for lang in ("en", "ja", "zh")))
             catches = "yes" if r["catches_every_loop"] else "no "
             print(f"{r['window']:>4} {r['threshold']:>5} {r['min_repeats']:>3} {catches:>5}  {rates}{mark}")
-    print(f"best by the rule: K={best['window']} t_r={best['threshold']}; vallex.ras uses K={RAS_WINDOW} "
+    print(f"best by the rule: K={best['window']} t_r={best['threshold']}; vallex.inference.ras uses K={RAS_WINDOW} "
           f"t_r={RAS_THRESHOLD}")
     record = {"presets": len(presets), "frames": sum(len(p.codes) for p in presets), "pause_frames": PAUSE_FRAMES,
               "loop_frames": LOOP_FRAMES, "max_latency": MAX_LATENCY,

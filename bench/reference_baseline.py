@@ -21,13 +21,13 @@ than the reference *on this machine*", which the reference's numbers from anothe
   the whole row;
 * every large Linear goes through ``F.linear`` (torch's default CPU kernel: MKL on x86), as the
   reference's ``nn.Linear`` does, where our inference uses oneDNN's float32 kernel
-  (:class:`vallex.kernels.OneDNNFloat32Linear`).
+  (:class:`vallex.inference.kernels.OneDNNFloat32Linear`).
 
 Gradients are off with ``torch.no_grad`` as in the reference's ``generate_audio`` (ours runs under
 ``inference_mode``). Only eval-mode no-ops are left out (``nn.Dropout`` calls, ``nn.Identity`` prenets);
 ``x * 1.0`` of ``scale=False`` is kept because it is a real tensor op. The reference's per-stop ``print``
 is left out. Two additions, both off by default, let the benchmark force a length exactly as
-:func:`vallex.decoding.ar_decode` does: ``min_frames`` masks the EOS logit until that many frames exist,
+:func:`vallex.inference.decoding.ar_decode` does: ``min_frames`` masks the EOS logit until that many frames exist,
 ``max_frames`` replaces the reference's 16 x text-length stop rule.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # The reference's stop rule (at most 16 generated frames per text token) is ours too.
-from vallex.decoding import MAX_FRAMES_PER_TEXT_TOKEN
+from vallex.inference.decoding import MAX_FRAMES_PER_TEXT_TOKEN
 from vallex.model import DecoderLayer, SinePositionalEmbedding, VallexModel
 
 LayerKV = tuple[Tensor, Tensor]  # keys, values [B, H, L, hd]

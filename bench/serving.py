@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.dtype is None:
-        from vallex.precision import resolve_precision
+        from vallex.inference.precision import resolve_precision
 
         args.dtype = "int8" if device.type == "cpu" else resolve_precision("auto", device)
     dtype = args.dtype
@@ -101,10 +101,10 @@ def full_size_model(tmp: Path, device, dtype: str, checkpoint: Path | None = Non
     """The benchmark's model on ``device`` in ``dtype``: ``checkpoint``, else full-size random weights (seed 0)."""
     import torch
 
-    from vallex.checkpoint import load_model, save_checkpoint
     from vallex.config import VallexConfig
+    from vallex.inference.precision import apply_precision
     from vallex.model import VallexModel
-    from vallex.precision import apply_precision
+    from vallex.weights.checkpoint import load_model, save_checkpoint
 
     path = checkpoint or tmp / "full.safetensors"
     if not path.exists():
@@ -121,7 +121,7 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
     ``checkpoint``, default full-size random weights)."""
     import torch
 
-    from vallex.decoding import ARBatch, ARRequest, language_ids, seeded_generator
+    from vallex.inference.decoding import ARBatch, ARRequest, language_ids, seeded_generator
 
     model = full_size_model(tmp, device, dtype, checkpoint)
     rng = torch.Generator().manual_seed(0)  # the inputs, made on the CPU
@@ -198,9 +198,9 @@ def serving_tts(tmp: Path, device, dtype: str, frames: int | None):
     import torch
 
     from vallex.api import VallEX
-    from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+    from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
     from vallex.prompts import PresetLibrary, VoicePrompt
-    from vallex.random_weights import random_codec
+    from vallex.weights.random_weights import random_codec
 
     model = full_size_model(tmp, device, dtype)
     library = PresetLibrary(tmp / "presets")
@@ -313,9 +313,9 @@ def run_soak(tmp: Path, requests: int) -> dict:
     import openai
 
     from vallex.api import VallEX
-    from vallex.random_weights import make_random_weights
     from vallex.serving import SpeechEngine
     from vallex.serving.http import create_api
+    from vallex.weights.random_weights import make_random_weights
 
     weights = tmp / "tiny-weights"
     make_random_weights(weights, "tiny")

@@ -4,7 +4,7 @@ Reads the reference's 41 presets (``bench/data/presets``). A preset whose audio 
 was cut there while its transcript stayed whole, so its rate is only a lower bound: the per-language
 statistics (median, fastest, slowest) use the whole presets only, and the cut ones are checked against the
 bounds as lower bounds (their measured frames must not exceed ``max_frames``; their true length is unknown,
-but at least the measured one). Prints the table, checks that ``vallex.length_guards.SPEAKING_RATE`` is the
+but at least the measured one). Prints the table, checks that ``vallex.inference.length_guards.SPEAKING_RATE`` is the
 measured median and that every preset lies within ``frame_bounds``, and writes JSON (default
 ``bench/results/speaking-rates.json``). Story: bench/README.md.
 """
@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from presets_data import load_presets  # noqa: E402
 
-from vallex.length_guards import SPEAKING_RATE, frame_bounds  # noqa: E402
+from vallex.inference.length_guards import SPEAKING_RATE, frame_bounds  # noqa: E402
 
 RESULT = Path(__file__).resolve().parent / "results" / "speaking-rates.json"
 

@@ -38,11 +38,11 @@ def _env_flag(name: str, default: bool) -> bool:
 
 
 def _env_dtype(name: str) -> str:
-    """The precision setting: ``auto`` (default) or one of vallex.precision's names; ValueError otherwise."""
+    """The precision setting: ``auto`` (default) or one of vallex.inference.precision's names; ValueError otherwise."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return "auto"
-    from vallex.precision import check_precision_option  # imports torch: only when the variable is set
+    from vallex.inference.precision import check_precision_option  # imports torch: only when the variable is set
 
     try:
         return check_precision_option(raw)

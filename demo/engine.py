@@ -25,7 +25,7 @@ from typing import Any
 
 from demo.config import AppConfig
 from vallex.api import Synthesis, VallEX
-from vallex.codec import AudioCodec
+from vallex.audio.codec import AudioCodec
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream

@@ -26,7 +26,7 @@ from demo.engine import Engine, prompt_gpu_seconds, synthesis_gpu_seconds, zero_
 from demo.plots import audio_picture
 from vallex.api import LONG_TEXT_MODES, Synthesis, check_sampling
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
-from vallex.decoding import NonFiniteLogits
+from vallex.inference.decoding import NonFiniteLogits
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 

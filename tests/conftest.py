@@ -50,7 +50,7 @@ def golden() -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A weights folder with random tiny VALL-E X + real-architecture EnCodec/Vocos (outputs are noise)."""
-    from vallex.random_weights import make_random_weights
+    from vallex.weights.random_weights import make_random_weights
 
     directory = tmp_path_factory.mktemp("tiny-weights")
     make_random_weights(directory, "tiny")

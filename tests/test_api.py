@@ -9,11 +9,11 @@ import torch
 
 from vallex.api import MAX_SINGLE_UTTERANCE_TOKENS, VallEX, select_device
 from vallex.audio import HOP, SAMPLE_RATE
-from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
+from vallex.inference.scheduler import next_sliding_prompt
 from vallex.prompts import PresetLibrary, VoicePrompt
-from vallex.random_weights import random_codec
-from vallex.scheduler import next_sliding_prompt
+from vallex.weights.checkpoint import load_model
+from vallex.weights.random_weights import random_codec
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def stop_app(process: subprocess.Popen, root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from vallex.random_weights import make_random_weights
+    from vallex.weights.random_weights import make_random_weights
 
     folder = tmp_path_factory.mktemp("weights")
     make_random_weights(folder, size="tiny")

@@ -200,7 +200,7 @@ def test_bundled_tiny_en_is_the_fallback_and_hears_english(english_wav, monkeypa
 @needs_tiny_en
 def test_prompt_without_transcript_is_transcribed(english_wav, monkeypatch, tiny_weights):
     """make_prompt's recogniser (find_transcriber) reads $VALLEX_ASR_MODEL, here a local model folder."""
-    from vallex.codec import AudioCodec
+    from vallex.audio.codec import AudioCodec
     from vallex.prompts import find_transcriber, make_prompt
 
     monkeypatch.setenv(asr.ASR_MODEL_ENV, str(asr.bundled_tiny_en()))

@@ -136,7 +136,7 @@ def test_matches_encodec_convert_audio_the_reference_preprocessing():
     does."""
     import torch
 
-    from vallex._torchaudio_guard import ensure_torchaudio
+    from vallex.audio._torchaudio_guard import ensure_torchaudio
 
     ensure_torchaudio()
     from encodec.utils import convert_audio

@@ -1,4 +1,4 @@
-"""Batched decoding (vallex.decoding.ARBatch and nar_decode, VallEX.synthesize_batch): every utterance of a
+"""Batched decoding (vallex.inference.decoding.ARBatch and nar_decode, VallEX.synthesize_batch): every utterance of a
 batch gets the codes it gets alone with the same seed, whatever else is in the batch, joins or leaves it."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vallex.api import SynthesisRequest
-from vallex.decoding import ARBatch, ARRequest, NARInput, ar_decode, nar_decode
+from vallex.inference.decoding import ARBatch, ARRequest, NARInput, ar_decode, nar_decode
 
 # (text tokens, prompt frames, best_of, language id): different lengths, languages and row counts.
 SHAPES = [(20, 10, 1, 0), (35, 0, 1, 1), (12, 30, 2, 2), (50, 5, 1, 0), (8, 18, 1, 2)]

@@ -20,10 +20,10 @@ from checkpoint_fixtures import (
     write_trainer_checkpoint,
 )
 
-from vallex.checkpoint import load_model, read_state_dict
 from vallex.cli import main as cli_main
 from vallex.config import VallexConfig
-from vallex.decoding import generate
+from vallex.inference.decoding import generate
+from vallex.weights.checkpoint import load_model, read_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -73,8 +73,8 @@ def test_unknown_language_is_rejected_by_argparse(capsys):
 
 
 def test_convert_checkpoint_round_trip(golden, tmp_path):
-    from vallex.checkpoint import load_model
     from vallex.config import VallexConfig
+    from vallex.weights.checkpoint import load_model
 
     target = tmp_path / "model.safetensors"
     assert main(["convert-checkpoint", str(golden / "checkpoint.pt"), str(target),

@@ -9,8 +9,8 @@ import soundfile as sf
 import torch
 
 from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE, load_audio
-from vallex.codec import AudioCodec, build_vocos, load_vocos
-from vallex.random_weights import random_codec, vocos_config_dict
+from vallex.audio.codec import AudioCodec, build_vocos, load_vocos
+from vallex.weights.random_weights import random_codec, vocos_config_dict
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_in_memory_random_codec_matches_the_files(weights_dir, codec):
 
 
 def test_random_codebooks_do_not_depend_on_the_thread_count():
-    from vallex.random_weights import build_random_encodec
+    from vallex.weights.random_weights import build_random_encodec
 
     threads = torch.get_num_threads()
     try:

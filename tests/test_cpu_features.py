@@ -1,4 +1,5 @@
-"""CPU feature detection and classes (vallex.cpu_features) on realistic /proc/cpuinfo texts and on this machine."""
+"""CPU feature detection and classes (vallex.inference.cpu_features) on realistic /proc/cpuinfo texts and
+on this machine."""
 from __future__ import annotations
 
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vallex.cpu_features import (
+from vallex.inference.cpu_features import (
     CPU_CLASSES,
     TorchCPUView,
     classify,
@@ -188,7 +189,7 @@ def test_this_machine_is_detected_once_and_matches_its_cpuinfo():
 
 
 def test_importing_the_module_detects_nothing_and_imports_no_torch():
-    code = ("import sys; import vallex.cpu_features as c; "
+    code = ("import sys; import vallex.inference.cpu_features as c; "
             "print('torch' in sys.modules, c.cpu_features.cache_info().currsize)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
                          check=True).stdout.split()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vallex.config import VallexConfig
-from vallex.decoding import ar_decode, filter_logits, generate, language_ids, sample_tokens
+from vallex.inference.decoding import ar_decode, filter_logits, generate, language_ids, sample_tokens
 from vallex.model import VallexModel
 
 
@@ -132,9 +132,9 @@ def test_cached_generation_is_batch_consistent(model):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
 def test_one_frame_step_equals_the_decoder_over_its_cache(precision):
     """The AR loop's hoisted one-frame step computes exactly what the decoder module computes."""
-    from vallex.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+    from vallex.inference.fastpath import KVCache, OneFrameStep, kv_cache_dtype
+    from vallex.inference.precision import apply_precision
     from vallex.model import ar_attention_mask
-    from vallex.precision import apply_precision
 
     torch.manual_seed(0)
     model = apply_precision(VallexModel(VallexConfig(d_model=32, nhead=4, num_layers=3)).eval(), precision)
@@ -157,7 +157,7 @@ def test_one_frame_step_equals_the_decoder_over_its_cache(precision):
 
 
 def test_one_frame_step_rejects_what_it_cannot_run(model):
-    from vallex.fastpath import KVCache, OneFrameStep
+    from vallex.inference.fastpath import KVCache, OneFrameStep
 
     cache = KVCache.allocate(model.config, 1, 8, "cpu", torch.float32)
     with pytest.raises(ValueError, match="plain LayerNorms"):
@@ -169,7 +169,7 @@ def test_one_frame_step_rejects_what_it_cannot_run(model):
 def test_inference_functions_compute_what_the_layers_compute():
     from torch.nn import Linear
 
-    from vallex.kernels import inference_function, int8_linear
+    from vallex.inference.kernels import inference_function, int8_linear
 
     torch.manual_seed(0)
     x = torch.randn(3, 5, 24)

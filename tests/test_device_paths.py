@@ -12,9 +12,9 @@ import torch
 from fastapi.testclient import TestClient
 from sync_counter import HostSyncCounter
 
-import vallex.decoding as decoding
+import vallex.inference.decoding as decoding
 from vallex.api import SynthesisRequest
-from vallex.decoding import (
+from vallex.inference.decoding import (
     ARBatch,
     ARRequest,
     FrameSampler,
@@ -26,7 +26,7 @@ from vallex.decoding import (
     sample_tokens,
     seeded_generator,
 )
-from vallex.scheduler import Utterance
+from vallex.inference.scheduler import Utterance
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
 from vallex.serving.http import create_api

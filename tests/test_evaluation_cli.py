@@ -52,7 +52,7 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    from vallex.random_weights import make_random_weights
+    from vallex.weights.random_weights import make_random_weights
 
     directory = tmp_path_factory.mktemp("weights")
     make_random_weights(directory, size="tiny")

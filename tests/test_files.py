@@ -7,10 +7,10 @@ import stat
 import pytest
 import torch
 
-from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.files import atomic_open, atomic_path, write_bytes_atomic, write_text_atomic
 from vallex.model import VallexModel
+from vallex.weights.checkpoint import load_model, save_checkpoint
 
 
 class Interrupted(Exception):

@@ -1,4 +1,4 @@
-"""Kernel plans per CPU class, ``dtype="auto"``, and the CLI/app defaults (vallex.precision)."""
+"""Kernel plans per CPU class, ``dtype="auto"``, and the CLI/app defaults (vallex.inference.precision)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,17 +9,16 @@ from test_cpu_features import AMD_EPYC, BROADWELL, CASCADE_LAKE, GRAVITON3, SAPP
 from torch import nn
 
 from vallex.config import VallexConfig
-from vallex.cpu_features import CPU_CLASSES, TorchCPUView, cpu_features, features_from_cpuinfo
-from vallex.decoding import generate, language_ids
-from vallex.fastpath import install
-from vallex.kernels import (
+from vallex.inference.cpu_features import CPU_CLASSES, TorchCPUView, cpu_features, features_from_cpuinfo
+from vallex.inference.decoding import generate, language_ids
+from vallex.inference.fastpath import install
+from vallex.inference.kernels import (
     OneDNNBf16Linear,
     onednn_bf16_linear_available,
     onednn_int8_available,
     use_onednn_float32_linears,
 )
-from vallex.model import VallexModel
-from vallex.precision import (
+from vallex.inference.precision import (
     CPU_KERNEL_TABLE,
     GUESSED_PRECISION,
     MEASURED_PLANS,
@@ -37,6 +36,7 @@ from vallex.precision import (
     resolve_precision,
     runnable_kernel,
 )
+from vallex.model import VallexModel
 
 torch.set_num_threads(1)
 
@@ -245,7 +245,7 @@ def test_prepacked_bf16_linear_matches_f_linear():
 
 
 def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_step_agrees():
-    from vallex.fastpath import KVCache, OneFrameStep, model_cache_dtype
+    from vallex.inference.fastpath import KVCache, OneFrameStep, model_cache_dtype
     from vallex.model import ar_attention_mask
 
     amx = apply_precision(small_model(), "bfloat16", "cpu", plan=kernel_plan("bfloat16", "cpu", "x86-amx"))
@@ -281,7 +281,7 @@ def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_ste
 @pytest.mark.parametrize("precision", ["int8", "bfloat16"])
 def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(precision):
     """nar_attention="sdpa-bf16": the NAR attends through torch's fused kernel in bfloat16 (masks too)."""
-    from vallex.fastpath import FastAttention, matmul_attention
+    from vallex.inference.fastpath import FastAttention, matmul_attention
 
     base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni")
     matmul = apply_precision(small_model(), precision, "cpu", plan=base.with_kernels(nar_attention="matmul-bf16"))
@@ -311,8 +311,8 @@ def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(preci
 @pytest.mark.parametrize("precision", ["int8", "bfloat16"])
 def test_a_bf16_kv_cache_is_used_by_prefill_steps_and_batches(precision):
     """ar_attention="sdpa-bf16": the AR's cache is bfloat16, attended by the fused kernel, in every AR path."""
-    from vallex.decoding import ARBatch, ARRequest, ar_decode, prefill
-    from vallex.fastpath import OneFrameStep, model_cache_dtype
+    from vallex.inference.decoding import ARBatch, ARRequest, ar_decode, prefill
+    from vallex.inference.fastpath import OneFrameStep, model_cache_dtype
 
     base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni").with_kernels(ar_attention="sdpa-fp32")
     fp32_cache = apply_precision(small_model(), precision, "cpu", plan=base)

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from presets_data import load_presets  # noqa: E402
 from speaking_rates import rate_table  # noqa: E402
 
-from vallex.length_guards import (  # noqa: E402
+from vallex.inference.length_guards import (  # noqa: E402
     SPEAKING_RATE,
     FrameBounds,
     StopReason,

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
-from vallex.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
+from vallex.inference.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
 from vallex.model import ar_attention_mask
+from vallex.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.golden_model
 LOGIT_ATOL = 1e-3

@@ -1,15 +1,14 @@
-"""Precision options (vallex.precision), the memory-mapped safetensors reader, and the trimmed last layer."""
+"""Precision options (vallex.inference.precision), the memory-mapped safetensors reader, and the trimmed last layer."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from vallex.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 from vallex.config import VallexConfig
-from vallex.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
-from vallex.fastpath import FastAttention
-from vallex.kernels import (
+from vallex.inference.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
+from vallex.inference.fastpath import FastAttention
+from vallex.inference.kernels import (
     OneDNNFloat32Linear,
     OneDNNInt8Linear,
     fbgemm_int8_linear_class,
@@ -17,8 +16,7 @@ from vallex.kernels import (
     onednn_float32_linear_available,
     onednn_int8_available,
 )
-from vallex.model import VallexModel
-from vallex.precision import (
+from vallex.inference.precision import (
     apply_precision,
     cpu_has_native_bfloat16,
     is_quantized,
@@ -26,6 +24,8 @@ from vallex.precision import (
     kernels_in_use,
     normalize_precision,
 )
+from vallex.model import VallexModel
+from vallex.weights.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 
 
 @pytest.fixture()
@@ -165,7 +165,8 @@ def generate_codes(model, text, langs, prompt) -> torch.Tensor:
 
 
 def test_float32_precision_changes_no_weight_and_keeps_the_outputs(tiny_path):
-    """float32 only puts the fast paths on (vallex.fastpath): same state dict, same codes as the plain model."""
+    """float32 only puts the fast paths on (vallex.inference.fastpath): same state dict, same codes as the
+    plain model."""
     plain = load_model(tiny_path)
     model = load_model(tiny_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -199,7 +200,7 @@ def test_trimmed_last_layer_equals_full_computation(tiny_path):
 
 
 def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
-    from vallex.kernels import use_onednn_float32_linears
+    from vallex.inference.kernels import use_onednn_float32_linears
 
     if not onednn_float32_linear_available():
         pytest.fail("oneDNN's float32 Linear is missing from this x86 torch build")
@@ -221,7 +222,7 @@ def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
 
 
 def test_adaptive_norm_folds_its_stage_affine_once_until_the_weights_change():
-    from vallex.fastpath import FoldedAdaptiveLayerNorm, fold_adaptive_norms
+    from vallex.inference.fastpath import FoldedAdaptiveLayerNorm, fold_adaptive_norms
     from vallex.model import AdaptiveLayerNorm
 
     torch.manual_seed(0)
@@ -259,7 +260,7 @@ def test_adaptive_norm_folds_its_stage_affine_once_until_the_weights_change():
 def test_cpu_models_let_malloc_keep_activation_buffers(tiny_path):
     import sys
 
-    from vallex.memory import keep_freed_memory_for_reuse
+    from vallex.inference.memory import keep_freed_memory_for_reuse
 
     keep_freed_memory_for_reuse.cache_clear()
     apply_precision(load_model(tiny_path), "float32", "cpu")

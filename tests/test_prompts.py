@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from vallex.audio import HOP, SAMPLE_RATE
-from vallex.codec import AudioCodec
+from vallex.audio.codec import AudioCodec
 from vallex.languages import MODEL_LANGUAGE_ID, NPZ_LANGUAGE_CODE
 from vallex.prompts import PresetLibrary, VoicePrompt, find_transcriber, make_prompt, validate_name
 

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from presets_data import load_presets  # noqa: E402
 from ras_calibration import pause_mask  # noqa: E402
 
-from vallex.decoding import sample_tokens  # noqa: E402
-from vallex.ras import (  # noqa: E402
+from vallex.inference.decoding import sample_tokens  # noqa: E402
+from vallex.inference.ras import (  # noqa: E402
     PAD,
     RAS_THRESHOLD,
     RAS_WINDOW,

@@ -8,9 +8,9 @@ import torch
 from vallex.api import MAX_CHUNK_SECONDS, NAR_LOOKAHEAD_FRAMES, VOCODER_LOOKAHEAD_FRAMES, VallEX
 from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
-from vallex.decoding import ar_decode, iter_ar_decode
+from vallex.inference.decoding import ar_decode, iter_ar_decode
+from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
 from vallex.model import VallexModel
-from vallex.scheduler import SENTENCE_PAUSE_SECONDS
 
 LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
 PAUSE = int(SENTENCE_PAUSE_SECONDS * SAMPLE_RATE)

@@ -20,7 +20,7 @@ def run_python(code: str, extra_path: Path | None = None) -> str:
 
 def test_real_torchaudio_imports_and_resamples():
     out = run_python("""
-        from vallex._torchaudio_guard import ensure_torchaudio
+        from vallex.audio._torchaudio_guard import ensure_torchaudio
         import torch
         ta = ensure_torchaudio()
         import encodec, vocos  # both import torchaudio themselves
@@ -45,7 +45,7 @@ def test_guard_does_nothing_when_extension_loads(tmp_path):
     out = run_python("""
         import sys
         sys.path.insert(0, sys.path.pop(1))  # the fake package first
-        from vallex._torchaudio_guard import ensure_torchaudio, guard_engaged
+        from vallex.audio._torchaudio_guard import ensure_torchaudio, guard_engaged
         ta = ensure_torchaudio()
         print(ta._IS_TORCHAUDIO_EXT_AVAILABLE, guard_engaged())
     """, root)
@@ -58,7 +58,7 @@ def test_guard_engages_on_extension_oserror(tmp_path):
     out = run_python("""
         import sys
         sys.path.insert(0, sys.path.pop(1))
-        from vallex._torchaudio_guard import ensure_torchaudio, guard_engaged
+        from vallex.audio._torchaudio_guard import ensure_torchaudio, guard_engaged
         ta = ensure_torchaudio()
         print(ta._IS_TORCHAUDIO_EXT_AVAILABLE, guard_engaged())
     """, root)
@@ -70,7 +70,7 @@ def test_guard_reraises_unrelated_oserror(tmp_path):
     out = run_python("""
         import sys
         sys.path.insert(0, sys.path.pop(1))
-        from vallex._torchaudio_guard import ensure_torchaudio
+        from vallex.audio._torchaudio_guard import ensure_torchaudio
         try:
             ensure_torchaudio()
         except OSError as e:
@@ -91,7 +91,7 @@ def test_guard_engages_on_cuda_torch_errors(tmp_path):
         out = run_python("""
             import sys
             sys.path.insert(0, sys.path.pop(1))
-            from vallex._torchaudio_guard import ensure_torchaudio, guard_engaged
+            from vallex.audio._torchaudio_guard import ensure_torchaudio, guard_engaged
             ta = ensure_torchaudio()
             print(ta._IS_TORCHAUDIO_EXT_AVAILABLE, guard_engaged())
         """, root)
@@ -106,7 +106,7 @@ def test_guard_reraises_unrelated_runtime_and_import_errors(tmp_path):
         out = run_python("""
             import sys
             sys.path.insert(0, sys.path.pop(1))
-            from vallex._torchaudio_guard import ensure_torchaudio, guard_engaged
+            from vallex.audio._torchaudio_guard import ensure_torchaudio, guard_engaged
             try:
                 ensure_torchaudio()
             except (RuntimeError, ImportError) as e:

@@ -17,7 +17,7 @@ from vallex.training.prepare import load_index, prepare_dataset, read_recording_
 
 @pytest.fixture(scope="module")
 def codec():
-    from vallex.random_weights import random_codec
+    from vallex.weights.random_weights import random_codec
 
     return random_codec(seed=0)
 

@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from vallex.checkpoint import load_model
 from vallex.training.espeak_corpus import write_espeak_corpus
 from vallex.training.prepare import prepare_dataset, scan_folder
+from vallex.weights.checkpoint import load_model
 
 STEPS = 5
 
@@ -32,7 +32,7 @@ def losses(path) -> list[float]:
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="this torch build has no gloo backend")
 def test_two_processes_match_one(tmp_path):
-    from vallex.random_weights import random_codec
+    from vallex.weights.random_weights import random_codec
 
     write_espeak_corpus(tmp_path / "raw", {"en": ["Hello there.", "Good morning.", "See you soon.", "Open the door."],
                                            "zh": ["你好。", "再见。", "谢谢你。", "早上好。"]})

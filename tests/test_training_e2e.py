@@ -18,12 +18,12 @@ import time
 import pytest
 import torch
 
-from vallex.checkpoint import load_model
 from vallex.cli import main as cli_main
-from vallex.decoding import ar_decode
+from vallex.inference.decoding import ar_decode
 from vallex.training.dataset import CodesDataset
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
 from vallex.training.trainer import TrainConfig, train
+from vallex.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.slow
 

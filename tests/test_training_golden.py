@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
 from vallex.training.forward import TrainingBatch, sample_nar_stage, sample_prefix_len, training_forward
+from vallex.weights.checkpoint import load_model
 
 pytestmark = pytest.mark.golden_train
 RTOL = 1e-4

@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.model import VallexModel
 from vallex.training.espeak_corpus import write_espeak_corpus
@@ -17,6 +16,7 @@ from vallex.training.extend import extend_model
 from vallex.training.forward import TrainingBatch, training_forward
 from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.trainer import TrainConfig, learning_rate, train
+from vallex.weights.checkpoint import load_model, save_checkpoint
 
 MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}
 
@@ -24,7 +24,7 @@ MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """A prepared folder of 6 espeak utterances (en + zh) and a micro model config."""
-    from vallex.random_weights import random_codec
+    from vallex.weights.random_weights import random_codec
 
     root = tmp_path_factory.mktemp("loop")
     write_espeak_corpus(root / "raw", {"en": ["Hello there.", "Good morning.", "See you soon.", "Open the door."],
@@ -155,7 +155,7 @@ def test_extend_model_keeps_old_rows():
 
 def test_fine_tune_adds_a_language(data, tmp_path):
     """Fine-tuning a 3-language checkpoint on German data grows it to 4 languages; the app can load the result."""
-    from vallex.random_weights import random_codec
+    from vallex.weights.random_weights import random_codec
 
     write_espeak_corpus(tmp_path / "raw", {"de": ["Guten Tag.", "Danke schön."]})
     prepare_dataset(scan_folder(tmp_path / "raw"), tmp_path / "prep", random_codec(seed=0), progress=False)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from reference_training import ReferenceVALLE
 
-from vallex.checkpoint import load_model
 from vallex.config import VallexConfig
 from vallex.model import VallexModel
 from vallex.training.forward import TrainingBatch, sample_prefix_len, training_forward
+from vallex.weights.checkpoint import load_model
 
 RTOL = 1e-4
 

@@ -36,7 +36,7 @@ from vallex.weights import (
 @pytest.fixture(scope="module")
 def tiny_files(tmp_path_factory):
     """The bytes of a tiny random weights folder, by layout name, and the folder itself."""
-    from vallex.random_weights import make_random_weights
+    from vallex.weights.random_weights import make_random_weights
 
     folder = tmp_path_factory.mktemp("tiny-source")
     make_random_weights(folder, "tiny")

@@ -85,8 +85,8 @@ def test_resolve_from_a_local_folder(random_dir, empty_caches):
     assert paths.encodec == directory / "encodec_24khz-d7cc33bc.th"
     assert paths.vocos_config == directory / "vocos-encodec-24khz" / "config.yaml"
     assert paths.vocos_model == directory / "vocos-encodec-24khz" / "pytorch_model.bin"
-    from vallex.checkpoint import load_model
     from vallex.config import VallexConfig
+    from vallex.weights.checkpoint import load_model
 
     assert paths.vallex_config == VallexConfig.tiny()
     model = load_model(paths.vallex, config=paths.vallex_config)
@@ -94,7 +94,7 @@ def test_resolve_from_a_local_folder(random_dir, empty_caches):
 
 
 def test_safetensors_checkpoint_is_preferred(random_dir, tmp_path, empty_caches):
-    from vallex.checkpoint import convert_checkpoint
+    from vallex.weights.checkpoint import convert_checkpoint
 
     directory, _ = random_dir
     copy = tmp_path / "copy"

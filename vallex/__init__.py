@@ -22,7 +22,7 @@ _EXPORTS = {
     "PresetLibrary": "vallex.prompts",
     "VallexConfig": "vallex.config",
     "VallexModel": "vallex.model",
-    "load_model": "vallex.checkpoint",
+    "load_model": "vallex.weights.checkpoint",
     "tokenize": "vallex.text",
 }
 

@@ -11,8 +11,8 @@ while it is being made: by default in chunks that start small (0.4 s, so the fir
 and double up to 3.2 s, several per sentence; ``chunk_seconds=None`` yields one chunk per sentence,
 whose concatenation is exactly :meth:`VallEX.synthesize`'s output.
 
-Every synthesis goes through :class:`vallex.scheduler.Scheduler` on the caller's thread (how a sentence is
-streamed is described in :mod:`vallex.streaming`); :meth:`VallEX.synthesize_batch` decodes several requests
+Every synthesis goes through :class:`vallex.inference.scheduler.Scheduler` on the caller's thread (how a sentence is
+streamed is described in :mod:`vallex.inference.streaming`); :meth:`VallEX.synthesize_batch` decodes several requests
 together in one scheduler, as the serving engine does on its thread.
 """
 from __future__ import annotations
@@ -26,11 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vallex.codec import AudioCodec
-from vallex.codec_format import SAMPLE_RATE
-from vallex.model import VallexModel
-from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
-from vallex.scheduler import (  # noqa: F401  (the request types and limits are part of this module's API)
+from vallex.audio.codec import AudioCodec
+from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.inference.scheduler import (  # noqa: F401  (the request types and limits are part of this module's API)
     LONG_TEXT_MODES,
     MAX_SEED,
     MAX_SINGLE_UTTERANCE_TOKENS,
@@ -47,13 +45,15 @@ from vallex.scheduler import (  # noqa: F401  (the request types and limits are 
     default_nar_batch,
     plan_request,
 )
-from vallex.streaming import (  # noqa: F401  (the streaming constants are part of this module's API)
+from vallex.inference.streaming import (  # noqa: F401  (the streaming constants are part of this module's API)
     CHUNK_GROWTH,
     MAX_CHUNK_SECONDS,
     NAR_LOOKAHEAD_FRAMES,
     STREAM_CHUNK_SECONDS,
     VOCODER_LOOKAHEAD_FRAMES,
 )
+from vallex.model import VallexModel
+from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -100,7 +100,7 @@ class VallEX:
                  frame_limits: FrameLimits | None = None, precision: str = "float32"):
         """``frame_limits(text_tokens, prompt_frames) -> (min_frames, max_frames)`` replaces
         :func:`default_frame_limits` (benchmarks and tests hold a random model, which rarely says EOS, to
-        a set length with it). ``precision``: what :func:`vallex.precision.apply_precision` made of the
+        a set length with it). ``precision``: what :func:`vallex.inference.precision.apply_precision` made of the
         model (for display; :meth:`from_pretrained` sets it, ``dtype="auto"`` included)."""
         self.precision = precision
         self.model = model.eval()
@@ -130,29 +130,30 @@ class VallEX:
             device: default CUDA, then MPS, then CPU.
             dtype: ``"float32"`` (default: exact, it reproduces the reference's codes), ``"auto"`` (the fastest
                 precision measured for this device and CPU class, e.g. int8 on the AMD EPYC class; on CUDA
-                bfloat16 from compute capability 8.0 on, else float16: :func:`vallex.precision.resolve_precision`;
+                bfloat16 from compute capability 8.0 on, else float16:
+                :func:`vallex.inference.precision.resolve_precision`;
                 the CLI's and app's default),
                 ``"bfloat16"``, ``"float16"`` (CUDA) or ``"int8"`` (CPU).
             num_threads: torch intra-op threads (CPU).
             presets_dir: folder of named ``.npz`` voice presets.
             tune_malloc: on CPU, let glibc's malloc keep freed activation buffers for reuse (a process-wide
-                setting, :func:`vallex.memory.keep_freed_memory_for_reuse`; without it each NAR layer
+                setting, :func:`vallex.inference.memory.keep_freed_memory_for_reuse`; without it each NAR layer
                 faults its buffers in afresh). False leaves the process's malloc as it is.
         """
-        from vallex.checkpoint import load_model
         from vallex.weights import resolve_weights
+        from vallex.weights.checkpoint import load_model
 
         if num_threads is not None:
             if num_threads < 1:
                 raise ValueError(f"num_threads must be >= 1, got {num_threads}.")
             torch.set_num_threads(num_threads)
         device = select_device(device)
-        from vallex.precision import apply_precision, resolve_precision
+        from vallex.inference.precision import apply_precision, resolve_precision
 
         precision = resolve_precision(dtype, device)  # None: float32; "auto": per device and CPU class
         paths = resolve_weights(weights_dir, download=download)
         model = load_model(paths.vallex, config=paths.vallex_config, device=device)
-        # float32 too: the conversion also puts the inference fast paths on (vallex.fastpath).
+        # float32 too: the conversion also puts the inference fast paths on (vallex.inference.fastpath).
         model = apply_precision(model, precision, device, tune_malloc=tune_malloc)
         codec = AudioCodec.from_paths(paths, device=device)
         presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
@@ -212,7 +213,7 @@ class VallEX:
                             progress: bool | ProgressCallback = False, **options: Any) -> Synthesis:
         """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings.
 
-        Options (:class:`vallex.scheduler.SynthesisRequest`'s fields): ``language`` ("auto", "en", "zh", "ja",
+        Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields): ``language`` ("auto", "en", "zh", "ja",
         "mix", "auto-mix"), ``accent``, ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
         ``long_text`` (None, "fixed-prompt", "sliding-window", "auto"), ``chunk_seconds`` (default None: what
         :meth:`synthesize_stream` with that ``chunk_seconds`` yields, with its codes;
@@ -261,7 +262,7 @@ class VallEX:
         """Several requests decoded together: what :meth:`synthesize_detailed` gives each one alone.
 
         Each request is a :class:`SynthesisRequest` (or a dict of its fields): its own text, prompt, language,
-        accent, seed and sampling settings. They run through one :class:`vallex.scheduler.Scheduler`: one AR
+        accent, seed and sampling settings. They run through one :class:`vallex.inference.scheduler.Scheduler`: one AR
         batch over every request's current sentence (per-utterance lengths, stops and random generators; a
         finished sentence leaves the batch and the request's next sentence joins it). With a seed, each
         request's codes equal what it gets alone. Every request is checked before any is decoded.
@@ -285,12 +286,12 @@ class VallEX:
         return out
 
     def plan(self, request: SynthesisRequest) -> RequestPlan:
-        """Check a request and split it into sentences (:func:`vallex.scheduler.plan_request`)."""
+        """Check a request and split it into sentences (:func:`vallex.inference.scheduler.plan_request`)."""
         return plan_request(self, request)
 
     def pieces(self, request: SynthesisRequest, progress: bool | ProgressCallback = False,
                sentences: list[SentenceResult] | None = None) -> Iterator[AudioPiece]:
-        """One request through a :class:`vallex.scheduler.Scheduler` on the caller's thread: its audio pieces
+        """One request through a :class:`vallex.inference.scheduler.Scheduler` on the caller's thread: its audio pieces
         (with their sentence and whether each ends one) as they are made; ``sentences`` collects the results."""
         scheduler = Scheduler(self, nar_batch=1)
         sink = _Collector(_progress_reporter(progress), sentences)
@@ -305,7 +306,7 @@ class VallEX:
 
 
 class _Collector:
-    """A :class:`vallex.scheduler.Sink` that keeps a request's pieces, sentences and error for the caller."""
+    """A :class:`vallex.inference.scheduler.Sink` that keeps a request's pieces, sentences and error for the caller."""
 
     cancelled = False
 

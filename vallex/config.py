@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.files import write_text_atomic
 
 #: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.

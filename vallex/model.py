@@ -11,8 +11,8 @@ A language embedding (en/zh/ja) is added to every text token (§3.2): the prompt
 language, the target text its own language, or the *accent* language when the user overrides it.
 
 Module and parameter names reproduce the reference checkpoint's state-dict keys exactly, so the public
-``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.decoding`; what
-only makes inference faster (kernels, the KV cache, folded norms) in :mod:`vallex.fastpath`.
+``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.inference.decoding`; what
+only makes inference faster (kernels, the KV cache, folded norms) in :mod:`vallex.inference.fastpath`.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ class MultiheadSelfAttention(nn.Module):
 
     The packed projection is an ``nn.Linear`` (so quantisation and compilation treat it like any other
     Linear) stored under the reference's names ``in_proj_weight`` / ``in_proj_bias``. ``attend`` computes the
-    attention itself (torch's fused kernel; :mod:`vallex.fastpath` may give a module a faster one).
+    attention itself (torch's fused kernel; :mod:`vallex.inference.fastpath` may give a module a faster one).
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -135,11 +135,11 @@ def self_attention(
     """Multi-head self-attention with a packed QKV projection: x [B, T, D] -> [B, T - query_start, D].
 
     ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
-    With ``cache`` (a :class:`vallex.fastpath.LayerKVCache`: anything with ``append(k, v, start)`` returning the
-    keys, values and mask to attend with), keys/values of these T positions are written at ``start`` and the
-    queries attend to cache positions ``< start + T`` (``start`` may give each row its own position:
-    :class:`vallex.fastpath.RowPositions`). Only positions ``>= query_start`` are queried: every position still
-    provides keys and values, but outputs nobody reads are not computed.
+    With ``cache`` (a :class:`vallex.inference.fastpath.LayerKVCache`: anything with ``append(k, v, start)``
+    returning the keys, values and mask to attend with), keys/values of these T positions are written at
+    ``start`` and the queries attend to cache positions ``< start + T`` (``start`` may give each row its own position:
+    :class:`vallex.inference.fastpath.RowPositions`). Only positions ``>= query_start`` are queried: every
+    position still provides keys and values, but outputs nobody reads are not computed.
     """
     batch, length, dim = x.shape
     qkv = in_proj(x).view(batch, length, 3, num_heads, dim // num_heads)
@@ -199,7 +199,7 @@ class AdaptiveLayerNorm(nn.Module):
 class LayerOps:
     """One decoder layer's operations as callables: what :func:`decoder_layer` computes with.
 
-    :meth:`DecoderLayer.ops` gives the layer's own modules; :mod:`vallex.fastpath` binds the same parameters
+    :meth:`DecoderLayer.ops` gives the layer's own modules; :mod:`vallex.inference.fastpath` binds the same parameters
     to plain functions once per generation for the AR's one-frame steps. Either way the arithmetic is
     :func:`decoder_layer`'s.
     """

@@ -40,7 +40,7 @@ def hub_offline() -> bool:
 
 def import_transformers() -> Any:
     """``import transformers`` (which imports torchaudio: through the guard, so CPU torch works too)."""
-    from vallex._torchaudio_guard import ensure_torchaudio
+    from vallex.audio._torchaudio_guard import ensure_torchaudio
 
     ensure_torchaudio()
     import transformers

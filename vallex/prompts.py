@@ -31,7 +31,7 @@ import torch
 
 from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
 from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio
-from vallex.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.config import VallexConfig
 from vallex.files import write_bytes_atomic
 from vallex.languages import (
@@ -228,7 +228,7 @@ def make_prompt(
             (or ``transcriber``), else a ValueError asks for it.
         language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None or "auto": detected from the
             transcript.
-        codec: a :class:`vallex.codec.AudioCodec` (its EnCodec makes the codes).
+        codec: a :class:`vallex.audio.codec.AudioCodec` (its EnCodec makes the codes).
         name: optional preset name (validated).
         trim_silence: drop leading/trailing silence before encoding.
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from IPython.display import Image, display
 
-from vallex.decoding import language_ids
+from vallex.inference.decoding import language_ids
 from vallex.text import MAX_TOKENS, SYMBOLS, auto_tag, detect_language, ids_to_phonemes, split_sentences, tokenize
 
 torch.set_num_threads(1)

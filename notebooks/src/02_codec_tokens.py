@@ -14,7 +14,7 @@
 # reference implementation does.
 #
 # > **Runs offline with random weights.** Without `VALLEX_WEIGHTS_DIR`, EnCodec and Vocos have their real
-# > architectures but untrained weights (`vallex.random_weights.random_codec()`; the codebooks are filled
+# > architectures but untrained weights (`vallex.weights.random_weights.random_codec()`; the codebooks are filled
 # > from a test signal so that codes vary). Frame rate, shapes, the RVQ mechanics and the bitrate arithmetic are real; the
 # > decoded audio is **noise**. Point `VALLEX_WEIGHTS_DIR` at a folder with the real EnCodec and Vocos files
 # > (`vallex download --weights-dir DIR`) and the same cells show real reconstructions.
@@ -38,8 +38,8 @@ import torch
 from IPython.display import Audio, Image, display
 
 from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE, load_audio
-from vallex.codec import CODEBOOK_SIZE, ENCODEC_BANDWIDTH, NUM_CODEBOOKS, AudioCodec
-from vallex.random_weights import random_codec
+from vallex.audio.codec import CODEBOOK_SIZE, ENCODEC_BANDWIDTH, NUM_CODEBOOKS, AudioCodec
+from vallex.weights.random_weights import random_codec
 
 torch.set_num_threads(1)
 torch.manual_seed(0)

@@ -22,7 +22,7 @@
 # > no memory). If `VALLEX_WEIGHTS_DIR` points at a folder with the real checkpoint, the last section loads
 # > it and looks at the trained language and stage embeddings.
 #
-# The code is in `vallex/model.py` (one file, read it top to bottom) and `vallex/decoding.py`; this
+# The code is in `vallex/model.py` (one file, read it top to bottom) and `vallex/inference/decoding.py`; this
 # notebook only imports it.
 
 # %%
@@ -38,7 +38,7 @@ import torch
 from IPython.display import Image, display
 
 from vallex.config import VallexConfig
-from vallex.decoding import language_ids
+from vallex.inference.decoding import language_ids
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask, count_parameters
 from vallex.text import tokenize
@@ -311,8 +311,8 @@ print("last predictor untied:", all(model.nar_predict_layers[-1].weight is not e
 # and does nothing.
 
 # %%
-from vallex.checkpoint import load_model
 from vallex.weights import resolve_weights
+from vallex.weights.checkpoint import load_model
 
 weights_dir = os.environ.get("VALLEX_WEIGHTS_DIR")
 if not weights_dir:

@@ -15,11 +15,11 @@
 #    8 codebooks for acoustic detail;
 # 5. **Vocos** turns the 8 codebooks back into a 24 kHz waveform.
 #
-# This notebook does each step by hand with `vallex.decoding` and the model, checks it against the library,
+# This notebook does each step by hand with `vallex.inference.decoding` and the model, checks it against the library,
 # then uses the one-call API `vallex.VallEX` for cross-lingual synthesis, accent control and long text.
 #
 # > **Runs offline with random tiny weights.** Without `VALLEX_WEIGHTS_DIR`, the cell below writes a folder
-# > of random weights (`vallex.random_weights.make_random_weights(dir, size="tiny")`: a 2-layer VALL-E X and
+# > of random weights (`vallex.weights.random_weights.make_random_weights(dir, size="tiny")`: a 2-layer VALL-E X and
 # > untrained EnCodec/Vocos with their real architectures) and loads it exactly as it would load the real
 # > checkpoint. Every step runs for real, but **the audio is noise**, and the AR decoder, which has never
 # > learnt when to stop, ends only when it happens to draw end-of-speech (about 1 chance in 1025 per step)
@@ -45,13 +45,13 @@ from IPython.display import Audio, Image, display
 
 from vallex.api import VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
-from vallex.decoding import NARInput, ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
-from vallex.fastpath import KVCache
+from vallex.inference.decoding import NARInput, ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
+from vallex.inference.fastpath import KVCache
+from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
 from vallex.model import ar_attention_mask
-from vallex.random_weights import make_random_weights
-from vallex.scheduler import SENTENCE_PAUSE_SECONDS
 from vallex.text import tokenize
 from vallex.weights import resolve_weights
+from vallex.weights.random_weights import make_random_weights
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by vocos
@@ -154,12 +154,12 @@ def ar_by_hand(max_frames: int, seed: int, temperature: float = 1.0, top_k: int 
 
 codes0, step_logits = ar_by_hand(max_frames=60, seed=123)
 library = ar_decode(model, text, langs, prompt_codes[..., 0], max_frames=60, generator=torch.Generator().manual_seed(123))
-print(f"by hand: {len(codes0)} frames; vallex.decoding.ar_decode: {library.codes.shape[1]} frames ({library.stop_reason})")
+print(f"by hand: {len(codes0)} frames; vallex.inference.decoding.ar_decode: {library.codes.shape[1]} frames ({library.stop_reason})")
 print("identical to the library:", torch.equal(codes0, library.codes[0]))
 print("first frames:", codes0[:12].tolist())
 
 # %% [markdown]
-# The library runs exactly these steps. Its one-frame decoder calls go through `vallex.fastpath.OneFrameStep`,
+# The library runs exactly these steps. Its one-frame decoder calls go through `vallex.inference.fastpath.OneFrameStep`,
 # which looks up every layer's weights and functions once per generation instead of walking the modules at
 # each of the ~300 steps: the same numbers, about 1 ms less Python per step on a 2-core CPU.
 #

@@ -17,7 +17,7 @@
 # the question that matters: **does the model reproduce the codes it was trained on?**
 #
 # > **Runs offline in well under a minute, with random codec weights.** Without `VALLEX_WEIGHTS_DIR` the
-# > corpus is encoded by an untrained EnCodec (`vallex.random_weights.random_codec()`), so the codes are deterministic
+# > corpus is encoded by an untrained EnCodec (`vallex.weights.random_weights.random_codec()`), so the codes are deterministic
 # > functions of the audio but do not sound like it; the model is trained from scratch either way. With
 # > `VALLEX_WEIGHTS_DIR` pointing at the real EnCodec weights, the same cells encode real codes. Training
 # > the full-size model, or fine-tuning the public checkpoint (`init_checkpoint`), follows the same steps on
@@ -39,17 +39,17 @@ import numpy as np
 import torch
 from IPython.display import Image, display
 
-from vallex.checkpoint import load_model
-from vallex.codec import AudioCodec
+from vallex.audio.codec import AudioCodec
 from vallex.config import VallexConfig
-from vallex.decoding import NARInput, ar_decode, nar_decode
+from vallex.inference.decoding import NARInput, ar_decode, nar_decode
 from vallex.model import VallexModel, count_parameters
-from vallex.random_weights import random_codec
 from vallex.training.dataset import CodesDataset, collate
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
 from vallex.training.forward import training_forward
 from vallex.training.prepare import prepare_dataset, scan_folder
 from vallex.training.trainer import TrainConfig, train
+from vallex.weights.checkpoint import load_model
+from vallex.weights.random_weights import random_codec
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by vocos

@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vallex.checkpoint import convert_checkpoint
     from vallex.config import VallexConfig
+    from vallex.weights.checkpoint import convert_checkpoint
 
     if args.target.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"The target must end in .safetensors or .pt, got {args.target.name}.")

@@ -31,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vallex.audio.codec import AudioCodec
     from vallex.cli.options import check_output
-    from vallex.codec import AudioCodec
     from vallex.prompts import PresetLibrary, make_prompt, validate_name
 
     if args.output is None and args.name is None:

@@ -65,8 +65,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     items = scan_folder(args.folder, args.language) if args.folder else read_recording_list(args.recording_list)
     if not items:
         raise ValueError(f"No audio files found in {args.folder or args.recording_list}.")
-    from vallex.codec import AudioCodec
-    from vallex.random_weights import random_codec
+    from vallex.audio.codec import AudioCodec
+    from vallex.weights.random_weights import random_codec
 
     codec = random_codec(device=args.device) if args.random_codec else AudioCodec.pretrained(
         args.weights_dir, device=args.device)

@@ -107,8 +107,8 @@ def _check(manager: WeightsManager, components: list[str]) -> int:
 
 
 def run_make_random_weights(args: argparse.Namespace) -> int:
-    from vallex.random_weights import make_random_weights
     from vallex.weights import NOISE_WARNING
+    from vallex.weights.random_weights import make_random_weights
 
     if args.directory.exists() and not args.directory.is_dir():
         raise ValueError(f"{args.directory} exists and is not a folder.")

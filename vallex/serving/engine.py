@@ -2,7 +2,7 @@
 
 A request is queued (``submit`` refuses with :class:`ServerBusy` beyond ``max_queue`` waiting requests) and
 admitted, in arrival order, as soon as fewer than ``max_batch`` requests run, into the engine's
-:class:`vallex.scheduler.Scheduler` (the same one every synthesis of :class:`vallex.api.VallEX` goes through):
+:class:`vallex.inference.scheduler.Scheduler` (the same one every synthesis of :class:`vallex.api.VallEX` goes through):
 its first sentence joins the running AR batch at the next step, chunks and ended sentences go through the NAR
 together, and the audio goes back through each request's :class:`SpeechStream` at once. A request whose
 client went away is cancelled and leaves at the next step. With a seed, a request's audio is what
@@ -25,7 +25,7 @@ import torch
 
 from vallex.api import STREAM_CHUNK_SECONDS, SentenceResult, Synthesis, SynthesisRequest, VallEX
 from vallex.audio import SAMPLE_RATE
-from vallex.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
+from vallex.inference.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
 
 
 class ServerBusy(RuntimeError):
@@ -63,8 +63,8 @@ class SpeechRequest(SynthesisRequest):
     """One request for speech: the fields of :class:`vallex.api.SynthesisRequest`, streamed in chunks.
 
     ``prompt``: a :class:`VoicePrompt`, a voice name (resolved by the model's voice library,
-    :meth:`vallex.api.VallEX.resolve_prompt`), or None. ``text`` may be a :class:`vallex.scheduler.TextPlan`.
-    ``chunk_seconds``: first chunk of each sentence (then doubling, see :mod:`vallex.streaming`); None: one
+    :meth:`vallex.api.VallEX.resolve_prompt`), or None. ``text`` may be a :class:`vallex.inference.scheduler.TextPlan`.
+    ``chunk_seconds``: first chunk of each sentence (then doubling, see :mod:`vallex.inference.streaming`); None: one
     chunk per sentence.
     """
 
@@ -148,7 +148,7 @@ class SpeechStream:
         if not self._finished:
             self.cancel()
 
-    # Producer side (the engine's scheduler: a vallex.scheduler.Sink) --------------------------------
+    # Producer side (the engine's scheduler: a vallex.inference.scheduler.Sink) --------------------------------
     def report(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(stage, done, total)
@@ -259,7 +259,8 @@ class SpeechEngine:
 
     @property
     def nar_batch(self) -> int:
-        """Sentences whose NAR runs together between two AR steps (:func:`vallex.scheduler.default_nar_batch`)."""
+        """Sentences whose NAR runs together between two AR steps
+        (:func:`vallex.inference.scheduler.default_nar_batch`)."""
         if self._nar_batch is not None:
             return self._nar_batch
         return default_nar_batch(self.tts.device, self.max_batch)

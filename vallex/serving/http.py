@@ -46,8 +46,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vallex.inference.scheduler import MAX_SEED, plan_text
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
-from vallex.scheduler import MAX_SEED, plan_text
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED, TimeStretcher

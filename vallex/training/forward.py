@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vallex.codec_format import FRAME_RATE, NUM_CODEBOOKS
+from vallex.audio.codec_format import FRAME_RATE, NUM_CODEBOOKS
 from vallex.config import VallexConfig
 from vallex.model import VallexModel, ar_attention_mask
 

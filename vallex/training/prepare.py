@@ -58,7 +58,7 @@ _SHARD_RE = re.compile(r"^shard-\d{5}$")
 
 
 class Encoder(Protocol):
-    """What prepare needs from :class:`vallex.codec.AudioCodec`."""
+    """What prepare needs from :class:`vallex.audio.codec.AudioCodec`."""
 
     def encode_audio(self, wav: np.ndarray) -> torch.Tensor:
         """wav float32 [N] at 24 kHz -> LongTensor [1, T, Q] codes at 75 Hz."""
@@ -309,7 +309,7 @@ def prepare_dataset(
 
     Args:
         codec: has ``encode_audio(wav float32 [N] at 24 kHz) -> LongTensor [1, T, 8]``
-            (:class:`vallex.codec.AudioCodec`; ``vallex.random_weights.random_codec()`` for tests).
+            (:class:`vallex.audio.codec.AudioCodec`; ``vallex.weights.random_weights.random_codec()`` for tests).
         min_seconds, max_seconds: duration filter (the reference trained on 0.5-20 s).
         shard_size: utterances per shard.
         text_encoder: ``(text, language) -> (ids, per-token languages)``; default :class:`TextEncoder`.

@@ -39,7 +39,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from vallex.checkpoint import load_model, save_checkpoint
 from vallex.config import VallexConfig
 from vallex.files import atomic_open, atomic_path, write_text_atomic
 from vallex.model import VallexModel
@@ -55,6 +54,7 @@ from vallex.training.forward import (
     sample_prefix_len,
     training_forward,
 )
+from vallex.weights.checkpoint import load_model, save_checkpoint
 
 _LOG = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "eden", "constant")

@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from vallex.codec_format import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: F401 - also imported from here
+from vallex.audio.codec_format import FRAME_RATE, HOP, SAMPLE_RATE  # noqa: F401 - also imported from here
 from vallex.files import atomic_path
 
 _LOG = logging.getLogger(__name__)
@@ -353,7 +353,7 @@ def resample(wav: np.ndarray, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np
     """Resample float32 ``[N]`` with torchaudio's default windowed sinc (as ``encodec.utils.convert_audio``)."""
     if orig_rate == new_rate:
         return wav.astype(np.float32, copy=False)
-    from vallex._torchaudio_guard import ensure_torchaudio
+    from vallex.audio._torchaudio_guard import ensure_torchaudio
 
     torchaudio = ensure_torchaudio()
     # The Resample transform, not functional.resample: its precomputed kernel differs in the last bits, and

@@ -63,7 +63,7 @@ CHECKPOINT_REPO_ENV = "VALLEX_CHECKPOINT_REPO"
 VOCOS_REPO_ENV = "VALLEX_VOCOS_REPO"
 ENCODEC_URL_ENV = "VALLEX_ENCODEC_URL"
 
-#: The checksum file of a random-weights folder (written by :func:`vallex.random_weights.make_random_weights`):
+#: The checksum file of a random-weights folder (written by :func:`vallex.weights.random_weights.make_random_weights`):
 #: the SHA-256 of every file in the folder, and ``"random": true``, which makes every use warn.
 CHECKSUMS_NAME = "vallex-weights.json"
 #: Where each download's source, size and SHA-256 are recorded (in the folder or cache root holding it).
@@ -182,7 +182,7 @@ WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, V
 
 
 class RandomWeightsWarning(UserWarning):
-    """The weights folder was made by ``vallex.random_weights.make_random_weights``: outputs are noise."""
+    """The weights folder was made by ``vallex.weights.random_weights.make_random_weights``: outputs are noise."""
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -588,9 +588,9 @@ def _check_form(weight_file: WeightFile, path: Path, into: Path | None) -> None:
     if weight_file.component == "vallex":
         import torch
 
-        from vallex.checkpoint import check_state_dict, read_state_dict
         from vallex.config import VallexConfig
         from vallex.model import VallexModel
+        from vallex.weights.checkpoint import check_state_dict, read_state_dict
 
         config_file = (into / VALLEX_CONFIG_NAME) if into is not None else None
         config = VallexConfig.from_json(config_file) if config_file and config_file.is_file() else None

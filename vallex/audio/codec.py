@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vallex.codec_format import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS
+from vallex.audio.codec_format import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS
 
 if TYPE_CHECKING:
     from encodec import EncodecModel
@@ -38,7 +38,7 @@ ENCODEC_BANDWIDTH = 6.0
 VOCOS_BANDWIDTH_ID = 2
 
 def _import_codec_packages() -> None:
-    from vallex._torchaudio_guard import ensure_torchaudio
+    from vallex.audio._torchaudio_guard import ensure_torchaudio
 
     ensure_torchaudio()  # encodec and vocos import torchaudio at import time
 
@@ -161,7 +161,7 @@ class AudioCodec:
     """EnCodec tokenizer + Vocos decoder, each loaded on first use and then reused (thread-safe).
 
     Build with :meth:`pretrained`, :meth:`from_paths` (files from :mod:`vallex.weights`) or :meth:`from_dir`;
-    :func:`vallex.random_weights.random_codec` builds untrained models in memory (for tests).
+    :func:`vallex.weights.random_weights.random_codec` builds untrained models in memory (for tests).
     """
 
     def __init__(self, paths: WeightPaths | None = None, *, encodec: EncodecModel | None = None,

@@ -7,7 +7,7 @@ Nothing here is used to synthesise real speech: **everything made with these wei
 folder's checksum file ``vallex-weights.json`` (read by :mod:`vallex.weights`) marks it as random, so every
 later use warns.
 
-This module depends on :mod:`vallex.codec` and :mod:`vallex.weights`, never the other way round.
+This module depends on :mod:`vallex.audio.codec` and :mod:`vallex.weights`, never the other way round.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vallex.audio import SAMPLE_RATE
-from vallex.codec import AudioCodec, build_vocos, encodec_skeleton
+from vallex.audio.codec import AudioCodec, build_vocos, encodec_skeleton
 from vallex.files import atomic_path, write_text_atomic
 from vallex.weights import (
     CHECKSUMS_NAME,
@@ -139,9 +139,9 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
     ``size``: "tiny" (a 2-layer VALL-E X) or "full" (the public checkpoint's shape, 1.48 GB). EnCodec and
     Vocos always have their real architectures. **Everything synthesised with these files is noise.**
     """
-    from vallex.checkpoint import save_checkpoint
     from vallex.config import VallexConfig
     from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
 
     config = VallexConfig.named(size)
     directory = Path(directory)

@@ -2,7 +2,7 @@
 
 Each kernel is an ``nn.Module`` made from an ``nn.Linear`` (same inputs and outputs, float32 or bfloat16 in
 and out) with an ``inference_function()`` that hot loops call without ``nn.Module``'s per-call work
-(:func:`inference_function`). Which kernel runs where is the kernel plan's choice (:mod:`vallex.precision`);
+(:func:`inference_function`). Which kernel runs where is the kernel plan's choice (:mod:`vallex.inference.precision`);
 what each one measured, and on which CPU, is in bench/README.md.
 
 * :class:`OneDNNFloat32Linear` — float32 on oneDNN (x86), in place of MKL's ``F.linear``;
@@ -131,7 +131,7 @@ def int8_linear(linear: nn.Linear, kernel: str = "fbgemm") -> nn.Module:
 
 @functools.cache
 def fbgemm_int8_linear_class() -> type:
-    """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.fastpath.inference_function` support.
+    """torch.ao's dynamic int8 Linear (fbgemm) with :func:`vallex.inference.fastpath.inference_function` support.
 
     Defined on first use: torch.ao.nn.quantized is deprecated in favour of torchao (whose eager CPU int8
     kernels measured 8-10x slower at batch 1 on our CPU), and importing it warns about nothing a user can act on.

@@ -6,7 +6,7 @@ feed-forward Linears in int8, activations quantised per call, float32 elsewhere)
 (:func:`resolve_precision`: on CPU the fastest measured for this CPU class, :data:`MEASURED_SPEED`; on CUDA
 bfloat16 from compute capability 8.0 on, float16 before).
 
-The kernel plan is :data:`CPU_KERNEL_TABLE`, one row per CPU class (:mod:`vallex.cpu_features`) and
+The kernel plan is :data:`CPU_KERNEL_TABLE`, one row per CPU class (:mod:`vallex.inference.cpu_features`) and
 precision; :func:`kernel_plan` reads it (with fallbacks for kernels a torch build lacks) and
 :func:`apply_precision` follows it. Why each choice: an AR step reads every AR weight once (its cost is set by
 weight bytes), a NAR stage is ~600-row matrix products (compute), and each row of the table is what measured
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vallex.cpu_features import CPU_CLASSES, CPUFeatures, cpu_features
-from vallex.fastpath import FastAttention, install, model_cache_dtype
-from vallex.kernels import (
+from vallex.inference.cpu_features import CPU_CLASSES, CPUFeatures, cpu_features
+from vallex.inference.fastpath import FastAttention, install, model_cache_dtype
+from vallex.inference.kernels import (
     AR_ROWS_HINT,
     NAR_ROWS_HINT,
     OneDNNBf16Linear,
@@ -40,7 +40,7 @@ from vallex.kernels import (
     onednn_int8_available,
     use_onednn_float32_linears,
 )
-from vallex.memory import keep_freed_memory_for_reuse
+from vallex.inference.memory import keep_freed_memory_for_reuse
 from vallex.model import VallexModel
 
 _LOG = logging.getLogger(__name__)
@@ -67,7 +67,8 @@ def normalize_precision(precision: str | torch.dtype) -> str:
     """
     name = str(precision).replace("torch.", "").strip().lower()
     if name == AUTO:
-        raise ValueError("'auto' depends on the device: resolve it with vallex.precision.resolve_precision().")
+        raise ValueError("'auto' depends on the device: resolve it with "
+                         "vallex.inference.precision.resolve_precision().")
     if name not in PRECISIONS:
         raise ValueError(
             f"Unknown precision {precision!r}: expected one of auto, float32, bfloat16, float16 or int8."
@@ -208,7 +209,7 @@ def resolve_precision(
 # Kernel plans: which kernel runs each part, per CPU class --------------------------------------------
 #: The Linear kernels a plan can name (the decoders' attention and feed-forward Linears).
 LINEAR_KERNELS: dict[str, str] = {
-    "onednn-fp32": "float32 on oneDNN's Linear (vallex.kernels.OneDNNFloat32Linear, x86 builds)",
+    "onednn-fp32": "float32 on oneDNN's Linear (vallex.inference.kernels.OneDNNFloat32Linear, x86 builds)",
     "aten-fp32": "float32 F.linear (torch's BLAS)",
     "aten-bf16": "bfloat16 F.linear (on x86: oneDNN's matmul, weights in torch's plain layout)",
     "onednn-bf16-packed": "bfloat16 on oneDNN's Linear, weights prepacked once (OneDNNBf16Linear)",
@@ -222,13 +223,13 @@ ATTENTION_KERNELS: dict[str, str] = {
     "sdpa-fp32": "torch's fused scaled_dot_product_attention in float32 (on CPU the AR's KV cache is float32)",
     "sdpa-bf16": "torch's fused scaled_dot_product_attention in bfloat16",
     "sdpa-fp16": "torch's fused scaled_dot_product_attention in float16",
-    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.fastpath.matmul_attention)",
-    "matmul-fp16": "two float16 matmuls and a softmax (vallex.fastpath.matmul_attention)",
+    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.inference.fastpath.matmul_attention)",
+    "matmul-fp16": "two float16 matmuls and a softmax (vallex.inference.fastpath.matmul_attention)",
 }
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 #: The kernel plan: per CPU class and CPU precision, (AR Linears, NAR Linears, AR attention, NAR attention).
-#: The AR's attention names its KV cache's dtype (vallex.fastpath.model_cache_dtype): sdpa-fp32 a float32
+#: The AR's attention names its KV cache's dtype (vallex.inference.fastpath.model_cache_dtype): sdpa-fp32 a float32
 #: cache, sdpa-bf16 a bfloat16 one. Rows of measured classes are what measured fastest (bench/README.md);
 #: the others are reasoned there. Kernels a torch build lacks fall back (:func:`runnable_kernel`).
 _PLAN_ROWS: tuple[tuple[str, str, str, str, str, str], ...] = (
@@ -339,7 +340,8 @@ def kernel_plan(precision: str | torch.dtype | None, device: str | torch.device 
 
     ``precision`` may be ``"auto"`` (on CPU: ``cpu_class``'s choice) or None (float32; see
     :func:`resolve_precision`). On CPU the plan is the row of
-    :data:`CPU_KERNEL_TABLE` for ``cpu_class`` (default: this machine's, :func:`vallex.cpu_features.cpu_features`),
+    :data:`CPU_KERNEL_TABLE` for ``cpu_class`` (default: this machine's,
+    :func:`vallex.inference.cpu_features.cpu_features`),
     with kernels this torch build cannot run replaced by their fallbacks (oneDNN int8 -> fbgemm, prepacked
     bf16 -> F.linear) and float32 Linears on oneDNN where this build has it.
     """
@@ -504,8 +506,8 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
     """The kernels ``model`` runs now, read from its modules (keys as :meth:`KernelPlan.kernels`).
 
     Linears: the decoders' attention and feed-forward Linears (several kinds joined by ``+``).
-    Attention: the AR's over its KV cache (:func:`vallex.fastpath.model_cache_dtype`), the NAR's in its
-    :class:`vallex.fastpath.FastAttention`'s dtype or the model's dtype.
+    Attention: the AR's over its KV cache (:func:`vallex.inference.fastpath.model_cache_dtype`), the NAR's in its
+    :class:`vallex.inference.fastpath.FastAttention`'s dtype or the model's dtype.
     """
     dtype = model.ar_audio_embedding.weight.dtype
     device = model.ar_audio_embedding.weight.device
@@ -542,7 +544,7 @@ def _linear_kernel(module: nn.Module) -> str:
 
 def _attention_kernel(dtype: torch.dtype, device: torch.device, matmuls: bool = True) -> str:
     short = _SHORT.get(str(dtype).replace("torch.", ""), str(dtype))
-    # vallex.fastpath.FastAttention: 16-bit attention on CPU runs as matmuls unless it is told to use the
+    # vallex.inference.fastpath.FastAttention: 16-bit attention on CPU runs as matmuls unless it is told to use the
     # fused kernel; everything else runs on the fused kernel.
     if matmuls and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         return f"matmul-{short}"
@@ -586,7 +588,7 @@ def _is_float_linear(module: nn.Module) -> bool:
 
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 dot products in hardware (AVX512-BF16, AMX-BF16, arm64 BF16) that
-    oneDNN uses (:attr:`vallex.cpu_features.CPUFeatures.native_bfloat16`).
+    oneDNN uses (:attr:`vallex.inference.cpu_features.CPUFeatures.native_bfloat16`).
 
     Not ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` alone: that is also True on AVX-512 CPUs without
     them (oneDNN then emulates bfloat16, slower than float32).

@@ -2,9 +2,9 @@
 
 :class:`Scheduler` is the only place that does it. It plans each request (:func:`plan_text`: the text front end
 runs once per request and decides the long-text mode; :meth:`Scheduler.plan`: the voice, the accent, the
-seed), then drives one :class:`vallex.decoding.ARBatch` over the current sentence of every running request:
+seed), then drives one :class:`vallex.inference.decoding.ARBatch` over the current sentence of every running request:
 each :meth:`Scheduler.step` samples one frame for all of them, runs the NAR for up to ``nar_batch`` sentences
-whose chunk became due or that ended (:mod:`vallex.streaming`), vocodes, and hands the audio to each request's
+whose chunk became due or that ended (:mod:`vallex.inference.streaming`), vocodes, and hands the audio to each request's
 :class:`Sink`; a request whose sentence ended starts its next one (sliding-window prompts chain), so it joins
 the batch at the next step. :meth:`vallex.api.VallEX.synthesize_stream` (and ``synthesize``,
 ``synthesize_detailed``, ``synthesize_batch``) drive a scheduler on the caller's thread;
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vallex.codec_format import FRAME_RATE, SAMPLE_RATE
+from vallex.audio.codec_format import FRAME_RATE, SAMPLE_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
-from vallex.decoding import (
+from vallex.inference.decoding import (
     MAX_FRAMES_PER_TEXT_TOKEN,
     ARBatch,
     ARRequest,
@@ -37,10 +37,10 @@ from vallex.decoding import (
     nar_decode,
     seeded_generator,
 )
+from vallex.inference.streaming import SentencePieces, first_chunk_frames
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
-from vallex.streaming import SentencePieces, first_chunk_frames
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
 from vallex.text.normalize import MAX_INPUT_CHARS, SPLIT_ADVICE, has_pronounceable
 
@@ -322,7 +322,7 @@ class Speaker(Protocol):
     """What the scheduler speaks with (:class:`vallex.api.VallEX` is one)."""
 
     model: VallexModel
-    codec: Any  # vallex.codec.AudioCodec: decode_codes, decode_codes_window
+    codec: Any  # vallex.audio.codec.AudioCodec: decode_codes, decode_codes_window
     device: torch.device
     frame_limits: FrameLimits
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vallex.decoding import filter_logits
+from vallex.inference.decoding import filter_logits
 
 #: Frames of history looked at (K): 75 frames = 1 s of EnCodec codes.
 RAS_WINDOW = 75
@@ -104,7 +104,7 @@ def repetition_aware_sample(
 
     Returns:
         :class:`RasSample`. A row's log-probability is taken from the filtered distribution when the
-        nucleus draw is kept (as :func:`vallex.decoding.sample_tokens` does) and from the full one when it
+        nucleus draw is kept (as :func:`vallex.inference.decoding.sample_tokens` does) and from the full one when it
         was replaced, since the replacement may lie outside the nucleus.
     """
     if logits.ndim != 2:

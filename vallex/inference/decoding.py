@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vallex.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
+from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask
 
@@ -173,7 +173,7 @@ def check_generator_device(generator: torch.Generator | None, device: torch.devi
     got = generator.device
     if got.type != device.type or (got.index is not None and device.index is not None and got.index != device.index):
         raise ValueError(f"The random generator is on {got} but the model is on {device}: make it there "
-                         "(vallex.decoding.seeded_generator(seed, device)).")
+                         "(vallex.inference.decoding.seeded_generator(seed, device)).")
 
 
 @dataclass

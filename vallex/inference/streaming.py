@@ -4,7 +4,7 @@ The AR samples codebook 0 frame by frame. Whenever enough new frames exist, the 
 2-8 of all frames so far (it needs no future frames, but is better with some); the frames up to
 ``NAR_LOOKAHEAD_FRAMES`` before the newest are then frozen, and the frozen frames up to
 ``VOCODER_LOOKAHEAD_FRAMES`` before the last frozen one are vocoded, with enough codes on either side that
-the pieces join without a seam (:meth:`vallex.codec.AudioCodec.decode_codes_window`). When the AR stops,
+the pieces join without a seam (:meth:`vallex.audio.codec.AudioCodec.decode_codes_window`). When the AR stops,
 the rest is flushed. :class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR
 (one request alone, or a batch of requests) is up to its caller.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vallex.codec_format import FRAME_RATE
+from vallex.audio.codec_format import FRAME_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
 
 #: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR

@@ -2,15 +2,15 @@
 
 :mod:`vallex.model` is the architecture in plain modules (``nn.Linear``, torch's attention, the two-step
 adaptive norm). Everything here exists only for speed, and :func:`install` puts it on a loaded model
-(:func:`vallex.precision.apply_precision` calls it for every precision, per its kernel plan; the Linear
-kernels it chooses are in :mod:`vallex.kernels`):
+(:func:`vallex.inference.precision.apply_precision` calls it for every precision, per its kernel plan; the Linear
+kernels it chooses are in :mod:`vallex.inference.kernels`):
 
 * :class:`FastAttention` — torch's fused attention, but two matmuls for 16-bit tensors on CPU (where the fused
   kernel is slower), optionally computing in another dtype (the int8 plan's bfloat16 NAR attention);
 * :class:`FoldedAdaptiveLayerNorm` — each NAR stage's adaptive norm as one ``layer_norm`` whose affine
   folds in the stage's scale and shift, computed once per stage;
 * :class:`KVCache` and :class:`OneFrameStep` — the AR's preallocated key/value cache, and one AR step with
-  the per-call Python of the module path hoisted out of the loop (:func:`vallex.kernels.inference_function`).
+  the per-call Python of the module path hoisted out of the loop (:func:`vallex.inference.kernels.inference_function`).
 
 How much each saves, and on which machine, is in bench/README.md. Every path computes what the plain module
 computes, up to float32 rounding (the golden parity tests run both).
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vallex.kernels import inference_function
+from vallex.inference.kernels import inference_function
 from vallex.model import (
     LAYER_NORM_EPS,
     AdaptiveLayerNorm,
@@ -60,7 +60,7 @@ class FastAttention:
 
     ``dtype``: compute q, k, v, scores and weights in this dtype (the int8 plan's NAR attention in
     bfloat16 on CPUs with native bfloat16); None: the inputs' dtype. ``fused``: always torch's fused kernel,
-    16-bit CPU tensors included (on AMX CPUs its bfloat16 kernel is the faster one, vallex.precision).
+    16-bit CPU tensors included (on AMX CPUs its bfloat16 kernel is the faster one, vallex.inference.precision).
     """
 
     def __init__(self, dtype: torch.dtype | None = None, fused: bool = False) -> None:
@@ -145,8 +145,8 @@ def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = Non
     torch's fused kernel if ``nar_attention_fused``). ``ar_cache_dtype``: the AR's KV cache in this dtype
     (None: :func:`kv_cache_dtype`'s default); a 16-bit one attends through torch's fused kernel.
 
-    :func:`vallex.precision.apply_precision` calls it, and chooses the Linears' kernels (e.g.
-    :func:`vallex.kernels.use_onednn_float32_linears`) by its kernel plan.
+    :func:`vallex.inference.precision.apply_precision` calls it, and chooses the Linears' kernels (e.g.
+    :func:`vallex.inference.kernels.use_onednn_float32_linears`) by its kernel plan.
     """
     fold_adaptive_norms(model)
     model.ar_cache_dtype = ar_cache_dtype
@@ -250,7 +250,7 @@ class OneFrameStep:
 
     An AR step runs every layer's ~25 small operations on one row; through the modules, their Python and
     dispatch (module calls, per-call dtype checks) are a noticeable part of a step. This binds every layer's
-    Linears to plain functions (:func:`vallex.kernels.inference_function`) and its norms' parameters to
+    Linears to plain functions (:func:`vallex.inference.kernels.inference_function`) and its norms' parameters to
     ``F.layer_norm`` once per generation, then runs the model's own layer arithmetic
     (:func:`vallex.model.decoder_layer`) with them, so its outputs equal the module path's bit for bit
     (tests/test_decoding.py). For inference only (no autograd); plain (non-adaptive) decoders only. Build a new

@@ -1,4 +1,5 @@
-"""What this CPU can do, and which class of CPU it is (the kernel choices of :mod:`vallex.precision` follow the class).
+"""What this CPU can do, and which class of CPU it is (the kernel choices of
+:mod:`vallex.inference.precision` follow the class).
 
 The project runs on different processors: an AMD EPYC with AVX-512 VNNI and AVX512-BF16 but no AMX (where
 every speed figure in the README was measured), Intel Xeons with AMX tile units (bf16 and int8 matrix

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from vallex.codec_format import FRAME_RATE
+from vallex.audio.codec_format import FRAME_RATE
 from vallex.languages import check_language
 
 #: Median codebook-1 frames per text token over the reference's voice presets whose audio is whole (the

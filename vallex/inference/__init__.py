@@ -1,0 +1,8 @@
+"""Inference: from token ids to codes and from requests to audio.
+
+``decoding`` (sampling, the AR batch, the NAR), ``scheduler`` (requests -> sentences -> AR, NAR, vocoder),
+``streaming`` (the chunk schedule), ``ras`` and ``length_guards`` (decode-time robustness), ``verification``
+(scoring candidates by speech recognition and speaker similarity), and the speed side: ``precision`` (the
+kernel plan per CPU class), ``kernels`` (Linear kernels), ``fastpath`` (attention, norms, KV cache, the
+one-frame step), ``cpu_features`` and ``memory``.
+"""
