@@ -1,0 +1,134 @@
+"""The one path from text to audio (vallex.inference.scheduler): planning once, and every caller on it."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import with_voices
+from fastapi.testclient import TestClient
+
+import vallex.inference.scheduler as scheduler_module
+from vallex.api import SynthesisRequest
+from vallex.inference.scheduler import (
+    MAX_SINGLE_UTTERANCE_TOKENS,
+    Scheduler,
+    plan_text,
+)
+from vallex.prompts import PresetLibrary, VoicePrompt
+from vallex.serving import SpeechEngine, SpeechRequest
+from vallex.serving.http import create_api, preset_voices
+from vallex.text import tokenize
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+TWO = "The first sentence is here. And this is the second one."
+
+
+@pytest.fixture
+def counted_front_end(monkeypatch):
+    """Every call of the text front end the scheduler makes, by text."""
+    calls: list[str] = []
+    real = scheduler_module.tokenize
+
+    def counting(text, *args, **kwargs):
+        calls.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(scheduler_module, "tokenize", counting)
+    return calls
+
+
+def test_auto_long_text_is_one_utterance_when_it_fits_else_sentences(counted_front_end):
+    short = plan_text("Hello there. How are you?", "en", "auto")
+    assert short.long_text is None and len(short.sentences) == 1 and counted_front_end == ["Hello there. How are you?"]
+    long_text = " ".join([TWO] * 12)
+    assert len(tokenize(long_text, "en", max_tokens=None)) > MAX_SINGLE_UTTERANCE_TOKENS
+    planned = plan_text(long_text, "en", "auto")
+    assert planned.long_text == "fixed-prompt" and len(planned.sentences) == 24
+    with pytest.raises(ValueError, match="Unknown long-text mode"):
+        plan_text("Hi.", "en", "sometimes")
+
+
+def test_a_text_plan_is_not_planned_again(tiny_tts, counted_front_end):
+    text = plan_text(TWO, "en", "fixed-prompt")
+    calls = len(counted_front_end)
+    result = tiny_tts.synthesize_request(SynthesisRequest(text, seed=1))
+    assert len(counted_front_end) == calls  # the sentences' tokens came with the plan
+    alone = tiny_tts.synthesize_detailed(TWO, language="en", long_text="fixed-prompt", seed=1)
+    assert np.array_equal(result.waveform, alone.waveform)
+
+
+def test_an_http_request_goes_through_the_front_end_once(tiny_tts, tmp_path, counted_front_end):
+    library = PresetLibrary(tmp_path)
+    codes = torch.randint(0, 1024, (1, 75, 8), generator=torch.Generator().manual_seed(0))
+    library.save("alice", VoicePrompt(codes=codes, text_ids=tokenize("Hi.", "en").ids, language="en"))
+    engine = SpeechEngine(with_voices(tiny_tts, library.load, library.names), max_batch=2)
+    try:
+        with TestClient(create_api(engine, voices=lambda: preset_voices(library), voice_names=library.names,
+                                   default_voice="alice", api_key="", model_loaded=lambda: True)) as api:
+            answer = api.post("/v1/audio/speech", json={"input": TWO, "voice": "alice", "long_text": "fixed-prompt",
+                                                        "response_format": "pcm", "seed": 3})
+            assert answer.status_code == 200 and answer.headers["X-Vallex-Long-Text"] == "fixed-prompt"
+    finally:
+        engine.close()
+    assert counted_front_end == ["The first sentence is here.", "And this is the second one."]
+
+
+def test_the_engine_and_the_api_make_the_same_audio_through_the_same_scheduler(tiny_tts):
+    request = SpeechRequest(TWO, language="en", long_text="sliding-window", seed=7, chunk_seconds=0.2)
+    engine = SpeechEngine(tiny_tts, max_batch=2)
+    try:
+        served = np.concatenate(list(engine.submit(request)))
+    finally:
+        engine.close()
+    direct = np.concatenate(list(tiny_tts.synthesize_stream(TWO, language="en", long_text="sliding-window", seed=7,
+                                                            chunk_seconds=0.2)))
+    assert np.array_equal(served, direct)
+
+
+def test_a_bad_request_ends_alone_and_the_scheduler_goes_on(tiny_tts):
+    class Sink:
+        cancelled = False
+
+        def __init__(self):
+            self.pieces, self.sentences, self.closed = [], [], []
+
+        def report(self, stage, done, total):
+            pass
+
+        def put(self, piece):
+            self.pieces.append(piece)
+
+        def sentence_done(self, result):
+            self.sentences.append(result)
+
+        def close(self, error=None):
+            self.closed.append(error)
+
+    scheduler = Scheduler(tiny_tts)
+    bad, good = Sink(), Sink()
+    scheduler.admit(SynthesisRequest("   "), bad)
+    scheduler.admit(SynthesisRequest("Hello.", language="en", seed=2), good)
+    assert isinstance(bad.closed[0], ValueError) and scheduler.active == 1
+    scheduler.run()
+    assert good.closed == [None] and len(good.sentences) == 1 and good.pieces[-1].last
+
+
+def test_nothing_outside_the_scheduler_module_reaches_into_it():
+    """No other module calls the scheduler's private parts (names starting with an underscore)."""
+    private = {node.name for node in ast.walk(ast.parse((ROOT / "vallex/inference/scheduler.py").read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_")
+               and not node.name.startswith("__")}
+    offenders = []
+    for path in [*ROOT.joinpath("vallex").rglob("*.py"), *ROOT.joinpath("demo").rglob("*.py")]:
+        if path.name == "scheduler.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and (node.module or "").endswith("scheduler") for alias in node.names}
+        offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(names & private)]
+    assert offenders == []
