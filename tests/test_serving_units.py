@@ -173,17 +173,19 @@ def test_fastapi_errors_get_openai_shape() -> None:
 
 
 def test_long_text_mode_follows_the_length_of_the_text() -> None:
-    from vallex.serving.http import APIError, SpeechAPI
+    """The HTTP API's default long_text "auto", decided by the library's planner while it runs the front end."""
+    from vallex.inference.scheduler import plan_text
 
-    mode = SpeechAPI.long_text_mode
+    def mode(text: str, language: str, requested: str) -> str | None:
+        return plan_text(text, language, requested).long_text
+
     assert mode("Hello there.", "auto", "auto") is None  # one utterance
     sentences = " ".join(f"Sentence {n} is a short one, but there are many." for n in range(12))
     assert len(sentences) < 1000 and mode(sentences, "auto", "auto") == "fixed-prompt"  # > 300 phonemes
     assert mode("Hi. " * 300, "en", "auto") == "fixed-prompt"  # > 1000 characters
     assert mode("Hello.", "en", "sliding-window") == "sliding-window"
-    with pytest.raises(APIError) as caught:
+    with pytest.raises(ValueError, match="pronounce"):
         mode("!!! ???", "auto", "auto")
-    assert (caught.value.status, caught.value.param) == (400, "input") and "pronounce" in caught.value.message
 
 
 def test_voice_names_are_checked_before_any_lookup() -> None:
