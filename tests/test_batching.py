@@ -133,3 +133,25 @@ def test_synthesize_batch_rejects_what_it_cannot_do(tiny_tts):
     with pytest.raises(ValueError, match="empty"):
         tiny_tts.synthesize_batch([dict(text="Hello."), dict(text="  ")])
     assert tiny_tts.synthesize_batch([]) == []
+
+
+def test_the_cache_is_preallocated_alone_and_sized_by_use_in_a_batch(model):
+    """Alone: room for every frame from the start (no growth by copies); together: what the rows use, doubled
+    as they grow, however many frames each might take."""
+    inputs = _inputs(3)
+    batch = ARBatch(model)
+    batch.add(0, _request(inputs, 0, min_frames=40))
+    text, _, prompt, _ = inputs[0]
+    alone = batch._kv[0].shape[3]
+    assert alone == text.shape[1] + 1 + prompt.shape[1] + 24  # prefix + max_frames
+    kv = batch._kv[0]
+    for _ in range(10):
+        batch.step()
+    assert batch._kv[0] is kv  # never reallocated
+    for i in (1, 2, 3):
+        batch.add(i, ARRequest(*inputs[i][:2], inputs[i][2][..., 0], best_of=inputs[i][3], min_frames=300,
+                               max_frames=10_000, generator=torch.Generator().manual_seed(i)))
+    assert batch._kv[0].shape[3] < 200  # not 4 rows x 10,000 frames
+    for _ in range(150):
+        batch.step()
+    assert 150 < batch._kv[0].shape[3] <= 512 and batch.rows == sum(s[2] for s in SHAPES[1:4])

@@ -444,10 +444,12 @@ class ARBatch:
         while batch:
             out = batch.step()                             # out.frames / out.finished by key
 
-    The KV cache is allocated for every row's longest possible utterance (prefix + ``max_frames``) when the
-    row joins, as one utterance alone needs; a batch that was empty adopts its first utterance's prefill cache
-    as it is. Positions and lengths are host integers: a step makes no device round trip but the one that
-    checks which utterances stopped. Not thread-safe: one thread drives it.
+    An utterance that starts alone (an empty batch: one utterance is a batch of one) decodes in its own prefill
+    cache, allocated once for its longest possible length (prefix + ``max_frames``), so it never grows by
+    copies. When others join, the rows are merged into a cache sized for what they use, which doubles when a
+    row outgrows it (a batch of 16 rows of 10,000 possible frames each would otherwise hold gigabytes it never
+    uses). Positions and lengths are host integers: a step makes no device round trip but the one that checks
+    which utterances stopped. Not thread-safe: one thread drives it.
     """
 
     def __init__(self, model: VallexModel) -> None:
@@ -487,12 +489,11 @@ class ARBatch:
             length_penalty=request.length_penalty, min_frames=request.min_frames, generator=request.generator,
             logits_processor=request.logits_processor)
         length = text.shape[1] + 1 + prompt0.shape[1]
-        needed = length + sampler.max_frames
         alone = not self._items
-        # Alone, the prefill writes straight into the batch's cache; joining, into one of its own size that
-        # is merged in (the same shapes either way, so the same numbers).
+        # Alone, the prefill writes straight into the batch's cache, room for every frame included; joining,
+        # into one of its own size that is merged in (the same shapes either way, so the same numbers).
         cache, logits = prefill(self.model, text, request.text_langs.to(self.device), prompt0, sampler.rows,
-                                needed if alone else length)
+                                length + sampler.max_frames if alone else length)
         item = _Item(key=key, prompt_len=prompt0.shape[1], sampler=sampler, first_logits=logits.float().clone())
         if alone:
             self._kv = [layer.kv for layer in cache.layers]
@@ -500,7 +501,7 @@ class ARBatch:
             self._logits = logits
             self._rebuild_step()
         else:
-            self._append_rows([layer.kv for layer in cache.layers], length, needed, logits)
+            self._append_rows([layer.kv for layer in cache.layers], length, logits)
         self._items.append(item)
 
     def remove(self, key: Hashable) -> None:
@@ -564,16 +565,15 @@ class ARBatch:
         return result
 
     # Cache bookkeeping --------------------------------------------------------------------------------
-    def _append_rows(self, kv: list[Tensor], length: int, needed: int, logits: Tensor) -> None:
-        """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length`` and that
-        may grow to ``needed`` columns.
+    def _append_rows(self, kv: list[Tensor], length: int, logits: Tensor) -> None:
+        """Add rows whose caches ``kv`` (per layer [r, 2, H, length, hd]) are filled up to ``length``.
 
         Columns a row does not use are zeros, not uninitialised memory: masked keys still enter the
         products (a NaN there would survive the mask).
         """
         old_rows, new_rows = self.rows, kv[0].shape[0]
         old_used = max(self._lengths)
-        capacity = max(self._kv[0].shape[3], needed)
+        capacity = _round_up(max(old_used, length) + 1)
         merged_layers = []
         for layer, new in enumerate(kv):
             shape = list(new.shape)
@@ -614,8 +614,8 @@ class ARBatch:
         self._rebuild_step()
 
     def _reserve(self, columns: int) -> None:
-        """Make the cache hold ``columns`` positions per row (never needed when every row keeps within its
-        ``max_frames``; doubles the capacity if one does not)."""
+        """Make the cache hold ``columns`` positions per row (doubling its capacity when it must grow; never
+        for an utterance alone, whose cache has room for all its frames)."""
         capacity = self._kv[0].shape[3]
         if columns <= capacity:
             return
@@ -623,7 +623,7 @@ class ARBatch:
         grown = []
         for old in self._kv:
             shape = list(old.shape)
-            shape[3] = max(columns, 2 * capacity)
+            shape[3] = _round_up(max(columns, 2 * capacity))
             new = torch.zeros(shape, dtype=old.dtype, device=self.device)
             new[:, :, :, :used] = old[:, :, :, :used]
             grown.append(new)
@@ -632,6 +632,11 @@ class ARBatch:
 
     def _rebuild_step(self) -> None:
         self._step = OneFrameStep(self.model.ar_decoder, KVCache([LayerKVCache(kv) for kv in self._kv]))
+
+
+def _round_up(columns: int) -> int:
+    """Cache columns of a merged batch, in multiples of 64 (then doubled when a row outgrows them)."""
+    return -(-columns // 64) * 64
 
 
 @dataclass
