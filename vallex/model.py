@@ -147,13 +147,14 @@ def self_attention(
     if cache is not None:
         k, v, cache_mask = cache.append(k, v, start)  # [B, H, start + T, hd]
         attn_mask = attn_mask if cache_mask is None else cache_mask
-        q = q.to(k.dtype)  # the cache may be float32 under a 16-bit model
+        if q.dtype != k.dtype:  # the cache may be float32 under a 16-bit model
+            q = q.to(k.dtype)
     if query_start:
         q = q[:, :, query_start:]  # [B, H, T', hd]
         if attn_mask is not None and attn_mask.shape[-2] == length:
             attn_mask = attn_mask[..., query_start:, :]
-    out = attend(q, k, v, attn_mask)  # [B, H, T', hd]
-    return out_proj(out.transpose(1, 2).reshape(batch, q.shape[2], dim).to(x.dtype))
+    out = attend(q, k, v, attn_mask).transpose(1, 2).reshape(batch, q.shape[2], dim)  # [B, T', D]
+    return out_proj(out if out.dtype == x.dtype else out.to(x.dtype))
 
 
 def _packed_projection_to_reference_keys(module, state_dict, prefix, local_metadata):
@@ -226,8 +227,9 @@ def decoder_layer(
 
     T' = T - query_start; ``cache``/``start`` as in :func:`self_attention`.
     """
-    x = x[:, query_start:] + self_attention(ops.norm1(x), ops.in_proj, ops.out_proj, ops.attend, ops.num_heads,
-                                            attn_mask, cache, start, query_start)
+    attended = self_attention(ops.norm1(x), ops.in_proj, ops.out_proj, ops.attend, ops.num_heads, attn_mask, cache,
+                              start, query_start)
+    x = (x[:, query_start:] if query_start else x) + attended
     # In-place ReLU: one [B, T, 4D] buffer less per layer (fresh pages cost page faults on CPU).
     return x + ops.linear2(F.relu(ops.linear1(ops.norm2(x)), inplace=True))
 

@@ -150,7 +150,9 @@ def draw_tokens(
         logits = logits / temperature
     logits = filter_logits(logits, top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # [B, V]
-    bad = ~torch.isfinite(probs).all(dim=-1)  # [B]: NaN anywhere, +inf, or nothing left
+    # A NaN or +inf logit, or nothing left after filtering, makes the whole softmax row NaN (its max is NaN or
+    # infinite), so one entry tells: [B], True where the row has no distribution.
+    bad = probs[:, 0].isnan()
     probs = probs.masked_fill(bad[:, None], 0.0)
     probs[:, 0] = probs[:, 0].masked_fill(bad, 1.0)
     tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # [B]
@@ -524,7 +526,7 @@ class ARBatch:
         for item in self._items:
             drawn.append(item.sampler.draw(self._logits[row:row + item.rows]))  # its own settings and generator
             row += item.rows
-        statuses = torch.stack([status for _, status in drawn]).tolist()  # [N, 2] (stopped, non-finite)
+        statuses = (torch.stack([status for _, status in drawn]) if len(drawn) > 1 else drawn[0][1][None]).tolist()
         keep: list[int] = []
         tokens: list[Tensor] = []
         for index, (item, (new, _), (stopped, nonfinite)) in enumerate(zip(self._items, drawn, statuses)):
