@@ -19,7 +19,7 @@ import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
 from vallex.text.normalize import MAX_INPUT_CHARS, SPLIT_ADVICE, has_pronounceable
+
+if TYPE_CHECKING:
+    from vallex.audio.codec import AudioCodec
 
 #: Target text tokens one utterance may hold without the long-text mode (~15-20 s of speech).
 MAX_SINGLE_UTTERANCE_TOKENS = 300
@@ -322,7 +325,7 @@ class Speaker(Protocol):
     """What the scheduler speaks with (:class:`vallex.api.VallEX` is one)."""
 
     model: VallexModel
-    codec: Any  # vallex.audio.codec.AudioCodec: decode_codes, decode_codes_window
+    codec: AudioCodec
     device: torch.device
     frame_limits: FrameLimits
 

@@ -11,7 +11,7 @@ the rest is flushed. :class:`SentencePieces` holds that state for one sentence; 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from torch import Tensor
 
 from vallex.audio.codec_format import FRAME_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
+
+if TYPE_CHECKING:
+    from vallex.audio.codec import AudioCodec
 
 #: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR
 #: and a little Vocos), then each chunk is CHUNK_GROWTH times longer, up to MAX_CHUNK_SECONDS, so that a
@@ -68,7 +71,7 @@ class SentencePieces:
     The pieces concatenated are the sentence's waveform [320 * T].
     """
 
-    def __init__(self, codec: Any, first_frames: int | None) -> None:
+    def __init__(self, codec: AudioCodec, first_frames: int | None) -> None:
         self.codec = codec
         self.chunked = first_frames is not None
         self._sizes = chunk_sizes(first_frames) if first_frames is not None else None

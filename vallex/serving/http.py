@@ -49,7 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vallex.inference.scheduler import MAX_SEED, plan_text
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
-from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
+from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED, TimeStretcher
 
 _LOG = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class _Plan:
 class SpeechAPI:
     """The routes' logic, bound to one engine and its settings (see :func:`create_router`)."""
 
-    def __init__(self, engine: Any, *, voices: Callable[[], Sequence[VoiceInfo]] | None = None,
+    def __init__(self, engine: SpeechEngine, *, voices: Callable[[], Sequence[VoiceInfo]] | None = None,
                  voice_names: Callable[[], Collection[str]] | None = None, default_voice: str | None = None,
                  api_key: str | None = None, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, model_loaded: Callable[[], bool] | None = None,
@@ -410,7 +410,7 @@ class SpeechAPI:
                         kind="server_error")
 
 
-def create_router(engine: Any, **options: Any) -> APIRouter:
+def create_router(engine: SpeechEngine, **options: Any) -> APIRouter:
     """The API's routes over ``engine`` (a SpeechEngine), as a router for any FastAPI app.
 
     Options (keyword): ``voices`` (a function giving the :class:`VoiceInfo` list of ``GET /v1/voices``),
@@ -430,7 +430,7 @@ def create_router(engine: Any, **options: Any) -> APIRouter:
     return router
 
 
-def create_api(engine: Any, **options: Any) -> FastAPI:
+def create_api(engine: SpeechEngine, **options: Any) -> FastAPI:
     """A FastAPI app serving :func:`create_router`'s routes; every error answer has OpenAI's shape."""
     router = create_router(engine, **options)
     # The docs page and its schema describe the API to anyone who asks: with a key they are not served.
