@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,18 +14,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from presets_data import load_presets  # noqa: E402
 from ras_calibration import pause_mask  # noqa: E402
 
-from vallex.inference.decoding import sample_tokens  # noqa: E402
+from vallex.inference.decoding import draw_tokens_ras, sample_tokens  # noqa: E402
 from vallex.inference.ras import (  # noqa: E402
     PAD,
     RAS_THRESHOLD,
     RAS_WINDOW,
     min_repeats,
     ras_fires,
-    repetition_aware_sample,
     repetition_counts,
 )
 
 VOCAB = 16
+
+
+def repetition_aware_sample(logits, history, **options):
+    """The sampler's RAS draw as (tokens, logprobs, fired); its non-finite flags must stay clear here."""
+    tokens, logprobs, bad, fired = draw_tokens_ras(logits, history, **options)
+    assert not bad.any()
+    return SimpleNamespace(tokens=tokens, logprobs=logprobs, fired=fired)
 #: Probability a sticky toy model gives to repeating its last token: above top_p, so the nucleus is that token.
 STICKY = 0.85
 

@@ -215,7 +215,9 @@ class VallEX:
 
         Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields): ``language`` ("auto", "en", "zh", "ja",
         "mix", "auto-mix"), ``accent``, ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
-        ``long_text`` (None, "fixed-prompt", "sliding-window", "auto"), ``chunk_seconds`` (default None: what
+        ``long_text`` (None, "fixed-prompt", "sliding-window", "auto"), ``ras`` (repetition-aware sampling
+        instead of the reference's plain sampling; False), ``length_guards`` (frame bounds from the text's
+        measured speaking rate; False: the reference's 16 frames per token), ``chunk_seconds`` (default None: what
         :meth:`synthesize_stream` with that ``chunk_seconds`` yields, with its codes;
         ``timings["first_audio_s"]`` is when the first chunk was ready). ``progress``: True for tqdm bars, or
         a callback ``(stage, done, total)``.

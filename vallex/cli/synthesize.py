@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-k", type=int)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--best-of", type=int, default=1, help="sample N candidates, keep the most likely")
+    parser.add_argument("--ras", action="store_true",
+                        help="repetition-aware sampling: a token repeated too often in the last second is redrawn "
+                        "from the full distribution (needs a nucleus: --top-p, default 0.8 with --ras)")
+    parser.add_argument("--length-guards", action="store_true",
+                        help="bound each sentence's length by the text (measured speaking rates): no early end, "
+                        "no babble to the limit; a sentence that reaches the limit is reported")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
                         "or the Hugging Face cache)")
     parser.add_argument("--presets-dir", type=Path, help="folder of named voice presets")
@@ -75,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
     result = tts.synthesize_detailed(
         text, prompt, language=args.language, accent=args.accent, seed=args.seed,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, best_of=args.best_of,
-        long_text=args.long_text, progress=not args.quiet,
+        long_text=args.long_text, progress=not args.quiet, ras=args.ras, length_guards=args.length_guards,
     )
+    for warning in result.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
     save_audio(args.output, result.waveform, result.sample_rate)  # atomic: no partial file on failure
     print(f"Wrote {args.output} ({result.duration:.2f} s, language {result.language}, "
           f"{len(result.sentences)} sentence(s), RTF {result.timings['rtf']:.2f}).", file=sys.stderr)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
+from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repeats, repetition_counts
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask
 
@@ -160,6 +161,41 @@ def draw_tokens(
     return tokens, logprobs, bad
 
 
+def draw_tokens_ras(
+    logits: Tensor,
+    history: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    window: int = RAS_WINDOW,
+    threshold: float = RAS_THRESHOLD,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Repetition-aware sampling (:mod:`vallex.inference.ras`): (tokens [B], log-probs [B], bad [B], fired [B]).
+
+    A candidate is drawn from the nucleus (``top_p``, default :data:`~vallex.inference.ras.RAS_TOP_P`;
+    ``top_k``); where it already occurs ``ceil(threshold * window)`` times among the last ``window`` tokens of
+    ``history`` (LongTensor [B, T], the utterance's generated frames, oldest first), the row takes a draw from
+    the full distribution instead (its log-probability from that distribution). Both draws go through
+    :func:`draw_tokens` (float32, non-finite rows kept from ``multinomial``) and both are made for every row
+    at every step, so the random numbers used never depend on the data and nothing is read back.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"RAS expects logits [B, V], got shape {tuple(logits.shape)}.")
+    if history.ndim != 2 or history.shape[0] != logits.shape[0] or history.dtype != torch.long:
+        raise ValueError(f"RAS needs its history [B, T] with B = {logits.shape[0]} of token ids (torch.long), got "
+                         f"{history.dtype} {tuple(history.shape)}.")
+    repeats = min_repeats(window, threshold)
+    nucleus_p = RAS_TOP_P if top_p is None or top_p >= 1.0 else top_p
+    nucleus, nucleus_logprobs, bad = draw_tokens(logits, temperature=temperature, top_k=top_k, top_p=nucleus_p,
+                                                 generator=generator)
+    full, full_logprobs, bad_full = draw_tokens(logits, temperature=temperature, generator=generator)
+    fired = repetition_counts(nucleus, history, window) >= repeats  # [B]
+    tokens = torch.where(fired, full, nucleus)
+    return tokens, torch.where(fired, full_logprobs, nucleus_logprobs), bad | bad_full, fired
+
+
 def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
     """A random generator on ``device`` seeded with ``seed``: where ``torch.multinomial`` draws for that device's
     tensors (CUDA and MPS refuse a CPU generator). The same seed gives the same codes on the same device."""
@@ -186,6 +222,7 @@ class ARResult:
     stop_reason: str  # "eos" or "maxlen"
     steps: int  # decoder calls, T + 1 (the call that stopped is not kept)
     first_logits: Tensor  # [B, 1025] logits of the first (prefill) step, for inspection and tests
+    ras_fired: int = 0  # draws repetition-aware sampling replaced (all rows)
 
 
 @dataclass
@@ -209,6 +246,7 @@ class ARRequest:
     max_frames: int | None = None
     generator: torch.Generator | None = None
     logits_processor: Callable[[int, Tensor], Tensor] | None = None
+    ras: bool = False
 
 
 @torch.inference_mode()
@@ -231,7 +269,8 @@ def ar_decode(
         settings: :class:`ARRequest`'s sampling fields: temperature, top_k, top_p, ``best_of`` (rows sampled
             in parallel; the row with the highest mean log-probability of its *generated* tokens wins),
             ``min_frames`` (EOS masked until this many frames exist), ``max_frames`` (default 16 per text
-            token, the reference's rule), generator, ``logits_processor`` (``f(step, logits [B, 1025])``).
+            token, the reference's rule), generator, ``logits_processor`` (``f(step, logits [B, 1025])``),
+            ``ras`` (repetition-aware sampling instead of plain sampling).
     """
     batch = ARBatch(model)
     batch.add(0, ARRequest(text, text_langs, prompt_codes0, **settings))
@@ -317,13 +356,14 @@ class FrameSampler:
     a row that drew EOS keeps emitting EOS; the utterance stops when every row has, or at ``max_frames``. EOS
     is masked until ``min_frames`` frames exist (the reference could return nothing). The best row has the highest mean
     log-probability of its *generated* tokens (the reference also counted BOS and the prompt's tokens,
-    which favours rows with a long prompt over rows that sampled well).
+    which favours rows with a long prompt over rows that sampled well). ``ras``: repetition-aware sampling
+    (:func:`draw_tokens_ras`) instead of the reference's plain sampling.
     """
 
     def __init__(self, rows: int, max_frames: int, eos: int, device: torch.device, *, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, length_penalty: float = 1.0,
                  min_frames: int = 1, generator: torch.Generator | None = None,
-                 logits_processor: Callable[[int, Tensor], Tensor] | None = None) -> None:
+                 logits_processor: Callable[[int, Tensor], Tensor] | None = None, ras: bool = False) -> None:
         if rows < 1:
             raise ValueError(f"best_of must be >= 1, got {rows}.")
         self.rows, self.max_frames, self.eos = rows, max_frames, eos
@@ -336,6 +376,8 @@ class FrameSampler:
         self.sum_logprobs = torch.zeros(rows, device=device)
         self.num_frames = 0
         self.stop_reason: str | None = None
+        self.ras = ras
+        self._ras_fired = torch.zeros((), dtype=torch.long, device=device)  # draws RAS replaced, on the device
 
     @classmethod
     def create(cls, model: VallexModel, text_len: int, *, best_of: int = 1, max_frames: int | None = None,
@@ -373,8 +415,14 @@ class FrameSampler:
         if self.num_frames < self.min_frames:
             logits = logits.clone()
             logits[:, eos] = float("-inf")
-        tokens, logprobs, bad = draw_tokens(logits, temperature=self.temperature, top_k=self.top_k,
-                                            top_p=self.top_p, generator=self.generator)
+        if self.ras:  # history: this utterance's generated frames (the prompt is natural speech)
+            tokens, logprobs, bad, fired = draw_tokens_ras(logits, self.frames, temperature=self.temperature,
+                                                           top_k=self.top_k, top_p=self.top_p,
+                                                           generator=self.generator)
+            self._ras_fired += (fired & ~self.finished).sum()
+        else:
+            tokens, logprobs, bad = draw_tokens(logits, temperature=self.temperature, top_k=self.top_k,
+                                                top_p=self.top_p, generator=self.generator)
         nonfinite = (bad & ~self.finished).any()  # a finished row's logits are never used
         self.sum_logprobs += torch.where(self.finished, 0.0, logprobs)
         tokens = torch.where(self.finished, eos, tokens)  # finished rows keep emitting EOS
@@ -404,7 +452,7 @@ class FrameSampler:
             best = int(torch.argmax(self.sum_logprobs / lengths**self.length_penalty))
         codes = rows[best][rows[best] != self.eos][None]  # [1, T]
         return ARResult(codes=codes.clone(), stop_reason=self.stop_reason or "maxlen", steps=steps,
-                        first_logits=first_logits)
+                        first_logits=first_logits, ras_fired=int(self._ras_fired) if self.ras else 0)
 
 
 @dataclass
@@ -489,7 +537,7 @@ class ARBatch:
             self.model, text.shape[1], best_of=request.best_of, max_frames=request.max_frames,
             temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
             length_penalty=request.length_penalty, min_frames=request.min_frames, generator=request.generator,
-            logits_processor=request.logits_processor)
+            logits_processor=request.logits_processor, ras=request.ras)
         length = text.shape[1] + 1 + prompt0.shape[1]
         alone = not self._items
         # Alone, the prefill writes straight into the batch's cache, room for every frame included; joining,

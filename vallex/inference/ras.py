@@ -15,18 +15,15 @@ distribution gives the tail a chance to pull the row out. When the rule does not
 nucleus sampling.
 
 The default window and threshold are calibrated for EnCodec codes at 75 frames per second (the measurement:
-``bench/ras_calibration.py``, ``bench/README.md``).
+``bench/ras_calibration.py``, ``bench/README.md``). The sampler that applies it is
+:func:`vallex.inference.decoding.draw_tokens_ras` (``FrameSampler(ras=True)``); this module holds the rule.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-
-from vallex.inference.decoding import filter_logits
 
 #: Frames of history looked at (K): 75 frames = 1 s of EnCodec codes.
 RAS_WINDOW = 75
@@ -38,14 +35,6 @@ RAS_THRESHOLD = 0.2
 RAS_TOP_P = 0.8
 #: Marks a history entry that is not a token (rows of different lengths are left-padded with it).
 PAD = -1
-
-
-class RasSample(NamedTuple):
-    """One RAS step for B rows."""
-
-    tokens: Tensor  # LongTensor [B]: the drawn tokens
-    logprobs: Tensor  # float32 [B]: log-probability of each token under the distribution it was drawn from
-    fired: Tensor  # BoolTensor [B]: True where the nucleus draw was replaced by a draw from the full distribution
 
 
 def min_repeats(window: int, threshold: float) -> int:
@@ -73,63 +62,6 @@ def repetition_counts(tokens: Tensor, history: Tensor, window: int) -> Tensor:
     """
     recent = history[:, -window:] if history.shape[1] else history
     return (recent == tokens[:, None]).sum(dim=1)
-
-
-def repetition_aware_sample(
-    logits: Tensor,
-    history: Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = RAS_TOP_P,
-    window: int = RAS_WINDOW,
-    threshold: float = RAS_THRESHOLD,
-    generator: torch.Generator | None = None,
-) -> RasSample:
-    """Draw one token per row of ``logits`` with repetition-aware sampling.
-
-    Args:
-        logits: [B, V] next-token logits (any float dtype; sampling runs in float32 on their device).
-        history: LongTensor [B, T], the codebook-1 tokens this utterance generated so far, oldest first,
-            on the same device. Only the last ``window`` columns are read; left-pad shorter rows with
-            :data:`PAD`. The decoding loop passes its generated frames (not the prompt's codes, which are
-            natural speech and would only dilute the count).
-        temperature: divides the logits before both draws (> 0).
-        top_k, top_p: the nucleus of the first draw (``top_p=None`` or 1.0 with no ``top_k``: the full
-            distribution, and RAS changes nothing).
-        window, threshold: K and t_r of the rule (module docstring).
-        generator: the random source; both draws are made for every row on every call, so the number of
-            random numbers consumed never depends on the data (same seed, same tokens) and no value is read
-            back to the host.
-
-    Returns:
-        :class:`RasSample`. A row's log-probability is taken from the filtered distribution when the
-        nucleus draw is kept (as :func:`vallex.inference.decoding.sample_tokens` does) and from the full one when it
-        was replaced, since the replacement may lie outside the nucleus.
-    """
-    if logits.ndim != 2:
-        raise ValueError(f"RAS expects logits [B, V], got shape {tuple(logits.shape)}.")
-    if history.ndim != 2 or history.shape[0] != logits.shape[0]:
-        raise ValueError(f"RAS expects a history [B, T] with B = {logits.shape[0]}, got shape "
-                         f"{tuple(history.shape)}.")
-    if history.dtype != torch.long:
-        raise ValueError(f"The RAS history must hold token ids (torch.long), got {history.dtype}.")
-    if history.device != logits.device:
-        raise ValueError(f"The RAS history is on {history.device} but the logits are on {logits.device}.")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
-    repeats = min_repeats(window, threshold)
-    scaled = logits.float()
-    if temperature != 1.0:
-        scaled = scaled / temperature
-    nucleus_logits = filter_logits(scaled, top_k, top_p)
-    nucleus = torch.multinomial(F.softmax(nucleus_logits, dim=-1), 1, generator=generator).squeeze(1)  # [B]
-    full = torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=generator).squeeze(1)  # [B]
-    fired = repetition_counts(nucleus, history, window) >= repeats  # [B]
-    tokens = torch.where(fired, full, nucleus)
-    nucleus_logprobs = F.log_softmax(nucleus_logits, dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    full_logprobs = F.log_softmax(scaled, dim=-1).gather(1, tokens[:, None]).squeeze(1)
-    return RasSample(tokens, torch.where(fired, full_logprobs, nucleus_logprobs), fired)
 
 
 def ras_fires(codes: Tensor, window: int = RAS_WINDOW, threshold: float = RAS_THRESHOLD) -> Tensor:

@@ -37,6 +37,7 @@ from vallex.inference.decoding import (
     nar_decode,
     seeded_generator,
 )
+from vallex.inference.length_guards import frame_bounds_of_tokens, length_warning
 from vallex.inference.streaming import SentencePieces, first_chunk_frames
 from vallex.languages import check_language, normalize_accent
 from vallex.model import VallexModel
@@ -76,6 +77,12 @@ class SentenceResult:
     waveform: np.ndarray  # float32 [320 * T] at 24 kHz (before pauses/fades)
     prompt_language: str | None
     accent: str | None
+    ras_fired: int = 0  # AR draws repetition-aware sampling replaced
+
+    @property
+    def warning(self) -> str | None:
+        """One line when the sentence stopped at its length limit instead of ending by itself."""
+        return length_warning(self.stop_reason, self.codes.shape[1])
 
 
 @dataclass
@@ -98,6 +105,11 @@ class Synthesis:
     @property
     def phonemes(self) -> str:
         return " | ".join(s.tokens.phonemes for s in self.sentences)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Each sentence's :attr:`SentenceResult.warning` (sentences that hit their length limit)."""
+        return [f"Sentence {i + 1}: {s.warning}" for i, s in enumerate(self.sentences) if s.warning]
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,8 @@ class SynthesisRequest:
     best_of: int = 1
     long_text: str | None = None
     chunk_seconds: float | None = None
+    ras: bool = False
+    length_guards: bool = False
 
     @classmethod
     def coerce(cls, request: SynthesisRequest | dict[str, Any]) -> SynthesisRequest:
@@ -223,7 +237,8 @@ class RequestPlan:
     generator: torch.Generator | None
     chunk_frames: int | None  # first chunk of each sentence; None: whole sentences
     long_text: str | None
-    sampling: dict[str, Any]  # temperature, top_k, top_p, best_of
+    sampling: dict[str, Any]  # temperature, top_k, top_p, best_of, ras
+    length_guards: bool = False
 
 
 @dataclass
@@ -247,9 +262,9 @@ class Utterance:
     def nar_input(self, codes0: torch.Tensor) -> NARInput:
         return NARInput(self.text_ids, self.text_langs, self.prompt_codes, codes0)
 
-    def result(self, codes: torch.Tensor, stop_reason: str, waveform: np.ndarray) -> SentenceResult:
-        return SentenceResult(self.text, self.tokens, codes.cpu(), stop_reason, waveform, self.prompt_language,
-                              self.accent)
+    def result(self, codes: torch.Tensor, ar: ARResult, waveform: np.ndarray) -> SentenceResult:
+        return SentenceResult(self.text, self.tokens, codes.cpu(), ar.stop_reason, waveform, self.prompt_language,
+                              self.accent, ar.ras_fired)
 
 
 def sentence_audio(wav: np.ndarray, index: int, count: int, *, first_piece: bool, final: bool) -> np.ndarray:
@@ -346,10 +361,14 @@ def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
     generator = None
     if request.seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
         generator = seeded_generator(request.seed, speaker.device)
+    for name in ("ras", "length_guards"):
+        if not isinstance(getattr(request, name), (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {getattr(request, name)!r}.")
     return RequestPlan(sentences=text.sentences, language=text.language, voice=voice, accent=accent,
                        generator=generator, chunk_frames=chunk_frames, long_text=text.long_text,
                        sampling=dict(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
-                                     best_of=request.best_of))
+                                     best_of=request.best_of, ras=bool(request.ras)),
+                       length_guards=bool(request.length_guards))
 
 
 class AudioPiece(NamedTuple):
@@ -531,7 +550,7 @@ class Scheduler:
     def _finish_sentence(self, state: _Running, nar: Tensor | None) -> None:
         sentence_codes, last = state.pieces.finish(nar)
         self._send(state, last, final=True)
-        self._sentence_done(state, state.job.result(sentence_codes, state.ar.stop_reason, state.pieces.waveform))
+        self._sentence_done(state, state.job.result(sentence_codes, state.ar, state.pieces.waveform))
 
     def _start_sentence(self, state: _Running) -> None:
         state.sink.report("sentence", state.index, len(state.plan.sentences))
@@ -557,6 +576,10 @@ class Scheduler:
         text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)
         langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, device)[None]
         min_frames, max_frames = self.speaker.frame_limits(text_ids.shape[1], prompt_codes.shape[1])
+        if plan.length_guards and tokens.langs:  # bounds from the measured speaking rates of the target text
+            bounds = frame_bounds_of_tokens(tokens.langs)
+            min_frames = min(max(min_frames, bounds.min_frames), max_frames)
+            max_frames = max(min(max_frames, bounds.max_frames), min_frames)
         return Utterance(text=text, tokens=tokens, text_ids=text_ids, text_langs=langs,
                          prompt_codes=prompt_codes.to(device), prompt_language=prompt_language,
                          accent=plan.accent, min_frames=min_frames, max_frames=max_frames)

@@ -147,6 +147,8 @@ class SpeechBody(BaseModel):
     top_k: int | None = Field(None, ge=1, strict=True)
     top_p: float | None = Field(None, gt=0, le=1, strict=True)
     long_text: Literal["auto", "fixed-prompt", "sliding-window"] = "auto"
+    ras: bool = Field(False, strict=True)
+    length_guards: bool = Field(False, strict=True)
     stream: bool = Field(True, strict=True)
 
 
@@ -348,6 +350,7 @@ class SpeechAPI:
         request = SpeechRequest(text=text_plan, prompt=voice, language=body.language,
                                 accent=None if body.accent in (None, "none") else body.accent, seed=seed,
                                 temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                                ras=body.ras, length_guards=body.length_guards,
                                 long_text=long_text)
         streamed = body.stream and fmt in STREAMED_FORMATS
         headers = {"X-Vallex-Seed": str(seed), "X-Vallex-Long-Text": long_text or "off",
