@@ -83,7 +83,8 @@ SAMPLING_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top
                    "seed": "The seed"}
 
 
-def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_of: Any) -> dict[str, Any]:
+def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_of: Any, ras: Any = False,
+                     length_guards: Any = False) -> dict[str, Any]:
     """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back).
 
     Top-p 1 and top-k 0 mean "off"; anything else (NaN included) goes through the library's checks, so a
@@ -102,7 +103,7 @@ def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_o
     options = {"seed": seed, "temperature": temperature, "top_k": top_k if top_k > 0 else None,
                "top_p": None if top_p == 1.0 else top_p, "best_of": best_of}
     check_sampling(**options, names=SAMPLING_LABELS)
-    return options
+    return {**options, "ras": bool(ras), "length_guards": bool(length_guards)}
 
 
 def accent_option(accent: Any) -> str | None:
@@ -150,8 +151,11 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
         "duration_s": round(result.duration, 3),
         "seed": options["seed"],
         "sentences": [{"text": s.text, "language": s.tokens.language, "phonemes": s.tokens.phonemes,
-                       "stop_reason": s.stop_reason, "seconds": round(len(s.waveform) / SAMPLE_RATE, 3)}
+                       "stop_reason": s.stop_reason, "seconds": round(len(s.waveform) / SAMPLE_RATE, 3),
+                       "ras_redraws": s.ras_fired}
                       for s in result.sentences],
+        "sampling": {"ras": options.get("ras", False), "length_guards": options.get("length_guards", False)},
+        "warnings": result.warnings,
         "prompt": None if prompt is None else {"language": prompt.language, "seconds": round(prompt.seconds, 2),
                                                "transcript": prompt.transcript, "name": prompt.name},
         "timings": timings,
@@ -161,6 +165,8 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
                f"**Seed:** {options['seed']}\n\n**Phonemes:** `{result.phonemes}`")
     if prompt is not None:
         summary += f"\n\n**Voice:** {LANGUAGE_NAMES.get(prompt.language)} prompt, {prompt.seconds:.1f} s"
+    for warning in result.warnings:
+        summary += f"\n\n**Warning:** {warning}"
     return summary, details
 
 
@@ -173,13 +179,13 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
     @friendly_errors
     def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
-              temperature: float, top_k: float, top_p: float, best_of: float,
-              progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+              temperature: float, top_k: float, top_p: float, best_of: float, ras: bool = True,
+              length_guards: bool = True, progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
         """Speak `text` in the voice of `prompt_audio` (3-10 s; `transcript` says what it says)."""
         if not prompt_audio:
             raise ValueError("No voice prompt: upload or record 3-10 seconds of someone speaking.")
         check_text(text, max_chars)
-        options = sampling_options(seed, temperature, top_k, top_p, best_of)
+        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards)
         with engine.using_model() as tts:
             started = time.perf_counter()
             prompt = tts.make_prompt(prompt_audio, transcript or None)
@@ -202,13 +208,13 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
     @friendly_errors
     def preset(text: str, voice: str, prompt_file: str | None, language: str, accent: str, seed: float,
-               temperature: float, top_k: float, top_p: float, best_of: float,
-               progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+               temperature: float, top_k: float, top_p: float, best_of: float, ras: bool = True,
+               length_guards: bool = True, progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
         """Speak `text` in a named voice (`voice`) or the voice of an uploaded `.npz` prompt file."""
         if voice not in (None, "", NO_VOICE):
             validate_name(voice)  # before anything else: a bad name never reaches the file system
         check_text(text, max_chars)
-        options = sampling_options(seed, temperature, top_k, top_p, best_of)
+        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards)
         with engine.using_model() as tts:
             prompt = resolve_voice(voice, prompt_file, required=True)
             prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None

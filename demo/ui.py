@@ -53,7 +53,7 @@ def banner_markdown(status: WeightsStatus) -> str:
 
 
 def _sampling_controls() -> list[gr.components.Component]:
-    """Seed, temperature, top-k, top-p and best-of (inside an accordion)."""
+    """Seed, temperature, top-k, top-p, best-of, repetition-aware sampling and length guards (in an accordion)."""
     with gr.Accordion("Advanced sampling", open=False):
         with gr.Row():
             seed = gr.Number(value=-1, precision=0, label="Seed (-1: random; the seed used is shown below)")
@@ -62,7 +62,12 @@ def _sampling_controls() -> list[gr.components.Component]:
             temperature = gr.Slider(0.1, 1.5, value=1.0, step=0.05, label="Temperature")
             top_k = gr.Slider(0, 1024, value=0, step=1, label="Top-k (0: off)")
             top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1: off)")
-    return [seed, temperature, top_k, top_p, best_of]
+        with gr.Row():
+            ras = gr.Checkbox(value=True, label="Repetition-aware sampling (a sound repeated too often is redrawn; "
+                              "off: the reference's plain sampling)")
+            length_guards = gr.Checkbox(value=True, label="Length guards (each sentence as long as its text needs; "
+                                        "warns when one hits its limit)")
+    return [seed, temperature, top_k, top_p, best_of, ras, length_guards]
 
 
 def _language_row(with_mix: bool) -> tuple[gr.Dropdown, gr.Dropdown]:

@@ -107,3 +107,21 @@ def test_http_extension_fields(tiny_tts):
     finally:
         engine.close()
     assert np.frombuffer(good.content, "<i2").size > 0
+
+
+def test_the_apps_sampling_turns_ras_and_the_guards_on_by_default(tiny_weights, tmp_path):
+    from demo.config import AppConfig
+    from demo.engine import Engine
+    from demo.handlers import make_handlers
+
+    engine = Engine(AppConfig(weights_dir=tiny_weights, presets_dir=tmp_path / "presets", device="cpu",
+                              dtype="float32"))
+    try:
+        handlers = make_handlers(engine)
+        _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1)
+        assert details["sampling"] == {"ras": True, "length_guards": True}
+        assert all(isinstance(s["ras_redraws"], int) for s in details["sentences"])
+        _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1, False, False)
+        assert details["sampling"] == {"ras": False, "length_guards": False}
+    finally:
+        engine.close()
