@@ -216,6 +216,26 @@ def test_dropout_hooks_act_only_in_training():
     assert training_forward(model, batch, nar_stage=3, prefix_len=2).loss.item() == plain
 
 
+def test_every_dropout_point_is_reached_by_the_training_forward():
+    """Each module add_dropout hooks (positional embeddings, every layer's attention and feed-forward) is called
+    in a training forward, so no dropout is silently lost to a path that bypasses the module."""
+    from vallex.training.dropout import add_dropout
+
+    model = VallexModel(VallexConfig(**MICRO)).train()
+    handles = add_dropout(model, 0.1)
+    hooked = {id(handle.hooks_dict_ref()): handle for handle in handles}  # one hook dict per hooked module
+    called = set()
+    modules = [m for m in model.modules() if any(id(m._forward_hooks) == key or id(m._forward_pre_hooks) == key
+                                                 for key in hooked)]
+    probes = [m.register_forward_hook(lambda m, i, o: called.add(id(m))) for m in modules]
+    batch = TrainingBatch(torch.tensor([[3, 4, 5]]), torch.tensor([3]), torch.tensor([[0, 0, 0]]),
+                          torch.randint(0, 1024, (1, 12, 8)), torch.tensor([12]))
+    training_forward(model, batch, nar_stage=3, prefix_len=2)
+    assert modules and {id(m) for m in modules} == called, [type(m).__name__ for m in modules if id(m) not in called]
+    for handle in handles + probes:
+        handle.remove()
+
+
 def test_data_workers_give_the_same_run(data, tmp_path):
     # Batches collated by worker processes (what CUDA runs use by default) train exactly as in-process ones.
     serial = train(config(data, tmp_path / "serial", max_steps=4, num_workers=0))

@@ -117,20 +117,21 @@ class MultiheadSelfAttention(nn.Module):
         query_start: int = 0,
     ) -> Tensor:
         """x [B, T, D] -> [B, T - query_start, D]: :func:`self_attention` with this module's projections."""
-        return self_attention(x, self.in_proj, self.out_proj, self.attend, self.num_heads, attn_mask, cache, start,
-                              query_start)
+        return self_attention(x, attn_mask, cache, start, query_start, in_proj=self.in_proj, out_proj=self.out_proj,
+                              attend=self.attend, num_heads=self.num_heads)
 
 
 def self_attention(
     x: Tensor,
-    in_proj: Callable[[Tensor], Tensor],
-    out_proj: Callable[[Tensor], Tensor],
-    attend: Callable[..., Tensor],
-    num_heads: int,
     attn_mask: Tensor | None = None,
     cache: Any = None,
     start: Any = 0,
     query_start: int = 0,
+    *,
+    in_proj: Callable[[Tensor], Tensor],
+    out_proj: Callable[[Tensor], Tensor],
+    attend: Callable[..., Tensor],
+    num_heads: int,
 ) -> Tensor:
     """Multi-head self-attention with a packed QKV projection: x [B, T, D] -> [B, T - query_start, D].
 
@@ -200,16 +201,13 @@ class AdaptiveLayerNorm(nn.Module):
 class LayerOps:
     """One decoder layer's operations as callables: what :func:`decoder_layer` computes with.
 
-    :meth:`DecoderLayer.ops` gives the layer's own modules; :mod:`vallex.inference.fastpath` binds the same parameters
-    to plain functions once per generation for the AR's one-frame steps. Either way the arithmetic is
-    :func:`decoder_layer`'s.
+    :meth:`DecoderLayer.ops` gives the layer's own modules (so their hooks, e.g. training dropout, run);
+    :mod:`vallex.inference.fastpath` binds the same parameters to plain functions once per generation for the
+    AR's one-frame steps. Either way the arithmetic is :func:`decoder_layer`'s and :func:`self_attention`'s.
     """
 
     norm1: Callable[[Tensor], Tensor]
-    in_proj: Callable[[Tensor], Tensor]
-    out_proj: Callable[[Tensor], Tensor]
-    attend: Callable[..., Tensor]
-    num_heads: int
+    attention: Callable[..., Tensor]  # (x, attn_mask, cache, start, query_start) -> :func:`self_attention`
     norm2: Callable[[Tensor], Tensor]
     linear1: Callable[[Tensor], Tensor]
     linear2: Callable[[Tensor], Tensor]
@@ -227,9 +225,7 @@ def decoder_layer(
 
     T' = T - query_start; ``cache``/``start`` as in :func:`self_attention`.
     """
-    attended = self_attention(ops.norm1(x), ops.in_proj, ops.out_proj, ops.attend, ops.num_heads, attn_mask, cache,
-                              start, query_start)
-    x = (x[:, query_start:] if query_start else x) + attended
+    x = (x[:, query_start:] if query_start else x) + ops.attention(ops.norm1(x), attn_mask, cache, start, query_start)
     # In-place ReLU: one [B, T, 4D] buffer less per layer (fresh pages cost page faults on CPU).
     return x + ops.linear2(F.relu(ops.linear1(ops.norm2(x)), inplace=True))
 
@@ -249,9 +245,7 @@ class DecoderLayer(nn.Module):
 
     def ops(self, stage: Tensor | None = None) -> LayerOps:
         """This layer's modules as :class:`LayerOps` (the norms told the NAR stage)."""
-        attn = self.self_attn
-        return LayerOps(norm1=functools.partial(self.norm1, stage=stage), in_proj=attn.in_proj,
-                        out_proj=attn.out_proj, attend=attn.attend, num_heads=attn.num_heads,
+        return LayerOps(norm1=functools.partial(self.norm1, stage=stage), attention=self.self_attn,
                         norm2=functools.partial(self.norm2, stage=stage), linear1=self.linear1, linear2=self.linear2)
 
     def forward(

@@ -36,6 +36,7 @@ from vallex.model import (
     MultiheadSelfAttention,
     VallexModel,
     decoder_layer,
+    self_attention,
 )
 
 # Attention ---------------------------------------------------------------------------------------------------
@@ -282,7 +283,8 @@ def _bound_norm(norm: LayerNorm) -> Callable[[Tensor], Tensor]:
 def _bound_ops(layer: DecoderLayer) -> LayerOps:
     """A plain layer's :class:`~vallex.model.LayerOps` as plain functions over its current parameters."""
     attn = layer.self_attn
-    return LayerOps(norm1=_bound_norm(layer.norm1), in_proj=inference_function(attn.in_proj),
-                    out_proj=inference_function(attn.out_proj), attend=attn.attend, num_heads=attn.num_heads,
-                    norm2=_bound_norm(layer.norm2), linear1=inference_function(layer.linear1),
-                    linear2=inference_function(layer.linear2))
+    attention = functools.partial(self_attention, in_proj=inference_function(attn.in_proj),
+                                  out_proj=inference_function(attn.out_proj), attend=attn.attend,
+                                  num_heads=attn.num_heads)
+    return LayerOps(norm1=_bound_norm(layer.norm1), attention=attention, norm2=_bound_norm(layer.norm2),
+                    linear1=inference_function(layer.linear1), linear2=inference_function(layer.linear2))
