@@ -238,7 +238,8 @@ class VallEX:
         return Synthesis(waveform, SAMPLE_RATE, sentences, _timings(start, waveform, first_audio))
 
     def synthesize_stream(self, text: str, prompt: PromptLike = None, *,
-                          chunk_seconds: float | None = STREAM_CHUNK_SECONDS, **options: Any) -> Iterator[np.ndarray]:
+                          chunk_seconds: float | None = STREAM_CHUNK_SECONDS, progress: bool | ProgressCallback = False,
+                          **options: Any) -> Iterator[np.ndarray]:
         """Yield float32 audio chunks at 24 kHz as soon as each is ready; options as :meth:`synthesize_detailed`.
 
         Args:
@@ -255,7 +256,6 @@ class VallEX:
         fades and pauses as in :meth:`synthesize`. With ``best_of > 1`` the best row is known only at the
         end of a sentence, so the stream falls back to one chunk per sentence.
         """
-        progress = options.pop("progress", False)
         request = SynthesisRequest(text, prompt, chunk_seconds=chunk_seconds, **options)
         for piece in self.pieces(request, progress):
             yield piece.audio
@@ -271,7 +271,7 @@ class VallEX:
         """
         start = time.perf_counter()
         scheduler = Scheduler(self, nar_batch=default_nar_batch(self.device, len(requests)))
-        plans = [scheduler.plan(SynthesisRequest.coerce(r)) for r in requests]
+        plans = [self.plan(SynthesisRequest.coerce(r)) for r in requests]
         if any(plan.chunk_frames is not None for plan in plans):
             raise ValueError("synthesize_batch makes whole sentences: leave chunk_seconds at None.")
         sinks = [_Collector(_progress_reporter(False)) for _ in plans]

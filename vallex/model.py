@@ -136,17 +136,19 @@ def self_attention(
     """Multi-head self-attention with a packed QKV projection: x [B, T, D] -> [B, T - query_start, D].
 
     ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
-    With ``cache`` (a :class:`vallex.inference.fastpath.LayerKVCache`: anything with ``append(k, v, start)``
+    With ``cache`` (a :class:`vallex.inference.fastpath.LayerKVCache`: anything with ``append(kv, start)``
     returning the keys, values and mask to attend with), keys/values of these T positions are written at
     ``start`` and the queries attend to cache positions ``< start + T`` (``start`` may give each row its own position:
     :class:`vallex.inference.fastpath.RowPositions`). Only positions ``>= query_start`` are queried: every
     position still provides keys and values, but outputs nobody reads are not computed.
     """
     batch, length, dim = x.shape
-    qkv = in_proj(x).view(batch, length, 3, num_heads, dim // num_heads)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, H, T, hd]
-    if cache is not None:
-        k, v, cache_mask = cache.append(k, v, start)  # [B, H, start + T, hd]
+    qkv = in_proj(x).view(batch, length, 3, num_heads, dim // num_heads).permute(0, 2, 3, 1, 4)  # [B, 3, H, T, hd]
+    q = qkv[:, 0]  # [B, H, T, hd]
+    if cache is None:
+        k, v = qkv[:, 1], qkv[:, 2]
+    else:
+        k, v, cache_mask = cache.append(qkv[:, 1:], start)  # keys and values in one write; [B, H, start + T, hd]
         attn_mask = attn_mask if cache_mask is None else cache_mask
         if q.dtype != k.dtype:  # the cache may be float32 under a 16-bit model
             q = q.to(k.dtype)

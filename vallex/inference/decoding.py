@@ -13,9 +13,9 @@ utterance is a batch of one). With ``top_k=1`` the AR is greedy and reproduces t
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Generator, Hashable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,22 +26,8 @@ from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repea
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask
 
-T = TypeVar("T")
-R = TypeVar("R")
-
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16
-
-
-class Returning(Generic[T, R]):
-    """Iterate a generator and keep what it returns: ``loop = Returning(gen); for x in loop: ...; loop.value``."""
-
-    def __init__(self, generator: Generator[T, Any, R]) -> None:
-        self._generator = generator
-        self.value: R | None = None
-
-    def __iter__(self) -> Iterator[T]:
-        self.value = yield from self._generator
 
 
 def language_ids(
@@ -225,6 +211,10 @@ class ARResult:
     ras_fired: int = 0  # draws repetition-aware sampling replaced (all rows)
 
 
+#: The fields of an :class:`ARRequest` that are model inputs; the others are its sampler's settings.
+_AR_INPUTS = ("text", "text_langs", "prompt_codes0")
+
+
 @dataclass
 class ARRequest:
     """One utterance's AR: the arguments of :func:`ar_decode`.
@@ -272,18 +262,12 @@ def ar_decode(
             token, the reference's rule), generator, ``logits_processor`` (``f(step, logits [B, 1025])``),
             ``ras`` (repetition-aware sampling instead of plain sampling).
     """
-    batch = ARBatch(model)
-    batch.add(0, ARRequest(text, text_langs, prompt_codes0, **settings))
-    step = 0
+    steps = _iterate_one(model, ARRequest(text, text_langs, prompt_codes0, **settings), on_step)
     while True:
-        if on_step is not None:
-            on_step(step)
-        out = batch.step()
-        step += 1
-        if 0 in out.failed:
-            raise out.failed[0]
-        if 0 in out.finished:
-            return out.finished[0]
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def iter_ar_decode(
@@ -311,13 +295,15 @@ def iter_ar_decode(
     if best_of != 1:  # checked here, at the call, not at the first next()
         raise ValueError(f"iter_ar_decode streams one row, so best_of must be 1 (got {best_of}); use ar_decode "
                          "to pick the best of several rows.")
-    batch = ARBatch(model)
-    batch.add(0, ARRequest(text, text_langs, prompt_codes0, **settings))
-    return _iterate_one(batch, on_step)
+    return _iterate_one(model, ARRequest(text, text_langs, prompt_codes0, **settings), on_step)
 
 
 @torch.inference_mode()  # on a generator function: entered around every step, left at every yield
-def _iterate_one(batch: ARBatch, on_step: Callable[[int], None] | None) -> Generator[Tensor, None, ARResult]:
+def _iterate_one(model: VallexModel, request: ARRequest,
+                 on_step: Callable[[int], None] | None) -> Generator[Tensor, None, ARResult]:
+    """One utterance as a batch of one: yields its frames [1, n] after each step, returns its :class:`ARResult`."""
+    batch = ARBatch(model)
+    batch.add(0, request)
     step = 0
     while True:
         if on_step is not None:
@@ -392,22 +378,12 @@ class FrameSampler:
         """LongTensor [rows, n]: every frame so far (a view; do not write to it)."""
         return self.generated[:, :self.num_frames]
 
-    def sample(self, logits: Tensor) -> Tensor | None:
-        """Draw the next frame from logits [rows, 1025]: its tokens [rows], or None once the utterance stopped.
-
-        Reads one small tensor back from the device (:meth:`draw`'s status); raises :class:`NonFiniteLogits` if
-        a running row's logits were not finite.
-        """
-        tokens, status = self.draw(logits)
-        stopped, nonfinite = status.tolist()
-        return self.advance(tokens, stopped, nonfinite)
-
     def draw(self, logits: Tensor) -> tuple[Tensor, Tensor]:
-        """The device half of :meth:`sample`: draw tokens [rows] from logits [rows, 1025], reading nothing back.
+        """Draw the next tokens [rows] from logits [rows, 1025] on the device, reading nothing back.
 
         Returns the tokens (finished rows keep emitting EOS) and a status BoolTensor [2]: (every row has drawn
         EOS, a running row's logits were not finite). Pass both, the status as Python bools, to :meth:`advance`
-        (why split: a batch of utterances reads all their statuses back at once, one sync per step).
+        (why two halves: a batch of utterances reads all their statuses back at once, one sync per step).
         """
         eos = self.eos
         if self.logits_processor is not None:
@@ -430,7 +406,9 @@ class FrameSampler:
         return tokens, torch.stack([self.finished.all(), nonfinite])
 
     def advance(self, tokens: Tensor, stopped: bool, nonfinite: bool) -> Tensor | None:
-        """The host half of :meth:`sample`, with :meth:`draw`'s tokens and status: the tokens, or None at the end."""
+        """With :meth:`draw`'s tokens and status read back: the tokens, or None once the utterance stopped.
+
+        Raises :class:`NonFiniteLogits` if a running row's logits were not finite."""
         if nonfinite:
             raise NonFiniteLogits(NonFiniteLogits.MESSAGE)
         if stopped:
@@ -444,7 +422,7 @@ class FrameSampler:
         return tokens
 
     def result(self, steps: int, first_logits: Tensor) -> ARResult:
-        """The :class:`ARResult` once :meth:`sample` returned None (``steps``: decoder calls made)."""
+        """The :class:`ARResult` once :meth:`advance` returned None (``steps``: decoder calls made)."""
         rows = self.frames  # [B, T]
         best = 0
         if self.rows > 1:
@@ -533,11 +511,8 @@ class ARBatch:
         text, prompt0 = request.text.to(self.device), request.prompt_codes0.to(self.device)
         if text.ndim != 2 or text.shape[0] != 1:
             raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
-        sampler = FrameSampler.create(
-            self.model, text.shape[1], best_of=request.best_of, max_frames=request.max_frames,
-            temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
-            length_penalty=request.length_penalty, min_frames=request.min_frames, generator=request.generator,
-            logits_processor=request.logits_processor, ras=request.ras)
+        settings = {f.name: getattr(request, f.name) for f in fields(request) if f.name not in _AR_INPUTS}
+        sampler = FrameSampler.create(self.model, text.shape[1], **settings)
         length = text.shape[1] + 1 + prompt0.shape[1]
         alone = not self._items
         # Alone, the prefill writes straight into the batch's cache, room for every frame included; joining,

@@ -168,12 +168,14 @@ class RowPositions:
     """Each row's own cache position for one new frame (a batch of utterances of different lengths).
 
     ``index``: LongTensor [B], row b writes at ``index[b]``; ``end``: ``max(index) + 1`` as a host integer
-    (no device sync per layer); ``mask``: bool [B, 1, 1, end], row b attends to its positions ``<= index[b]``.
+    (no device sync per layer); ``mask``: bool [B, 1, 1, end], row b attends to its positions ``<= index[b]``;
+    ``rows``: LongTensor [B], 0..B-1. Built once per step, used by every layer.
     """
 
     index: Tensor
     end: int
     mask: Tensor
+    rows: Tensor
 
     @classmethod
     def of(cls, positions: list[int], device: torch.device | str) -> RowPositions:
@@ -181,7 +183,7 @@ class RowPositions:
         index = torch.tensor(positions, dtype=torch.long, device=device)
         end = max(positions) + 1
         mask = (torch.arange(end, device=device) <= index[:, None])[:, None, None, :]
-        return cls(index, end, mask)
+        return cls(index, end, mask, torch.arange(len(positions), device=device))
 
 
 @dataclass
@@ -197,22 +199,19 @@ class LayerKVCache:
     def capacity(self) -> int:
         return self.kv.shape[3]
 
-    def append(self, k: Tensor, v: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Write k, v [B, H, T, hd] at positions ``start..``; returns the keys and values so far
-        [B, H, end, hd] and the mask to attend with (None: the caller's; per-row positions bring their own).
-        """
+    def append(self, kv: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Write keys and values kv [B, 2, H, T, hd] at positions ``start..`` (one copy); returns the keys and
+        values so far [B, H, end, hd] each and the mask to attend with (None: the caller's; per-row positions
+        bring their own)."""
         if isinstance(start, RowPositions):  # one new position per row, each at its own place
-            if k.shape[2] != 1 or start.end > self.capacity:
+            if kv.shape[3] != 1 or start.end > self.capacity:
                 raise RuntimeError(f"per-row positions take one frame within the capacity {self.capacity}.")
-            rows = torch.arange(k.shape[0], device=k.device)
-            self.kv[rows, 0, :, start.index] = k[:, :, 0].to(self.kv.dtype)
-            self.kv[rows, 1, :, start.index] = v[:, :, 0].to(self.kv.dtype)
+            self.kv[start.rows, :, :, start.index] = kv[:, :, :, 0].to(self.kv.dtype)
             return self.kv[:, 0, :, :start.end], self.kv[:, 1, :, :start.end], start.mask
-        end = start + k.shape[2]
+        end = start + kv.shape[3]
         if end > self.capacity:
             raise RuntimeError(f"KV cache overflow: {end} positions > capacity {self.capacity}.")
-        self.kv[:, 0, :, start:end] = k
-        self.kv[:, 1, :, start:end] = v
+        self.kv[:, :, :, start:end] = kv  # casts to the cache's dtype
         return self.kv[:, 0, :, :end], self.kv[:, 1, :, :end], None
 
 

@@ -1,7 +1,7 @@
 """One path from text to audio: a request becomes sentences, sentences become frames, frames become audio.
 
 :class:`Scheduler` is the only place that does it. It plans each request (:func:`plan_text`: the text front end
-runs once per request and decides the long-text mode; :meth:`Scheduler.plan`: the voice, the accent, the
+runs once per request and decides the long-text mode; :func:`plan_request`: the voice, the accent, the
 seed), then drives one :class:`vallex.inference.decoding.ARBatch` over the current sentence of every running request:
 each :meth:`Scheduler.step` samples one frame for all of them, runs the NAR for up to ``nar_batch`` sentences
 whose chunk became due or that ended (:mod:`vallex.inference.streaming`), vocodes, and hands the audio to each request's
@@ -190,7 +190,6 @@ def _split(text: str, language: str, long_text: str | None) -> tuple[list[tuple[
     return planned, language
 
 
-
 @dataclass(frozen=True)
 class SynthesisRequest:
     """One request: the arguments of :meth:`vallex.api.VallEX.synthesize_detailed` (see there).
@@ -228,7 +227,7 @@ class SynthesisRequest:
 
 @dataclass
 class RequestPlan:
-    """A checked request (:meth:`Scheduler.plan`): its sentences and everything decoding them needs."""
+    """A checked request (:func:`plan_request`): its sentences and everything decoding them needs."""
 
     sentences: Sequence[tuple[str, TextTokens]]
     language: str
@@ -467,10 +466,6 @@ class Scheduler:
         """Requests running (admitted and not ended)."""
         return len(self._running)
 
-    def plan(self, request: SynthesisRequest) -> RequestPlan:
-        """:func:`plan_request` with this scheduler's speaker."""
-        return plan_request(self.speaker, request)
-
     # Running --------------------------------------------------------------------------------------------
     def admit(self, request: SynthesisRequest | RequestPlan, sink: Sink) -> None:
         """Plan ``request`` (unless it is a plan) and start its first sentence; a bad request ends at once
@@ -479,7 +474,7 @@ class Scheduler:
             self._end(sink, cancelled=True)
             return
         try:
-            plan = request if isinstance(request, RequestPlan) else self.plan(request)
+            plan = request if isinstance(request, RequestPlan) else plan_request(self.speaker, request)
         except Exception as error:  # noqa: BLE001 - bad input: this request fails, the others go on
             self._end(sink, error=error)
             return
