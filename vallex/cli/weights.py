@@ -88,8 +88,7 @@ def _check(manager: WeightsManager, components: list[str]) -> int:
             continue
         if path is None:
             problems += 1
-            sources = "; then ".join(str(s) for s in manager.sources(weight_file))
-            print(f"MISSING  {weight_file.description}\n         sources: {sources}")
+            print(f"MISSING  {weight_file.description}\n         sources: {manager.sources_text(weight_file)}")
             continue
         record = manager.record(weight_file, path)
         digest = manager.sha256(path)

@@ -141,11 +141,6 @@ class WeightFile:
     def default_filename(self) -> str:
         return self.layout_name.rsplit("/", 1)[-1]
 
-    @property
-    def source(self) -> str:
-        """The built-in sources in order, for messages."""
-        return "; then ".join(str(s) for s in self.sources)
-
 
 def _hf(repo_id: str, filename: str) -> Source:
     return Source(repo_id=repo_id, filename=filename)
@@ -340,6 +335,10 @@ class WeightsManager:
                             origin=env or "source")
                for item in (part.strip() for part in text.split(",")) if item]
         return list(dict.fromkeys([*own, *weight_file.sources]))
+
+    def sources_text(self, weight_file: WeightFile) -> str:
+        """:meth:`sources` as one line, for messages."""
+        return "; then ".join(str(s) for s in self.sources(weight_file))
 
     def status(self) -> list[tuple[WeightFile, Path | None]]:
         """(file, local path or None) for every file, without network access."""
@@ -569,7 +568,7 @@ class WeightsManager:
                 lines.append("      tried, in order:")
                 lines.extend(f"        {attempt}" for attempt in attempts)
             else:
-                lines.append(f"      sources: {'; then '.join(str(s) for s in self.sources(weight_file))}")
+                lines.append(f"      sources: {self.sources_text(weight_file)}")
         lines.append("How to provide them:")
         if self.weights_dir is not None:
             lines.append(f"  * copy each file to {self.weights_dir}/<name shown above> "
@@ -586,18 +585,11 @@ class WeightsManager:
 def _check_form(weight_file: WeightFile, path: Path, into: Path | None) -> None:
     """Raise ValueError unless ``path`` is what ``weight_file`` must be (checkpoint keys and shapes, Vocos forms)."""
     if weight_file.component == "vallex":
-        import torch
-
         from vallex.config import VallexConfig
-        from vallex.model import VallexModel
-        from vallex.weights.checkpoint import check_state_dict, read_state_dict
+        from vallex.weights.checkpoint import check_checkpoint
 
         config_file = (into / VALLEX_CONFIG_NAME) if into is not None else None
-        config = VallexConfig.from_json(config_file) if config_file and config_file.is_file() else None
-        state, stored = read_state_dict(path)
-        with torch.device("meta"):
-            model = VallexModel(config or stored or VallexConfig.public())
-        check_state_dict(state, model, source=str(path))
+        check_checkpoint(path, VallexConfig.from_json(config_file) if config_file and config_file.is_file() else None)
     elif weight_file.layout_name.endswith(".yaml"):
         import yaml
 

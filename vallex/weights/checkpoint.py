@@ -204,13 +204,7 @@ def model_from_state_dict(
     state: dict[str, Tensor], config: VallexConfig, device: str | torch.device = "cpu", source: str = "checkpoint"
 ) -> VallexModel:
     """Build a model on ``meta``, check the state dict strictly, and adopt its tensors (no copy on CPU)."""
-    state = dict(state)
-    for predictor, embedding in _tied_keys(config).items():
-        state.setdefault(predictor, state.get(embedding))  # safetensors files store the pair once
-    state = {key: value for key, value in state.items() if value is not None}
-    with torch.device("meta"):
-        model = VallexModel(config)
-    check_state_dict(state, model, source)
+    model, state = _checked_on_meta(state, config, source)
     # In the reference both tied keys hold the same values and the later key wins; drop the predictors
     # so the embedding's tensor is the one kept, then tie again (assign=True replaced the parameters).
     for predictor in _tied_keys(config):
@@ -218,6 +212,26 @@ def model_from_state_dict(
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.to(device).eval()
+
+
+def _checked_on_meta(state: Mapping[str, Tensor], config: VallexConfig,
+                     source: str) -> tuple[VallexModel, dict[str, Tensor]]:
+    """A model of ``config`` on ``meta`` and ``state`` with both tied keys, checked key by key and shape by shape."""
+    state = dict(state)
+    for predictor, embedding in _tied_keys(config).items():
+        state.setdefault(predictor, state.get(embedding))  # safetensors files store the pair once
+    state = {key: value for key, value in state.items() if value is not None}
+    with torch.device("meta"):
+        model = VallexModel(config)
+    check_state_dict(state, model, source)
+    return model, state
+
+
+def check_checkpoint(path: str | Path, config: VallexConfig | None = None) -> None:
+    """Raise ValueError unless the file at ``path`` is a readable checkpoint whose every key and shape fits the
+    model of ``config`` (default: the one stored in the file, else the public checkpoint's). Loads nothing."""
+    state, stored = read_state_dict(path)
+    _checked_on_meta(state, config or stored or VallexConfig.public(), str(path))
 
 
 def load_model(
