@@ -26,6 +26,7 @@ from typing import Any
 from demo.config import AppConfig
 from vallex.api import Synthesis, VallEX
 from vallex.audio.codec import AudioCodec
+from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
@@ -94,13 +95,18 @@ GPU_SECONDS_PROMPT_WHISPER = 30
 GPU_SECONDS_TRANSLATION = 60
 
 
-def synthesis_gpu_seconds(text: Any, *, prompt_upload: bool = False, transcribe: bool = False) -> int:
+def synthesis_gpu_seconds(text: Any, *, prompt_upload: bool = False, transcribe: bool = False,
+                          verify: bool = False) -> int:
     """ZeroGPU seconds to reserve for speaking ``text`` (a string; anything else counts as empty).
 
-    ``prompt_upload``: an uploaded recording is encoded first; ``transcribe``: Whisper transcribes it first.
+    ``prompt_upload``: an uploaded recording is encoded first; ``transcribe``: Whisper transcribes it first;
+    ``verify``: each sentence is checked by speech recognition, with new rounds when it fails (the most rounds
+    reserved, and Whisper's loading).
     """
     characters = len(text) if isinstance(text, str) else 0
     seconds = GPU_SECONDS_FIXED + GPU_SECONDS_PER_CHARACTER * characters
+    if verify:
+        seconds = seconds * DEFAULT_VERIFY_ROUNDS + GPU_SECONDS_PROMPT_WHISPER
     if prompt_upload:
         seconds += GPU_SECONDS_PROMPT_WHISPER if transcribe else GPU_SECONDS_PROMPT
     return int(math.ceil(seconds))

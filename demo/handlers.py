@@ -84,8 +84,9 @@ SAMPLING_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top
 
 
 def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_of: Any, ras: Any = False,
-                     length_guards: Any = False) -> dict[str, Any]:
-    """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back).
+                     length_guards: Any = False, verify: Any = False) -> dict[str, Any]:
+    """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back);
+    ``verify`` on checks each sentence with speech recognition (``verify="asr"``).
 
     Top-p 1 and top-k 0 mean "off"; anything else (NaN included) goes through the library's checks, so a
     value that is not a usable number is refused rather than silently treated as off.
@@ -103,7 +104,7 @@ def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_o
     options = {"seed": seed, "temperature": temperature, "top_k": top_k if top_k > 0 else None,
                "top_p": None if top_p == 1.0 else top_p, "best_of": best_of}
     check_sampling(**options, names=SAMPLING_LABELS)
-    return {**options, "ras": bool(ras), "length_guards": bool(length_guards)}
+    return {**options, "ras": bool(ras), "length_guards": bool(length_guards), "verify": "asr" if verify else None}
 
 
 def accent_option(accent: Any) -> str | None:
@@ -152,9 +153,11 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
         "seed": options["seed"],
         "sentences": [{"text": s.text, "language": s.tokens.language, "phonemes": s.tokens.phonemes,
                        "stop_reason": s.stop_reason, "seconds": round(len(s.waveform) / SAMPLE_RATE, 3),
-                       "ras_redraws": s.ras_fired}
+                       "ras_redraws": s.ras_fired,
+                       "verification": s.verification.as_dict() if s.verification is not None else None}
                       for s in result.sentences],
-        "sampling": {"ras": options.get("ras", False), "length_guards": options.get("length_guards", False)},
+        "sampling": {"ras": options.get("ras", False), "length_guards": options.get("length_guards", False),
+                     "verify": options.get("verify"), "best_of": options.get("best_of", 1)},
         "warnings": result.warnings,
         "prompt": None if prompt is None else {"language": prompt.language, "seconds": round(prompt.seconds, 2),
                                                "transcript": prompt.transcript, "name": prompt.name},
@@ -165,6 +168,12 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
                f"**Seed:** {options['seed']}\n\n**Phonemes:** `{result.phonemes}`")
     if prompt is not None:
         summary += f"\n\n**Voice:** {LANGUAGE_NAMES.get(prompt.language)} prompt, {prompt.seconds:.1f} s"
+    checks = [s.verification for s in result.sentences if s.verification is not None
+              and s.verification.best.phoneme_error_rate is not None]
+    if checks:
+        rates = ", ".join(f"{c.best.phoneme_error_rate:.2f}" for c in checks)
+        summary += (f"\n\n**Speech recognition:** {sum(c.passed for c in checks)} of {len(checks)} sentence(s) "
+                    f"passed (phoneme error rate {rates}; {sum(len(c.candidates) for c in checks)} candidates)")
     for warning in result.warnings:
         summary += f"\n\n**Warning:** {warning}"
     return summary, details
@@ -180,12 +189,13 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
     @friendly_errors
     def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
               temperature: float, top_k: float, top_p: float, best_of: float, ras: bool = True,
-              length_guards: bool = True, progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+              length_guards: bool = True, verify: bool = False,
+              progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
         """Speak `text` in the voice of `prompt_audio` (3-10 s; `transcript` says what it says)."""
         if not prompt_audio:
             raise ValueError("No voice prompt: upload or record 3-10 seconds of someone speaking.")
         check_text(text, max_chars)
-        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards)
+        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards, verify)
         with engine.using_model() as tts:
             started = time.perf_counter()
             prompt = tts.make_prompt(prompt_audio, transcript or None)
@@ -209,12 +219,13 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
     @friendly_errors
     def preset(text: str, voice: str, prompt_file: str | None, language: str, accent: str, seed: float,
                temperature: float, top_k: float, top_p: float, best_of: float, ras: bool = True,
-               length_guards: bool = True, progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+               length_guards: bool = True, verify: bool = False,
+               progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
         """Speak `text` in a named voice (`voice`) or the voice of an uploaded `.npz` prompt file."""
         if voice not in (None, "", NO_VOICE):
             validate_name(voice)  # before anything else: a bad name never reaches the file system
         check_text(text, max_chars)
-        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards)
+        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards, verify)
         with engine.using_model() as tts:
             prompt = resolve_voice(voice, prompt_file, required=True)
             prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
@@ -298,8 +309,20 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
 
     # On ZeroGPU each call reserves GPU time sized by its own input (the duration functions get the handler's
     # arguments): the text to speak, and an uploaded recording to encode (and transcribe) first.
-    clone_seconds = zero_gpu(lambda prompt_audio, transcript, text, *rest, **named: synthesis_gpu_seconds(
-        text, prompt_upload=True, transcribe=not (isinstance(transcript, str) and transcript.strip())))
+    def seconds(handler: Callable, prompt_upload: bool) -> Callable[..., int]:
+        signature = inspect.signature(handler)
+
+        def duration(*args: Any, **named: Any) -> int:
+            given = signature.bind_partial(*args, **named).arguments
+            transcript = given.get("transcript")
+            return synthesis_gpu_seconds(given.get("text"), prompt_upload=prompt_upload,
+                                         transcribe=not (isinstance(transcript, str) and transcript.strip()),
+                                         verify=bool(given.get("verify")))
+
+        return duration
+
+    clone_seconds = zero_gpu(seconds(clone, prompt_upload=True))
     text_seconds = zero_gpu(lambda text, *rest, **named: synthesis_gpu_seconds(text))
-    return {"clone": clone_seconds(clone), "preset": text_seconds(preset), "make_prompt": make_prompt,
+    preset_seconds = zero_gpu(seconds(preset, prompt_upload=False))
+    return {"clone": clone_seconds(clone), "preset": preset_seconds(preset), "make_prompt": make_prompt,
             "long_text": text_seconds(long_text), "voices": voices}

@@ -15,7 +15,7 @@ from demo.engine import Engine, WeightsStatus, on_zero_gpu
 from demo.handlers import NO_VOICE, make_handlers
 from demo.http_api import api_router
 from demo.translate_tab import translate_tab
-from vallex.api import LONG_TEXT_MODES
+from vallex.api import LONG_TEXT_MODES, select_device
 
 LANGUAGE_CHOICES = [("Auto-detect", "auto"), ("English", "en"), ("中文 (Chinese)", "zh"), ("日本語 (Japanese)", "ja")]
 MIX_CHOICE = ("Mixed, with [EN]…[EN] / [ZH]…[ZH] / [JA]…[JA] tags", "mix")
@@ -52,8 +52,9 @@ def banner_markdown(status: WeightsStatus) -> str:
     return f"{BANNER_TITLES[status.level]}\n\n{body}"
 
 
-def _sampling_controls() -> list[gr.components.Component]:
-    """Seed, temperature, top-k, top-p, best-of, repetition-aware sampling and length guards (in an accordion)."""
+def _sampling_controls(verify_default: bool) -> list[gr.components.Component]:
+    """Seed, temperature, top-k, top-p, best-of, repetition-aware sampling, length guards and the check by speech
+    recognition (in an accordion)."""
     with gr.Accordion("Advanced sampling", open=False):
         with gr.Row():
             seed = gr.Number(value=-1, precision=0, label="Seed (-1: random; the seed used is shown below)")
@@ -67,7 +68,21 @@ def _sampling_controls() -> list[gr.components.Component]:
                               "off: the reference's plain sampling)")
             length_guards = gr.Checkbox(value=True, label="Length guards (each sentence as long as its text needs; "
                                         "warns when one hits its limit)")
-    return [seed, temperature, top_k, top_p, best_of, ras, length_guards]
+            verify = gr.Checkbox(value=verify_default, label="Check with speech recognition (Whisper hears each of "
+                                 "the N tries; the one that says the text best is kept, and new tries are made "
+                                 "while none does; slow on a CPU)")
+    return [seed, temperature, top_k, top_p, best_of, ras, length_guards, verify]
+
+
+def verify_by_default(config: AppConfig) -> bool:
+    """The speech-recognition check is on by default where the app runs on a GPU (ZeroGPU or CUDA): on a CPU
+    it costs several times the synthesis."""
+    if on_zero_gpu():
+        return True
+    try:
+        return select_device(config.device).type == "cuda"
+    except ValueError:  # a device that is not here: the model's loading will say so
+        return False
 
 
 def _language_row(with_mix: bool) -> tuple[gr.Dropdown, gr.Dropdown]:
@@ -118,6 +133,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     engine = engine or Engine(config)
     handlers = make_handlers(engine)
     status = status or engine.weights_status()
+    verify_default = verify_by_default(config)
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
     with gr.Blocks(title=config.title, delete_cache=(600, 3600), analytics_enabled=config.analytics) as app:
@@ -135,7 +151,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     text = gr.Textbox(lines=3, label="Text to speak", elem_id="clone-text",
                                       value="Welcome back. What can I do for you today?")
                     language, accent = _language_row(with_mix=True)
-                    sampling = _sampling_controls()
+                    sampling = _sampling_controls(verify_default)
                     button = gr.Button("Generate", variant="primary", elem_id="clone-generate")
                 with gr.Column():
                     outputs = _result_column("clone")
@@ -155,7 +171,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     file_p = gr.File(label="…or upload a prompt .npz (wins over the voice list)", file_types=[".npz"],
                                      type="filepath")
                     language_p, accent_p = _language_row(with_mix=True)
-                    sampling_p = _sampling_controls()
+                    sampling_p = _sampling_controls(verify_default)
                     button_p = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     outputs_p = _result_column("preset")

@@ -173,7 +173,8 @@ def test_sampling_options() -> None:
     options = sampling_options(-1, 0.8, 0, 1.0, 2)
     assert 0 <= options["seed"] < 2**31 and options["top_k"] is None and options["top_p"] is None
     assert sampling_options(5, 1, 50, 0.9, 1) == {"seed": 5, "temperature": 1.0, "top_k": 50, "top_p": 0.9,
-                                                  "best_of": 1, "ras": False, "length_guards": False}
+                                                  "best_of": 1, "ras": False, "length_guards": False,
+                                                  "verify": None}
     assert sampling_options(5, 1, 0, 1.0, 1, True, True)["ras"] is True  # the app's checkboxes
     with pytest.raises(ValueError, match="whole numbers"):
         sampling_options("abc", 1, 0, 1, 1)

@@ -119,9 +119,9 @@ def test_the_apps_sampling_turns_ras_and_the_guards_on_by_default(tiny_weights, 
     try:
         handlers = make_handlers(engine)
         _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1)
-        assert details["sampling"] == {"ras": True, "length_guards": True}
+        assert details["sampling"] == {"ras": True, "length_guards": True, "verify": None, "best_of": 1}
         assert all(isinstance(s["ras_redraws"], int) for s in details["sentences"])
         _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1, False, False)
-        assert details["sampling"] == {"ras": False, "length_guards": False}
+        assert details["sampling"] == {"ras": False, "length_guards": False, "verify": None, "best_of": 1}
     finally:
         engine.close()

@@ -52,6 +52,7 @@ from vallex.inference.streaming import (  # noqa: F401  (the streaming constants
     STREAM_CHUNK_SECONDS,
     VOCODER_LOOKAHEAD_FRAMES,
 )
+from vallex.inference.verification import Verifier
 from vallex.model import VallexModel
 from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
 
@@ -96,12 +97,14 @@ class VallEX:
     """Zero-shot cross-lingual TTS with one loaded model; thread-compatible, not thread-safe."""
 
     def __init__(self, model: VallexModel, codec: AudioCodec, presets: VoiceLibrary | None = None,
-                 device: torch.device | None = None,
-                 frame_limits: FrameLimits | None = None, precision: str = "float32"):
+                 device: torch.device | None = None, frame_limits: FrameLimits | None = None,
+                 precision: str = "float32", verifier: Verifier | None = None):
         """``frame_limits(text_tokens, prompt_frames) -> (min_frames, max_frames)`` replaces
         :func:`default_frame_limits` (benchmarks and tests hold a random model, which rarely says EOS, to
-        a set length with it). ``precision``: what :func:`vallex.inference.precision.apply_precision` made of the
-        model (for display; :meth:`from_pretrained` sets it, ``dtype="auto"`` included)."""
+        a set length with it). ``precision``: what :func:`vallex.inference.precision.apply_precision` made of
+        the model (for display; :meth:`from_pretrained` sets it, ``dtype="auto"`` included). ``verifier``: what
+        ``verify="asr"`` checks sentences with (default: a :class:`vallex.inference.verification.Verifier`
+        made on first use)."""
         self.precision = precision
         self.model = model.eval()
         self.codec = codec
@@ -109,6 +112,7 @@ class VallEX:
         self.device = device or next(model.parameters()).device
         self.frame_limits: FrameLimits = frame_limits or default_frame_limits
         self._transcriber: Any = None  # Whisper, loaded on first use (prompts without a transcript)
+        self._verifier = verifier
 
     # Construction -------------------------------------------------------------------------------
     @classmethod
@@ -203,6 +207,12 @@ class VallEX:
             "prompt must be a VoicePrompt, a preset name, a Path to an .npz file, or (audio, transcript)."
         )
 
+    def verifier(self) -> Verifier:
+        """The speech recognisers and speaker encoder of ``verify="asr"`` (made once; each model loads on first use)."""
+        if self._verifier is None:
+            self._verifier = Verifier(device="cuda" if self.device.type == "cuda" else "cpu")
+        return self._verifier
+
     # Synthesis ----------------------------------------------------------------------------------
     def synthesize(self, text: str, prompt: PromptLike = None, **options: Any) -> tuple[np.ndarray, int]:
         """Speech for ``text``: (float32 waveform [N], 24000). Options as :meth:`synthesize_detailed`."""
@@ -217,7 +227,11 @@ class VallEX:
         "mix", "auto-mix"), ``accent``, ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
         ``long_text`` (None, "fixed-prompt", "sliding-window", "auto"), ``ras`` (repetition-aware sampling
         instead of the reference's plain sampling; False), ``length_guards`` (frame bounds from the text's
-        measured speaking rate; False: the reference's 16 frames per token), ``chunk_seconds`` (default None: what
+        measured speaking rate; False: the reference's 16 frames per token), ``verify`` ("asr": verified
+        best-of-N, each sentence's ``best_of`` rows turned into audio, transcribed by Whisper and scored by
+        phoneme error rate and similarity to the prompt's voice; the best is kept, and while none reaches
+        ``verify_threshold`` (0.25) new rows are sampled, up to ``verify_rounds`` (3) rounds; the scores are in
+        each sentence's ``verification``; None: the best row by log-probability), ``chunk_seconds`` (default None: what
         :meth:`synthesize_stream` with that ``chunk_seconds`` yields, with its codes;
         ``timings["first_audio_s"]`` is when the first chunk was ready). ``progress``: True for tqdm bars, or
         a callback ``(stage, done, total)``.

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, PASS_PHONEME_ERROR_RATE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -38,6 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--length-guards", action="store_true",
                         help="bound each sentence's length by the text (measured speaking rates): no early end, "
                         "no babble to the limit; a sentence that reaches the limit is reported")
+    parser.add_argument("--verify", choices=["asr"],
+                        help="verified best-of-N: each sentence's --best-of candidates are transcribed by Whisper and "
+                        "scored by phoneme error rate (and similarity to the prompt's voice); the best is kept, and "
+                        "new candidates are sampled while none passes (slow on a CPU; English uses the bundled "
+                        "Whisper tiny.en, Mandarin and Japanese need $VALLEX_ASR_MODEL)")
+    parser.add_argument("--verify-rounds", type=int, default=DEFAULT_VERIFY_ROUNDS,
+                        help=f"with --verify: rounds of new candidates at most (default {DEFAULT_VERIFY_ROUNDS})")
+    parser.add_argument("--verify-threshold", type=float, default=PASS_PHONEME_ERROR_RATE,
+                        help="with --verify: the phoneme error rate a candidate must reach (default "
+                        f"{PASS_PHONEME_ERROR_RATE})")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
                         "or the Hugging Face cache)")
     parser.add_argument("--presets-dir", type=Path, help="folder of named voice presets")
@@ -56,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from vallex.api import VallEX, select_device
     from vallex.audio import save_audio
     from vallex.cli.options import check_output, check_sampling_options, read_text_file
+    from vallex.inference.scheduler import check_verification
 
     # Every option is checked before the model loads (a minute on a slow machine).
     text = read_text_file(args.text_file, "--text-file") if args.text_file is not None else args.text
@@ -66,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.output, "--output", {"--prompt-audio": args.prompt_audio, "--prompt-npz": args.prompt_npz,
                                            "--text-file": args.text_file})
     check_sampling_options(args)
+    check_verification(args.verify, args.verify_rounds, args.verify_threshold,
+                       names={"verify": "--verify", "verify_rounds": "--verify-rounds",
+                              "verify_threshold": "--verify-threshold"})
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}.")
     select_device(args.device)
@@ -82,7 +98,14 @@ def run(args: argparse.Namespace) -> int:
         text, prompt, language=args.language, accent=args.accent, seed=args.seed,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, best_of=args.best_of,
         long_text=args.long_text, progress=not args.quiet, ras=args.ras, length_guards=args.length_guards,
+        verify=args.verify, verify_rounds=args.verify_rounds, verify_threshold=args.verify_threshold,
     )
+    for index, sentence in enumerate(result.sentences, start=1):
+        check = sentence.verification
+        if check is not None and check.best.phoneme_error_rate is not None:
+            print(f"Sentence {index}: heard {check.best.transcript!r}, phoneme error rate "
+                  f"{check.best.phoneme_error_rate:.2f} ({check.verdict}; "
+                  f"{len(check.candidates)} candidate(s) in {check.rounds} round(s)).", file=sys.stderr)
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     save_audio(args.output, result.waveform, result.sample_rate)  # atomic: no partial file on failure

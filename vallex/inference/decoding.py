@@ -200,15 +200,25 @@ def check_generator_device(generator: torch.Generator | None, device: torch.devi
                          "(vallex.inference.decoding.seeded_generator(seed, device)).")
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One row of an utterance's AR (``best_of`` rows make as many candidates)."""
+
+    codes: Tensor  # LongTensor [1, T]: its codebook-0 codes, EOS dropped
+    stop_reason: str  # "eos" (it ended by itself) or "maxlen" (cut at the utterance's frame limit)
+    mean_logprob: float  # mean log-probability of its generated tokens (EOS included)
+
+
 @dataclass
 class ARResult:
     """Outcome of one utterance's AR."""
 
     codes: Tensor  # LongTensor [1, T]: generated codebook-0 codes of the best row
-    stop_reason: str  # "eos" or "maxlen"
+    stop_reason: str  # the best row's: "eos" or "maxlen"
     steps: int  # decoder calls, T + 1 (the call that stopped is not kept)
     first_logits: Tensor  # [B, 1025] logits of the first (prefill) step, for inspection and tests
     ras_fired: int = 0  # draws repetition-aware sampling replaced (all rows)
+    candidates: tuple[Candidate, ...] = ()  # every row, best first (the first is ``codes``)
 
 
 #: The fields of an :class:`ARRequest` that are model inputs; the others are its sampler's settings.
@@ -424,13 +434,19 @@ class FrameSampler:
     def result(self, steps: int, first_logits: Tensor) -> ARResult:
         """The :class:`ARResult` once :meth:`advance` returned None (``steps``: decoder calls made)."""
         rows = self.frames  # [B, T]
-        best = 0
-        if self.rows > 1:
-            lengths = (rows != self.eos).sum(dim=1).clamp(min=1).float()
-            best = int(torch.argmax(self.sum_logprobs / lengths**self.length_penalty))
-        codes = rows[best][rows[best] != self.eos][None]  # [1, T]
-        return ARResult(codes=codes.clone(), stop_reason=self.stop_reason or "maxlen", steps=steps,
-                        first_logits=first_logits, ras_fired=int(self._ras_fired) if self.ras else 0)
+        lengths = (rows != self.eos).sum(dim=1).clamp(min=1).float()
+        mean = (self.sum_logprobs / lengths).tolist()
+        # Stable: equal scores keep row order (one row: no ranking, as the reference).
+        score = (self.sum_logprobs / lengths**self.length_penalty).tolist()
+        order = sorted(range(self.rows), key=lambda r: -score[r]) if self.rows > 1 else [0]
+        finished = self.finished.tolist()
+        candidates = tuple(
+            Candidate(rows[r][rows[r] != self.eos][None].clone(),  # [1, T_r]
+                      "eos" if finished[r] or self.stop_reason == "eos" else "maxlen", mean[r])
+            for r in order)
+        return ARResult(codes=candidates[0].codes, stop_reason=candidates[0].stop_reason, steps=steps,
+                        first_logits=first_logits, ras_fired=int(self._ras_fired) if self.ras else 0,
+                        candidates=candidates)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import numbers
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from vallex.audio.codec_format import FRAME_RATE, SAMPLE_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
+from vallex.evaluation.speaker import VerifierUnavailableError
 from vallex.inference.decoding import (
     MAX_FRAMES_PER_TEXT_TOKEN,
     ARBatch,
@@ -39,7 +41,18 @@ from vallex.inference.decoding import (
 )
 from vallex.inference.length_guards import frame_bounds_of_tokens, length_warning
 from vallex.inference.streaming import SentencePieces, first_chunk_frames
-from vallex.languages import check_language, normalize_accent
+from vallex.inference.verification import (
+    DEFAULT_VERIFY_ROUNDS,
+    MAX_VERIFY_ROUNDS,
+    PASS_PHONEME_ERROR_RATE,
+    VERIFY_MODES,
+    CandidateCheck,
+    NoRecognizerError,
+    SentenceCheck,
+    Verifier,
+    choose,
+)
+from vallex.languages import LANGUAGES, check_language, normalize_accent
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
@@ -78,11 +91,15 @@ class SentenceResult:
     prompt_language: str | None
     accent: str | None
     ras_fired: int = 0  # AR draws repetition-aware sampling replaced
+    verification: SentenceCheck | None = None  # verify="asr": its candidates, scores and rounds
 
     @property
     def warning(self) -> str | None:
-        """One line when the sentence stopped at its length limit instead of ending by itself."""
-        return length_warning(self.stop_reason, self.codes.shape[1])
+        """One line when the sentence stopped at its length limit instead of ending by itself, or failed (or
+        missed) its check by speech recognition."""
+        lines = [length_warning(self.stop_reason, self.codes.shape[1]),
+                 self.verification.warning if self.verification is not None else None]
+        return " ".join(line for line in lines if line) or None
 
 
 @dataclass
@@ -211,6 +228,9 @@ class SynthesisRequest:
     chunk_seconds: float | None = None
     ras: bool = False
     length_guards: bool = False
+    verify: str | None = None  # "asr": verified best-of-N (each sentence's best_of rows checked by a recogniser)
+    verify_rounds: int = DEFAULT_VERIFY_ROUNDS  # rounds of best_of new candidates while none passes
+    verify_threshold: float = PASS_PHONEME_ERROR_RATE  # phoneme error rate a candidate must reach
 
     @classmethod
     def coerce(cls, request: SynthesisRequest | dict[str, Any]) -> SynthesisRequest:
@@ -238,6 +258,9 @@ class RequestPlan:
     long_text: str | None
     sampling: dict[str, Any]  # temperature, top_k, top_p, best_of, ras
     length_guards: bool = False
+    verify: str | None = None
+    verify_rounds: int = DEFAULT_VERIFY_ROUNDS
+    verify_threshold: float = PASS_PHONEME_ERROR_RATE
 
 
 @dataclass
@@ -261,9 +284,10 @@ class Utterance:
     def nar_input(self, codes0: torch.Tensor) -> NARInput:
         return NARInput(self.text_ids, self.text_langs, self.prompt_codes, codes0)
 
-    def result(self, codes: torch.Tensor, ar: ARResult, waveform: np.ndarray) -> SentenceResult:
+    def result(self, codes: torch.Tensor, ar: ARResult, waveform: np.ndarray,
+               verification: SentenceCheck | None = None) -> SentenceResult:
         return SentenceResult(self.text, self.tokens, codes.cpu(), ar.stop_reason, waveform, self.prompt_language,
-                              self.accent, ar.ras_fired)
+                              self.accent, ar.ras_fired, verification)
 
 
 def sentence_audio(wav: np.ndarray, index: int, count: int, *, first_piece: bool, final: bool) -> np.ndarray:
@@ -317,6 +341,23 @@ def check_sampling(temperature: Any = 1.0, top_k: Any = None, top_p: Any = None,
                          f"got {seed!r}.")
 
 
+def check_verification(verify: Any = None, rounds: Any = DEFAULT_VERIFY_ROUNDS,
+                       threshold: Any = PASS_PHONEME_ERROR_RATE, *, names: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError unless the options of verified best-of-N are usable (``names`` as :func:`check_sampling`)."""
+    def name(key: str) -> str:
+        return (names or {}).get(key, key)
+
+    if verify is not None and verify not in VERIFY_MODES:
+        raise ValueError(f"{name('verify')} must be one of {', '.join(VERIFY_MODES)} (or left out), got {verify!r}.")
+    if (not isinstance(rounds, numbers.Integral) or isinstance(rounds, (bool, np.bool_))
+            or not 1 <= rounds <= MAX_VERIFY_ROUNDS):
+        raise ValueError(f"{name('verify_rounds')} must be a whole number from 1 to {MAX_VERIFY_ROUNDS}, "
+                         f"got {rounds!r}.")
+    if (not isinstance(threshold, numbers.Real) or isinstance(threshold, (bool, np.bool_))
+            or not 0 <= threshold <= 1):
+        raise ValueError(f"{name('verify_threshold')} must be a phoneme error rate from 0 to 1, got {threshold!r}.")
+
+
 def _shape_chunk(wav: np.ndarray, *, pause: float, fade_in: bool, fade_out: bool) -> np.ndarray:
     """Short fades at sentence joins (no clicks) and a pause after every sentence but the last."""
     wav = wav.astype(np.float32, copy=True)
@@ -345,12 +386,16 @@ class Speaker(Protocol):
 
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None: ...
 
+    def verifier(self) -> Verifier:
+        """The recognisers and speaker encoder of ``verify="asr"`` (loaded once, on first use)."""
+
 
 def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
     """Check a request and split it into sentences; raises ValueError for anything it cannot speak."""
     check_sampling(request.temperature, request.top_k, request.top_p, request.best_of, request.seed)
+    check_verification(request.verify, request.verify_rounds, request.verify_threshold)
     chunk_frames = first_chunk_frames(request.chunk_seconds)
-    if request.best_of > 1:
+    if request.best_of > 1 or request.verify is not None:
         chunk_frames = None  # the best row is known only when the sentence ends
     accent = normalize_accent(request.accent)
     voice = speaker.resolve_prompt(request.prompt)
@@ -367,7 +412,8 @@ def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
                        generator=generator, chunk_frames=chunk_frames, long_text=text.long_text,
                        sampling=dict(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
                                      best_of=request.best_of, ras=bool(request.ras)),
-                       length_guards=bool(request.length_guards))
+                       length_guards=bool(request.length_guards), verify=request.verify,
+                       verify_rounds=int(request.verify_rounds), verify_threshold=float(request.verify_threshold))
 
 
 class AudioPiece(NamedTuple):
@@ -422,6 +468,10 @@ class _Running:
     sent_audio: bool = False
     frames: Tensor | None = None  # LongTensor [1, n]: the sentence's codebook-0 frames so far
     ar: ARResult | None = None  # set when the sentence's AR has stopped
+    checked: list[tuple[CandidateCheck, Tensor]] = field(default_factory=list)  # verify: candidates, NAR codes
+    check_seconds: float = 0.0
+    verify_note: str | None = None  # verify: why the request's sentences are not checked (no recogniser)
+    prompt_wav: np.ndarray | None = None  # verify: the prompt as the codec hears it (for similarity)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -502,6 +552,8 @@ class Scheduler:
                 state = by_key[key]
                 del self._running[state.order]
                 self._end(state.sink, error=error)
+        for state in [s for s in self._running.values() if s.ar is not None and s.plan.verify is not None]:
+            self._check_candidates(state)  # finishes the sentence, or samples another round of candidates
         wanting = sorted((s for s in self._running.values() if self._wants_nar(s)), key=lambda s: s.priority)
         work = [(state, *self._nar_work(state)) for state in wanting[:self.nar_batch]]
         codes = nar_decode(self.speaker.model, [state.job.nar_input(frames) for state, _, frames in work])
@@ -553,6 +605,7 @@ class Scheduler:
         state.job = self._utterance(text, tokens, state.voice, state.plan)
         state.pieces = SentencePieces(self.speaker.codec, state.plan.chunk_frames)
         state.first_piece, state.frames, state.ar = True, None, None
+        state.checked, state.check_seconds = [], 0.0
         self._ar.add(state.key, state.job.ar_request(state.plan))
 
     def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, plan: RequestPlan) -> Utterance:
@@ -578,6 +631,70 @@ class Scheduler:
         return Utterance(text=text, tokens=tokens, text_ids=text_ids, text_langs=langs,
                          prompt_codes=prompt_codes.to(device), prompt_language=prompt_language,
                          accent=plan.accent, min_frames=min_frames, max_frames=max_frames)
+
+    def _check_candidates(self, state: _Running) -> None:
+        """Verified best-of-N for a sentence whose AR rows ended: each row through the NAR and the vocoder, scored by
+        the recogniser (and the speaker encoder, with a prompt); the best so far is kept, and while none passes
+        and rounds are left, ``best_of`` new rows are sampled (the request's generator goes on: new draws, the
+        same for the same seed). Without a recogniser for the language, the best row by log-probability."""
+        start = time.perf_counter()
+        plan, job, ar = state.plan, state.job, state.ar
+        round_number = 1 + max((check.round for check, _ in state.checked), default=0)
+        checks = [CandidateCheck(round_number, row, c.codes.shape[1], c.stop_reason, c.mean_logprob)
+                  for row, c in enumerate(ar.candidates)]
+        language = job.tokens.language
+        recognizer = self._recognizer_label(state, language)
+        rows = ar.candidates if recognizer is not None else ar.candidates[:1]
+        codes = nar_decode(self.speaker.model, [job.nar_input(c.codes.to(self.speaker.device)) for c in rows])
+        if recognizer is not None:
+            wavs = [np.asarray(self.speaker.codec.decode_codes(c), dtype=np.float32).reshape(-1) for c in codes]
+            checks = self._score(state, checks, wavs, language)
+        state.checked += list(zip(checks, codes))
+        state.check_seconds += time.perf_counter() - start
+        candidates = [check for check, _ in state.checked]
+        best = choose(candidates)
+        if (recognizer is not None and not candidates[best].passes(plan.verify_threshold)
+                and round_number < plan.verify_rounds and not state.sink.cancelled):
+            state.ar, state.frames = None, None
+            self._ar.add(state.key, job.ar_request(plan))
+            return
+        check = SentenceCheck(language, recognizer, plan.verify_threshold, round_number, best, tuple(candidates),
+                              state.verify_note, state.check_seconds)
+        chosen, nar = candidates[best], state.checked[best][1]
+        state.ar = dataclasses.replace(ar, codes=nar[..., 0], stop_reason=chosen.stop_reason)
+        sentence_codes, last = state.pieces.finish(nar)
+        self._send(state, last, final=True)
+        self._sentence_done(state, job.result(sentence_codes, state.ar, state.pieces.waveform, check))
+
+    def _recognizer_label(self, state: _Running, language: str) -> str | None:
+        """The label of the recogniser that checks ``language``, or None (the request's note says why)."""
+        if language not in LANGUAGES:
+            state.verify_note = "sentences in mixed languages are not checked; ranked by log-probability"
+            return None
+        try:
+            return self.speaker.verifier().recognizer(language).label
+        except NoRecognizerError as error:
+            state.verify_note = f"{error} Ranked by log-probability instead."
+            return None
+
+    def _score(self, state: _Running, checks: list[CandidateCheck], wavs: list[np.ndarray],
+               language: str) -> list[CandidateCheck]:
+        """``checks`` with their transcripts, phoneme error rates and similarities to the prompt's voice."""
+        verifier = self.speaker.verifier()
+        if state.plan.voice is not None and state.prompt_wav is None:
+            state.prompt_wav = np.asarray(self.speaker.codec.decode_codes(state.plan.voice.codes),
+                                          dtype=np.float32).reshape(-1)
+        text = state.job.text
+        try:
+            result = verifier.verify(wavs, text, language=language, prompt=state.prompt_wav)
+        except VerifierUnavailableError as error:  # no speaker encoder: intelligibility alone
+            state.verify_note, state.prompt_wav = f"no speaker similarity: {error}", None
+            result = verifier.verify(wavs, text, language=language)
+        by_index = {score.index: score for score in result.scores}
+        return [dataclasses.replace(check, transcript=by_index[i].transcript,
+                                    phoneme_error_rate=by_index[i].phoneme_error_rate,
+                                    similarity=by_index[i].similarity)
+                for i, check in enumerate(checks)]
 
     def _send(self, state: _Running, wav: np.ndarray, *, final: bool) -> None:
         count = len(state.plan.sentences)

@@ -20,7 +20,7 @@ ordered by similarity (when there is a prompt), then the others by PER. Ties kee
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -32,6 +32,12 @@ from vallex.languages import LANGUAGES
 
 #: Candidates this close to the best phoneme error rate count as saying the text equally well.
 PER_TIE = 0.05
+#: Verified best-of-N (``verify="asr"``): a candidate passes at this phoneme error rate or below, and rounds
+#: of new candidates are sampled while none has passed, up to ``verify_rounds``.
+PASS_PHONEME_ERROR_RATE = 0.25
+DEFAULT_VERIFY_ROUNDS = 3
+MAX_VERIFY_ROUNDS = 8
+VERIFY_MODES = ("asr",)
 #: Dropped before the alignment: punctuation, word boundaries and stress, which a transcript's punctuation
 #: and casing decide rather than the speech.
 _IGNORED = frozenset(" _,.!?…~-'\"ˈˌ")
@@ -215,8 +221,94 @@ class Verifier:
             transcript = recognizer.recognize(wav, language=language, sample_rate=SAMPLE_RATE).text
             similarity = note = None
             if speaker is not None:
-                embedding, note = speaker.embed(wav)
-                similarity = cosine(prompt_embedding, embedding)
+                try:
+                    embedding, note = speaker.embed(wav)
+                    similarity = cosine(prompt_embedding, embedding)
+                except ValueError as error:  # e.g. a candidate that ended too soon to compare voices
+                    note = str(error)
             scores.append(CandidateScore(index, transcript, phoneme_error_rate(text, transcript, language),
                                          similarity, 0, note))
         return Verification(text, language, recognizer.label, recognizer.note, tuple(rank(scores)))
+
+
+# Verified best-of-N: one sentence's candidates over its rounds ----------------------------------------------
+
+@dataclass(frozen=True)
+class CandidateCheck:
+    """One sampled candidate of a sentence and how it scored."""
+
+    round: int  # 1 for the first round of candidates
+    row: int  # its row in that round's AR batch, by mean log-probability (0: the most likely)
+    frames: int  # codebook-1 frames (75 per second)
+    stop_reason: str  # "eos", or "maxlen": cut at the length limit, which never passes
+    mean_logprob: float  # the AR's mean log-probability of its tokens
+    transcript: str | None = None  # what the recogniser heard (None: not checked)
+    phoneme_error_rate: float | None = None
+    similarity: float | None = None  # to the prompt's voice (None: no prompt, or no speaker encoder)
+
+    def passes(self, threshold: float) -> bool:
+        return (self.stop_reason == "eos" and self.phoneme_error_rate is not None
+                and self.phoneme_error_rate <= threshold)
+
+
+@dataclass(frozen=True)
+class SentenceCheck:
+    """What ``verify="asr"`` did for one sentence: every candidate of every round, and the one chosen."""
+
+    language: str
+    recognizer: str | None  # the recogniser's label; None when nothing was checked
+    threshold: float  # the phoneme error rate a candidate had to reach
+    rounds: int
+    chosen: int  # index into ``candidates``
+    candidates: tuple[CandidateCheck, ...]
+    note: str | None = None  # why candidates were ranked by log-probability or without similarity
+    seconds: float = field(default=0.0, compare=False)  # spent on the NAR, vocoder and scoring of the candidates
+
+    @property
+    def best(self) -> CandidateCheck:
+        return self.candidates[self.chosen]
+
+    @property
+    def passed(self) -> bool:
+        return self.best.passes(self.threshold)
+
+    @property
+    def verdict(self) -> str:
+        """"passed", "not checked", or why the chosen candidate failed."""
+        if self.best.phoneme_error_rate is None:
+            return "not checked"
+        if self.passed:
+            return "passed"
+        if self.best.stop_reason != "eos":
+            return "failed: cut at the length limit"
+        return f"failed: phoneme error rate above {self.threshold:.2f}"
+
+    @property
+    def warning(self) -> str | None:
+        """One line unless the chosen candidate passed."""
+        if self.best.phoneme_error_rate is None:
+            return f"Not checked by speech recognition: {self.note}" if self.note else None
+        if self.passed:
+            return None
+        return (f"No candidate passed speech recognition in {self.rounds} round(s) of {self._per_round()}: the "
+                f"best heard {self.best.transcript!r} (phoneme error rate {self.best.phoneme_error_rate:.2f}; "
+                f"{self.verdict}).")
+
+    def _per_round(self) -> int:
+        return sum(1 for c in self.candidates if c.round == 1)
+
+    def as_dict(self) -> dict:
+        """JSON-ready: the fields, ``passed`` and the candidates as dicts."""
+        return {**asdict(self), "passed": self.passed}
+
+
+def choose(candidates: Sequence[CandidateCheck]) -> int:
+    """Index of the best of ``candidates``: those that ended by themselves before those cut at the length limit,
+    then the :func:`rank` rule on the scored ones (PER, then similarity within :data:`PER_TIE`), then the
+    unscored ones by log-probability."""
+    scored = [CandidateScore(i, c.transcript or "", c.phoneme_error_rate, c.similarity, 0)
+              for i, c in enumerate(candidates) if c.phoneme_error_rate is not None]
+    position = {score.index: score.rank for score in rank(scored)} if scored else {}
+    return min(range(len(candidates)), key=lambda i: (
+        candidates[i].stop_reason != "eos", i not in position, position.get(i, 0), -candidates[i].mean_logprob))
+

@@ -47,6 +47,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vallex.inference.scheduler import MAX_SEED, plan_text
+from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechEngine, SpeechRequest, SpeechStream
@@ -67,6 +68,9 @@ ACCENTS = ("none", "en", "zh", "ja")
 LONG_TEXT_CHOICES = ("auto", "fixed-prompt", "sliding-window")
 #: OpenAI's limit on ``input``; the default of ``max_input_chars``.
 DEFAULT_MAX_INPUT_CHARS = 4096
+#: Characters of a transcript in ``X-Vallex-Verification`` (a header line must stay well under 8 KB).
+MAX_HEADER_TRANSCRIPT = 200
+MAX_HEADER_BYTES = 6000
 #: Largest request body (a 4096-character input escaped as \\uXXXX is ~25 kB).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 #: Seconds a request body may take to arrive after its headers (a trickling client is cut off: 408).
@@ -149,6 +153,9 @@ class SpeechBody(BaseModel):
     long_text: Literal["auto", "fixed-prompt", "sliding-window"] = "auto"
     ras: bool = Field(False, strict=True)
     length_guards: bool = Field(False, strict=True)
+    best_of: int = Field(1, ge=1, le=16, strict=True)
+    verify: Literal["asr"] | None = None
+    verify_rounds: int = Field(DEFAULT_VERIFY_ROUNDS, ge=1, le=MAX_VERIFY_ROUNDS, strict=True)
     stream: bool = Field(True, strict=True)
 
 
@@ -237,7 +244,7 @@ class SpeechAPI:
             return self.synthesis_error(value).response()
         media_type = MEDIA_TYPES[plan.response_format]
         if not plan.streamed:
-            return Response(value, media_type=media_type, headers=plan.headers)
+            return Response(value, media_type=media_type, headers={**plan.headers, **_result_headers(stream)})
         return StreamingResponse(_body(value, pump, stream.id), media_type=media_type, headers=plan.headers,
                                  background=BackgroundTask(pump.stop))
 
@@ -350,9 +357,10 @@ class SpeechAPI:
         request = SpeechRequest(text=text_plan, prompt=voice, language=body.language,
                                 accent=None if body.accent in (None, "none") else body.accent, seed=seed,
                                 temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                                ras=body.ras, length_guards=body.length_guards,
-                                long_text=long_text)
-        streamed = body.stream and fmt in STREAMED_FORMATS
+                                ras=body.ras, length_guards=body.length_guards, best_of=body.best_of,
+                                verify=body.verify, verify_rounds=body.verify_rounds, long_text=long_text)
+        # Verification's scores go in the headers, known once every sentence is checked: one whole answer.
+        streamed = body.stream and fmt in STREAMED_FORMATS and body.verify is None
         headers = {"X-Vallex-Seed": str(seed), "X-Vallex-Long-Text": long_text or "off",
                    "X-Vallex-Voice": voice or NO_PROMPT_VOICE, "X-Vallex-Sample-Rate": str(SAMPLE_RATE),
                    "Cache-Control": "no-store"}
@@ -533,6 +541,34 @@ def _validation_error(errors: Sequence[dict[str, Any]]) -> APIError:
                         code="unknown_parameter")
     return APIError(400, f"Invalid '{param}': {first.get('msg', 'invalid value')}.", param=param,
                     code="invalid_value")
+
+
+def _result_headers(stream: SpeechStream) -> dict[str, str]:
+    """Headers of a whole answer about its sentences: ``X-Vallex-Verification`` (``verify="asr"``: per sentence
+    its rounds, whether it passed, and the chosen candidate's transcript, phoneme error rate and similarity, as
+    ASCII JSON) and ``X-Vallex-Warnings`` (how many sentences have a warning)."""
+    headers = {"X-Vallex-Warnings": str(sum(1 for sentence in stream.sentences if sentence.warning))}
+    checks = [sentence.verification for sentence in stream.sentences]
+    if not any(check is not None for check in checks):
+        return headers
+
+    def summary(transcript_chars: int) -> str:
+        return json.dumps([None if check is None else {
+            "rounds": check.rounds, "candidates": len(check.candidates), "passed": check.passed,
+            "recognizer": check.recognizer, "phoneme_error_rate": _rounded(check.best.phoneme_error_rate),
+            "similarity": _rounded(check.best.similarity),
+            "transcript": None if check.best.transcript is None else check.best.transcript[:transcript_chars],
+        } for check in checks], ensure_ascii=True, separators=(",", ":"))
+
+    value = summary(MAX_HEADER_TRANSCRIPT)
+    if len(value) > MAX_HEADER_BYTES:  # many sentences: the scores without the transcripts
+        value = summary(0)
+    headers["X-Vallex-Verification"] = value
+    return headers
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def _produce(stream: SpeechStream, plan: _Plan) -> Iterator[bytes]:
