@@ -264,3 +264,32 @@ def test_missing_asr_gives_a_reason_not_a_crash(tmp_path):
     assert "openai-whisper" in reason
     with pytest.raises(ValueError, match="auto, none, faster-whisper, openai-whisper"):
         load_asr("wav2vec")
+
+
+def test_eval_compares_decoding_settings(workspace, tiny_weights, tmp_path, capsys, monkeypatch):
+    from vallex.api import VallEX
+
+    seen = []
+    real = VallEX.synthesize_detailed
+
+    def recording(self, text, prompt=None, **options):
+        seen.append(options)
+        return real(self, text, prompt, **options)
+
+    monkeypatch.setattr(VallEX, "synthesize_detailed", recording)
+    eval_list = write_jsonl(workspace / "one.jsonl", [
+        {"id": "en_en", "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT, "text": "Good morning.",
+         "language": "en"}])
+    common = [str(eval_list), "--asr", "none", "--wavlm", "none", "--device", "cpu", "--threads", "1", "--quiet"]
+    assert main(["eval", *common, "--out", str(tmp_path / "a"), "--weights-dir", str(tiny_weights),
+                 "--top-p", "0.8", "--ras", "--length-guards"]) == 0
+    assert seen[-1] == {"language": "en", "seed": 0, "top_p": 0.8, "ras": True, "length_guards": True}
+    assert "- decoding: top_p=0.8, ras=True, length_guards=True" in (tmp_path / "a" / "report.md").read_text(
+        encoding="utf-8")
+    capsys.readouterr()
+    assert main(["eval", *common, "--out", str(tmp_path / "b"), "--synthesized-dir", str(workspace), "--ras"]) == 2
+    assert "need synthesis: leave out --synthesized-dir" in capsys.readouterr().err
+    assert main(["eval", *common, "--out", str(tmp_path / "c"), "--weights-dir", str(tiny_weights),
+                 "--best-of", "0"]) == 2
+    assert "--best-of must be a whole number from 1 to 16, got 0." in capsys.readouterr().err
+    assert len(seen) == 1

@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default $VALLEX_ASR_MODEL or large-v3)")
     parser.add_argument("--wavlm", default="auto", help="WavLM x-vector verifier: 'auto' (microsoft/"
                         "wavlm-base-plus-sv if cached), a local folder, or 'none' (default auto)")
+    parser.add_argument("--top-p", type=float, help="nucleus sampling for every line (default: off)")
+    parser.add_argument("--ras", action="store_true", help="repetition-aware sampling for every line")
+    parser.add_argument("--length-guards", action="store_true", help="length guards for every line")
+    parser.add_argument("--best-of", type=int, default=1, help="candidates per sentence (default 1)")
+    parser.add_argument("--verify", choices=["asr"], help="verified best-of-N for every line (see synthesize)")
     parser.add_argument("--quiet", action="store_true", help="no per-line progress")
     parser.set_defaults(func=run)
 
@@ -43,6 +48,19 @@ def run(args: argparse.Namespace) -> int:
     from vallex.evaluation import build_setup, read_eval_list, run_evaluation
 
     items = read_eval_list(args.eval_list, args.language)  # validates before any model is loaded
+    given = {"top_p": args.top_p, "ras": args.ras, "length_guards": args.length_guards, "best_of": args.best_of,
+             "verify": args.verify}
+    defaults = {"top_p": None, "ras": False, "length_guards": False, "best_of": 1, "verify": None}
+    decoding = {name: value for name, value in given.items() if value != defaults[name]}
+    if decoding and args.synthesized_dir is not None:
+        raise ValueError("Decoding options (--top-p, --ras, --length-guards, --best-of, --verify) need synthesis: "
+                         "leave out --synthesized-dir.")
+    from vallex.api import check_sampling
+    from vallex.inference.scheduler import check_verification
+
+    check_sampling(top_p=args.top_p, best_of=args.best_of, seed=args.seed,
+                   names={"top_p": "--top-p", "best_of": "--best-of", "seed": "--seed"})
+    check_verification(args.verify)
     if args.synthesized_dir is not None:
         if not args.synthesized_dir.is_dir():
             raise ValueError(f"--synthesized-dir {args.synthesized_dir} is not a folder.")
@@ -59,12 +77,14 @@ def run(args: argparse.Namespace) -> int:
         device = str(tts.device)
         paths = resolve_weights(args.weights_dir, download=False)
         info["model"] = f"VALL-E X ({paths.vallex}), {device}, {args.dtype or 'float32'}"
+        info["decoding"] = ", ".join(f"{k}={v}" for k, v in decoding.items()) or "the reference's plain sampling"
         info["weights"] = "RANDOM (make-random-weights): scores are meaningless" if paths.random else "published"
     else:
         info["model"] = f"audio given in {args.synthesized_dir}"
     setup = build_setup(asr=args.asr, asr_model=args.asr_model,
                         wavlm=None if args.wavlm.lower() == "none" else args.wavlm,
-                        device="cuda" if str(device or "cpu").startswith("cuda") else "cpu", seed=args.seed)
+                        device="cuda" if str(device or "cpu").startswith("cuda") else "cpu", seed=args.seed,
+                        decoding=decoding)
 
     def progress(index: int, total: int, item_id: str) -> None:
         if not args.quiet and index < total:

@@ -132,7 +132,7 @@ def _table(header: tuple[str, ...], rows: list[list[str]]) -> list[str]:
 def markdown_report(rows: list[LineResult], summary: list[dict[str, Any]], info: dict[str, Any]) -> str:
     """The report as Markdown: run facts, unavailable columns with reasons, aggregate and per-line tables."""
     lines = ["# VALL-E X evaluation", ""]
-    for key in ("model", "weights", "seed", "speaker_verifier", "asr", "eval_list", "started"):
+    for key in ("model", "weights", "decoding", "seed", "speaker_verifier", "asr", "eval_list", "started"):
         if info.get(key) is not None:
             lines.append(f"- {key}: {info[key]}")
     for warning in info.get("warnings", []):

@@ -35,6 +35,9 @@ class EvalSetup:
     asr: AsrEngine | None = None
     asr_reason: str = "ASR not requested"
     seed: int = 0
+    #: Decoding options of every line's synthesis (``synthesize_detailed``'s: top_p, ras, length_guards,
+    #: best_of, verify, ...): compare decoding settings by running the same list with each.
+    decoding: dict[str, Any] = field(default_factory=dict)
 
 
 def _read_output(path: Path) -> np.ndarray:
@@ -142,7 +145,8 @@ def _synthesize(item: EvalItem, row: LineResult, setup: EvalSetup, tts: Any, aud
     try:
         prompt = tts.make_prompt(str(item.prompt_audio), item.prompt_text, item.prompt_language)
         row.prompt_language = prompt.language  # what the model was told (detected when not given)
-        result = tts.synthesize_detailed(item.text, prompt, language=item.language, seed=setup.seed)
+        result = tts.synthesize_detailed(item.text, prompt, language=item.language, seed=setup.seed,
+                                         **setup.decoding)
     except ValueError as error:  # bad prompt audio, text the front end cannot read, too long, ...
         row.notes.append(f"synthesis failed: {error}")
         return None
@@ -210,13 +214,13 @@ def _heard(asr: AsrEngine, wav: np.ndarray, language: str) -> str:
 
 
 def build_setup(*, asr: str = "auto", asr_model: str | None = None, wavlm: str | None = "auto",
-                device: str = "cpu", seed: int = 0) -> EvalSetup:
+                device: str = "cpu", seed: int = 0, decoding: dict[str, Any] | None = None) -> EvalSetup:
     """Load the scorers: Resemblyzer always; WavLM if ``wavlm`` ("auto" = the default model, or a folder /
     repository name) has weights on disk (``None`` disables it); the ASR chosen by ``asr``."""
     from vallex.evaluation.asr import load_asr
     from vallex.evaluation.speaker import VerifierUnavailableError, WavLMVerifier
 
-    setup = EvalSetup(seed=seed)
+    setup = EvalSetup(seed=seed, decoding=dict(decoding or {}))
     if wavlm is None:
         setup.wavlm_reason = "WavLM verifier disabled (--wavlm none)"
     else:
