@@ -44,6 +44,32 @@ from vallex.inference.precision import LINEAR_KERNELS, runnable_kernel  # noqa: 
 
 ROWS = (1, 8, 605)
 BASELINE = "onednn-fp32"
+#: Candidates measured here that no plan uses (bench/README.md says why): weight-only int4 through torch's CPU
+#: kernel (tinygemm layout, bfloat16 activations), groups of 32 and 128 input channels.
+CANDIDATES = ("int4-woq-g32", "int4-woq-g128")
+
+
+class Int4WeightOnlyLinear(nn.Module):
+    """A Linear whose weight is int4 per group of ``group`` input channels (asymmetric: scale and zero from
+    the group's min and max), multiplied by ``aten._weight_int4pack_mm_for_cpu``; x: bfloat16 [N, in]."""
+
+    def __init__(self, linear: nn.Linear, group: int) -> None:
+        super().__init__()
+        out_features, in_features = linear.weight.shape
+        w = linear.weight.detach().float().reshape(out_features, in_features // group, group)
+        low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        scale = (high - low).clamp(min=1e-8) / 15
+        q = ((w - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(out_features, in_features)
+        zero = low + 8 * scale  # the kernel computes (q - 8) * scale + zero
+        self.scales_and_zeros = torch.stack([scale[..., 0], zero[..., 0]], -1).transpose(0, 1).contiguous().to(
+            torch.bfloat16)  # [in / group, out, 2]
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
+        self.group = group
+        self.bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, self.group, self.scales_and_zeros)
+        return y + self.bias if self.bias is not None else y
 
 
 def decoder_linears(config: VallexConfig, seed: int = 0) -> list[nn.Linear]:
@@ -67,6 +93,8 @@ def convert(linear: nn.Linear, kernel: str, rows: int) -> tuple[nn.Module, torch
         return int8_linear(linear, kernel.removesuffix("-int8")), torch.float32
     if kernel == "onednn-bf16-packed":
         return OneDNNBf16Linear(linear, rows), torch.bfloat16
+    if kernel.startswith("int4-woq-g"):
+        return Int4WeightOnlyLinear(linear, int(kernel.removeprefix("int4-woq-g"))), torch.bfloat16
     dtypes = {"aten-fp32": torch.float32, "onednn-fp32": torch.float32, "aten-bf16": torch.bfloat16,
               "aten-fp16": torch.float16}
     if kernel not in dtypes:
@@ -81,6 +109,8 @@ def convert(linear: nn.Linear, kernel: str, rows: int) -> tuple[nn.Module, torch
 
 def available(kernel: str) -> bool:
     """Whether this torch build runs ``kernel`` here (else its plan falls back to another)."""
+    if kernel in CANDIDATES:
+        return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
     return runnable_kernel(kernel) == kernel
 
 
@@ -173,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = VallexConfig.public()
-    kernels = args.kernels or [k for k in LINEAR_KERNELS if k != "aten-fp16" and available(k)]
-    unknown = [k for k in kernels if k not in LINEAR_KERNELS]
+    kernels = args.kernels or [k for k in (*LINEAR_KERNELS, *CANDIDATES) if k != "aten-fp16" and available(k)]
+    unknown = [k for k in kernels if k not in (*LINEAR_KERNELS, *CANDIDATES)]
     if unknown:
-        parser.error(f"unknown kernel(s) {', '.join(unknown)}; expected some of {', '.join(LINEAR_KERNELS)}")
+        parser.error(f"unknown kernel(s) {', '.join(unknown)}; expected some of "
+                     f"{', '.join((*LINEAR_KERNELS, *CANDIDATES))}")
     if BASELINE not in kernels and available(BASELINE):
         kernels.insert(0, BASELINE)
     features = cpu_features()
