@@ -668,8 +668,9 @@ class Scheduler:
 
     def _recognizer_label(self, state: _Running, language: str) -> str | None:
         """The label of the recogniser that checks ``language``, or None (the request's note says why)."""
-        if language not in LANGUAGES:
-            state.verify_note = "sentences in mixed languages are not checked; ranked by log-probability"
+        if language not in LANGUAGES:  # the phoneme error rate compares English, Mandarin and Japanese
+            what = "Mixed-language sentences" if language == "mix" else f"Sentences in {language!r}"
+            state.verify_note = f"{what} are not checked by speech recognition; ranked by log-probability."
             return None
         try:
             return self.speaker.verifier().recognizer(language).label
