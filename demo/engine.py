@@ -26,10 +26,12 @@ from typing import Any
 from demo.config import AppConfig
 from vallex.api import Synthesis, VallEX
 from vallex.audio.codec import AudioCodec
+from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
+from vallex.weights.checkpoint import checkpoint_languages
 
 _LOG = logging.getLogger(__name__)
 
@@ -179,11 +181,13 @@ class Engine:
     # Model ----------------------------------------------------------------------------------------
     def weights_status(self) -> WeightsStatus:
         """Check the model files without loading them or touching the network."""
-        manager = WeightsManager(self.config.weights_dir)
+        manager = WeightsManager(self.config.weights_dir, checkpoint=self.config.checkpoint)
         try:
             paths = manager.resolve(download=False)
+            checkpoint_languages(paths.vallex, paths.vallex_config)  # a checkpoint that cannot say what it speaks
         except WeightsNotFoundError as error:
-            if manager.weights_dir is None and not is_offline():
+            own_missing = manager.checkpoint is not None and not manager.checkpoint.is_file()  # not downloadable
+            if manager.weights_dir is None and not is_offline() and not own_missing:
                 # Whether we are online is unknown until a download is tried, so say both what will happen
                 # and what to do if it cannot.
                 return WeightsStatus("info", "The model files are not on this machine yet. The first request "
@@ -201,6 +205,17 @@ class Engine:
     def loaded(self) -> bool:
         return self._tts is not None
 
+    def languages(self) -> Languages:
+        """The model's languages: the loaded one's, else its checkpoint's (read, not loaded), else the public ones."""
+        if self._tts is not None:
+            return self._tts.languages
+        try:
+            paths = WeightsManager(self.config.weights_dir, checkpoint=self.config.checkpoint).resolve(
+                ("vallex",), download=False)
+            return checkpoint_languages(paths.vallex, paths.vallex_config)
+        except (WeightsNotFoundError, ValueError):
+            return Languages.public()
+
     def tts(self) -> VallEX:
         """The shared :class:`VallEX`, loaded on first use; a missing-weights problem becomes a ValueError."""
         if self._tts is None:
@@ -211,6 +226,7 @@ class Engine:
                         tts = VallEX.from_pretrained(
                             self.config.weights_dir, device=self.config.device, dtype=self.config.dtype,
                             num_threads=self.config.num_threads, presets_dir=self.presets.directory,
+                            checkpoint=self.config.checkpoint,
                         )
                         tts.presets = AppVoices(self)  # built-in voices and presets: one resolver for all
                         self._tts = tts
