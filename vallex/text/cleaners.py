@@ -22,8 +22,10 @@ from collections.abc import Callable, Sequence
 from vallex.languages import LANGUAGE_TAG, LANGUAGES, language_tag
 
 from .english import english_to_ipa
+from .espeak import EspeakFrontend
 from .japanese import japanese_to_ipa
 from .mandarin import chinese_to_ipa
+from .normalize import has_pronounceable
 
 #: Tag of each language the checkpoint knows (other languages: :func:`vallex.languages.language_tag`).
 TAGS: dict[str, str] = dict(LANGUAGE_TAG)
@@ -68,9 +70,6 @@ def segment_language(segment: str, languages: Sequence[str] = LANGUAGES) -> str:
 def _espeak_to_ipa(code: str) -> Callable[[str], str]:
     """espeak-ng's IPA for one span of ``code`` ("" for a span with nothing to pronounce, as the reference's
     converters give for an empty span)."""
-    from .espeak import EspeakFrontend
-    from .normalize import has_pronounceable
-
     frontend = EspeakFrontend(code)
     return lambda text: frontend.phonemize(text) if has_pronounceable(text) else ""
 

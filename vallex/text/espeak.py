@@ -13,9 +13,9 @@ import functools
 import threading
 import unicodedata
 
-from .frontend import TextTokens
 from .normalize import check_not_blank, has_pronounceable, normalize_text
 from .symbols import SPACE_SYMBOL, SYMBOLS, UNK_ID
+from .tokens import TextTokens
 
 # IPA symbols espeak-ng emits that bpe_69 lacks. Order is part of the table: append only, never reorder.
 _EXTRA = (

@@ -7,14 +7,14 @@ A voice prompt's transcript is tokenized the same way (the reference's make_prom
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vallex.languages import NATIVE_G2P_LANGUAGES, Languages, language_tag
 
 from .cleaners import clean_tagged_segments, find_segments, segment_language
+from .espeak import EspeakFrontend, espeak_ids
 from .language import auto_tag, detect_language
 from .normalize import SPLIT_ADVICE, check_not_blank, has_pronounceable, normalize_text
 from .symbols import SYMBOLS, phonemes_to_ids
+from .tokens import TextTokens
 
 #: Values accepted for ``language`` with the public checkpoint (a model's own: ``Languages.text_choices``).
 TOKENIZE_LANGUAGES: tuple[str, ...] = Languages.public().text_choices
@@ -23,30 +23,6 @@ TOKENIZE_LANGUAGES: tuple[str, ...] = Languages.public().text_choices
 #: this is ~35-40 s of speech, beyond what a prompt-conditioned utterance of the checkpoint should hold;
 #: longer text belongs in the long-text path (split_sentences, one sentence at a time).
 MAX_TOKENS = 512
-
-
-@dataclass(frozen=True)
-class TextTokens:
-    """The model's view of one utterance's text.
-
-    Attributes:
-        ids: text-token ids, one per phoneme character, no BOS/EOS: each in 0..69 (``len(SYMBOLS)``) for
-            en/zh/ja, in the espeak-ng table (``ESPEAK_SYMBOLS``, a superset) for other languages.
-            As a tensor: LongTensor [1, L].
-        langs: language of each id ("en", "zh", "ja", or another language of the model); ``len(langs) == len(ids)``.
-        phonemes: the cleaned phoneme string (spaces not yet turned into ``_``); ``len == len(ids)``.
-        language: the language used: a language code, or "mix" for tagged/automatically tagged text.
-        tagged_text: the text the cleaner saw, e.g. ``[EN]Hello.[EN]`` (the text itself for espeak-ng languages).
-    """
-
-    ids: list[int]
-    langs: list[str]
-    phonemes: str
-    language: str
-    tagged_text: str
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 def prepare_text(text: str, any_script: bool = False) -> str:
@@ -88,8 +64,6 @@ def tokenize_language(text: str, language: str, max_tokens: int | None = MAX_TOK
     a new language reads that language's text exactly as it was trained."""
     if language in NATIVE_G2P_LANGUAGES:
         return tokenize(text, language, max_tokens)
-    from .espeak import EspeakFrontend  # imports this module: imported on use
-
     return EspeakFrontend(language, max_tokens=max_tokens).tokenize(text)
 
 
@@ -157,6 +131,4 @@ def _segment_ids(phonemes: str, language: str) -> list[int]:
     (each as prepare-data encoded that language)."""
     if language in NATIVE_G2P_LANGUAGES:
         return phonemes_to_ids(phonemes)
-    from .espeak import espeak_ids
-
     return espeak_ids(phonemes)
