@@ -60,6 +60,7 @@ class AppConfig:
     """What the app needs to know before it starts (see :meth:`from_env` for the variables)."""
 
     weights_dir: Path | None = None  # None: the Hugging Face / torch hub caches (downloads when online)
+    checkpoint: Path | None = None  # VALLEX_CHECKPOINT: a fine-tuned VALL-E X checkpoint instead of weights_dir's
     presets_dir: Path | None = None  # None: vallex's default preset folder
     assets_dir: Path = DEFAULT_ASSETS_DIR
     device: str | None = None  # None: CUDA, then MPS, then CPU
@@ -80,7 +81,9 @@ class AppConfig:
     def from_env(cls) -> AppConfig:
         """Read the ``VALLEX_*`` variables.
 
-        ``VALLEX_WEIGHTS_DIR``, ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``
+        ``VALLEX_WEIGHTS_DIR``, ``VALLEX_CHECKPOINT`` (a checkpoint of ``vallex train``, e.g.
+        ``runs/de/checkpoint-00002000.pt``, used instead of the weights folder's: its languages fill the menus),
+        ``VALLEX_PRESETS_DIR``, ``VALLEX_ASSETS_DIR``, ``VALLEX_DEVICE``, ``VALLEX_DTYPE``
         (default ``auto``: the fastest precision measured for this device and CPU class; ``float32`` for the
         reference's exact arithmetic),
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default: ``VALLEX_MAX_BATCH``), ``VALLEX_MAX_QUEUE`` (32),
@@ -94,6 +97,7 @@ class AppConfig:
         max_batch = _env_int("VALLEX_MAX_BATCH", 8, 1)
         return cls(
             weights_dir=_env_path("VALLEX_WEIGHTS_DIR"),
+            checkpoint=_env_path("VALLEX_CHECKPOINT"),
             presets_dir=_env_path("VALLEX_PRESETS_DIR"),
             assets_dir=_env_path("VALLEX_ASSETS_DIR") or DEFAULT_ASSETS_DIR,
             device=os.environ.get("VALLEX_DEVICE", "").strip() or None,

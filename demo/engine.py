@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import math
 import shutil
 import tempfile
 import threading
@@ -24,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from demo.config import AppConfig
+from demo.zero_gpu import on_zero_gpu
 from vallex.api import Synthesis, VallEX
 from vallex.audio.codec import AudioCodec
-from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS
+from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
+from vallex.weights.checkpoint import checkpoint_languages
 
 _LOG = logging.getLogger(__name__)
 
@@ -69,74 +70,6 @@ def load_voices(assets_dir: Path) -> list[Voice]:
         if NAME_PATTERN.fullmatch(name) and path.is_file() and path.parent == assets_dir:
             voices.append(Voice(name, str(entry["language"]), path, str(entry["transcript"])))
     return voices
-
-
-def on_zero_gpu() -> bool:
-    """Whether this is a ZeroGPU Space (the ``spaces`` package is importable)."""
-    try:
-        import spaces  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-#: ZeroGPU time asked for per call (seconds): a fixed part (moving the models onto the GPU, the vocoder, an
-#: uploaded prompt's encoding), plus, per character of text, about 0.25 s of speech at the slowest (Chinese
-#: and Japanese, ~4 characters a second) times a real-time factor of ~1.2 for AR steps on a shared GPU. An
-#: estimate, not measured on ZeroGPU: a call that runs past it is stopped; asking for more uses up the
-#: visitor's daily GPU quota faster.
-GPU_SECONDS_FIXED = 15
-GPU_SECONDS_PER_CHARACTER = 0.3
-#: Encoding a 3-15 s prompt takes about a second; Whisper, when it must transcribe it, a few more.
-GPU_SECONDS_PROMPT = 10
-GPU_SECONDS_PROMPT_WHISPER = 30
-#: Speech translation without a typed translation: Whisper and the translation model run first, and the
-#: spoken text is not known yet (at most 15 s of speech in, so about as much out).
-GPU_SECONDS_TRANSLATION = 60
-
-
-def synthesis_gpu_seconds(text: Any, *, prompt_upload: bool = False, transcribe: bool = False,
-                          verify: bool = False) -> int:
-    """ZeroGPU seconds to reserve for speaking ``text`` (a string; anything else counts as empty).
-
-    ``prompt_upload``: an uploaded recording is encoded first; ``transcribe``: Whisper transcribes it first;
-    ``verify``: each sentence is checked by speech recognition, with new rounds when it fails (the most rounds
-    reserved, and Whisper's loading).
-    """
-    characters = len(text) if isinstance(text, str) else 0
-    seconds = GPU_SECONDS_FIXED + GPU_SECONDS_PER_CHARACTER * characters
-    if verify:
-        seconds = seconds * DEFAULT_VERIFY_ROUNDS + GPU_SECONDS_PROMPT_WHISPER
-    if prompt_upload:
-        seconds += GPU_SECONDS_PROMPT_WHISPER if transcribe else GPU_SECONDS_PROMPT
-    return int(math.ceil(seconds))
-
-
-def prompt_gpu_seconds(transcript: Any) -> int:
-    """ZeroGPU seconds to reserve for encoding a prompt (Whisper too when ``transcript`` is empty)."""
-    return GPU_SECONDS_PROMPT if isinstance(transcript, str) and transcript.strip() else GPU_SECONDS_PROMPT_WHISPER
-
-
-def translation_gpu_seconds(transcript: Any, translation: Any) -> int:
-    """ZeroGPU seconds to reserve for the Speech translation tab: sized by the typed translation when there is
-    one (plus Whisper when the transcript is empty), else :data:`GPU_SECONDS_TRANSLATION`."""
-    if not (isinstance(translation, str) and translation.strip()):
-        return GPU_SECONDS_TRANSLATION
-    typed = isinstance(transcript, str) and bool(transcript.strip())
-    return synthesis_gpu_seconds(translation, prompt_upload=True, transcribe=not typed)
-
-
-def zero_gpu(duration: int | Callable[..., int]) -> Callable[[Callable], Callable]:
-    """``spaces.GPU(duration=...)`` on a ZeroGPU Space (the ``spaces`` package is importable), else a no-op.
-
-    ``duration``: seconds, or a function of the handler's own arguments returning them (ZeroGPU calls it
-    before each call, so each call reserves what its input needs).
-    """
-    if not on_zero_gpu():
-        return lambda function: function
-    import spaces  # type: ignore[import-not-found]
-
-    return spaces.GPU(duration=duration)
 
 
 class LocalStream:
@@ -185,11 +118,13 @@ class Engine:
     # Model ----------------------------------------------------------------------------------------
     def weights_status(self) -> WeightsStatus:
         """Check the model files without loading them or touching the network."""
-        manager = WeightsManager(self.config.weights_dir)
+        manager = WeightsManager(self.config.weights_dir, checkpoint=self.config.checkpoint)
         try:
             paths = manager.resolve(download=False)
+            checkpoint_languages(paths.vallex, paths.vallex_config)  # a checkpoint that cannot say what it speaks
         except WeightsNotFoundError as error:
-            if manager.weights_dir is None and not is_offline():
+            own_missing = manager.checkpoint is not None and not manager.checkpoint.is_file()  # not downloadable
+            if manager.weights_dir is None and not is_offline() and not own_missing:
                 # Whether we are online is unknown until a download is tried, so say both what will happen
                 # and what to do if it cannot.
                 return WeightsStatus("info", "The model files are not on this machine yet. The first request "
@@ -207,6 +142,17 @@ class Engine:
     def loaded(self) -> bool:
         return self._tts is not None
 
+    def languages(self) -> Languages:
+        """The model's languages: the loaded one's, else its checkpoint's (read, not loaded), else the public ones."""
+        if self._tts is not None:
+            return self._tts.languages
+        try:
+            paths = WeightsManager(self.config.weights_dir, checkpoint=self.config.checkpoint).resolve(
+                ("vallex",), download=False)
+            return checkpoint_languages(paths.vallex, paths.vallex_config)
+        except (WeightsNotFoundError, ValueError):
+            return Languages.public()
+
     def tts(self) -> VallEX:
         """The shared :class:`VallEX`, loaded on first use; a missing-weights problem becomes a ValueError."""
         if self._tts is None:
@@ -217,6 +163,7 @@ class Engine:
                         tts = VallEX.from_pretrained(
                             self.config.weights_dir, device=self.config.device, dtype=self.config.dtype,
                             num_threads=self.config.num_threads, presets_dir=self.presets.directory,
+                            checkpoint=self.config.checkpoint,
                         )
                         tts.presets = AppVoices(self)  # built-in voices and presets: one resolver for all
                         self._tts = tts

@@ -22,9 +22,11 @@ import gradio as gr
 import numpy as np
 import soundfile as sf
 
-from demo.engine import Engine, prompt_gpu_seconds, synthesis_gpu_seconds, zero_gpu
+from demo.engine import Engine
 from demo.plots import audio_picture
+from demo.zero_gpu import prompt_gpu_seconds, synthesis_gpu_seconds, zero_gpu
 from vallex.api import LONG_TEXT_MODES, Synthesis, check_sampling
+from vallex.asr import LANGUAGE_NAMES as SPOKEN_LANGUAGE_NAMES
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
 from vallex.inference.decoding import NonFiniteLogits
 from vallex.prompts import VoicePrompt, validate_name
@@ -35,6 +37,11 @@ _LOG = logging.getLogger(__name__)
 LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "mix": "mixed"}
 NO_VOICE = "none"  # the long-text voice choice that means "no prompt: a random voice"
 AudioOut = tuple[int, np.ndarray]
+
+
+def language_name(code: str) -> str:
+    """A language's English name ("German" for "de"), or its code when we have no name for it."""
+    return LANGUAGE_NAMES.get(code) or SPOKEN_LANGUAGE_NAMES.get(code.split("-")[0]) or code
 
 
 def friendly_errors(function: Callable) -> Callable:
@@ -145,7 +152,7 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
     # JSON has no infinity (the real-time factor of an empty output): such values become null.
     timings = {k: round(float(v), 3) if math.isfinite(v) else None
                for k, v in {**extra_timings, **result.timings}.items()}
-    languages = ", ".join(LANGUAGE_NAMES.get(code, code) for code in result.language.split(","))
+    languages = ", ".join(language_name(code) for code in result.language.split(","))
     details = {
         "language": result.language,
         "sample_rate": result.sample_rate,
@@ -167,7 +174,7 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
                f"**Synthesis:** {result.timings['total_s']:.2f} s (real-time factor {result.timings['rtf']:.2f}) · "
                f"**Seed:** {options['seed']}\n\n**Phonemes:** `{result.phonemes}`")
     if prompt is not None:
-        summary += f"\n\n**Voice:** {LANGUAGE_NAMES.get(prompt.language)} prompt, {prompt.seconds:.1f} s"
+        summary += f"\n\n**Voice:** {language_name(prompt.language)} prompt, {prompt.seconds:.1f} s"
     checks = [s.verification for s in result.sentences if s.verification is not None
               and s.verification.best.phoneme_error_rate is not None]
     if checks:
@@ -254,7 +261,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         prompt = encode_prompt_on_gpu(prompt_audio, transcript, language, name)
         with engine.scratch_dir() as folder:
             path = prompt.save_npz(folder / f"{name}.npz")
-        message = (f"**{name}.npz** is ready: {LANGUAGE_NAMES.get(prompt.language)} voice, {prompt.seconds:.1f} s, "
+        message = (f"**{name}.npz** is ready: {language_name(prompt.language)} voice, {prompt.seconds:.1f} s, "
                    f"{len(prompt.text_ids)} text tokens.\n\n**Transcript:** {prompt.transcript}\n\n"
                    "Use it in the *Presets* or *Long text* tab (upload the file), or with "
                    "`vallex synthesize --prompt-npz`.")

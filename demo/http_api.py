@@ -32,4 +32,5 @@ def api_router(engine: Engine, speech: SpeechEngine) -> APIRouter:
     return create_router(speech, voices=lambda: app_voices(engine), voice_names=engine.voice_names,
                          default_voice=next(iter(engine.voices), None), api_key=engine.config.api_key,
                          max_input_chars=engine.config.max_text_chars, model_loaded=lambda: engine.loaded,
+                         languages=engine.languages,
                          allowed_hosts=LOOPBACK_HOSTS if local and not engine.config.api_key else None)

@@ -13,8 +13,9 @@ from typing import Any
 import gradio as gr
 
 from demo import examples
-from demo.engine import Engine, translation_gpu_seconds, zero_gpu
+from demo.engine import Engine
 from demo.handlers import LANGUAGE_NAMES, AudioOut, friendly_errors, sampling_options
+from demo.zero_gpu import translation_gpu_seconds, zero_gpu
 from vallex.audio import to_pcm16
 from vallex.languages import LANGUAGES
 from vallex.s2st import ModelUnavailableError, SpeechTranslation

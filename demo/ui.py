@@ -11,16 +11,16 @@ import gradio as gr
 
 from demo import examples
 from demo.config import AppConfig
-from demo.engine import Engine, WeightsStatus, on_zero_gpu
-from demo.handlers import NO_VOICE, make_handlers
+from demo.engine import Engine, WeightsStatus
+from demo.handlers import NO_VOICE, language_name, make_handlers
 from demo.http_api import api_router
 from demo.translate_tab import translate_tab
+from demo.zero_gpu import on_zero_gpu
 from vallex.api import LONG_TEXT_MODES, select_device
+from vallex.languages import Languages, language_tag
 
-LANGUAGE_CHOICES = [("Auto-detect", "auto"), ("English", "en"), ("中文 (Chinese)", "zh"), ("日本語 (Japanese)", "ja")]
-MIX_CHOICE = ("Mixed, with [EN]…[EN] / [ZH]…[ZH] / [JA]…[JA] tags", "mix")
-ACCENT_CHOICES = [("No accent (follow the text)", "none"), ("English accent", "en"), ("Chinese accent", "zh"),
-                  ("Japanese accent", "ja")]
+#: How the menus write the public checkpoint's languages (others: their English name and code).
+LANGUAGE_LABELS = {"en": "English", "zh": "中文 (Chinese)", "ja": "日本語 (Japanese)"}
 MODE_CHOICES = [("Same prompt for every sentence (fixed-prompt)", "fixed-prompt"),
                 ("Each sentence continues the last (sliding-window)", "sliding-window")]
 assert [value for _, value in MODE_CHOICES] == list(LONG_TEXT_MODES)  # noqa: S101 - a programming error
@@ -85,11 +85,25 @@ def verify_by_default(config: AppConfig) -> bool:
         return False
 
 
-def _language_row(with_mix: bool) -> tuple[gr.Dropdown, gr.Dropdown]:
+def language_choices(languages: Languages, with_mix: bool = False) -> list[tuple[str, str]]:
+    """The language menu: auto-detect, every language the model speaks, and (``with_mix``) tagged text."""
+    choices = [("Auto-detect", "auto")] + [
+        (LANGUAGE_LABELS.get(code) or f"{language_name(code)} ({code})", code) for code in languages]
+    if with_mix:
+        tags = " / ".join(f"{language_tag(code)}…{language_tag(code)}" for code in languages)
+        choices.append((f"Mixed, with {tags} tags", "mix"))
+    return choices
+
+
+def accent_choices(languages: Languages) -> list[tuple[str, str]]:
+    """The accent menu: none (follow the text), then every language the model speaks (an accent is its row)."""
+    return [("No accent (follow the text)", "none")] + [(f"{language_name(code)} accent", code) for code in languages]
+
+
+def _language_row(languages: Languages, with_mix: bool) -> tuple[gr.Dropdown, gr.Dropdown]:
     with gr.Row():
-        language = gr.Dropdown(LANGUAGE_CHOICES + ([MIX_CHOICE] if with_mix else []), value="auto",
-                               label="Language of the text")
-        accent = gr.Dropdown(ACCENT_CHOICES, value="none", label="Accent")
+        language = gr.Dropdown(language_choices(languages, with_mix), value="auto", label="Language of the text")
+        accent = gr.Dropdown(accent_choices(languages), value="none", label="Accent")
     return language, accent
 
 
@@ -134,6 +148,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     handlers = make_handlers(engine)
     status = status or engine.weights_status()
     verify_default = verify_by_default(config)
+    languages = engine.languages()  # the checkpoint's, read from its files (the model loads later)
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
     with gr.Blocks(title=config.title, delete_cache=(600, 3600), analytics_enabled=config.analytics) as app:
@@ -150,7 +165,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                                             placeholder="What is said in the recording (needed for a good copy)")
                     text = gr.Textbox(lines=3, label="Text to speak", elem_id="clone-text",
                                       value="Welcome back. What can I do for you today?")
-                    language, accent = _language_row(with_mix=True)
+                    language, accent = _language_row(languages, with_mix=True)
                     sampling = _sampling_controls(verify_default)
                     button = gr.Button("Generate", variant="primary", elem_id="clone-generate")
                 with gr.Column():
@@ -170,7 +185,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                         refresh = gr.Button("↻ Refresh voices", size="sm")
                     file_p = gr.File(label="…or upload a prompt .npz (wins over the voice list)", file_types=[".npz"],
                                      type="filepath")
-                    language_p, accent_p = _language_row(with_mix=True)
+                    language_p, accent_p = _language_row(languages, with_mix=True)
                     sampling_p = _sampling_controls(verify_default)
                     button_p = gr.Button("Generate", variant="primary")
                 with gr.Column():
@@ -187,7 +202,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                                        label="Speech: 3-10 s (upload or record)")
                     transcript_m = gr.Textbox(value="", label="Transcript", placeholder="What is said in the recording")
                     with gr.Row():
-                        language_m = gr.Dropdown(LANGUAGE_CHOICES, value="auto", label="Language of the speech")
+                        language_m = gr.Dropdown(language_choices(languages), value="auto",
+                                                 label="Language of the speech")
                         name_m = gr.Textbox(value="my_voice", label="Prompt name (letters, digits, _ and -)")
                     button_m = gr.Button("Make prompt", variant="primary")
                 with gr.Column():
@@ -207,7 +223,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                         voice_l = _voice_dropdown(engine, allow_none=True)
                         file_l = gr.File(label="…or a prompt .npz", file_types=[".npz"], type="filepath")
                     mode_l = gr.Radio(MODE_CHOICES, value="fixed-prompt", label="Mode")
-                    language_l, accent_l = _language_row(with_mix=False)
+                    language_l, accent_l = _language_row(languages, with_mix=False)
                     seed_l = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
                     button_l = gr.Button("Generate", variant="primary")
                 with gr.Column():

@@ -14,10 +14,11 @@ import soundfile as sf
 
 from demo import engine as engine_module
 from demo.config import AppConfig
-from demo.engine import Engine, load_voices, zero_gpu
+from demo.engine import Engine, load_voices
 from demo.handlers import friendly_errors, make_handlers, sampling_options
 from demo.plots import LABEL_HEIGHT, SPEC_HEIGHT, WAVE_HEIGHT, WIDTH, audio_picture, spectrogram_db
 from demo.translate_tab import make_translate_handler
+from demo.zero_gpu import zero_gpu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

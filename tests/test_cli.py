@@ -66,10 +66,14 @@ def test_bad_input_exits_2_with_one_line_and_no_output(tiny_weights, tmp_path, c
     assert list(tmp_path.glob("*.wav")) == []  # no partial temporary file either
 
 
-def test_unknown_language_is_rejected_by_argparse(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["synthesize", "--text", "Hi", "--language", "fr", "-o", "x.wav"])
-    assert exit_info.value.code == 2
+def test_unknown_language_is_refused_naming_the_checkpoint_languages(tiny_weights, tmp_path, capsys):
+    """Before any model loads: the choices are the checkpoint's languages (the public-shaped one: en, zh, ja)."""
+    out = tmp_path / "x.wav"
+    for option, value in (("--language", "fr"), ("--language", "de"), ("--accent", "de")):
+        code = main(["synthesize", "--text", "Hi", option, value, "--weights-dir", str(tiny_weights), "-o", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and f"{option} {value!r}" in err and "speaks en, zh, ja" in err, err
+        assert "Traceback" not in err and not out.exists()
 
 
 def test_convert_checkpoint_round_trip(golden, tmp_path):

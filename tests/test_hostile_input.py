@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from demo.handlers import sampling_options
 from vallex.api import MAX_SEED, check_sampling, select_device
 from vallex.cli import main
+from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
 from vallex.serving.engine import ServerBusy
 from vallex.serving.http import LOOPBACK_HOSTS, SpeechBody, create_api
@@ -42,6 +43,7 @@ class BusyEngine:
     """An engine that is always full: a request that passes every check gets a 503, never synthesis."""
 
     stats = None
+    languages = Languages.public()  # what its (absent) model would speak
 
     def submit(self, request: Any) -> Any:
         raise ServerBusy("busy")

@@ -23,6 +23,7 @@ import torch
 import uvicorn
 from conftest import with_voices
 
+from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.serving import SpeechEngine, SpeechRequest, SpeechStream
 from vallex.serving.engine import EngineStats
@@ -386,6 +387,7 @@ class FakeEngine:
     chunks: list[np.ndarray]
     error: BaseException | None
     stats: EngineStats = field(default_factory=EngineStats)
+    languages: Languages = Languages.public()  # what its (absent) model would speak
 
     def submit(self, request: SpeechRequest) -> FakeStream:
         return FakeStream(self.chunks, self.error)

@@ -245,9 +245,10 @@ def test_sentence_check_reports_itself():
 
 def test_the_app_checks_with_speech_recognition_when_asked(tiny_weights, tmp_path, monkeypatch):
     from demo.config import AppConfig
-    from demo.engine import Engine, synthesis_gpu_seconds
+    from demo.engine import Engine
     from demo.handlers import make_handlers
     from demo.ui import verify_by_default
+    from demo.zero_gpu import synthesis_gpu_seconds
 
     config = AppConfig(weights_dir=tiny_weights, presets_dir=tmp_path / "presets", device="cpu", dtype="float32")
     assert verify_by_default(config) is False  # on a CPU the check is off unless asked for

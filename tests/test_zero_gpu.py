@@ -15,15 +15,15 @@ import pytest
 import torch
 
 from demo.config import AppConfig
-from demo.engine import (
+from demo.engine import Engine
+from demo.handlers import make_handlers
+from demo.ui import http_routes
+from demo.zero_gpu import (
     GPU_SECONDS_TRANSLATION,
-    Engine,
     prompt_gpu_seconds,
     synthesis_gpu_seconds,
     translation_gpu_seconds,
 )
-from demo.handlers import make_handlers
-from demo.ui import http_routes
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 

@@ -4,6 +4,8 @@
     tts = VallEX.from_pretrained()                        # loads once; reuse the object
     wav, sr = tts.synthesize("Hello!", prompt="my_voice")  # float32 [N] at 24 kHz
     wav, sr = tts.synthesize("你好！", prompt=(audio_path, "transcript of the audio"), accent="en")
+    tts = VallEX.from_pretrained(checkpoint="runs/de/checkpoint-00002000.pt")  # a fine-tuned model, its languages
+    tts.languages.codes                                   # ("en", "zh", "ja", "de"): what language= and accent= take
 
 It knows nothing of any UI. Long text is split into sentences and synthesised one by one
 (``long_text="fixed-prompt"`` or ``"sliding-window"``). :meth:`VallEX.synthesize_stream` yields audio
@@ -53,6 +55,7 @@ from vallex.inference.streaming import (  # noqa: F401  (the streaming constants
     VOCODER_LOOKAHEAD_FRAMES,
 )
 from vallex.inference.verification import Verifier
+from vallex.languages import Languages
 from vallex.model import VallexModel
 from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
 
@@ -94,7 +97,11 @@ def _mps_available() -> bool:
 
 
 class VallEX:
-    """Zero-shot cross-lingual TTS with one loaded model; thread-compatible, not thread-safe."""
+    """Zero-shot cross-lingual TTS with one loaded model; thread-compatible, not thread-safe.
+
+    ``languages``: what the model speaks (its language rows, from its checkpoint: en, zh, ja for the public one),
+    the choices of ``language=`` and ``accent=``.
+    """
 
     def __init__(self, model: VallexModel, codec: AudioCodec, presets: VoiceLibrary | None = None,
                  device: torch.device | None = None, frame_limits: FrameLimits | None = None,
@@ -106,6 +113,7 @@ class VallEX:
         ``verify="asr"`` checks sentences with (default: a :class:`vallex.inference.verification.Verifier`
         made on first use)."""
         self.precision = precision
+        self.languages = Languages.of(model.config)  # a ValueError when the checkpoint does not name them
         self.model = model.eval()
         self.codec = codec
         self.presets = presets  # the voice names resolve_prompt knows
@@ -125,6 +133,7 @@ class VallEX:
         presets_dir: str | Path | None = None,
         download: bool = True,
         tune_malloc: bool = True,
+        checkpoint: str | Path | None = None,
     ) -> VallEX:
         """Load VALL-E X, EnCodec and Vocos through the weights manager (downloading when allowed).
 
@@ -143,6 +152,10 @@ class VallEX:
             tune_malloc: on CPU, let glibc's malloc keep freed activation buffers for reuse (a process-wide
                 setting, :func:`vallex.inference.memory.keep_freed_memory_for_reuse`; without it each NAR layer
                 faults its buffers in afresh). False leaves the process's malloc as it is.
+            checkpoint: a VALL-E X checkpoint to use instead of the weights folder's (default
+                ``$VALLEX_CHECKPOINT``), e.g. ``runs/de/checkpoint-00002000.pt`` from ``vallex train``: its
+                ``.json`` and the run's ``languages.json`` beside it give its size and languages. EnCodec and
+                Vocos still come from ``weights_dir``.
         """
         from vallex.weights import resolve_weights
         from vallex.weights.checkpoint import load_model
@@ -155,7 +168,7 @@ class VallEX:
         from vallex.inference.precision import apply_precision, resolve_precision
 
         precision = resolve_precision(dtype, device)  # None: float32; "auto": per device and CPU class
-        paths = resolve_weights(weights_dir, download=download)
+        paths = resolve_weights(weights_dir, download=download, checkpoint=checkpoint)
         model = load_model(paths.vallex, config=paths.vallex_config, device=device)
         # float32 too: the conversion also puts the inference fast paths on (vallex.inference.fastpath).
         model = apply_precision(model, precision, device, tune_malloc=tune_malloc)
@@ -176,7 +189,7 @@ class VallEX:
                 self._transcriber = find_transcriber()
             transcriber = self._transcriber
         return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name,
-                           transcriber=transcriber)
+                           transcriber=transcriber, languages=self.languages)
 
     def load_transcriber(self) -> bool:
         """Find and load now the Whisper model :meth:`make_prompt` uses for a prompt without a transcript (else it
@@ -223,8 +236,9 @@ class VallEX:
                             progress: bool | ProgressCallback = False, **options: Any) -> Synthesis:
         """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings.
 
-        Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields): ``language`` ("auto", "en", "zh", "ja",
-        "mix", "auto-mix"), ``accent``, ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
+        Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields): ``language`` ("auto", "mix",
+        "auto-mix" or one of :attr:`languages`: "en", "zh", "ja", ...), ``accent`` (one of :attr:`languages`),
+        ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
         ``long_text`` (None, "fixed-prompt", "sliding-window", "auto"), ``ras`` (repetition-aware sampling
         instead of the reference's plain sampling; False), ``length_guards`` (frame bounds from the text's
         measured speaking rate; False: the reference's 16 frames per token), ``verify`` ("asr": verified

@@ -109,13 +109,16 @@ def bundled_tiny_en() -> Path | None:
 
 
 def spoken_language(code: str, remedy: str = "Use speech in one of these, or, if the detection is wrong, give "
-                    "the language yourself.") -> str:
-    """``code`` if VALL-E X speaks it ("en", "zh", "ja"), else a ValueError naming the language heard."""
-    if code in LANGUAGES:
-        return code
+                    "the language yourself.", languages: Sequence[str] = LANGUAGES) -> str:
+    """The language of ``languages`` (a model's; default the public checkpoint's "en", "zh", "ja") that Whisper's
+    ``code`` names ("fr" names a model's "fr-fr"), else a ValueError naming the language heard."""
+    for known in languages:
+        if code in (known, known.split("-")[0]):
+            return known
     name = LANGUAGE_NAMES.get(code, code)
-    raise ValueError(f"Speech recognition heard {name} ({code!r}), but VALL-E X speaks only English, Mandarin "
-                     f"and Japanese. {remedy}")
+    speaks = ("English, Mandarin and Japanese" if tuple(languages) == LANGUAGES else
+              ", ".join(LANGUAGE_NAMES.get(c, c) for c in languages))
+    raise ValueError(f"Speech recognition heard {name} ({code!r}), but VALL-E X speaks only {speaks}. {remedy}")
 
 
 def load_recognizer(model: str | os.PathLike | None = None, *, backend: str | None = None, device: str = "cpu",

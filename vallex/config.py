@@ -13,6 +13,7 @@ from typing import Any
 
 from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.files import write_text_atomic
+from vallex.languages import LANGUAGES, check_codes
 
 #: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
 MAX_UTTERANCE_SECONDS = 22.0
@@ -30,7 +31,7 @@ _FIXED_CHOICES: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class VallexConfig:
-    """Sizes of a VALL-E X model. Defaults are the public checkpoint's."""
+    """Sizes of a VALL-E X model, and which language each language row is. Defaults are the public checkpoint's."""
 
     d_model: int = 1024
     nhead: int = 16
@@ -45,6 +46,9 @@ class VallexConfig:
     num_languages: int = 3
     #: Feed-forward width as a multiple of d_model (4 in every reference model).
     ff_multiplier: int = 4
+    #: The language of each language-embedding row, in row order (``vallex.languages.Languages``). None: not
+    #: recorded (a 3-row model is the public checkpoint's en, zh, ja; a grown one finds its run's languages.json).
+    languages: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("d_model", "nhead", "num_layers", "num_quantizers", "text_vocab_size",
@@ -56,6 +60,15 @@ class VallexConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
         if self.num_quantizers < 2:
             raise ValueError("num_quantizers must be at least 2 (one AR codebook plus NAR codebooks).")
+        if self.languages is None and self.num_languages == len(LANGUAGES):
+            object.__setattr__(self, "languages", LANGUAGES)  # every 3-row model has the public rows
+        elif self.languages is not None:
+            codes = check_codes(self.languages, "VallexConfig.languages")  # a JSON list becomes a tuple
+            if len(codes) != self.num_languages:
+                raise ValueError(f"VallexConfig.languages names {len(codes)} languages ({', '.join(codes)}) but "
+                                 f"the model has {self.num_languages} language rows (num_languages): give one "
+                                 "code per row.")
+            object.__setattr__(self, "languages", codes)
 
     # Special audio ids ---------------------------------------------------------------------------
     @property
@@ -121,7 +134,10 @@ class VallexConfig:
             raise ValueError(f"{path} is not valid JSON: {error}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a JSON object of model options.")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

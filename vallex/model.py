@@ -293,7 +293,8 @@ class VallexModel(nn.Module):
     """VALL-E X with the reference checkpoint's parameter names, in its state-dict order.
 
     Text ids are bpe_69 phoneme ids; audio ids are EnCodec codes 0..1023, EOS = 1024, BOS = 1025.
-    Language ids: en=0, zh=1, ja=2 (:data:`vallex.languages.MODEL_LANGUAGE_ID`).
+    Language ids: en=0, zh=1, ja=2 in the public checkpoint (:data:`vallex.languages.MODEL_LANGUAGE_ID`); a model
+    trained on more languages has a row for each, named in ``config.languages``.
     """
 
     def __init__(self, config: VallexConfig) -> None:

@@ -9,7 +9,9 @@ the target text, so the generated speech takes the prompt's voice, recording con
     presets.save("me", prompt); presets.load("me")  # names: ^[A-Za-z0-9_-]{1,64}$
 
 ``.npz`` layout (the reference's prompt files): ``audio_tokens`` int64 ``[1, T, 8]``, ``text_tokens`` int64 ``[1, L]``,
-``lang_code`` 0-d int32 or int64 with **zh=0, ja=1, en=2** (not the model's en=0, zh=1, ja=2).
+``lang_code`` 0-d int32 or int64 with **zh=0, ja=1, en=2** (not the model's en=0, zh=1, ja=2). A prompt in a
+language the reference never had (one a model was trained on, e.g. de) has ``lang_code`` -1 and its code in a
+fourth array, ``language`` (a 0-d unicode string); such a prompt needs a model that speaks its language.
 Files are written deterministically (no timestamps) in the zip layout of the reference presets, and a
 loaded file remembers its own layout, so loading and saving a preset gives the same bytes (:mod:`vallex.npz`).
 """
@@ -35,12 +37,12 @@ from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
 from vallex.config import VallexConfig
 from vallex.files import write_bytes_atomic
 from vallex.languages import (
-    LANGUAGES,
+    LANGUAGE_CODE_PATTERN,
     NPZ_CODE_LANGUAGE,
     NPZ_LANGUAGE_CODE,
     UNSET_CHOICES,
-    check_language,
-    normalize_language,
+    Languages,
+    language_code,
 )
 from vallex.npz import NpzStyle, style_of, write_npz
 
@@ -55,6 +57,10 @@ MAX_NPZ_BYTES = 4 * 1024 * 1024
 #: Longest prompt accepted from a file, in frames (the audio limit, 15 s).
 MAX_PROMPT_FRAMES = int(PROMPT_MAX_SECONDS * FRAME_RATE)
 _NPZ_KEYS = ("audio_tokens", "text_tokens", "lang_code")
+#: The optional fourth array: the language code of a prompt whose language has no reference ``lang_code``.
+_NPZ_LANGUAGE_KEY = "language"
+#: ``lang_code`` of such a prompt (the reference's codes are 0-2).
+OTHER_LANGUAGE_CODE = -1
 
 
 def validate_name(name: Any) -> str:
@@ -73,7 +79,8 @@ class VoicePrompt:
     Attributes:
         codes: LongTensor ``[1, T, 8]``, EnCodec codes (0..1023) of the prompt audio, 75 frames/s.
         text_ids: text-token ids of the transcript (no BOS/EOS), as a list of L ints.
-        language: the prompt's language, "en", "zh" or "ja".
+        language: the prompt's language: "en", "zh", "ja", or another language code (a model trained on it
+            speaks with it; :meth:`vallex.api.VallEX.synthesize` checks).
         transcript: the transcript, when known (not stored in ``.npz`` files).
         name: a preset name, when it has one.
     """
@@ -94,8 +101,7 @@ class VoicePrompt:
     def __post_init__(self) -> None:
         self.codes = _as_codes(self.codes)
         self.text_ids = _as_text_ids(self.text_ids)
-        language = normalize_language(self.language) if isinstance(self.language, str) else self.language
-        self.language = check_language(language)
+        self.language = language_code(self.language)
         if self.name is not None:
             validate_name(self.name)
         if self.lang_code_dtype not in ("int32", "int64"):
@@ -127,13 +133,18 @@ class VoicePrompt:
 
     # .npz ---------------------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """The three arrays of the reference ``.npz`` format."""
+        """The three arrays of the reference ``.npz`` format (a fourth, ``language``, for a language the reference
+        had no ``lang_code`` for)."""
         audio = self.codes.cpu().numpy().astype(np.int64)
-        return {
+        arrays = {
             "audio_tokens": np.asfortranarray(audio) if self.audio_fortran_order else audio,
             "text_tokens": np.asarray([self.text_ids], dtype=np.int64).reshape(1, -1),
-            "lang_code": np.array(NPZ_LANGUAGE_CODE[self.language], dtype=self.lang_code_dtype),
+            "lang_code": np.array(NPZ_LANGUAGE_CODE.get(self.language, OTHER_LANGUAGE_CODE),
+                                  dtype=self.lang_code_dtype),
         }
+        if self.language not in NPZ_LANGUAGE_CODE:
+            arrays[_NPZ_LANGUAGE_KEY] = np.array(self.language)
+        return arrays
 
     def save_npz(self, path: str | os.PathLike) -> Path:
         """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring),
@@ -188,11 +199,10 @@ class VoicePrompt:
         if code.size != 1 or not np.issubdtype(code.dtype, np.integer):
             raise ValueError(f"{source}: lang_code must be one integer (0=zh, 1=ja, 2=en).")
         lang_code = int(code.reshape(-1)[0])
-        if lang_code not in NPZ_CODE_LANGUAGE:
-            raise ValueError(f"{source}: unknown lang_code {lang_code}; expected 0 (zh), 1 (ja) or 2 (en).")
+        language = _npz_language(lang_code, arrays.get(_NPZ_LANGUAGE_KEY), source)
         dtype = "int32" if code.dtype == np.int32 else "int64"
         prompt = cls(codes=torch.from_numpy(audio.astype(np.int64)), text_ids=text.reshape(-1).tolist(),
-                     language=NPZ_CODE_LANGUAGE[lang_code], name=name, lang_code_dtype=dtype,
+                     language=language, name=name, lang_code_dtype=dtype,
                      audio_fortran_order=bool(audio.flags.f_contiguous and not audio.flags.c_contiguous))
         if audio.dtype == np.int64 and text.dtype == np.int64 and code.shape == ():
             prompt._zip_style = style  # byte-exact round trip only makes sense for reference-typed arrays
@@ -218,6 +228,7 @@ def make_prompt(
     transcriber: Transcriber | None = None,
     trim_silence: bool = False,
     sample_rate: int | None = None,
+    languages: Languages | None = None,
 ) -> VoicePrompt:
     """A voice prompt from 1-15 s of speech and its transcript.
 
@@ -226,11 +237,13 @@ def make_prompt(
             (see :func:`vallex.audio.load_audio`).
         transcript: what is said. None/empty: transcribed with Whisper when it is installed with its weights
             (or ``transcriber``), else a ValueError asks for it.
-        language: "en", "zh" or "ja" (also "English", "中文", "日本語"); None or "auto": detected from the
-            transcript.
+        language: a language of ``languages`` ("en", "zh", "ja", also "English", "中文", "日本語"; "de" for a
+            model trained on German); None or "auto": detected from the transcript among them.
         codec: a :class:`vallex.audio.codec.AudioCodec` (its EnCodec makes the codes).
         name: optional preset name (validated).
         trim_silence: drop leading/trailing silence before encoding.
+        languages: the languages of the model the prompt is for (``VallEX.languages``; default the public
+            checkpoint's); the transcript is read as that model reads text.
 
     Returns:
         VoicePrompt with codes ``[1, T, 8]`` (T = ceil(24000·seconds / 320)) and the transcript's token ids.
@@ -248,7 +261,8 @@ def make_prompt(
         )
     wav = load_prompt_audio(audio, sample_rate, trim_silence=trim_silence)
     detect = language is None or (isinstance(language, str) and language.strip().lower() in UNSET_CHOICES)
-    chosen = None if detect else normalize_language(language)
+    table = languages or Languages.public()
+    chosen = None if detect else table.normalize(language)
     if transcript is None or not transcript.strip():
         engine = transcriber or find_transcriber()
         if engine is None:
@@ -261,11 +275,11 @@ def make_prompt(
         if not transcript:
             raise ValueError("Speech recognition heard no words in the audio: type the transcript instead.")
         if chosen is None:
-            chosen = spoken_language(heard, "Give the transcript and its language.")
+            chosen = spoken_language(heard, "Give the transcript and its language.", table.codes)
         if transcript[-1] not in "?!.,。，？！、":
             transcript += "."  # the reference ends recognised text with punctuation too
-    tokens = tokenize(transcript, chosen or "auto")
-    prompt_language = tokens.language if tokens.language in LANGUAGES else tokens.langs[0]
+    tokens = tokenize(transcript, chosen or "auto", languages=table)
+    prompt_language = tokens.language if tokens.language in table else tokens.langs[0]
     codes = codec.encode_audio(wav)
     return VoicePrompt(codes=codes, text_ids=list(tokens.ids), language=prompt_language,
                        transcript=transcript, name=name)
@@ -429,16 +443,30 @@ def _read_npz_bytes(data: bytes, source: str) -> tuple[dict[str, np.ndarray], Np
     missing = [key for key in _NPZ_KEYS if f"{key}.npy" not in infos]
     if missing:
         raise ValueError(f"{source} is not a VALL-E X prompt: missing {', '.join(missing)}.")
-    if sum(infos[f"{key}.npy"].file_size for key in _NPZ_KEYS) > 16 * MAX_NPZ_BYTES:
+    keys = [*_NPZ_KEYS, *([_NPZ_LANGUAGE_KEY] if f"{_NPZ_LANGUAGE_KEY}.npy" in infos else [])]
+    if sum(infos[f"{key}.npy"].file_size for key in keys) > 16 * MAX_NPZ_BYTES:
         raise ValueError(f"{source}: the arrays are implausibly large for a prompt.")
     arrays = {}
     try:
-        for key in _NPZ_KEYS:
+        for key in keys:
             with archive.open(infos[f"{key}.npy"]) as member:
                 arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{source}: could not read the arrays ({error}).") from None
     return arrays, style_of(data, infos[f"{_NPZ_KEYS[0]}.npy"])
+
+
+def _npz_language(lang_code: int, named: np.ndarray | None, source: str) -> str:
+    """A prompt file's language: the reference's ``lang_code``, or (code -1) the code in its ``language`` array."""
+    if lang_code == OTHER_LANGUAGE_CODE and named is not None:
+        value = named.item() if named.shape == () and named.dtype.kind == "U" else None
+        if not isinstance(value, str) or not LANGUAGE_CODE_PATTERN.match(value):
+            raise ValueError(f"{source}: the 'language' array must hold one language code such as 'de'.")
+        return value
+    if lang_code not in NPZ_CODE_LANGUAGE:
+        raise ValueError(f"{source}: unknown lang_code {lang_code}; expected 0 (zh), 1 (ja) or 2 (en), or -1 with a "
+                         "'language' array.")
+    return NPZ_CODE_LANGUAGE[lang_code]
 
 
 def presets_table(library: PresetLibrary) -> list[dict[str, Any]]:

@@ -215,3 +215,17 @@ german = EspeakFrontend("de").tokenize("Guten Tag, wie geht es Ihnen?")
 print(german.phonemes)
 print(german.ids)
 print("ids beyond the checkpoint's table:", sorted({(i, ESPEAK_SYMBOLS[i]) for i in german.ids if i >= len(SYMBOLS)}))
+
+# %% [markdown]
+# Once a model is trained on German, German is one of *its* languages (`tts.languages`, from the checkpoint), and
+# `tokenize` with those languages reads German text exactly as `prepare-data` did (`EspeakFrontend("de")`):
+# `"auto"` then detects among en, zh, ja and de, and `[DE]..[DE]` tags work in mixed text.
+
+# %%
+from vallex.languages import Languages
+
+trained = Languages(("en", "zh", "ja", "de"))  # what a checkpoint trained on German says it speaks
+detected = tokenize("Guten Tag, wie geht es Ihnen?", "auto", languages=trained)
+print(detected.language, detected.ids == german.ids)  # de True
+print(tokenize("Guten Tag, wie geht es Ihnen?", "auto").language)  # the public checkpoint: en (it knows no German)
+print(tokenize("[EN]Hello.[EN][DE]Guten Tag.[DE]", "mix", languages=trained).langs)

@@ -30,7 +30,8 @@ COMMAND_MODULES: tuple[str, ...] = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vallex",
-        description="VALL-E X: zero-shot cross-lingual text-to-speech (English, Mandarin, Japanese).",
+        description="VALL-E X: zero-shot cross-lingual text-to-speech (English, Mandarin, Japanese, and the "
+        "languages you train it on).",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:  # a command module that fails to import is a bug: it is not hidden

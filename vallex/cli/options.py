@@ -1,4 +1,5 @@
-"""Checks shared by the commands: reading a text file, where an output may go, the sampling options.
+"""Checks shared by the commands: reading a text file, where an output may go, the sampling options, the
+languages the checkpoint speaks.
 
 Each raises ValueError naming the option the user typed, so ``vallex.cli.main`` prints one line (exit 2), and
 each runs before any model loads.
@@ -7,6 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vallex.languages import Languages
 
 #: The library's sampling parameters as the command line spells them (for :func:`vallex.api.check_sampling`).
 SAMPLING_OPTIONS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
@@ -51,3 +56,33 @@ def check_sampling_options(args: argparse.Namespace) -> None:
     from vallex.api import check_sampling
 
     check_sampling(**{name: getattr(args, name) for name in SAMPLING_OPTIONS}, names=SAMPLING_OPTIONS)
+
+
+def checkpoint_languages(weights_dir: Path | None, checkpoint: Path | None) -> Languages:
+    """The languages of the checkpoint a command will load (``--checkpoint``, else the weights folder's or the
+    cache's), read from its configuration without loading it; the public checkpoint's when none is here yet
+    (a download brings that one)."""
+    from vallex.languages import Languages
+    from vallex.weights import WeightsManager, WeightsNotFoundError
+    from vallex.weights.checkpoint import checkpoint_languages as read_languages
+
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ValueError(f"--checkpoint {checkpoint} does not exist: give the .pt or .safetensors file, e.g. "
+                         "runs/my-run/checkpoint-00002000.pt.")
+    try:
+        paths = WeightsManager(weights_dir, checkpoint=checkpoint).resolve(("vallex",), download=False)
+    except WeightsNotFoundError:
+        return Languages.public()
+    return read_languages(paths.vallex, paths.vallex_config)
+
+
+def check_language_options(args: argparse.Namespace) -> None:
+    """``--language`` and ``--accent`` against the languages of the checkpoint ``args`` names (before it loads)."""
+    languages = checkpoint_languages(args.weights_dir, args.checkpoint)
+    if args.language not in languages.text_choices:
+        raise ValueError(f"--language {args.language!r}: the checkpoint speaks {languages}; choose one of "
+                         f"{', '.join(languages.text_choices)}.")
+    try:
+        languages.accent(args.accent)
+    except ValueError:
+        raise ValueError(f"--accent {args.accent!r}: the checkpoint speaks {languages}; choose one of them.") from None

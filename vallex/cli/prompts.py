@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vallex.languages import LANGUAGES
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -17,8 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("audio", type=Path, help="recording of one speaker, 1-15 s (3-10 s works best)")
     parser.add_argument("--transcript", help="what is said (default: Whisper, when installed with its weights)")
-    parser.add_argument("--language", choices=LANGUAGES, help="language of the transcript "
-                        "(default: detected)")
+    parser.add_argument("--language", help="language of the transcript: one the checkpoint speaks (the public "
+                        "one: en, zh, ja; see --checkpoint) (default: detected among them)")
+    parser.add_argument("--checkpoint", type=Path, help="the VALL-E X checkpoint the prompt is for, when it is not "
+                        "the weights folder's (e.g. runs/de/checkpoint-00002000.pt): its languages are the choices "
+                        "(default: $VALLEX_CHECKPOINT)")
     parser.add_argument("--name", help="preset name: letters, digits, '_' and '-' (up to 64)")
     parser.add_argument("--presets-dir", type=Path, help="preset folder for --name (default: $VALLEX_PRESETS_DIR "
                         "or ~/.local/share/vallex/presets)")
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vallex.audio.codec import AudioCodec
-    from vallex.cli.options import check_output
+    from vallex.cli.options import check_output, checkpoint_languages
     from vallex.prompts import PresetLibrary, make_prompt, validate_name
 
     if args.output is None and args.name is None:
@@ -48,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
         if args.name in library and not args.overwrite and args.output is None:
             raise ValueError(f"A preset named {args.name!r} already exists in {library.directory}; "
                              "use --overwrite or another name.")
+    languages = checkpoint_languages(args.weights_dir, args.checkpoint)  # read from its files, not loaded
     codec = AudioCodec.pretrained(args.weights_dir, components=("encodec",))  # prompts need no vocoder
     prompt = make_prompt(args.audio, args.transcript, args.language, codec=codec, name=args.name,
-                         trim_silence=args.trim_silence)
+                         trim_silence=args.trim_silence, languages=languages)
     written = []
     if args.output is not None:
         written.append(prompt.save_npz(args.output))

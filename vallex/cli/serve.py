@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "or the Hugging Face cache)")
     parser.add_argument("--presets-dir", type=Path, help="folder of named voice presets (default: "
                         "$VALLEX_PRESETS_DIR or ~/.local/share/vallex/presets)")
+    parser.add_argument("--checkpoint", type=Path, help="a VALL-E X checkpoint to serve instead of the weights "
+                        "folder's, e.g. runs/de/checkpoint-00002000.pt (its languages become the API's "
+                        "'language' choices; default: $VALLEX_CHECKPOINT)")
     parser.add_argument("--default-voice", help="preset used when a request names no voice or one of OpenAI's "
                         "(alloy, nova, ...); default: no prompt (the model's own random voice)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)  # a busy port is reported now, not after the model has loaded
     try:
         tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
-                                     num_threads=args.threads, presets_dir=library.directory)
+                                     num_threads=args.threads, presets_dir=library.directory,
+                                     checkpoint=args.checkpoint)
         engine = SpeechEngine(tts, max_batch=args.max_batch, max_queue=args.max_queue)
         try:
             app = create_api(engine, model_loaded=lambda: True, **options)
@@ -185,6 +189,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         presets_dir = PresetLibrary.default().directory
     settings = ray_serve.ReplicaSettings(
         weights_dir=str(args.weights_dir) if args.weights_dir is not None else None,
+        checkpoint=str(args.checkpoint) if args.checkpoint is not None else None,
         presets_dir=str(presets_dir) if presets_dir is not None else None, default_voice=args.default_voice,
         device=args.device, dtype=args.dtype, num_threads=args.threads, max_batch=args.max_batch,
         max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key,
@@ -193,7 +198,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         from vallex.weights import resolve_weights
 
         settings.check()
-        resolve_weights(args.weights_dir)  # downloads what is missing, unless offline
+        resolve_weights(args.weights_dir, checkpoint=args.checkpoint)  # downloads what is missing, unless offline
     else:
         from vallex.serving.http import SpeechAPI
 

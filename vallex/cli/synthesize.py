@@ -16,17 +16,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(audio + transcript, a preset name, or an .npz prompt file).",
     )
     text = parser.add_mutually_exclusive_group(required=True)
-    text.add_argument("--text", help="the text to speak (English, Mandarin or Japanese)")
+    text.add_argument("--text", help="the text to speak (English, Mandarin, Japanese, or a language the checkpoint "
+                      "was trained on)")
     text.add_argument("--text-file", type=Path, help="read the text from this UTF-8 file")
     prompt = parser.add_mutually_exclusive_group()
     prompt.add_argument("--prompt-audio", type=Path, help="3-10 s recording of the voice to clone")
     prompt.add_argument("--preset", help="name of a voice preset")
     prompt.add_argument("--prompt-npz", type=Path, help="a prompt file made by `vallex make-prompt`")
     parser.add_argument("--prompt-text", help="transcript of --prompt-audio (Whisper is used when omitted)")
-    parser.add_argument("--language", default="auto", choices=["auto", "en", "zh", "ja", "mix", "auto-mix"],
-                        help="language of the text; 'mix' reads [EN]..[EN][ZH]..[ZH] tags, "
-                        "'auto-mix' tags Latin/CJK runs by itself (default: auto)")
-    parser.add_argument("--accent", choices=["en", "zh", "ja"], help="speak with this language's accent")
+    parser.add_argument("--language", default="auto",
+                        help="language of the text: a language the checkpoint speaks (the public one: en, zh, ja; "
+                        "a checkpoint trained on more adds them, e.g. de), 'auto' (detected among them), 'mix' "
+                        "(reads [EN]..[EN][ZH]..[ZH] tags) or 'auto-mix' (tags Latin/CJK runs by itself); "
+                        "default: auto")
+    parser.add_argument("--accent", help="speak with this language's accent (one the checkpoint speaks)")
+    parser.add_argument("--checkpoint", type=Path, help="a VALL-E X checkpoint to use instead of the weights "
+                        "folder's, e.g. runs/de/checkpoint-00002000.pt from `vallex train` (its .json and the run's "
+                        "languages.json come with it; default: $VALLEX_CHECKPOINT)")
     parser.add_argument("--long-text", choices=["fixed-prompt", "sliding-window"],
                         help="split long text into sentences and speak them one by one")
     parser.add_argument("--seed", type=int, help="random seed (same seed, same audio)")
@@ -67,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vallex.api import VallEX, select_device
     from vallex.audio import save_audio
-    from vallex.cli.options import check_output, check_sampling_options, read_text_file
+    from vallex.cli.options import check_language_options, check_output, check_sampling_options, read_text_file
     from vallex.inference.scheduler import check_verification
 
     # Every option is checked before the model loads (a minute on a slow machine).
@@ -85,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}.")
     select_device(args.device)
+    check_language_options(args)
 
     tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
-                                 num_threads=args.threads, presets_dir=args.presets_dir)
+                                 num_threads=args.threads, presets_dir=args.presets_dir, checkpoint=args.checkpoint)
     if args.prompt_audio is not None:
         prompt = tts.make_prompt(args.prompt_audio, args.prompt_text)
     elif args.prompt_npz is not None:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
 from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repeats, repetition_counts
-from vallex.languages import MODEL_LANGUAGE_ID
+from vallex.languages import Languages
 from vallex.model import VallexModel, ar_attention_mask
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
@@ -36,12 +36,15 @@ def language_ids(
     prompt_language: str,
     text_language: str | Sequence[str],
     device: torch.device | str | None = None,
+    languages: Languages | None = None,
 ) -> Tensor:
-    """Per-token language ids LongTensor [S] for ``[prompt transcript ; target text]``.
+    """Per-token language ids LongTensor [S] for ``[prompt transcript ; target text]``: each language's row in
+    ``languages`` (the model's table; default the public checkpoint's en=0, zh=1, ja=2).
 
     The first ``enroll_len`` tokens get ``prompt_language``; the rest get ``text_language``: one
     language for all (accent control) or one per target token (as the text front end returns them).
     """
+    table = languages or Languages.public()
     if not 0 <= enroll_len <= num_tokens:
         raise ValueError(f"enroll_len must be between 0 and {num_tokens}, got {enroll_len}.")
     target_len = num_tokens - enroll_len
@@ -57,11 +60,7 @@ def language_ids(
         raise ValueError(
             f"text_language must be a language code or a list of them, not {type(text_language).__name__}."
         )
-    ids = []
-    for lang in [prompt_language] * enroll_len + target:
-        if lang not in MODEL_LANGUAGE_ID:
-            raise ValueError(f"Unknown language {lang!r}: expected one of {', '.join(MODEL_LANGUAGE_ID)}.")
-        ids.append(MODEL_LANGUAGE_ID[lang])
+    ids = [table.row(lang) for lang in [prompt_language] * enroll_len + target]
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 

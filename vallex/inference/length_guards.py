@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from vallex.audio.codec_format import FRAME_RATE
-from vallex.languages import check_language
+from vallex.languages import Languages
 
 #: Median codebook-1 frames per text token over the reference's voice presets whose audio is whole (the
 #: presets cut at 3 s keep their whole transcript, so their rates are only lower bounds and stay out).
 SPEAKING_RATE: dict[str, float] = {"en": 6.96, "zh": 4.06, "ja": 5.38}
+#: The rate of a language trained later (espeak-ng phonemes), not measured: English's. Its tokens are IPA
+#: letters with stress and length marks, as English's are, rather than Mandarin's syllables with tone arrows.
+UNMEASURED_SPEAKING_RATE = SPEAKING_RATE["en"]
 #: EOS is allowed from half the median rate: the fastest preset of any language speaks at 0.6x its median.
 MIN_RATE_FACTOR = 0.5
 #: The limit is twice the median rate: the slowest preset of any language speaks at 1.5x its median.
@@ -56,28 +59,31 @@ class FrameBounds(NamedTuple):
     max_frames: int  # the sentence stops with StopReason.MAX_LENGTH when this many exist
 
 
-def expected_frames(token_languages: Sequence[str]) -> float:
-    """Median-rate length in frames of a text whose tokens have these languages (one entry per text token)."""
-    return sum(SPEAKING_RATE[check_language(language)] for language in token_languages)
+def expected_frames(token_languages: Sequence[str], languages: Languages | None = None) -> float:
+    """Median-rate length in frames of a text whose tokens have these languages (one entry per text token, each
+    a language of ``languages``: the model's, default the public checkpoint's)."""
+    table = languages or Languages.public()
+    return sum(SPEAKING_RATE.get(table.check(language), UNMEASURED_SPEAKING_RATE) for language in token_languages)
 
 
-def frame_bounds_of_tokens(token_languages: Sequence[str]) -> FrameBounds:
+def frame_bounds_of_tokens(token_languages: Sequence[str], languages: Languages | None = None) -> FrameBounds:
     """:class:`FrameBounds` of a sentence given the language of each of its text tokens (mixed text too:
-    ``vallex.text.TextTokens.langs``)."""
+    ``vallex.text.TextTokens.langs``) among ``languages`` (default the public checkpoint's)."""
     if not token_languages:
         raise ValueError("A sentence needs at least one text token to bound its length.")
-    expected = expected_frames(token_languages)
+    expected = expected_frames(token_languages, languages)
     low = max(1, math.floor(MIN_RATE_FACTOR * expected))
     high = math.ceil(MAX_SLACK_FRAMES + MAX_RATE_FACTOR * expected)
     return FrameBounds(low, high)
 
 
-def frame_bounds(text_tokens: int, language: str) -> FrameBounds:
+def frame_bounds(text_tokens: int, language: str, languages: Languages | None = None) -> FrameBounds:
     """:class:`FrameBounds` of a sentence of ``text_tokens`` text tokens (the target text only, without the
-    prompt's transcript) in ``language`` ("en", "zh" or "ja")."""
+    prompt's transcript) in ``language`` (one of ``languages``; default "en", "zh" or "ja")."""
     if isinstance(text_tokens, bool) or not isinstance(text_tokens, int) or text_tokens < 1:
         raise ValueError(f"text_tokens must be a positive whole number, got {text_tokens!r}.")
-    return frame_bounds_of_tokens([check_language(language)] * text_tokens)
+    table = languages or Languages.public()
+    return frame_bounds_of_tokens([table.check(language)] * text_tokens, table)
 
 
 def length_warning(reason: str | StopReason, frames: int) -> str | None:

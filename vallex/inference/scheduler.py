@@ -52,7 +52,7 @@ from vallex.inference.verification import (
     Verifier,
     choose,
 )
-from vallex.languages import LANGUAGES, check_language, normalize_accent
+from vallex.languages import LANGUAGES, Languages
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
 from vallex.text import TextTokens, detect_language, split_sentences, tokenize
@@ -138,24 +138,27 @@ class TextPlan:
     long_text: str | None  # the mode used: None (one utterance), "fixed-prompt" or "sliding-window"
 
 
-def plan_text(text: str, language: str = "auto", long_text: str | None = None) -> TextPlan:
+def plan_text(text: str, language: str = "auto", long_text: str | None = None,
+              languages: Languages | None = None) -> TextPlan:
     """Split ``text`` into sentences and run the text front end on each, once; ValueError for what cannot be spoken.
 
     ``long_text``: None (one utterance), ``"fixed-prompt"``, ``"sliding-window"`` or ``"auto"`` (one utterance
-    when it fits in :data:`MAX_SINGLE_UTTERANCE_TOKENS`, else fixed-prompt).
+    when it fits in :data:`MAX_SINGLE_UTTERANCE_TOKENS`, else fixed-prompt). ``languages``: the model's
+    (``VallEX.languages``; default the public checkpoint's).
     """
+    table = languages or Languages.public()
     if long_text is not None and long_text not in (*LONG_TEXT_MODES, AUTO_LONG_TEXT):
         raise ValueError(f"Unknown long-text mode {long_text!r}: expected one of "
                          f"{', '.join(LONG_TEXT_MODES)} (or 'auto').")
     if long_text == AUTO_LONG_TEXT:
         if len(text) <= MAX_INPUT_CHARS:
             try:
-                sentences, language_used = _split(text, language, None)
+                sentences, language_used = _split(text, language, None, table)
                 return TextPlan(tuple(sentences), language_used, None)
             except _TooLongForOneUtterance:
                 pass
         long_text = "fixed-prompt"
-    sentences, language_used = _split(text, language, long_text)
+    sentences, language_used = _split(text, language, long_text, table)
     return TextPlan(tuple(sentences), language_used, long_text)
 
 
@@ -163,11 +166,12 @@ class _TooLongForOneUtterance(ValueError):
     """The text needs the long-text mode (``long_text="auto"`` then takes it)."""
 
 
-def _split(text: str, language: str, long_text: str | None) -> tuple[list[tuple[str, TextTokens]], str]:
+def _split(text: str, language: str, long_text: str | None,
+           table: Languages) -> tuple[list[tuple[str, TextTokens]], str]:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("Text is empty: type the sentence you want to hear.")
     if language not in ("auto", "mix", "auto-mix"):
-        check_language(language)
+        table.check(language)
     if long_text is None:
         if len(text) > MAX_INPUT_CHARS:  # before the front end, whose message knows nothing of long text
             raise ValueError(
@@ -175,7 +179,7 @@ def _split(text: str, language: str, long_text: str | None) -> tuple[list[tuple[
                 f"{MAX_INPUT_CHARS}). Use long-text mode (long_text='fixed-prompt' or 'sliding-window'), "
                 "which speaks it sentence by sentence."
             )
-        tokens = tokenize(text, language, max_tokens=None)  # our own, friendlier limit below
+        tokens = tokenize(text, language, max_tokens=None, languages=table)  # our own, friendlier limit below
         if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
             raise _TooLongForOneUtterance(
                 f"The text is too long for one utterance ({len(tokens)} phonemes; at most "
@@ -185,9 +189,9 @@ def _split(text: str, language: str, long_text: str | None) -> tuple[list[tuple[
         return [(text, tokens)], tokens.language
     # Long text: detect the language once on the whole text, as the reference does, then split.
     if language == "auto":
-        language = detect_language(text)
+        language = detect_language(text, table.codes)
     planned = []
-    for sentence in split_sentences(text, language):  # "mix" sentences come back with their tags
+    for sentence in split_sentences(text, language, table):  # "mix" sentences come back with their tags
         if not has_pronounceable(sentence):
             continue  # a stray punctuation-only piece between sentences
         if len(sentence) > MAX_INPUT_CHARS:
@@ -195,7 +199,7 @@ def _split(text: str, language: str, long_text: str | None) -> tuple[list[tuple[
                 f"The text runs {len(sentence)} characters without a sentence end (at most "
                 f"{MAX_INPUT_CHARS} in one sentence), from {sentence[:40]!r}. {SPLIT_ADVICE}"
             )
-        tokens = tokenize(sentence, language, max_tokens=None)
+        tokens = tokenize(sentence, language, max_tokens=None, languages=table)
         if len(tokens) > MAX_SINGLE_UTTERANCE_TOKENS:
             raise ValueError(
                 f"A sentence is too long to speak in one go ({len(tokens)} phonemes; at most "
@@ -383,6 +387,7 @@ class Speaker(Protocol):
     codec: AudioCodec
     device: torch.device
     frame_limits: FrameLimits
+    languages: Languages  # the model's (its language rows)
 
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None: ...
 
@@ -397,11 +402,11 @@ def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
     chunk_frames = first_chunk_frames(request.chunk_seconds)
     if request.best_of > 1 or request.verify is not None:
         chunk_frames = None  # the best row is known only when the sentence ends
-    accent = normalize_accent(request.accent)
+    accent = speaker.languages.accent(request.accent)
     voice = speaker.resolve_prompt(request.prompt)
     text = request.text
     if not isinstance(text, TextPlan):
-        text = plan_text(text, request.language, request.long_text)
+        text = plan_text(text, request.language, request.long_text, speaker.languages)
     generator = None
     if request.seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
         generator = seeded_generator(request.seed, speaker.device)
@@ -622,10 +627,11 @@ class Scheduler:
             prompt_language = tokens.langs[0] if tokens.langs else "en"
         text_ids = torch.tensor([prompt_ids + list(tokens.ids)], dtype=torch.long, device=device)
         text_language: str | Sequence[str] = plan.accent if plan.accent is not None else list(tokens.langs)
-        langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, device)[None]
+        langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, device,
+                             self.speaker.languages)[None]
         min_frames, max_frames = self.speaker.frame_limits(text_ids.shape[1], prompt_codes.shape[1])
         if plan.length_guards and tokens.langs:  # bounds from the measured speaking rates of the target text
-            bounds = frame_bounds_of_tokens(tokens.langs)
+            bounds = frame_bounds_of_tokens(tokens.langs, self.speaker.languages)
             min_frames = min(max(min_frames, bounds.min_frames), max_frames)
             max_frames = max(min(max_frames, bounds.max_frames), min_frames)
         return Utterance(text=text, tokens=tokens, text_ids=text_ids, text_langs=langs,

@@ -26,6 +26,7 @@ import torch
 from vallex.api import STREAM_CHUNK_SECONDS, SentenceResult, Synthesis, SynthesisRequest, VallEX
 from vallex.audio import SAMPLE_RATE
 from vallex.inference.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
+from vallex.languages import Languages
 
 
 class ServerBusy(RuntimeError):
@@ -210,6 +211,7 @@ class SpeechEngine:
         self._nar_batch = nar_batch
         self._tts_source = tts
         self._tts: VallEX | None = tts if isinstance(tts, VallEX) else None
+        self._load_lock = threading.Lock()  # the worker and an HTTP request may both ask for the model first
         self._waiting: deque[SpeechStream] = deque()
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
@@ -294,10 +296,17 @@ class SpeechEngine:
         return self._tts is not None
 
     @property
+    def languages(self) -> Languages:
+        """The languages the model speaks (loads the model if it is not loaded yet)."""
+        return self.tts.languages
+
+    @property
     def tts(self) -> VallEX:
-        """The model (loaded on first use)."""
+        """The model (loaded on first use, once)."""
         if self._tts is None:
-            self._tts = self._tts_source()  # type: ignore[operator]
+            with self._load_lock:
+                if self._tts is None:
+                    self._tts = self._tts_source()  # type: ignore[operator]
         return self._tts
 
     # Worker ---------------------------------------------------------------------------------------

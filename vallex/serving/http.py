@@ -48,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vallex.inference.scheduler import MAX_SEED, plan_text
 from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS
+from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechEngine, SpeechRequest, SpeechStream
@@ -63,8 +64,8 @@ OPENAI_VOICES: tuple[str, ...] = ("alloy", "ash", "ballad", "coral", "echo", "fa
                                   "shimmer", "verse", "marin", "cedar")
 #: The voice name that asks for no prompt at all (the model's own, random voice).
 NO_PROMPT_VOICE = "none"
-LANGUAGES = ("auto", "en", "zh", "ja", "mix", "auto-mix")
-ACCENTS = ("none", "en", "zh", "ja")
+#: The ``accent`` that follows the text (no accent override); the others are the model's languages.
+NO_ACCENT = "none"
 LONG_TEXT_CHOICES = ("auto", "fixed-prompt", "sliding-window")
 #: OpenAI's limit on ``input``; the default of ``max_input_chars``.
 DEFAULT_MAX_INPUT_CHARS = 4096
@@ -85,7 +86,7 @@ _KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what f
 
 @dataclass(frozen=True)
 class VoiceInfo:
-    """One voice of ``GET /v1/voices``: its name, language (en/zh/ja, None if unknown) and kind."""
+    """One voice of ``GET /v1/voices``: its name, language (a language code, None if unknown) and kind."""
 
     name: str
     language: str | None
@@ -143,9 +144,9 @@ class SpeechBody(BaseModel):
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True)
     instructions: str | None = Field(None, max_length=DEFAULT_MAX_INPUT_CHARS)
     stream_format: Literal["audio", "sse"] = "audio"
-    # Extensions.
-    language: Literal["auto", "en", "zh", "ja", "mix", "auto-mix"] = "auto"
-    accent: Literal["none", "en", "zh", "ja"] | None = "none"
+    # Extensions. language and accent: checked against the model's languages (SpeechAPI.plan).
+    language: str = Field("auto", max_length=32)
+    accent: str | None = Field(NO_ACCENT, max_length=32)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True)
     temperature: float = Field(1.0, gt=0, le=10, strict=True)
     top_k: int | None = Field(None, ge=1, strict=True)
@@ -178,7 +179,8 @@ class SpeechAPI:
                  api_key: str | None = None, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, model_loaded: Callable[[], bool] | None = None,
                  retry_after_s: int = DEFAULT_RETRY_AFTER_S, allowed_hosts: Collection[str] | None = None,
-                 body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S) -> None:
+                 body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+                 languages: Callable[[], Languages] | None = None) -> None:
         if api_key is None:
             api_key = os.environ.get("VALLEX_API_KEY", "").strip()
         if api_key and not _KEY_PATTERN.fullmatch(api_key):
@@ -189,6 +191,7 @@ class SpeechAPI:
         if default_voice is not None and not NAME_PATTERN.fullmatch(default_voice):
             raise ValueError(f"Invalid default voice {default_voice!r}: use 1-64 letters, digits, '_' or '-'.")
         self.engine = engine
+        self._languages = languages or (lambda: self.engine.languages)
         self._voices = voices or (lambda: [])
         self._voice_names = voice_names or (lambda: [voice.name for voice in self._voices()])
         self.default_voice = default_voice
@@ -269,8 +272,13 @@ class SpeechAPI:
             self.authorize(request)
         except APIError as error:
             return error.response()
+        try:
+            languages: list[str] | None = list(await run_in_threadpool(self.languages))
+        except APIError:  # the model cannot be loaded: the names are still accepted ones
+            languages = None
         return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
-                                                         "owned_by": "vallex"} for name in MODELS]})
+                                                         "owned_by": "vallex", "languages": languages}
+                                                        for name in MODELS]})
 
     async def health(self, request: Request) -> Response:
         """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters.
@@ -348,14 +356,21 @@ class SpeechAPI:
             raise APIError(400, "stream_format 'sse' is not supported: use 'audio' (raw audio bytes, streamed).",
                            param="stream_format", code="invalid_value")
         voice = self.resolve_voice(body.voice.id if isinstance(body.voice, _VoiceRef) else body.voice)
+        languages = self.languages()
+        if body.language not in languages.text_choices:
+            raise APIError(400, f"Unknown language {body.language!r}: the model speaks {languages}; use one of "
+                           f"{', '.join(languages.text_choices)}.", param="language", code="invalid_value")
+        accent = None if body.accent in (None, NO_ACCENT) else body.accent
+        if accent is not None and accent not in languages:
+            raise APIError(400, f"Unknown accent {accent!r}: the model speaks {languages}; use one of them or "
+                           f"'{NO_ACCENT}'.", param="accent", code="invalid_value")
         try:  # the text front end runs here, once: the plan carries the tokens to the engine
-            text_plan = plan_text(text, body.language, body.long_text)
+            text_plan = plan_text(text, body.language, body.long_text, languages)
         except ValueError as error:
             raise APIError(400, str(error), param="input", code="invalid_value") from None
         long_text = text_plan.long_text
         seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        request = SpeechRequest(text=text_plan, prompt=voice, language=body.language,
-                                accent=None if body.accent in (None, "none") else body.accent, seed=seed,
+        request = SpeechRequest(text=text_plan, prompt=voice, language=body.language, accent=accent, seed=seed,
                                 temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
                                 ras=body.ras, length_guards=body.length_guards, best_of=body.best_of,
                                 verify=body.verify, verify_rounds=body.verify_rounds, long_text=long_text)
@@ -369,6 +384,14 @@ class SpeechAPI:
         if body.instructions and body.instructions.strip():
             headers["X-Vallex-Ignored"] = "instructions"
         return _Plan(request, fmt, float(body.speed), streamed, headers)
+
+    def languages(self) -> Languages:
+        """The model's languages (the choices of ``language`` and ``accent``); a 503 APIError when the model
+        that would tell cannot be loaded."""
+        try:
+            return self._languages()
+        except Exception as error:  # noqa: BLE001 - missing weights and the like: the server's problem, not the request's
+            raise self.synthesis_error(ModelUnavailable(str(error))) from None
 
     def resolve_voice(self, name: str | None) -> str | None:
         """The voice to submit (None: no prompt); an invalid or unknown name is a 400 naming ``voice``."""
@@ -430,7 +453,9 @@ def create_router(engine: SpeechEngine, **options: Any) -> APIRouter:
     ``api_key`` (None: ``$VALLEX_API_KEY``; "" or unset: no key), ``max_input_chars`` (4096),
     ``max_body_bytes`` (65536), ``model_loaded`` (a function for ``/health``), ``retry_after_s`` (2),
     ``allowed_hosts`` (None: any ``Host``; else the names requests must be addressed to, e.g.
-    :data:`LOOPBACK_HOSTS` for a keyless server on loopback), ``body_timeout_s`` (30).
+    :data:`LOOPBACK_HOSTS` for a keyless server on loopback), ``body_timeout_s`` (30), ``languages`` (a function
+    giving the model's :class:`vallex.languages.Languages`, the choices of ``language`` and ``accent``; default:
+    ``engine.languages``, which loads the model if it is not loaded yet).
     """
     api = SpeechAPI(engine, **options)
     router = APIRouter()

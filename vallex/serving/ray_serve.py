@@ -79,6 +79,7 @@ class ReplicaSettings:
 
     weights_dir: str | None = None
     presets_dir: str | None = None
+    checkpoint: str | None = None  # a VALL-E X checkpoint instead of the weights folder's (vallex serve --checkpoint)
     default_voice: str | None = None
     device: str | None = None
     dtype: str | None = None
@@ -90,7 +91,7 @@ class ReplicaSettings:
     allowed_hosts: tuple[str, ...] | None = None  # e.g. LOOPBACK_HOSTS: a keyless server on loopback
 
     def __post_init__(self) -> None:
-        for name in ("weights_dir", "presets_dir"):  # str, not Path: what travels to a replica stays plain
+        for name in ("weights_dir", "presets_dir", "checkpoint"):  # str, not Path: what travels stays plain
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 object.__setattr__(self, name, os.fspath(value))
@@ -163,7 +164,8 @@ class SpeechReplica:
         self.settings = settings
         self._options = settings.api_options(library)
         tts = VallEX.from_pretrained(settings.weights_dir, device=settings.device, dtype=settings.dtype,
-                                     num_threads=settings.num_threads, presets_dir=library.directory)
+                                     num_threads=settings.num_threads, presets_dir=library.directory,
+                                     checkpoint=settings.checkpoint)
         self.engine = SpeechEngine(tts, max_batch=settings.max_batch, max_queue=settings.max_queue)
 
     def __serve_build_asgi_app__(self) -> FastAPI:

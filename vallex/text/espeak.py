@@ -1,5 +1,6 @@
 """G2P for languages the checkpoint does not know, over ``phonemizer`` + espeak-ng (for training a new
-language), with the same ``tokenize(text) -> TextTokens`` shape as the main front end.
+language, and for speaking it once trained: :func:`vallex.text.tokenize_language`), with the same
+``tokenize(text) -> TextTokens`` shape as the main front end.
 
 Its symbol table :data:`ESPEAK_SYMBOLS` starts with the checkpoint's 70 symbols at the same ids, so a
 phoneme both tables share keeps the embedding row the checkpoint learnt for it when fine-tuning; the
@@ -12,9 +13,9 @@ import functools
 import threading
 import unicodedata
 
-from .frontend import TextTokens
 from .normalize import check_not_blank, has_pronounceable, normalize_text
 from .symbols import SPACE_SYMBOL, SYMBOLS, UNK_ID
+from .tokens import TextTokens
 
 # IPA symbols espeak-ng emits that bpe_69 lacks. Order is part of the table: append only, never reorder.
 _EXTRA = (
@@ -103,7 +104,7 @@ class EspeakFrontend:
         phonemes = self.phonemize(text)
         if not phonemes:
             raise ValueError(f"espeak-ng gave no phonemes for {text!r}.")
-        ids = [ESPEAK_SYMBOL_TO_ID.get(SPACE_SYMBOL if c == " " else c, UNK_ID) for c in phonemes]
+        ids = espeak_ids(phonemes)
         if self.max_tokens is not None and len(ids) > self.max_tokens:
             raise ValueError(
                 f"Text gives {len(ids)} tokens; at most {self.max_tokens} are allowed. Split it into "
@@ -111,3 +112,8 @@ class EspeakFrontend:
             )
         return TextTokens(ids=ids, langs=[self.language] * len(ids), phonemes=phonemes,
                           language=self.language, tagged_text=text)
+
+
+def espeak_ids(phonemes: str) -> list[int]:
+    """Ids in :data:`ESPEAK_SYMBOLS` of a phoneme string (a space is ``_``; a character not in the table ``[UNK]``)."""
+    return [ESPEAK_SYMBOL_TO_ID.get(SPACE_SYMBOL if c == " " else c, UNK_ID) for c in phonemes]

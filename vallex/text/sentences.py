@@ -1,4 +1,5 @@
-"""Sentence splitting for long text (English, Mandarin, Japanese), rule based.
+"""Sentence splitting for long text (English, Mandarin, Japanese, and the alphabetic languages a model was
+trained on), rule based.
 
 The reference used NLTK Punkt pickles for English (unsafe to load, and broken on NLTK >= 3.9), jieba for
 Mandarin and SudachiPy for Japanese. Sentence ends are marked by punctuation in all three, so a few rules
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import re
 
-from .cleaners import TAGS, find_segments, segment_language
+from vallex.languages import CJK_LANGUAGES, Languages, language_tag
+
+from .cleaners import find_segments, segment_language
 from .language import detect_language
 
 # Lowercase words that end with "." without ending the sentence (titles, common short forms).
@@ -37,7 +40,7 @@ _WORD_BEFORE_RE = re.compile(r"([A-Za-z][A-Za-z.]*)$")
 _PARAGRAPH_RE = re.compile(r"\n\s*\n")
 _WORD_CHAR_RE = re.compile(r"\w")
 
-SPLIT_LANGUAGES = ("auto", "en", "zh", "ja", "mix", "auto-mix")
+SPLIT_LANGUAGES = Languages.public().text_choices
 
 
 _BRACKETS = {"「": "」", "『": "』", "（": "）", "【": "】", "《": "》", "〈": "〉", "“": "”"}
@@ -105,15 +108,15 @@ def _split_plain(text: str, cjk: bool) -> tuple[list[str], bool]:
     return out, closed
 
 
-def _split_tagged(text: str) -> list[str]:
+def _split_tagged(text: str, languages: Languages) -> list[str]:
     """Split tagged ("mix") text; every returned sentence is tagged again, segment by segment."""
     sentences: list[str] = []
     current = ""
-    for segment in find_segments(text):
-        lang = segment_language(segment)
-        tag = TAGS[lang]
+    for segment in find_segments(text, languages.codes):
+        lang = segment_language(segment, languages.codes)
+        tag = language_tag(lang)
         inner = segment[len(tag): -len(tag)]
-        pieces, closed = _split_plain(inner, cjk=lang != "en")
+        pieces, closed = _split_plain(inner, cjk=lang in CJK_LANGUAGES)
         for i, piece in enumerate(pieces):
             current += f"{tag}{piece}{tag}"
             if i < len(pieces) - 1 or closed:
@@ -124,27 +127,30 @@ def _split_tagged(text: str) -> list[str]:
     return sentences
 
 
-def split_sentences(text: str, language: str = "auto") -> list[str]:
+def split_sentences(text: str, language: str = "auto", languages: Languages | None = None) -> list[str]:
     """Split long text into sentences to synthesise one at a time.
 
     Args:
         text: the text. For "mix" it must be tagged (``[EN]..[EN][ZH]..[ZH]``); the sentences come back
             tagged, so tokenize them with language="mix".
-        language: "en", "zh", "ja", "auto" (langid on the whole text, as the reference), "mix", or
-            "auto-mix" (mixed untagged text: Mandarin/Japanese rules, which also cover English).
+        language: a language of ``languages``, "auto" (langid on the whole text, as the reference), "mix", or
+            "auto-mix" (mixed untagged text: Mandarin/Japanese rules, which also cover English). Languages
+            other than zh/ja follow the English rules.
+        languages: the model's languages (default the public checkpoint's en/zh/ja).
 
     Returns:
         Non-empty, stripped sentences in order (an empty list for blank text). Only whitespace is removed:
         joining them with spaces gives back the text's words.
     """
+    table = languages or Languages.public()
     if not isinstance(text, str):
         raise ValueError(f"Text must be a string, not {type(text).__name__}.")
-    if language not in SPLIT_LANGUAGES:
-        raise ValueError(f"Unknown language {language!r}: expected one of {', '.join(SPLIT_LANGUAGES)}.")
+    if language not in table.text_choices:
+        raise ValueError(f"Unknown language {language!r}: expected one of {', '.join(table.text_choices)}.")
     if not text.strip():
         return []
     if language == "mix":
-        return _split_tagged(text)
+        return _split_tagged(text, table)
     if language == "auto":
-        language = detect_language(text.replace("\n", " ").strip())
-    return _split_plain(text, cjk=language != "en")[0]
+        language = detect_language(text.replace("\n", " ").strip(), table.codes)
+    return _split_plain(text, cjk=language in (*CJK_LANGUAGES, "auto-mix"))[0]

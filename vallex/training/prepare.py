@@ -9,9 +9,10 @@ Inputs (each utterance: audio, transcript, language, optional speaker):
   the same keys); relative paths are relative to the list's folder.
 
 Every utterance is loaded as mono 24 kHz (:func:`vallex.audio.load_audio`), kept if it lasts 0.5-20 s,
-tokenised with EnCodec (8 codebooks at 75 Hz) and its text turned into phoneme ids: the checkpoint's front
-end (:func:`vallex.text.tokenize`) for en/zh/ja, the espeak-ng front end
-(:class:`vallex.text.EspeakFrontend`) for any other language. Bad items (missing transcript, unreadable
+tokenised with EnCodec (8 codebooks at 75 Hz) and its text turned into phoneme ids by
+:func:`vallex.text.tokenize_language`: the checkpoint's front end for en/zh/ja, the espeak-ng front end
+(:class:`vallex.text.EspeakFrontend`) for any other language (a model trained on it reads its text with the
+same function). Bad items (missing transcript, unreadable
 audio, empty text, clip too short/long) are reported and skipped; a summary counts them.
 
 Output folder::
@@ -39,7 +40,7 @@ import numpy as np
 
 from vallex.audio import FRAME_RATE, PYAV_EXTENSIONS, SAMPLE_RATE, SOUNDFILE_EXTENSIONS
 from vallex.files import atomic_open, write_text_atomic
-from vallex.languages import LANGUAGES
+from vallex.languages import LANGUAGE_CODE_PATTERN, LANGUAGES
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +54,7 @@ MAX_SECONDS = 20.0
 #: Utterances per shard: a shard is the unit of progress that survives an interruption.
 DEFAULT_SHARD_SIZE = 256
 AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + PYAV_EXTENSIONS
-_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+_LANGUAGE_RE = LANGUAGE_CODE_PATTERN
 _SHARD_RE = re.compile(r"^shard-\d{5}$")
 
 
@@ -203,23 +204,13 @@ def read_recording_list(path: str | Path) -> list[SourceItem]:
 # Text -----------------------------------------------------------------------------------------------------
 
 class TextEncoder:
-    """Text -> (phoneme ids, per-token language codes): the checkpoint's front end for en/zh/ja, espeak-ng
-    for other languages (one front end object per language, created on first use)."""
-
-    def __init__(self) -> None:
-        self._espeak: dict[str, object] = {}
+    """Text -> (phoneme ids, per-token language codes) by :func:`vallex.text.tokenize_language`: the checkpoint's
+    front end for en/zh/ja, espeak-ng for other languages."""
 
     def __call__(self, text: str, language: str) -> tuple[list[int], list[str]]:
-        if language in LANGUAGES:
-            from vallex.text import tokenize
+        from vallex.text import tokenize_language
 
-            tokens = tokenize(text, language)
-        else:
-            from vallex.text import EspeakFrontend
-
-            if language not in self._espeak:
-                self._espeak[language] = EspeakFrontend(language)
-            tokens = self._espeak[language].tokenize(text)
+        tokens = tokenize_language(text, language)
         if not tokens.ids:
             raise ValueError(f"{text!r} gives no phonemes.")
         return list(tokens.ids), list(tokens.langs)

@@ -16,6 +16,7 @@ Output folder (``out_dir``)::
     checkpoint-00001000.json      its VallexConfig (load_model finds it beside the .pt)
     checkpoint-00001000.state.pt  optimiser + progress, for resuming (weights_only-loadable)
     best.pt / best.json           the checkpoint with the lowest validation loss
+    languages.json                the language of each language-embedding row (load_model reads it)
     last.json                     which checkpoint to resume from
     log.csv, valid.csv            training and validation losses
     train_config.yaml             the configuration of the run
@@ -54,12 +55,10 @@ from vallex.training.forward import (
     sample_prefix_len,
     training_forward,
 )
-from vallex.weights.checkpoint import load_model, save_checkpoint
+from vallex.weights.checkpoint import LANGUAGES_FILE, load_model, save_checkpoint
 
 _LOG = logging.getLogger(__name__)
 SCHEDULES = ("cosine", "eden", "constant")
-#: Written into every run folder: the language of each language-embedding row.
-LANGUAGES_FILE = "languages.json"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -251,18 +250,36 @@ def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | 
 
 def _build_model(config: TrainConfig, dataset: CodesDataset) -> VallexModel:
     if config.init_checkpoint:
-        model = load_model(config.init_checkpoint)
+        model = load_model(config.init_checkpoint)  # its languages: its .json or the languages.json beside it
+        where = config.init_checkpoint
     else:
         path = Path(config.model)
         model_config = VallexConfig.from_json(path) if path.suffix == ".json" else VallexConfig.named(config.model)
         model = VallexModel(model_config)
+        where = f"the model {config.model!r}"
+    model = _name_languages(model, dataset.languages, where)
     # The data may use languages or phoneme ids (espeak front end) the model lacks: grow it, keeping old rows.
     needed_languages = len(dataset.languages)
     needed_vocab = dataset.max_text_id + 1
     if needed_languages > model.config.num_languages or needed_vocab > model.config.text_vocab_size:
         _LOG.info("growing the model to %d languages and %d text rows", needed_languages, needed_vocab)
-        model = extend_model(model, num_languages=needed_languages, text_vocab_size=needed_vocab,
+        model = extend_model(model, languages=dataset.languages, text_vocab_size=needed_vocab,
                              init_from=config.init_language_from, seed=config.seed)
+    return model
+
+
+def _name_languages(model: VallexModel, data: list[str], where: str) -> VallexModel:
+    """``model`` whose config names its language rows: checked against the data's table, or (for rows the model
+    does not name) named by the data when it has exactly as many."""
+    known = model.config.languages
+    if known is not None:
+        _check_language_tables(data, list(known), where)
+        return model
+    if len(data) != model.config.num_languages:
+        raise ValueError(f"{where} has {model.config.num_languages} language rows but does not say which languages "
+                         f"they are, and the data names {len(data)} ({', '.join(data)}): put the languages.json of "
+                         "the run that made it beside the checkpoint.")
+    model.config = dataclasses.replace(model.config, languages=tuple(data))
     return model
 
 
@@ -542,7 +559,10 @@ def _set_up(config: TrainConfig) -> _Run:
     resume = _load_resume(out_dir) if config.resume else None
     torch.manual_seed(config.seed)  # the initial weights of a model trained from scratch
     # A resumed run's own checkpoint decides the shape (a grown model stays grown).
-    model = load_model(resume[0]) if resume is not None else _build_model(config, full)
+    if resume is not None:
+        model = _name_languages(load_model(resume[0]), full.languages, str(resume[0]))
+    else:
+        model = _build_model(config, full)
     if model.config.num_quantizers != full.num_quantizers:
         raise ValueError(f"The data has {full.num_quantizers} codebooks but the model expects "
                          f"{model.config.num_quantizers}.")
@@ -579,7 +599,7 @@ def _set_up(config: TrainConfig) -> _Run:
                module=module, scaler=scaler, sampler=sampler, progress=progress, result=result,
                resumed=resume is not None)
     if dist.main:
-        _start_run_folder(run, full.languages)
+        _start_run_folder(run)
     return run
 
 
@@ -594,22 +614,19 @@ def _load_data(config: TrainConfig, dist: _Dist) -> tuple[CodesDataset, CodesDat
         train_ids, valid_ids = split_ids([item["id"] for item in full.items], config.valid_fraction)
         train_set, valid_set = CodesDataset(config.data, train_ids), CodesDataset(config.data, valid_ids)
     _check_language_tables(full.languages, valid_set.languages, config.valid_data)
-    if config.init_checkpoint:
-        table = Path(config.init_checkpoint).with_name(LANGUAGES_FILE)
-        if table.is_file():
-            _check_language_tables(full.languages, json.loads(table.read_text(encoding="utf-8")), str(table))
     if len(train_set) < dist.world_size:
         raise ValueError(f"{len(train_set)} training utterances cannot be shared by {dist.world_size} processes.")
     return full, train_set, valid_set
 
 
-def _start_run_folder(run: _Run, languages: list[str]) -> None:
+def _start_run_folder(run: _Run) -> None:
     """The run's configuration files, and its training and validation logs (opened, or continued)."""
     out_dir = run.out_dir
     write_text_atomic(out_dir / "train_config.yaml", run.config.to_yaml())
     run.model.config.to_json(out_dir / "config.json")
-    # Which language each embedding row is: fine-tuning this run on other data checks against it.
-    write_text_atomic(out_dir / LANGUAGES_FILE, json.dumps(languages))
+    # Which language each embedding row is (the model's, which may hold more than this data): loading a
+    # checkpoint of the run, and fine-tuning it on other data, read it.
+    write_text_atomic(out_dir / LANGUAGES_FILE, json.dumps(list(run.model.config.languages)))
     run.log = _CsvLog(out_dir / "log.csv", ["step", "epoch", "lr", "loss", "ar_loss", "nar_loss", "ar_top10",
                                            "nar_top10", "frames", "grad_norm", "seconds"])
     run.valid_log = _CsvLog(out_dir / "valid.csv", ["step", "loss", "ar_loss", "nar_loss"])

@@ -19,6 +19,10 @@ replaces the Hugging Face endpoint; ``VALLEX_HF_MIRROR`` is tried after it for e
 
 Where files are looked for:
 
+* the VALL-E X checkpoint: ``checkpoint`` (``--checkpoint`` or ``$VALLEX_CHECKPOINT``) if given, e.g. a
+  ``vallex train`` run's ``runs/de/checkpoint-00002000.pt``, used where it is (its ``.json`` and the run's
+  ``languages.json`` beside it say its size and languages: :func:`vallex.weights.checkpoint.load_model`);
+  the other files are then looked for as below.
 * ``weights_dir`` (``--weights-dir`` or ``$VALLEX_WEIGHTS_DIR``) if given: that folder only, in the layout
   above; nothing is downloaded into the caches. ``vallex download --weights-dir DIR`` fills such a folder.
 * otherwise the standard caches: the Hugging Face hub cache (``$HF_HOME``/``$HF_HUB_CACHE``, default
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
 
 #: Environment variables (documented in the module docstring).
 WEIGHTS_DIR_ENV = "VALLEX_WEIGHTS_DIR"
+CHECKPOINT_ENV = "VALLEX_CHECKPOINT"
 OFFLINE_ENV = "VALLEX_OFFLINE"
 HF_MIRROR_ENV = "VALLEX_HF_MIRROR"
 CHECKPOINT_REPO_ENV = "VALLEX_CHECKPOINT_REPO"
@@ -217,14 +222,21 @@ def default_weights_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def default_checkpoint() -> Path | None:
+    """``$VALLEX_CHECKPOINT``: a VALL-E X checkpoint used instead of the weights folder's (None when unset)."""
+    value = os.environ.get(CHECKPOINT_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
 def resolve_weights(
     weights_dir: str | os.PathLike | None = None,
     *,
     download: bool = True,
     components: Iterable[str] = COMPONENTS,
+    checkpoint: str | os.PathLike | None = None,
 ) -> WeightPaths:
     """Find (and, when allowed, download) the files of ``components``; see :class:`WeightsManager`."""
-    return WeightsManager(weights_dir).resolve(components, download=download)
+    return WeightsManager(weights_dir, checkpoint=checkpoint).resolve(components, download=download)
 
 
 class DownloadFailedError(RuntimeError):
@@ -243,11 +255,14 @@ class WeightsManager:
         checkpoint_repo: the user's own VALL-E X sources, tried first (the form of ``$VALLEX_CHECKPOINT_REPO``,
             which it replaces).
         report: where the progress lines of downloads go (default: standard error).
+        checkpoint: a VALL-E X checkpoint file used where it is, instead of the folder's or the caches' (default
+            ``$VALLEX_CHECKPOINT``); never downloaded, never replaced.
     """
 
     def __init__(self, weights_dir: str | os.PathLike | None = None, *, checkpoint_repo: str | None = None,
-                 report: Callable[[str], None] | None = None):
+                 report: Callable[[str], None] | None = None, checkpoint: str | os.PathLike | None = None):
         self.weights_dir: Path | None = Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
+        self.checkpoint: Path | None = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
         self.checkpoint_repo = checkpoint_repo
         self._report = report or _stderr_line
         # SHA-256 of files already hashed, keyed by (path, size, mtime): a 1.5 GB file is hashed once.
@@ -266,7 +281,8 @@ class WeightsManager:
             ValueError: unknown component, or a file whose checksum does not match.
         """
         wanted = _check_components(components)
-        files = [f for f in WEIGHT_FILES if f.component in wanted]
+        own_checkpoint = self._own_checkpoint() if "vallex" in wanted else None
+        files = [f for f in WEIGHT_FILES if f.component in wanted and not (own_checkpoint and f is VALLEX_CHECKPOINT)]
         found: dict[str, Path] = {}  # layout name -> local path
         missing: list[tuple[WeightFile, list[str], list[str]]] = []
         checksums = self._checksums()
@@ -295,11 +311,23 @@ class WeightsManager:
         checkpoint = found.get(VALLEX_CHECKPOINT.layout_name)
         if checkpoint is not None and checkpoint.with_name(VALLEX_CONFIG_NAME).is_file():
             config_path = checkpoint.with_name(VALLEX_CONFIG_NAME)
+        if own_checkpoint is not None:
+            checkpoint = own_checkpoint  # its configuration: load_model finds the .json written beside it
         return WeightPaths(
             vallex=checkpoint, vallex_config_path=config_path,
             encodec=found.get(ENCODEC_CHECKPOINT.layout_name), vocos_config=found.get(VOCOS_CONFIG.layout_name),
             vocos_model=found.get(VOCOS_MODEL.layout_name), random=bool(checksums and checksums.get("random")),
         )
+
+    def _own_checkpoint(self) -> Path | None:
+        """The ``checkpoint`` given (checked to be a file), or None."""
+        if self.checkpoint is None:
+            return None
+        if not self.checkpoint.is_file():
+            raise WeightsNotFoundError(
+                f"The checkpoint {self.checkpoint} (--checkpoint or {CHECKPOINT_ENV}) does not exist: give the .pt "
+                "or .safetensors file itself, e.g. runs/my-run/checkpoint-00002000.pt.")
+        return self.checkpoint
 
     def download(self, components: Iterable[str] = COMPONENTS, *, force: bool = False) -> WeightPaths:
         """Fetch ``components`` into the weights folder (if set) or the caches; return the resolved paths."""

@@ -13,9 +13,14 @@ Two formats:
 Both load through a model built on the ``meta`` device and ``load_state_dict(assign=True)``, so the
 weights are never held twice in memory; the state dict is checked key-by-key and shape-by-shape first,
 with an error that names every missing, unexpected and mismatched key.
+
+Which language each language-embedding row is comes with the configuration (``"languages"`` in the checkpoint's
+``.json`` or safetensors metadata), else from the training run's ``languages.json`` beside the checkpoint; the
+public checkpoint's three rows are en, zh, ja. :func:`load_model` checks the list against the embedding table.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import warnings
@@ -27,6 +32,7 @@ from torch import Tensor
 
 from vallex.config import VallexConfig
 from vallex.files import atomic_path
+from vallex.languages import Languages, check_codes
 from vallex.model import VallexModel
 
 #: The path classes a checkpoint's pickle may name, each read as the pure path of the same flavour.
@@ -42,6 +48,10 @@ PICKLED_PATH_CLASSES: list[tuple[type, str]] = [
 
 #: safetensors metadata key holding the model configuration.
 CONFIG_METADATA_KEY = "vallex_config"
+#: Written by ``vallex train`` into every run folder: the language of each language-embedding row, in order.
+LANGUAGES_FILE = "languages.json"
+#: The state-dict key whose first dimension is the number of language rows.
+LANGUAGE_EMBEDDING_KEY = "ar_language_embedding.word_embeddings.weight"
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since 1.6
 #: The legacy (pre-1.6) format starts with torch's magic number pickled at protocol 2.
@@ -242,13 +252,61 @@ def load_model(
     """Load a VALL-E X model from ``.pt`` or ``.safetensors`` in eval mode.
 
     The configuration comes from ``config``, else from the file (safetensors metadata), else from a
-    ``config.json`` / ``vallex-config.json`` beside the file, else the public checkpoint's.
+    ``<name>.json`` / ``vallex-config.json`` / ``config.json`` beside the file, else the public checkpoint's. Its
+    languages (``model.config.languages``) are the configuration's, else those of a ``languages.json`` beside the
+    file; a list that disagrees with the checkpoint's language-embedding rows is a ValueError naming both.
     """
     path = Path(path)
     state, stored = read_state_dict(path)
     if config is None:
         config = stored or _config_beside(path) or VallexConfig.public()
+    rows = state[LANGUAGE_EMBEDDING_KEY].shape[0] if LANGUAGE_EMBEDDING_KEY in state else None
+    config = _with_languages(config, path, rows)
     return model_from_state_dict(state, config, device, source=str(path))
+
+
+def checkpoint_languages(path: str | Path, config: VallexConfig | None = None) -> Languages:
+    """The languages the checkpoint at ``path`` speaks, found as :func:`load_model` finds them, without reading
+    its weights (fast enough to build a menu from); ValueError when they cannot be told or do not agree."""
+    path = Path(path)
+    if config is None:
+        stored = read_state_dict(path)[1] if path.suffix == ".safetensors" else None  # metadata; tensors mapped
+        config = stored or _config_beside(path) or VallexConfig.public()
+    return Languages.of(_with_languages(config, path, None))
+
+
+def _with_languages(config: VallexConfig, path: Path, rows: int | None) -> VallexConfig:
+    """``config`` naming the language of each of its rows: its own list, or the ``languages.json`` beside the
+    checkpoint (which must then agree with it); ``rows``: the checkpoint's language-embedding rows, if read."""
+    def known() -> str:
+        return f" ({', '.join(config.languages)})" if config.languages else ""
+
+    if rows is not None and rows != config.num_languages:
+        raise ValueError(f"{path} has {rows} language-embedding rows, but its configuration has {config.num_languages}"
+                         f"{known()}: use the .json written with this checkpoint (or none, for the public one).")
+    table = path.with_name(LANGUAGES_FILE)
+    if not table.is_file():
+        return config
+    listed = read_languages_file(table)
+    if len(listed) != config.num_languages:
+        raise ValueError(f"{table} names {len(listed)} languages ({', '.join(listed)}), but {path.name} has "
+                         f"{config.num_languages} language-embedding rows{known()}: the file belongs to another "
+                         "checkpoint; fix or remove it.")
+    if config.languages is not None and listed != config.languages:
+        raise ValueError(f"{table} names the rows {', '.join(listed)}, but {path.name}'s configuration names them "
+                         f"{', '.join(config.languages)}: the file belongs to another checkpoint; fix or remove it.")
+    return dataclasses.replace(config, languages=listed)
+
+
+def read_languages_file(path: str | Path) -> tuple[str, ...]:
+    """The codes of a ``languages.json`` (a JSON list, one code per language-embedding row); ValueError if it is
+    not one."""
+    try:
+        codes = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); it must list one language code per row, e.g. "
+                         '["en", "zh", "ja", "de"].') from None
+    return check_codes(codes, str(path))
 
 
 def _config_beside(path: Path) -> VallexConfig | None:
