@@ -192,7 +192,7 @@ print(f"model: {count_parameters(model):,d} parameters")
 # %%
 start = time.perf_counter()
 result = tutorial.train_tiny_model()
-print(f"run folder {result.out_dir}: step {result.step}, {time.perf_counter() - start:.1f} s now")
+print(f"the run is at step {result.step} ({time.perf_counter() - start:.1f} s in this call)")
 
 
 def read_csv(path) -> dict[str, np.ndarray]:
