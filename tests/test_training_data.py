@@ -228,3 +228,29 @@ def test_folder_language_sources(tmp_path, corpus):
     assert [(i.id, i.language) for i in scan_folder(tmp_path, language="en")] == [
         ("de/b", "de"), ("wav/a", "en"), ("wav/c", "ja")]
     assert [i.language for i in scan_folder(tmp_path)] == ["de", None, "ja"]
+
+
+def test_voice_prompts_become_a_training_set(tmp_path):
+    from vallex.prompts import VoicePrompt
+    from vallex.training.prepare import prepare_prompts
+
+    rng = np.random.default_rng(0)
+    prompts = [VoicePrompt(torch.from_numpy(rng.integers(0, 1024, (1, frames, 8))), ids, language, name=name)
+               for name, frames, ids, language in (("a", 90, [5, 6, 7], "en"), ("b", 40, [8, 9], "zh"),
+                                                   ("c", 60, [10], "ja"))]
+    report = prepare_prompts(prompts[:2], tmp_path / "out", shard_size=1)
+    assert (report.added, report.already_done) == (2, 0)
+    report = prepare_prompts(prompts, tmp_path / "out")  # resumable: only "c" is new
+    assert (report.added, report.already_done) == (1, 2)
+    data = CodesDataset(tmp_path / "out")
+    assert [item["id"] for item in data.items] == ["a", "b", "c"] and data.frames == [90, 40, 60]
+    for i, prompt in enumerate(prompts):
+        utt = data[i]
+        np.testing.assert_array_equal(utt.codes, prompt.codes[0].numpy())
+        assert utt.text.tolist() == prompt.text_ids
+        assert utt.langs.tolist() == [data.languages.index(prompt.language)] * len(prompt.text_ids)
+    assert data.items[0]["seconds"] == pytest.approx(90 / 75)
+    with pytest.raises(ValueError, match="name of its own"):
+        prepare_prompts([prompts[0], prompts[0]], tmp_path / "twice")
+    with pytest.raises(ValueError, match="name of its own"):
+        prepare_prompts([VoicePrompt(prompts[0].codes, [5], "en")], tmp_path / "nameless")

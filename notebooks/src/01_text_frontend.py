@@ -21,17 +21,14 @@
 # > nothing here changes: the text front end is the same for random and trained models.
 
 # %%
-import io
 import warnings
 from collections import Counter
 
 import matplotlib
-
-matplotlib.use("Agg")  # render off-screen; figures are embedded as PNG below
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Image, display
+from tutorial import show  # figures as small PNGs (notebooks/tutorial.py)
 
 from vallex.inference.decoding import language_ids
 from vallex.text import MAX_TOKENS, SYMBOLS, auto_tag, detect_language, ids_to_phonemes, split_sentences, tokenize
@@ -45,14 +42,6 @@ from matplotlib import font_manager
 CJK_FONTS = [f.name for f in font_manager.fontManager.ttflist if "WenQuanYi" in f.name or "Noto Sans CJK" in f.name]
 if CJK_FONTS:
     plt.rcParams["font.family"] = ["DejaVu Sans", CJK_FONTS[0]]
-
-
-def show(fig) -> None:
-    """Embed a matplotlib figure in the notebook output as a PNG and free it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    display(Image(buffer.getvalue()))
 
 
 # %% [markdown]
@@ -117,11 +106,12 @@ used = sorted(set().union(*counts.values()))
 matrix = np.array([[counts[lang][i] for i in used] for lang in corpus], dtype=float)
 matrix /= matrix.sum(axis=1, keepdims=True)  # share of each symbol within a language
 
-fig, ax = plt.subplots(figsize=(12, 2.4))
-ax.imshow(matrix, aspect="auto", cmap="Greens", norm=matplotlib.colors.PowerNorm(0.4))  # show rare symbols too
+fig, ax = plt.subplots(figsize=(13, 2.4))
+image = ax.imshow(matrix, aspect="auto", cmap="Greens", norm=matplotlib.colors.PowerNorm(0.4))  # rare symbols too
 ax.set_yticks(range(3), list(corpus))
 ax.set_xticks(range(len(used)), [SYMBOLS[i] for i in used], fontsize=9)
 ax.set_title("share of each phoneme symbol per language (columns: symbols used by at least one language)", fontsize=10)
+fig.colorbar(image, ax=ax, pad=0.01, label="share", ticks=[0, 0.01, 0.05, 0.1, 0.2])
 show(fig)
 shared = [SYMBOLS[i] for i in used if all(counts[lang][i] for lang in corpus)]
 print(f"{len(used)} of 70 symbols used; {len(shared)} shared by all three languages: {' '.join(shared)}")
@@ -135,7 +125,7 @@ print(f"{len(used)} of 70 symbols used; {len(shared)} shared by all three langua
 # Code-switched text needs per-segment languages. The reference reads **tags**
 # (`[EN]Hello[EN][ZH]你好[ZH]`, `language="mix"`); our `language="auto-mix"` writes the tags for you by
 # splitting runs of Latin and CJK script (`vallex.text.auto_tag`). Every token then carries its own
-# segment's language, and the model receives one language id per token (notebook 3, section 3.5).
+# segment's language, and the model receives one language id per token (notebook 3, section 3.7).
 
 # %%
 for text in ["The quick brown fox.", "我们今天去公园散步。", "今日はいい天気ですね。", "東京都"]:

@@ -12,9 +12,10 @@
 # | **AR** (autoregressive) | codebook 0, one frame at a time | text bidirectional, audio causal | codebook 0 carries most of the content and the timing; sampling it frame by frame lets the model decide the length and the prosody |
 # | **NAR** (non-autoregressive) | codebooks 1..7, one *whole codebook* per stage | full, in both directions | the finer codebooks only refine the sound of frames that already exist, so all frames can be predicted at once: 7 passes instead of 7 × T |
 #
-# This notebook takes the model apart: its sizes, the input sequence, the attention masks, where the
-# **language ID** enters (the VALL-E X addition, §3), the NAR **stage embeddings** with adaptive layer
-# norm, and where the 370 M parameters sit.
+# This notebook takes the model apart: its sizes and where the 370 M parameters sit, the input sequence,
+# what each decoder knows and predicts at each step, the attention masks, one decoder layer written by hand
+# (attention and feed-forward, checked against the library), where the **language ID** enters (the VALL-E X
+# addition, §3), and the NAR **stage embeddings** with adaptive layer norm.
 #
 # > **Runs offline with random weights.** Everything here is about structure: shapes, masks and parameter
 # > counts do not depend on the weight values, so a tiny randomly initialised model (`VallexConfig.tiny()`)
@@ -26,16 +27,14 @@
 # notebook only imports it.
 
 # %%
-import io
 import os
 
 import matplotlib
-
-matplotlib.use("Agg")  # render off-screen; figures are embedded as PNG below
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Image, display
+import torch.nn.functional as F
+from tutorial import draw_token_grid, show, token_grid_legend, token_states
 
 from vallex.config import VallexConfig
 from vallex.inference.decoding import language_ids
@@ -45,14 +44,6 @@ from vallex.text import tokenize
 
 torch.set_num_threads(1)  # small ops are fastest (and never stall) on one thread
 torch.manual_seed(0)
-
-
-def show(fig) -> None:
-    """Embed a matplotlib figure in the notebook output as a PNG and free it."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    plt.close(fig)
-    display(Image(buffer.getvalue()))
 
 
 # %% [markdown]
@@ -128,7 +119,7 @@ show(fig)
 # %% [markdown]
 # The two decoders are almost everything. The NAR decoder is a third larger than the AR one only because
 # its layer norms are *adaptive*: each one owns a 1024→2048 projection that turns the stage embedding into a
-# gain and a bias (section 3.6 below). The embeddings are small: the text vocabulary has 2048 rows although the
+# gain and a bias (section 3.8 below). The embeddings are small: the text vocabulary has 2048 rows although the
 # phoneme table (`vallex.text.SYMBOLS`) uses only 70 of them.
 #
 # ## 3.3 One sequence: `[text ; audio]`
@@ -153,30 +144,66 @@ print("language ids ", langs.tolist()[0], "  (en=0 zh=1 ja=2)")
 print("text_emb     ", tuple(text_emb.shape), "  audio_emb", tuple(audio_emb.shape))
 
 # %% [markdown]
-# ## 3.4 Attention masks
+# ## 3.4 Who knows what, and when
+#
+# Before any mask, the one picture that organises both decoders. Speech is a grid of codes: 8 codebooks
+# (rows) × frames (columns), the **prompt**'s frames on the left (all 8 codebooks given), the **target**'s on
+# the right (to be made). The text, prompt transcript and target, is fully known throughout (not drawn).
+#
+# * The **AR** decoder fills the first row left to right, one frame per step: at step *t* it predicts
+#   q0 (the first codebook) of target frame *t* from the text, the prompt's q0 and the frames it made
+#   before, and ends by predicting end-of-speech instead of a code.
+# * The **NAR** decoder then fills the other rows top to bottom, one *whole row* per stage: at stage *s* it
+#   predicts row q*s* of every target frame at once, from the text, the prompt's 8 codebooks and the target's
+#   rows q0..q*s*−1.
+
+# %%
+P_DEMO, T_DEMO = 4, 10  # a 4-frame prompt and a 10-frame target, to keep the cells visible
+panels = [("AR, step 1: q0 of target frame 1", dict(ar_step=0)),
+          ("AR, step 6: q0 of target frame 6", dict(ar_step=5)),
+          ("AR done: q0 of every frame is known", dict(ar_step=T_DEMO)),
+          ("NAR stage 1: all of q1 at once", dict(nar_stage=1)),
+          ("NAR stage 2: all of q2 at once", dict(nar_stage=2)),
+          ("NAR stage 7: all of q7 (the last)", dict(nar_stage=7))]
+fig, axes = plt.subplots(2, 3, figsize=(13, 4.6))
+for ax, (title, where) in zip(axes.flat, panels):
+    draw_token_grid(ax, token_states(P_DEMO, T_DEMO, **where), P_DEMO, title)
+for ax in axes[:, 0]:
+    ax.set_ylabel("codebook")
+for ax in axes[1]:
+    ax.set_xlabel("frames: prompt | target (black line)")
+token_grid_legend(fig)
+fig.suptitle("the AR makes row q0 frame by frame; the NAR makes rows q1-q7 one stage at a time", fontsize=11)
+show(fig)
+
+# %% [markdown]
+# So the AR needs T steps for T frames (75 per second of speech), the NAR 7 whatever the length. Notebook 4
+# runs both, and notebook 5 trains them on this same grid.
+#
+# ## 3.5 Attention masks
 #
 # **AR decoder.** Text positions see all the text and no audio; audio positions see all the text and the
 # audio up to and including themselves. That is what lets the AR model be trained on whole utterances in
-# one pass (teacher forcing) and still be sampled one frame at a time (VALL-E §4.2.1).
+# one pass (teacher forcing) and still be sampled one frame at a time (VALL-E §4.2.1): row q0 of the grid.
 # `vallex.model.ar_attention_mask(S, T)` builds it (True = may attend).
 #
-# **NAR decoder.** No mask at all: every position sees every other, because when stage *j* runs, codebooks
-# 0..j-1 are known for *all* frames (VALL-E §4.2.2). Training batches add only a padding mask.
+# **NAR decoder.** No mask at all: every position sees every other, because when a stage runs, the rows
+# above it are known for *all* frames (the grid's NAR panels). Training batches add only a padding mask.
 
 # %%
 S, T = 7, 9
 ar_mask = ar_attention_mask(S, T)  # bool [S+T, S+T]
-nar_mask = torch.ones(S + T, S + T, dtype=torch.bool)
+position_names = [f"t{i}" for i in range(S)] + [f"a{i}" for i in range(T)]
 
-fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-for ax, mask, title in ((axes[0], ar_mask, "AR: text bidirectional, audio causal"),
-                        (axes[1], nar_mask, "NAR: full attention")):
-    ax.imshow(mask.numpy(), cmap="Blues", vmin=0, vmax=1.4)
-    ax.axhline(S - 0.5, color="tab:red", lw=1)
-    ax.axvline(S - 0.5, color="tab:red", lw=1)
-    ax.set_xticks([S / 2 - 0.5, S + T / 2 - 0.5], ["text keys", "audio keys"])
-    ax.set_yticks([S / 2 - 0.5, S + T / 2 - 0.5], ["text\nqueries", "audio\nqueries"])
-    ax.set_title(title, fontsize=10)
+fig, ax = plt.subplots(figsize=(4.6, 4.4))
+ax.imshow(ar_mask.numpy(), cmap=matplotlib.colors.ListedColormap(["white", "tab:blue"]), vmin=0, vmax=1)
+ax.axhline(S - 0.5, color="tab:red", lw=1)
+ax.axvline(S - 0.5, color="tab:red", lw=1)
+ax.set_xticks(range(S + T), position_names, fontsize=8, rotation=90)
+ax.set_yticks(range(S + T), position_names, fontsize=8)
+ax.set_xlabel("key (attended to): text t0.., audio a0..")
+ax.set_ylabel("query (attending)")
+ax.set_title("AR mask: blue = may attend", fontsize=10)
 show(fig)
 print("AR mask: text row 0 sees", int(ar_mask[0].sum()), "positions; the last audio row sees", int(ar_mask[-1].sum()))
 
@@ -211,14 +238,83 @@ for ax, delta, title in ((axes[0], ar_delta, "AR decoder"), (axes[1], nar_delta,
     ax.set_yscale("log")
     ax.set_ylim(FLOOR, 10)
     ax.set_ylabel("max |Δ output|")
-    ax.set_title(f"{title}: output change after changing audio frame {k} (red line)", fontsize=10)
+    ax.set_title(f"{title}: output change after changing audio frame a{k} (red line)", fontsize=10)
+axes[1].set_xticks(range(S + T), position_names, fontsize=8)
 axes[1].set_xlabel("position (grey: text, orange: audio); bars at the floor did not change at all")
 show(fig)
 assert ar_delta[: S + k].max() == 0 and ar_delta[S + k] > 0  # causal: nothing before the change moves
 assert bool((nar_delta > 0).all())  # bidirectional: everything moves
 
 # %% [markdown]
-# ## 3.5 Where the language ID enters
+# ## 3.6 Inside one decoder layer: attention and feed-forward, by hand
+#
+# Each decoder is a stack of identical **pre-norm** layers (`vallex.model.decoder_layer`):
+#
+#     h   = x + Attention(LayerNorm₁(x))        # positions exchange information
+#     out = h + FFN(LayerNorm₂(h))               # each position on its own: Linear, ReLU, Linear
+#
+# Attention, for each of the H heads: queries, keys and values are linear projections of the normed input;
+# every query scores every key, `q · k / √d_head`; masked pairs get −∞; a softmax over keys turns the scores
+# into weights that sum to 1; the output is the weighted sum of values. We write the AR decoder's first layer
+# out by hand on the sequence of section 3.3, print every shape, and check the result against the library's
+# layer.
+
+# %%
+layer = model.ar_decoder.layers[0]
+x = torch.cat([text_emb, audio_emb], dim=1)  # [1, L, D]: L = S + 1 + P positions
+L, D, H = x.shape[1], tiny.d_model, tiny.nhead
+mask = ar_attention_mask(text.shape[1], audio_in.shape[1])  # [L, L]
+with torch.inference_mode():
+    normed = F.layer_norm(x, (D,), layer.norm1.weight, layer.norm1.bias, eps=layer.norm1.eps)
+    qkv = normed @ layer.self_attn.in_proj.weight.T + layer.self_attn.in_proj.bias  # [1, L, 3D]
+    q, k_, v = (t.view(1, L, H, D // H).transpose(1, 2) for t in qkv.split(D, dim=-1))  # each [1, H, L, D/H]
+    scores = q @ k_.transpose(-1, -2) / (D // H) ** 0.5  # [1, H, L, L]: every query against every key
+    weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)  # [1, H, L, L], rows sum to 1
+    heads = weights @ v  # [1, H, L, D/H]
+    attended = layer.self_attn.out_proj(heads.transpose(1, 2).reshape(1, L, D))  # [1, L, D]: heads side by side
+    h = x + attended
+    normed2 = F.layer_norm(h, (D,), layer.norm2.weight, layer.norm2.bias, eps=layer.norm2.eps)
+    hidden = torch.relu(layer.linear1(normed2))  # [1, L, 4D]: the feed-forward's wider middle
+    out = h + layer.linear2(hidden)  # [1, L, D]
+    library_out = layer(x, mask)
+for name, tensor in (("x", x), ("q, k, v (per head)", q), ("scores, weights", weights), ("heads", heads),
+                     ("attention output", attended), ("FFN middle", hidden), ("layer output", out)):
+    print(f"{name:20s} {tuple(tensor.shape)}")
+print("by hand equals the library's layer:", torch.allclose(out, library_out, atol=1e-5),
+      f"(max |diff| {(out - library_out).abs().max().item():.1e})")
+assert torch.allclose(out, library_out, atol=1e-5)
+
+# %% [markdown]
+# The rest of the decoder is the same layer again (`num_layers` times) and a final LayerNorm; the AR's output
+# layer then maps each audio position's vector to **1025 logits**, one per code and one for end-of-speech.
+# Position *i*'s logits predict the code of position *i* + 1, which is why the input starts with BOS.
+
+# %%
+with torch.inference_mode():
+    decoded = model.ar_decoder(x, mask)  # [1, L, D]
+    logits = model.ar_logits(decoded[:, text.shape[1]:])  # [1, 1 + P, 1025]: one row per audio position
+print("decoder output", tuple(decoded.shape), "-> logits of the audio positions", tuple(logits.shape))
+
+fig, axes = plt.subplots(1, H, figsize=(13, 3.4), sharey=True)
+labels = [f"t{i}" for i in range(text.shape[1])] + ["BOS"] + [f"a{i}" for i in range(prompt_codes0.shape[1])]
+for head, ax in enumerate(axes):
+    image = ax.imshow(weights[0, head].numpy(), cmap="viridis", vmin=0, vmax=float(weights.max()))
+    ax.set_title(f"head {head}", fontsize=9)
+    ax.set_xticks(range(0, L, 4), labels[::4], fontsize=8, rotation=90)
+    ax.set_xlabel("key")
+axes[0].set_yticks(range(0, L, 4), labels[::4], fontsize=8)
+axes[0].set_ylabel("query")
+fig.colorbar(image, ax=axes, pad=0.01, label="attention weight")
+fig.suptitle("layer 0's attention weights with random weights: each row spreads over what the mask allows",
+             fontsize=10)
+show(fig)
+
+# %% [markdown]
+# With random weights each query spreads its weight over the positions the mask lets it see, with no
+# preference that means anything: the shape is the mask's, the shading inside it is chance. What a trained
+# model puts there (which text an audio frame attends to) is in notebook 6, on the model notebook 5 trains.
+#
+# ## 3.7 Where the language ID enters
 #
 # VALL-E X trains one model on several languages and tells it, with a **language ID**, which language's
 # pronunciation to use (§3, the multilingual codec language models and their language ID). In the public
@@ -249,61 +345,56 @@ print("prompt part unchanged:", torch.equal(a[0, : len(prompt_text)], b[0, : len
 print("target part moved by E[zh] - E[en] at every token:",
       torch.allclose(b[0, target] - a[0, target], expected.expand_as(a[0, target]), atol=1e-6))
 
-fig, ax = plt.subplots(figsize=(9, 1.6))
+fig, ax = plt.subplots(figsize=(11, 1.9))
 strip = torch.stack([no_accent, zh_accent]).numpy()
 ax.imshow(strip, cmap=matplotlib.colors.ListedColormap(["tab:blue", "tab:red", "tab:green"]), vmin=0, vmax=2,
           aspect="auto")
-ax.set_yticks([0, 1], ["no accent", "accent = zh"])
-ax.set_xticks(range(text.shape[1]), list(prompt_text.phonemes.replace(" ", "_") + target_text.phonemes.replace(" ", "_")),
-              fontsize=7)
+ax.set_yticks([0, 1], ["no accent", "accent = zh"], fontsize=10)
+ax.set_xticks(range(text.shape[1]),
+              list(prompt_text.phonemes.replace(" ", "_") + target_text.phonemes.replace(" ", "_")), fontsize=11)
 ax.axvline(len(prompt_text) - 0.5, color="black", lw=2)
-ax.set_title("language id per text token (blue en, red zh, green ja); black line: prompt | target", fontsize=9)
+ax.set_xlabel("text token (phoneme): prompt transcript | target text")
+ax.set_title("language id per text token (blue en, red zh, green ja); black line: prompt | target", fontsize=10)
 show(fig)
 
 # %% [markdown]
-# ## 3.6 The NAR stages: one decoder, seven jobs
+# ## 3.8 The NAR stages: one decoder, seven jobs
 #
 # The NAR decoder is run seven times, stage *i* predicting codebook *i + 1* from the text and the sum of the
-# embeddings of codebooks 0..*i* (VALL-E §4.2.2). One set of weights serves all seven stages; it learns which
-# stage it is in from a **stage embedding** `nar_stage_embeddings[i]` (a [1, D] vector) that drives every
-# layer norm: `AdaptiveLayerNorm(x) = w ⊙ LayerNorm(x) + b` with `[w, b] = project_layer(stage embedding)`.
-# So each stage gets its own gains and biases in every layer at the cost of one embedding row.
-#
-# The output side has a twist inherited from the reference: the predictor of codebook *j + 1* shares its
-# weight matrix with the NAR **input** embedding of codebook *j + 2* (j = 0..5); the last predictor is free.
+# embeddings of codebooks 0..*i* (VALL-E §4.2.2; the NAR panels of section 3.4). One set of weights serves all
+# seven stages; it learns which stage it is in from a **stage embedding** `nar_stage_embeddings[i]` (a [1, D]
+# vector) that drives every layer norm: `AdaptiveLayerNorm(x) = w ⊙ LayerNorm(x) + b` with
+# `[w, b] = project_layer(stage embedding)`. So each stage gets its own gains and biases in every layer at the
+# cost of one embedding row. By hand, for layer 0's first norm:
 
 # %%
 norm = model.nar_decoder.layers[0].norm1
+x = torch.randn(1, 5, tiny.d_model)  # [1, 5, D]: any input
 with torch.inference_mode():
-    gains = torch.stack([torch.split(norm.project_layer(model.nar_stage_embedding(i)), tiny.d_model, -1)[0][0]
-                         for i in range(tiny.num_quantizers - 1)])  # [7, D]
-    x = torch.randn(1, 5, tiny.d_model)
-    per_stage = torch.stack([norm(x, model.nar_stage_embedding(i))[0, 0] for i in range(tiny.num_quantizers - 1)])
-
-fig, axes = plt.subplots(1, 2, figsize=(10, 2.8), gridspec_kw={"width_ratios": [3, 1.2]})
-image = axes[0].imshow(gains.numpy(), aspect="auto", cmap="coolwarm")
-axes[0].set_xlabel("channel")
-axes[0].set_ylabel("NAR stage")
-axes[0].set_title("gain w of layer 0's first adaptive norm, per stage", fontsize=9)
-fig.colorbar(image, ax=axes[0])
-similarity = torch.nn.functional.cosine_similarity(per_stage[:, None], per_stage[None], dim=-1)
-axes[1].imshow(similarity.numpy(), cmap="viridis", vmin=-1, vmax=1)
-axes[1].set_title("cos sim of the norm's output\nfor the same input, per stage", fontsize=9)
-axes[1].set_xlabel("stage")
-axes[1].set_ylabel("stage")
-show(fig)
+    per_stage = []
+    for stage in range(tiny.num_quantizers - 1):
+        w, b = torch.split(norm.project_layer(model.nar_stage_embedding(stage)), tiny.d_model, dim=-1)  # [1, D] each
+        by_hand = w * F.layer_norm(x, (tiny.d_model,), eps=norm.norm.eps) + b  # a plain LayerNorm, this stage's w, b
+        assert torch.allclose(by_hand, norm(x, model.nar_stage_embedding(stage)), atol=1e-6)
+        per_stage.append(by_hand[0].flatten())
+    similarity = F.cosine_similarity(torch.stack(per_stage)[:, None], torch.stack(per_stage)[None], dim=-1)
+print("w * LayerNorm(x) + b by hand equals AdaptiveLayerNorm for all 7 stages")
+print("cosine similarity of the norm's output for the same input, stage by stage (random weights):")
+print(np.array2string(similarity.numpy(), precision=2, suppress_small=True))
 
 tied = [model.nar_predict_layers[j].weight is model.nar_audio_embeddings[j + 2].weight
         for j in range(tiny.num_quantizers - 1 - 1)]
-print("predictor j shares its weight with NAR audio embedding j+2 (j = 0..5):", tied)
+print("\npredictor j shares its weight with NAR audio embedding j+2 (j = 0..5):", tied)
 print("last predictor untied:", all(model.nar_predict_layers[-1].weight is not e.weight for e in model.nar_audio_embeddings))
 
 # %% [markdown]
-# With random weights the gains are noise, but the mechanism is visible: the same input leaves the norm
-# differently at each stage. Notebook 4 runs the full AR loop (with a KV cache) and the seven NAR stages;
-# notebook 5 trains both decoders.
+# The same input leaves the norm differently at each stage (similarities below 1): that is all a stage needs
+# to behave differently. The output side has a twist inherited from the reference, printed last: the predictor
+# of codebook *j + 1* shares its weight matrix with the NAR **input** embedding of codebook *j + 2* (j = 0..5);
+# the last predictor is free. Notebook 4 runs the full AR loop (with a KV cache) and the seven NAR stages;
+# notebook 5 trains both decoders; notebook 6 shows how the AR fails and how decoding catches it.
 #
-# ## 3.7 With the real checkpoint (optional)
+# ## 3.9 With the real checkpoint (optional)
 #
 # Set `VALLEX_WEIGHTS_DIR` to a folder holding `vallex-checkpoint.pt` (see `vallex download --help`) and
 # this cell loads it (read with `torch.load(weights_only=True)`) and shows how similar the trained language

@@ -7,6 +7,8 @@ Inputs (each utterance: audio, transcript, language, optional speaker):
   ``de|Guten Tag.`` names its own language (one language per line of text).
 * a **recording list**, CSV (header ``path,text,language[,speaker][,id]``) or JSONL (one object per line with
   the same keys); relative paths are relative to the list's folder.
+* **voice prompts** whose codes exist already (:func:`prepare_prompts`), such as the reference's ``.npz``
+  presets: no audio is read and no codec runs.
 
 Every utterance is loaded as mono 24 kHz (:func:`vallex.audio.load_audio`), kept if it lasts 0.5-20 s,
 tokenised with EnCodec (8 codebooks at 75 Hz) and its text turned into phoneme ids by
@@ -44,6 +46,8 @@ from vallex.languages import LANGUAGE_CODE_PATTERN, LANGUAGES
 
 if TYPE_CHECKING:
     import torch
+
+    from vallex.prompts import VoicePrompt
 
 _LOG = logging.getLogger(__name__)
 
@@ -335,26 +339,79 @@ def prepare_dataset(
             if entry is None:
                 continue
             codes, ids, langs, seconds, language = entry
-            language_ids = []
-            for code in langs:
-                if code not in index["languages"]:
-                    index["languages"].append(code)  # a new language gets the next embedding row
-                language_ids.append(index["languages"].index(code))
-            num_q = int(codes.shape[1])
-            if index["num_quantizers"] is None:
-                index["num_quantizers"] = num_q
-            elif index["num_quantizers"] != num_q:
-                raise ValueError(f"The codec gives {num_q} codebooks but {out_dir} holds {index['num_quantizers']}.")
-            writer.add(SourceItem(item.id, item.audio, item.text, language, item.speaker), codes, ids,
-                       language_ids, seconds)
+            _add(writer, SourceItem(item.id, item.audio, item.text, language, item.speaker), codes, ids, langs,
+                 seconds)
             report.added += 1
             if len(writer) >= shard_size:
                 writer.flush()
     finally:
         writer.flush()  # an interrupted run keeps everything finished so far
-    if not (out_dir / INDEX_NAME).is_file():  # nothing usable yet: still leave a valid (empty) index
-        write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
+    _leave_index(out_dir, index)
     return report
+
+
+def prepare_prompts(prompts: Iterable[VoicePrompt], out_dir: str | Path, *,
+                    shard_size: int = DEFAULT_SHARD_SIZE) -> PrepareReport:
+    """Prepare utterances whose codes and phoneme ids exist already: voice prompts, such as the reference's
+    ``.npz`` presets (:class:`vallex.prompts.PresetLibrary`), become a training set without audio or a codec.
+
+    Each prompt's name is its item id and every transcript token gets the prompt's language; items already
+    in ``out_dir`` are skipped, as in :func:`prepare_dataset`.
+
+    Raises:
+        ValueError: a prompt without a name, or two prompts with the same name.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    index = load_index(out_dir)
+    done = {item["id"] for item in index["items"]}
+    report = PrepareReport()
+    writer = _ShardWriter(out_dir, index)
+    seen: set[str] = set()
+    try:
+        for prompt in prompts:
+            if prompt.name is None or prompt.name in seen:
+                raise ValueError(f"Every prompt needs a name of its own (the item id), got {prompt.name!r}"
+                                 f"{' twice' if prompt.name in seen else ''}.")
+            seen.add(prompt.name)
+            if prompt.name in done:
+                report.already_done += 1
+                continue
+            item = SourceItem(prompt.name, Path(f"{prompt.name}.npz"), prompt.transcript or "", prompt.language)
+            _add(writer, item, prompt.codes[0].numpy(), prompt.text_ids, [prompt.language] * len(prompt.text_ids),
+                 prompt.seconds)
+            report.added += 1
+            if len(writer) >= shard_size:
+                writer.flush()
+    finally:
+        writer.flush()
+    _leave_index(out_dir, index)
+    return report
+
+
+def _add(writer: _ShardWriter, item: SourceItem, codes: np.ndarray, ids: list[int], langs: list[str],
+         seconds: float) -> None:
+    """Give ``item`` to ``writer``, its per-token languages as rows of the index's language table."""
+    index = writer.index
+    language_ids = []
+    for code in langs:
+        if code not in index["languages"]:
+            index["languages"].append(code)  # a new language gets the next embedding row
+        language_ids.append(index["languages"].index(code))
+    num_q = int(codes.shape[1])
+    if index["num_quantizers"] is None:
+        index["num_quantizers"] = num_q
+    elif index["num_quantizers"] != num_q:
+        raise ValueError(f"{item.id} has {num_q} codebooks but {writer.out_dir} holds {index['num_quantizers']}.")
+    writer.add(item, codes, ids, language_ids, seconds)
+
+
+def _leave_index(out_dir: Path, index: dict) -> None:
+    """Nothing written yet: still leave a valid (empty) index."""
+    if not (out_dir / INDEX_NAME).is_file():
+        write_text_atomic(out_dir / INDEX_NAME, json.dumps(index, ensure_ascii=False, indent=0))
 
 
 def _prepare_one(
