@@ -73,3 +73,19 @@ def with_voices(tts, load, names=lambda: []):
 
     return VallEX(tts.model, tts.codec, SimpleNamespace(load=load, names=names), tts.device,
                   frame_limits=tts.frame_limits, precision=tts.precision)
+
+
+@pytest.fixture
+def synthesis_calls(monkeypatch) -> list[dict]:
+    """The options of every ``VallEX.synthesize_detailed`` call made during the test (which still runs them)."""
+    from vallex.api import VallEX
+
+    calls: list[dict] = []
+    real = VallEX.synthesize_detailed
+
+    def recording(self, text, prompt=None, **options):
+        calls.append(options)
+        return real(self, text, prompt, **options)
+
+    monkeypatch.setattr(VallEX, "synthesize_detailed", recording)
+    return calls

@@ -266,17 +266,8 @@ def test_missing_asr_gives_a_reason_not_a_crash(tmp_path):
         load_asr("wav2vec")
 
 
-def test_eval_compares_decoding_settings(workspace, tiny_weights, tmp_path, capsys, monkeypatch):
-    from vallex.api import VallEX
-
-    seen = []
-    real = VallEX.synthesize_detailed
-
-    def recording(self, text, prompt=None, **options):
-        seen.append(options)
-        return real(self, text, prompt, **options)
-
-    monkeypatch.setattr(VallEX, "synthesize_detailed", recording)
+def test_eval_compares_decoding_settings(workspace, tiny_weights, tmp_path, capsys, synthesis_calls):
+    seen = synthesis_calls
     eval_list = write_jsonl(workspace / "one.jsonl", [
         {"id": "en_en", "prompt_audio": "prompt_en.wav", "prompt_text": EN_PROMPT, "text": "Good morning.",
          "language": "en"}])

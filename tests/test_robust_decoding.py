@@ -77,20 +77,11 @@ def test_length_guards_bound_each_sentence_and_report_the_limit(tiny_tts):
         tiny_tts.synthesize("Hi.", language="en", ras="yes")
 
 
-def test_cli_flags_reach_the_decoder(tiny_weights, tmp_path, monkeypatch):
-    from vallex.api import VallEX
-
-    seen = {}
-    real = VallEX.synthesize_detailed
-
-    def recording(self, text, prompt=None, **options):
-        seen.update(options)
-        return real(self, text, prompt, **options)
-
-    monkeypatch.setattr(VallEX, "synthesize_detailed", recording)
+def test_cli_flags_reach_the_decoder(tiny_weights, tmp_path, synthesis_calls):
     out = tmp_path / "out.wav"
     code = cli_main(["synthesize", "--text", "Hello there.", "--language", "en", "--weights-dir", str(tiny_weights),
                      "--seed", "3", "--ras", "--length-guards", "--quiet", "-o", str(out)])
+    [seen] = synthesis_calls
     assert code == 0 and out.is_file() and seen["ras"] is True and seen["length_guards"] is True
 
 

@@ -185,24 +185,17 @@ def test_verification_streams_whole_sentences_and_checks_its_options(tiny_tts):
             tts.synthesize("你好。", language="zh", **options)
 
 
-def test_cli_verify_flags(tiny_weights, tmp_path, monkeypatch, capsys):
-    seen = {}
-    real = VallEX.synthesize_detailed
-
-    def recording(self, text, prompt=None, **options):
-        seen.update(options)
-        return real(self, text, prompt, **options)
-
-    monkeypatch.setattr(VallEX, "synthesize_detailed", recording)
+def test_cli_verify_flags(tiny_weights, tmp_path, monkeypatch, capsys, synthesis_calls):
     out = tmp_path / "out.wav"
     base = ["synthesize", "--text", "你好。", "--language", "zh", "--weights-dir", str(tiny_weights), "--quiet",
             "-o", str(out)]
     assert cli_main([*base, "--verify-rounds", "0"]) == 2
     assert "--verify-rounds must be a whole number from 1 to 8, got 0." in capsys.readouterr().err
-    assert not seen and not out.exists()  # refused before the model loaded
+    assert not synthesis_calls and not out.exists()  # refused before the model loaded
     monkeypatch.setattr(VallEX, "verifier", lambda self: Verifier(scripted("zh", "你好。")))
     monkeypatch.setattr("vallex.api.default_frame_limits", lambda text, prompt: (1, FRAMES))
     assert cli_main([*base, "--seed", "1", "--verify", "asr", "--verify-rounds", "2", "--best-of", "2"]) == 0
+    [seen] = synthesis_calls
     assert seen["verify"] == "asr" and seen["verify_rounds"] == 2 and seen["best_of"] == 2 and out.is_file()
     # The random model never ends a sentence: every candidate is cut at the limit, whatever it says.
     assert ("Sentence 1: heard '你好。', phoneme error rate 0.00 (failed: cut at the length limit; 4 candidate(s) "
