@@ -1,5 +1,8 @@
-"""Streaming: the incremental AR, chunked vocoding, and synthesize_stream's chunk schedule (tiny random model)."""
+"""Streaming: the incremental AR, chunked vocoding, synthesize_stream's chunk schedule and the NAR's window passes
+(tiny random model)."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,8 +11,9 @@ import torch
 from vallex.api import MAX_CHUNK_SECONDS, NAR_LOOKAHEAD_FRAMES, VOCODER_LOOKAHEAD_FRAMES, VallEX
 from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
-from vallex.inference.decoding import ar_decode, iter_ar_decode
+from vallex.inference.decoding import NARInput, NARPrefix, ar_decode, iter_ar_decode, nar_decode
 from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
+from vallex.inference.streaming import NAR_CONTEXT_FRAMES, SentencePieces
 from vallex.model import VallexModel
 
 LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
@@ -243,3 +247,163 @@ def test_progress_is_reported_while_streaming(fixed):
 def test_bad_chunk_seconds_is_a_clear_value_error(tiny_tts, chunk_seconds):
     with pytest.raises(ValueError, match="chunk_seconds must be None"):
         list(tiny_tts.synthesize_stream("Hello.", language="en", chunk_seconds=chunk_seconds))
+
+
+# Window passes: the NAR of a streamed sentence after its first pass -------------------------------------------
+
+def nar_case(frames: int = 40, text_len: int = 9, prompt_len: int = 12, seed: int = 0):
+    """text, langs [1, S], prompt [1, P, 8], codes0 [1, T] (random: the tiny model's flat predictions are the
+    hardest case for exact agreement)."""
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(5, 70, (1, text_len), generator=g)
+    return (text, torch.full_like(text, seed % 3), torch.randint(0, 1024, (1, prompt_len, 8), generator=g),
+            torch.randint(0, 1024, (1, frames), generator=g))
+
+
+def kept_whole(model, text, langs, prompt, codes0):
+    """A whole pass that keeps its prefix: (codes [1, T, 8], the NARPrefix)."""
+    prefix = NARPrefix()
+    (codes,) = nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix)])
+    return codes, prefix
+
+
+def test_a_whole_pass_keeps_text_and_prompt_and_its_codes(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case()
+    codes, prefix = kept_whole(model, text, langs, prompt, codes0)
+    assert torch.equal(codes, nar_decode(model, [NARInput(text, langs, prompt, codes0)])[0])  # watching changes nothing
+    config = model.config
+    assert prefix.ready and prefix.positions == text.shape[1] + prompt.shape[1]
+    assert len(prefix.kv) == config.num_quantizers - 1 and all(len(stage) == config.num_layers for stage in prefix.kv)
+    head_dim = config.d_model // config.nhead
+    assert prefix.kv[3][1].shape == (1, 2, config.nhead, text.shape[1] + prompt.shape[1], head_dim)
+
+
+def test_a_window_that_sees_everything_predicts_the_whole_pass(tiny_tts):
+    """A prefix kept by a whole pass over all T frames, known codes that pass's own, and a context of every known
+    frame: the window sees exactly what the whole pass saw (same keys, values and positions), so it predicts the
+    same codes. This pins the window's positions, its context frames' codebooks and the prefix's layout."""
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case()
+    whole, prefix = kept_whole(model, text, langs, prompt, codes0)
+    for known in (1, 17, 39):
+        (window,) = nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=whole[:, :known],
+                                                context=known)])
+        assert window.shape == whole.shape
+        assert torch.equal(window, whole), known
+
+
+def test_a_window_keeps_the_known_codes_and_sees_only_its_context(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case(frames=50)
+    whole, prefix = kept_whole(model, text, langs, prompt, codes0[:, :20])
+    known = whole[:, :12]
+
+    def window(known_codes, context=4):
+        return nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=known_codes,
+                                           context=context)])[0]
+
+    got = window(known)
+    assert got.shape == (1, 50, 8)
+    assert torch.equal(got[:, :12], known) and torch.equal(got[..., 0], codes0)
+    outside = known.clone()
+    outside[:, :8, 1:] = (outside[:, :8, 1:] + 1) % 1024  # frames before the 4-frame context
+    moved = window(outside)
+    assert torch.equal(moved[:, :12], outside) and torch.equal(moved[:, 12:], got[:, 12:])
+    inside = known.clone()
+    inside[:, 8:, 1:] = (inside[:, 8:, 1:] + 511) % 1024  # the context frames' codebooks 2-8
+    assert not torch.equal(window(inside)[:, 12:], got[:, 12:])
+    # Nothing new: the known codes are the answer.
+    assert torch.equal(nar_decode(model, [NARInput(text, langs, prompt, codes0[:, :12], prefix=prefix, known=known,
+                                                   context=4)])[0], known)
+
+
+def test_window_and_whole_passes_batch_like_each_alone(tiny_tts):
+    """Prefixes kept in one padded batch equal those kept alone; windows of different texts, prompts, contexts
+    and lengths batched (with a whole pass beside them) give each the codes it gets alone."""
+    model = tiny_tts.model
+    cases = [nar_case(frames=30 + 7 * i, text_len=6 + 5 * i, prompt_len=(12, 0, 20)[i], seed=i) for i in range(3)]
+    prefixes = [NARPrefix() for _ in cases]
+    batched = nar_decode(model, [NARInput(*case, prefix=p) for case, p in zip(cases, prefixes)])
+    for case, prefix, codes in zip(cases, prefixes, batched):
+        alone, alone_prefix = kept_whole(model, *case)
+        assert torch.equal(codes, alone)
+        for stage, stage_alone in zip(prefix.kv, alone_prefix.kv):
+            for kv, kv_alone in zip(stage, stage_alone):
+                torch.testing.assert_close(kv, kv_alone, rtol=0, atol=1e-5)
+    windows = [NARInput(*case, prefix=p, known=codes[:, :10 + 3 * i], context=(4, 0, 32)[i])
+               for i, (case, p, codes) in enumerate(zip(cases, prefixes, batched))]
+    extra = NARInput(*nar_case(frames=25, seed=9))
+    together = nar_decode(model, [windows[0], extra, windows[1], windows[2]])
+    for item, got in zip([windows[0], extra, windows[1], windows[2]], together):
+        (want,) = nar_decode(model, [item])
+        assert torch.equal(got, want)
+
+
+def test_window_passes_refuse_what_they_cannot_run(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case()
+    known = torch.zeros(1, 5, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="needs the NARPrefix"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=NARPrefix(), known=known)])
+    _, prefix = kept_whole(model, text, langs, prompt, codes0)
+    with pytest.raises(ValueError, match="holds 21 positions"):
+        nar_decode(model, [NARInput(text[:, :5], langs[:, :5], prompt, codes0, prefix=prefix, known=known)])
+    with pytest.raises(ValueError, match="context must be >= 0"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=known, context=-1)])
+    with pytest.raises(ValueError, match="F <= 3"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0[:, :3], prefix=prefix, known=known)])
+
+
+def test_sentence_pieces_run_one_whole_pass_then_windows(tiny_tts):
+    """The bookkeeping: one piece per sentence passes the whole input through; chunks make the first pass whole
+    (keeping the prefix, unless it is also the last), every later pass a window after the fixed frames."""
+    text, langs, prompt, codes0 = nar_case(frames=200)
+    whole = NARInput(text, langs, prompt, codes0)
+    assert SentencePieces(tiny_tts.codec, None).nar_input(whole) is whole
+    assert SentencePieces(tiny_tts.codec, 30).nar_input(whole, final=True) is whole  # never chunked: exact
+    pieces = SentencePieces(tiny_tts.codec, 30)
+    first = pieces.nar_input(replace(whole, codes0=codes0[:, :pieces.next_due]))
+    assert first.known is None and first.prefix is not None and not first.prefix.ready
+    pieces.chunk(nar_decode(tiny_tts.model, [first])[0])
+    assert first.prefix.ready
+    fixed = 30 + VOCODER_LOOKAHEAD_FRAMES  # the first chunk, the frames vocoded with it
+    assert pieces.vocoded == 30 and pieces.next_due == 30 + 60 + LOOKAHEAD
+    second = pieces.nar_input(replace(whole, codes0=codes0[:, :pieces.next_due]))
+    assert second.prefix is first.prefix and second.context == NAR_CONTEXT_FRAMES
+    assert second.known.shape == (1, fixed, 8)
+    codes = nar_decode(tiny_tts.model, [second])[0]
+    assert torch.equal(codes[:, :fixed], second.known)  # the sent frames stay as they were
+    pieces.chunk(codes)
+    final = pieces.nar_input(whole, final=True)
+    assert final.known.shape == (1, 90 + VOCODER_LOOKAHEAD_FRAMES, 8)
+    all_codes, _ = pieces.finish(nar_decode(tiny_tts.model, [final])[0])
+    assert all_codes.shape == (1, 200, 8) and torch.equal(all_codes[..., 0], codes0)
+    assert torch.equal(all_codes[:, :fixed], second.known)
+    assert len(pieces.waveform) == HOP * 200
+
+
+def test_the_scheduler_streams_with_windows(fixed, monkeypatch):
+    """What the scheduler hands the NAR for a streamed sentence: one whole pass, then windows that cover only
+    their context and new frames; a sentence in one piece gets its whole pass only."""
+    import vallex.inference.scheduler as scheduler
+
+    seen: list[list[NARInput]] = []
+
+    def recording(model, inputs, on_stage=None):
+        if inputs:  # the scheduler asks every step, mostly for nothing
+            seen.append(list(inputs))
+        return nar_decode(model, inputs, on_stage)
+
+    monkeypatch.setattr(scheduler, "nar_decode", recording)
+    fixed.frames = 300
+    list(fixed.synthesize_stream("One sentence only.", language="en", seed=0))
+    passes = [inputs[0] for inputs in seen]
+    assert [p.known is None for p in passes] == [True, False, False, False]
+    assert [p.codes0.shape[1] for p in passes] == [30 + LOOKAHEAD, 90 + LOOKAHEAD, 210 + LOOKAHEAD, 300]
+    assert [p.known.shape[1] for p in passes[1:]] == [30 + VOCODER_LOOKAHEAD_FRAMES, 90 + VOCODER_LOOKAHEAD_FRAMES,
+                                                     210 + VOCODER_LOOKAHEAD_FRAMES]
+    assert all(p.prefix is passes[0].prefix and p.context == NAR_CONTEXT_FRAMES for p in passes[1:])
+    seen.clear()
+    fixed.synthesize("One sentence only.", language="en", seed=0)
+    assert len(seen) == 1 and seen[0][0].known is None and seen[0][0].prefix is None
