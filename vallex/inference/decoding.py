@@ -788,8 +788,10 @@ class _WholePass:
                                      dim=1)
         self.first = min(prompt_lens)  # the last layer computes the rows from the shortest prompt on
         self.codes: list[list[Tensor]] = [[c] for c in codes0]
-        # (row, prefix, its positions in [text ; audio]) of the inputs whose prefix this pass keeps
-        self.keep = [(i, x.prefix, [range(text_lens[i]), range(text_width, text_width + prompt_lens[i])])
+        # (row, prefix, its positions in [text ; audio]: one range unless the text is padded) of the inputs
+        # whose prefix this pass keeps
+        self.keep = [(i, x.prefix, [range(text_width + prompt_lens[i])] if text_lens[i] == text_width else
+                      [range(text_lens[i]), range(text_width, text_width + prompt_lens[i])])
                      for i, x in enumerate(inputs) if x.prefix is not None and not x.prefix.ready]
 
     def run_stage(self, stage: int) -> None:
@@ -925,8 +927,14 @@ class _KeepLayer:
         """kv [B, 2, H, X, hd]: keep the prefix positions of each kept row; return keys and values as they are."""
         self.kept = []
         for row, _, spans in self.owner.keep:
-            parts = [kv[row:row + 1, :, :, span.start:span.stop] for span in spans]
-            self.kept.append(torch.cat(parts, dim=3).to(self.dtype or kv.dtype))  # a copy: qkv is freed
+            shape = list(kv.shape)
+            shape[0], shape[3] = 1, sum(len(span) for span in spans)
+            kept = torch.empty(shape, dtype=self.dtype or kv.dtype, device=kv.device)  # a copy: qkv is freed
+            at = 0
+            for span in spans:  # one pass per span, the cast included
+                kept[:, :, :, at:at + len(span)] = kv[row:row + 1, :, :, span.start:span.stop]
+                at += len(span)
+            self.kept.append(kept)
         return kv[:, 0], kv[:, 1], None
 
 
