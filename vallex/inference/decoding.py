@@ -9,8 +9,8 @@ number of rows, so on a CPU (and at small batches on a GPU) a step of 8 utteranc
 step of one. Every utterance keeps its own sampling settings and random generator, so its codes are those it
 gets alone (up to float32 rounding of the batched products, which only matters for a draw that lands within
 ~1e-6 of a probability boundary). There is one NAR entry, :func:`nar_decode`, over a padded batch (one
-utterance is a batch of one); a streamed sentence's later passes are windows over the text and prompt its
-first pass kept (:class:`NARInput`, :class:`NARPrefix`). With ``top_k=1`` the AR is greedy and reproduces
+utterance is a batch of one); a streamed sentence's later passes are windows over the keys and values its
+earlier passes kept (:class:`NARInput`, :class:`NARPrefix`). With ``top_k=1`` the AR is greedy and reproduces
 the reference exactly.
 """
 from __future__ import annotations
@@ -668,15 +668,18 @@ def _round_up(columns: int) -> int:
 
 @dataclass
 class NARPrefix:
-    """The keys and values of one utterance's ``[text ; prompt]`` in every NAR stage and layer.
+    """The keys and values a streamed sentence's NAR passes hand on: of its text, its prompt and its fixed frames,
+    in every stage and layer.
 
-    A whole pass of :func:`nar_decode` keeps them in an empty one it is given; the window passes after it
-    (:class:`NARInput` with ``known`` codes) attend to them instead of running text and prompt again.
-    ``kv[stage][layer]``: [1, 2, H, S + P, hd] (keys, values), in the dtype the layer's attention computes in
-    (why: storing them finer would change nothing and cost twice the memory under a bfloat16 attention).
+    Its first (whole) pass fills it, keeping text, prompt and the frames it fixes; each window pass attends to it
+    instead of running any of them again, and appends the frames it fixes (:class:`NARInput`'s ``keep``).
+    ``kv[stage][layer]``: [1, 2, H, S + P + frames, hd] (keys, values), in the dtype the layer's attention
+    computes in (why: storing them finer would change nothing and cost twice the memory under a bfloat16
+    attention). Each position costs 7 stages x layers x 2 x d values.
     """
 
     kv: list[list[Tensor]] = field(default_factory=list)
+    frames: int = 0  # fixed frames among the positions (after text and prompt)
 
     @property
     def ready(self) -> bool:
@@ -684,7 +687,7 @@ class NARPrefix:
 
     @property
     def positions(self) -> int:
-        """S + P, the text and prompt positions kept (0 before a pass filled it)."""
+        """S + P + frames: the positions kept (0 before a pass filled it)."""
         return self.kv[0][0].shape[3] if self.kv else 0
 
 
@@ -697,11 +700,13 @@ class NARInput:
 
     What streaming (:class:`vallex.inference.streaming.SentencePieces`) adds: ``prefix``, an empty
     :class:`NARPrefix` that this (whole) pass fills; or a filled one with ``known`` (LongTensor [1, F, 8],
-    F <= T: the codes earlier passes fixed), a *window pass*: only frames F..T-1 are predicted, from the last
-    ``context`` known frames (carrying their fixed codebooks), the new frames, and the prefix's keys and
-    values. The known codes come back as given. It costs about its ``context + T - F`` frames where a whole
-    pass costs ``S + P + T`` positions, but its frames see neither the frames before the window nor anything
-    the prefix was made without: bench/fidelity.py measures how far its codes move.
+    F <= T: the codes earlier passes fixed, whose keys and values the prefix holds), a *window pass*: only
+    frames F..T-1 are computed, attending to themselves and to the prefix (text, prompt, the F fixed frames),
+    and the known codes come back as given. ``keep``: the frames (from the first) whose keys and values the
+    prefix holds after this pass, those this pass computes appended (None: as before; a whole pass keeps text
+    and prompt). A window costs about its ``T - F`` frames where a whole pass costs ``S + P + T`` positions,
+    but the frames it sees saw only what existed when they were computed: bench/fidelity.py measures how far
+    its codes move.
     """
 
     text: Tensor
@@ -710,7 +715,7 @@ class NARInput:
     codes0: Tensor
     prefix: NARPrefix | None = None
     known: Tensor | None = None
-    context: int = 0
+    keep: int | None = None
 
 
 @torch.inference_mode()
@@ -728,9 +733,7 @@ def nar_decode(model: VallexModel, inputs: Sequence[NARInput],
         return []
     device = next(model.parameters()).device
     for x in inputs:
-        if x.known is not None and not (x.known.ndim == 3 and x.known.shape[1] <= x.codes0.shape[1]):
-            raise ValueError(f"known codes must be [1, F, 8] with F <= {x.codes0.shape[1]} (the frames of codes0), "
-                             f"got {tuple(x.known.shape)}.")
+        _check_streaming(x)
     whole = [i for i, x in enumerate(inputs) if x.known is None]
     windows = [i for i, x in enumerate(inputs) if x.known is not None and x.known.shape[1] < x.codes0.shape[1]]
     passes: list[tuple[list[int], _WholePass | _WindowPass]] = []
@@ -751,10 +754,34 @@ def nar_decode(model: VallexModel, inputs: Sequence[NARInput],
     return out
 
 
+def _check_streaming(x: NARInput) -> None:
+    """ValueError unless ``x``'s streaming fields (:class:`NARInput`) fit together."""
+    frames = x.codes0.shape[1]
+    known = 0 if x.known is None else x.known.shape[1]
+    if x.known is not None:
+        if not (x.known.ndim == 3 and known <= frames):
+            raise ValueError(f"known codes must be [1, F, 8] with F <= {frames} (the frames of codes0), "
+                             f"got {tuple(x.known.shape)}.")
+        if x.prefix is None or not x.prefix.ready:
+            raise ValueError("A window pass needs the NARPrefix its sentence's earlier passes kept.")
+        expected = x.text.shape[1] + x.prompt_codes.shape[1] + known
+        if x.prefix.frames != known or x.prefix.positions != expected:
+            raise ValueError(f"The NARPrefix holds {x.prefix.positions} positions ({x.prefix.frames} frames), but "
+                             f"this input has {x.text.shape[1]} text tokens, {x.prompt_codes.shape[1]} prompt frames "
+                             f"and {known} known frames.")
+    if x.keep is not None:
+        if x.prefix is None:
+            raise ValueError("keep needs a NARPrefix to keep the keys and values in.")
+        if not known <= x.keep <= frames:
+            raise ValueError(f"keep must be between the known frames ({known}) and the frames ({frames}), "
+                             f"got {x.keep}.")
+
+
 class _WholePass:
     """``[text ; prompt ; frames]`` of each input, padded to the longest text and audio, one stage at a time.
 
-    Inputs with an empty :class:`NARPrefix` get the keys and values of their text and prompt kept in it.
+    Inputs with an empty :class:`NARPrefix` get the keys and values of their text, prompt and first ``keep``
+    frames kept in it.
     """
 
     def __init__(self, model: VallexModel, inputs: Sequence[NARInput], device: torch.device) -> None:
@@ -789,10 +816,16 @@ class _WholePass:
         self.first = min(prompt_lens)  # the last layer computes the rows from the shortest prompt on
         self.codes: list[list[Tensor]] = [[c] for c in codes0]
         # (row, prefix, its positions in [text ; audio]: one range unless the text is padded) of the inputs
-        # whose prefix this pass keeps
-        self.keep = [(i, x.prefix, [range(text_width + prompt_lens[i])] if text_lens[i] == text_width else
-                      [range(text_lens[i]), range(text_width, text_width + prompt_lens[i])])
-                     for i, x in enumerate(inputs) if x.prefix is not None and not x.prefix.ready]
+        # whose prefix this pass fills
+        self.keep = []
+        for i, x in enumerate(inputs):
+            if x.prefix is None or x.prefix.ready:
+                continue
+            audio = prompt_lens[i] + (x.keep or 0)
+            spans = ([range(text_width + audio)] if text_lens[i] == text_width else
+                     [range(text_lens[i]), range(text_width, text_width + audio)])
+            self.keep.append((i, x.prefix, spans))
+            x.prefix.frames = x.keep or 0
 
     def run_stage(self, stage: int) -> None:
         model = self.model
@@ -815,72 +848,70 @@ class _WholePass:
 
 
 class _WindowPass:
-    """The new frames of each streamed input after its last ``context`` known frames, one stage at a time,
-    attending to those and to the input's kept :class:`NARPrefix`.
+    """The new frames of each streamed input, one stage at a time, attending to themselves and to the input's
+    :class:`NARPrefix` (text, prompt, fixed frames), which then gets the frames up to ``keep`` appended.
 
-    Rows are ``[context ; new frames]``, padded left to the widest context (so every input's new frames start
-    at the same row, the last layer computes only those) and right to the most new frames; keys are
-    ``[prefix ; rows]``, each prefix padded to the longest; the padding is masked out of every attention.
+    Rows are the new frames, padded to the most of them; keys are ``[prefix ; rows]``, each prefix padded to
+    the longest; the padding is masked out of every attention.
     """
 
     def __init__(self, model: VallexModel, inputs: Sequence[NARInput], device: torch.device) -> None:
-        n_q = model.config.num_quantizers
         self.model, self.device = model, device
-        for x in inputs:
-            if x.prefix is None or not x.prefix.ready:
-                raise ValueError("A window pass needs the NARPrefix its sentence's first (whole) pass kept.")
-            if x.prefix.positions != x.text.shape[1] + x.prompt_codes.shape[1]:
-                raise ValueError(f"The NARPrefix holds {x.prefix.positions} positions, but this input has "
-                                 f"{x.text.shape[1]} text tokens and {x.prompt_codes.shape[1]} prompt frames.")
-            if x.context < 0:
-                raise ValueError(f"context must be >= 0 frames, got {x.context}.")
-        self.prefixes = [x.prefix for x in inputs]
+        self.inputs = inputs
         self.known = [x.known.to(device).long() for x in inputs]
         known_lens = [k.shape[1] for k in self.known]
-        contexts = [min(x.context, f) for x, f in zip(inputs, known_lens)]
         self.new = [x.codes0.shape[1] - f for x, f in zip(inputs, known_lens)]
-        self.left = left = max(contexts)
-        width = left + max(self.new)
+        # the new frames each input keeps in its prefix after this pass
+        self.kept = [0 if x.keep is None else x.keep - f for x, f in zip(inputs, known_lens)]
+        width = max(self.new)
         batch = len(inputs)
-        # Every row's codes: the context frames' fixed ones, the new frames' codebook 0 (then what each stage predicts).
-        self.rows = torch.zeros(batch, width, n_q, dtype=torch.long, device=device)  # [B, W, 8]
-        self.spans: list[slice] = []  # each input's rows
-        self.offsets: list[int] = []  # the audio position of its first row: prompt + its first frame
+        # Every row's codes: the new frames' codebook 0, then what each stage predicts.
+        self.rows = torch.zeros(batch, width, model.config.num_quantizers, dtype=torch.long, device=device)
         for i, x in enumerate(inputs):
-            f, c = known_lens[i], contexts[i]
-            self.rows[i, left - c:left] = self.known[i][0, f - c:]
-            self.rows[i, left:left + self.new[i], 0] = x.codes0[0, f:].to(device)
-            self.spans.append(slice(left - c, left + self.new[i]))
-            self.offsets.append(x.prompt_codes.shape[1] + f - c)
+            self.rows[i, :self.new[i], 0] = x.codes0[0, known_lens[i]:].to(device)
+        # the audio position of each input's first new frame: prompt + known frames
+        self.offsets = [x.prompt_codes.shape[1] + f for x, f in zip(inputs, known_lens)]
         self.audio_emb = model.nar_audio_embeddings[0](self.rows[..., 0])  # [B, W, D], no positions yet
+        self.prefixes = [x.prefix for x in inputs]
+        self.prefix_lens = [p.positions for p in self.prefixes]
+        self.prefix_width = max(self.prefix_lens)
         self.mask = None  # [B, 1, 1, L + W], True = may attend: only when something is padded
-        self.prefix_width = max(p.positions for p in self.prefixes)
         if batch > 1:
             columns = torch.arange(self.prefix_width + width, device=device)
             rows = columns - self.prefix_width
-            self.mask = torch.stack([(columns < p.positions) | ((rows >= s.start) & (rows < s.stop))
-                                     for p, s in zip(self.prefixes, self.spans)])[:, None, None, :]
+            self.mask = torch.stack([(columns < length) | ((rows >= 0) & (rows < new))
+                                     for length, new in zip(self.prefix_lens, self.new)])[:, None, None, :]
         self.predicted: list[list[Tensor]] = [[] for _ in inputs]
 
     def run_stage(self, stage: int) -> None:
         model = self.model
         position = model.nar_audio_position
-        if len(self.spans) == 1:
+        if len(self.new) == 1:
             x = position(self.audio_emb, self.offsets[0])
         else:  # each input at its own positions; padding rows keep no position (masked anyway)
             x = self.audio_emb.clone()
-            for i, span in enumerate(self.spans):
-                x[i:i + 1, span] = position(self.audio_emb[i:i + 1, span], self.offsets[i])
-        cache = _AfterPrefix([self._prefix_keys(stage, layer) for layer in range(len(model.nar_decoder.layers))],
-                             self.mask)
-        hidden = model.nar_decoder(x, None, stage=model.nar_stage_embedding(stage), cache=cache,
-                                   output_start=self.left)  # [B, W - left, D]
+            for i, new in enumerate(self.new):
+                x[i:i + 1, :new] = position(self.audio_emb[i:i + 1, :new], self.offsets[i])
+        layers = len(model.nar_decoder.layers)
+        cache = _AfterPrefix([self._prefix_keys(stage, layer) for layer in range(layers)], self.mask)
+        hidden = model.nar_decoder(x, None, stage=model.nar_stage_embedding(stage), cache=cache)  # [B, W, D]
         for i, new in enumerate(self.new):
             predicted = model.nar_predict_layers[stage](hidden[i:i + 1, :new]).argmax(dim=-1)  # [1, N_i]
             self.predicted[i].append(predicted)
-            self.rows[i, self.left:self.left + new, stage + 1] = predicted[0]
+            self.rows[i, :new, stage + 1] = predicted[0]
         if stage < model.config.num_quantizers - 2:
             self.audio_emb = self.audio_emb + model.nar_audio_embeddings[stage + 1](self.rows[..., stage + 1])
+        for layer, layer_cache in enumerate(cache.layers):  # hand the kept frames on
+            both = layer_cache.both  # [B, 2, H, L + W, hd]
+            for i, prefix in enumerate(self.prefixes):
+                if not self.kept[i]:
+                    continue
+                if len(self.prefixes) == 1:  # a view: no copy (the window's other rows stay with it)
+                    prefix.kv[stage][layer] = both[:, :, :, :self.prefix_lens[i] + self.kept[i]]
+                else:
+                    start = self.prefix_width
+                    prefix.kv[stage][layer] = torch.cat([both[i:i + 1, :, :, :self.prefix_lens[i]],
+                                                         both[i:i + 1, :, :, start:start + self.kept[i]]], dim=3)
 
     def _prefix_keys(self, stage: int, layer: int) -> Tensor:
         """The prefixes' keys and values of one stage and layer, [B, 2, H, L, hd] (zeros where padded)."""
@@ -896,23 +927,26 @@ class _WindowPass:
         return batched
 
     def result(self) -> list[Tensor]:
+        for prefix, input_, kept in zip(self.prefixes, self.inputs, self.kept):
+            if kept:
+                prefix.frames = input_.keep
         out = []
         for i, known in enumerate(self.known):
-            codes0 = self.rows[i:i + 1, self.left:self.left + self.new[i], 0]
+            codes0 = self.rows[i:i + 1, :self.new[i], 0]
             out.append(torch.cat([known, torch.stack([codes0, *self.predicted[i]], dim=-1)], dim=1))
         return out
 
 
 class _KeepPrefix:
-    """A whole pass's cache that only watches: each layer's keys and values of the kept inputs' text and prompt
-    are copied into their :class:`NARPrefix` (:meth:`store`); the attention gets them back unchanged."""
+    """A whole pass's cache that only watches: each layer's keys and values of the kept inputs' text, prompt and
+    kept frames are copied into their :class:`NARPrefix` (:meth:`store`); the attention gets them back unchanged."""
 
     def __init__(self, model: VallexModel, keep: list[tuple[int, NARPrefix, list[range]]]) -> None:
         self.keep = keep
         self.layers = [_KeepLayer(self, layer.self_attn.attend) for layer in model.nar_decoder.layers]
 
     def store(self) -> None:
-        """Append this stage's keys and values (one [1, 2, H, S + P, hd] per layer) to each kept prefix."""
+        """Append this stage's keys and values (one [1, 2, H, positions, hd] per layer) to each kept prefix."""
         for j, (_, prefix, _) in enumerate(self.keep):
             prefix.kv.append([layer.kept[j] for layer in self.layers])
 
@@ -939,7 +973,7 @@ class _KeepLayer:
 
 
 class _AfterPrefix:
-    """A window pass's cache: each layer attends to ``[prefix ; window]``."""
+    """A window pass's cache: each layer attends to ``[prefix ; window]`` (and keeps both, to hand on)."""
 
     def __init__(self, prefixes: list[Tensor], mask: Tensor | None) -> None:
         self.layers = [_AfterPrefixLayer(kv, mask) for kv in prefixes]
@@ -948,11 +982,12 @@ class _AfterPrefix:
 class _AfterPrefixLayer:
     def __init__(self, prefix: Tensor, mask: Tensor | None) -> None:
         self.prefix, self.mask = prefix, mask
+        self.both: Tensor | None = None
 
     def append(self, kv: Tensor, start: Any) -> tuple[Tensor, Tensor, Tensor | None]:
         """kv [B, 2, H, W, hd] of the window rows -> keys, values [B, H, L + W, hd] and the padding mask."""
-        both = torch.cat([self.prefix, kv.to(self.prefix.dtype)], dim=3)
-        return both[:, 0], both[:, 1], self.mask
+        self.both = torch.cat([self.prefix, kv.to(self.prefix.dtype)], dim=3)
+        return self.both[:, 0], self.both[:, 1], self.mask
 
 
 @dataclass

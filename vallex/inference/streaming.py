@@ -8,11 +8,11 @@ the pieces join without a seam (:meth:`vallex.audio.codec.AudioCodec.decode_code
 the rest is flushed.
 
 Only a sentence's first NAR pass runs over text, prompt and every frame so far, as a whole sentence would; it
-keeps the keys and values of text and prompt (:class:`vallex.inference.decoding.NARPrefix`). Every later
-pass is a window: the last ``NAR_CONTEXT_FRAMES`` fixed frames, which keep their codes, and the frames after
-them, attending to the kept text and prompt, so a sentence's passes together cost about one whole pass instead
-of one per chunk. :class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR (one
-request alone, or a batch of requests) is up to its caller.
+keeps the keys and values of text, prompt and the frames it fixes (:class:`vallex.inference.decoding.NARPrefix`).
+Every later pass is a window over the frames not yet fixed, attending to what was kept and adding the frames it
+fixes, so that a sentence's passes together cost about one whole pass instead of one per chunk.
+:class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR (one request alone, or a
+batch of requests) is up to its caller.
 """
 from __future__ import annotations
 
@@ -44,10 +44,6 @@ NAR_LOOKAHEAD_FRAMES = 8
 #: Fixed frames after a chunk that are vocoded with it (its right context). The rest of Vocos's context
 #: (29 frames) comes from frames whose codebooks 2-8 may still change; by then their effect is ~1e-5.
 VOCODER_LOOKAHEAD_FRAMES = 8
-#: Fixed frames a window pass sees before its new ones (with their codes): the new frames near the window's
-#: start are predicted from what precedes them, as in a whole-sentence pass. 32 frames = 0.43 s; the
-#: distance from whole-sentence codes it buys, and what it costs, are in bench/README.md (fidelity.py).
-NAR_CONTEXT_FRAMES = 32
 
 def first_chunk_frames(chunk_seconds: float | None) -> int | None:
     """Frames of a stream's first chunk per sentence (None: whole sentences); validates ``chunk_seconds``."""
@@ -104,14 +100,16 @@ class SentencePieces:
     def nar_input(self, whole: NARInput, *, final: bool = False) -> NARInput:
         """The NAR input of this sentence's next pass, given the whole sentence's (``whole``, frames so far).
 
-        One piece per sentence: ``whole`` itself. Chunks: the first pass is ``whole`` keeping the text's and
-        prompt's keys and values (unless it is also the last); every later one a window after the fixed frames.
+        One piece per sentence: ``whole`` itself. Chunks: the first pass is ``whole`` (unless it is also the last),
+        every later one a window after the fixed frames; each keeps the keys and values of the frames it fixes
+        (all but the last ``NAR_LOOKAHEAD_FRAMES``, as :meth:`chunk` does) for the next.
         """
         if self._prefix is None or (final and self._frozen is None):
             return whole
+        keep = None if final else max(whole.codes0.shape[1] - NAR_LOOKAHEAD_FRAMES, 0)
         if self._frozen is None:
-            return dataclasses.replace(whole, prefix=self._prefix)
-        return dataclasses.replace(whole, prefix=self._prefix, known=self._frozen, context=NAR_CONTEXT_FRAMES)
+            return dataclasses.replace(whole, prefix=self._prefix, keep=keep)
+        return dataclasses.replace(whole, prefix=self._prefix, known=self._frozen, keep=keep)
 
     def chunk(self, codes: Tensor) -> np.ndarray:
         """The next piece, given the NAR's codes [1, n, 8] of the first n frames (n >= :attr:`next_due`).
@@ -149,7 +147,7 @@ class SentencePieces:
                 raise ValueError("a sentence with no frames has no audio")
             piece = np.asarray(self.codec.decode_codes_window(codes, self.vocoded, codes.shape[1]), dtype=np.float32)
             self.vocoded = codes.shape[1]
-            self._prefix = None  # its memory (7 stages x layers x keys and values) is not needed any more
+            self._prefix = None  # its memory (keys and values of every stage and layer) is not needed any more
         self.pieces.append(piece)
         return codes, piece
 
