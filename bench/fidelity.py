@@ -1,9 +1,11 @@
-"""How far each reduced precision's predictions are from float32, under teacher forcing.
+"""How far each reduced precision's predictions are from float32 (teacher forcing), and how far streamed
+codes are from the whole sentence's.
 
     .venv/bin/python bench/fidelity.py                      # full-size random model + tiny trained model
     .venv/bin/python bench/fidelity.py --peaked golden      # golden checkpoint as the small model
     .venv/bin/python bench/fidelity.py --json bench/fidelity.json
     .venv/bin/python bench/fidelity.py --device cuda --precisions bfloat16,float16 --models full  # GPU
+    .venv/bin/python bench/fidelity.py --part streaming --precisions float32,int8   # streamed vs whole only
 
 Every precision sees exactly the same inputs as float32 (teacher forcing): the AR goes through the real
 cached decoding path (:func:`vallex.inference.decoding.ar_decode`, one frame per step, with a ``logits_processor``
@@ -26,6 +28,20 @@ Models:
   the same recipe (20 espeak-ng utterances, AR 300 steps then NAR 150 steps, ~1 min) and teacher-forced on
   its own training utterances, whose predictions are peaked like a trained model's. ``--peaked golden``
   uses the golden fixture checkpoint and its cases instead (random weights, small).
+
+Streaming (``--part streaming``; ``all``, the default, runs both parts): a streamed sentence's codebooks 2-8
+come from NAR passes over chunks (:class:`vallex.inference.streaming.SentencePieces`: one whole pass, then
+windows), a whole sentence's from one pass over every frame. For each model, each precision (float32 and
+``--precisions``) and each first chunk (``--chunk-seconds``), the sentences' codebook 0 is replayed through
+:class:`~vallex.inference.streaming.SentencePieces` and :func:`vallex.inference.decoding.nar_decode` as the
+scheduler drives them (exact chunks), and the share of codebook 2-8 codes that differ from the same
+precision's whole-sentence codes is reported per codebook, with two yardsticks measured in the same run: the
+previous streaming (every pass whole: text, prompt and all frames so far) and, for reduced precisions, their
+whole-sentence codes against float32's. Inputs: the tiny trained model's utterances, each spoken with the next
+one as its prompt (as inference does: prompt transcript + target text, the prompt's 8 codebooks); the full-size
+random model with the workload's text and 3 s prompt and, as codebook 0, real speech: the first 300 frames of
+the reference's voice presets (bench/data/presets). The script fails (exit status 1) when a row exceeds
+:data:`STREAMING_BOUNDS`.
 """
 from __future__ import annotations
 
@@ -38,6 +54,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,13 +64,25 @@ for path in (REPO, REPO / "bench"):
 
 from inference import workload, write_random_checkpoint  # noqa: E402
 
-from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS  # noqa: E402
+from vallex.audio.codec_format import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS  # noqa: E402
 from vallex.files import write_text_atomic  # noqa: E402
 from vallex.inference.cpu_features import cpu_features  # noqa: E402
-from vallex.inference.decoding import ar_decode, language_ids  # noqa: E402
+from vallex.inference.decoding import NARInput, ar_decode, language_ids, nar_decode  # noqa: E402
 from vallex.inference.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
+from vallex.inference.streaming import SentencePieces, first_chunk_frames  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
 from vallex.weights.checkpoint import load_model  # noqa: E402
+
+#: The most a streamed sentence's codebook 2-8 codes may differ from the whole sentence's (share of codes, in
+#: any one codebook), per model: what bench/README.md states and this script holds. The trained model's
+#: predictions are peaked like a real model's. The full-size random model's are flat, so any change in what a
+#: frame sees flips many of them: its bound is a check that nothing is broken, not a quality figure. The golden
+#: checkpoint's tiny random weights are flatter still (even whole passes over each chunk moved 22-42 % of its
+#: codes): reported, not bounded.
+STREAMING_BOUNDS: dict[str, float | None] = {"tiny, trained (e2e recipe)": 0.02, "full-size, random weights": 0.30,
+                                             "golden checkpoint (tiny, random)": None}
+STREAM_PRESET_FRAMES = 300  # 4 s of each preset's codebook 0 for the full-size model
+STREAM_PRESETS = 3
 
 
 @dataclass
@@ -68,7 +97,11 @@ class Example:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("all", "precision", "streaming"), default="all",
+                        help="precision: reduced precisions vs float32; streaming: streamed vs whole-sentence codes")
     parser.add_argument("--precisions", default="bfloat16,float16,int8", help="comma-separated, vs float32")
+    parser.add_argument("--chunk-seconds", default="0.2,0.4",
+                        help="first chunks of the streaming part (comma-separated seconds; 0.4 is the default)")
     parser.add_argument("--models", default="full,peaked", help="full and/or peaked")
     parser.add_argument("--peaked", choices=("train", "golden"), default="train",
                         help="the small peaked model: trained here (train) or the golden checkpoint")
@@ -95,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("int8 runs on CPU only: leave it out of --precisions with --device cuda.")
 
     rows: list[dict] = []
+    stream_rows: list[dict] = []
+    chunks = [float(c) for c in args.chunk_seconds.split(",") if c.strip()]
     with tempfile.TemporaryDirectory(prefix="vallex-fidelity-") as tmp:
         work = args.work_dir or Path(tmp)
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -105,26 +140,43 @@ def main(argv: list[str] | None = None) -> int:
                                        generator=torch.Generator().manual_seed(7))
                 examples = [Example(text, langs, prompt, target)]
                 label = "full-size, random weights"
+                stream_examples = preset_examples(text, langs, prompt)
             elif name == "peaked":
                 if args.peaked == "train":
                     checkpoint, examples = train_tiny_model(work)
                     label = "tiny, trained (e2e recipe)"
+                    stream_examples = prompted_examples(examples)
                 else:
                     checkpoint, examples = golden_examples(args.golden)
                     label = "golden checkpoint (tiny, random)"
+                    stream_examples = examples
             else:
                 raise ValueError(f"Unknown model {name!r}: expected 'full' or 'peaked'.")
-            rows += compare(checkpoint, examples, precisions, label, args.cpu_class, device)
-    print()
-    print(format_table(rows))
+            if args.part in ("all", "precision"):
+                rows += compare(checkpoint, examples, precisions, label, args.cpu_class, device)
+            if args.part in ("all", "streaming"):
+                stream_precisions = list(dict.fromkeys(["float32", *precisions]))
+                stream_rows += compare_streaming(checkpoint, stream_examples, stream_precisions, chunks, label,
+                                                 args.cpu_class, device)
+    exceeded = [r for r in stream_rows if r["bound"] is not None and r["max_differ"] > r["bound"]]
+    if rows:
+        print()
+        print(format_table(rows))
+    if stream_rows:
+        print()
+        print(format_streaming_table(stream_rows))
+    for row in exceeded:
+        print(f"BOUND EXCEEDED: {row['model']} {row['precision']} first chunk {row['chunk_seconds']} s: "
+              f"{row['max_differ']:.2%} of one codebook's codes differ from the whole sentence's "
+              f"(bound {row['bound']:.0%})")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-        write_text_atomic(args.json, json.dumps({"rows": rows, "threads": args.threads, "torch": torch.__version__,
-                                                 "device": str(device), "gpu": gpu,
+        write_text_atomic(args.json, json.dumps({"rows": rows, "streaming": stream_rows, "threads": args.threads,
+                                                 "torch": torch.__version__, "device": str(device), "gpu": gpu,
                                                  "cpu": cpu_features().as_dict()}, indent=1) + "\n")
         print(f"\nwrote {args.json}")
-    return 0
+    return 1 if exceeded else 0
 
 
 # Models and inputs ---------------------------------------------------------------------------------------
@@ -185,6 +237,116 @@ def golden_examples(golden: Path) -> tuple[Path, list[Example]]:
                              inputs["text_language"])[None]
         examples.append(Example(text, langs, prompt, codes))
     return path, examples
+
+
+def prompted_examples(examples: list[Example]) -> list[Example]:
+    """Each utterance spoken with the next one as its prompt: text = prompt transcript + target text."""
+    out = []
+    for i, target in enumerate(examples):
+        prompt = examples[(i + 1) % len(examples)]
+        out.append(Example(torch.cat([prompt.text, target.text], dim=1), torch.cat([prompt.langs, target.langs], dim=1),
+                           prompt.target, target.target))
+    return out
+
+
+def preset_examples(text: torch.Tensor, langs: torch.Tensor, prompt: torch.Tensor) -> list[Example]:
+    """The workload's text and prompt with real speech's codebook 0 (the first presets of >= 300 frames);
+    codebooks 2-8 of the target are unknown (zeros): nothing compares against them."""
+    from presets_data import load_presets
+
+    long_enough = [p for p in load_presets() if len(p.codes) >= STREAM_PRESET_FRAMES][:STREAM_PRESETS]
+    examples = []
+    for preset in long_enough:
+        target = torch.zeros(1, STREAM_PRESET_FRAMES, NUM_CODEBOOKS, dtype=torch.long)
+        target[0, :, 0] = torch.from_numpy(preset.codes[:STREAM_PRESET_FRAMES].astype("int64"))
+        examples.append(Example(text, langs, prompt, target))
+    return examples
+
+
+# Streaming ------------------------------------------------------------------------------------------------
+class _Silence:
+    """Stands in for the codec: the streaming measure compares codes, so every piece is silence of its length."""
+
+    def decode_codes_window(self, codes: torch.Tensor, start: int, end: int) -> np.ndarray:
+        return np.zeros(HOP * (end - start), dtype=np.float32)
+
+
+def streamed_codes(model: VallexModel, ex: Example, chunk_seconds: float, windows: bool = True) -> torch.Tensor:
+    """Codes [1, T, 8] of ``ex`` streamed as the scheduler streams it alone (exact chunks): after each frame of
+    codebook 0, a due chunk runs the NAR (:meth:`SentencePieces.nar_input`), then the sentence is finished.
+    ``windows=False``: every pass whole (text, prompt and all frames so far), the previous streaming."""
+    codes0 = ex.target[..., 0]
+    frames = codes0.shape[1]
+    pieces = SentencePieces(_Silence(), first_chunk_frames(chunk_seconds))
+
+    def nar(n: int, final: bool) -> torch.Tensor:
+        whole = NARInput(ex.text, ex.langs, ex.prompt, codes0[:, :n])
+        return nar_decode(model, [pieces.nar_input(whole, final=final) if windows else whole])[0]
+
+    for n in range(1, frames + 1):
+        if pieces.due(n):
+            pieces.chunk(nar(n, final=False))
+    codes, _ = pieces.finish(nar(frames, final=True) if pieces.needs_final_nar(frames) else None)
+    return codes
+
+
+def differ(a: list[torch.Tensor], b: list[torch.Tensor]) -> list[float]:
+    """Share of codebook 2-8 codes that differ between two lists of codes [1, T, 8], per codebook (7 values)."""
+    different = sum((x[0, :, 1:] != y[0, :, 1:]).sum(0) for x, y in zip(a, b))
+    return [round(v, 5) for v in (different / sum(x.shape[1] for x in a)).tolist()]
+
+
+def compare_streaming(checkpoint: Path, examples: list[Example], precisions: list[str], chunks: list[float],
+                      label: str, cpu_class: str | None = None,
+                      device: torch.device = torch.device("cpu")) -> list[dict]:
+    """Per precision and first chunk: streamed vs whole-sentence codes (and the yardsticks, module docstring)."""
+    rows = []
+    examples = [Example(*(t.to(device) for t in (e.text, e.langs, e.prompt, e.target))) for e in examples]
+    whole_float32 = None
+    for precision in precisions:
+        plan = kernel_plan(precision, device, cpu_class)
+        model = load_model(checkpoint).to(device)
+        model = apply_precision(model, precision, device, plan=plan)  # as inference runs it, float32 included
+        whole = [nar_decode(model, [NARInput(e.text, e.langs, e.prompt, e.target[..., 0])])[0] for e in examples]
+        if precision == "float32":
+            whole_float32 = whole
+        for chunk_seconds in chunks:
+            start = time.perf_counter()
+            streamed = [streamed_codes(model, e, chunk_seconds) for e in examples]
+            previous = [streamed_codes(model, e, chunk_seconds, windows=False) for e in examples]
+            for s, w in zip(streamed, whole):
+                if not torch.equal(s[..., 0], w[..., 0]):
+                    raise RuntimeError("streaming changed codebook 0, which only the AR may set")
+            per_codebook = differ(streamed, whole)
+            row = {"model": label, "precision": precision, "chunk_seconds": chunk_seconds, "examples": len(examples),
+                   "frames": sum(e.target.shape[1] for e in examples), "cpu_class": plan.cpu_class,
+                   "differ_per_codebook": per_codebook, "mean_differ": round(sum(per_codebook) / len(per_codebook), 5),
+                   "max_differ": max(per_codebook), "bound": STREAMING_BOUNDS[label],
+                   "previous_streaming_mean_differ": round(sum(differ(previous, whole)) / len(per_codebook), 5),
+                   "whole_vs_float32_mean_differ": (None if whole_float32 is None or precision == "float32" else
+                                                    round(sum(differ(whole, whole_float32)) / len(per_codebook), 5))}
+            rows.append(row)
+            print(f"{label} {precision} first chunk {chunk_seconds} s: streamed codes differ from the whole sentence's "
+                  f"in {row['mean_differ']:.2%} (worst codebook {row['max_differ']:.2%}; every pass whole "
+                  f"{row['previous_streaming_mean_differ']:.2%}) ({time.perf_counter() - start:.0f} s)", flush=True)
+        del model
+    return rows
+
+
+def format_streaming_table(rows: list[dict]) -> str:
+    header = ["model", "precision", "first chunk s", "differ", "worst codebook", "bound", "every pass whole",
+              "whole vs float32", "per codebook 2-8"]
+    body = [[r["model"], r["precision"], f"{r['chunk_seconds']:g}", f"{r['mean_differ']:.2%}", f"{r['max_differ']:.2%}",
+             "-" if r["bound"] is None else f"{r['bound']:.0%}", f"{r['previous_streaming_mean_differ']:.2%}",
+             "-" if r["whole_vs_float32_mean_differ"] is None else f"{r['whole_vs_float32_mean_differ']:.2%}",
+             " ".join(f"{v:.1%}" for v in r["differ_per_codebook"])] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
+    lines.append("differ = share of codebook 2-8 codes of the streamed sentences that differ from the same precision's "
+                 "whole-sentence codes; every pass whole = the same for the previous streaming; whole vs float32 = "
+                 "this precision's whole-sentence codes against float32's")
+    return "\n".join(lines)
 
 
 # Teacher forcing ------------------------------------------------------------------------------------------

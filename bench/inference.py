@@ -31,8 +31,10 @@ text (long-text mode) with a 3 s prompt, a random-weight codec, in int8 (or the 
 time from the call until the first waveform chunk is yielded (text front end, AR, NAR, Vocos), with the
 default chunking (``ttfa_s``: a 0.4 s first chunk, made once the AR is 16 frames past it, see
 :mod:`vallex.api`) and with one chunk per sentence (``ttfa_per_sentence_s``, ``chunk_seconds=None``: the
-whole first sentence); medians of ``--runs`` streams (all but the last closed after their first chunk; the
-last runs to the end for ``total_s``). A random model never says EOS, so each sentence's AR is held to 6 frames per
+whole first sentence), and the time to the end of the whole text (``total_s``, ``total_per_sentence_s``); medians
+of ``--runs`` streams of each, run to the end, chunked and per sentence alternating, with the median of the
+pairs' ratios (``streamed_vs_per_sentence``: what streaming costs). A random model never says EOS, so each
+sentence's AR is held to 6 frames per
 target phoneme (the ratio of the main workload, ~4 s for 50 phonemes) by a ``VallEX`` whose
 ``frame_limits`` force that length.
 
@@ -46,6 +48,16 @@ single choices (``ar_linear``, ``nar_linear``, ``nar_attention``; names in
 :data:`vallex.inference.precision.LINEAR_KERNELS` /
 :data:`~vallex.inference.precision.ATTENTION_KERNELS`). ``--dtype auto``
 runs the precision ``auto`` picks here.
+
+Every row also gets its floors, measured in its own process right after its timed runs (the same
+conditions): ``read_gbps``, the memory read bandwidth at the row's threads (the best of several sums of a
+512 MiB float32 tensor), and the peak rates of the row's NAR kernels (``peak_gops``: its Linear kernel and
+its attention's matmul dtype on large products, the best of several shapes and, for the Linears, of every
+kernel of the row's number format, e.g. fbgemm's and oneDNN's int8). ``ar_floor_ms`` = the bytes one AR
+step must read (the AR decoder's Linear weights in the row's precision, its output layer, and the KV cache
+at the mean length of the run) / ``read_gbps``; ``nar_floor_s`` = the 7 NAR stages' operations (Linears,
+attention products, output layers; 2 per multiply-add) each over its kernel's peak. ``ar_vs_floor`` and
+``nar_vs_floor`` are the measured figures over them: how far each part is from what the machine allows.
 
 The machine must be idle for the numbers to mean anything: the 1-minute load average before and after
 each configuration is recorded, ``--wait-idle`` waits for a quiet machine before each, and the JSON also
@@ -274,13 +286,16 @@ def build_report(results: list[dict], stream: dict | None, args: argparse.Namesp
 
 def format_table(report: dict) -> str:
     columns = [("config", "{}"), ("load_s", "{:.2f}"), ("warmup_s", "{:.2f}"), ("peak_rss_mb", "{:.0f}"),
-               ("ar_ms_per_step", "{:.1f}"), ("ar_s", "{:.2f}"), ("nar_s", "{:.2f}"), ("total_s", "{:.2f}"),
+               ("ar_ms_per_step", "{:.1f}"), ("ar_floor_ms", "{:.1f}"), ("ar_vs_floor", "{:.2f}x"), ("ar_s", "{:.2f}"),
+               ("nar_s", "{:.2f}"), ("nar_floor_s", "{:.2f}"), ("nar_vs_floor", "{:.2f}x"), ("total_s", "{:.2f}"),
                ("rtf", "{:.2f}"), ("speedup_vs_baseline", "{:.2f}x")]
     if report.get("reference"):
         columns += [("ar_step_speedup_vs_reference", "{:.2f}x"), ("nar_speedup_vs_reference", "{:.2f}x"),
                     ("speedup_vs_reference", "{:.2f}x")]
     columns.append(("loadavg_1min_before", "{:.2f}"))
     short = {"speedup_vs_baseline": f"vs_{report['baseline']}", "ar_step_speedup_vs_reference": "ar_vs_ref",
+             "ar_floor_ms": "ar_floor", "ar_vs_floor": "ar/floor", "nar_floor_s": "nar_floor",
+             "nar_vs_floor": "nar/floor",
              "nar_speedup_vs_reference": "nar_vs_ref", "speedup_vs_reference": "vs_ref",
              "loadavg_1min_before": "loadavg"}
     header = [short.get(name, name) for name, _ in columns]
@@ -298,12 +313,14 @@ def format_table(report: dict) -> str:
                      "(bench/reference_baseline.py) on the same float32 weights and workload")
     lines.append(f"CPU {machine.get('cpu_description', machine['processor'])}")
     lines.extend(format_kernels(report["results"]))
+    lines.extend(format_floors(report["results"]))
     if report["time_to_first_audio"]:
         stream = report["time_to_first_audio"]
         lines.append(f"time to first audio (synthesize_stream, {stream['dtype']}, 2 sentences): "
                      f"{stream['ttfa_s']:.2f} s (first chunk {stream['first_chunk_s']:.2f} s of audio), whole text "
                      f"{stream['total_s']:.2f} s; one chunk per sentence: {stream['ttfa_per_sentence_s']:.2f} s, "
-                     f"whole text {stream['total_per_sentence_s']:.2f} s")
+                     f"whole text {stream['total_per_sentence_s']:.2f} s; streamed / per sentence "
+                     f"{stream['streamed_vs_per_sentence']:.2f}x")
     return "\n".join(lines)
 
 
@@ -322,15 +339,33 @@ def format_kernels(results: list[dict]) -> list[str]:
     return lines
 
 
+def format_floors(results: list[dict]) -> list[str]:
+    """One line per row: what its floors rest on (bandwidth, peaks, bytes, operations), measured in its process."""
+    lines = []
+    for result in results:
+        if "read_gbps" not in result:
+            continue
+        peaks, kernels, reads, ops = (result["peak_gops"], result["peak_kernels"], result["ar_step_read_mb"],
+                                      result["nar_gop"])
+        lines.append(f"  {result['config']} floors: read {result['read_gbps']:.1f} GB/s; AR step reads "
+                     f"{reads['weights']:.0f} MB of weights + {reads['output']:.1f} MB output layer + "
+                     f"{reads['cache']:.0f} MB KV cache; NAR {ops['linear']:.0f} GOP of Linears at "
+                     f"{peaks['nar_linear']:.0f} GOPS ({kernels['nar_linear']}), {ops['attention']:.0f} GOP of "
+                     f"attention at {peaks['nar_attention']:.0f} ({kernels['nar_attention']}), "
+                     f"{ops['output']:.1f} GOP of output layers at {peaks['fp32']:.0f} (fp32)")
+    return lines
+
+
 def _print_result(result: dict) -> None:
     print(f"{result['config']}: load {result['load_s']:.2f} s, peak RSS {result['peak_rss_mb']:.0f} MB, "
           f"AR {result['ar_ms_per_step']:.1f} ms/step, NAR {result['nar_s']:.2f} s, "
-          f"total {result['total_s']:.2f} s, RTF {result['rtf']:.2f} "
+          f"total {result['total_s']:.2f} s, RTF {result['rtf']:.2f}; floors AR {result['ar_floor_ms']:.1f} ms "
+          f"({result['ar_vs_floor']:.2f}x), NAR {result['nar_floor_s']:.2f} s ({result['nar_vs_floor']:.2f}x) "
           f"(load average {result['loadavg_1min_before']:.2f} -> {result['loadavg_1min_after']:.2f})", flush=True)
     cpu = result.get("cpu") or {}
     flags = " ".join(cpu.get("flags", []))
     print(f"  CPU class {cpu.get('cpu_class', '?')} ({cpu.get('model_name', '')}; {flags})", flush=True)
-    for line in format_kernels([result]):
+    for line in format_kernels([result]) + format_floors([result]):
         print(line, flush=True)
 
 
@@ -494,7 +529,140 @@ def measure(args: argparse.Namespace) -> dict:
     result["rtf"] = result["total_s"] / (args.frames / FRAME_RATE)
     if device.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    # After the peak RSS is read: the bandwidth test's tensor would raise it.
+    result.update(floors(model, plan, device, text.shape[1], prompt.shape[1], args.frames, result))
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+
+
+# Floors: what the machine allows ----------------------------------------------------------------------------
+BANDWIDTH_MIB = 512  # far beyond any last-level cache, so a sum of it reads memory
+
+
+def _timed_best(call, device, repeats: int) -> float:
+    """The fastest of ``repeats`` calls, in seconds, after one warm-up call."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        call()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def read_bandwidth_gbps(device, repeats: int = 7) -> float:
+    """Memory read bandwidth at torch's threads: the best of ``repeats`` sums of a 512 MiB float32 tensor."""
+    import torch
+
+    x = torch.ones(BANDWIDTH_MIB * 2**20 // 4, dtype=torch.float32, device=device)
+    seconds = _timed_best(x.sum, device, repeats)
+    return x.numel() * 4 / seconds / 1e9
+
+
+def linear_peak_gops(kernel: str, device, repeats: int = 5) -> tuple[float, str]:
+    """The peak Linear rate of ``kernel``'s number format here (2 operations per multiply-add): the best of every
+    kernel of that format this build runs (e.g. fbgemm and oneDNN for int8) over large products, 1024 -> 4096
+    (the NAR's first feed-forward Linear) at 605 and 2048 rows. Returns (GOPS, the kernel that reached it)."""
+    import torch
+    from torch import nn
+
+    from bench.kernels import convert
+    from vallex.inference.kernels import inference_function
+    from vallex.inference.precision import LINEAR_KERNELS, runnable_kernel
+
+    linear = nn.Linear(1024, 4096).eval()
+    if device.type == "cpu":
+        number_format = kernel.split("-")[-1]
+        same_format = [k for k in LINEAR_KERNELS if k.split("-")[-1] == number_format and runnable_kernel(k) == k]
+    else:  # a GPU's plan names torch's kernel in its dtype
+        same_format = [kernel]
+    best, best_kernel = 0.0, kernel
+    for candidate in same_format:
+        if device.type == "cpu":
+            module, dtype = convert(linear, candidate, 2048)
+        else:
+            dtype = {"aten-fp16": torch.float16, "aten-bf16": torch.bfloat16}.get(candidate, torch.float32)
+            module = nn.Linear(1024, 4096).eval().to(device=device, dtype=dtype)
+        function = inference_function(module)
+        with torch.inference_mode():
+            for rows in (605, 2048):
+                x = torch.randn(rows, 1024, device=device).to(dtype)
+                rate = 2 * rows * 1024 * 4096 / _timed_best(lambda f=function, x=x: f(x), device, repeats) / 1e9
+                if rate > best:
+                    best, best_kernel = rate, candidate
+    return best, best_kernel
+
+
+def matmul_peak_gops(dtype_name: str, device, repeats: int = 5) -> float:
+    """The best rate of ``torch.matmul`` in ``dtype_name`` (fp32, bf16, fp16): square products of 1024 and 2048,
+    and attention's shape (16 heads of 605 x 64 by 64 x 605)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    shapes = [((1024, 1024), (1024, 1024)), ((2048, 2048), (2048, 2048)), ((16, 605, 64), (16, 64, 605))]
+    best = 0.0
+    with torch.inference_mode():
+        for a_shape, b_shape in shapes:
+            a = torch.randn(a_shape, device=device).to(dtype)
+            b = torch.randn(b_shape, device=device).to(dtype)
+            operations = 2 * a.numel() * b_shape[-1]
+            best = max(best, operations / _timed_best(lambda a=a, b=b: torch.matmul(a, b), device, repeats) / 1e9)
+    return best
+
+
+def ar_step_bytes(config, dtype: str, cache_itemsize: int, output_itemsize: int, positions: float) -> dict:
+    """Bytes one AR step reads at least: the decoder's Linear weights in ``dtype``, the output layer, and the KV
+    cache of ``positions`` positions (keys and values of every layer)."""
+    d, layers = config.d_model, config.num_layers
+    per_weight = {"int8": 1, "bfloat16": 2, "float16": 2}.get(dtype, 4)
+    weights = layers * (3 + 1 + 2 * config.ff_multiplier) * d * d * per_weight
+    output = (config.audio_vocab_size + 1) * d * output_itemsize
+    cache = layers * 2 * positions * d * cache_itemsize
+    return {"weights": weights, "output": output, "cache": cache}
+
+
+def nar_operations(config, text: int, prompt: int, frames: int) -> dict:
+    """Operations (2 per multiply-add) of the NAR stages of one utterance, by kind.
+
+    Every layer runs its Linears (12 d² multiply-adds per row) on all ``text + prompt + frames`` positions but
+    the last, which computes keys and values there (3 d²) and the rest only on the frames; attention is q kᵀ
+    and weights x v over all positions; the output layer maps the frames' rows to 1024 codes.
+    """
+    d, layers, stages = config.d_model, config.num_layers, config.num_quantizers - 1
+    n = text + prompt + frames
+    per_row = 4 + 2 * config.ff_multiplier  # in_proj 3 d², out_proj d², the feed-forward's two
+    linear = 2 * d * d * ((layers - 1) * per_row * n + 3 * n + (per_row - 3) * frames)
+    attention = 2 * 2 * d * n * ((layers - 1) * n + frames)
+    output = 2 * d * config.audio_vocab_size * frames
+    return {"linear": stages * linear, "attention": stages * attention, "output": stages * output}
+
+
+def floors(model, plan, device, text: int, prompt: int, frames: int, measured: dict) -> dict:
+    """The row's floors and its measured figures over them (module docstring)."""
+    from vallex.inference.fastpath import model_cache_dtype
+
+    config = model.config
+    dtype = plan.precision if plan is not None else "float32"
+    nar_linear = plan.nar_linear if plan is not None else "aten-fp32"
+    nar_attention = (plan.nar_attention if plan is not None else "sdpa-fp32").split("-")[-1]
+    bandwidth = read_bandwidth_gbps(device)
+    linear_peak, linear_kernel = linear_peak_gops(nar_linear, device)
+    peaks = {"nar_linear": linear_peak, "nar_attention": matmul_peak_gops(nar_attention, device),
+             "fp32": matmul_peak_gops("fp32", device)}
+    activation = model.ar_predict_layer.weight.dtype
+    cache_dtype = model_cache_dtype(model, activation, device)
+    reads = ar_step_bytes(config, dtype, cache_dtype.itemsize, activation.itemsize, text + 1 + prompt + frames / 2)
+    operations = nar_operations(config, text, prompt, frames)
+    ar_floor_ms = sum(reads.values()) / (bandwidth * 1e9) * 1e3
+    nar_floor_s = (operations["linear"] / peaks["nar_linear"] + operations["attention"] / peaks["nar_attention"]
+                   + operations["output"] / peaks["fp32"]) / 1e9
+    return {"read_gbps": bandwidth, "peak_gops": {k: round(v, 1) for k, v in peaks.items()},
+            "peak_kernels": {"nar_linear": linear_kernel, "nar_attention": f"matmul-{nar_attention}"},
+            "ar_step_read_mb": {k: round(v / 1e6, 1) for k, v in reads.items()},
+            "nar_gop": {k: round(v / 1e9, 1) for k, v in operations.items()},
+            "ar_floor_ms": ar_floor_ms, "ar_vs_floor": measured["ar_ms_per_step"] / ar_floor_ms,
+            "nar_floor_s": nar_floor_s, "nar_vs_floor": measured["nar_s"] / nar_floor_s}
 
 
 def measure_stream(args: argparse.Namespace) -> dict:
@@ -524,29 +692,32 @@ def measure_stream(args: argparse.Namespace) -> dict:
         return tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt",
                                      chunk_seconds=chunk_seconds)
 
-    def timed(chunk_seconds: float | None) -> tuple[float, float, list]:
-        """Median time to the first chunk over ``args.runs`` streams (closed after it), then one whole stream."""
-        ttfas = []
-        for _ in range(max(args.runs - 1, 0)):
-            start = time.perf_counter()
-            stream = start_stream(chunk_seconds)
-            next(stream)
-            ttfas.append(time.perf_counter() - start)
-            stream.close()
+    def whole(chunk_seconds: float | None) -> tuple[float, float, list]:
+        """(seconds to the first chunk, seconds to the end, the chunks) of one stream."""
         start = time.perf_counter()
         stream = start_stream(chunk_seconds)
         first = next(stream)
-        ttfas.append(time.perf_counter() - start)
+        ttfa = time.perf_counter() - start
         chunks = [first, *stream]
-        return statistics.median(ttfas), time.perf_counter() - start, chunks
+        return ttfa, time.perf_counter() - start, chunks
 
-    # Warm-up (weights paged in, text front end and codec loaded), then the measured calls.
+    # Warm-up (weights paged in, text front end and codec loaded), then the measured streams: chunked and per
+    # sentence alternate, so that both see the same machine (its speed drifts), and the ratio is taken pair by pair.
     for _ in tts.synthesize_stream("Warm up.", prompt=voice, language="en", seed=0, long_text="fixed-prompt"):
         pass
     sentence_tokens.clear()
-    ttfa, total, chunks = timed(STREAM_CHUNK_SECONDS)
-    ttfa_sentence, total_sentence, sentences = timed(None)
+    pairs = []
+    for _ in range(max(args.runs, 1)):
+        pairs.append((whole(STREAM_CHUNK_SECONDS), whole(None)))
+    ttfa = statistics.median(chunked[0] for chunked, _ in pairs)
+    total = statistics.median(chunked[1] for chunked, _ in pairs)
+    ttfa_sentence = statistics.median(sentence[0] for _, sentence in pairs)
+    total_sentence = statistics.median(sentence[1] for _, sentence in pairs)
+    ratio = statistics.median(chunked[1] / sentence[1] for chunked, sentence in pairs)
+    chunks, sentences = pairs[-1][0][2], pairs[-1][1][2]
     return {"dtype": args.dtype[0], "text": STREAM_TEXT, "ttfa_s": round(ttfa, 3), "total_s": round(total, 3),
+            "streamed_vs_per_sentence": round(ratio, 3),
+            "pairs_s": [[round(c[0], 3), round(c[1], 3), round(s[0], 3), round(s[1], 3)] for c, s in pairs],
             "chunk_seconds": STREAM_CHUNK_SECONDS, "chunks": len(chunks),
             "chunk_lengths_s": [round(len(c) / SAMPLE_RATE, 3) for c in chunks],
             "first_chunk_s": round(len(chunks[0]) / SAMPLE_RATE, 3),

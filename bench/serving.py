@@ -3,6 +3,7 @@
     .venv/bin/python bench/serving.py                          # everything below, int8 on CPU (float16 on CUDA)
     .venv/bin/python bench/serving.py --part ar-step           # only the AR step at each batch size
     .venv/bin/python bench/serving.py --part soak --soak 200   # only the soak (tiny model, checks every answer)
+    .venv/bin/python bench/serving.py --part streaming         # what streaming costs one client
 
 Parts (``--part``, default all):
 
@@ -17,6 +18,10 @@ Parts (``--part``, default all):
   -> first audio bytes), per-request real-time factor (request time / its audio), with the batching
   engine (``--max-batch``) and with the serial engine (``max_batch=1``) in the same run; the ratio is the
   gain of batching.
+* ``streaming``: what streaming costs a client: one client in a closed loop on the engine itself (the same
+  model, voice, text and 300 frames as ``clients``), ``--stream-requests`` requests streamed with the default
+  chunks and as many in whole sentences (``chunk_seconds=None``, what a non-streamed answer needs),
+  alternating so both see the same machine: throughput of each, their ratio, time to first audio.
 * ``soak``: ``--soak`` requests from 8 client threads over HTTP with the official ``openai`` client on the
   tiny model, random cancellations (a client that closes the connection after the first bytes) and bad
   requests interleaved; every completed answer must equal the PCM of that request made alone (same seed):
@@ -49,7 +54,7 @@ GENERATED_FRAMES = 300  # 4 s at 75 Hz
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "ar-step", "clients", "soak"), default="all")
+    parser.add_argument("--part", choices=("all", "ar-step", "clients", "streaming", "soak"), default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: int8 on CPU, what auto picks on a GPU")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -62,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-per-client", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--soak", type=int, default=200, help="requests in the soak")
+    parser.add_argument("--stream-requests", type=int, default=3,
+                        help="requests of each kind, streamed and whole sentences (streaming)")
     parser.add_argument("--wait-idle", type=float, default=0.0, help="wait up to this many seconds for load < 0.5")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -85,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             _wait_for_idle(args.wait_idle)
             report["clients"] = measure_clients(Path(tmp), device, dtype, [int(c) for c in args.clients.split(",")],
                                                 args.requests_per_client, args.max_batch)
+        if args.part in ("all", "streaming"):
+            _wait_for_idle(args.wait_idle)
+            report["streaming"] = measure_streaming(Path(tmp), device, dtype, args.stream_requests)
         if args.part in ("all", "soak"):
             report["soak"] = run_soak(Path(tmp), args.soak)
     print(format_report(report))
@@ -298,6 +308,54 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
+# Streaming against whole sentences ---------------------------------------------------------------------------
+
+def measure_streaming(tmp: Path, device, dtype: str, requests: int) -> dict:
+    """One client on the engine: ``requests`` streamed (default chunks) and as many in whole sentences, alternating."""
+    from vallex.api import STREAM_CHUNK_SECONDS
+    from vallex.serving import SpeechEngine, SpeechRequest
+
+    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES)
+    engine = SpeechEngine(tts, max_batch=16, max_queue=16)
+    kinds = {"streamed": STREAM_CHUNK_SECONDS, "whole_sentences": None}
+    records: dict[str, list[dict]] = {kind: [] for kind in kinds}
+
+    def one(chunk_seconds: float | None, seed: int) -> dict:
+        start = time.perf_counter()
+        stream = engine.submit(SpeechRequest(CLIENT_TEXT, prompt="voice", language="en", seed=seed,
+                                             chunk_seconds=chunk_seconds))
+        first, samples, chunks = None, 0, 0
+        for chunk in stream:
+            if first is None:
+                first = time.perf_counter() - start
+            samples += len(chunk)
+            chunks += 1
+        return {"ttfa_s": first, "total_s": time.perf_counter() - start, "audio_s": samples / 24000, "chunks": chunks}
+
+    try:
+        for chunk_seconds in kinds.values():  # warm-up: kernels, allocator, the text front end
+            one(chunk_seconds, seed=10_000)
+        for i in range(requests):
+            for kind, chunk_seconds in kinds.items():
+                records[kind].append(one(chunk_seconds, seed=i))
+                row = records[kind][-1]
+                print(f"{kind}: {row['total_s']:.2f} s for {row['audio_s']:.2f} s of audio in {row['chunks']} chunks, "
+                      f"first audio {row['ttfa_s']:.2f} s (load {os.getloadavg()[0]:.2f})", flush=True)
+    finally:
+        engine.close()
+    summary = {}
+    for kind, rows in records.items():
+        summary[kind] = {"throughput": round(sum(r["audio_s"] for r in rows) / sum(r["total_s"] for r in rows), 3),
+                         "ttfa_p50_s": round(statistics.median(r["ttfa_s"] for r in rows), 3),
+                         "total_p50_s": round(statistics.median(r["total_s"] for r in rows), 3),
+                         "chunks": rows[0]["chunks"], "runs": rows}
+    # Pair by pair: each streamed request over the whole-sentence one right after it (the machine's drift cancels).
+    pairs = [w["total_s"] / s["total_s"] for s, w in zip(records["streamed"], records["whole_sentences"])]
+    return {**summary, "streamed_vs_whole_throughput": round(statistics.median(pairs), 3),
+            "pair_ratios": [round(r, 3) for r in pairs], "requests": requests, "frames_per_request": GENERATED_FRAMES,
+            "prompt_frames": PROMPT_FRAMES, "text": CLIENT_TEXT, "chunk_seconds": STREAM_CHUNK_SECONDS}
+
+
 # Soak ------------------------------------------------------------------------------------------------------
 
 SOAK_TEXTS = ["Hi there.", "你好。", "はい。", "Yes. No.", "Good."]
@@ -398,6 +456,16 @@ def format_report(report: dict) -> str:
         for row in report["clients"]["rows"]:
             lines.append(f"| {row['clients']} | {row['engine']} | {row['throughput']} | {row.get('vs_serial', '')} | "
                          f"{row['ttfa_p50_s']} | {row['ttfa_p95_s']} | {row['rtf_p50']} |")
+    if "streaming" in report:
+        streaming = report["streaming"]
+        lines += ["", "| one client on the engine | throughput (audio s / s) | first audio p50 (s) | request p50 (s) | "
+                      "chunks |", "|---|---:|---:|---:|---:|"]
+        for kind in ("streamed", "whole_sentences"):
+            row = streaming[kind]
+            lines.append(f"| {kind.replace('_', ' ')} | {row['throughput']} | {row['ttfa_p50_s']} | "
+                         f"{row['total_p50_s']} | {row['chunks']} |")
+        lines.append(f"streamed / whole-sentence throughput (median of {streaming['requests']} pairs): "
+                     f"{streaming['streamed_vs_whole_throughput']}")
     if "soak" in report:
         soak = report["soak"]
         lines += ["", f"soak: {soak['requests']} requests, {soak['ok']} complete and correct, "

@@ -1,5 +1,8 @@
-"""Streaming: the incremental AR, chunked vocoding, and synthesize_stream's chunk schedule (tiny random model)."""
+"""Streaming: the incremental AR, chunked vocoding, synthesize_stream's chunk schedule and the NAR's window passes
+(tiny random model)."""
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,8 +11,9 @@ import torch
 from vallex.api import MAX_CHUNK_SECONDS, NAR_LOOKAHEAD_FRAMES, VOCODER_LOOKAHEAD_FRAMES, VallEX
 from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
-from vallex.inference.decoding import ar_decode, iter_ar_decode
+from vallex.inference.decoding import NARInput, NARPrefix, ar_decode, iter_ar_decode, nar_decode
 from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
+from vallex.inference.streaming import SentencePieces
 from vallex.model import VallexModel
 
 LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
@@ -243,3 +247,176 @@ def test_progress_is_reported_while_streaming(fixed):
 def test_bad_chunk_seconds_is_a_clear_value_error(tiny_tts, chunk_seconds):
     with pytest.raises(ValueError, match="chunk_seconds must be None"):
         list(tiny_tts.synthesize_stream("Hello.", language="en", chunk_seconds=chunk_seconds))
+
+
+# Window passes: the NAR of a streamed sentence after its first pass -------------------------------------------
+
+def nar_case(frames: int = 40, text_len: int = 9, prompt_len: int = 12, seed: int = 0):
+    """text, langs [1, S], prompt [1, P, 8], codes0 [1, T] (random: the tiny model's flat predictions are the
+    hardest case for exact agreement)."""
+    g = torch.Generator().manual_seed(seed)
+    text = torch.randint(5, 70, (1, text_len), generator=g)
+    return (text, torch.full_like(text, seed % 3), torch.randint(0, 1024, (1, prompt_len, 8), generator=g),
+            torch.randint(0, 1024, (1, frames), generator=g))
+
+
+def kept_whole(model, text, langs, prompt, codes0, keep=None):
+    """A whole pass that keeps its prefix (and the first ``keep`` frames): (codes [1, T, 8], the NARPrefix)."""
+    prefix = NARPrefix()
+    (codes,) = nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, keep=keep)])
+    return codes, prefix
+
+
+def test_a_whole_pass_keeps_text_prompt_and_frames_and_its_codes(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case()
+    plain = nar_decode(model, [NARInput(text, langs, prompt, codes0)])[0]
+    codes, prefix = kept_whole(model, text, langs, prompt, codes0)
+    assert torch.equal(codes, plain)  # watching changes nothing
+    config = model.config
+    positions = text.shape[1] + prompt.shape[1]
+    assert prefix.ready and prefix.positions == positions and prefix.frames == 0
+    assert len(prefix.kv) == config.num_quantizers - 1 and all(len(stage) == config.num_layers for stage in prefix.kv)
+    head_dim = config.d_model // config.nhead
+    assert prefix.kv[3][1].shape == (1, 2, config.nhead, positions, head_dim)
+    codes, with_frames = kept_whole(model, text, langs, prompt, codes0, keep=25)
+    assert torch.equal(codes, plain) and with_frames.frames == 25 and with_frames.positions == positions + 25
+    assert torch.equal(with_frames.kv[6][0][..., :positions, :], prefix.kv[6][0])
+
+
+def test_a_window_that_sees_everything_predicts_the_whole_pass(tiny_tts):
+    """A prefix kept by a whole pass over all T frames, known codes that pass's own: the window's frames see
+    exactly what the whole pass's saw (the same keys, values and positions), so they get the same codes. This
+    pins the window's positions, its codebooks stage by stage and the prefix's layout."""
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case()
+    for known in (1, 17, 39):
+        whole, prefix = kept_whole(model, text, langs, prompt, codes0, keep=known)
+        (window,) = nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=whole[:, :known])])
+        assert window.shape == whole.shape
+        assert torch.equal(window, whole), known
+
+
+def test_a_window_keeps_the_known_codes_and_hands_its_frames_on(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case(frames=50)
+    whole, prefix = kept_whole(model, text, langs, prompt, codes0[:, :20], keep=12)
+    known = whole[:, :12]
+    positions = prefix.positions
+    got = nar_decode(model, [NARInput(text, langs, prompt, codes0[:, :36], prefix=prefix, known=known, keep=30)])[0]
+    assert got.shape == (1, 36, 8)
+    assert torch.equal(got[:, :12], known) and torch.equal(got[..., 0], codes0[:, :36])
+    assert prefix.frames == 30 and prefix.positions == positions + 18  # frames 12-29 appended, not the last 6
+    # The next window sees the frames through their keys and values, not through the known codes.
+    following = [NARInput(text, langs, prompt, codes0, prefix=prefix, known=known_codes)
+                 for known_codes in (got[:, :30], torch.zeros(1, 30, 8, dtype=torch.long))]
+    first, second = (nar_decode(model, [x])[0] for x in following)
+    assert torch.equal(first[:, 30:], second[:, 30:]) and torch.equal(second[:, :30], following[1].known)
+    assert prefix.frames == 30  # keep left out: nothing handed on
+    # Nothing new: the known codes are the answer.
+    assert torch.equal(nar_decode(model, [NARInput(text, langs, prompt, codes0[:, :30], prefix=prefix,
+                                                   known=got[:, :30])])[0], got[:, :30])
+
+
+def test_window_and_whole_passes_batch_like_each_alone(tiny_tts):
+    """Prefixes kept in one padded batch equal those kept alone; windows of different texts, prompts and lengths
+    batched (with a whole pass beside them) give each the codes and the kept frames it gets alone."""
+    model = tiny_tts.model
+    cases = [nar_case(frames=30 + 7 * i, text_len=6 + 5 * i, prompt_len=(12, 0, 20)[i], seed=i) for i in range(3)]
+    keeps = [10, 13, 16]
+    prefixes = [NARPrefix() for _ in cases]
+    batched = nar_decode(model, [NARInput(*case, prefix=p, keep=k) for case, p, k in zip(cases, prefixes, keeps)])
+    alone = [kept_whole(model, *case, keep=k) for case, k in zip(cases, keeps)]
+    for prefix, codes, (alone_codes, alone_prefix) in zip(prefixes, batched, alone):
+        assert torch.equal(codes, alone_codes) and prefix.frames == alone_prefix.frames
+        for stage, stage_alone in zip(prefix.kv, alone_prefix.kv):
+            for kv, kv_alone in zip(stage, stage_alone):
+                torch.testing.assert_close(kv, kv_alone, rtol=0, atol=1e-5)
+    windows = [NARInput(*case, prefix=p, known=codes[:, :k], keep=k + 5 + i)
+               for i, (case, p, codes, k) in enumerate(zip(cases, prefixes, batched, keeps))]
+    windows_alone = [NARInput(*case, prefix=p, known=codes[:, :k], keep=k + 5 + i)
+                     for i, (case, (codes, p), k) in enumerate(zip(cases, alone, keeps))]
+    extra = NARInput(*nar_case(frames=25, seed=9))
+    first, extra_got, *rest = nar_decode(model, [windows[0], extra, windows[1], windows[2]])
+    assert torch.equal(extra_got, nar_decode(model, [extra])[0])
+    for item, mine, got in zip(windows, windows_alone, [first, *rest]):
+        assert torch.equal(got, nar_decode(model, [mine])[0])
+        assert item.prefix.frames == mine.prefix.frames == item.keep
+        for stage, stage_alone in zip(item.prefix.kv, mine.prefix.kv):
+            for kv, kv_alone in zip(stage, stage_alone):
+                torch.testing.assert_close(kv, kv_alone, rtol=0, atol=1e-5)
+
+
+def test_window_passes_refuse_what_they_cannot_run(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt, codes0 = nar_case()
+    known = torch.zeros(1, 5, 8, dtype=torch.long)
+    with pytest.raises(ValueError, match="needs the NARPrefix"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=NARPrefix(), known=known)])
+    _, prefix = kept_whole(model, text, langs, prompt, codes0, keep=5)
+    with pytest.raises(ValueError, match="holds 26 positions"):
+        nar_decode(model, [NARInput(text[:, :5], langs[:, :5], prompt, codes0, prefix=prefix, known=known)])
+    with pytest.raises(ValueError, match="5 frames"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=known[:, :3])])
+    with pytest.raises(ValueError, match="F <= 3"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0[:, :3], prefix=prefix, known=known)])
+    with pytest.raises(ValueError, match="keep must be between"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=known, keep=4)])
+    with pytest.raises(ValueError, match="keep needs a NARPrefix"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, keep=4)])
+
+
+def test_sentence_pieces_run_one_whole_pass_then_windows(tiny_tts):
+    """The bookkeeping: one piece per sentence passes the whole input through; chunks make the first pass whole
+    (unless it is also the last), every later one a window after the fixed frames; each keeps what it fixes."""
+    text, langs, prompt, codes0 = nar_case(frames=200)
+    whole = NARInput(text, langs, prompt, codes0)
+    assert SentencePieces(tiny_tts.codec, None).nar_input(whole) is whole
+    assert SentencePieces(tiny_tts.codec, 30).nar_input(whole, final=True) is whole  # never chunked: exact
+    pieces = SentencePieces(tiny_tts.codec, 30)
+    first = pieces.nar_input(replace(whole, codes0=codes0[:, :pieces.next_due]))
+    assert first.known is None and first.prefix is not None and not first.prefix.ready
+    assert first.keep == 30 + LOOKAHEAD - NAR_LOOKAHEAD_FRAMES
+    pieces.chunk(nar_decode(tiny_tts.model, [first])[0])
+    fixed = 30 + VOCODER_LOOKAHEAD_FRAMES  # the first chunk, the frames vocoded with it
+    assert first.prefix.frames == fixed
+    assert pieces.vocoded == 30 and pieces.next_due == 30 + 60 + LOOKAHEAD
+    second = pieces.nar_input(replace(whole, codes0=codes0[:, :pieces.next_due]))
+    assert second.prefix is first.prefix and second.known.shape == (1, fixed, 8)
+    assert second.keep == 90 + VOCODER_LOOKAHEAD_FRAMES
+    codes = nar_decode(tiny_tts.model, [second])[0]
+    assert torch.equal(codes[:, :fixed], second.known)  # the sent frames stay as they were
+    pieces.chunk(codes)
+    final = pieces.nar_input(whole, final=True)
+    assert final.known.shape == (1, 90 + VOCODER_LOOKAHEAD_FRAMES, 8) and final.keep is None
+    all_codes, _ = pieces.finish(nar_decode(tiny_tts.model, [final])[0])
+    assert all_codes.shape == (1, 200, 8) and torch.equal(all_codes[..., 0], codes0)
+    assert torch.equal(all_codes[:, :fixed], second.known)
+    assert len(pieces.waveform) == HOP * 200
+
+
+def test_the_scheduler_streams_with_windows(fixed, monkeypatch):
+    """What the scheduler hands the NAR for a streamed sentence: one whole pass, then windows over the frames not
+    yet fixed; a sentence in one piece gets its whole pass only."""
+    import vallex.inference.scheduler as scheduler
+
+    seen: list[list[NARInput]] = []
+
+    def recording(model, inputs, on_stage=None):
+        if inputs:  # the scheduler asks every step, mostly for nothing
+            seen.append(list(inputs))
+        return nar_decode(model, inputs, on_stage)
+
+    monkeypatch.setattr(scheduler, "nar_decode", recording)
+    fixed.frames = 300
+    list(fixed.synthesize_stream("One sentence only.", language="en", seed=0))
+    passes = [inputs[0] for inputs in seen]
+    assert [p.known is None for p in passes] == [True, False, False, False]
+    assert [p.codes0.shape[1] for p in passes] == [30 + LOOKAHEAD, 90 + LOOKAHEAD, 210 + LOOKAHEAD, 300]
+    fixed_frames = [30 + VOCODER_LOOKAHEAD_FRAMES, 90 + VOCODER_LOOKAHEAD_FRAMES, 210 + VOCODER_LOOKAHEAD_FRAMES]
+    assert [p.known.shape[1] for p in passes[1:]] == fixed_frames
+    assert [p.keep for p in passes] == [*fixed_frames, None]
+    assert all(p.prefix is passes[0].prefix for p in passes[1:])
+    seen.clear()
+    fixed.synthesize("One sentence only.", language="en", seed=0)
+    assert len(seen) == 1 and seen[0][0].known is None and seen[0][0].prefix is None

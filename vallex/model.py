@@ -397,6 +397,7 @@ class VallexModel(nn.Module):
         key_padding_mask: Tensor | None = None,
         *,
         output_start: int = 0,
+        cache: Any = None,
     ) -> Tensor:
         """One NAR stage over ``[text ; audio + PE]`` with full attention.
 
@@ -404,13 +405,15 @@ class VallexModel(nn.Module):
         before PE). ``key_padding_mask`` bool [B, S+T], True = padding (training batches only).
         Returns the decoder output of audio positions ``output_start..T-1`` [B, T - output_start, D]
         (inference passes the prompt length: prompt frames are never predicted). The last layer
-        computes only those rows.
+        computes only those rows. ``cache``: one per layer (``cache.layers[i]``) as :func:`self_attention` takes
+        it, at position 0 (streaming keeps the text's and prompt's keys and values through it,
+        :class:`vallex.inference.decoding.NARPrefix`).
         """
         xy = torch.cat([text_emb, self.nar_audio_position(audio_emb)], dim=1)  # [B, S+T, D]
         mask = None
         if key_padding_mask is not None:
             mask = (~key_padding_mask)[:, None, None, :]  # [B, 1, 1, S+T], True = may attend
-        return self.nar_decoder(xy, mask, stage=self.nar_stage_embedding(stage),
+        return self.nar_decoder(xy, mask, stage=self.nar_stage_embedding(stage), cache=cache,
                                 output_start=text_emb.shape[1] + output_start)
 
     def extra_repr(self) -> str:

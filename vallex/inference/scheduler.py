@@ -561,7 +561,8 @@ class Scheduler:
             self._check_candidates(state)  # finishes the sentence, or samples another round of candidates
         wanting = sorted((s for s in self._running.values() if self._wants_nar(s)), key=lambda s: s.priority)
         work = [(state, *self._nar_work(state)) for state in wanting[:self.nar_batch]]
-        codes = nar_decode(self.speaker.model, [state.job.nar_input(frames) for state, _, frames in work])
+        codes = nar_decode(self.speaker.model, [state.pieces.nar_input(state.job.nar_input(frames), final=final)
+                                                for state, final, frames in work])
         for (state, final, _), nar in zip(work, codes):
             if final:
                 self._finish_sentence(state, nar)

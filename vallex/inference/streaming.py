@@ -1,15 +1,22 @@
 """How one sentence becomes audio while its frames are being sampled: the chunk schedule and its bookkeeping.
 
 The AR samples codebook 0 frame by frame. Whenever enough new frames exist, the NAR predicts codebooks
-2-8 of all frames so far (it needs no future frames, but is better with some); the frames up to
-``NAR_LOOKAHEAD_FRAMES`` before the newest are then frozen, and the frozen frames up to
-``VOCODER_LOOKAHEAD_FRAMES`` before the last frozen one are vocoded, with enough codes on either side that
+2-8 of the frames not yet fixed (it needs no future frames, but is better with some); the frames up to
+``NAR_LOOKAHEAD_FRAMES`` before the newest are then fixed, and the fixed frames up to
+``VOCODER_LOOKAHEAD_FRAMES`` before the last fixed one are vocoded, with enough codes on either side that
 the pieces join without a seam (:meth:`vallex.audio.codec.AudioCodec.decode_codes_window`). When the AR stops,
-the rest is flushed. :class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR
-(one request alone, or a batch of requests) is up to its caller.
+the rest is flushed.
+
+Only a sentence's first NAR pass runs over text, prompt and every frame so far, as a whole sentence would; it
+keeps the keys and values of text, prompt and the frames it fixes (:class:`vallex.inference.decoding.NARPrefix`).
+Every later pass is a window over the frames not yet fixed, attending to what was kept and adding the frames it
+fixes, so that a sentence's passes together cost about one whole pass instead of one per chunk.
+:class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR (one request alone, or a
+batch of requests) is up to its caller.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -19,13 +26,14 @@ from torch import Tensor
 
 from vallex.audio.codec_format import FRAME_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
+from vallex.inference.decoding import NARInput, NARPrefix
 
 if TYPE_CHECKING:
     from vallex.audio.codec import AudioCodec
 
 #: Streaming: the first chunk's audio (time to first audio ~ the AR time for this + the lookaheads, one NAR
 #: and a little Vocos), then each chunk is CHUNK_GROWTH times longer, up to MAX_CHUNK_SECONDS, so that a
-#: long sentence needs few NAR passes (each covers text + prompt + all frames so far).
+#: long sentence needs few NAR passes (each costs its window's frames more than the chunk's).
 STREAM_CHUNK_SECONDS = 0.4
 CHUNK_GROWTH = 2
 MAX_CHUNK_SECONDS = 3.2
@@ -63,10 +71,13 @@ class SentencePieces:
 
         pieces = SentencePieces(codec, first_frames)      # None: one piece, once the sentence is done
         for frames0 in ar_frames:                         # [1, n], n = 1, 2, ...
-            if pieces.due(n):
-                send(pieces.chunk(nar(frames0)))          # the NAR of all n frames -> the next piece
-        nar_codes = nar(ar_codes) if pieces.needs_final_nar(T) else None
+            if pieces.due(n):                             # the NAR's codes [1, n, 8] -> the next piece
+                send(pieces.chunk(nar_decode(model, [pieces.nar_input(sentence(frames0))])[0]))
+        final = pieces.nar_input(sentence(ar_codes), final=True)
+        nar_codes = nar_decode(model, [final])[0] if pieces.needs_final_nar(T) else None
         codes, last = pieces.finish(nar_codes)            # all codes [1, T, 8] and the last piece
+
+    where ``sentence(frames0)`` is the sentence's :class:`~vallex.inference.decoding.NARInput` for those frames.
 
     The pieces concatenated are the sentence's waveform [320 * T].
     """
@@ -76,6 +87,7 @@ class SentencePieces:
         self.chunked = first_frames is not None
         self._sizes = chunk_sizes(first_frames) if first_frames is not None else None
         self._frozen: Tensor | None = None  # [1, F, 8]: codes that no later NAR pass may change
+        self._prefix = NARPrefix() if self.chunked else None  # text and prompt, kept by the first NAR pass
         self.vocoded = 0  # frames already turned into audio
         self.pieces: list[np.ndarray] = []
         #: Codebook-0 frames at which the next chunk is due (the chunk plus both lookaheads).
@@ -84,6 +96,20 @@ class SentencePieces:
     def due(self, frames: int) -> bool:
         """Whether a chunk is ready once ``frames`` codebook-0 frames exist (then call :meth:`chunk`)."""
         return self.chunked and frames >= self.next_due
+
+    def nar_input(self, whole: NARInput, *, final: bool = False) -> NARInput:
+        """The NAR input of this sentence's next pass, given the whole sentence's (``whole``, frames so far).
+
+        One piece per sentence: ``whole`` itself. Chunks: the first pass is ``whole`` (unless it is also the last),
+        every later one a window after the fixed frames; each keeps the keys and values of the frames it fixes
+        (all but the last ``NAR_LOOKAHEAD_FRAMES``, as :meth:`chunk` does) for the next.
+        """
+        if self._prefix is None or (final and self._frozen is None):
+            return whole
+        keep = None if final else max(whole.codes0.shape[1] - NAR_LOOKAHEAD_FRAMES, 0)
+        if self._frozen is None:
+            return dataclasses.replace(whole, prefix=self._prefix, keep=keep)
+        return dataclasses.replace(whole, prefix=self._prefix, known=self._frozen, keep=keep)
 
     def chunk(self, codes: Tensor) -> np.ndarray:
         """The next piece, given the NAR's codes [1, n, 8] of the first n frames (n >= :attr:`next_due`).
@@ -121,6 +147,7 @@ class SentencePieces:
                 raise ValueError("a sentence with no frames has no audio")
             piece = np.asarray(self.codec.decode_codes_window(codes, self.vocoded, codes.shape[1]), dtype=np.float32)
             self.vocoded = codes.shape[1]
+            self._prefix = None  # its memory (keys and values of every stage and layer) is not needed any more
         self.pieces.append(piece)
         return codes, piece
 
