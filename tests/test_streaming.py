@@ -364,6 +364,8 @@ def test_window_passes_refuse_what_they_cannot_run(tiny_tts):
         nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, known=known, keep=4)])
     with pytest.raises(ValueError, match="keep needs a NARPrefix"):
         nar_decode(model, [NARInput(text, langs, prompt, codes0, keep=4)])
+    with pytest.raises(ValueError, match="filled already"):
+        nar_decode(model, [NARInput(text, langs, prompt, codes0, prefix=prefix, keep=4)])
 
 
 def test_sentence_pieces_run_one_whole_pass_then_windows(tiny_tts):

@@ -773,6 +773,9 @@ def _check_streaming(x: NARInput) -> None:
     """ValueError unless ``x``'s streaming fields (:class:`NARInput`) fit together."""
     frames = x.codes0.shape[1]
     known = 0 if x.known is None else x.known.shape[1]
+    if x.known is None and x.prefix is not None and x.prefix.ready:
+        raise ValueError("A whole pass fills an empty NARPrefix; this one was filled already (a window pass "
+                         "gives the known codes).")
     if x.known is not None:
         if not (x.known.ndim == 3 and known <= frames):
             raise ValueError(f"known codes must be [1, F, 8] with F <= {frames} (the frames of codes0), "
@@ -834,13 +837,13 @@ class _WholePass:
         # whose prefix this pass fills
         self.keep = []
         for i, x in enumerate(inputs):
-            if x.prefix is None or x.prefix.ready:
+            if x.prefix is None:
                 continue
             audio = prompt_lens[i] + (x.keep or 0)
             spans = ([range(text_width + audio)] if text_lens[i] == text_width else
                      [range(text_lens[i]), range(text_width, text_width + audio)])
             self.keep.append((i, x.prefix, spans))
-            x.prefix.frames = x.keep or 0
+        self.kept_frames = [x.keep or 0 for x in inputs if x.prefix is not None]
 
     def run_stage(self, stage: int) -> None:
         model = self.model
@@ -849,6 +852,9 @@ class _WholePass:
                                    cache=keeper)  # [B, A - first, D]
         if keeper is not None:
             keeper.store()
+            if stage == model.config.num_quantizers - 2:  # every stage kept: the prefixes are whole
+                for (_, prefix, _), frames in zip(self.keep, self.kept_frames):
+                    prefix.frames = frames
         first, prompt_lens = self.first, self.prompt_lens
         for i in range(len(self.codes)):
             rows = hidden[i:i + 1, prompt_lens[i] - first:prompt_lens[i] - first + self.frames[i]]  # [1, T_i, D]
@@ -927,6 +933,10 @@ class _WindowPass:
                     start = self.prefix_width
                     prefix.kv[stage][layer] = torch.cat([both[i:i + 1, :, :, :self.prefix_lens[i]],
                                                          both[i:i + 1, :, :, start:start + self.kept[i]]], dim=3)
+        if stage == model.config.num_quantizers - 2:  # every stage handed on
+            for prefix, input_, kept in zip(self.prefixes, self.inputs, self.kept):
+                if kept:
+                    prefix.frames = input_.keep
 
     def _prefix_keys(self, stage: int, layer: int) -> Tensor:
         """The prefixes' keys and values of one stage and layer, [B, 2, H, L, hd] (zeros where padded)."""
@@ -942,9 +952,6 @@ class _WindowPass:
         return batched
 
     def result(self) -> list[Tensor]:
-        for prefix, input_, kept in zip(self.prefixes, self.inputs, self.kept):
-            if kept:
-                prefix.frames = input_.keep
         out = []
         for i, known in enumerate(self.known):
             codes0 = self.rows[i:i + 1, :self.new[i], 0]
