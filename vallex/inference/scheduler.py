@@ -473,8 +473,10 @@ class _Running:
     sent_audio: bool = False
     frames: Tensor | None = None  # LongTensor [1, n]: the sentence's codebook-0 frames so far
     ar: ARResult | None = None  # set when the sentence's AR has stopped
-    checked: list[tuple[CandidateCheck, Tensor]] = field(default_factory=list)  # verify: candidates, NAR codes
+    # verify: every candidate so far, its NAR codes [1, T, 8] and its audio (None when it was not vocoded)
+    checked: list[tuple[CandidateCheck, Tensor, np.ndarray | None]] = field(default_factory=list)
     check_seconds: float = 0.0
+    ras_fired: int = 0  # verify: RAS redraws of the sentence's earlier rounds
     verify_note: str | None = None  # verify: why the request's sentences are not checked (no recogniser)
     prompt_wav: np.ndarray | None = None  # verify: the prompt as the codec hears it (for similarity)
 
@@ -611,7 +613,7 @@ class Scheduler:
         state.job = self._utterance(text, tokens, state.voice, state.plan)
         state.pieces = SentencePieces(self.speaker.codec, state.plan.chunk_frames)
         state.first_piece, state.frames, state.ar = True, None, None
-        state.checked, state.check_seconds = [], 0.0
+        state.checked, state.check_seconds, state.ras_fired = [], 0.0, 0
         self._ar.add(state.key, state.job.ar_request(state.plan))
 
     def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, plan: RequestPlan) -> Utterance:
@@ -646,30 +648,33 @@ class Scheduler:
         same for the same seed). Without a recogniser for the language, the best row by log-probability."""
         start = time.perf_counter()
         plan, job, ar = state.plan, state.job, state.ar
-        round_number = 1 + max((check.round for check, _ in state.checked), default=0)
+        round_number = 1 + max((check.round for check, _, _ in state.checked), default=0)
         checks = [CandidateCheck(round_number, row, c.codes.shape[1], c.stop_reason, c.mean_logprob)
                   for row, c in enumerate(ar.candidates)]
         language = job.tokens.language
         recognizer = self._recognizer_label(state, language)
         rows = ar.candidates if recognizer is not None else ar.candidates[:1]
         codes = nar_decode(self.speaker.model, [job.nar_input(c.codes.to(self.speaker.device)) for c in rows])
+        wavs: list[np.ndarray | None] = [None] * len(codes)
         if recognizer is not None:
             wavs = [np.asarray(self.speaker.codec.decode_codes(c), dtype=np.float32).reshape(-1) for c in codes]
             checks = self._score(state, checks, wavs, language)
-        state.checked += list(zip(checks, codes))
+        state.checked += list(zip(checks, codes, wavs))
         state.check_seconds += time.perf_counter() - start
-        candidates = [check for check, _ in state.checked]
+        candidates = [check for check, _, _ in state.checked]
         best = choose(candidates)
         if (recognizer is not None and not candidates[best].passes(plan.verify_threshold)
                 and round_number < plan.verify_rounds and not state.sink.cancelled):
+            state.ras_fired += ar.ras_fired
             state.ar, state.frames = None, None
             self._ar.add(state.key, job.ar_request(plan))
             return
         check = SentenceCheck(language, recognizer, plan.verify_threshold, round_number, best, tuple(candidates),
                               state.verify_note, state.check_seconds)
-        chosen, nar = candidates[best], state.checked[best][1]
-        state.ar = dataclasses.replace(ar, codes=nar[..., 0], stop_reason=chosen.stop_reason)
-        sentence_codes, last = state.pieces.finish(nar)
+        chosen, nar, wav = state.checked[best]
+        state.ar = dataclasses.replace(ar, codes=nar[..., 0], stop_reason=chosen.stop_reason,
+                                       ras_fired=state.ras_fired + ar.ras_fired)  # every round's redraws
+        sentence_codes, last = state.pieces.finish(nar, wav)
         self._send(state, last, final=True)
         self._sentence_done(state, job.result(sentence_codes, state.ar, state.pieces.waveform, check))
 

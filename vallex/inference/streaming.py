@@ -135,12 +135,17 @@ class SentencePieces:
         """Whether :meth:`finish` needs the NAR of all ``frames`` frames (else the frozen codes are all)."""
         return not self.chunked or self._frozen is None or frames > self._frozen.shape[1]
 
-    def finish(self, codes: Tensor | None) -> tuple[Tensor, np.ndarray]:
-        """(all codes [1, T, 8], the last piece), given the final NAR's codes or None (see :meth:`needs_final_nar`)."""
+    def finish(self, codes: Tensor | None, waveform: np.ndarray | None = None) -> tuple[Tensor, np.ndarray]:
+        """(all codes [1, T, 8], the last piece), given the final NAR's codes or None (see :meth:`needs_final_nar`).
+
+        ``waveform``: one piece per sentence only, the vocoder's audio of ``codes`` when the caller has it already
+        (verification vocoded every candidate), so it is not made twice."""
         if not self.chunked:
             if codes is None:
                 raise ValueError("a whole-sentence piece needs the NAR's codes")
-            piece = np.asarray(self.codec.decode_codes(codes), dtype=np.float32).reshape(-1)
+            if waveform is None:
+                waveform = self.codec.decode_codes(codes)
+            piece = np.asarray(waveform, dtype=np.float32).reshape(-1)
         else:
             codes = self._merge(codes) if codes is not None else self._frozen
             if codes is None:
