@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: int8 on CPU, what auto picks on a GPU")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a .safetensors model for the AR-step sweep (default: full-size, random; a tiny one "
-                        "keeps bench/gpu_smoke.py --quick fast)")
+                        help="a .safetensors model for every part but the soak (default: full-size, random; a "
+                        "tiny one keeps bench/gpu_smoke.py --quick and tests/test_bench_serving.py fast)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", default="1,2,4,8,16", help="AR batch sizes (ar-step)")
     parser.add_argument("--steps", type=int, default=40, help="timed AR steps per batch size (ar-step)")
@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "clients"):
             _wait_for_idle(args.wait_idle)
             report["clients"] = measure_clients(Path(tmp), device, dtype, [int(c) for c in args.clients.split(",")],
-                                                args.requests_per_client, args.max_batch)
+                                                args.requests_per_client, args.max_batch, args.checkpoint)
         if args.part in ("all", "streaming"):
             _wait_for_idle(args.wait_idle)
-            report["streaming"] = measure_streaming(Path(tmp), device, dtype, args.stream_requests)
+            report["streaming"] = measure_streaming(Path(tmp), device, dtype, args.stream_requests, args.checkpoint)
         if args.part in ("all", "soak"):
             report["soak"] = run_soak(Path(tmp), args.soak)
     print(format_report(report))
@@ -200,8 +200,9 @@ class LiveServer:
         self._socket.close()
 
 
-def serving_tts(tmp: Path, device, dtype: str, frames: int | None):
-    """A VallEX on the full-size random model and a random codec, with one 3 s voice ("voice") in a preset folder.
+def serving_tts(tmp: Path, device, dtype: str, frames: int | None, checkpoint: Path | None = None):
+    """A VallEX on the full-size random model (or ``checkpoint``) and a random codec, with one 3 s voice ("voice")
+    in a preset folder.
 
     ``frames``: every utterance is held to exactly this many frames (a random model never says EOS).
     """
@@ -212,7 +213,7 @@ def serving_tts(tmp: Path, device, dtype: str, frames: int | None):
     from vallex.prompts import PresetLibrary, VoicePrompt
     from vallex.weights.random_weights import random_codec
 
-    model = full_size_model(tmp, device, dtype)
+    model = full_size_model(tmp, device, dtype, checkpoint)
     library = PresetLibrary(tmp / "presets")
     rng = torch.Generator().manual_seed(0)
     codes = torch.randint(0, CODEBOOK_SIZE, (1, PROMPT_FRAMES, NUM_CODEBOOKS), generator=rng)
@@ -222,9 +223,10 @@ def serving_tts(tmp: Path, device, dtype: str, frames: int | None):
     return tts, library
 
 
-def measure_clients(tmp: Path, device, dtype: str, clients: list[int], per_client: int, max_batch: int) -> dict:
+def measure_clients(tmp: Path, device, dtype: str, clients: list[int], per_client: int, max_batch: int,
+                    checkpoint: Path | None = None) -> dict:
     """Closed-loop HTTP clients against the batching engine and the serial one (max_batch=1), same model."""
-    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES)
+    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES, checkpoint)
     rows = []
     for count in clients:
         for engine_name, batch in (("batched", max_batch), ("serial", 1)):
@@ -250,7 +252,7 @@ def _closed_loop(tts, library, clients: int, per_client: int, max_batch: int) ->
     from vallex.serving import SpeechEngine
     from vallex.serving.http import create_api, preset_voices
 
-    engine = SpeechEngine(tts, max_batch=max_batch, max_queue=256, voice_resolver=library.load)
+    engine = SpeechEngine(tts, max_batch=max_batch, max_queue=256)  # voices resolve through tts's library
     app = create_api(engine, voices=lambda: preset_voices(library), voice_names=library.names,
                      default_voice="voice", api_key="", model_loaded=lambda: True)
     records: list[dict] = []
@@ -310,12 +312,12 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 # Streaming against whole sentences ---------------------------------------------------------------------------
 
-def measure_streaming(tmp: Path, device, dtype: str, requests: int) -> dict:
+def measure_streaming(tmp: Path, device, dtype: str, requests: int, checkpoint: Path | None = None) -> dict:
     """One client on the engine: ``requests`` streamed (default chunks) and as many in whole sentences, alternating."""
     from vallex.api import STREAM_CHUNK_SECONDS
     from vallex.serving import SpeechEngine, SpeechRequest
 
-    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES)
+    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES, checkpoint)
     engine = SpeechEngine(tts, max_batch=16, max_queue=16)
     kinds = {"streamed": STREAM_CHUNK_SECONDS, "whole_sentences": None}
     records: dict[str, list[dict]] = {kind: [] for kind in kinds}
