@@ -210,16 +210,19 @@ def serving_tts(tmp: Path, device, dtype: str, frames: int | None, checkpoint: P
 
     from vallex.api import VallEX
     from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+    from vallex.inference.threads import in_passing_thread
     from vallex.prompts import PresetLibrary, VoicePrompt
     from vallex.weights.random_weights import random_codec
 
-    model = full_size_model(tmp, device, dtype, checkpoint)
+    # Built in a thread that ends, as VallEX.from_pretrained loads: the engine's thread is then the only one that
+    # computes (vallex.inference.threads).
+    model, codec = in_passing_thread(lambda: (full_size_model(tmp, device, dtype, checkpoint), random_codec(0, device)))
     library = PresetLibrary(tmp / "presets")
     rng = torch.Generator().manual_seed(0)
     codes = torch.randint(0, CODEBOOK_SIZE, (1, PROMPT_FRAMES, NUM_CODEBOOKS), generator=rng)
     library.save("voice", VoicePrompt(codes=codes, text_ids=list(range(5, 5 + ENROLL_TOKENS)), language="en"))
     limits = (lambda text_tokens, prompt_frames: (frames, frames)) if frames else None
-    tts = VallEX(model, random_codec(0, device), library, device, frame_limits=limits, precision=dtype)
+    tts = VallEX(model, codec, library, device, frame_limits=limits, precision=dtype)
     return tts, library
 
 

@@ -3,8 +3,9 @@
 ``Engine`` loads :class:`vallex.api.VallEX` once (at startup or on the first request) and serves every
 synthesis, the tabs' and the HTTP API's, through one :class:`vallex.serving.SpeechEngine` around it, which
 decodes concurrent requests together (continuous batching). Other model work (encoding a voice prompt,
-speech translation with one :class:`vallex.s2st.SpeechTranslator`, made on first use) runs between two
-steps of that engine. It also knows the built-in example voices (``assets/voices.json``, made from the
+speech translation with one :class:`vallex.s2st.SpeechTranslator`, made on first use) runs on that engine's
+thread too, between two steps (:meth:`Engine.with_model`): one thread computes (why:
+:mod:`vallex.inference.threads`). It also knows the built-in example voices (``assets/voices.json``, made from the
 project's own espeak-ng clips) and owns a private scratch folder for files offered for download.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from demo.config import AppConfig
 from demo.zero_gpu import on_zero_gpu
@@ -34,6 +35,8 @@ from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, 
 from vallex.weights.checkpoint import checkpoint_languages
 
 _LOG = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Scratch folders older than this are removed when the next one is made (downloads have started by then).
 SCRATCH_MAX_AGE_S = 600.0
@@ -72,6 +75,13 @@ def load_voices(assets_dir: Path) -> list[Voice]:
     return voices
 
 
+def _load_translation_models(s2st: SpeechTranslator) -> None:
+    for model in (s2st.recognizer, s2st.translator):
+        load = getattr(model, "load", None)  # a plain function as translator has nothing to load
+        if callable(load):
+            load()
+
+
 class LocalStream:
     """A tab's synthesis run in the handler's own thread under the model lock (ZeroGPU Spaces, where only the
     decorated handler may use the GPU): the iteration and ``result()`` of a :class:`SpeechStream`."""
@@ -85,11 +95,13 @@ class LocalStream:
 
     def pieces(self) -> Iterator[AudioPiece]:
         """The chunks with their sentence, made in this thread by the model's own scheduler."""
-        with self._engine.using_model() as tts:
+        tts = self._engine.tts()
+        with self._engine.speech.model_lock:
             yield from tts.pieces(self.request, self._progress or False)
 
     def result(self, timeout: float | None = None) -> Synthesis:
-        with self._engine.using_model() as tts:
+        tts = self._engine.tts()
+        with self._engine.speech.model_lock:
             return tts.synthesize_request(self.request, self._progress or False)
 
     def __enter__(self) -> LocalStream:
@@ -200,25 +212,28 @@ class Engine:
             return LocalStream(self, request, progress)
         return self.speech.submit(request, progress)
 
-    @contextmanager
-    def using_model(self) -> Iterator[VallEX]:
-        """The shared model for work other than synthesis (encoding a prompt, translation): it runs between
-        two steps of the speech engine's batch, holding its model lock."""
+    def with_model(self, work: Callable[[VallEX], T]) -> T:
+        """``work(model)`` for model work other than synthesis (encoding a prompt, translation), returning what it
+        returns: on the speech engine's thread between two steps of its batch (:meth:`SpeechEngine.run`); on a
+        ZeroGPU Space in this thread, the handler's, which alone holds the GPU, under the engine's model lock."""
         tts = self.tts()
-        with self.speech.model_lock:
-            yield tts
+        if on_zero_gpu():
+            with self.speech.model_lock:
+                return work(tts)
+        return self.speech.run(lambda: work(tts))
 
-    @contextmanager
-    def using_translator(self) -> Iterator[SpeechTranslator]:
-        """The shared speech translator around the shared model, held like :meth:`using_model`.
+    def with_translator(self, work: Callable[[SpeechTranslator], T]) -> T:
+        """``work(translator)`` with the shared speech translator around the shared model, run as :meth:`with_model`.
 
         Made on first use and kept, so its Whisper/translation models (``$VALLEX_ASR_MODEL``,
         ``$VALLEX_MT_MODEL``) load once, when a request first needs them.
         """
-        with self.using_model() as tts:
+        def translating(tts: VallEX) -> T:
             if self._s2st is None:
                 self._s2st = SpeechTranslator(tts)
-            yield self._s2st
+            return work(self._s2st)
+
+        return self.with_model(translating)
 
     # Voices ---------------------------------------------------------------------------------------
     def voice_names(self) -> list[str]:
@@ -232,7 +247,8 @@ class Engine:
             with self._load_lock:
                 cached = self._voice_cache.get(name)
             if cached is None:
-                cached = self._encode_voice(self.voices[name], self.tts().codec)
+                voice = self.voices[name]
+                cached = self.with_model(lambda tts: self._encode_voice(voice, tts.codec))
                 with self._load_lock:
                     self._voice_cache[name] = cached
             return cached
@@ -255,7 +271,9 @@ class Engine:
         time is paid by every visitor and can make a call overrun. There the voices are encoded on the CPU
         (the GPU is attached only inside decorated handlers); their codes are integers, the same on any device.
         """
-        tts = self.tts()
+        self.with_model(lambda tts: self._warm_up(tts, translation_models))
+
+    def _warm_up(self, tts: VallEX, translation_models: bool) -> None:
         tts.codec.load()
         codec = tts.codec
         if on_zero_gpu() and codec.device.type != "cpu":
@@ -267,11 +285,7 @@ class Engine:
             return
         try:
             tts.load_transcriber()  # Make a prompt's Whisper, for a recording without a transcript
-            with self.using_translator() as s2st:
-                for model in (s2st.recognizer, s2st.translator):
-                    load = getattr(model, "load", None)  # a plain function as translator has nothing to load
-                    if callable(load):
-                        load()
+            self.with_translator(_load_translation_models)
         except (ModelUnavailableError, ImportError, OSError) as error:
             _LOG.info("Speech translation models not loaded at start-up: %s", error)
 

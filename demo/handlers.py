@@ -25,7 +25,7 @@ import soundfile as sf
 from demo.engine import Engine
 from demo.plots import audio_picture
 from demo.zero_gpu import prompt_gpu_seconds, synthesis_gpu_seconds, zero_gpu
-from vallex.api import LONG_TEXT_MODES, Synthesis, check_sampling
+from vallex.api import LONG_TEXT_MODES, Synthesis, VallEX, check_sampling
 from vallex.asr import LANGUAGE_NAMES as SPOKEN_LANGUAGE_NAMES
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
 from vallex.inference.decoding import NonFiniteLogits
@@ -203,15 +203,16 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             raise ValueError("No voice prompt: upload or record 3-10 seconds of someone speaking.")
         check_text(text, max_chars)
         options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards, verify)
-        with engine.using_model() as tts:
-            started = time.perf_counter()
-            prompt = tts.make_prompt(prompt_audio, transcript or None)
-            prompt_s = time.perf_counter() - started
+        started = time.perf_counter()
+        # The recording for the picture is read there too: resampling it is torch work (vallex.inference.threads).
+        prompt, prompt_wav = engine.with_model(
+            lambda tts: (tts.make_prompt(prompt_audio, transcript or None), load_audio(prompt_audio)))
+        prompt_s = time.perf_counter() - started
         request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), chunk_seconds=None,
                                 **options)
         result = engine.speak(request, progress_callback(progress)).result()
         summary, details = describe(result, options, prompt, {"prompt_s": prompt_s})
-        picture = audio_picture(result.waveform, SAMPLE_RATE, load_audio(prompt_audio))
+        picture = audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
         return audio_out(result.waveform), summary, details, picture
 
     def resolve_voice(voice: str | None, prompt_file: str | None, required: bool) -> VoicePrompt | None:
@@ -233,9 +234,11 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             validate_name(voice)  # before anything else: a bad name never reaches the file system
         check_text(text, max_chars)
         options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards, verify)
-        with engine.using_model() as tts:
+        def prompt_and_audio(tts: VallEX) -> tuple[VoicePrompt | None, Any]:
             prompt = resolve_voice(voice, prompt_file, required=True)
-            prompt_wav = tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
+            return prompt, tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
+
+        prompt, prompt_wav = engine.with_model(prompt_and_audio)
         request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), chunk_seconds=None,
                                 **options)
         result = engine.speak(request, progress_callback(progress)).result()
@@ -243,8 +246,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
     def encode_prompt(prompt_audio: str, transcript: str, language: str | None, name: str) -> VoicePrompt:
-        with engine.using_model() as tts:
-            return tts.make_prompt(prompt_audio, transcript or None, language, name=name)
+        return engine.with_model(lambda tts: tts.make_prompt(prompt_audio, transcript or None, language, name=name))
 
     # On ZeroGPU only the encoding runs in the GPU worker; the file is written here, where the scratch
     # folder is tracked and later removed.
@@ -284,8 +286,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         options = sampling_options(seed, 1.0, 0, 1.0, 1)
         started = time.perf_counter()
         chunks: list[np.ndarray] = []
-        with engine.using_model():
-            prompt = resolve_voice(voice, prompt_file, required=False)
+        prompt = engine.with_model(lambda tts: resolve_voice(voice, prompt_file, required=False))
         # Live: small chunks, so playback starts after the first words. Otherwise the whole audio is
         # re-sent after every chunk, so one chunk per sentence.
         chunking = {} if live else {"chunk_seconds": None}

@@ -89,10 +89,9 @@ def make_translate_handler(engine: Engine) -> Callable:
         seed = sampling_options(seed, 1.0, 0, 1.0, 1)["seed"]
         started = time.perf_counter()
         try:
-            with engine.using_translator() as s2st:
-                result = s2st.translate(source_audio, target, transcript=transcript or None,
-                                        translation=translation or None, source_language=source_language or None,
-                                        seed=seed, progress=_chunk_progress(progress))
+            result = engine.with_translator(lambda s2st: s2st.translate(
+                source_audio, target, transcript=transcript or None, translation=translation or None,
+                source_language=source_language or None, seed=seed, progress=_chunk_progress(progress)))
         except ModelUnavailableError as error:
             raise ModelUnavailableError(f"{error}\n\n{MODELS_HINT}") from None
         summary = describe_translation(result, seed, time.perf_counter() - started)

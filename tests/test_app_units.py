@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import json
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -143,12 +144,17 @@ def test_translate_refuses_bad_input_before_the_model(no_weights: AppConfig) -> 
 def test_one_speech_translator_per_engine_around_the_shared_model(no_weights: AppConfig) -> None:
     engine = Engine(no_weights)
     engine._tts = model = types.SimpleNamespace(device="cpu")  # stands in for a loaded VallEX
-    with engine.using_translator() as first:
-        assert first.tts is model
-        assert engine.speech.model_lock._is_owned()  # the translator is used while holding the model
-    assert not engine.speech.model_lock._is_owned()
-    with engine.using_translator() as second:
+    try:
+        def use(s2st):  # on the speech engine's thread, holding the model
+            assert s2st.tts is model and engine.speech.model_lock._is_owned()
+            return s2st, threading.current_thread()
+
+        first, thread = engine.with_translator(use)
+        assert thread is engine.speech._worker and thread is not threading.current_thread()
+        second, _ = engine.with_translator(use)
         assert second is first  # made once: its Whisper/translation models would load once
+    finally:
+        engine.close()
 
 
 def test_friendly_errors_hide_tracebacks() -> None:
@@ -203,25 +209,24 @@ def test_scratch_folders_are_unique_and_only_ours_are_removed(monkeypatch: pytes
     assert not root.exists() and bystander.exists()
 
 
-def test_one_request_at_a_time_uses_the_model(no_weights: AppConfig) -> None:
-    import threading
-
+def test_one_request_at_a_time_uses_the_model_on_the_engines_thread(no_weights: AppConfig) -> None:
     engine = Engine(no_weights)
     engine._tts = model = object()  # stands in for a loaded VallEX: only the hand-over is tested here
     inside, release, order = threading.Event(), threading.Event(), []
 
+    def hold(tts) -> None:
+        assert tts is model and threading.current_thread() is engine.speech._worker
+        order.append("first in")
+        inside.set()
+        release.wait(5)
+        order.append("first out")
+
     def first() -> None:
-        with engine.using_model() as tts:
-            assert tts is model
-            order.append("first in")
-            inside.set()
-            release.wait(5)
-            order.append("first out")
+        engine.with_model(hold)
 
     def second() -> None:
         inside.wait(5)
-        with engine.using_model():
-            order.append("second in")
+        engine.with_model(lambda tts: order.append("second in"))
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
@@ -233,6 +238,7 @@ def test_one_request_at_a_time_uses_the_model(no_weights: AppConfig) -> None:
     for thread in threads:
         thread.join(5)
     assert order == ["first in", "first out", "second in"]
+    engine.close()
 
 
 # Pictures -------------------------------------------------------------------------------------------------------
@@ -374,15 +380,23 @@ def test_http_api_routes_use_the_app_settings(no_weights: AppConfig) -> None:
         speech.close()
 
 
-def test_tabs_and_api_share_one_speech_engine_and_its_model_lock(no_weights: AppConfig) -> None:
-    """One continuous-batching engine serves every synthesis; other model work takes the engine's lock."""
+def test_tabs_and_api_share_one_speech_engine_and_its_thread(no_weights: AppConfig,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """One continuous-batching engine serves every synthesis; other model work runs on its thread, holding its lock,
+    except on ZeroGPU, where only the handler's own thread may use the GPU."""
     engine = Engine(no_weights)
     try:
         speech = engine.speech
         assert engine.speech is speech and speech.max_batch == no_weights.max_batch
-        engine._tts = object()  # as if loaded: using_model must not try to load the missing weights
-        with engine.using_model():
-            assert speech.model_lock._is_owned()  # noqa: SLF001 - RLock held by this thread
+        engine._tts = object()  # as if loaded: with_model must not try to load the missing weights
+
+        def where(tts) -> tuple[threading.Thread, bool]:
+            return threading.current_thread(), speech.model_lock._is_owned()  # noqa: SLF001
+
+        monkeypatch.setitem(sys.modules, "spaces", None)  # not on a Space
+        assert engine.with_model(where) == (speech._worker, True)
+        monkeypatch.setitem(sys.modules, "spaces", types.ModuleType("spaces"))  # a ZeroGPU Space
+        assert engine.with_model(where) == (threading.current_thread(), True)
         assert not speech.model_lock._is_owned()
     finally:
         engine.close()

@@ -246,3 +246,36 @@ def test_a_model_that_cannot_load_fails_the_request_and_is_tried_again(tiny_tts)
         assert engine.loaded and len(attempts) == 2
     finally:
         engine.close()
+
+
+def test_run_does_model_work_on_the_engines_thread_between_steps(tiny_tts):
+    """Loading and other model work run on the worker, the one thread that computes (vallex.inference.threads)."""
+    import contextvars
+
+    loaded_on = []
+
+    def loader():
+        loaded_on.append(threading.current_thread())
+        return tiny_tts
+
+    engine = SpeechEngine(loader, max_batch=2)
+    try:
+        assert engine.tts is tiny_tts and loaded_on == [engine._worker]  # asked from here, loaded there
+        request = contextvars.ContextVar("request", default=None)
+        request.set("caller's")
+
+        def work():
+            inner = engine.run(threading.current_thread)  # from the worker itself: at once, not queued
+            return threading.current_thread(), inner, request.get(), engine.model_lock._is_owned()
+
+        assert engine.run(work) == (engine._worker, engine._worker, "caller's", True)
+        with pytest.raises(KeyError, match="raised there"):  # the work's own error, in the caller's thread
+            engine.run(lambda: {}["raised there"])
+        # Requests being decoded still get their audio while other work comes in between their steps.
+        stream = engine.submit(SpeechRequest("Yes. No.", seed=3))
+        assert [engine.run(lambda: i) for i in range(5)] == list(range(5))
+        assert len(np.concatenate(list(stream))) > 0
+    finally:
+        engine.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.run(lambda: None)

@@ -166,12 +166,18 @@ class VallEX:
             torch.set_num_threads(num_threads)
         device = select_device(device)
         from vallex.inference.precision import apply_precision, resolve_precision
+        from vallex.inference.threads import in_passing_thread
 
         precision = resolve_precision(dtype, device)  # None: float32; "auto": per device and CPU class
         paths = resolve_weights(weights_dir, download=download, checkpoint=checkpoint)
-        model = load_model(paths.vallex, config=paths.vallex_config, device=device)
-        # float32 too: the conversion also puts the inference fast paths on (vallex.inference.fastpath).
-        model = apply_precision(model, precision, device, tune_malloc=tune_malloc)
+
+        def load() -> VallexModel:
+            model = load_model(paths.vallex, config=paths.vallex_config, device=device)
+            # float32 too: the conversion also puts the inference fast paths on (vallex.inference.fastpath).
+            return apply_precision(model, precision, device, tune_malloc=tune_malloc)
+
+        # In a thread of its own, so the caller keeps no OpenMP pool from it (vallex.inference.threads).
+        model = in_passing_thread(load)
         codec = AudioCodec.from_paths(paths, device=device)
         presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
         return cls(model, codec, presets, device, precision=precision)

@@ -7,10 +7,14 @@ its first sentence joins the running AR batch at the next step, chunks and ended
 together, and the audio goes back through each request's :class:`SpeechStream` at once. A request whose
 client went away is cancelled and leaves at the next step. With a seed, a request's audio is what
 :meth:`vallex.api.VallEX.synthesize_stream` gives it alone, whatever else is being served.
-Nothing else touches the model, so callers on any thread may submit concurrently.
+Nothing else touches the model, so callers on any thread may submit concurrently. Other work with the model
+(encoding a voice prompt, translation, loading it) goes to the same thread through :meth:`SpeechEngine.run`, between
+two steps: one thread of the process computes (why: :mod:`vallex.inference.threads`).
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import itertools
 import queue
 import threading
@@ -18,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +31,8 @@ from vallex.api import STREAM_CHUNK_SECONDS, SentenceResult, Synthesis, Synthesi
 from vallex.audio import SAMPLE_RATE
 from vallex.inference.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
 from vallex.languages import Languages
+
+T = TypeVar("T")
 
 
 class ServerBusy(RuntimeError):
@@ -187,8 +193,12 @@ class EngineStats:
 class SpeechEngine:
     """Serves :class:`SpeechRequest` s from many threads with one :class:`VallEX`.
 
+    The worker thread is the only one that runs the model: the batch's steps, the loading (given a loader) and
+    whatever :meth:`run` is handed. Why one thread: :mod:`vallex.inference.threads`.
+
     Args:
-        tts: the model, or a function that loads it (called once, on the worker thread, at the first request).
+        tts: the model, or a function that loads it (called once, on the worker thread, at the first request
+            or the first use of :attr:`tts`).
         max_batch: requests decoded together at most.
         max_queue: requests that may wait for a slot; more are refused with :class:`ServerBusy`.
         nar_batch: sentences whose NAR runs together between two AR steps (default: 1 on CPU, max_batch
@@ -211,14 +221,14 @@ class SpeechEngine:
         self._nar_batch = nar_batch
         self._tts_source = tts
         self._tts: VallEX | None = tts if isinstance(tts, VallEX) else None
-        self._load_lock = threading.Lock()  # the worker and an HTTP request may both ask for the model first
         self._waiting: deque[SpeechStream] = deque()
+        self._jobs: deque[_Job] = deque()  # run() calls waiting for the worker
         self._lock = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
         self._unhealthy: str | None = None
-        #: Held by the worker around each step. Other model work (encoding a prompt, translation) takes it
-        #: too, so it runs between two steps of the batch instead of at the same time.
+        #: Held by the worker around each step and each :meth:`run` job. Work that must run on its own thread
+        #: (a ZeroGPU handler's, which alone holds the GPU) takes it to run between two steps.
         self.model_lock = threading.RLock()
         self.stats = EngineStats()
         self._worker = threading.Thread(target=self._run, name="vallex-speech-engine", daemon=True)
@@ -251,6 +261,28 @@ class SpeechEngine:
             self.stats.waiting = len(self._waiting)
             self._lock.notify()
         return stream
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Call ``work()`` on the worker thread, between two steps of the batch, and return what it returns (or
+        raise what it raised). Called on the worker itself (from inside another ``run``), it calls it at once.
+
+        For model work other than synthesis (encoding a voice prompt, translation, loading): it then runs on
+        the thread that computes everything else, never at the same time as a step. It runs in a copy of the
+        caller's context variables (as ``asyncio.to_thread`` does: a web framework's per-request state, such as
+        Gradio's progress bar, finds its request).
+        """
+        if threading.current_thread() is self._worker:
+            with self.model_lock:
+                return work()
+        job = _Job(functools.partial(contextvars.copy_context().run, work))
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("The speech engine is closed.")
+            if self._unhealthy is not None:
+                raise ModelUnavailable(self._unhealthy)
+            self._jobs.append(job)
+            self._lock.notify()
+        return job.wait()
 
     def close(self, timeout: float | None = 60.0) -> None:
         """Refuse new requests, fail the waiting ones (``RuntimeError``), let the running ones finish."""
@@ -288,6 +320,9 @@ class SpeechEngine:
                 stream.close(ModelUnavailable(reason))
                 self.stats.failed += 1
             self._waiting.clear()
+            for job in self._jobs:
+                job.fail(ModelUnavailable(reason))
+            self._jobs.clear()
             self.stats.waiting = self.stats.running = 0
 
     @property
@@ -302,20 +337,24 @@ class SpeechEngine:
 
     @property
     def tts(self) -> VallEX:
-        """The model (loaded on first use, once)."""
+        """The model (loaded on first use, once, on the worker thread)."""
         if self._tts is None:
-            with self._load_lock:
-                if self._tts is None:
-                    self._tts = self._tts_source()  # type: ignore[operator]
+            if threading.current_thread() is not self._worker:
+                return self.run(lambda: self.tts)
+            self._tts = self._tts_source()  # type: ignore[operator]
         return self._tts
 
     # Worker ---------------------------------------------------------------------------------------
     def _run(self) -> None:
         scheduler: Scheduler | None = None
         while True:
+            self._run_jobs()
             with self._lock:
-                while not self._waiting and not (scheduler and scheduler.active) and not self._closed:
+                while (not self._jobs and not self._waiting and not (scheduler and scheduler.active)
+                       and not self._closed):
                     self._lock.wait()
+                if self._jobs:  # waited on: before the next step
+                    continue
                 if self._closed:  # no more admissions; the running requests finish
                     for stream in self._waiting:
                         stream.close(RuntimeError("The speech engine was closed before this request started."))
@@ -357,6 +396,14 @@ class SpeechEngine:
             with self._lock:
                 self.stats.running = scheduler.active
 
+    def _run_jobs(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for job in jobs:
+            with self.model_lock:
+                job.run()
+
     def _count_end(self, sink: Sink, error: BaseException | None, cancelled: bool) -> None:
         if error is not None:
             self.stats.failed += 1
@@ -364,3 +411,30 @@ class SpeechEngine:
             self.stats.cancelled += 1
         else:
             self.stats.completed += 1
+
+
+class _Job:
+    """One :meth:`SpeechEngine.run` call: the work, and its result or error once the worker has run it."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self.work = work
+        self._done = threading.Event()
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._result = self.work()
+        except BaseException as error:  # noqa: BLE001 - raised again in the caller's thread
+            self._error = error
+        self._done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> Any:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._result
