@@ -2,6 +2,7 @@
 same seed, whatever else runs; the queue limit, cancellation, bad requests and closing behave."""
 from __future__ import annotations
 
+import functools
 import random
 import threading
 
@@ -273,7 +274,7 @@ def test_run_does_model_work_on_the_engines_thread_between_steps(tiny_tts):
             engine.run(lambda: {}["raised there"])
         # Requests being decoded still get their audio while other work comes in between their steps.
         stream = engine.submit(SpeechRequest("Yes. No.", seed=3))
-        assert [engine.run(lambda: i) for i in range(5)] == list(range(5))
+        assert [engine.run(functools.partial(int, i)) for i in range(5)] == list(range(5))
         assert len(np.concatenate(list(stream))) > 0
     finally:
         engine.close()

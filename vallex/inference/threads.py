@@ -5,8 +5,8 @@ starts a parallel region gets a pool of OpenMP worker threads of its own, which 
 libgomp lets a pool's workers wait for the next region by spinning, which makes the hundreds of short regions of
 an AR step cheap, but only while the process has no more workers than CPUs; past that it makes every pool's
 workers sleep between regions instead, and each region then waits for them to wake. So a model loaded on one
-thread and run on another (a server's worker, a Gradio handler) decodes an AR step ~35 % slower than on the
-thread that loaded it (bench/threads.py; bench/README.md "One computing thread").
+thread and run on another (a server's worker, a Gradio handler) decodes an AR step markedly slower than on the
+thread that loaded it (bench/threads.py; the figures in bench/README.md, "One thread computes").
 
 The rules that follow: a server's model work all goes to one thread (:meth:`vallex.serving.SpeechEngine.run`), and
 loading runs in a thread that ends with it (:func:`in_passing_thread`), whose pool ends with it, so whatever
