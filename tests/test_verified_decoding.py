@@ -225,6 +225,26 @@ def test_http_answers_verification_in_its_headers(tiny_tts, ending_model):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "verify"
 
 
+def test_the_verification_header_stays_short_however_many_sentences():
+    from types import SimpleNamespace
+
+    from vallex.serving.http import MAX_HEADER_BYTES, _result_headers
+
+    def answer(sentences: int) -> SimpleNamespace:
+        passed = CandidateCheck(1, 0, 75, "eos", -2.0, "word " * 60, 0.1, 0.8)
+        failed = CandidateCheck(1, 0, 75, "eos", -2.0, "word " * 60, 0.4, 0.8)
+        checks = [SentenceCheck("en", "faster-whisper:tiny.en", 0.25, 1 + i % 2, 0, (passed if i % 3 else failed,))
+                  for i in range(sentences)]
+        return SimpleNamespace(sentences=[SimpleNamespace(warning=None, verification=c) for c in checks])
+
+    few, many, most = (_result_headers(answer(n))["X-Vallex-Verification"] for n in (3, 40, 200))
+    assert all(len(value) <= MAX_HEADER_BYTES for value in (few, many, most))
+    assert [row["transcript"] for row in json.loads(few)] == [("word " * 60)[:200]] * 3
+    assert {row["transcript"] for row in json.loads(many)} == {""} and len(json.loads(many)) == 40
+    assert json.loads(most) == {"sentences": 200, "checked": 200, "passed": 133, "rounds": 300,
+                                "worst_phoneme_error_rate": 0.4}
+
+
 def test_sentence_check_reports_itself():
     candidates = (CandidateCheck(1, 0, 75, "eos", -2.0, "hello", 0.5, 0.8),
                   CandidateCheck(2, 0, 80, "eos", -2.1, "hello there", 0.3, 0.7))
