@@ -202,6 +202,27 @@ def test_cli_verify_flags(tiny_weights, tmp_path, monkeypatch, capsys, synthesis
             "in 2 round(s)).") in capsys.readouterr().err
 
 
+def test_without_a_speaker_encoder_similarity_is_given_up_once_for_the_request(tiny_tts, voice):
+    from vallex.evaluation.speaker import VerifierUnavailableError
+
+    class NoEncoder(Verifier):
+        with_prompt = 0
+
+        def verify(self, candidates, text, *, language="auto", prompt=None):
+            if prompt is not None:
+                NoEncoder.with_prompt += 1
+                raise VerifierUnavailableError("resemblyzer is not installed")
+            return super().verify(candidates, text, language=language)
+
+    tts = speaker(tiny_tts, NoEncoder(scripted("zh", "谢谢你的帮助。")))  # every candidate fails: 2 rounds each
+    result = tts.synthesize_detailed(ZH_TEXT + "谢谢你的帮助。", voice, language="zh", seed=3, best_of=2, verify="asr",
+                                     verify_rounds=2, long_text="fixed-prompt")
+    checks = [sentence.verification for sentence in result.sentences]
+    assert len(checks) == 2 and NoEncoder.with_prompt == 1  # tried once, not again each round and sentence
+    assert all(check.note == "no speaker similarity: resemblyzer is not installed" for check in checks)
+    assert all(c.similarity is None and c.transcript == "谢谢你的帮助。" for check in checks for c in check.candidates)
+
+
 def test_http_answers_verification_in_its_headers(tiny_tts, ending_model):
     tts = speaker(tiny_tts, Verifier(scripted("zh", ZH_TEXT)))
     tts.model = ending_model

@@ -477,7 +477,8 @@ class _Running:
     checked: list[tuple[CandidateCheck, Tensor, np.ndarray | None]] = field(default_factory=list)
     check_seconds: float = 0.0
     ras_fired: int = 0  # verify: RAS redraws of the sentence's earlier rounds
-    verify_note: str | None = None  # verify: why the request's sentences are not checked (no recogniser)
+    verify_note: str | None = None  # verify: why this sentence is not checked (no recogniser for its language)
+    no_similarity: str | None = None  # verify: why no sentence of the request gets a similarity (no encoder)
     prompt_wav: np.ndarray | None = None  # verify: the prompt as the codec hears it (for similarity)
 
     @property
@@ -613,7 +614,7 @@ class Scheduler:
         state.job = self._utterance(text, tokens, state.voice, state.plan)
         state.pieces = SentencePieces(self.speaker.codec, state.plan.chunk_frames)
         state.first_piece, state.frames, state.ar = True, None, None
-        state.checked, state.check_seconds, state.ras_fired = [], 0.0, 0
+        state.checked, state.check_seconds, state.ras_fired, state.verify_note = [], 0.0, 0, None
         self._ar.add(state.key, state.job.ar_request(state.plan))
 
     def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, plan: RequestPlan) -> Utterance:
@@ -670,7 +671,7 @@ class Scheduler:
             self._ar.add(state.key, job.ar_request(plan))
             return
         check = SentenceCheck(language, recognizer, plan.verify_threshold, round_number, best, tuple(candidates),
-                              state.verify_note, state.check_seconds)
+                              state.verify_note if recognizer is None else state.no_similarity, state.check_seconds)
         chosen, nar, wav = state.checked[best]
         state.ar = dataclasses.replace(ar, codes=nar[..., 0], stop_reason=chosen.stop_reason,
                                        ras_fired=state.ras_fired + ar.ras_fired)  # every round's redraws
@@ -694,14 +695,15 @@ class Scheduler:
                language: str) -> list[CandidateCheck]:
         """``checks`` with their transcripts, phoneme error rates and similarities to the prompt's voice."""
         verifier = self.speaker.verifier()
-        if state.plan.voice is not None and state.prompt_wav is None:
+        if state.plan.voice is not None and state.prompt_wav is None and state.no_similarity is None:
             state.prompt_wav = np.asarray(self.speaker.codec.decode_codes(state.plan.voice.codes),
                                           dtype=np.float32).reshape(-1)
         text = state.job.text
         try:
             result = verifier.verify(wavs, text, language=language, prompt=state.prompt_wav)
         except VerifierUnavailableError as error:  # no speaker encoder: intelligibility alone
-            state.verify_note, state.prompt_wav = f"no speaker similarity: {error}", None
+            # once for the request: later rounds and sentences neither vocode the prompt nor try again
+            state.no_similarity, state.prompt_wav = f"no speaker similarity: {error}", None
             result = verifier.verify(wavs, text, language=language)
         by_index = {score.index: score for score in result.scores}
         return [dataclasses.replace(check, transcript=by_index[i].transcript,
