@@ -280,6 +280,8 @@ class SpeechEngine:
                 raise RuntimeError("The speech engine is closed.")
             if self._unhealthy is not None:
                 raise ModelUnavailable(self._unhealthy)
+            if not self._worker.is_alive():  # nobody would ever run it
+                raise RuntimeError("The speech engine's worker has stopped.")
             self._jobs.append(job)
             self._lock.notify()
         return job.wait()
