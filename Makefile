@@ -12,7 +12,7 @@ export GRADIO_ANALYTICS_ENABLED ?= False
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: app test bench notebooks lint system-deps clean
+.PHONY: app test bench notebooks lint system-deps clean zerogpu-check
 
 app: $(STAMP)
 	$(BIN)/python app.py
@@ -20,6 +20,23 @@ app: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	$(MAKE) zerogpu-check
+
+# The app on ZeroGPU under the real `spaces` package (bench/zero_gpu_check.py). Its CUDA emulation needs a torch
+# build with CUDA bindings (no GPU): PyPI's default Linux wheel of the pinned torch, in a venv of its own that sees
+# .venv's other packages. --isolated: this machine's pip settings would take the local CPU wheel instead.
+ZEROGPU_VENV := .venv-zerogpu
+TORCH_PIN := $(shell grep -E '^torch==' requirements.txt)
+zerogpu-check: $(STAMP) $(ZEROGPU_VENV)/.installed
+	HF_HUB_OFFLINE=1 $(ZEROGPU_VENV)/bin/python bench/zero_gpu_check.py
+
+$(ZEROGPU_VENV)/.installed: requirements.txt | $(STAMP)
+	test -x $(ZEROGPU_VENV)/bin/python || $(PYTHON) -m venv $(ZEROGPU_VENV)
+	$(ZEROGPU_VENV)/bin/python -m pip --isolated install -q --disable-pip-version-check '$(TORCH_PIN)'
+	$(BIN)/python -c "import sysconfig; print(sysconfig.get_path('purelib'))" \
+	  > $$($(ZEROGPU_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_path('purelib'))")/vallex-base.pth
+	$(ZEROGPU_VENV)/bin/python -c "import torch, spaces; assert torch.version.cuda, 'not a CUDA build'"
+	touch $@
 
 bench: $(STAMP)
 	$(BIN)/python bench/inference.py --dtype all --stream
@@ -51,4 +68,4 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml | system-deps
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(ZEROGPU_VENV) build *.egg-info .pytest_cache

@@ -11,6 +11,7 @@ project's own espeak-ng clips) and owns a private scratch folder for files offer
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import logging
 import shutil
@@ -23,10 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from demo.config import AppConfig
-from demo.zero_gpu import on_zero_gpu
-from vallex.api import Synthesis, VallEX
-from vallex.audio.codec import AudioCodec
+from demo.zero_gpu import CallPiece, ZeroGPUStream, in_gpu_call, on_zero_gpu, request_seconds, zero_gpu
+from vallex.api import VallEX
+from vallex.inference.scheduler import SentenceResult
 from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
@@ -82,35 +85,6 @@ def _load_translation_models(s2st: SpeechTranslator) -> None:
             load()
 
 
-class LocalStream:
-    """A tab's synthesis run in the handler's own thread under the model lock (ZeroGPU Spaces, where only the
-    decorated handler may use the GPU): the iteration and ``result()`` of a :class:`SpeechStream`."""
-
-    def __init__(self, engine: Engine, request: SpeechRequest, progress: Callable | None) -> None:
-        self._engine, self.request, self._progress = engine, request, progress
-
-    def __iter__(self) -> Iterator[Any]:
-        for piece in self.pieces():
-            yield piece.audio
-
-    def pieces(self) -> Iterator[AudioPiece]:
-        """The chunks with their sentence, made in this thread by the model's own scheduler."""
-        tts = self._engine.tts()
-        with self._engine.speech.model_lock:
-            yield from tts.pieces(self.request, self._progress or False)
-
-    def result(self, timeout: float | None = None) -> Synthesis:
-        tts = self._engine.tts()
-        with self._engine.speech.model_lock:
-            return tts.synthesize_request(self.request, self._progress or False)
-
-    def __enter__(self) -> LocalStream:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-
 class Engine:
     """The loaded model (lazily, once), the voices, and the scratch files of one app."""
 
@@ -122,6 +96,10 @@ class Engine:
         self._speech: SpeechEngine | None = None
         self._load_lock = threading.Lock()
         self._s2st: SpeechTranslator | None = None
+        self._model_lock = threading.RLock()  # ZeroGPU: model work in the handler's own thread, one at a time
+        self._cpu_side: VallEX | None = None  # ZeroGPU: the model's prompt tools on the CPU (see with_model)
+        # ZeroGPU: one synthesis call, made before any request so that every GPU worker (a fork) has it.
+        self._gpu_pieces = zero_gpu(request_seconds)(self._pieces_here)
         self._voice_cache: dict[str, VoicePrompt] = {}
         self._scratch_root: Path | None = None
         self._scratch_dirs: list[tuple[float, Path]] = []
@@ -202,25 +180,60 @@ class Engine:
             return self._speech
 
     def speak(self, request: SpeechRequest, progress: Callable[[str, int, int], None] | None = None
-              ) -> SpeechStream | LocalStream:
-        """Start one synthesis: through :attr:`speech`, or on a ZeroGPU Space right here (see :class:`LocalStream`).
+              ) -> SpeechStream | ZeroGPUStream:
+        """Start one synthesis: through :attr:`speech`, or on a ZeroGPU Space as a series of GPU calls
+        (:class:`ZeroGPUStream`).
 
-        A missing-weights problem is raised here, as the ValueError of :meth:`tts`.
+        A missing-weights problem is raised here, as the ValueError of :meth:`tts`; on ZeroGPU, a text that no
+        call can speak too.
         """
         self.tts()
         if on_zero_gpu():
-            return LocalStream(self, request, progress)
+            return ZeroGPUStream(request, self._gpu_pieces, self.languages(), progress)
         return self.speech.submit(request, progress)
+
+    def _pieces_here(self, request: SpeechRequest) -> Iterator[CallPiece]:
+        """One GPU call of a :class:`ZeroGPUStream` (a generator decorated by :func:`demo.zero_gpu.zero_gpu`): the
+        request's pieces, each with the sentences finished by then, their codes on the CPU (results are pickled
+        back to a process without a GPU)."""
+        tts = self.tts()
+        sentences: list[SentenceResult] = []
+        sent = 0
+        with self._model_lock:  # taken and left within each step: a generator may resume in another thread
+            steps = tts.pieces(request, False, sentences)
+        while True:
+            with self._model_lock:
+                piece = next(steps, None)
+            if piece is None:
+                return
+            finished = [dataclasses.replace(s, codes=s.codes.cpu()) for s in sentences[sent:]]
+            sent = len(sentences)
+            yield AudioPiece(np.asarray(piece.audio), piece.sentence, piece.sentences, piece.last), finished
 
     def with_model(self, work: Callable[[VallEX], T]) -> T:
         """``work(model)`` for model work other than synthesis (encoding a prompt, translation), returning what it
-        returns: on the speech engine's thread between two steps of its batch (:meth:`SpeechEngine.run`); on a
-        ZeroGPU Space in this thread, the handler's, which alone holds the GPU, under the engine's model lock."""
-        tts = self.tts()
+        returns: on the speech engine's thread between two steps of its batch (:meth:`SpeechEngine.run`).
+
+        On a ZeroGPU Space: inside a GPU call, in this thread under a lock; outside one, where the model's weights
+        are on no device this process can use, ``work`` gets the model's CPU side (:meth:`cpu_side`), whose
+        EnCodec and Whisper run on the CPU: prompts are made without a GPU call.
+        """
         if on_zero_gpu():
-            with self.speech.model_lock:
+            tts = self.tts() if in_gpu_call() else self.cpu_side()
+            with self._model_lock:
                 return work(tts)
+        tts = self.tts()
         return self.speech.run(lambda: work(tts))
+
+    def cpu_side(self) -> VallEX:
+        """ZeroGPU: the loaded model's prompt tools (EnCodec, Vocos, Whisper) on the CPU, made once; its model is
+        the loaded one, which only a GPU call may run."""
+        tts = self.tts()
+        with self._load_lock:
+            if self._cpu_side is None:
+                self._cpu_side = tts.with_cpu_prompts()
+                self._cpu_side.codec.load()
+            return self._cpu_side
 
     def with_translator(self, work: Callable[[SpeechTranslator], T]) -> T:
         """``work(translator)`` with the shared speech translator around the shared model, run as :meth:`with_model`.
@@ -229,11 +242,15 @@ class Engine:
         ``$VALLEX_MT_MODEL``) load once, when a request first needs them.
         """
         def translating(tts: VallEX) -> T:
-            if self._s2st is None:
-                self._s2st = SpeechTranslator(tts)
-            return work(self._s2st)
+            return work(self._translator(tts))
 
         return self.with_model(translating)
+
+    def _translator(self, tts: VallEX) -> SpeechTranslator:
+        # On ZeroGPU its Whisper and translation model are loaded at start-up, in this process: on the CPU.
+        if self._s2st is None:
+            self._s2st = SpeechTranslator(tts, device="cpu" if on_zero_gpu() else None)
+        return self._s2st
 
     # Voices ---------------------------------------------------------------------------------------
     def voice_names(self) -> list[str]:
@@ -262,32 +279,44 @@ class Engine:
     def warm_up(self, translation_models: bool = False) -> None:
         """Load at start-up what requests would otherwise load: the model, EnCodec and Vocos, the built-in
         voices' prompts, and with ``translation_models`` (if installed and reachable) Whisper (for prompts
-        without a transcript) and the Speech translation tab's Whisper and translation models (gigabytes: only
-        where loading later costs more, on ZeroGPU).
+        without a transcript, and each sentence's check by speech recognition) and the Speech translation tab's
+        Whisper and translation models (gigabytes: only where loading later costs more, on ZeroGPU).
         A missing-weights problem is raised as :meth:`tts`'s ValueError; the translation models' absence only
         logged (that tab explains it to its users).
 
-        Why: on a ZeroGPU Space each request gets a GPU for the seconds it reserved, and loading inside that
-        time is paid by every visitor and can make a call overrun. There the voices are encoded on the CPU
-        (the GPU is attached only inside decorated handlers); their codes are integers, the same on any device.
+        On a ZeroGPU Space call it on the main thread after :func:`demo.zero_gpu.start`: the model then goes "to
+        CUDA" under ``spaces``' emulation (so each GPU worker finds it there), while everything that can run on the
+        CPU is loaded on the CPU, in this process, once, instead of in every GPU call: the voices' prompts (codes
+        are integers, the same on any device), Whisper and the translation model.
         """
+        if on_zero_gpu():
+            self.tts().codec.load()
+            self._warm_up(self.cpu_side(), translation_models)
+            return
         self.with_model(lambda tts: self._warm_up(tts, translation_models))
 
     def _warm_up(self, tts: VallEX, translation_models: bool) -> None:
         tts.codec.load()
-        codec = tts.codec
-        if on_zero_gpu() and codec.device.type != "cpu":
-            codec = AudioCodec(codec.paths, device="cpu").load() if codec.paths is not None else codec
         for name, voice in self.voices.items():
             if name not in self._voice_cache:
-                self._voice_cache[name] = self._encode_voice(voice, codec)
+                self._voice_cache[name] = self._encode_voice(voice, tts.codec)
         if not translation_models:
             return
         try:
             tts.load_transcriber()  # Make a prompt's Whisper, for a recording without a transcript
-            self.with_translator(_load_translation_models)
+            self.tts().load_verifier(device="cpu" if on_zero_gpu() else None)
+            _load_translation_models(self._translator(self.tts()))
         except (ModelUnavailableError, ImportError, OSError) as error:
             _LOG.info("Speech translation models not loaded at start-up: %s", error)
+
+    def verifiable(self) -> bool:
+        """Whether each sentence of every language the model speaks can be checked by speech recognition here
+        (a recogniser for each is installed); loads the recognisers (once)."""
+        try:
+            return all(self.with_model(lambda tts: self.tts().load_verifier(
+                device="cpu" if on_zero_gpu() else None)).values())
+        except ValueError:  # the model cannot load
+            return False
 
     # Scratch files --------------------------------------------------------------------------------
     @contextmanager

@@ -24,7 +24,6 @@ import soundfile as sf
 
 from demo.engine import Engine
 from demo.plots import audio_picture
-from demo.zero_gpu import prompt_gpu_seconds, synthesis_gpu_seconds, zero_gpu
 from vallex.api import LONG_TEXT_MODES, Synthesis, VallEX, check_sampling
 from vallex.asr import LANGUAGE_NAMES as SPOKEN_LANGUAGE_NAMES
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
@@ -189,7 +188,8 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
 # The handlers ----------------------------------------------------------------------------------------
 
 def make_handlers(engine: Engine) -> dict[str, Callable]:
-    """The event functions of the app, bound to ``engine`` (and wrapped for ZeroGPU when on a Space)."""
+    """The event functions of the app, bound to ``engine`` (on ZeroGPU, its synthesis is a series of GPU calls:
+    :meth:`demo.engine.Engine.speak`)."""
     max_chars = engine.config.max_text_chars
     live = engine.config.stream_audio
 
@@ -245,14 +245,6 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         summary, details = describe(result, options, prompt, {})
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
-    def encode_prompt(prompt_audio: str, transcript: str, language: str | None, name: str) -> VoicePrompt:
-        return engine.with_model(lambda tts: tts.make_prompt(prompt_audio, transcript or None, language, name=name))
-
-    # On ZeroGPU only the encoding runs in the GPU worker; the file is written here, where the scratch
-    # folder is tracked and later removed.
-    encode_prompt_on_gpu = zero_gpu(lambda prompt_audio, transcript, *rest, **named: prompt_gpu_seconds(transcript))(
-        encode_prompt)
-
     @friendly_errors
     def make_prompt(prompt_audio: str | None, transcript: str, language: str, name: str) -> tuple[str, str]:
         """Turn 3-10 s of speech and its transcript into a downloadable `<name>.npz` voice prompt."""
@@ -260,7 +252,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
             raise ValueError("No audio: upload or record 3-10 seconds of someone speaking.")
         name = validate_name((name or "").strip())
         language = None if language in (None, "", "auto") else language
-        prompt = encode_prompt_on_gpu(prompt_audio, transcript, language, name)
+        prompt = engine.with_model(lambda tts: tts.make_prompt(prompt_audio, transcript or None, language, name=name))
         with engine.scratch_dir() as folder:
             path = prompt.save_npz(folder / f"{name}.npz")
         message = (f"**{name}.npz** is ready: {language_name(prompt.language)} voice, {prompt.seconds:.1f} s, "
@@ -315,22 +307,4 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         """The voice names usable in the Presets and Long text tabs (built-in examples, then presets)."""
         return engine.voice_names()
 
-    # On ZeroGPU each call reserves GPU time sized by its own input (the duration functions get the handler's
-    # arguments): the text to speak, and an uploaded recording to encode (and transcribe) first.
-    def seconds(handler: Callable, prompt_upload: bool) -> Callable[..., int]:
-        signature = inspect.signature(handler)
-
-        def duration(*args: Any, **named: Any) -> int:
-            given = signature.bind_partial(*args, **named).arguments
-            transcript = given.get("transcript")
-            return synthesis_gpu_seconds(given.get("text"), prompt_upload=prompt_upload,
-                                         transcribe=not (isinstance(transcript, str) and transcript.strip()),
-                                         verify=bool(given.get("verify")))
-
-        return duration
-
-    clone_seconds = zero_gpu(seconds(clone, prompt_upload=True))
-    text_seconds = zero_gpu(lambda text, *rest, **named: synthesis_gpu_seconds(text))
-    preset_seconds = zero_gpu(seconds(preset, prompt_upload=False))
-    return {"clone": clone_seconds(clone), "preset": preset_seconds(preset), "make_prompt": make_prompt,
-            "long_text": text_seconds(long_text), "voices": voices}
+    return {"clone": clone, "preset": preset, "make_prompt": make_prompt, "long_text": long_text, "voices": voices}

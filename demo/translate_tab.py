@@ -15,7 +15,7 @@ import gradio as gr
 from demo import examples
 from demo.engine import Engine
 from demo.handlers import LANGUAGE_NAMES, AudioOut, friendly_errors, sampling_options
-from demo.zero_gpu import translation_gpu_seconds, zero_gpu
+from demo.zero_gpu import max_characters, on_zero_gpu, translation_gpu_seconds, zero_gpu
 from vallex.audio import to_pcm16
 from vallex.languages import LANGUAGES
 from vallex.s2st import ModelUnavailableError, SpeechTranslation
@@ -65,7 +65,8 @@ def describe_translation(result: SpeechTranslation, seed: int, seconds: float) -
 
 def make_translate_handler(engine: Engine) -> Callable:
     """The tab's event function, bound to ``engine`` (not yet wrapped for ZeroGPU)."""
-    max_chars = engine.config.max_text_chars
+    # On ZeroGPU the whole translation is one GPU call, which a longer typed translation would overrun.
+    max_chars = min(engine.config.max_text_chars, max_characters()) if on_zero_gpu() else engine.config.max_text_chars
 
     @friendly_errors
     def translate(source_audio: str | None, target: str, transcript: str, translation: str, source_language: str,

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo import examples
+from demo import examples, zero_gpu
 from demo.config import AppConfig
 from demo.engine import Engine, WeightsStatus
 from demo.handlers import NO_VOICE, language_name, make_handlers
@@ -74,15 +74,17 @@ def _sampling_controls(verify_default: bool) -> list[gr.components.Component]:
     return [seed, temperature, top_k, top_p, best_of, ras, length_guards, verify]
 
 
-def verify_by_default(config: AppConfig) -> bool:
-    """The speech-recognition check is on by default where the app runs on a GPU (ZeroGPU or CUDA): on a CPU
-    it costs several times the synthesis."""
-    if on_zero_gpu():
-        return True
-    try:
-        return select_device(config.device).type == "cuda"
-    except ValueError:  # a device that is not here: the model's loading will say so
-        return False
+def verify_by_default(config: AppConfig, engine: Engine | None = None) -> bool:
+    """The speech-recognition check is on by default where the app runs on a GPU (ZeroGPU or CUDA; on a CPU it
+    costs several times the synthesis) and a recogniser for every language the model speaks is installed
+    (``engine.verifiable()``, which loads them; without an engine, not asked)."""
+    if not on_zero_gpu():
+        try:
+            if select_device(config.device).type != "cuda":
+                return False
+        except ValueError:  # a device that is not here: the model's loading will say so
+            return False
+    return engine is not None and engine.weights_status().level in ("ok", "warning") and engine.verifiable()
 
 
 def language_choices(languages: Languages, with_mix: bool = False) -> list[tuple[str, str]]:
@@ -147,7 +149,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     engine = engine or Engine(config)
     handlers = make_handlers(engine)
     status = status or engine.weights_status()
-    verify_default = verify_by_default(config)
+    verify_default = verify_by_default(config, engine)
     languages = engine.languages()  # the checkpoint's, read from its files (the model loads later)
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
@@ -259,6 +261,7 @@ def main() -> None:
     # No calls home unless asked for: Gradio and huggingface_hub read these when they would phone.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    zero_gpu.start()  # on ZeroGPU, `spaces` first, on this thread: the model loads here, under its CUDA emulation
     config = AppConfig.from_env()
     engine = Engine(config)
     status = engine.weights_status()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import json
-import sys
 import threading
 import types
 from pathlib import Path
@@ -257,24 +256,6 @@ def test_audio_picture_shows_prompt_and_output() -> None:
 
 # Space readiness ------------------------------------------------------------------------------------------------
 
-def test_zero_gpu_only_with_the_spaces_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    def handler() -> str:
-        return "ok"
-
-    monkeypatch.setitem(sys.modules, "spaces", None)  # import fails: not on a Space
-    assert zero_gpu(90)(handler) is handler
-    calls = []
-    fake = types.ModuleType("spaces")
-    fake.GPU = lambda duration: (lambda fn: calls.append(duration) or fn)
-    monkeypatch.setitem(sys.modules, "spaces", fake)
-    assert zero_gpu(90)(handler)() == "ok" and calls == [90]
-    calls.clear()
-    config = AppConfig(weights_dir=Path("/nonexistent"))
-    build(config, Engine(config))
-    # clone, preset, prompt encoding, long text, speech translation: the model work, nothing else
-    assert len(calls) == 5
-
-
 def test_queue_and_upload_limits_follow_the_settings(no_weights: AppConfig) -> None:
     from dataclasses import replace
 
@@ -393,10 +374,14 @@ def test_tabs_and_api_share_one_speech_engine_and_its_thread(no_weights: AppConf
         def where(tts) -> tuple[threading.Thread, bool]:
             return threading.current_thread(), speech.model_lock._is_owned()  # noqa: SLF001
 
-        monkeypatch.setitem(sys.modules, "spaces", None)  # not on a Space
+        monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)  # not on a ZeroGPU Space
         assert engine.with_model(where) == (speech._worker, True)
-        monkeypatch.setitem(sys.modules, "spaces", types.ModuleType("spaces"))  # a ZeroGPU Space
-        assert engine.with_model(where) == (threading.current_thread(), True)
+        monkeypatch.setattr(engine_module, "on_zero_gpu", lambda: True)  # a ZeroGPU Space, inside a GPU call
+
+        def here(tts) -> tuple[threading.Thread, bool]:
+            return threading.current_thread(), engine._model_lock._is_owned()  # noqa: SLF001
+
+        assert zero_gpu(1)(lambda: engine.with_model(here))() == (threading.current_thread(), True)
         assert not speech.model_lock._is_owned()
     finally:
         engine.close()

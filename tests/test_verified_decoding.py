@@ -282,11 +282,11 @@ def test_the_app_checks_with_speech_recognition_when_asked(tiny_weights, tmp_pat
     from demo.engine import Engine
     from demo.handlers import make_handlers
     from demo.ui import verify_by_default
-    from demo.zero_gpu import synthesis_gpu_seconds
+    from demo.zero_gpu import call_seconds
 
     config = AppConfig(weights_dir=tiny_weights, presets_dir=tmp_path / "presets", device="cpu", dtype="float32")
     assert verify_by_default(config) is False  # on a CPU the check is off unless asked for
-    assert synthesis_gpu_seconds("Yes.", verify=True) > 2 * synthesis_gpu_seconds("Yes.")  # ZeroGPU reserves more
+    assert call_seconds(4, verify_rounds=3) > call_seconds(4)  # ZeroGPU reserves more
     monkeypatch.setattr(VallEX, "verifier", lambda self: Verifier(scripted("en", "Yes.")))
     engine = Engine(config)
     try:

@@ -19,6 +19,7 @@ together in one scheduler, as the serving engine does on its thread.
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -54,7 +55,7 @@ from vallex.inference.streaming import (  # noqa: F401  (the streaming constants
     STREAM_CHUNK_SECONDS,
     VOCODER_LOOKAHEAD_FRAMES,
 )
-from vallex.inference.verification import Verifier
+from vallex.inference.verification import NoRecognizerError, Verifier
 from vallex.languages import Languages
 from vallex.model import VallexModel
 from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
@@ -120,6 +121,7 @@ class VallEX:
         self.device = device or next(model.parameters()).device
         self.frame_limits: FrameLimits = frame_limits or default_frame_limits
         self._transcriber: Any = None  # Whisper, loaded on first use (prompts without a transcript)
+        self.transcriber_device = "auto"  # where that Whisper runs: "auto" (CUDA when there is one), "cpu", "cuda"
         self._verifier = verifier
 
     # Construction -------------------------------------------------------------------------------
@@ -192,7 +194,7 @@ class VallEX:
         if transcript is None or not str(transcript).strip():
             # Whisper loads once per VallEX, on the first prompt that needs it.
             if self._transcriber is None:
-                self._transcriber = find_transcriber()
+                self._transcriber = find_transcriber(device=self.transcriber_device)
             transcriber = self._transcriber
         return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name,
                            transcriber=transcriber, languages=self.languages)
@@ -203,11 +205,40 @@ class VallEX:
         from vallex.prompts import find_transcriber
 
         if self._transcriber is None:
-            self._transcriber = find_transcriber()
+            self._transcriber = find_transcriber(device=self.transcriber_device)
         load = getattr(getattr(self._transcriber, "recognizer", None), "load", None)
         if callable(load):
             load()
         return self._transcriber is not None
+
+    def with_cpu_prompts(self) -> VallEX:
+        """A shallow copy whose prompt tools run on the CPU: EnCodec and Vocos (a CPU copy, not loaded yet) and
+        the Whisper of :meth:`make_prompt`. It shares this model, which it must not run: it is for a process
+        that cannot use the model's device, such as a ZeroGPU Space's own process, where only GPU calls hold a
+        GPU and prompts are made on the CPU."""
+        side = copy.copy(self)
+        if self.codec.device.type != "cpu" and self.codec.paths is not None:
+            side.codec = AudioCodec(self.codec.paths, device="cpu")
+        side.transcriber_device, side._transcriber = "cpu", None
+        return side
+
+    def load_verifier(self, device: str | None = None) -> dict[str, bool]:
+        """Make the verifier of ``verify="asr"`` now and load its recogniser for each of :attr:`languages`,
+        returning which of them it can check (a recogniser that hears it is installed).
+
+        ``device``: where its recognisers and speaker encoder run (default: CUDA when the model is there, else the
+        CPU, as on first use); ignored when the verifier was made already.
+        """
+        if self._verifier is None:
+            self._verifier = Verifier(device=device or self._verifier_device())
+        checkable = {}
+        for language in self.languages:
+            try:
+                self._verifier.recognizer(language)
+                checkable[language] = True
+            except NoRecognizerError:
+                checkable[language] = False
+        return checkable
 
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None:
         """``VoicePrompt`` | preset name (str) | ``Path`` to an ``.npz`` | ``(audio, transcript)`` | None."""
@@ -229,8 +260,11 @@ class VallEX:
     def verifier(self) -> Verifier:
         """The speech recognisers and speaker encoder of ``verify="asr"`` (made once; each model loads on first use)."""
         if self._verifier is None:
-            self._verifier = Verifier(device="cuda" if self.device.type == "cuda" else "cpu")
+            self._verifier = Verifier(device=self._verifier_device())
         return self._verifier
+
+    def _verifier_device(self) -> str:
+        return "cuda" if self.device.type == "cuda" else "cpu"
 
     # Synthesis ----------------------------------------------------------------------------------
     def synthesize(self, text: str, prompt: PromptLike = None, **options: Any) -> tuple[np.ndarray, int]:
@@ -269,7 +303,7 @@ class VallEX:
                 first_audio = time.perf_counter() - start
             chunks.append(piece.audio)
         waveform = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-        return Synthesis(waveform, SAMPLE_RATE, sentences, _timings(start, waveform, first_audio))
+        return Synthesis(waveform, SAMPLE_RATE, sentences, synthesis_timings(start, waveform, first_audio))
 
     def synthesize_stream(self, text: str, prompt: PromptLike = None, *,
                           chunk_seconds: float | None = STREAM_CHUNK_SECONDS, progress: bool | ProgressCallback = False,
@@ -316,7 +350,7 @@ class VallEX:
         for sink in sinks:
             sink.raise_error()
             waveform = np.concatenate([p.audio for p in sink.pieces]) if sink.pieces else np.zeros(0, np.float32)
-            timings = _timings(start, waveform, time.perf_counter() - start)
+            timings = synthesis_timings(start, waveform, time.perf_counter() - start)
             timings["batch"] = float(len(plans))
             out.append(Synthesis(waveform, SAMPLE_RATE, sink.sentences, timings))
         return out
@@ -366,7 +400,7 @@ class _Collector:
             raise self.error
 
 
-def _timings(start: float, waveform: np.ndarray, first_audio: float) -> dict[str, float]:
+def synthesis_timings(start: float, waveform: np.ndarray, first_audio: float) -> dict[str, float]:
     elapsed = time.perf_counter() - start
     audio_seconds = len(waveform) / SAMPLE_RATE
     return {"total_s": elapsed, "first_audio_s": first_audio, "audio_s": audio_seconds,

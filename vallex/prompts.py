@@ -285,15 +285,15 @@ def make_prompt(
                        transcript=transcript, name=name)
 
 
-def find_transcriber(model_size: str | None = None) -> Transcriber | None:
+def find_transcriber(model_size: str | None = None, device: str = "auto") -> Transcriber | None:
     """A Whisper transcriber if one can run without downloading anything, else None.
 
     Tries faster-whisper, then openai-whisper (see :func:`vallex.asr.find_recognizer`), with ``model_size``
     (default ``$VALLEX_ASR_MODEL``, ``$VALLEX_WHISPER_MODEL`` or "medium", as the reference): a size name or a
-    local model folder.
+    local model folder. ``device``: "auto" (CUDA when there is one), "cpu" or "cuda".
     """
     try:
-        recognizer = find_recognizer(model_size, device="auto", download=False)
+        recognizer = find_recognizer(model_size, device=device, download=False)
     except ModelUnavailableError as error:
         _LOG.info("No speech recogniser for prompts: %s", error.reason)
         return None

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
+
 T = TypeVar("T")
 
 
@@ -25,7 +27,12 @@ def in_passing_thread(work: Callable[[], T], name: str = "vallex-load") -> T:
     """``work()`` in a new thread that ends when it returns; returns its result or raises its exception here.
 
     Why: torch work done on the calling thread would leave it an OpenMP pool for its whole life (see the module).
+    Except when a torch function mode is active on the calling thread: modes are thread-local, so the work would
+    escape it. It then runs here. (A ZeroGPU Space's ``spaces`` package emulates CUDA through such a mode on the
+    thread that imported it, and a model moved "to CUDA" outside it reaches the real, absent, CUDA.)
     """
+    if torch._C._len_torch_function_stack() > 0:
+        return work()
     outcome: dict[str, object] = {}
 
     def target() -> None:
