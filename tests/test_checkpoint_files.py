@@ -16,6 +16,7 @@ from checkpoint_fixtures import (
     PATH_FLAVOURS,
     PUBLISHED_GLOBALS,
     pickle_globals,
+    tensors_digest_by_hand,
     write_code_running_checkpoint,
     write_trainer_checkpoint,
 )
@@ -23,7 +24,7 @@ from checkpoint_fixtures import (
 from vallex.cli import main as cli_main
 from vallex.config import VallexConfig
 from vallex.inference.decoding import generate
-from vallex.weights.checkpoint import load_model, read_state_dict
+from vallex.weights.checkpoint import checkpoint_digest, load_model, read_state_dict, state_dict_digest
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,77 @@ def test_converted_files_get_the_usual_permissions(golden, tmp_path):
             assert target.stat().st_mode & 0o777 == 0o644, target.name
     finally:
         os.umask(umask)
+
+
+# The state-dict digest: which tensors a file holds, whatever wrote it --------------------------------------------
+
+@pytest.fixture(scope="module")
+def golden_digest(golden_state) -> str:
+    return tensors_digest_by_hand(golden_state)
+
+
+def test_the_golden_files_digest_is_its_tensors_hashed_by_hand(golden, golden_state, golden_digest, tmp_path,
+                                                                monkeypatch, capsys):
+    from vallex.weights import checkpoint
+
+    assert checkpoint_digest(golden / "checkpoint.pt") == golden_digest
+    assert cli_main(["checkpoint-digest", str(golden / "checkpoint.pt")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{golden_digest}  {golden / 'checkpoint.pt'}\n"
+    assert "No digest of the published checkpoint's tensors is recorded" in captured.err
+    other = tmp_path / "other.pt"
+    torch.save({"model": {**golden_state, "ar_text_position.alpha": golden_state["ar_text_position.alpha"] * 2}}, other)
+    monkeypatch.setattr(checkpoint, "PUBLISHED_STATE_DIGEST", golden_digest)  # as if recorded from the golden file
+    assert cli_main(["checkpoint-digest", str(golden / "checkpoint.pt"), str(other)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"{golden / 'checkpoint.pt'}: the published checkpoint's tensors",
+                   f"{other}: not the published checkpoint's tensors"]
+
+
+def _rewritten(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same values with other storage: no sharing, transposed strides, an offset into a bigger storage."""
+    out = {}
+    for number, (key, value) in enumerate(state.items()):
+        if value.dim() == 2 and number % 2:
+            out[key] = value.t().contiguous().t()  # column-major strides
+        elif number % 3 == 0:
+            padded = torch.cat([torch.zeros(7, dtype=value.dtype), value.reshape(-1)])
+            out[key] = padded[7:].view(value.shape)  # storage offset 7
+        else:
+            out[key] = value.clone()  # the tied predictors no longer share storage
+    return out
+
+
+def test_the_digest_ignores_how_the_file_was_written(trainer_files, golden_state, golden, golden_digest, tmp_path):
+    resaved = tmp_path / "resaved.pt"
+    torch.save({"model": _rewritten(golden_state)}, resaved)
+    reread = torch.load(resaved, weights_only=True)["model"]  # torch.save keeps strides and offsets
+    assert any(not v.is_contiguous() for v in reread.values()) and any(v.storage_offset() for v in reread.values())
+    converted = tmp_path / "converted.safetensors"
+    assert cli_main(["convert-checkpoint", str(golden / "checkpoint.pt"), str(converted),
+                     "--config", str(golden / "config.json")]) == 0
+    assert "nar_predict_layers.0.weight" not in read_state_dict(converted)[0]  # stored once, under the embedding
+    copies = [*trainer_files.values(), resaved, converted]
+    golden_bytes = (golden / "checkpoint.pt").read_bytes()
+    assert all(copy.read_bytes() != golden_bytes for copy in copies)  # other bytes every time ...
+    for copy in copies:
+        assert checkpoint_digest(copy) == golden_digest, copy.name  # ... the same tensors
+
+
+def test_the_digest_sees_every_change_of_value_dtype_shape_or_name(golden_state, golden_digest):
+    key = "ar_audio_embedding.word_embeddings.weight"
+    value = golden_state[key]
+    nudged = value.clone()
+    nudged.view(-1)[5] = torch.nextafter(nudged.view(-1)[5], torch.tensor(float("inf")))  # one bit of one value
+    changes = {
+        "value": {**golden_state, key: nudged},
+        "dtype": {**golden_state, key: value.double()},
+        "shape": {**golden_state, key: value.reshape(value.shape[1], value.shape[0])},  # the same bytes
+        "name": {**{k: v for k, v in golden_state.items() if k != key}, key + "_renamed": value},
+        "missing": {k: v for k, v in golden_state.items() if k != key},
+    }
+    digests = {what: state_dict_digest(state) for what, state in changes.items()}
+    assert state_dict_digest(dict(golden_state)) == golden_digest
+    assert golden_digest not in digests.values() and len(set(digests.values())) == len(changes), digests
+    for what, state in changes.items():  # the hand-made digest agrees on each
+        assert tensors_digest_by_hand(state) == digests[what], what

@@ -19,6 +19,8 @@ from vallex.weights import (
     CHECKSUMS_NAME,
     ENCODEC_CHECKPOINT,
     SOURCES_RECORD_NAME,
+    VOCOS_MODEL,
+    VOCOS_REVISION,
     DownloadFailedError,
     Source,
     WeightsManager,
@@ -142,11 +144,10 @@ def test_offline_fails_fast_with_one_message_listing_every_file(empty_caches):
     assert "vallex download" in message and "VALLEX_WEIGHTS_DIR" in message and "HF_ENDPOINT" in message
 
 
-def _put_in_hf_cache(cache, repo_id: str, files: dict[str, object]) -> None:
+def _put_in_hf_cache(cache, repo_id: str, files: dict[str, object], commit: str = "0" * 40) -> None:
     """Lay files out as huggingface_hub's cache does: refs/main -> snapshots/<commit>/<file>."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
-    commit = "0" * 40
-    (repo / "refs").mkdir(parents=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True)
@@ -154,14 +155,22 @@ def _put_in_hf_cache(cache, repo_id: str, files: dict[str, object]) -> None:
         shutil.copy(source, snapshot / name)
 
 
-def test_files_are_found_in_the_standard_caches_offline(random_dir, empty_caches):
+def test_files_are_found_in_the_standard_caches_offline(random_dir, empty_caches, monkeypatch):
     directory, _ = random_dir
     _put_in_hf_cache(empty_caches / "hf", "Plachta/VALL-E-X", {"vallex-checkpoint.pt": directory / LAYOUT[0]})
-    _put_in_hf_cache(empty_caches / "hf", "charactr/vocos-encodec-24khz", {
-        "config.yaml": directory / LAYOUT[2], "pytorch_model.bin": directory / LAYOUT[3]})
+    vocos = {"config.yaml": directory / LAYOUT[2], "pytorch_model.bin": directory / LAYOUT[3]}
+    _put_in_hf_cache(empty_caches / "hf", "charactr/vocos-encodec-24khz", vocos)  # an earlier main: other weights
+    with pytest.raises(WeightsNotFoundError, match=f"vocos-encodec-24khz@{VOCOS_REVISION}"):
+        resolve_weights(components=("vocos",))
+    _put_in_hf_cache(empty_caches / "hf", "charactr/vocos-encodec-24khz", vocos, commit=VOCOS_REVISION)
+    with pytest.raises(ValueError, match="Checksum mismatch"):  # the random weights are not the pinned ones
+        resolve_weights(components=("vocos",))
+    monkeypatch.setattr(weights, "WEIGHT_FILES", tuple(  # pin the random file instead
+        dataclasses.replace(f, sha256=hashlib.sha256((directory / LAYOUT[3]).read_bytes()).hexdigest())
+        if f is VOCOS_MODEL else f for f in weights.WEIGHT_FILES))
     paths = resolve_weights(components=("vallex", "vocos"))
     assert paths.vallex.read_bytes() == (directory / LAYOUT[0]).read_bytes()
-    assert paths.vocos_model.name == "pytorch_model.bin" and str(empty_caches / "hf") in str(paths.vocos_model)
+    assert paths.vocos_model.name == "pytorch_model.bin" and paths.vocos_model.parent.name == VOCOS_REVISION
     assert not paths.random
 
 
@@ -230,9 +239,10 @@ def test_unreachable_hosts_fail_fast_without_calling_the_downloaders(empty_cache
     assert time.perf_counter() - start < 5.0
     message = str(caught.value)
     assert message.startswith("4 model file(s) not found and could not be downloaded")
-    # every source of every file was tried: VALL-E X 2, EnCodec 2, Vocos 1 + 1
-    assert message.count("cannot reach 127.0.0.1:9") == 6
-    assert "audo/vall-e-x" in message and "facebook/encodec" in message and "VALLEX_WEIGHTS_DIR" in message
+    # every source of every file was tried: VALL-E X 4, EnCodec 2, Vocos 1 + 1
+    assert message.count("cannot reach 127.0.0.1:9") == 8
+    assert "spaces/Plachta/VALL-E-X" in message and "camenduru/vall-e-x" in message and "audo/vall-e-x" in message
+    assert "facebook/encodec" in message and "VALLEX_WEIGHTS_DIR" in message
 
 
 def test_unknown_component_is_a_value_error():

@@ -15,7 +15,7 @@ from vallex.weights import (  # cheap: the weights module imports no model code
 )
 
 if TYPE_CHECKING:
-    from vallex.weights import WeightsManager
+    from vallex.weights import WeightFile, WeightsManager
 
 _LAYOUT = """weights folder layout (--weights-dir / $VALLEX_WEIGHTS_DIR):
   DIR/vallex-checkpoint.pt                 VALL-E X, {"model": state_dict} (or vallex-checkpoint.safetensors)
@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fetch the VALL-E X, EnCodec and Vocos weights",
         description="Download the model files (with progress bars) into the standard caches, or into "
         "--weights-dir in the layout below. Each file's public sources are tried in order, each download is "
-        "checked (the checkpoint key by key, EnCodec by its SHA-256) and its source and SHA-256 recorded in "
+        "checked (the checkpoint key by key, then by its published SHA-256 or, for a copy with other bytes, its "
+        "published tensors; EnCodec and Vocos by their SHA-256) and its source and SHA-256 recorded in "
         f"{SOURCES_RECORD_NAME}. Your own sources are tried first: --checkpoint-repo / ${CHECKPOINT_REPO_ENV}, "
         f"${VOCOS_REPO_ENV}, ${ENCODEC_URL_ENV}. Mirrors: HF_ENDPOINT / {HF_MIRROR_ENV} for Hugging Face files.",
         **_LAYOUT_EPILOG,
@@ -102,7 +103,19 @@ def _check(manager: WeightsManager, components: list[str]) -> int:
             source = f"{record.get('source')}; recorded SHA-256 {record.get('sha256')}: the file changed since"
         print(f"{state}  {weight_file.description}\n         path:    {path}\n         source:  {source}\n"
               f"         sha256:  {digest}")
+        if weight_file.sha256:
+            print(f"         pinned:  {_pin_state(weight_file, path, digest)}")
     return 1 if problems else 0
+
+
+def _pin_state(weight_file: WeightFile, path: Path, digest: str) -> str:
+    """Whether ``path`` (SHA-256 ``digest``) is the published file, for ``--check``."""
+    if digest.startswith(weight_file.sha256.lower()):
+        return "the published file"
+    other = f"other bytes than the published {weight_file.sha256[:16]}..."
+    if weight_file.same_tensors_suffice:  # a converted or re-pickled copy may hold the same tensors
+        return f"{other}; `vallex checkpoint-digest {path}` compares its tensors"
+    return other
 
 
 def run_make_random_weights(args: argparse.Namespace) -> int:

@@ -3,18 +3,20 @@
 Three models are needed (five files). Sources, tried in order, then the name in a weights folder
 (``--weights-dir``):
 
-* VALL-E X: the Hugging Face repositories ``Plachta/VALL-E-X`` (the original, reported gone since 2025-09), then
-  ``audo/vall-e-x`` (a public copy of the same file), file ``vallex-checkpoint.pt``
+* VALL-E X: on Hugging Face the model repository ``Plachta/VALL-E-X`` (the original, ``vallex-checkpoint.pt``;
+  reported gone since 2025-09), the author's Space ``Plachta/VALL-E-X`` and the model repository
+  ``camenduru/vall-e-x`` (``epoch-10.pt``, byte-identical copies), then ``audo/vall-e-x`` (``vallex-checkpoint.pt``)
   → ``vallex-checkpoint.pt`` or ``vallex-checkpoint.safetensors`` (preferred when both are there), plus optional
   ``vallex-config.json`` (model sizes; absent means the public checkpoint's).
 * EnCodec 24 kHz: ``https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th``, then the copy in the
   Hugging Face repository ``facebook/encodec`` → ``encodec_24khz-d7cc33bc.th``.
-* Vocos: Hugging Face ``charactr/vocos-encodec-24khz``, files ``config.yaml`` and ``pytorch_model.bin``
-  → ``vocos-encodec-24khz/config.yaml`` and ``vocos-encodec-24khz/pytorch_model.bin``.
+* Vocos: Hugging Face ``charactr/vocos-encodec-24khz`` at commit :data:`VOCOS_REVISION`, files ``config.yaml`` and
+  ``pytorch_model.bin`` → ``vocos-encodec-24khz/config.yaml`` and ``vocos-encodec-24khz/pytorch_model.bin``.
 
 Sources of your own are tried first: ``VALLEX_CHECKPOINT_REPO`` (``owner/name[/file][@revision]``, several
 separated by commas; ``vallex download --checkpoint-repo``), ``VALLEX_VOCOS_REPO`` (``owner/name[@revision]``) and
-``VALLEX_ENCODEC_URL`` (a URL or ``owner/name[/file][@revision]``). ``HF_ENDPOINT`` (read by huggingface_hub)
+``VALLEX_ENCODEC_URL`` (a URL or ``owner/name[/file][@revision]``); ``spaces/owner/name...`` names a Space's file
+(``datasets/...`` a dataset's), as huggingface.co spells them. ``HF_ENDPOINT`` (read by huggingface_hub)
 replaces the Hugging Face endpoint; ``VALLEX_HF_MIRROR`` is tried after it for each Hugging Face source.
 
 Where files are looked for:
@@ -32,12 +34,18 @@ Where files are looked for:
   where the lookup fails at once with one message listing every missing file.
 
 Integrity: a downloaded file is checked before it is accepted, and a source whose file fails is skipped for the
-next: the VALL-E X checkpoint is read safely and checked key by key and shape by shape against the model, EnCodec
-against its published SHA-256 (also on every load), Vocos's weights and configuration for their form. No SHA-256
-is published for the VALL-E X and Vocos files, and the Hugging Face sources track each repository's ``main``
-branch (:data:`TRACKED_REVISION`). The SHA-256, size and source of every download are recorded in
-``vallex-sources.json`` in the folder that holds it (the weights folder, or the cache's root); ``vallex download
---check`` prints them and says whether each file still matches its record.
+next; your own sources are copies of the same files and are checked alike. EnCodec and Vocos's weights must have
+their published SHA-256 (on every load too). The VALL-E X checkpoint is read safely, checked key by key and shape
+by shape against the model, and must then have the published SHA-256 (:data:`VALLEX_CHECKPOINT`) or, for a copy
+with other bytes (re-pickled elsewhere), the published tensors
+(:func:`vallex.weights.checkpoint.check_published_tensors`; refused while their digest is not recorded). Its
+SHA-256 is checked on download only: a weights folder may hold the ``.safetensors`` made from it, and a file you
+place in a folder yourself, or give as ``checkpoint`` (a fine-tuned run), is yours: checked key by key when
+loaded, never against the pin. Vocos's configuration is checked for its form. The VALL-E X sources track each
+repository's ``main`` branch (:data:`TRACKED_REVISION`); the pinned SHA-256 says what they must hold. The SHA-256,
+size and source of every download are recorded in ``vallex-sources.json`` in the folder that holds it (the weights
+folder, or the cache's root); ``vallex download --check`` prints them and says whether each file still matches its
+record.
 A folder made by ``vallex make-random-weights`` carries a checksum file with the SHA-256 of each of its files,
 which are checked instead.
 """
@@ -81,10 +89,15 @@ COMPONENTS: tuple[str, ...] = ("vallex", "encodec", "vocos")
 NOISE_WARNING = ("These are RANDOM weights for development and tests: every output made with them is noise, "
                  "not speech.")
 
-#: The Hugging Face revision downloaded: the ``main`` branch, i.e. whatever it holds at the time, not a fixed
-#: snapshot. No commit hash could be looked up when this was written (no network); putting one here
-#: (hf_hub_download accepts either) would pin a reviewed snapshot.
+#: The Hugging Face revision of a source that names none: the ``main`` branch, whatever it holds at the time. The
+#: VALL-E X sources stay on it (their file's SHA-256 is pinned instead; the original repository is gone).
 TRACKED_REVISION = "main"
+#: The commit of ``charactr/vocos-encodec-24khz`` whose weights are used ("Update model weights", 2023-10-17, shown
+#: as 4e61d08): its weights were replaced twice. A full commit id: the hub cache is looked up by it, offline too,
+#: and a short one is found by neither the cache nor the ``/resolve/`` URL.
+VOCOS_REVISION = "4e61d082c08045a4c11e5b148ad93b1d0c591a14"
+#: The Hugging Face repository kinds a source may name, by the prefix huggingface.co puts in their URLs.
+_REPO_TYPE_PREFIXES = {"spaces": "space", "datasets": "dataset"}
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
@@ -92,21 +105,30 @@ _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}")
 
 @dataclass(frozen=True)
 class Source:
-    """One place a file can be downloaded from: a file of a Hugging Face repository, or a URL."""
+    """One place a file can be downloaded from: a file of a Hugging Face repository (a model's, a Space's or a
+    dataset's: ``repo_type`` as ``hf_hub_download`` takes it), or a URL."""
 
     repo_id: str | None = None
     filename: str | None = None
     revision: str = TRACKED_REVISION
     url: str | None = None
+    repo_type: str = "model"  # "model" | "space" | "dataset"
 
     def __str__(self) -> str:
         if self.repo_id:
-            return f"huggingface.co/{self.repo_id} (file {self.filename}, revision {self.revision})"
+            return f"huggingface.co/{self.repo_path} (file {self.filename}, revision {self.revision})"
         return str(self.url)
+
+    @property
+    def repo_path(self) -> str:
+        """The repository as huggingface.co's URLs name it: ``owner/name``, ``spaces/owner/name``, ..."""
+        prefix = next((p for p, kind in _REPO_TYPE_PREFIXES.items() if kind == self.repo_type), None)
+        return f"{prefix}/{self.repo_id}" if prefix else str(self.repo_id)
 
 
 def parse_source(text: str, default_filename: str, *, allow_file: bool = True, origin: str = "source") -> Source:
-    """A :class:`Source` from ``owner/name[/path/to/file][@revision]`` or an ``http(s)://`` / ``file://`` URL.
+    """A :class:`Source` from ``[spaces/|datasets/]owner/name[/path/to/file][@revision]`` (a model repository
+    unless prefixed, as in huggingface.co's URLs) or an ``http(s)://`` / ``file://`` URL.
 
     Raises:
         ValueError: naming ``origin`` (e.g. the environment variable) and the expected form.
@@ -114,16 +136,18 @@ def parse_source(text: str, default_filename: str, *, allow_file: bool = True, o
     text = text.strip()
     if re.match(r"(https?|file)://", text):
         return Source(url=text)
-    form = "owner/name[/file][@revision]" if allow_file else "owner/name[@revision]"
+    form = "[spaces/]owner/name[/file][@revision]" if allow_file else "[spaces/]owner/name[@revision]"
     location, _, revision = text.partition("@")
     parts = location.split("/")
+    repo_type = _REPO_TYPE_PREFIXES.get(parts[0], "model")
+    parts = parts[1:] if repo_type != "model" else parts
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:]) or default_filename
     bad_file = not allow_file and len(parts) > 2
     unsafe = any(part in ("", ".", "..") for part in filename.split("/")) or "\\" in filename
     if not _REPO_ID.fullmatch(repo_id) or bad_file or unsafe or (revision and not _REVISION.fullmatch(revision)):
         raise ValueError(f"{origin}: {text!r} is not a Hugging Face source of the form {form} or a URL "
                          "(https://..., file://...).")
-    return Source(repo_id=repo_id, filename=filename, revision=revision or TRACKED_REVISION)
+    return Source(repo_id=repo_id, filename=filename, revision=revision or TRACKED_REVISION, repo_type=repo_type)
 
 
 @dataclass(frozen=True)
@@ -139,6 +163,10 @@ class WeightFile:
     #: Whether an override may name a file (False: the repository's file of the built-in name is used).
     override_names_file: bool = True
     sha256: str | None = None  # the published SHA-256 (or its leading hex digits)
+    #: False: ``sha256`` is checked on download and on every load, bytes only. True (the VALL-E X checkpoint): on
+    #: download only (a weights folder may hold the .safetensors made from it), and a copy with other bytes passes
+    #: when its tensors are the published ones (:func:`vallex.weights.checkpoint.check_published_tensors`).
+    same_tensors_suffice: bool = False
     #: Names in a weights folder that are tried BEFORE ``layout_name`` (e.g. a converted, pickle-free copy).
     preferred: tuple[str, ...] = ()
 
@@ -147,16 +175,22 @@ class WeightFile:
         return self.layout_name.rsplit("/", 1)[-1]
 
 
-def _hf(repo_id: str, filename: str) -> Source:
-    return Source(repo_id=repo_id, filename=filename)
+def _hf(repo_id: str, filename: str, revision: str = TRACKED_REVISION, repo_type: str = "model") -> Source:
+    return Source(repo_id=repo_id, filename=filename, revision=revision, repo_type=repo_type)
 
 
 VALLEX_CHECKPOINT = WeightFile(
     component="vallex", description="VALL-E X checkpoint (1.48 GB)", layout_name="vallex-checkpoint.pt",
-    # The original repository answers "Repository not found" since 2025-09 (reference issue #187); audo/vall-e-x
-    # is a public copy of the same file (1.48 GB, the same pickle globals). Both are checked key by key.
-    sources=(_hf("Plachta/VALL-E-X", "vallex-checkpoint.pt"), _hf("audo/vall-e-x", "vallex-checkpoint.pt")),
+    # The original repository answers "Repository not found" since 2025-09 (reference issue #187). The author's
+    # Space (initial commit b1e1a76, as its duplicates show) and camenduru/vall-e-x (commit 4c7b62c) hold the same
+    # bytes as epoch-10.pt: their LFS pointers name the SHA-256 below. audo/vall-e-x, a copy of the same size and
+    # pickle globals, is held to the same pin.
+    sources=(_hf("Plachta/VALL-E-X", "vallex-checkpoint.pt"), _hf("Plachta/VALL-E-X", "epoch-10.pt", repo_type="space"),
+             _hf("camenduru/vall-e-x", "epoch-10.pt"), _hf("audo/vall-e-x", "vallex-checkpoint.pt")),
     override_env=CHECKPOINT_REPO_ENV,
+    # As the original repository's LFS pointer (commit d7240d7) gives it: 1,482,302,113 bytes.
+    sha256="c5fcd05ee0c9c84a16a7b44495c46262177e66d5d454c20ca5f1da9832dbd5ac",
+    same_tensors_suffice=True,
     preferred=("vallex-checkpoint.safetensors",),  # made by `vallex convert-checkpoint`: no pickle, mmapped
 )
 ENCODEC_CHECKPOINT = WeightFile(
@@ -170,13 +204,14 @@ ENCODEC_CHECKPOINT = WeightFile(
 )
 VOCOS_CONFIG = WeightFile(
     component="vocos", description="Vocos config", layout_name=f"{VOCOS_SUBDIR}/config.yaml",
-    sources=(_hf("charactr/vocos-encodec-24khz", "config.yaml"),), override_env=VOCOS_REPO_ENV,
+    sources=(_hf("charactr/vocos-encodec-24khz", "config.yaml", VOCOS_REVISION),), override_env=VOCOS_REPO_ENV,
     override_names_file=False,
 )
 VOCOS_MODEL = WeightFile(
     component="vocos", description="Vocos weights (40 MB)", layout_name=f"{VOCOS_SUBDIR}/pytorch_model.bin",
-    sources=(_hf("charactr/vocos-encodec-24khz", "pytorch_model.bin"),), override_env=VOCOS_REPO_ENV,
+    sources=(_hf("charactr/vocos-encodec-24khz", "pytorch_model.bin", VOCOS_REVISION),), override_env=VOCOS_REPO_ENV,
     override_names_file=False,
+    sha256="7e95bb260b74a1bfc43c52d355831c951acb81c8960e9c62b79bd2b3ab1e3a90",  # its LFS pointer at VOCOS_REVISION
 )
 WEIGHT_FILES: tuple[WeightFile, ...] = (VALLEX_CHECKPOINT, ENCODEC_CHECKPOINT, VOCOS_CONFIG, VOCOS_MODEL)
 
@@ -282,7 +317,7 @@ class WeightsManager:
         """
         wanted = _check_components(components)
         own_checkpoint = self._own_checkpoint() if "vallex" in wanted else None
-        files = [f for f in WEIGHT_FILES if f.component in wanted and not (own_checkpoint and f is VALLEX_CHECKPOINT)]
+        files = [f for f in WEIGHT_FILES if f.component in wanted and not (own_checkpoint and f.component == "vallex")]
         found: dict[str, Path] = {}  # layout name -> local path
         missing: list[tuple[WeightFile, list[str], list[str]]] = []
         checksums = self._checksums()
@@ -403,10 +438,11 @@ class WeightsManager:
         places = []
         for source in self.sources(weight_file):
             if source.repo_id:
-                cached = try_to_load_from_cache(source.repo_id, source.filename, revision=source.revision)
+                cached = try_to_load_from_cache(source.repo_id, source.filename, revision=source.revision,
+                                                repo_type=source.repo_type)
                 if isinstance(cached, str) and Path(cached).is_file():
                     return Path(cached), []
-                places.append(f"Hugging Face cache {constants.HF_HUB_CACHE} ({source.repo_id}@{source.revision})")
+                places.append(f"Hugging Face cache {constants.HF_HUB_CACHE} ({source.repo_path}@{source.revision})")
             else:
                 target = _torch_hub_dir() / weight_file.layout_name
                 if target.is_file():
@@ -483,7 +519,7 @@ class WeightsManager:
                 continue
             try:
                 return Path(hf_hub_download(source.repo_id, source.filename, revision=source.revision,
-                                            endpoint=endpoint, local_dir=staging))
+                                            repo_type=source.repo_type, endpoint=endpoint, local_dir=staging))
             except Exception as error:  # noqa: BLE001 - try the next endpoint
                 last_error = error
         raise last_error
@@ -505,9 +541,17 @@ class WeightsManager:
         """Check a downloaded file for what it must be; return its SHA-256. A cached file that fails is removed."""
         try:
             digest = self.sha256(path)
-            if weight_file.sha256 and not digest.startswith(weight_file.sha256.lower()):
-                raise ValueError(f"SHA-256 {digest[:16]}... is not the published {weight_file.sha256[:16]}...")
+            published = (weight_file.sha256 or "").lower()
+            other_bytes = bool(published) and not digest.startswith(published)
+            if other_bytes and not weight_file.same_tensors_suffice:
+                raise ValueError(f"SHA-256 {digest[:16]}... is not the published {published[:16]}...")
             _check_form(weight_file, path, into)
+            if other_bytes:
+                from vallex.weights.checkpoint import check_published_tensors
+
+                tensors = check_published_tensors(path, digest, published)
+                self._report(f"  other bytes than the published file, the published tensors (state-dict digest "
+                             f"{tensors[:16]}...)")
         except Exception:
             if into is None:
                 _discard_cached(path)
@@ -567,7 +611,7 @@ class WeightsManager:
         expected = None
         if checksums is not None:
             expected = checksums.get("sha256", {}).get(path.relative_to(self.weights_dir).as_posix())
-        if expected is None and not (checksums and checksums.get("random")):
+        if expected is None and not (checksums and checksums.get("random")) and not weight_file.same_tensors_suffice:
             expected = weight_file.sha256
         if not expected:
             return
@@ -697,7 +741,7 @@ def _torch_hub_dir() -> Path:
 
 def _short_error(error: Exception) -> str:
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:400]
 
 
 def _mirror_hint() -> str:
@@ -709,4 +753,4 @@ def _by_hand_hint(weights_dir: Path | None) -> str:
     folder = weights_dir or "DIR"
     return (f"by hand: get each file from any copy you trust, put it in {folder} under the name shown "
             f"(`vallex download --help` shows the layout) and set {WEIGHTS_DIR_ENV}={folder} (or --weights-dir); "
-            "the VALL-E X checkpoint is checked key by key when loaded, EnCodec by its SHA-256;")
+            "the VALL-E X checkpoint is checked key by key when loaded, EnCodec and Vocos by their SHA-256;")

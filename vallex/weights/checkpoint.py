@@ -14,6 +14,11 @@ Both load through a model built on the ``meta`` device and ``load_state_dict(ass
 weights are never held twice in memory; the state dict is checked key-by-key and shape-by-shape first,
 with an error that names every missing, unexpected and mismatched key.
 
+Which copy is the published checkpoint: :func:`state_dict_digest` hashes a state dict's tensors in one canonical
+form, so a copy re-pickled elsewhere (other bytes, other trainer keys, other path classes) or converted to
+safetensors has the digest of the file it came from; :func:`check_published_tensors` compares a download with
+other bytes than the published ones against :data:`PUBLISHED_STATE_DIGEST`.
+
 Which language each language-embedding row is comes with the configuration (``"languages"`` in the checkpoint's
 ``.json`` or safetensors metadata), else from the training run's ``languages.json`` beside the checkpoint; the
 public checkpoint's three rows are en, zh, ja. :func:`load_model` checks the list against the embedding table.
@@ -21,8 +26,11 @@ public checkpoint's three rows are en, zh, ja. :func:`load_model` checks the lis
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import pickle
+import re
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -58,11 +66,11 @@ _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since 1.6
 _LEGACY_MAGIC = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
 
 
-def _tied_keys(config: VallexConfig) -> dict[str, str]:
+def _tied_keys(num_quantizers: int) -> dict[str, str]:
     """Predictor key -> the embedding key it shares storage with."""
     return {
         f"nar_predict_layers.{j}.weight": f"nar_audio_embeddings.{j + 2}.word_embeddings.weight"
-        for j in range(config.num_quantizers - 2)
+        for j in range(num_quantizers - 2)
     }
 
 
@@ -217,8 +225,8 @@ def model_from_state_dict(
     model, state = _checked_on_meta(state, config, source)
     # In the reference both tied keys hold the same values and the later key wins; drop the predictors
     # so the embedding's tensor is the one kept, then tie again (assign=True replaced the parameters).
-    for predictor in _tied_keys(config):
-        state[predictor] = state[_tied_keys(config)[predictor]]
+    for predictor, embedding in _tied_keys(config.num_quantizers).items():
+        state[predictor] = state[embedding]
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
     return model.to(device).eval()
@@ -228,7 +236,7 @@ def _checked_on_meta(state: Mapping[str, Tensor], config: VallexConfig,
                      source: str) -> tuple[VallexModel, dict[str, Tensor]]:
     """A model of ``config`` on ``meta`` and ``state`` with both tied keys, checked key by key and shape by shape."""
     state = dict(state)
-    for predictor, embedding in _tied_keys(config).items():
+    for predictor, embedding in _tied_keys(config.num_quantizers).items():
         state.setdefault(predictor, state.get(embedding))  # safetensors files store the pair once
     state = {key: value for key, value in state.items() if value is not None}
     with torch.device("meta"):
@@ -242,6 +250,78 @@ def check_checkpoint(path: str | Path, config: VallexConfig | None = None) -> No
     model of ``config`` (default: the one stored in the file, else the public checkpoint's). Loads nothing."""
     state, stored = read_state_dict(path)
     _checked_on_meta(state, config or stored or VallexConfig.public(), str(path))
+
+
+#: :func:`state_dict_digest` of the published checkpoint (the file of SHA-256 ``c5fcd05e…``, published as
+#: ``vallex-checkpoint.pt`` and ``epoch-10.pt``): a download with other bytes is accepted when its tensors have this
+#: digest. None: not recorded yet. It must be computed once from the real 1.48 GB file (``vallex checkpoint-digest
+#: vallex-checkpoint.pt`` on a copy whose SHA-256 is the published one), which was not at hand when this was
+#: written; until it is, such a copy is refused (:func:`check_published_tensors` says why and what to do).
+PUBLISHED_STATE_DIGEST: str | None = None
+#: Hashed first; a change to the canonical form of :func:`state_dict_digest` must change it.
+STATE_DIGEST_FORM = b"vallex-state-dict-sha256/1\n"
+_NAR_EMBEDDING = re.compile(r"nar_audio_embeddings\.\d+\.word_embeddings\.weight")
+
+
+def state_dict_digest(state: Mapping[str, Tensor]) -> str:
+    """Hex SHA-256 of a state dict's tensors in one canonical form, whatever file they were read from.
+
+    Hashed: :data:`STATE_DIGEST_FORM`, then for each key in sorted (code point) order the line
+    ``json.dumps({"dtype": "float32", "name": key, "shape": [1024, 32]}, sort_keys=True, separators=(",", ":"))``
+    plus ``"\\n"``, then the tensor's values in row-major order as little-endian bytes. So the pickle's bytes,
+    anything beside the state dict (trainer hyper-parameters, path classes), the format (zip, legacy, safetensors),
+    storage sharing, strides and offsets do not enter; a changed value (bit for bit), dtype, shape or name does.
+    """
+    digest = hashlib.sha256(STATE_DIGEST_FORM)
+    for name in sorted(state):
+        tensor = state[name].detach().cpu()
+        header = {"dtype": str(tensor.dtype).removeprefix("torch."), "name": name, "shape": list(tensor.shape)}
+        digest.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n")
+        raw = tensor.contiguous().reshape(-1).view(torch.uint8)  # no copy when already contiguous (mmapped files)
+        if sys.byteorder == "big" and tensor.element_size() > 1:
+            raw = raw.view(-1, tensor.element_size()).flip(1).reshape(-1)
+        digest.update(raw.numpy())
+    return digest.hexdigest()
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """:func:`state_dict_digest` of a ``.pt`` or ``.safetensors`` checkpoint (read safely, mmapped).
+
+    A safetensors file stores each tied NAR predictor once, under its embedding's name; it is counted under both
+    names, as in the ``.pt`` it was converted from, so both files have one digest.
+    """
+    state, _ = read_state_dict(path)
+    quantizers = sum(1 for key in state if _NAR_EMBEDDING.fullmatch(key))
+    for predictor, embedding in _tied_keys(quantizers).items():
+        if predictor not in state and embedding in state:
+            state[predictor] = state[embedding]
+    return state_dict_digest(state)
+
+
+def check_published_tensors(path: str | Path, sha256: str, published_sha256: str) -> str:
+    """Accept a copy of the published checkpoint whose bytes differ (SHA-256 ``sha256``, not ``published_sha256``)
+    only when its tensors are the published ones; return its :func:`checkpoint_digest`.
+
+    While :data:`PUBLISHED_STATE_DIGEST` is not recorded, every such copy is refused, not accepted with a warning:
+    the key-by-key and shape checks say nothing about the values, so a damaged or altered copy would pass them and
+    load without a sign; downloads run unattended (a Space's first start), where a warning is read by nobody; and
+    the byte-identical sources are tried first, so a re-pickled copy is reached only when they all failed.
+
+    Raises:
+        ValueError: the tensors differ from the published ones, or there is nothing to compare them with; the
+            message says how to check the file and use it anyway.
+    """
+    what = f"{Path(path).name}: SHA-256 {sha256[:16]}... is not the published {published_sha256[:16]}..."
+    if PUBLISHED_STATE_DIGEST is None:
+        raise ValueError(f"{what}, and no digest of the published tensors is recorded to compare with: refused "
+                         "(`vallex checkpoint-digest` compares it with a published copy; place a file you trust by "
+                         "hand, or use --checkpoint).")
+    digest = checkpoint_digest(path)
+    if digest != PUBLISHED_STATE_DIGEST:
+        raise ValueError(f"{what}, and its tensors are not the published ones either (state-dict digest "
+                         f"{digest[:16]}..., published {PUBLISHED_STATE_DIGEST[:16]}...): another model or a damaged "
+                         "copy; refused.")
+    return digest
 
 
 def load_model(
@@ -329,7 +409,7 @@ def save_checkpoint(model: VallexModel, path: str | Path) -> Path:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
-            for predictor in _tied_keys(model.config):
+            for predictor in _tied_keys(model.config.num_quantizers):
                 state.pop(predictor)
             metadata = {CONFIG_METADATA_KEY: json.dumps(model.config.to_dict())}
             save_file({k: v.contiguous() for k, v in state.items()}, str(partial), metadata=metadata)
