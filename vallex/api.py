@@ -229,7 +229,9 @@ class VallEX:
     def verifier(self) -> Verifier:
         """The speech recognisers and speaker encoder of ``verify="asr"`` (made once; each model loads on first use)."""
         if self._verifier is None:
-            self._verifier = Verifier(device="cuda" if self.device.type == "cuda" else "cpu")
+            from vallex.asr import whisper_device
+
+            self._verifier = Verifier(device=whisper_device(self.device))  # cuda:N kept: beside the model
         return self._verifier
 
     # Synthesis ----------------------------------------------------------------------------------
