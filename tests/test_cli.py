@@ -157,6 +157,7 @@ def test_serve_help_lists_the_ray_options(capsys):
     (["--ray", "--device", "cuda"], "--device cuda needs --replica-gpus"),
     (["--ray", "--device", "CUDA:0", "--replica-gpus", "0"], "--device cuda needs --replica-gpus"),
     (["--ray", "--device", "cpu", "--replica-gpus", "1"], "reserve GPUs they never use"),
+    (["--ray", "--device", "cuda:1", "--replica-gpus", "1"], "numbered from 0"),
 ])
 def test_serve_ray_options_are_checked_first(tmp_path, capsys, extra, message):
     code = main(["serve", "--weights-dir", str(tmp_path / "empty"), "--presets-dir", str(tmp_path), *extra])

@@ -3,6 +3,7 @@ device, no tensor created on an implicit device, one host-device sync per AR ste
 that never reach ``torch.multinomial`` (on CUDA a device-side assert that poisons the process)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 
@@ -13,12 +14,13 @@ from fastapi.testclient import TestClient
 from sync_counter import HostSyncCounter
 
 import vallex.inference.decoding as decoding
-from vallex.api import SynthesisRequest
+from vallex.api import SynthesisRequest, VallEX
 from vallex.inference.decoding import (
     ARBatch,
     ARRequest,
     FrameSampler,
     NARInput,
+    NARPrefix,
     NonFiniteLogits,
     ar_decode,
     iter_ar_decode,
@@ -26,6 +28,7 @@ from vallex.inference.decoding import (
     sample_tokens,
     seeded_generator,
 )
+from vallex.inference.precision import overflow_advice
 from vallex.inference.scheduler import Utterance
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
@@ -164,10 +167,107 @@ def test_non_finite_logits_never_reach_multinomial_and_fail_clearly(tiny_tts, mo
         def poisoned(step, logits, poison=poison):
             return logits.masked_fill(torch.ones_like(logits, dtype=torch.bool), poison) if step == 3 else logits
 
-        with pytest.raises(NonFiniteLogits, match="bfloat16 or float32"):
+        with pytest.raises(NonFiniteLogits, match=r"in the AR, .*use dtype (bfloat16 or )?float32"):
             ar_decode(model, text, langs, prompt[..., 0], max_frames=10, logits_processor=poisoned)
     with pytest.raises(NonFiniteLogits):
         sample_tokens(torch.full((2, 5), float("nan")))
+
+
+def test_the_advice_after_an_overflow_names_only_what_the_device_runs_natively():
+    # T4 (7.5) and V100 (7.0): "auto" is float16 there and bfloat16 only emulated, so float32 is the way out.
+    for capability in ((7, 5), (7, 0), (6, 1)):
+        advice = overflow_advice("cuda", capability)
+        assert advice.startswith("float32") and "bfloat16 or" not in advice, capability
+        assert f"{capability[0]}.{capability[1]}" in advice and "emulates bfloat16" in advice
+    for capability in ((8, 0), (8, 6), (8, 9), (9, 0), (10, 0)):  # A100, A10, L4, H100, B200: native bfloat16
+        assert overflow_advice("cuda", capability) == "bfloat16 or float32", capability
+    assert overflow_advice("cpu", cpu_native_bfloat16=True) == "bfloat16 or float32"
+    assert overflow_advice("cpu", cpu_native_bfloat16=False).startswith("float32 (")
+    assert overflow_advice("mps") == "float32"
+    with pytest.raises(ValueError, match="compute capability"):
+        overflow_advice("cuda")
+
+
+@pytest.mark.parametrize("capability, advice", [((7, 5), "use dtype float32 (this GPU"),
+                                                ((8, 0), "use dtype bfloat16 or float32.")])
+def test_the_non_finite_error_reads_the_gpu_it_happened_on(monkeypatch, capability, advice):
+    # What the error asks torch about the GPU, answered as a T4 / A100 would.
+    asked = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: asked.append(index) or capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: capability >= (8, 0))
+    error = NonFiniteLogits.on(torch.device("cuda:1"), "the NAR")
+    assert advice in str(error) and "in the NAR" in str(error) and asked == [1]
+    assert advice in str(NonFiniteLogits.on("cuda")) and asked == [1, 0]
+
+
+def _poison_nar_logits(model, stage: int, frames: int, poison: float):
+    """A forward hook on NAR stage ``stage``'s output layer: its logits become ``poison`` for the utterance
+    of ``frames`` frames (each utterance's logits are computed apart)."""
+    def hook(module, args, output):
+        return output.masked_fill(torch.ones_like(output, dtype=torch.bool), poison) if output.shape[1] == frames \
+            else output
+
+    return model.nar_predict_layers[stage].register_forward_hook(hook)
+
+
+def test_non_finite_nar_logits_fail_their_utterance_and_not_the_others(tiny_tts):
+    # argmax takes a NaN (or +inf) as the largest logit: without a check the NAR went on with wrong codes.
+    model = tiny_tts.model
+    text, langs, prompt = _inputs(5, 9, 4)
+    text2, langs2, prompt2 = _inputs(6, 6, 0)
+    g = torch.Generator().manual_seed(0)
+    good = NARInput(text, langs, prompt, torch.randint(0, 1024, (1, 5), generator=g))
+    bad = NARInput(text2, langs2, prompt2, torch.randint(0, 1024, (1, 7), generator=g))
+    (alone,) = nar_decode(model, [good])
+    for poison in (float("nan"), float("inf"), float("-inf")):
+        handle = _poison_nar_logits(model, 3, 7, poison)
+        try:
+            with pytest.raises(NonFiniteLogits, match=r"in the NAR, .*use dtype") as caught:
+                nar_decode(model, [good, bad])
+        finally:
+            handle.remove()
+        assert caught.value.inputs == (1,), poison
+        assert torch.equal(caught.value.codes[0], alone)  # the other utterance's codes, as it gets them alone
+    assert torch.equal(nar_decode(model, [good, bad])[0], alone)  # and with the hook gone, nothing is left over
+
+
+def test_non_finite_logits_in_a_streamed_window_pass_are_caught(tiny_tts):
+    model = tiny_tts.model
+    text, langs, prompt = _inputs(7, 8, 3)
+    codes0 = torch.randint(0, 1024, (1, 9), generator=torch.Generator().manual_seed(1))
+    prefix = NARPrefix()
+    (first,) = nar_decode(model, [NARInput(text, langs, prompt, codes0[:, :4], prefix=prefix, keep=4)])
+    window = NARInput(text, langs, prompt, codes0, prefix=prefix, known=first)  # frames 4..8: 5 new ones
+    handle = _poison_nar_logits(model, 6, 5, float("nan"))
+    try:
+        with pytest.raises(NonFiniteLogits) as caught:
+            nar_decode(model, [window])
+    finally:
+        handle.remove()
+    assert caught.value.inputs == (0,)
+
+
+def test_the_engine_fails_a_request_with_non_finite_nar_logits_alone(tiny_tts):
+    # Damaged weights: one row of the NAR's text embedding is NaN. The AR (its own embedding) is untouched, so
+    # the request whose text has that token reaches the NAR, and only there do its logits turn NaN.
+    tts = VallEX(copy.deepcopy(tiny_tts.model), tiny_tts.codec, tiny_tts.presets, tiny_tts.device,
+                 frame_limits=tiny_tts.frame_limits)
+    poisoned = tts.plan(SynthesisRequest("Poison.", seed=1)).sentences[0][1].ids
+    clean = tts.plan(SynthesisRequest("Good.", seed=2)).sentences[0][1].ids
+    token = next(t for t in poisoned if t not in clean)
+    with torch.no_grad():
+        tts.model.nar_text_embedding.word_embeddings.weight[token] = float("nan")
+    engine = SpeechEngine(tts, max_batch=4, nar_batch=2)
+    try:
+        bad = engine.submit(SpeechRequest("Poison.", seed=1))
+        good = engine.submit(SpeechRequest("Good.", seed=2))
+        with pytest.raises(NonFiniteLogits, match="in the NAR"):
+            list(bad)
+        assert np.isfinite(np.concatenate(list(good))).all()
+        assert engine.alive and engine.unhealthy is None  # not a device failure: the engine serves on
+    finally:
+        engine.close()
 
 
 def test_a_poisoned_utterance_leaves_the_batch_and_the_others_go_on(tiny_tts, monkeypatch):
@@ -240,6 +340,55 @@ def test_a_device_failure_marks_the_engine_unhealthy(tiny_tts, monkeypatch):
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
     finally:
         monkeypatch.setattr(engine_module.Scheduler, "step", real_step)
+        engine.close()
+
+
+def test_a_device_failure_in_run_work_marks_the_engine_unhealthy_as_a_step_does(tiny_tts):
+    # Work handed to run() (a prompt's encoding, a translation) fails the device while a request is decoding.
+    engine = SpeechEngine(tiny_tts, max_batch=2)
+    stepping, release = threading.Event(), threading.Event()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "ar_step" and not stepping.is_set():
+            stepping.set()
+            release.wait(30)  # holds the worker inside a step until the broken job is queued
+
+    def broken() -> None:
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    errors: list[BaseException] = []
+
+    def call(work) -> None:
+        try:
+            engine.run(work)
+        except BaseException as error:  # noqa: BLE001 - what the caller of run() gets
+            errors.append(error)
+
+    try:
+        assert engine.run(lambda: 41 + 1) == 42
+        with pytest.raises(ValueError, match="not a device failure"):  # an ordinary error changes nothing
+            engine.run(lambda: (_ for _ in ()).throw(ValueError("not a device failure")))
+        assert engine.alive
+        running = engine.submit(SpeechRequest("Hello there, this is a longer sentence.", seed=1), progress=progress)
+        assert stepping.wait(30)
+        caller = threading.Thread(target=call, args=(broken,))
+        caller.start()
+        deadline = threading.Event()
+        while not engine._jobs and not deadline.wait(0.01):
+            pass
+        release.set()
+        caller.join(30)
+        assert len(errors) == 1 and isinstance(errors[0], torch.AcceleratorError)
+        engine._worker.join(10)
+        assert not engine.alive and "illegal memory access" in engine.unhealthy
+        with pytest.raises(torch.AcceleratorError):  # the request in the batch failed with it
+            list(running)
+        with pytest.raises(ModelUnavailable, match="must be restarted"):
+            engine.submit(SpeechRequest("Hello again.", seed=2))
+        with pytest.raises(ModelUnavailable, match="must be restarted"):
+            engine.run(lambda: 1)
+    finally:
+        release.set()
         engine.close()
 
 

@@ -219,6 +219,24 @@ def test_the_deployment_sizes_its_replicas_from_the_engine() -> None:
         deployment(settings, num_replicas=2, autoscaling=Autoscaling())
 
 
+def test_a_replica_on_cuda_must_reserve_a_gpu() -> None:
+    # Ray shows no GPU to a replica that reserved none: refused here, not in every replica after Ray started.
+    for device in ("cuda", "CUDA:0", "cuda:1"):
+        with pytest.raises(ValueError, match="device cuda needs num_gpus .*Set num_gpus"):
+            deployment(ReplicaSettings(device=device))
+        with pytest.raises(ValueError, match="device cuda needs num_gpus"):  # serve run ...:app_builder device=cuda
+            app_builder({"weights_dir": "/models", "device": device})
+    assert deployment(ReplicaSettings(device="cuda"), num_gpus=1).ray_actor_options["num_gpus"] == 1
+    assert deployment(ReplicaSettings(device="cuda:0"), num_gpus=0.5).ray_actor_options["num_gpus"] == 0.5
+    assert deployment(ReplicaSettings(device="cuda:1"), num_gpus=2).ray_actor_options["num_gpus"] == 2
+    assert deployment(ReplicaSettings(), num_gpus=1).ray_actor_options["num_gpus"] == 1  # the device follows
+    with pytest.raises(ValueError, match="sees only the GPUs it reserved, numbered from 0"):
+        deployment(ReplicaSettings(device="cuda:1"), num_gpus=1)
+    for device in ("cpu", "mps"):  # and the reverse: GPUs reserved for nothing
+        with pytest.raises(ValueError, match="reserve GPUs they never use"):
+            deployment(ReplicaSettings(device=device), num_gpus=1)
+
+
 def test_autoscaling_targets_a_full_batch_per_replica() -> None:
     config = Autoscaling(min_replicas=1, max_replicas=4, upscale_delay_s=10).config(max_batch=8)
     assert config == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8.0,

@@ -11,11 +11,12 @@ import torch
 
 from vallex.config import VallexConfig
 from vallex.model import VallexModel
+from vallex.training import trainer
 from vallex.training.espeak_corpus import write_espeak_corpus
 from vallex.training.extend import extend_model
 from vallex.training.forward import TrainingBatch, training_forward
 from vallex.training.prepare import prepare_dataset, scan_folder
-from vallex.training.trainer import TrainConfig, learning_rate, train
+from vallex.training.trainer import TrainConfig, TrainingPrecision, learning_rate, train, training_precision
 from vallex.weights.checkpoint import load_model, save_checkpoint
 
 MICRO = {"d_model": 32, "nhead": 2, "num_layers": 1}
@@ -132,6 +133,103 @@ def test_bf16_autocast_on_cpu_and_fp16_refused(data, tmp_path):
     assert all(math.isfinite(x) for x in result.train_losses)
     with pytest.raises(ValueError, match="fp16"):
         train(config(data, tmp_path / "fp16", precision="fp16", max_steps=1, device="cpu"))
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 0), TrainingPrecision(torch.float16, grad_scaler=True)),  # V100
+    ((7, 5), TrainingPrecision(torch.float16, grad_scaler=True)),  # T4
+    ((8, 0), TrainingPrecision(torch.bfloat16)),  # A100
+    ((8, 9), TrainingPrecision(torch.bfloat16)),  # L4
+    ((9, 0), TrainingPrecision(torch.bfloat16)),  # H100
+])
+def test_auto_training_precision_follows_the_compute_capability(capability, expected):
+    native = capability >= (8, 0)  # torch's is_bf16_supported(including_emulation=False)
+    # T4 and V100 answer is_bf16_supported() (emulation counted) True: auto must not take bf16 from it.
+    assert training_precision("auto", "cuda", capability, bf16_supported=True, bf16_native=native) == expected
+    assert training_precision("fp32", "cuda", capability) == TrainingPrecision(None)
+    assert training_precision("fp16", "cuda", capability) == TrainingPrecision(torch.float16, grad_scaler=True)
+
+
+def test_training_precision_elsewhere_and_the_refusals():
+    for device_type in ("cpu", "mps"):
+        assert training_precision("auto", device_type) == TrainingPrecision(None)  # float32, as before
+    assert training_precision("bf16", "cpu") == TrainingPrecision(torch.bfloat16)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        training_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="does not support bf16"):
+        training_precision("bf16", "cuda", (6, 1), bf16_supported=False, bf16_native=False)
+    with pytest.warns(UserWarning, match="emulates bfloat16"):  # asked for: allowed, but said to be slow
+        assert training_precision("bf16", "cuda", (7, 5), bf16_native=False) == TrainingPrecision(torch.bfloat16)
+    with pytest.raises(ValueError, match="compute capability"):
+        training_precision("auto", "cuda")
+    with pytest.raises(ValueError, match="Unknown training precision"):
+        training_precision("half", "cpu")
+
+
+def test_the_trainer_reads_the_gpu_it_trains_on(monkeypatch):
+    # What the trainer asks torch, answered as a T4 does: bfloat16 "supported" (emulated), capability 7.5.
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (7, 5))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    chosen = trainer._training_precision(TrainConfig(precision="auto"), torch.device("cuda", 0))
+    assert chosen == TrainingPrecision(torch.float16, grad_scaler=True)
+
+
+def test_fp16_with_a_gradient_scaler_trains_and_resumes_its_scale(data, tmp_path, monkeypatch):
+    """The float16 path of a T4, run on the CPU (torch's CPU GradScaler): float16 autocast, the loss scaled
+    before backward, the gradients unscaled before clipping, then step and update; the scale is saved with
+    the optimiser and restored on resume."""
+    monkeypatch.setattr(trainer, "_training_precision",
+                        lambda config, device: TrainingPrecision(torch.float16, grad_scaler=True))
+    calls: list[str] = []
+
+    class RecordingScaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            calls.append("scale")
+            return super().scale(outputs)
+
+        def unscale_(self, optimizer):
+            calls.append("unscale")
+            return super().unscale_(optimizer)
+
+        def step(self, optimizer, *args, **kwargs):
+            calls.append("step")
+            return super().step(optimizer, *args, **kwargs)
+
+        def update(self, new_scale=None):
+            calls.append("update")
+            return super().update(new_scale)
+
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def clip(parameters, max_norm, *args, **kwargs):
+        calls.append("clip")
+        return real_clip(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", RecordingScaler)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    rows = []
+    result = train(config(data, tmp_path / "fp16", max_steps=3, save_every=2, accumulate_grad_steps=2),
+                   on_step=lambda step, row: rows.append(row))
+    assert calls[:6] == ["scale", "scale", "unscale", "clip", "step", "update"]  # two micro-batches per step
+    assert calls == calls[:6] * 3
+    assert all(math.isfinite(loss) for loss in result.train_losses)
+    finite = [row["grad_norm"] for row in rows if math.isfinite(row["grad_norm"])]
+    assert finite and max(finite) < 1e3  # clipped after unscaling: the norm of the true gradients, not x 65536
+    state = torch.load(tmp_path / "fp16" / "checkpoint-00000003.state.pt", weights_only=True)
+    assert set(state["scaler"]) >= {"scale", "_growth_tracker"}
+    assert "scaler" in torch.load(tmp_path / "fp16" / "checkpoint-00000002.state.pt", weights_only=True)
+    # Resumed: the scaler starts from the saved scale, not from 65536 again.
+    state["scaler"]["scale"] = 1024.0
+    torch.save(state, tmp_path / "fp16" / "checkpoint-00000003.state.pt")
+    run = trainer._set_up(config(data, tmp_path / "fp16", max_steps=4))
+    assert run.resumed and run.scaler.get_scale() == 1024.0
+
+
+def test_float32_and_bf16_checkpoints_hold_no_scaler(data, tmp_path):
+    train(config(data, tmp_path / "fp32", max_steps=1))
+    state = torch.load(tmp_path / "fp32" / "checkpoint-00000001.state.pt", weights_only=True)
+    assert "scaler" not in state
 
 
 def test_extend_model_keeps_old_rows():

@@ -196,3 +196,46 @@ def test_a_long_text_streams_from_several_calls_numbered_as_one(zero_gpu_engine:
     result = engine.speak(request).result()
     assert np.array_equal(result.waveform, np.concatenate([p.audio for p in pieces]))
     assert result.timings["gpu_calls"] == len(stream.calls)
+
+
+# Warm-up, on any hardware ----------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def engine(tiny_weights: Path, tmp_path: Path):
+    engine = Engine(AppConfig(weights_dir=tiny_weights, presets_dir=tmp_path / "presets", device="cpu",
+                              dtype="float32"))
+    yield engine
+    engine.close()
+
+
+def test_warm_up_loads_the_prompt_transcriber_it_finds(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = []
+
+    class Recognizer:
+        def load(self) -> None:
+            loaded.append(True)
+
+    class Transcriber:
+        recognizer = Recognizer()
+
+    monkeypatch.setattr("vallex.prompts.find_transcriber", lambda device: Transcriber())
+    engine.warm_up(translation_models=True)  # the translation models are absent here: logged, not raised
+    assert loaded == [True]
+
+
+def test_warm_up_reports_missing_weights_as_the_requests_do(tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    engine = Engine(AppConfig(weights_dir=tmp_path / "weights", presets_dir=tmp_path / "presets"))
+    with pytest.raises(ValueError, match="The model cannot be loaded"):
+        engine.warm_up()
+
+
+def test_warm_up_voices_equal_the_lazily_encoded_ones(engine: Engine, tiny_weights: Path, tmp_path: Path) -> None:
+    engine.warm_up()
+    lazy = Engine(AppConfig(weights_dir=tiny_weights, presets_dir=tmp_path / "other", device="cpu",
+                            dtype="float32"))
+    try:
+        for name in ("en_ada", "zh_lin"):
+            assert np.array_equal(engine.voice(name).codes.numpy(), lazy.voice(name).codes.numpy())
+    finally:
+        lazy.close()

@@ -121,7 +121,7 @@ class VallEX:
         self.device = device or next(model.parameters()).device
         self.frame_limits: FrameLimits = frame_limits or default_frame_limits
         self._transcriber: Any = None  # Whisper, loaded on first use (prompts without a transcript)
-        self.transcriber_device = "auto"  # where that Whisper runs: "auto" (CUDA when there is one), "cpu", "cuda"
+        self.transcriber_device: str | None = None  # where that Whisper runs; None: beside the model (cuda:N or cpu)
         self._verifier = verifier
 
     # Construction -------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class VallEX:
         if transcript is None or not str(transcript).strip():
             # Whisper loads once per VallEX, on the first prompt that needs it.
             if self._transcriber is None:
-                self._transcriber = find_transcriber(device=self.transcriber_device)
+                self._transcriber = find_transcriber(device=self._transcriber_device())
             transcriber = self._transcriber
         return make_prompt(audio, transcript=transcript, language=language, codec=self.codec, name=name,
                            transcriber=transcriber, languages=self.languages)
@@ -205,11 +205,14 @@ class VallEX:
         from vallex.prompts import find_transcriber
 
         if self._transcriber is None:
-            self._transcriber = find_transcriber(device=self.transcriber_device)
+            self._transcriber = find_transcriber(device=self._transcriber_device())
         load = getattr(getattr(self._transcriber, "recognizer", None), "load", None)
         if callable(load):
             load()
         return self._transcriber is not None
+
+    def _transcriber_device(self) -> str:
+        return self.transcriber_device or self._whisper_device()
 
     def with_cpu_prompts(self) -> VallEX:
         """A shallow copy whose prompt tools run on the CPU: EnCodec and Vocos (a CPU copy, not loaded yet) and
@@ -230,7 +233,7 @@ class VallEX:
         CPU, as on first use); ignored when the verifier was made already.
         """
         if self._verifier is None:
-            self._verifier = Verifier(device=device or self._verifier_device())
+            self._verifier = Verifier(device=device or self._whisper_device())
         checkable = {}
         for language in self.languages:
             try:
@@ -260,11 +263,13 @@ class VallEX:
     def verifier(self) -> Verifier:
         """The speech recognisers and speaker encoder of ``verify="asr"`` (made once; each model loads on first use)."""
         if self._verifier is None:
-            self._verifier = Verifier(device=self._verifier_device())
+            self._verifier = Verifier(device=self._whisper_device())
         return self._verifier
 
-    def _verifier_device(self) -> str:
-        return "cuda" if self.device.type == "cuda" else "cpu"
+    def _whisper_device(self) -> str:
+        from vallex.asr import whisper_device
+
+        return whisper_device(self.device)  # cuda:N kept: beside the model
 
     # Synthesis ----------------------------------------------------------------------------------
     def synthesize(self, text: str, prompt: PromptLike = None, **options: Any) -> tuple[np.ndarray, int]:

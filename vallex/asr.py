@@ -35,12 +35,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vallex.languages import LANGUAGES
 from vallex.optional_models import ModelUnavailableError, hub_offline, import_transformers, looks_like_path, short_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 #: Whisper hears 16 kHz audio.
 ASR_SAMPLE_RATE = 16_000
@@ -224,7 +227,7 @@ class WhisperRecognizer:
 
     Args:
         model: the model name, repository, folder or file (the backend's own notion).
-        device: "cpu", "cuda" or "auto" (CUDA when available).
+        device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
         download: allow downloading a missing model (never when offline).
         title: the name shown in :attr:`label` (default ``model``).
     """
@@ -336,6 +339,27 @@ class WhisperRecognizer:
         return self.device
 
 
+def whisper_device(device: str | torch.device) -> str:
+    """Where Whisper runs beside a model on ``device`` (a torch device or its name): a CUDA device as it is,
+    its index kept (``"cuda:1"``: Whisper on GPU 0 beside a model on GPU 1 would take memory on a GPU that is
+    not the model's), anything else on the CPU (CTranslate2 runs on CPU and CUDA only)."""
+    name = str(device).strip().lower()
+    return name if name == "cuda" or name.startswith("cuda:") else "cpu"
+
+
+def ctranslate2_device(device: str) -> tuple[str, int]:
+    """A recogniser's ``device`` as CTranslate2 takes it, ``(device, device_index)``: ``"cuda:1"`` ->
+    ``("cuda", 1)`` (CTranslate2 reads no index from the name: ``device="cuda"`` alone is GPU 0),
+    ``"auto"`` -> ``("auto", 0)``, anything else -> ``("cpu", 0)``."""
+    name = device.strip().lower()
+    if name == "cuda" or name.startswith("cuda:"):
+        index = name.partition(":")[2]
+        if index and not index.isdigit():
+            raise ValueError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or auto.")
+        return "cuda", int(index or 0)
+    return ("auto", 0) if name == "auto" else ("cpu", 0)
+
+
 class FasterWhisperRecognizer(WhisperRecognizer):
     """Whisper through faster-whisper (CTranslate2): int8 on CPU, float16 on CUDA."""
 
@@ -355,10 +379,10 @@ class FasterWhisperRecognizer(WhisperRecognizer):
             raise self._not_installed() from None
         import torch
 
-        kind = "cuda" if self.device.startswith("cuda") else "auto" if self.device == "auto" else "cpu"
+        kind, index = ctranslate2_device(self.device)
         compute_type = {"cuda": "float16", "cpu": "int8"}.get(kind, "default")
         try:
-            return WhisperModel(self.name, device=kind, compute_type=compute_type,
+            return WhisperModel(self.name, device=kind, device_index=index, compute_type=compute_type,
                                 cpu_threads=self.cpu_threads or torch.get_num_threads(),
                                 local_files_only=self._local_only())
         except Exception as error:  # noqa: BLE001 - hub, file and CTranslate2 errors all mean "not usable"
@@ -478,5 +502,5 @@ __all__ = [
     "ASR_MODEL_ENV", "ASR_SAMPLE_RATE", "BACKENDS", "DEFAULT_ASR_MODEL", "FasterWhisperRecognizer",
     "ModelUnavailableError", "OpenAIWhisperRecognizer", "Recognition", "SpeechRecognizer",
     "TransformersWhisperRecognizer", "WhisperRecognizer", "bundled_tiny_en", "default_model", "find_recognizer",
-    "load_recognizer", "spoken_language",
+    "load_recognizer", "spoken_language", "whisper_device",
 ]

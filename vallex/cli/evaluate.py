@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vallex.asr import whisper_device
     from vallex.evaluation import build_setup, read_eval_list, run_evaluation
 
     items = read_eval_list(args.eval_list, args.language)  # validates before any model is loaded
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         info["model"] = f"audio given in {args.synthesized_dir}"
     setup = build_setup(asr=args.asr, asr_model=args.asr_model,
                         wavlm=None if args.wavlm.lower() == "none" else args.wavlm,
-                        device="cuda" if str(device or "cpu").startswith("cuda") else "cpu", seed=args.seed,
+                        device=whisper_device(device or "cpu"), seed=args.seed,
                         decoding=decoding)
 
     def progress(index: int, total: int, item_id: str) -> None:

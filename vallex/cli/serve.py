@@ -132,24 +132,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-
-def _check_replica_device(device: str | None, replica_gpus: float) -> None:
-    """ValueError when ``--device`` and ``--replica-gpus`` disagree.
-
-    Why: Ray hides every GPU from a replica that reserved none (``CUDA_VISIBLE_DEVICES`` is empty), so
-    ``--device cuda`` with 0 GPUs fails in every replica, after Ray has started; and GPUs reserved for a
-    replica that runs on the CPU are withheld from everyone for nothing. Without ``--device`` each replica
-    takes the best device it sees, which follows the GPU count.
-    """
-    kind = (device or "").split(":")[0].strip().lower()
-    if kind == "cuda" and replica_gpus == 0:
-        raise ValueError("--device cuda needs --replica-gpus (e.g. 1, or 0.5 for two replicas per GPU): Ray shows "
-                         "no GPU to a replica that reserved none.")
-    if kind in ("cpu", "mps") and replica_gpus > 0:
-        raise ValueError(f"--replica-gpus {replica_gpus:g} with --device {kind}: the replicas would reserve GPUs "
-                         "they never use. Leave out --replica-gpus, or use --device cuda.")
-
-
 def run_with_ray(args: argparse.Namespace) -> int:
     """``vallex serve --ray``: deploy the replicas, serve until Ctrl-C or SIGTERM, then take them down."""
     import signal
@@ -173,7 +155,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         raise ValueError(f"--replica-cpus must be > 0, got {args.replica_cpus}.")
     if args.replica_gpus < 0:
         raise ValueError(f"--replica-gpus must be >= 0, got {args.replica_gpus}.")
-    _check_replica_device(args.device, args.replica_gpus)
+    ray_serve.check_replica_device(args.device, args.replica_gpus, names=("--device", "--replica-gpus"))
     autoscaling = ray_serve.Autoscaling(**scaling) if scaling else None
     local = args.ray_address is None
     select_device(args.device)

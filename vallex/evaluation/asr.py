@@ -35,7 +35,7 @@ def load_asr(choice: str = "auto", model: str | None = None,
     Args:
         choice: one of :data:`ASR_CHOICES`.
         model: Whisper model name or local folder (default ``$VALLEX_ASR_MODEL`` or ``large-v3``).
-        device: "cpu" or "cuda".
+        device: "cpu", "cuda" or "cuda:N".
     """
     if choice not in ASR_CHOICES:
         raise ValueError(f"Unknown ASR {choice!r}: expected one of {', '.join(ASR_CHOICES)}.")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
+from vallex.inference.precision import device_overflow_advice
 from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repeats, repetition_counts
 from vallex.languages import Languages
 from vallex.model import VallexModel, ar_attention_mask
@@ -104,15 +105,34 @@ def sample_tokens(
     tokens, logprobs, bad = draw_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                         generator=generator)
     if bool(bad.any()):
-        raise NonFiniteLogits(NonFiniteLogits.MESSAGE)
+        raise NonFiniteLogits.on(logits.device, None)
     return tokens, logprobs
 
 
 class NonFiniteLogits(RuntimeError):
-    """The model's logits were NaN or infinite (a 16-bit overflow, damaged weights): nothing can be sampled."""
+    """The model's logits were NaN or infinite (a 16-bit overflow, damaged weights): nothing can be sampled.
 
+    ``inputs``: raised by :func:`nar_decode`, the indices of its inputs whose logits were not finite, and
+    ``codes`` every input's codes (those of ``inputs`` meaningless), so that a batch's other utterances go on.
+    """
+
+    #: The message where nothing is known of the device.
     MESSAGE = ("The model produced non-finite logits (NaN or inf), so no token can be sampled. With float16 "
                "weights this is an overflow: use dtype bfloat16 or float32.")
+
+    def __init__(self, message: str = MESSAGE, *, inputs: tuple[int, ...] = (),
+                 codes: list[Tensor] | None = None) -> None:
+        super().__init__(message)
+        self.inputs, self.codes = inputs, codes
+
+    @classmethod
+    def on(cls, device: torch.device | str, where: str | None = "the AR", **details: Any) -> NonFiniteLogits:
+        """The error for logits computed on ``device`` (in ``where``, e.g. "the NAR"): its advice names the dtypes
+        that run natively there (:func:`vallex.inference.precision.device_overflow_advice`: float32 on a T4)."""
+        place = f" in {where}" if where else ""
+        return cls(f"The model produced non-finite logits (NaN or inf){place}, so no token can be chosen. With "
+                   f"float16 weights this is an overflow: use dtype {device_overflow_advice(device)}.",
+                   **details)
 
 
 def draw_tokens(
@@ -421,7 +441,7 @@ class FrameSampler:
 
         Raises :class:`NonFiniteLogits` if a running row's logits were not finite."""
         if nonfinite:
-            raise NonFiniteLogits(NonFiniteLogits.MESSAGE)
+            raise NonFiniteLogits.on(self.generated.device)
         if stopped:
             self.stop_reason = "eos"
             return None
@@ -743,6 +763,10 @@ def nar_decode(model: VallexModel, inputs: Sequence[NARInput],
     attention (so each gets the codes it gets alone). Window passes (inputs with ``known`` codes, see
     :class:`NARInput`) run as a second batch in the same stages, padded and masked the same way.
     Returns one LongTensor [1, T_i, 8] per input.
+
+    Raises :class:`NonFiniteLogits` when some input's logits were NaN or infinite in some stage (``argmax``
+    would pick a NaN as the largest and go on with wrong codes); its ``inputs`` say which, its ``codes`` are
+    the others' codes.
     """
     if not inputs:
         return []
@@ -766,6 +790,14 @@ def nar_decode(model: VallexModel, inputs: Sequence[NARInput],
     for indices, work in passes:
         for i, codes in zip(indices, work.result()):
             out[i] = codes
+    if not passes:
+        return out
+    # Which inputs had non-finite logits in some stage, read back at once (one sync per call).
+    flags = torch.cat([work.nonfinite for _, work in passes]).tolist()
+    order = [i for indices, _ in passes for i in indices]
+    failed = tuple(i for i, bad in zip(order, flags) if bad)
+    if failed:
+        raise NonFiniteLogits.on(device, "the NAR", inputs=failed, codes=out)
     return out
 
 
@@ -833,6 +865,8 @@ class _WholePass:
                                      dim=1)
         self.first = min(prompt_lens)  # the last layer computes the rows from the shortest prompt on
         self.codes: list[list[Tensor]] = [[c] for c in codes0]
+        # [B]: True once some stage's logits of that input were not finite (checked once, at the end)
+        self.nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
         # (row, prefix, its positions in [text ; audio]: one range unless the text is padded) of the inputs
         # whose prefix this pass fills
         self.keep = []
@@ -858,7 +892,9 @@ class _WholePass:
         first, prompt_lens = self.first, self.prompt_lens
         for i in range(len(self.codes)):
             rows = hidden[i:i + 1, prompt_lens[i] - first:prompt_lens[i] - first + self.frames[i]]  # [1, T_i, D]
-            predicted = model.nar_predict_layers[stage](rows).argmax(dim=-1)  # [1, T_i]
+            logits = model.nar_predict_layers[stage](rows)  # [1, T_i, 1024]
+            self.nonfinite[i] |= ~torch.isfinite(logits).all()  # argmax would take a NaN as the largest
+            predicted = logits.argmax(dim=-1)  # [1, T_i]
             self.codes[i].append(predicted)
             if stage < model.config.num_quantizers - 2:
                 span = slice(prompt_lens[i], self.audio_lens[i])
@@ -903,6 +939,7 @@ class _WindowPass:
             self.mask = torch.stack([(columns < length) | ((rows >= 0) & (rows < new))
                                      for length, new in zip(self.prefix_lens, self.new)])[:, None, None, :]
         self.predicted: list[list[Tensor]] = [[] for _ in inputs]
+        self.nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)  # [B], as _WholePass's
 
     def run_stage(self, stage: int) -> None:
         model = self.model
@@ -917,7 +954,9 @@ class _WindowPass:
         cache = _AfterPrefix([self._prefix_keys(stage, layer) for layer in range(layers)], self.mask)
         hidden = model.nar_decoder(x, None, stage=model.nar_stage_embedding(stage), cache=cache)  # [B, W, D]
         for i, new in enumerate(self.new):
-            predicted = model.nar_predict_layers[stage](hidden[i:i + 1, :new]).argmax(dim=-1)  # [1, N_i]
+            logits = model.nar_predict_layers[stage](hidden[i:i + 1, :new])  # [1, N_i, 1024]
+            self.nonfinite[i] |= ~torch.isfinite(logits).all()
+            predicted = logits.argmax(dim=-1)  # [1, N_i]
             self.predicted[i].append(predicted)
             self.rows[i, :new, stage + 1] = predicted[0]
         if stage < model.config.num_quantizers - 2:

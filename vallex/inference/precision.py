@@ -159,20 +159,83 @@ def auto_precision_for_cpu(cpu_class: str) -> AutoChoice:
     return AutoChoice(cpu_class, precision, False, reason)
 
 
+#: The first CUDA compute capability with bfloat16 arithmetic in hardware (Ampere's tensor cores; Ada and Hopper
+#: after it). Below it (V100 sm_70, T4 sm_75) torch emulates bfloat16: correct, but slower than float16 and float32.
+CUDA_NATIVE_BFLOAT16 = (8, 0)
+#: The first CUDA compute capability with native half-precision arithmetic.
+CUDA_NATIVE_FLOAT16 = (5, 3)
+
+
+def cuda_native_bfloat16(capability: tuple[int, int], bf16_supported: bool = True) -> bool:
+    """Whether a CUDA GPU of this compute capability computes in bfloat16 natively (:data:`CUDA_NATIVE_BFLOAT16`).
+
+    ``bf16_supported``: torch's own answer, ``torch.cuda.is_bf16_supported(including_emulation=False)`` (False e.g.
+    on a CUDA build too old for bfloat16). Inference's ``"auto"``, training's ``precision: auto`` and the advice of
+    :class:`vallex.inference.decoding.NonFiniteLogits` all decide by this.
+    """
+    return tuple(capability) >= CUDA_NATIVE_BFLOAT16 and bf16_supported
+
+
 def cuda_auto_precision(capability: tuple[int, int], bf16_supported: bool) -> str:
     """``"auto"`` on a CUDA GPU of this compute capability.
 
-    bfloat16 from sm_80 on (Ampere, Hopper, ...: native bfloat16 tensor cores, and float32's exponent range,
-    so no activation overflows to inf as float16's can); float16 on sm_53..sm_75 (T4, V100: native half
-    arithmetic, no bfloat16); below that bfloat16 where the GPU has it, else float32. How far each is from
-    float32 on the full-size model: ``bench/fidelity.py --dtypes bfloat16,float16`` on a GPU.
+    bfloat16 from sm_80 on (:func:`cuda_native_bfloat16`: Ampere, Hopper, ...: native bfloat16 tensor cores, and
+    float32's exponent range, so no activation overflows to inf as float16's can); float16 on sm_53..sm_75 (T4,
+    V100: native half arithmetic, bfloat16 only emulated); below that bfloat16 where the GPU has it, else float32.
+    How far each is from float32 on the full-size model: ``bench/fidelity.py --dtypes bfloat16,float16`` on a GPU.
     """
     capability = tuple(capability)
-    if capability >= (8, 0) and bf16_supported:
+    if cuda_native_bfloat16(capability, bf16_supported):
         return "bfloat16"
-    if capability >= (5, 3):
+    if capability >= CUDA_NATIVE_FLOAT16:
         return "float16"
     return "bfloat16" if bf16_supported else "float32"
+
+
+def cuda_device_facts(device: str | torch.device = "cuda") -> tuple[tuple[int, int], bool]:
+    """(compute capability, torch's answer to "native bfloat16?") of a CUDA device (``"cuda"``: the current one).
+
+    The two inputs of :func:`cuda_auto_precision` and :func:`cuda_native_bfloat16`, read from torch.
+    """
+    device = torch.device(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the keyword
+        bf16 = torch.cuda.is_bf16_supported()
+    return tuple(torch.cuda.get_device_capability(index)), bf16
+
+
+def overflow_advice(device_type: str, capability: tuple[int, int] | None = None,
+                    cpu_native_bfloat16: bool = True) -> str:
+    """The dtypes to advise when float16 overflowed (non-finite logits), on a device of this kind.
+
+    bfloat16 has float32's exponent range at half its bytes, so it is advised where the hardware computes in it:
+    on CUDA by ``capability`` (:func:`cuda_native_bfloat16`: not on a T4 or V100, where ``"auto"`` is float16
+    and bfloat16 would be emulated, slowly), on CPU by ``cpu_native_bfloat16``
+    (:attr:`vallex.inference.cpu_features.CPUFeatures.native_bfloat16`). Elsewhere (MPS, ...) float32 only:
+    ``"auto"`` is float32 there. Returns e.g. ``"bfloat16 or float32"`` or ``"float32 (...)"``.
+    """
+    if device_type == "cuda":
+        if capability is None:
+            raise ValueError("overflow_advice on CUDA needs the GPU's compute capability, e.g. (7, 5).")
+        if cuda_native_bfloat16(capability):
+            return "bfloat16 or float32"
+        return (f"float32 (this GPU, compute capability {capability[0]}.{capability[1]}, only emulates "
+                "bfloat16, slowly)")
+    if device_type == "cpu":
+        return "bfloat16 or float32" if cpu_native_bfloat16 else "float32 (this CPU only emulates bfloat16, slowly)"
+    return "float32"
+
+
+def device_overflow_advice(device: str | torch.device) -> str:
+    """:func:`overflow_advice` for ``device``, with its compute capability or CPU features read here."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return overflow_advice("cuda", cuda_device_facts(device)[0])
+    if device.type == "cpu":
+        return overflow_advice("cpu", cpu_native_bfloat16=cpu_features().native_bfloat16)
+    return overflow_advice(device.type)
 
 
 def resolve_precision(
@@ -197,12 +260,7 @@ def resolve_precision(
                   "measured" if choice.measured else "guess", choice.reason)
         return choice.precision
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        try:
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch without the keyword
-            bf16 = torch.cuda.is_bf16_supported()
-        return cuda_auto_precision(torch.cuda.get_device_capability(index), bf16)
+        return cuda_auto_precision(*cuda_device_facts(device))
     return "float32"
 
 

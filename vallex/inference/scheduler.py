@@ -35,6 +35,7 @@ from vallex.inference.decoding import (
     ARRequest,
     ARResult,
     NARInput,
+    NonFiniteLogits,
     language_ids,
     nar_decode,
     seeded_generator,
@@ -557,16 +558,26 @@ class Scheduler:
                 by_key[key].ar = result
                 by_key[key].frames = result.codes
             for key, error in out.failed.items():  # non-finite logits: that request fails, the others go on
-                state = by_key[key]
-                del self._running[state.order]
-                self._end(state.sink, error=error)
+                self._fail(by_key[key], error)
         for state in [s for s in self._running.values() if s.ar is not None and s.plan.verify is not None]:
-            self._check_candidates(state)  # finishes the sentence, or samples another round of candidates
+            try:
+                self._check_candidates(state)  # finishes the sentence, or samples another round of candidates
+            except NonFiniteLogits as error:  # its NAR's logits: that request fails, the others go on
+                self._fail(state, error)
         wanting = sorted((s for s in self._running.values() if self._wants_nar(s)), key=lambda s: s.priority)
         work = [(state, *self._nar_work(state)) for state in wanting[:self.nar_batch]]
-        codes = nar_decode(self.speaker.model, [state.pieces.nar_input(state.job.nar_input(frames), final=final)
-                                                for state, final, frames in work])
+        try:
+            codes = nar_decode(self.speaker.model, [state.pieces.nar_input(state.job.nar_input(frames), final=final)
+                                                    for state, final, frames in work])
+        except NonFiniteLogits as error:  # the requests whose NAR logits were not finite fail, the others go on
+            if error.codes is None:
+                raise
+            codes = error.codes
+            for index in error.inputs:
+                self._fail(work[index][0], error)
         for (state, final, _), nar in zip(work, codes):
+            if state.order not in self._running:  # failed just now
+                continue
             if final:
                 self._finish_sentence(state, nar)
             else:
@@ -578,6 +589,12 @@ class Scheduler:
         """Step until every admitted request has ended (on the caller's thread)."""
         while self._running:
             self.step()
+
+    def _fail(self, state: _Running, error: BaseException) -> None:
+        """End one running request with ``error`` (its logits were not finite); the others go on."""
+        self._ar.remove(state.key)
+        del self._running[state.order]
+        self._end(state.sink, error=error)
 
     def fail_all(self, error: BaseException) -> None:
         """End every running request with ``error`` (the model itself failed) and start afresh."""

@@ -269,7 +269,9 @@ class SpeechEngine:
         For model work other than synthesis (encoding a voice prompt, translation, loading): it then runs on
         the thread that computes everything else, never at the same time as a step. It runs in a copy of the
         caller's context variables (as ``asyncio.to_thread`` does: a web framework's per-request state, such as
-        Gradio's progress bar, finds its request).
+        Gradio's progress bar, finds its request). Work that fails the device (:func:`is_device_failure`) stops
+        the engine as a failed step does: the caller and the requests in the batch get the error, the waiting
+        and later ones :class:`ModelUnavailable` (:attr:`unhealthy`).
         """
         if threading.current_thread() is self._worker:
             with self.model_lock:
@@ -350,7 +352,12 @@ class SpeechEngine:
     def _run(self) -> None:
         scheduler: Scheduler | None = None
         while True:
-            self._run_jobs()
+            failure = self._run_jobs()
+            if failure is not None:  # a job broke the device: the batch cannot go on either
+                if scheduler is not None:
+                    scheduler.fail_all(failure)
+                self._give_up(failure)
+                return
             with self._lock:
                 while (not self._jobs and not self._waiting and not (scheduler and scheduler.active)
                        and not self._closed):
@@ -398,13 +405,21 @@ class SpeechEngine:
             with self._lock:
                 self.stats.running = scheduler.active
 
-    def _run_jobs(self) -> None:
+    def _run_jobs(self) -> BaseException | None:
+        """Run the :meth:`run` jobs waiting; returns the error of the first that left the device unusable
+        (:func:`is_device_failure`, as a failed step), after which none of the others runs (they fail with
+        :class:`ModelUnavailable` in :meth:`_give_up`)."""
         with self._lock:
             jobs = list(self._jobs)
             self._jobs.clear()
-        for job in jobs:
+        for done, job in enumerate(jobs):
             with self.model_lock:
                 job.run()
+            if job.error is not None and is_device_failure(job.error):
+                with self._lock:
+                    self._jobs.extendleft(reversed(jobs[done + 1:]))
+                return job.error
+        return None
 
     def _count_end(self, sink: Sink, error: BaseException | None, cancelled: bool) -> None:
         if error is not None:
@@ -434,6 +449,11 @@ class _Job:
     def fail(self, error: BaseException) -> None:
         self._error = error
         self._done.set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What the work raised (None: it returned, or has not run)."""
+        return self._error
 
     def wait(self) -> Any:
         self._done.wait()

@@ -225,6 +225,31 @@ class Autoscaling:
         return config
 
 
+def check_replica_device(device: str | None, num_gpus: float, *,
+                         names: tuple[str, str] = ("device", "num_gpus")) -> None:
+    """ValueError when a replica's ``device`` and the GPUs it reserves (``num_gpus``) disagree.
+
+    Why: Ray hides every GPU from a replica that reserved none (``CUDA_VISIBLE_DEVICES`` is empty), so ``cuda``
+    with 0 GPUs fails in every replica, after Ray has started; a replica sees only the GPUs it reserved,
+    numbered from 0, so ``cuda:1`` with one GPU fails the same way; and GPUs reserved for a replica that runs on
+    the CPU are withheld from everyone for nothing. Without a device each replica takes the best device it
+    sees, which follows the GPU count. ``names``: how the caller spells the two settings in its messages (the
+    CLI: ``("--device", "--replica-gpus")``).
+    """
+    device_name, gpus_name = names
+    kind, _, index = (device or "").strip().lower().partition(":")
+    if kind == "cuda" and num_gpus == 0:
+        raise ValueError(f"{device_name} cuda needs {gpus_name} (the GPUs each replica reserves, e.g. 1, or 0.5 for "
+                         "two replicas per GPU): Ray shows no GPU to a replica that reserved none. Set "
+                         f"{gpus_name}, or use {device_name} cpu.")
+    if kind == "cuda" and index.isdigit() and int(index) >= max(1, math.ceil(num_gpus)):
+        raise ValueError(f"{device_name} {device} with {gpus_name} {num_gpus:g}: a replica sees only the GPUs it "
+                         f"reserved, numbered from 0 (Ray picks which). Use {device_name} cuda.")
+    if kind in ("cpu", "mps") and num_gpus > 0:
+        raise ValueError(f"{gpus_name} {num_gpus:g} with {device_name} {kind}: the replicas would reserve GPUs "
+                         f"they never use. Leave out {gpus_name}, or use {device_name} cuda.")
+
+
 def deployment(settings: ReplicaSettings, *, num_replicas: int | None = None,
                autoscaling: Autoscaling | None = None, num_cpus: float | None = None, num_gpus: float = 0,
                max_queued_requests: int | None = None, graceful_shutdown_timeout_s: float = 60.0,
@@ -235,7 +260,8 @@ def deployment(settings: ReplicaSettings, *, num_replicas: int | None = None,
         settings: what each replica loads and how it serves.
         num_replicas: a fixed number of replicas; or ``autoscaling`` (not both; neither: one replica).
         num_cpus: CPUs Ray reserves per replica (default: ``settings.num_threads`` or 1).
-        num_gpus: GPUs per replica (0.5: two replicas share one; give ``settings.device="cuda"``).
+        num_gpus: GPUs per replica (0.5: two replicas share one); must agree with ``settings.device``
+            (:func:`check_replica_device`: ``"cuda"`` needs some, ``"cpu"`` none).
         max_queued_requests: requests each proxy holds while every replica is full (default: ``max_queue``;
             -1: no limit); beyond it Serve answers 503.
         graceful_shutdown_timeout_s: how long a stopping replica (downscaling, redeploying) lets its streams
@@ -250,6 +276,7 @@ def deployment(settings: ReplicaSettings, *, num_replicas: int | None = None,
         num_cpus = float(settings.num_threads or 1)
     if num_cpus < 0 or num_gpus < 0:
         raise ValueError(f"num_cpus and num_gpus must be >= 0, got {num_cpus} and {num_gpus}.")
+    check_replica_device(settings.device, num_gpus)
     if max_queued_requests is None:
         max_queued_requests = max(settings.max_queue, 1)
     if max_queued_requests < 1 and max_queued_requests != -1:

@@ -14,7 +14,7 @@ Output folder (``out_dir``)::
 
     checkpoint-00001000.pt        {"model": state_dict}: the format the app and load_model read
     checkpoint-00001000.json      its VallexConfig (load_model finds it beside the .pt)
-    checkpoint-00001000.state.pt  optimiser + progress, for resuming (weights_only-loadable)
+    checkpoint-00001000.state.pt  optimiser (+ fp16's gradient scaler) + progress, for resuming (weights_only-loadable)
     best.pt / best.json           the checkpoint with the lowest validation loss
     languages.json                the language of each language-embedding row (load_model reads it)
     last.json                     which checkpoint to resume from
@@ -32,6 +32,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from torch import nn
 
 from vallex.config import VallexConfig
 from vallex.files import atomic_open, atomic_path, write_text_atomic
+from vallex.inference.precision import cuda_auto_precision, cuda_device_facts, cuda_native_bfloat16
 from vallex.model import VallexModel
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
 from vallex.training.dropout import add_dropout
@@ -92,7 +94,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  #: cosine floor as a fraction of lr
     eden_lr_batches: int = 5000
     eden_lr_epochs: float = 4.0
-    precision: str = "auto"  #: auto: bf16 (or fp16) autocast on CUDA, fp32 on CPU
+    #: auto: on CUDA bf16 autocast from compute capability 8.0 on, fp16 with a gradient scaler before (T4, V100);
+    #: fp32 on CPU (see training_precision)
+    precision: str = "auto"
     dropout: float = 0.1
     #: the reference also trains padding frames (EOS -> EOS); off by default (see training_forward)
     ar_loss_on_padding: bool = False
@@ -230,22 +234,58 @@ def _device(config: TrainConfig, dist: _Dist) -> torch.device:
     return device
 
 
-def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """None = float32. bf16 needs hardware support; fp16 is CUDA only (it needs a GradScaler)."""
-    precision = config.precision
+@dataclass(frozen=True)
+class TrainingPrecision:
+    """How a training step computes: the autocast dtype (None: float32) and whether a gradient scaler runs."""
+
+    autocast: torch.dtype | None
+    #: float16 only: the loss is scaled up before backward so that small gradients do not flush to zero in
+    #: float16, and the gradients scaled back before clipping (bfloat16 has float32's range: no scaler).
+    grad_scaler: bool = False
+
+
+def training_precision(precision: str, device_type: str, capability: tuple[int, int] | None = None,
+                       bf16_supported: bool = True, bf16_native: bool = True) -> TrainingPrecision:
+    """What ``precision`` (:data:`PRECISIONS`) means on a device of this kind.
+
+    ``auto``: on CUDA inference's choice for the GPU's compute ``capability``
+    (:func:`vallex.inference.precision.cuda_auto_precision`): bfloat16 from sm_80 on, float16 with a gradient
+    scaler on a T4 or V100 (bfloat16 only emulated there, slowly), float32 below; float32 on any other device.
+    ``fp16``: CUDA only (ValueError elsewhere), with a scaler. ``bf16``: ValueError on a GPU without any bfloat16
+    (``bf16_supported``: ``torch.cuda.is_bf16_supported()``, emulation included); a warning where it is only
+    emulated. ``bf16_native``: torch's ``is_bf16_supported(including_emulation=False)``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown training precision {precision!r}: expected one of {', '.join(PRECISIONS)}.")
+    cuda = device_type == "cuda"
+    if cuda and capability is None:
+        raise ValueError("Deciding the training precision on CUDA needs the GPU's compute capability, e.g. (7, 5).")
     if precision == "auto":
-        if device.type != "cuda":
-            return None
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if not cuda:
+            return TrainingPrecision(None)
+        precision = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}[
+            cuda_auto_precision(capability, bf16_native)]
     if precision == "fp32":
-        return None
+        return TrainingPrecision(None)
     if precision == "fp16":
-        if device.type != "cuda":
+        if not cuda:
             raise ValueError("precision fp16 needs a CUDA GPU; on CPU use fp32 or bf16.")
-        return torch.float16
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return TrainingPrecision(torch.float16, grad_scaler=True)
+    if cuda and not bf16_supported:
         raise ValueError("This GPU does not support bf16; use precision fp16 or fp32.")
-    return torch.bfloat16
+    if cuda and not cuda_native_bfloat16(capability, bf16_native):
+        warnings.warn(f"precision bf16 on a GPU of compute capability {capability[0]}.{capability[1]}: torch only "
+                      "emulates bfloat16 there, slowly. precision auto (fp16 with a gradient scaler) runs natively.",
+                      stacklevel=2)
+    return TrainingPrecision(torch.bfloat16)
+
+
+def _training_precision(config: TrainConfig, device: torch.device) -> TrainingPrecision:
+    """:func:`training_precision` for ``device``, its compute capability read from torch."""
+    if device.type != "cuda":
+        return training_precision(config.precision, device.type)
+    capability, native = cuda_device_facts(device)
+    return training_precision(config.precision, "cuda", capability, torch.cuda.is_bf16_supported(), native)
 
 
 def _build_model(config: TrainConfig, dataset: CodesDataset) -> VallexModel:
@@ -330,12 +370,16 @@ class _TrainingModule(nn.Module):
 
 # Checkpoints -----------------------------------------------------------------------------------------------
 
-def _save(out_dir: Path, model: VallexModel, optimizer, progress: dict, keep_last: int) -> Path:
+def _save(out_dir: Path, model: VallexModel, optimizer, progress: dict, keep_last: int,
+          scaler: torch.amp.GradScaler | None = None) -> Path:
     name = f"checkpoint-{progress['step']:08d}"
     path = save_checkpoint(model, out_dir / f"{name}.pt")
     model.config.to_json(out_dir / f"{name}.json")
+    state = {"optimizer": optimizer.state_dict(), **progress}
+    if scaler is not None:  # float16: the loss scale reached, resumed with the optimiser
+        state["scaler"] = scaler.state_dict()
     with atomic_path(out_dir / f"{name}.state.pt") as partial:
-        torch.save({"optimizer": optimizer.state_dict(), **progress}, partial)
+        torch.save(state, partial)
     # Written last: it names only files that are complete.
     write_text_atomic(out_dir / "last.json",
                       json.dumps({"checkpoint": f"{name}.pt", "state": f"{name}.state.pt", **progress}, indent=1))
@@ -551,7 +595,8 @@ def _set_up(config: TrainConfig) -> _Run:
     on_cuda = (config.device == "auto" and torch.cuda.is_available()) or config.device.startswith("cuda")
     dist = _init_distributed("cuda" if on_cuda else "cpu")
     device = _device(config, dist)
-    autocast = _autocast_dtype(config, device)
+    amp = _training_precision(config, device)
+    autocast = amp.autocast
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     full, train_set, valid_set = _load_data(config, dist)
@@ -586,7 +631,9 @@ def _set_up(config: TrainConfig) -> _Run:
         # One NAR stage (its predictor, stage embedding) is used per step: the others get no gradient.
         module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
                                          find_unused_parameters=True)
-    scaler = torch.amp.GradScaler("cuda") if autocast == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if amp.grad_scaler else None
+    if scaler is not None and resume is not None and resume[1].get("scaler"):
+        scaler.load_state_dict(resume[1]["scaler"])  # its scale, so the resumed run goes on as it left off
 
     train_frames = train_set.frames
     sampler = BucketBatchSampler(train_frames, config.batch_size, max_frames=config.max_frames,
@@ -756,4 +803,4 @@ def _save_checkpoint(run: _Run) -> None:
     """Write a periodic checkpoint with the optimiser and progress (main process only)."""
     if run.dist.main:
         run.result.last_checkpoint = _save(run.out_dir, run.model, run.optimizer, dict(run.progress),
-                                           run.config.keep_last)
+                                           run.config.keep_last, run.scaler)
