@@ -6,7 +6,8 @@
 On the device, in float32, float16 and bfloat16 (``--dtypes``), with full-size random weights (or
 ``--checkpoint``) and a random-weight EnCodec/Vocos (no network): a seeded synthesis with top-k (run twice:
 the same audio), best-of-3, a two-sentence stream (long text), a batch of three requests, four concurrent
-requests through the continuous-batching engine, and a prompt made from a recording. Then injected NaN logits
+requests through the continuous-batching engine, a prompt made from a recording, and the GPU seconds per
+character that ZeroGPU's call sizes assume (``demo.zero_gpu``; on CUDA within them). Then injected NaN logits
 in the AR and in a NAR stage (the request must fail with ``NonFiniteLogits`` and the device keep working); the
 precision decisions of this GPU's compute capability (inference's and training's ``auto``, the overflow advice:
 they must agree); on CUDA a real device-side assert in ``SpeechEngine.run`` work (in a child process: the engine
@@ -200,6 +201,30 @@ def inference_checks(report: Report, tts, precision: str, recording: Path) -> No
                            ("synthesize_stream long text", stream), ("synthesize_batch of 3", batch),
                            ("engine: 4 concurrent requests", engine), ("make_prompt", prompt)):
         report.check(name, precision, function)
+
+
+def zero_gpu_sizing(report: Report, tts, precision: str, frames: int) -> None:
+    """What a ZeroGPU call's estimate (demo.zero_gpu) assumes, measured: the GPU seconds per character of the
+    slowest speech (Mandarin/Japanese, ~4 characters a second: 18.75 frames a character) from the seconds per
+    frame of a whole sentence with a prompt. On CUDA the measured rate must be within the estimate's."""
+    from demo.zero_gpu import GPU_SECONDS_PER_CHARACTER, call_seconds
+
+    def run() -> dict:
+        tts.synthesize_detailed(TEXT, "voice", seed=20)  # warm
+        started = time.perf_counter()
+        tts.synthesize_detailed(TEXT, "voice", seed=21)
+        per_frame = (time.perf_counter() - started) / frames
+        per_character = per_frame * 75 * 0.25
+        out = {"seconds_per_frame": round(per_frame, 5),
+               "gpu_seconds_per_character_slowest": round(per_character, 4),
+               "estimate_per_character": GPU_SECONDS_PER_CHARACTER,
+               "call_seconds_for_100_characters": call_seconds(100)}
+        if tts.device.type == "cuda" and per_character > GPU_SECONDS_PER_CHARACTER:
+            raise AssertionError(f"{per_character:.3f} s a character measured, above the ZeroGPU estimate "
+                                 f"{GPU_SECONDS_PER_CHARACTER} s: raise demo.zero_gpu.GPU_SECONDS_PER_CHARACTER")
+        return out
+
+    report.check("ZeroGPU call sizing: GPU seconds per character", precision, run)
 
 
 def non_finite_check(report: Report, tts, precision: str) -> None:
@@ -465,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         for precision in precisions:
             tts = make_tts(checkpoint, precision, device, sizes.frames, presets)
             inference_checks(report, tts, precision, recording)
+            zero_gpu_sizing(report, tts, precision, sizes.frames)
             non_finite_check(report, tts, precision)
             del tts
         precision_decisions(report, device)
