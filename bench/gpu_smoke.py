@@ -12,15 +12,17 @@ in the AR and in a NAR stage (the request must fail with ``NonFiniteLogits`` and
 precision decisions of this GPU's compute capability (inference's and training's ``auto``, the overflow advice:
 they must agree); on CUDA a real device-side assert in ``SpeechEngine.run`` work (in a child process: the engine
 must turn unhealthy) and faster-whisper on the last GPU's index; greedy float32 codes on the device against the
-CPU's (they must be equal), 20 training steps in fp16 (its gradient scaler saved) and in bf16, and the
-benchmarks: ``bench/inference.py --device DEVICE --dtype all`` and the serving AR-step sweep
-(``bench/serving.py --part ar-step``). Every waveform and loss must be finite. A random model never says
-EOS, so every sentence is held to a fixed number of frames.
+CPU's (they must be equal), ``vallex doctor`` in every precision (the golden cases of tests/golden/public on the
+device against the reference's values, :mod:`vallex.doctor`), 20 training steps in fp16 (its gradient scaler
+saved) and in bf16, and the benchmarks: ``bench/inference.py --device DEVICE --dtype all`` and the serving
+AR-step sweep (``bench/serving.py --part ar-step``). Every waveform and loss must be finite. A random model
+never says EOS, so every sentence is held to a fixed number of frames.
 
-One JSON (``--json``) holds each check's name, precision, seconds, outcome and details, the benchmarks'
-reports and the GPU's name; the exit status is 0 only if every check passed. Without CUDA (and without
-``--device cpu``) it exits at once with status 2 and says so. It needs the project installed as for the app
-(espeak-ng from packages.txt included), a CUDA build of torch, and no network.
+One JSON (``--json``) holds each check's name, precision, seconds, outcome and details, the doctor's reports
+(``doctor``: one per precision), the benchmarks' reports and the GPU's name; the exit status is 0 only if every
+check passed. Without CUDA (and without ``--device cpu``) it exits at once with status 2 and says so. It needs
+the project installed as for the app (espeak-ng from packages.txt included), a CUDA build of torch, the
+repository's tests/golden/public (for the doctor), and no network.
 """
 from __future__ import annotations
 
@@ -385,6 +387,28 @@ def greedy_matches_cpu(report: Report, checkpoint: Path, device: torch.device, f
     report.check(f"greedy float32 codes on {device.type} equal the CPU's", "float32", run)
 
 
+def doctor_checks(report: Report, device: torch.device, precisions: list[str]) -> dict[str, Any]:
+    """``vallex doctor`` on ``device`` in each precision: the golden cases against the reference's values within
+    each precision's bounds (:data:`vallex.doctor.BOUNDS`). Returns each precision's whole report."""
+    from vallex.doctor import run_doctor
+
+    reports: dict[str, Any] = {}
+    for precision in precisions:
+        def run(precision: str = precision) -> dict:
+            doctor = run_doctor(device, precision)
+            reports[precision] = doctor.as_dict()  # kept whether it passed or not
+            failed = [check.name for check in doctor.checks if not check.passed]
+            if failed:
+                raise AssertionError(f"{len(failed)} of {len(doctor.checks)} checks failed ({', '.join(failed[:5])}"
+                                     f"{', ...' if len(failed) > 5 else ''}); advice: {' '.join(doctor.advice)}")
+            worst = {kind: max((c.deviation for c in doctor.checks if c.kind == kind), default=None)
+                     for kind in ("codes", "logits")}
+            return {"checks": len(doctor.checks), "worst": worst, "kernel_plan": doctor.kernel_plan}
+
+        report.check("doctor: golden cases against the reference", precision, run)
+    return reports
+
+
 def training_checks(report: Report, sizes: Sizes, device: torch.device, work: Path) -> None:
     """``sizes.train_steps`` steps in fp16 and in bf16 on ``device`` (bf16 only on a CPU, where the trainer
     refuses fp16): every logged loss finite."""
@@ -478,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     report = Report()
     benches: dict[str, Any] = {}
+    doctor: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vallex-gpu-smoke-") as tmp:
         work = Path(tmp)
         checkpoint = args.checkpoint or write_checkpoint(sizes, work)
@@ -498,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             engine_device_failure(report, device)
             whisper_on_the_gpu(report, device)
         greedy_matches_cpu(report, checkpoint, device, sizes.greedy_frames)
+        doctor = doctor_checks(report, device, precisions)
         training_checks(report, sizes, device, work / "training")
         if not args.skip_benchmarks:
             benches = benchmarks(report, sizes, device, checkpoint, args.quick, work)
@@ -506,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
            "within_budget": total <= BUDGET_S, "device": str(device), "quick": args.quick,
            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
            "torch": torch.__version__, "cuda": torch.version.cuda, "precisions": precisions,
-           "frames_per_sentence": sizes.frames, "checks": report.checks, "benchmarks": benches}
+           "frames_per_sentence": sizes.frames, "checks": report.checks, "doctor": doctor, "benchmarks": benches}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     failed = [c["name"] + (f" ({c['precision']})" if c["precision"] else "") for c in report.checks if not c["ok"]]

@@ -52,6 +52,13 @@ def banner_markdown(status: WeightsStatus) -> str:
     return f"{BANNER_TITLES[status.level]}\n\n{body}"
 
 
+def doctor_markdown() -> str:
+    """This machine's last ``vallex doctor`` result (the page reads it at every load; a line when there is none)."""
+    from vallex.doctor import describe_summary, last_result_summary
+
+    return describe_summary(last_result_summary()).replace("\n", "  \n")
+
+
 def _sampling_controls(verify_default: bool) -> list[gr.components.Component]:
     """Seed, temperature, top-k, top-p, best-of, repetition-aware sampling, length guards and the check by speech
     recognition (in an accordion)."""
@@ -157,6 +164,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
         gr.Markdown(INTRO)
         banner = banner_markdown(status)
         gr.Markdown(banner, visible=bool(banner), elem_id="weights-banner", elem_classes=[status.level])
+        with gr.Accordion("Device check (vallex doctor)", open=False):
+            doctor = gr.Markdown(doctor_markdown(), elem_id="doctor-result")
 
         with gr.Tab("Clone a voice", id="clone"):
             with gr.Row():
@@ -250,6 +259,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
             return (gr.update(choices=_voice_choices(engine, False)), gr.update(choices=_voice_choices(engine, True)))
 
         refresh.click(refresh_voices, None, [voice_p, voice_l], api_visibility="private")
+        app.load(doctor_markdown, None, doctor, api_visibility="private")  # a later `vallex doctor` shows on reload
         # A plain list of the voice names, for API clients.
         gr.api(handlers["voices"], api_name="voices")
     return app

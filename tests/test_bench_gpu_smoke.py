@@ -24,12 +24,15 @@ def test_the_smoke_run_passes_on_the_cpu_and_writes_one_json(tmp_path, capsys):
                  "synthesize_batch of 3", "engine: 4 concurrent requests", "make_prompt",
                  "injected NaN logits: clear error, device still usable",
                  "injected NaN logits in the NAR: clear error, device still usable", "precision decisions on cpu",
-                 "greedy float32 codes on cpu equal the CPU's",
+                 "greedy float32 codes on cpu equal the CPU's", "doctor: golden cases against the reference",
+                 "ZeroGPU call sizing: GPU seconds per character",
                  "training: 3 steps", "benchmark: inference", "benchmark: serving_ar_step"):
         assert part in names, part
     assert all(check["ok"] for check in report["checks"])
     assert report["benchmarks"]["serving_ar_step"]["ar_step"]["rows"][0]["batch"] == 1
     assert report["benchmarks"]["inference"]["results"]
+    doctor = report["doctor"]["float32"]  # the whole doctor report, one per precision
+    assert doctor["passed"] and doctor["device"] == "cpu" and doctor["checks"]
 
 
 def test_a_failing_check_fails_the_run_and_is_reported(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vallex.config import VallexConfig
+from vallex.doctor import GoldenCase
 from vallex.inference.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
 from vallex.model import ar_attention_mask
 from vallex.weights.checkpoint import load_model
@@ -32,21 +33,13 @@ def cases(golden):
 
 
 def case_inputs(case: dict) -> dict:
-    inputs = case["inputs"]
-    shape = inputs["audio_prompts_shape"]
-    prompt = torch.tensor(inputs["audio_prompts"], dtype=torch.long).reshape(shape)
-    return dict(
-        text=torch.tensor(inputs["text_tokens"], dtype=torch.long),
-        enroll_len=int(inputs["enroll_x_lens"]),
-        prompt_codes=prompt,
-        prompt_language=inputs["prompt_language"],
-        text_language=inputs["text_language"],
-    )
+    """The case's inputs as ``generate``'s keyword arguments (read as ``vallex doctor`` reads them)."""
+    return GoldenCase.from_json(case).generate_inputs()
 
 
 def expected_codes(case: dict) -> torch.Tensor:
-    out = case["outputs"]
-    return torch.tensor(out["codes"], dtype=torch.long).reshape(out["codes_shape"])
+    """LongTensor [1, T, 8]: the reference's codes."""
+    return GoldenCase.from_json(case).codes
 
 
 def test_golden_set_is_not_empty(cases):

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "vallex.cli.verify",
     "vallex.cli.translate",
     "vallex.cli.serve",
+    "vallex.cli.doctor",
 )
 
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vallex.cli.options import add_device_option
 from vallex.languages import LANGUAGES
 
 
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="score already-synthesised <id>.wav files from this folder instead of synthesising")
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
                         "or the Hugging Face cache)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    add_device_option(parser)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"], help="inference precision")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--seed", type=int, default=0, help="seed of every line's synthesis (default 0)")

@@ -1,8 +1,8 @@
-"""Checks shared by the commands: reading a text file, where an output may go, the sampling options, the
-languages the checkpoint speaks.
+"""What the commands share: the ``--device`` and ``--dtype`` options, and checks: reading a text file, where an
+output may go, the sampling options, the languages the checkpoint speaks.
 
-Each raises ValueError naming the option the user typed, so ``vallex.cli.main`` prints one line (exit 2), and
-each runs before any model loads.
+Each check raises ValueError naming the option the user typed, so ``vallex.cli.main`` prints one line (exit 2),
+and each runs before any model loads.
 """
 from __future__ import annotations
 
@@ -16,6 +16,24 @@ if TYPE_CHECKING:
 #: The library's sampling parameters as the command line spells them (for :func:`vallex.api.check_sampling`).
 SAMPLING_OPTIONS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
                     "best_of": "--best-of", "seed": "--seed"}
+
+
+#: What ``--dtype`` accepts (:mod:`vallex.inference.precision`; ``auto`` is its ``resolve_precision``'s choice).
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16", "int8")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``: cuda, cuda:N, mps or cpu; unset: the best available (:func:`vallex.api.select_device`)."""
+    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """``--dtype``: an inference precision or ``auto`` (the default)."""
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto",
+                        help="inference precision (default auto: the fastest measured for this CPU class, e.g. "
+                        "int8 on AVX512-BF16/VNNI x86; on CUDA bfloat16 from compute capability 8.0 on, else "
+                        "float16; float32 reproduces the reference exactly; `vallex doctor` checks a precision on "
+                        "this device)")
 
 
 def read_text_file(path: Path, option: str) -> str:

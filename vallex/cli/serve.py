@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from vallex.cli.options import add_device_option, add_dtype_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -29,11 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "'language' choices; default: $VALLEX_CHECKPOINT)")
     parser.add_argument("--default-voice", help="preset used when a request names no voice or one of OpenAI's "
                         "(alloy, nova, ...); default: no prompt (the model's own random voice)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
-                        help="inference precision (default auto, as the app and `vallex synthesize`: the fastest "
-                        "measured for this CPU class; on CUDA bfloat16 from compute capability 8.0 on, else float16; "
-                        "float32 reproduces the reference exactly)")
+    add_device_option(parser)
+    add_dtype_option(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most (default: 8)")
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get HTTP 503 "

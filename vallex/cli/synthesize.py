@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vallex.cli.options import add_device_option, add_dtype_option
 from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, PASS_PHONEME_ERROR_RATE
 
 
@@ -59,11 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
                         "or the Hugging Face cache)")
     parser.add_argument("--presets-dir", type=Path, help="folder of named voice presets")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16", "int8"], default="auto",
-                        help="inference precision (default auto: the fastest measured for this CPU class, e.g. "
-                        "int8 on AVX512-BF16/VNNI x86; on CUDA bfloat16 from compute capability 8.0 on, else float16; "
-                        "float32 reproduces the reference exactly)")
+    add_device_option(parser)
+    add_dtype_option(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vallex.cli.options import add_device_option
+
 #: Added to a missing-model message from the library (which names no interface's options).
 MODELS_HINT = ("On the command line: --transcript and --translation skip speech recognition and translation; "
                "--asr-model and --mt-model take local model folders.")
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--weights-dir", type=Path, help="folder with the VALL-E X weights (default: "
                         "$VALLEX_WEIGHTS_DIR or the Hugging Face cache)")
-    parser.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    add_device_option(parser)
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")
     parser.set_defaults(func=run)

@@ -46,6 +46,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vallex.doctor import last_result_summary
 from vallex.inference.scheduler import MAX_SEED, plan_text
 from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS
 from vallex.languages import Languages
@@ -281,7 +282,9 @@ class SpeechAPI:
                                                         for name in MODELS]})
 
     async def health(self, request: Request) -> Response:
-        """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters.
+        """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters, and
+        ``doctor``: the summary of this machine's last ``vallex doctor`` run (:func:`vallex.doctor.last_result_summary`;
+        null when it never ran).
 
         503 with ``"status": "unhealthy"`` after a device failure (the engine serves nothing any more).
         """
@@ -300,6 +303,7 @@ class SpeechAPI:
             "max_batch": getattr(self.engine, "max_batch", None),
             "max_queue": getattr(self.engine, "max_queue", None),
             "auth_required": self.auth_required,
+            "doctor": await run_in_threadpool(last_result_summary),
         })
 
     # Steps ----------------------------------------------------------------------------------------
