@@ -267,7 +267,9 @@ def main() -> int:
         print(f"      {tab['tab']}: GPU calls asked for {durations} s; "
               f"{'ok' if tab['ok'] else tab['error'][:120]}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    # The log names this machine's folders: the report says "." for the repository and $HOME for the home folder.
+    text = json.dumps(report, indent=2, default=str).replace(str(REPO), ".").replace(str(Path.home()), "$HOME")
+    args.json.write_text(text + "\n")
     print(f"{'PASSED' if report['passed'] else 'FAILED'} (torch {report['torch']}, CUDA build {report['cuda_build']}, "
           f"app started in {report.get('start_s')} s); report: {args.json}")
     return 0 if report["passed"] else 1

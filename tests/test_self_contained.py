@@ -27,7 +27,8 @@ TEXT_SUFFIXES = {".py", ".md", ".txt", ".toml", ".cfg", ".yaml", ".yml", ".json"
 def _project_text_files() -> list[Path]:
     files = []
     for root, dirs, names in os.walk(REPO_ROOT):
-        dirs[:] = [d for d in dirs if d not in SKIPPED_DIRS and not d.endswith(".egg-info")]
+        dirs[:] = [d for d in dirs
+                   if d not in SKIPPED_DIRS and not d.endswith(".egg-info") and not d.startswith(".venv")]
         for name in names:
             if name == ".git":  # in a git worktree or submodule, .git is a file naming the real repository
                 continue
