@@ -75,14 +75,14 @@ def print_row(row: dict) -> None:
 def pipeline_rows(model: torch.nn.Module, examples: list, real_run: int, samples: int, work: Path) -> list[dict]:
     """RAS + guards through ``synthesize_detailed``, without and with ``verify="asr"`` (best of 2)."""
     from vallex.api import VallEX
-    from vallex.audio.codec import AudioCodec
     from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES
+    from vallex.weights import pretrained_codec
     from vallex.weights.random_weights import make_random_weights
 
     codec_dir = work / "codec"
     if not codec_dir.is_dir():
         make_random_weights(codec_dir, "tiny")
-    tts = VallEX(model, AudioCodec.from_dir(codec_dir), None, torch.device("cpu"))
+    tts = VallEX(model, pretrained_codec(codec_dir), None, torch.device("cpu"))
     truth = {tuple(ex.text[0].tolist()): ex.target.shape[1] for ex in examples}
     texts = [(t, "en") for t in ENGLISH_SENTENCES] + [(t, "zh") for t in MANDARIN_SENTENCES]
     plan = [(texts[i % len(texts)], i // len(texts)) for i in range(samples)]

@@ -239,13 +239,13 @@ def test_bundled_tiny_en_is_the_fallback_and_hears_english(english_wav, monkeypa
 @needs_tiny_en
 def test_prompt_without_transcript_is_transcribed(english_wav, monkeypatch, tiny_weights):
     """make_prompt's recogniser (find_transcriber) reads $VALLEX_ASR_MODEL, here a local model folder."""
-    from vallex.audio.codec import AudioCodec
     from vallex.prompts import find_transcriber, make_prompt
+    from vallex.weights import pretrained_codec
 
     monkeypatch.setenv(asr.ASR_MODEL_ENV, str(asr.bundled_tiny_en()))
     transcriber = find_transcriber()
     assert transcriber is not None
-    codec = AudioCodec.from_dir(tiny_weights, components=("encodec",))
+    codec = pretrained_codec(tiny_weights, components=("encodec",))
     prompt = make_prompt(english_wav, codec=codec, transcriber=transcriber)
     assert prompt.language == "en" and prompt.transcript[-1] in ".!?"
     assert {"coffee", "morning"} <= words(prompt.transcript), prompt.transcript

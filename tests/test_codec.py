@@ -9,7 +9,8 @@ import soundfile as sf
 import torch
 
 from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE, load_audio
-from vallex.audio.codec import AudioCodec, build_vocos, load_vocos
+from vallex.audio.codec import build_vocos, load_vocos
+from vallex.weights import pretrained_codec
 from vallex.weights.random_weights import random_codec, vocos_config_dict
 
 
@@ -20,7 +21,7 @@ def weights_dir(tiny_weights):
 
 @pytest.fixture(scope="module")
 def codec(weights_dir):
-    return AudioCodec.from_dir(weights_dir)
+    return pretrained_codec(weights_dir)
 
 
 def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
@@ -109,7 +110,7 @@ def test_encode_rejects_bad_audio(codec):
 
 
 def test_models_load_lazily_once(weights_dir):
-    fresh = AudioCodec.from_dir(weights_dir)
+    fresh = pretrained_codec(weights_dir)
     assert fresh._encodec is None and fresh._vocos is None
     fresh.decode_codes(torch.zeros(1, 3, 8, dtype=torch.long))
     assert fresh._encodec is None and fresh._vocos is not None  # decoding never needs EnCodec's weights
@@ -119,11 +120,11 @@ def test_models_load_lazily_once(weights_dir):
 
 
 def test_partial_codecs_say_what_they_lack(weights_dir):
-    encoder_only = AudioCodec.from_dir(weights_dir, components=("encodec",))
+    encoder_only = pretrained_codec(weights_dir, components=("encodec",))
     assert encoder_only.encode_audio(speech_like(0.2)).shape == (1, 15, 8)
     with pytest.raises(ValueError, match="without Vocos"):
         encoder_only.decode_codes(torch.zeros(1, 2, 8, dtype=torch.long))
-    decoder_only = AudioCodec.from_dir(weights_dir, components=("vocos",))
+    decoder_only = pretrained_codec(weights_dir, components=("vocos",))
     with pytest.raises(ValueError, match="without EnCodec"):
         decoder_only.encode_audio(speech_like(0.2))
 

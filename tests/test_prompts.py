@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from vallex.audio import HOP, SAMPLE_RATE
-from vallex.audio.codec import AudioCodec
 from vallex.languages import MODEL_LANGUAGE_ID, NPZ_LANGUAGE_CODE
 from vallex.prompts import PresetLibrary, VoicePrompt, find_transcriber, make_prompt, validate_name
+from vallex.weights import pretrained_codec
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def weights_dir(tiny_weights):
 
 @pytest.fixture(scope="module")
 def codec(weights_dir):
-    return AudioCodec.from_dir(weights_dir, components=("encodec",))  # prompts need no vocoder
+    return pretrained_codec(weights_dir, components=("encodec",))  # prompts need no vocoder
 
 
 def golden_presets(golden):

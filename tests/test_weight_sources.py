@@ -17,7 +17,6 @@ import torch
 from checkpoint_fixtures import tensors_digest_by_hand, write_trainer_checkpoint
 from fake_hub import FakeHub
 
-from vallex import weights
 from vallex.cli import main as cli_main
 from vallex.weights import (
     CHECKPOINT_REPO_ENV,
@@ -34,6 +33,7 @@ from vallex.weights import (
     Source,
     WeightsManager,
     WeightsNotFoundError,
+    manager,  # where the manager reads the file table (patched below)
     parse_source,
 )
 
@@ -60,9 +60,9 @@ def pinned(monkeypatch):
 
     def pin(vallex: str | None = None, vocos: str | None = None, tensors: str | None = None) -> None:
         shas = {VALLEX_CHECKPOINT.layout_name: vallex, VOCOS_MODEL.layout_name: vocos}
-        monkeypatch.setattr(weights, "WEIGHT_FILES", tuple(
+        monkeypatch.setattr(manager, "WEIGHT_FILES", tuple(
             dataclasses.replace(f, sha256=shas[f.layout_name]) if shas.get(f.layout_name) else f
-            for f in weights.WEIGHT_FILES))
+            for f in manager.WEIGHT_FILES))
         monkeypatch.setattr(checkpoint, "PUBLISHED_STATE_DIGEST", tensors)
 
     return pin

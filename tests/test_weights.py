@@ -13,7 +13,6 @@ import huggingface_hub
 import pytest
 import torch
 
-from vallex import weights
 from vallex.cli import main as cli_main
 from vallex.weights import (
     CHECKSUMS_NAME,
@@ -25,6 +24,8 @@ from vallex.weights import (
     Source,
     WeightsManager,
     WeightsNotFoundError,
+    is_offline,
+    manager,  # where the manager reads the file table (patched below)
     resolve_weights,
 )
 
@@ -165,9 +166,9 @@ def test_files_are_found_in_the_standard_caches_offline(random_dir, empty_caches
     _put_in_hf_cache(empty_caches / "hf", "charactr/vocos-encodec-24khz", vocos, commit=VOCOS_REVISION)
     with pytest.raises(ValueError, match="Checksum mismatch"):  # the random weights are not the pinned ones
         resolve_weights(components=("vocos",))
-    monkeypatch.setattr(weights, "WEIGHT_FILES", tuple(  # pin the random file instead
+    monkeypatch.setattr(manager, "WEIGHT_FILES", tuple(  # pin the random file instead
         dataclasses.replace(f, sha256=hashlib.sha256((directory / LAYOUT[3]).read_bytes()).hexdigest())
-        if f is VOCOS_MODEL else f for f in weights.WEIGHT_FILES))
+        if f is VOCOS_MODEL else f for f in manager.WEIGHT_FILES))
     paths = resolve_weights(components=("vallex", "vocos"))
     assert paths.vallex.read_bytes() == (directory / LAYOUT[0]).read_bytes()
     assert paths.vocos_model.name == "pytorch_model.bin" and paths.vocos_model.parent.name == VOCOS_REVISION
@@ -231,8 +232,8 @@ def test_unreachable_hosts_fail_fast_without_calling_the_downloaders(empty_cache
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", closed)
     files = tuple(dataclasses.replace(f, sources=tuple(Source(url=f"{closed}/{f.layout_name}") if s.url else s
                                                        for s in f.sources))
-                  for f in weights.WEIGHT_FILES)
-    monkeypatch.setattr(weights, "WEIGHT_FILES", files)
+                  for f in manager.WEIGHT_FILES)
+    monkeypatch.setattr(manager, "WEIGHT_FILES", files)
     start = time.perf_counter()
     with pytest.raises(WeightsNotFoundError) as caught:
         resolve_weights()
@@ -263,6 +264,6 @@ def test_cli_download_check_and_offline_download(random_dir, empty_caches, capsy
 def test_is_offline_reads_both_variables(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("VALLEX_OFFLINE", raising=False)
-    assert not weights.is_offline()
+    assert not is_offline()
     monkeypatch.setenv("VALLEX_OFFLINE", "true")
-    assert weights.is_offline()
+    assert is_offline()

@@ -159,8 +159,8 @@ class VallEX:
                 ``.json`` and the run's ``languages.json`` beside it give its size and languages. EnCodec and
                 Vocos still come from ``weights_dir``.
         """
-        from vallex.weights import resolve_weights
         from vallex.weights.checkpoint import load_model
+        from vallex.weights.manager import resolve_weights
 
         if num_threads is not None:
             if num_threads < 1:

@@ -287,7 +287,7 @@ class WhisperRecognizer:
         if wav.ndim != 1 or wav.size == 0:
             raise ValueError(f"Speech recognition needs mono float32 samples [N], got shape {wav.shape}.")
         if sample_rate != ASR_SAMPLE_RATE:
-            from vallex.audio import resample
+            from vallex.audio.processing import resample
 
             wav = resample(wav, sample_rate, ASR_SAMPLE_RATE)
         self.load()

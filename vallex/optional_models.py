@@ -33,7 +33,7 @@ class ModelUnavailableError(FileNotFoundError):
 
 def hub_offline() -> bool:
     """True when downloads are off: ``HF_HUB_OFFLINE``, ``VALLEX_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set."""
-    from vallex.weights import is_offline
+    from vallex.weights.environment import is_offline
 
     return is_offline() or os.environ.get("TRANSFORMERS_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 

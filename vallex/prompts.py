@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
-from vallex.audio import FRAME_RATE, PROMPT_MAX_SECONDS, SAMPLE_RATE, load_prompt_audio
-from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
+from vallex.audio.codec_format import CODEBOOK_SIZE, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE
+from vallex.audio.loading import PROMPT_MAX_SECONDS, load_prompt_audio
 from vallex.config import VallexConfig
 from vallex.files import write_bytes_atomic
 from vallex.languages import (

@@ -37,8 +37,9 @@ from IPython.display import Audio, display
 from tutorial import draw_codes, presets, show
 
 from vallex.audio import FRAME_RATE, HOP, SAMPLE_RATE, load_audio
-from vallex.audio.codec import CODEBOOK_SIZE, ENCODEC_BANDWIDTH, NUM_CODEBOOKS, AudioCodec
+from vallex.audio.codec import CODEBOOK_SIZE, ENCODEC_BANDWIDTH, NUM_CODEBOOKS
 from vallex.text import ids_to_phonemes
+from vallex.weights import pretrained_codec
 from vallex.weights.random_weights import random_codec
 
 torch.set_num_threads(1)
@@ -46,7 +47,7 @@ torch.manual_seed(0)
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm.auto, imported by vocos
 
 WEIGHTS_DIR = os.environ.get("VALLEX_WEIGHTS_DIR")
-codec = AudioCodec.from_dir(WEIGHTS_DIR) if WEIGHTS_DIR else random_codec(seed=0)
+codec = pretrained_codec(WEIGHTS_DIR) if WEIGHTS_DIR else random_codec(seed=0)
 RANDOM_WEIGHTS = codec.paths is None or codec.paths.random  # a make_random_weights folder is random too
 print("codec weights:", "RANDOM (untrained: codes and decoded audio mean nothing)" if RANDOM_WEIGHTS else WEIGHTS_DIR)
 

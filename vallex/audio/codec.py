@@ -1,6 +1,6 @@
 """Audio ↔ codes: EnCodec 24 kHz at 6 kbps (8 codebooks × 1024 bins, 75 frames/s) and the Vocos vocoder.
 
-    codec = AudioCodec.pretrained()                 # or AudioCodec.from_paths(resolve_weights(...))
+    codec = AudioCodec.from_paths(resolve_weights())  # or vallex.weights.pretrained_codec(), the same
     codes = codec.encode_audio(load_audio("me.wav"))  # LongTensor [1, T, 8]
     wav = codec.decode_codes(codes)                 # float32 [320 * T] at 24 kHz
     part = codec.decode_codes_window(codes, 75, 150)  # the same samples [24000, 48000), from nearby codes only
@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -30,12 +30,24 @@ if TYPE_CHECKING:
     from encodec import EncodecModel
     from vocos import Vocos
 
-    from vallex.weights import WeightPaths
-
 #: EnCodec target bandwidth in kbps: NUM_CODEBOOKS codebooks.
 ENCODEC_BANDWIDTH = 6.0
 #: Index of 6 kbps in Vocos's bandwidth list [1.5, 3, 6, 12].
 VOCOS_BANDWIDTH_ID = 2
+
+
+class CodecFiles(Protocol):
+    """Where the codec's files are (as :class:`vallex.weights.WeightPaths` has them; None: not available)."""
+
+    @property
+    def encodec(self) -> Path | None: ...  # EnCodec 24 kHz state dict
+
+    @property
+    def vocos_config(self) -> Path | None: ...  # Vocos config.yaml
+
+    @property
+    def vocos_model(self) -> Path | None: ...  # Vocos pytorch_model.bin
+
 
 def _import_codec_packages() -> None:
     from vallex.audio._torchaudio_guard import ensure_torchaudio
@@ -160,11 +172,12 @@ def load_vocos(config_path: str | Path, model_path: str | Path, device: str | to
 class AudioCodec:
     """EnCodec tokenizer + Vocos decoder, each loaded on first use and then reused (thread-safe).
 
-    Build with :meth:`pretrained`, :meth:`from_paths` (files from :mod:`vallex.weights`) or :meth:`from_dir`;
-    :func:`vallex.weights.random_weights.random_codec` builds untrained models in memory (for tests).
+    Build with :func:`vallex.weights.pretrained_codec` (the published weights), :meth:`from_paths` (files found
+    by :mod:`vallex.weights`) or from models in memory (:func:`vallex.weights.random_weights.random_codec`, for
+    tests).
     """
 
-    def __init__(self, paths: WeightPaths | None = None, *, encodec: EncodecModel | None = None,
+    def __init__(self, paths: CodecFiles | None = None, *, encodec: EncodecModel | None = None,
                  vocos: Vocos | None = None, device: str | torch.device = "cpu"):
         self.paths = paths
         self.device = torch.device(device)
@@ -175,31 +188,12 @@ class AudioCodec:
             raise ValueError("AudioCodec needs weight paths, or both an EnCodec and a Vocos model.")
 
     @classmethod
-    def from_paths(cls, paths: WeightPaths, device: str | torch.device = "cpu") -> AudioCodec:
+    def from_paths(cls, paths: CodecFiles, device: str | torch.device = "cpu") -> AudioCodec:
         """Use the EnCodec/Vocos files of ``paths`` (loaded lazily; a missing one fails only when needed)."""
         if paths.encodec is None and (paths.vocos_config is None or paths.vocos_model is None):
             raise ValueError("The weight paths hold neither EnCodec nor Vocos files: resolve them with "
                              "components=('encodec', 'vocos').")
         return cls(paths, device=device)
-
-    @classmethod
-    def from_dir(cls, weights_dir: str | Path, device: str | torch.device = "cpu",
-                 components: tuple[str, ...] = ("encodec", "vocos")) -> AudioCodec:
-        """EnCodec/Vocos from a weights folder in the documented layout (no download)."""
-        from vallex.weights import resolve_weights
-
-        return cls.from_paths(resolve_weights(weights_dir, download=False, components=components), device)
-
-    @classmethod
-    def pretrained(cls, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                   download: bool = True, components: tuple[str, ...] = ("encodec", "vocos")) -> AudioCodec:
-        """The published EnCodec and Vocos through the weights manager (caches, or ``weights_dir``).
-
-        ``components=("encodec",)`` is enough for making prompts; ``("vocos",)`` for decoding only.
-        """
-        from vallex.weights import resolve_weights
-
-        return cls.from_paths(resolve_weights(weights_dir, download=download, components=components), device)
 
     @property
     def encodec(self) -> EncodecModel:

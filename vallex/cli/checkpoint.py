@@ -57,7 +57,7 @@ def run_digest(args: argparse.Namespace) -> int:
             verdict = "the published" if digest == checkpoint.PUBLISHED_STATE_DIGEST else "not the published"
             print(f"{path}: {verdict} checkpoint's tensors", file=sys.stderr)
     if checkpoint.PUBLISHED_STATE_DIGEST is None:
-        from vallex.weights import VALLEX_CHECKPOINT
+        from vallex.weights.sources import VALLEX_CHECKPOINT
 
         print("No digest of the published checkpoint's tensors is recorded in this version: compare with this "
               f"command's digest of a file whose SHA-256 is {VALLEX_CHECKPOINT.sha256}.", file=sys.stderr)

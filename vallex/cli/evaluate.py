@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     tts = None
     if args.synthesized_dir is None:
         from vallex.api import VallEX
-        from vallex.weights import resolve_weights
+        from vallex.weights.manager import resolve_weights
 
         tts = VallEX.from_pretrained(args.weights_dir, device=device, dtype=args.dtype, num_threads=args.threads)
         device = str(tts.device)

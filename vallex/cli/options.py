@@ -81,8 +81,8 @@ def checkpoint_languages(weights_dir: Path | None, checkpoint: Path | None) -> L
     cache's), read from its configuration without loading it; the public checkpoint's when none is here yet
     (a download brings that one)."""
     from vallex.languages import Languages
-    from vallex.weights import WeightsManager, WeightsNotFoundError
     from vallex.weights.checkpoint import checkpoint_languages as read_languages
+    from vallex.weights.manager import WeightsManager, WeightsNotFoundError
 
     if checkpoint is not None and not checkpoint.is_file():
         raise ValueError(f"--checkpoint {checkpoint} does not exist: give the .pt or .safetensors file, e.g. "

@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vallex.audio.codec import AudioCodec
     from vallex.cli.options import check_output, checkpoint_languages
     from vallex.prompts import PresetLibrary, make_prompt, validate_name
+    from vallex.weights.codec import pretrained_codec
 
     if args.output is None and args.name is None:
         raise ValueError("Say where to put the prompt: --output FILE.npz or --name NAME (a preset).")
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"A preset named {args.name!r} already exists in {library.directory}; "
                              "use --overwrite or another name.")
     languages = checkpoint_languages(args.weights_dir, args.checkpoint)  # read from its files, not loaded
-    codec = AudioCodec.pretrained(args.weights_dir, components=("encodec",))  # prompts need no vocoder
+    codec = pretrained_codec(args.weights_dir, components=("encodec",))  # prompts need no vocoder
     prompt = make_prompt(args.audio, args.transcript, args.language, codec=codec, name=args.name,
                          trim_silence=args.trim_silence, languages=languages)
     written = []

@@ -176,7 +176,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key,
         allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) and not args.api_key else None)
     if local:  # this machine's folders are the replicas': check them before starting anything
-        from vallex.weights import resolve_weights
+        from vallex.weights.manager import resolve_weights
 
         settings.check()
         resolve_weights(args.weights_dir, checkpoint=args.checkpoint)  # downloads what is missing, unless offline

@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vallex.api import VallEX, select_device
-    from vallex.audio import save_audio
+    from vallex.audio.files import save_audio
     from vallex.cli.options import check_language_options, check_output, check_sampling_options, read_text_file
     from vallex.inference.scheduler import check_verification
 

@@ -65,10 +65,10 @@ def run_prepare(args: argparse.Namespace) -> int:
     items = scan_folder(args.folder, args.language) if args.folder else read_recording_list(args.recording_list)
     if not items:
         raise ValueError(f"No audio files found in {args.folder or args.recording_list}.")
-    from vallex.audio.codec import AudioCodec
+    from vallex.weights.codec import pretrained_codec
     from vallex.weights.random_weights import random_codec
 
-    codec = random_codec(device=args.device) if args.random_codec else AudioCodec.pretrained(
+    codec = random_codec(device=args.device) if args.random_codec else pretrained_codec(
         args.weights_dir, device=args.device)
     given = {name: getattr(args, name) for name in ("min_seconds", "max_seconds", "shard_size")
              if getattr(args, name) is not None}

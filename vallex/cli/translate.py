@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vallex.audio import save_audio
+    from vallex.audio.files import save_audio
     from vallex.s2st import ModelUnavailableError, SpeechTranslator
 
     if args.output.suffix.lower() != ".wav":

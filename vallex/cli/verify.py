@@ -38,7 +38,7 @@ def _number(value: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vallex.audio import load_audio
+    from vallex.audio.loading import load_audio
     from vallex.inference.verification import Verifier, resolve_language
 
     language = resolve_language(args.text, args.language)  # bad text or language: one line before any model

@@ -5,17 +5,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vallex.weights import (  # cheap: the weights module imports no model code
-    CHECKPOINT_REPO_ENV,
-    COMPONENTS,
-    ENCODEC_URL_ENV,
-    HF_MIRROR_ENV,
-    SOURCES_RECORD_NAME,
-    VOCOS_REPO_ENV,
-)
+# cheap: these modules import no model code
+from vallex.weights.environment import CHECKPOINT_REPO_ENV, ENCODEC_URL_ENV, HF_MIRROR_ENV, VOCOS_REPO_ENV
+from vallex.weights.record import SOURCES_RECORD_NAME
+from vallex.weights.sources import COMPONENTS
 
 if TYPE_CHECKING:
-    from vallex.weights import WeightFile, WeightsManager
+    from vallex.weights.manager import WeightsManager
+    from vallex.weights.sources import WeightFile
 
 _LAYOUT = """weights folder layout (--weights-dir / $VALLEX_WEIGHTS_DIR):
   DIR/vallex-checkpoint.pt                 VALL-E X, {"model": state_dict} (or vallex-checkpoint.safetensors)
@@ -68,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from vallex.weights import WeightsManager
+    from vallex.weights.manager import WeightsManager
 
     manager = WeightsManager(args.weights_dir, checkpoint_repo=args.checkpoint_repo)
     components = args.only or list(COMPONENTS)
@@ -119,7 +116,7 @@ def _pin_state(weight_file: WeightFile, path: Path, digest: str) -> str:
 
 
 def run_make_random_weights(args: argparse.Namespace) -> int:
-    from vallex.weights import NOISE_WARNING
+    from vallex.weights.checks import NOISE_WARNING
     from vallex.weights.random_weights import make_random_weights
 
     if args.directory.exists() and not args.directory.is_dir():

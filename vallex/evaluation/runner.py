@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from vallex.audio import SAMPLE_RATE, load_audio, read_audio_file, resample, save_audio
+from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.audio.files import read_audio_file, save_audio
+from vallex.audio.loading import load_audio
+from vallex.audio.processing import resample
 from vallex.evaluation.asr import AsrEngine
 from vallex.evaluation.error_rate import ErrorCounts, error_counts, metric_for
 from vallex.evaluation.eval_list import EvalItem

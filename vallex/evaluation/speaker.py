@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vallex.audio import SAMPLE_RATE, resample
+from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.audio.processing import resample
 
 #: Speaker encoders listen at 16 kHz.
 VERIFIER_SAMPLE_RATE = 16_000

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from vallex.asr import LANGUAGE_NAMES, REMEDY, ModelUnavailableError, WhisperRecognizer, find_recognizer
-from vallex.audio import SAMPLE_RATE
+from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.evaluation.error_rate import token_error_counts
 from vallex.evaluation.speaker import ResemblyzerVerifier, SpeakerVerifier, cosine
 from vallex.languages import LANGUAGES

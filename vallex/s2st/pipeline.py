@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vallex.asr import ASR_SAMPLE_RATE, LANGUAGE_NAMES, SpeechRecognizer, load_recognizer, spoken_language
-from vallex.audio import PROMPT_MAX_SECONDS, SAMPLE_RATE, load_audio, resample
+from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.audio.loading import PROMPT_MAX_SECONDS, load_audio
+from vallex.audio.processing import resample
 from vallex.languages import LANGUAGE_ALIASES
 from vallex.optional_models import ModelUnavailableError
 from vallex.s2st.segment import MAX_CHUNK_SECONDS, split_speech

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vallex.audio import SAMPLE_RATE, SILENCE_PEAK
+from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.audio.processing import SILENCE_PEAK
 
 #: Longest chunk: a 3-10 s prompt works best (see vallex.audio.PROMPT_WARN_SECONDS).
 MAX_CHUNK_SECONDS = 10.0

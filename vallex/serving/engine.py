@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vallex.api import STREAM_CHUNK_SECONDS, SentenceResult, Synthesis, SynthesisRequest, VallEX
-from vallex.audio import SAMPLE_RATE
+from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.inference.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
 from vallex.languages import Languages
 

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from vallex.audio import FRAME_RATE, PYAV_EXTENSIONS, SAMPLE_RATE, SOUNDFILE_EXTENSIONS
+from vallex.audio.codec_format import FRAME_RATE, SAMPLE_RATE
+from vallex.audio.files import PYAV_EXTENSIONS, SOUNDFILE_EXTENSIONS
 from vallex.files import atomic_open, write_text_atomic
 from vallex.languages import LANGUAGE_CODE_PATTERN, LANGUAGES
 
@@ -311,7 +312,7 @@ def prepare_dataset(
     Returns:
         A :class:`PrepareReport`; ``report.summary()`` is the human-readable version.
     """
-    from vallex.audio import load_audio
+    from vallex.audio.loading import load_audio
 
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")

@@ -4,7 +4,7 @@
     codec = random_codec(seed=0)                 # an in-memory EnCodec + Vocos with real shapes
 
 Nothing here is used to synthesise real speech: **everything made with these weights is noise**. The
-folder's checksum file ``vallex-weights.json`` (read by :mod:`vallex.weights`) marks it as random, so every
+folder's checksum file ``vallex-weights.json`` (read by :mod:`vallex.weights.checks`) marks it as random, so every
 later use warns.
 
 This module depends on :mod:`vallex.audio.codec` and :mod:`vallex.weights`, never the other way round.
@@ -19,21 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vallex.audio import SAMPLE_RATE
 from vallex.audio.codec import AudioCodec, build_vocos, encodec_skeleton
+from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.files import atomic_path, write_text_atomic
-from vallex.weights import (
-    CHECKSUMS_NAME,
-    ENCODEC_CHECKPOINT,
-    NOISE_WARNING,
-    VALLEX_CHECKPOINT,
-    VALLEX_CONFIG_NAME,
-    VOCOS_CONFIG,
-    VOCOS_MODEL,
-    WeightPaths,
-    WeightsManager,
-    sha256_file,
-)
+from vallex.weights.checks import CHECKSUMS_NAME, NOISE_WARNING, sha256_file
+from vallex.weights.manager import WeightPaths, WeightsManager
+from vallex.weights.sources import ENCODEC_CHECKPOINT, VALLEX_CHECKPOINT, VALLEX_CONFIG_NAME, VOCOS_CONFIG, VOCOS_MODEL
 
 if TYPE_CHECKING:
     from encodec import EncodecModel
