@@ -204,3 +204,32 @@ def test_voice_names_are_checked_before_any_lookup() -> None:
     assert looked_up == []  # a bad name never reaches the voice list (nor the file system)
     with pytest.raises(ValueError, match="default voice"):
         SpeechAPI(_IdleEngine(), default_voice="../x", api_key="")
+
+
+@pytest.mark.parametrize(("error", "status", "code", "param"), [
+    ("ModelUnavailable", 503, "model_unavailable", None),
+    ("ServerBusy", 503, "server_busy", None),
+    ("ValueError", 400, "invalid_value", "input"),
+    ("RuntimeError", 503, "unavailable", None),  # the engine is shutting down
+])
+def test_engine_refusals_map_to_statuses(error: str, status: int, code: str, param: str | None) -> None:
+    """SpeechEngine.submit's refusals as answers: the client's mistake 400, the server's state 503 + Retry-After."""
+    from vallex.serving import ModelUnavailable, ServerBusy
+    from vallex.serving.openai_schema import submit_error
+
+    kind = {"ModelUnavailable": ModelUnavailable, "ServerBusy": ServerBusy, "ValueError": ValueError,
+            "RuntimeError": RuntimeError}[error]
+    answer = submit_error(kind("no"), retry_after_s=7)
+    assert (answer.status, answer.code, answer.param) == (status, code, param)
+    assert answer.headers == ({"Retry-After": "7"} if status == 503 else {})
+    assert answer.kind == ("server_error" if status == 503 else "invalid_request_error")
+
+
+def test_the_transport_still_exports_the_schemas_names() -> None:
+    """vallex.serving.http is where users import the API from: the schema's public names resolve there too."""
+    import vallex.serving.http as http
+    import vallex.serving.openai_schema as schema
+
+    assert all(hasattr(http, name) for name in http.__all__)
+    for name in ("APIError", "SpeechBody", "VoiceInfo", "preset_voices", "error_response", "MODELS"):
+        assert getattr(http, name) is getattr(schema, name)

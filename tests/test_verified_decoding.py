@@ -249,7 +249,7 @@ def test_http_answers_verification_in_its_headers(tiny_tts, ending_model):
 def test_the_verification_header_stays_short_however_many_sentences():
     from types import SimpleNamespace
 
-    from vallex.serving.http import MAX_HEADER_BYTES, _result_headers
+    from vallex.serving.openai_schema import MAX_HEADER_BYTES, result_headers
 
     def answer(sentences: int) -> SimpleNamespace:
         passed = CandidateCheck(1, 0, 75, "eos", -2.0, "word " * 60, 0.1, 0.8)
@@ -258,7 +258,7 @@ def test_the_verification_header_stays_short_however_many_sentences():
                   for i in range(sentences)]
         return SimpleNamespace(sentences=[SimpleNamespace(warning=None, verification=c) for c in checks])
 
-    few, many, most = (_result_headers(answer(n))["X-Vallex-Verification"] for n in (3, 40, 200))
+    few, many, most = (result_headers(answer(n))["X-Vallex-Verification"] for n in (3, 40, 200))
     assert all(len(value) <= MAX_HEADER_BYTES for value in (few, many, most))
     assert [row["transcript"] for row in json.loads(few)] == [("word " * 60)[:200]] * 3
     assert {row["transcript"] for row in json.loads(many)} == {""} and len(json.loads(many)) == 40

@@ -1,4 +1,4 @@
-"""An OpenAI-compatible HTTP API over a :class:`~vallex.serving.SpeechEngine`.
+"""An OpenAI-compatible HTTP API over a :class:`~vallex.serving.SpeechEngine`: the transport.
 
     from vallex.serving.http import create_api
     app = create_api(engine, voices=lambda: preset_voices(library))   # a FastAPI app; or create_router(...)
@@ -8,6 +8,12 @@ Routes: ``POST /v1/audio/speech`` (OpenAI's request; the audio streams back by c
 made), ``GET /v1/voices``, ``GET /v1/models``, ``GET /health``. :func:`create_router` gives the same routes as
 an ``APIRouter`` that handles its own errors, so it can be added to any FastAPI app (the Gradio app adds it to
 its own); :func:`create_api` wraps it in an app whose 404/405/422 answers have OpenAI's error shape too.
+
+This module is the HTTP side: the routes, reading bodies within their limits, the guards (``Host``, content
+type, key) and the pump that streams the engine's audio out. What a request means and how each error is
+answered (the schema, the voices, OpenAI's error shape and the mapping from the library's errors to statuses)
+is :mod:`vallex.serving.openai_schema`; the names this module had before they moved there (``APIError``,
+``SpeechBody``, ``VoiceInfo``, ``preset_voices``, the constants) are importable from here too.
 
 How a request goes: the ``Host`` header is checked (when ``allowed_hosts`` is set), the bearer key (constant
 time); without a key the body must be ``application/json`` (so a web page cannot post to the server
@@ -30,49 +36,64 @@ import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any, Literal
+from dataclasses import asdict, is_dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vallex.doctor import last_result_summary
-from vallex.inference.scheduler import MAX_SEED, plan_text
-from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS
 from vallex.languages import Languages
-from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
-from vallex.serving.encoding import FORMATS, MEDIA_TYPES, STREAMED_FORMATS, StreamEncoder, encode
-from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechEngine, SpeechRequest, SpeechStream
-from vallex.serving.stretch import MAX_SPEED, MIN_SPEED, TimeStretcher
+from vallex.prompts import NAME_PATTERN
+from vallex.serving import openai_schema
+from vallex.serving.encoding import MEDIA_TYPES, StreamEncoder, encode
+from vallex.serving.engine import ModelUnavailable, SpeechEngine, SpeechRequest, SpeechStream
+from vallex.serving.openai_schema import (
+    DEFAULT_MAX_INPUT_CHARS,
+    LONG_TEXT_CHOICES,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_TRANSCRIPT,
+    MODELS,
+    NO_ACCENT,
+    NO_PROMPT_VOICE,
+    OPENAI_VOICES,
+    SAMPLE_RATE,
+    APIError,
+    SpeechBody,
+    SpeechPlan,
+    VoiceInfo,
+    error_response,
+    model_list,
+    plan_speech,
+    preset_voices,
+    result_headers,
+    submit_error,
+    validation_error,
+    voice_list,
+)
+from vallex.serving.stretch import TimeStretcher
+
+__all__ = [
+    # The transport (this module).
+    "DEFAULT_BODY_TIMEOUT_S", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_RETRY_AFTER_S", "LOOPBACK_HOSTS", "MidStreamError",
+    "SpeechAPI", "create_api", "create_router", "is_loopback",
+    # The schema (vallex.serving.openai_schema), importable from here as before the split.
+    "DEFAULT_MAX_INPUT_CHARS", "LONG_TEXT_CHOICES", "MAX_HEADER_BYTES", "MAX_HEADER_TRANSCRIPT", "MODELS",
+    "NO_ACCENT", "NO_PROMPT_VOICE", "OPENAI_VOICES", "SAMPLE_RATE", "APIError", "ModelUnavailable", "SpeechBody",
+    "VoiceInfo", "error_response", "preset_voices",
+]
 
 _LOG = logging.getLogger(__name__)
 
-#: Accepted ``model`` values: ours, and OpenAI's speech models (all mean VALL-E X here).
-MODELS: tuple[str, ...] = ("vallex", "tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-03-20",
-                           "gpt-4o-mini-tts-2025-12-15")
-#: OpenAI's built-in voice names: accepted as aliases of the server's default voice.
-OPENAI_VOICES: tuple[str, ...] = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage",
-                                  "shimmer", "verse", "marin", "cedar")
-#: The voice name that asks for no prompt at all (the model's own, random voice).
-NO_PROMPT_VOICE = "none"
-#: The ``accent`` that follows the text (no accent override); the others are the model's languages.
-NO_ACCENT = "none"
-LONG_TEXT_CHOICES = ("auto", "fixed-prompt", "sliding-window")
-#: OpenAI's limit on ``input``; the default of ``max_input_chars``.
-DEFAULT_MAX_INPUT_CHARS = 4096
-#: Characters of a transcript in ``X-Vallex-Verification`` (a header line must stay well under 8 KB).
-MAX_HEADER_TRANSCRIPT = 200
-MAX_HEADER_BYTES = 6000
 #: Largest request body (a 4096-character input escaped as \\uXXXX is ~25 kB).
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 #: Seconds a request body may take to arrive after its headers (a trickling client is cut off: 408).
@@ -81,95 +102,7 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: ``Retry-After`` seconds of a 503.
 DEFAULT_RETRY_AFTER_S = 2
-SAMPLE_RATE = SpeechStream.sample_rate
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what fits in a header unchanged
-
-
-@dataclass(frozen=True)
-class VoiceInfo:
-    """One voice of ``GET /v1/voices``: its name, language (a language code, None if unknown) and kind."""
-
-    name: str
-    language: str | None
-    kind: str  # "built-in" | "preset"
-
-
-def preset_voices(library: PresetLibrary) -> list[VoiceInfo]:
-    """The presets of ``library`` (each file is read for its language)."""
-    voices = []
-    for name in library.names():
-        try:
-            language: str | None = VoicePrompt.load_npz(library.path_for(name)).language
-        except ValueError:  # a damaged file: still listed; using it gives its error
-            language = None
-        voices.append(VoiceInfo(name, language, "preset"))
-    return voices
-
-
-class APIError(Exception):
-    """An error answer in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        return error_response(self.status, self.message, param=self.param, code=self.code, kind=self.kind,
-                              headers=self.headers)
-
-
-def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,
-                   kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
-    """A JSON error response in OpenAI's shape."""
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
-                        status_code=status, headers=headers)
-
-
-class _VoiceRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-
-
-class SpeechBody(BaseModel):
-    """The body of ``POST /v1/audio/speech``: OpenAI's fields, then ours (see the README for each)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = "vallex"
-    input: str
-    voice: str | _VoiceRef | None = None
-    response_format: str = "mp3"
-    # Numbers and flags are strict: "2" for a number or true for a seed is a client's mistake, not a value.
-    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True)
-    instructions: str | None = Field(None, max_length=DEFAULT_MAX_INPUT_CHARS)
-    stream_format: Literal["audio", "sse"] = "audio"
-    # Extensions. language and accent: checked against the model's languages (SpeechAPI.plan).
-    language: str = Field("auto", max_length=32)
-    accent: str | None = Field(NO_ACCENT, max_length=32)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, strict=True)
-    temperature: float = Field(1.0, gt=0, le=10, strict=True)
-    top_k: int | None = Field(None, ge=1, strict=True)
-    top_p: float | None = Field(None, gt=0, le=1, strict=True)
-    long_text: Literal["auto", "fixed-prompt", "sliding-window"] = "auto"
-    ras: bool = Field(False, strict=True)
-    length_guards: bool = Field(False, strict=True)
-    best_of: int = Field(1, ge=1, le=16, strict=True)
-    verify: Literal["asr"] | None = None
-    verify_rounds: int = Field(DEFAULT_VERIFY_ROUNDS, ge=1, le=MAX_VERIFY_ROUNDS, strict=True)
-    stream: bool = Field(True, strict=True)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """A validated request: what to submit and how to answer."""
-
-    request: SpeechRequest
-    response_format: str
-    speed: float
-    streamed: bool
-    headers: dict[str, str]
 
 
 class SpeechAPI:
@@ -225,7 +158,7 @@ class SpeechAPI:
             body = SpeechBody.model_validate(_parse_json(await _read_body(request, self.max_body_bytes,
                                                                           self.body_timeout_s)))
         except ValidationError as error:
-            return _validation_error(error.errors()).response()
+            return validation_error(error.errors()).response()
         except APIError as error:
             return error.response()
         try:
@@ -248,7 +181,7 @@ class SpeechAPI:
             return self.synthesis_error(value).response()
         media_type = MEDIA_TYPES[plan.response_format]
         if not plan.streamed:
-            return Response(value, media_type=media_type, headers={**plan.headers, **_result_headers(stream)})
+            return Response(value, media_type=media_type, headers={**plan.headers, **result_headers(stream)})
         return StreamingResponse(_body(value, pump, stream.id), media_type=media_type, headers=plan.headers,
                                  background=BackgroundTask(pump.stop))
 
@@ -259,13 +192,7 @@ class SpeechAPI:
         except APIError as error:
             return error.response()
         voices = await run_in_threadpool(lambda: list(self._voices()))
-        return JSONResponse({
-            "object": "list",
-            "data": [{"object": "voice", "id": v.name, "name": v.name, "language": v.language, "kind": v.kind}
-                     for v in voices],
-            "default": self.default_voice,
-            "aliases": {"default voice": list(OPENAI_VOICES), "no prompt": [NO_PROMPT_VOICE]},
-        })
+        return JSONResponse(voice_list(voices, self.default_voice))
 
     async def models(self, request: Request) -> Response:
         """``GET /v1/models``: the accepted ``model`` names (all are VALL-E X)."""
@@ -277,9 +204,7 @@ class SpeechAPI:
             languages: list[str] | None = list(await run_in_threadpool(self.languages))
         except APIError:  # the model cannot be loaded: the names are still accepted ones
             languages = None
-        return JSONResponse({"object": "list", "data": [{"id": name, "object": "model", "created": 0,
-                                                         "owned_by": "vallex", "languages": languages}
-                                                        for name in MODELS]})
+        return JSONResponse(model_list(languages))
 
     async def health(self, request: Request) -> Response:
         """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters, and
@@ -306,7 +231,7 @@ class SpeechAPI:
             "doctor": await run_in_threadpool(last_result_summary),
         })
 
-    # Steps ----------------------------------------------------------------------------------------
+    # Guards ---------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> None:
         """Raise a 403 APIError for a ``Host`` not in ``allowed_hosts`` (when set), then a 401 one unless the
         request carries ``Authorization: Bearer <the key>`` (when a key is set)."""
@@ -340,54 +265,11 @@ class SpeechAPI:
                            "a server without an API key reads only JSON bodies, so that web pages cannot send "
                            "it requests.", param=None, code="unsupported_media_type")
 
-    def plan(self, body: SpeechBody) -> _Plan:
-        """Check the fields the schema cannot, pick the long-text mode, build the SpeechRequest (blocking: G2P)."""
-        if body.model not in MODELS:
-            raise APIError(400, f"Unknown model {body.model!r}: use one of {', '.join(MODELS)} (all are VALL-E X).",
-                           param="model", code="model_not_found")
-        text = body.input
-        if not text.strip():
-            raise APIError(400, "'input' is empty: give the text to speak.", param="input", code="invalid_value")
-        if len(text) > self.max_input_chars:
-            raise APIError(400, f"'input' is {len(text)} characters long; at most {self.max_input_chars} are "
-                           "accepted.", param="input", code="string_above_max_length")
-        fmt = body.response_format
-        if fmt not in FORMATS:
-            why = " (no AAC encoder here)" if fmt == "aac" else ""
-            raise APIError(400, f"Unsupported response_format {fmt!r}{why}: use one of {', '.join(FORMATS)}.",
-                           param="response_format", code="invalid_value")
-        if body.stream_format != "audio":
-            raise APIError(400, "stream_format 'sse' is not supported: use 'audio' (raw audio bytes, streamed).",
-                           param="stream_format", code="invalid_value")
-        voice = self.resolve_voice(body.voice.id if isinstance(body.voice, _VoiceRef) else body.voice)
-        languages = self.languages()
-        if body.language not in languages.text_choices:
-            raise APIError(400, f"Unknown language {body.language!r}: the model speaks {languages}; use one of "
-                           f"{', '.join(languages.text_choices)}.", param="language", code="invalid_value")
-        accent = None if body.accent in (None, NO_ACCENT) else body.accent
-        if accent is not None and accent not in languages:
-            raise APIError(400, f"Unknown accent {accent!r}: the model speaks {languages}; use one of them or "
-                           f"'{NO_ACCENT}'.", param="accent", code="invalid_value")
-        try:  # the text front end runs here, once: the plan carries the tokens to the engine
-            text_plan = plan_text(text, body.language, body.long_text, languages)
-        except ValueError as error:
-            raise APIError(400, str(error), param="input", code="invalid_value") from None
-        long_text = text_plan.long_text
-        seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-        request = SpeechRequest(text=text_plan, prompt=voice, language=body.language, accent=accent, seed=seed,
-                                temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                                ras=body.ras, length_guards=body.length_guards, best_of=body.best_of,
-                                verify=body.verify, verify_rounds=body.verify_rounds, long_text=long_text)
-        # Verification's scores go in the headers, known once every sentence is checked: one whole answer.
-        streamed = body.stream and fmt in STREAMED_FORMATS and body.verify is None
-        headers = {"X-Vallex-Seed": str(seed), "X-Vallex-Long-Text": long_text or "off",
-                   "X-Vallex-Voice": voice or NO_PROMPT_VOICE, "X-Vallex-Sample-Rate": str(SAMPLE_RATE),
-                   "Cache-Control": "no-store"}
-        if streamed:
-            headers["X-Accel-Buffering"] = "no"  # proxies (nginx) must not hold the chunks back
-        if body.instructions and body.instructions.strip():
-            headers["X-Vallex-Ignored"] = "instructions"
-        return _Plan(request, fmt, float(body.speed), streamed, headers)
+    # The schema's steps (vallex.serving.openai_schema) with this server's settings ----------------
+    def plan(self, body: SpeechBody) -> SpeechPlan:
+        """What ``body`` asks for (:func:`~vallex.serving.openai_schema.plan_speech`; blocking: G2P)."""
+        return plan_speech(body, max_input_chars=self.max_input_chars, resolve_voice=self.resolve_voice,
+                           languages=self.languages)
 
     def languages(self) -> Languages:
         """The model's languages (the choices of ``language`` and ``accent``); a 503 APIError when the model
@@ -399,53 +281,17 @@ class SpeechAPI:
 
     def resolve_voice(self, name: str | None) -> str | None:
         """The voice to submit (None: no prompt); an invalid or unknown name is a 400 naming ``voice``."""
-        if name is None:
-            return self.default_voice
-        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-            raise APIError(400, f"Invalid voice {name!r}: a voice name is 1-64 letters, digits, '_' or '-'.",
-                           param="voice", code="invalid_value")
-        names = self._voice_names()
-        if name in names:
-            return name
-        if name == NO_PROMPT_VOICE:
-            return None
-        if name.lower() in OPENAI_VOICES:
-            return self.default_voice
-        listed = ", ".join(list(names)[:20]) or "none"
-        raise APIError(400, f"Unknown voice {name!r} (available: {listed}; OpenAI's voice names mean the "
-                       f"default voice, '{NO_PROMPT_VOICE}' no prompt).", param="voice", code="voice_not_found")
+        return openai_schema.resolve_voice(name, self._voice_names, self.default_voice)
 
     def submit(self, request: SpeechRequest) -> SpeechStream:
         try:
             return self.engine.submit(request)
-        except ModelUnavailable as error:  # e.g. after a device failure: the server must be restarted
-            raise self.synthesis_error(error) from None
-        except ServerBusy as error:
-            raise APIError(503, str(error), code="server_busy", kind="server_error",
-                           headers={"Retry-After": str(self.retry_after_s)}) from None
-        except ValueError as error:
-            raise APIError(400, str(error), param="input", code="invalid_value") from None
-        except RuntimeError as error:  # the engine is shutting down
-            raise APIError(503, str(error), code="unavailable", kind="server_error",
-                           headers={"Retry-After": str(self.retry_after_s)}) from None
+        except (ValueError, RuntimeError) as error:  # ModelUnavailable and ServerBusy are RuntimeErrors
+            raise submit_error(error, self.retry_after_s) from None
 
     def synthesis_error(self, error: BaseException) -> APIError:
         """The answer for an error the engine raised before the first audio."""
-        if isinstance(error, APIError):
-            return error
-        if isinstance(error, ModelUnavailable):
-            return APIError(503, str(error), code="model_unavailable", kind="server_error",
-                            headers={"Retry-After": str(self.retry_after_s)})
-        if isinstance(error, ServerBusy):
-            return APIError(503, str(error), code="server_busy", kind="server_error",
-                            headers={"Retry-After": str(self.retry_after_s)})
-        if isinstance(error, ValueError):
-            message = str(error)
-            about_voice = any(word in message.lower() for word in ("prompt", "preset", "voice"))
-            return APIError(400, message, param="voice" if about_voice else "input", code="invalid_value")
-        _LOG.error("Synthesis failed", exc_info=error)
-        return APIError(500, f"Synthesis failed: {type(error).__name__}: {error}", code="synthesis_failed",
-                        kind="server_error")
+        return openai_schema.synthesis_error(error, self.retry_after_s)
 
 
 def create_router(engine: SpeechEngine, **options: Any) -> APIRouter:
@@ -485,8 +331,8 @@ def create_api(engine: SpeechEngine, **options: Any) -> FastAPI:
                               else None, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        return _validation_error(error.errors()).response()
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        return validation_error(error.errors()).response()
 
     return app
 
@@ -554,62 +400,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _validation_error(errors: Sequence[dict[str, Any]]) -> APIError:
-    """A pydantic / FastAPI validation error as one 400 naming the first bad field."""
-    if not errors:
-        return APIError(400, "Invalid request.", code="invalid_value")
-    first = errors[0]
-    location = [part for part in first.get("loc", ()) if part not in ("body", "query", "path", "header")]
-    param = str(location[0]) if location else None
-    kind = first.get("type", "")
-    if kind == "missing":
-        return APIError(400, f"Missing required parameter: '{param}'.", param=param,
-                        code="missing_required_parameter")
-    if kind == "extra_forbidden":
-        return APIError(400, f"Unrecognized request argument supplied: {param}", param=param,
-                        code="unknown_parameter")
-    return APIError(400, f"Invalid '{param}': {first.get('msg', 'invalid value')}.", param=param,
-                    code="invalid_value")
-
-
-def _result_headers(stream: SpeechStream) -> dict[str, str]:
-    """Headers of a whole answer about its sentences: ``X-Vallex-Verification`` (``verify="asr"``: per sentence
-    its rounds, whether it passed, and the chosen candidate's transcript, phoneme error rate and similarity, as
-    ASCII JSON; past :data:`MAX_HEADER_BYTES` without the transcripts, then as one object counting them all) and
-    ``X-Vallex-Warnings`` (how many sentences have a warning)."""
-    headers = {"X-Vallex-Warnings": str(sum(1 for sentence in stream.sentences if sentence.warning))}
-    checks = [sentence.verification for sentence in stream.sentences]
-    if not any(check is not None for check in checks):
-        return headers
-
-    def summary(transcript_chars: int) -> str:
-        return json.dumps([None if check is None else {
-            "rounds": check.rounds, "candidates": len(check.candidates), "passed": check.passed,
-            "recognizer": check.recognizer, "phoneme_error_rate": _rounded(check.best.phoneme_error_rate),
-            "similarity": _rounded(check.best.similarity),
-            "transcript": None if check.best.transcript is None else check.best.transcript[:transcript_chars],
-        } for check in checks], ensure_ascii=True, separators=(",", ":"))
-
-    value = summary(MAX_HEADER_TRANSCRIPT)
-    if len(value) > MAX_HEADER_BYTES:  # many sentences: the scores without the transcripts
-        value = summary(0)
-    if len(value) > MAX_HEADER_BYTES:  # still too many (a client's header limit is ~16 kB): one line for them all
-        checked = [check for check in checks if check is not None]
-        rates = [check.best.phoneme_error_rate for check in checked if check.best.phoneme_error_rate is not None]
-        value = json.dumps({
-            "sentences": len(checks), "checked": len(checked), "passed": sum(check.passed for check in checked),
-            "rounds": sum(check.rounds for check in checked),
-            "worst_phoneme_error_rate": _rounded(max(rates)) if rates else None,
-        }, separators=(",", ":"))
-    headers["X-Vallex-Verification"] = value
-    return headers
-
-
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
-def _produce(stream: SpeechStream, plan: _Plan) -> Iterator[bytes]:
+def _produce(stream: SpeechStream, plan: SpeechPlan) -> Iterator[bytes]:
     """The response bytes, made from the stream's chunks (blocking; runs on the pump's thread).
 
     Streamed: one piece per engine chunk (the first carries the header), then the encoder's tail. Otherwise
