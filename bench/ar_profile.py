@@ -4,7 +4,7 @@
 
 The full-size model (random weights, the public checkpoint's shape) under a precision's kernel plan decodes
 one utterance (the benchmark workload of bench/inference.py: 80 text tokens, a 225-frame prompt) for
-``--frames`` steps of :class:`vallex.inference.decoding.ARBatch`, first timed alone, then under torch's
+``--frames`` steps of :class:`vallex.inference.ar.ARBatch`, first timed alone, then under torch's
 profiler; each profiled operator's self time is put in one of three parts by its name: ``linear`` (the
 Linear kernels: the weight reads), ``attention`` (scaled dot-product attention and the KV cache's writes)
 and ``other`` (norms, residuals, embeddings, sampling, Python between them). The parts are shares of the
@@ -28,8 +28,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from vallex.config import VallexConfig  # noqa: E402
+from vallex.inference.ar import ARBatch, ARRequest  # noqa: E402
 from vallex.inference.cpu_features import cpu_features  # noqa: E402
-from vallex.inference.decoding import ARBatch, ARRequest, language_ids  # noqa: E402
+from vallex.inference.generation import language_ids  # noqa: E402
 from vallex.inference.precision import apply_precision, kernel_plan  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
 

@@ -8,7 +8,7 @@ codes are from the whole sentence's.
     .venv/bin/python bench/fidelity.py --part streaming --precisions float32,int8   # streamed vs whole only
 
 Every precision sees exactly the same inputs as float32 (teacher forcing): the AR goes through the real
-cached decoding path (:func:`vallex.inference.decoding.ar_decode`, one frame per step, with a ``logits_processor``
+cached decoding path (:func:`vallex.inference.ar.ar_decode`, one frame per step, with a ``logits_processor``
 that records the logits and then forces the reference token), so int8's per-call activation scales are
 those of inference; each NAR stage gets the true codes of the earlier codebooks. Reported per model and
 precision: top-1 agreement with float32 (AR over every step incl. the EOS position; NAR over all 7
@@ -33,7 +33,7 @@ Streaming (``--part streaming``; ``all``, the default, runs both parts): a strea
 come from NAR passes over chunks (:class:`vallex.inference.streaming.SentencePieces`: one whole pass, then
 windows), a whole sentence's from one pass over every frame. For each model, each precision (float32 and
 ``--precisions``) and each first chunk (``--chunk-seconds``), the sentences' codebook 0 is replayed through
-:class:`~vallex.inference.streaming.SentencePieces` and :func:`vallex.inference.decoding.nar_decode` as the
+:class:`~vallex.inference.streaming.SentencePieces` and :func:`vallex.inference.nar.nar_decode` as the
 scheduler drives them (exact chunks), and the share of codebook 2-8 codes that differ from the same
 precision's whole-sentence codes is reported per codebook, with two yardsticks measured in the same run: the
 previous streaming (every pass whole: text, prompt and all frames so far) and, for reduced precisions, their
@@ -66,8 +66,10 @@ from inference import workload, write_random_checkpoint  # noqa: E402
 
 from vallex.audio.codec_format import CODEBOOK_SIZE, HOP, NUM_CODEBOOKS  # noqa: E402
 from vallex.files import write_text_atomic  # noqa: E402
+from vallex.inference.ar import ar_decode  # noqa: E402
 from vallex.inference.cpu_features import cpu_features  # noqa: E402
-from vallex.inference.decoding import NARInput, ar_decode, language_ids, nar_decode  # noqa: E402
+from vallex.inference.generation import language_ids  # noqa: E402
+from vallex.inference.nar import NARInput, nar_decode  # noqa: E402
 from vallex.inference.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
 from vallex.inference.streaming import SentencePieces, first_chunk_frames  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402

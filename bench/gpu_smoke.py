@@ -232,7 +232,8 @@ def zero_gpu_sizing(report: Report, tts, precision: str, frames: int) -> None:
 def non_finite_check(report: Report, tts, precision: str) -> None:
     """NaN logits must fail the request with NonFiniteLogits, and the device must still compute afterwards
     (on CUDA, before the fix, multinomial's device-side assert made every later call fail)."""
-    from vallex.inference.decoding import NonFiniteLogits, ar_decode, seeded_generator
+    from vallex.inference.ar import ar_decode
+    from vallex.inference.sampling import NonFiniteLogits, seeded_generator
 
     def run() -> dict:
         device = next(tts.model.parameters()).device
@@ -364,7 +365,7 @@ def whisper_on_the_gpu(report: Report, device: torch.device) -> None:
 
 def greedy_matches_cpu(report: Report, checkpoint: Path, device: torch.device, frames: int) -> None:
     """Greedy (top_k=1) float32 codes on ``device`` equal the CPU's: AR and NAR, same weights and inputs."""
-    from vallex.inference.decoding import generate
+    from vallex.inference.generation import generate
     from vallex.inference.precision import apply_precision
     from vallex.weights.checkpoint import load_model
 

@@ -6,7 +6,7 @@
 Workload: the public checkpoint's shape (1024 dims, 12+12 layers) with random weights (speed does
 not depend on the values), 80 text tokens (30 of the prompt transcript + 50 of the target), a 225-frame
 (3 s) prompt, and exactly 300 generated frames (4 s of audio at 75 Hz): EOS is masked until frame 300 and
-decoding stops there (``min_frames``/``max_frames`` of :func:`vallex.inference.decoding.ar_decode`; the model is not
+decoding stops there (``min_frames``/``max_frames`` of :func:`vallex.inference.ar.ar_decode`; the model is not
 changed). Sampling is the reference's default (temperature 1, no top-k/top-p).
 
 Each precision runs in its own fresh Python process, so its peak RSS is its own. In that process:
@@ -449,7 +449,7 @@ def workload(device, seed: int = 0):
     """text [1, 80], language ids [1, 80], prompt codes [1, 225, 8] (random, fixed by ``seed``)."""
     import torch
 
-    from vallex.inference.decoding import language_ids
+    from vallex.inference.generation import language_ids
 
     rng = torch.Generator().manual_seed(seed)
     text = torch.randint(0, 70, (1, TEXT_TOKENS), generator=rng).to(device)  # bpe_69 ids
@@ -462,11 +462,13 @@ def generate_timed(model, device, text, langs, prompt, frames: int, seed: int, r
     """One AR (exactly ``frames`` frames) + NAR generation; seconds of each part.
 
     ``reference``: run the reference implementation's algorithm (bench/reference_baseline.py) instead of
-    :func:`vallex.inference.decoding.ar_decode` / :func:`~vallex.inference.decoding.nar_decode`.
+    :func:`vallex.inference.ar.ar_decode` / :func:`~vallex.inference.nar.nar_decode`.
     """
 
     from bench.reference_baseline import reference_ar, reference_nar
-    from vallex.inference.decoding import NARInput, ar_decode, nar_decode, seeded_generator
+    from vallex.inference.ar import ar_decode
+    from vallex.inference.nar import NARInput, nar_decode
+    from vallex.inference.sampling import seeded_generator
 
     generator = seeded_generator(seed, device)
     marks: list[float] = []

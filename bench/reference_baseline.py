@@ -27,7 +27,7 @@ Gradients are off with ``torch.no_grad`` as in the reference's ``generate_audio`
 ``inference_mode``). Only eval-mode no-ops are left out (``nn.Dropout`` calls, ``nn.Identity`` prenets);
 ``x * 1.0`` of ``scale=False`` is kept because it is a real tensor op. The reference's per-stop ``print``
 is left out. Two additions, both off by default, let the benchmark force a length exactly as
-:func:`vallex.inference.decoding.ar_decode` does: ``min_frames`` masks the EOS logit until that many frames exist,
+:func:`vallex.inference.ar.ar_decode` does: ``min_frames`` masks the EOS logit until that many frames exist,
 ``max_frames`` replaces the reference's 16 x text-length stop rule.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # The reference's stop rule (at most 16 generated frames per text token) is ours too.
-from vallex.inference.decoding import MAX_FRAMES_PER_TEXT_TOKEN
+from vallex.inference.ar import MAX_FRAMES_PER_TEXT_TOKEN
 from vallex.model import DecoderLayer, SinePositionalEmbedding, VallexModel
 
 LayerKV = tuple[Tensor, Tensor]  # keys, values [B, H, L, hd]

@@ -44,8 +44,8 @@ from fidelity import train_tiny_model  # noqa: E402
 from presets_data import load_presets  # noqa: E402
 
 from vallex.files import write_text_atomic  # noqa: E402
+from vallex.inference.ar import MAX_FRAMES_PER_TEXT_TOKEN, ar_decode  # noqa: E402
 from vallex.inference.cpu_features import cpu_features  # noqa: E402
-from vallex.inference.decoding import MAX_FRAMES_PER_TEXT_TOKEN, ar_decode  # noqa: E402
 from vallex.inference.length_guards import frame_bounds_of_tokens  # noqa: E402
 from vallex.languages import MODEL_LANGUAGE_ID  # noqa: E402
 from vallex.weights.checkpoint import load_model  # noqa: E402

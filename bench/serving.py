@@ -131,7 +131,9 @@ def measure_ar_steps(tmp: Path, device, dtype: str, batches: list[int], steps: i
     ``checkpoint``, default full-size random weights)."""
     import torch
 
-    from vallex.inference.decoding import ARBatch, ARRequest, language_ids, seeded_generator
+    from vallex.inference.ar import ARBatch, ARRequest
+    from vallex.inference.generation import language_ids
+    from vallex.inference.sampling import seeded_generator
 
     model = full_size_model(tmp, device, dtype, checkpoint)
     rng = torch.Generator().manual_seed(0)  # the inputs, made on the CPU

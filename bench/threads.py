@@ -4,7 +4,7 @@
 
 Each arrangement runs in a fresh process (OpenMP's thread pools live as long as the process's threads): the
 full-size model (random weights) under a precision's kernel plan decodes ``--steps`` AR steps of the benchmark
-workload (80 text tokens, a 225-frame prompt) as :class:`vallex.inference.decoding.ARBatch`, median ms per step:
+workload (80 text tokens, a 225-frame prompt) as :class:`vallex.inference.ar.ARBatch`, median ms per step:
 
 * ``one thread``: loaded and decoded on the main thread (the CLI, a notebook);
 * ``loaded here, decoded there``: loaded on the main thread, decoded on a second one (a server's worker after
@@ -37,7 +37,8 @@ def measure(arrangement: str, dtype: str, threads: int, steps: int) -> float:
     import torch
 
     from vallex.config import VallexConfig
-    from vallex.inference.decoding import ARBatch, ARRequest, language_ids
+    from vallex.inference.ar import ARBatch, ARRequest
+    from vallex.inference.generation import language_ids
     from vallex.inference.precision import apply_precision
     from vallex.inference.threads import in_passing_thread
     from vallex.model import VallexModel

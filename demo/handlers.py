@@ -27,7 +27,7 @@ from demo.plots import audio_picture
 from vallex.api import LONG_TEXT_MODES, Synthesis, VallEX, check_sampling
 from vallex.asr import LANGUAGE_NAMES as SPOKEN_LANGUAGE_NAMES
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
-from vallex.inference.decoding import NonFiniteLogits
+from vallex.inference.sampling import NonFiniteLogits
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 

@@ -1,4 +1,4 @@
-"""Batched decoding (vallex.inference.decoding.ARBatch and nar_decode, VallEX.synthesize_batch): every utterance of a
+"""Batched decoding (vallex.inference.ar.ARBatch and nar_decode, VallEX.synthesize_batch): every utterance of a
 batch gets the codes it gets alone with the same seed, whatever else is in the batch, joins or leaves it."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vallex.api import SynthesisRequest
-from vallex.inference.decoding import ARBatch, ARRequest, NARInput, ar_decode, nar_decode
+from vallex.inference.ar import ARBatch, ARRequest, ar_decode
+from vallex.inference.nar import NARInput, nar_decode
 
 # (text tokens, prompt frames, best_of, language id): different lengths, languages and row counts.
 SHAPES = [(20, 10, 1, 0), (35, 0, 1, 1), (12, 30, 2, 2), (50, 5, 1, 0), (8, 18, 1, 2)]
@@ -34,18 +35,29 @@ def model(tiny_tts):
     return tiny_tts.model
 
 
-def _alone(model, inputs, i):
-    r = _request(inputs, i)
+def _alone(model, inputs, i, **options):
+    r = _request(inputs, i, **options)
     return ar_decode(model, r.text, r.text_langs, r.prompt_codes0, best_of=r.best_of, top_k=r.top_k,
-                     max_frames=r.max_frames, generator=r.generator)
+                     max_frames=r.max_frames, generator=r.generator, logits_processor=r.logits_processor)
+
+
+def _keep_first_logits(into: dict, key):
+    """A logits processor that keeps the utterance's first-step logits [rows, 1025] as ``into[key]``."""
+    def processor(step, logits):
+        if step == 0:
+            into[key] = logits.clone()
+        return logits
+    return processor
 
 
 def test_ar_batch_gives_each_utterance_its_codes_alone(model):
     inputs = _inputs()
-    expected = [_alone(model, inputs, i) for i in range(len(SHAPES))]
+    first_alone, first_batched = {}, {}
+    expected = [_alone(model, inputs, i, logits_processor=_keep_first_logits(first_alone, i))
+                for i in range(len(SHAPES))]
     batch = ARBatch(model)
     for i in range(2):
-        batch.add(i, _request(inputs, i))
+        batch.add(i, _request(inputs, i, logits_processor=_keep_first_logits(first_batched, i)))
     finished, steps, rows = {}, 0, []
     while batch:
         out = batch.step()
@@ -54,12 +66,12 @@ def test_ar_batch_gives_each_utterance_its_codes_alone(model):
         rows.append(batch.rows)
         if steps == 5:  # three more join a running batch, at a step boundary
             for i in range(2, len(SHAPES)):
-                batch.add(i, _request(inputs, i))
+                batch.add(i, _request(inputs, i, logits_processor=_keep_first_logits(first_batched, i)))
     for i, want in enumerate(expected):
         got = finished[i]
         assert torch.equal(got.codes, want.codes), i
         assert (got.stop_reason, got.steps) == (want.stop_reason, want.steps), i
-        torch.testing.assert_close(got.first_logits, want.first_logits, rtol=0, atol=0)
+        torch.testing.assert_close(first_batched[i], first_alone[i], rtol=0, atol=0)
     # Finished utterances leave at once: the rows in use only ever shrink after the last join.
     after_join = rows[5:]
     assert after_join == sorted(after_join, reverse=True) and after_join[-1] == 0

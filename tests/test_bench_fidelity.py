@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import fidelity  # noqa: E402
 
 from vallex.api import VallEX  # noqa: E402
-from vallex.inference.decoding import language_ids  # noqa: E402
+from vallex.inference.generation import language_ids  # noqa: E402
 
 torch.set_num_threads(1)
 

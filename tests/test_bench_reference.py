@@ -1,7 +1,7 @@
 """The benchmark's reference-algorithm baseline (bench/reference_baseline.py) is the reference's inference.
 
 On the golden checkpoint with greedy decoding it must give the golden codes (made by the unmodified
-reference) and the same codes as :func:`vallex.inference.decoding.generate`; its length forcing must match ours.
+reference) and the same codes as :func:`vallex.inference.generation.generate`; its length forcing must match ours.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import torch
 
 from bench.reference_baseline import reference_ar, reference_generate, reference_nar
 from vallex.config import VallexConfig
-from vallex.inference.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
+from vallex.inference.ar import ar_decode
+from vallex.inference.generation import generate, language_ids
+from vallex.inference.nar import NARInput, nar_decode
 from vallex.inference.precision import apply_precision
 from vallex.weights.checkpoint import load_model
 

@@ -23,7 +23,7 @@ from checkpoint_fixtures import (
 
 from vallex.cli import main as cli_main
 from vallex.config import VallexConfig
-from vallex.inference.decoding import generate
+from vallex.inference.generation import generate
 from vallex.weights.checkpoint import checkpoint_digest, load_model, read_state_dict, state_dict_digest
 
 

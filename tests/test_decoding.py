@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from vallex.config import VallexConfig
-from vallex.inference.decoding import ar_decode, filter_logits, generate, language_ids, sample_tokens
+from vallex.inference.ar import ar_decode
+from vallex.inference.generation import generate, language_ids
+from vallex.inference.nar import NARInput, nar_decode
+from vallex.inference.sampling import filter_logits, sample_tokens
+from vallex.languages import Languages
 from vallex.model import VallexModel
 
 
@@ -120,13 +124,40 @@ def test_generate_validates_prompt_shape(model):
         generate(model, text, 0, prompt[..., :4], "en", "en")
 
 
+def test_generate_reads_the_models_language_table():
+    """A model trained on German too: generate gives "de" its row (3), as synthesis does, and refuses a language
+    the model does not speak."""
+    torch.manual_seed(0)
+    model = VallexModel(VallexConfig(d_model=64, nhead=4, num_layers=2, num_languages=4,
+                                     languages=("en", "zh", "ja", "de"))).eval()
+    text, _, prompt = inputs()
+    languages = Languages.of(model.config)
+    langs = language_ids(text.shape[1], 2, "de", "zh", languages=languages)[None]
+    assert langs.tolist() == [[3, 3, 1, 1, 1]]
+    options = dict(top_k=1, max_frames=6)
+    result = generate(model, text, 2, prompt, "de", "zh", **options)
+    ar = ar_decode(model, text, langs, prompt[..., 0], **options)
+    assert torch.equal(result.ar.codes, ar.codes)
+    assert torch.equal(result.codes, nar_decode(model, [NARInput(text, langs, prompt, ar.codes)])[0])
+    with pytest.raises(ValueError, match="Unknown language"):
+        generate(model, text, 2, prompt, "fr", "zh", **options)
+
+
 def test_cached_generation_is_batch_consistent(model):
     """best_of rows share one batched cache; with greedy decoding every row equals the single-row result."""
     text, langs, prompt = inputs()
-    single = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12)
-    batched = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12, best_of=3)
+    first = []
+
+    def keep_first(step, logits):  # logits [rows, 1025]
+        if step == 0:
+            first.append(logits.clone())
+        return logits
+
+    single = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12, logits_processor=keep_first)
+    batched = ar_decode(model, text, langs, prompt[..., 0], top_k=1, max_frames=12, best_of=3,
+                        logits_processor=keep_first)
     assert torch.equal(single.codes, batched.codes)
-    assert torch.allclose(single.first_logits[0], batched.first_logits[2], atol=1e-5)
+    assert torch.allclose(first[0][0], first[1][2], atol=1e-5)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])

@@ -13,22 +13,12 @@ import torch
 from fastapi.testclient import TestClient
 from sync_counter import HostSyncCounter
 
-import vallex.inference.decoding as decoding
+import vallex.inference.sampling as sampling
 from vallex.api import SynthesisRequest, VallEX
-from vallex.inference.decoding import (
-    ARBatch,
-    ARRequest,
-    FrameSampler,
-    NARInput,
-    NARPrefix,
-    NonFiniteLogits,
-    ar_decode,
-    iter_ar_decode,
-    nar_decode,
-    sample_tokens,
-    seeded_generator,
-)
+from vallex.inference.ar import ARBatch, ARRequest, FrameSampler, ar_decode, iter_ar_decode
+from vallex.inference.nar import NARInput, NARPrefix, nar_decode
 from vallex.inference.precision import overflow_advice
+from vallex.inference.sampling import NonFiniteLogits, sample_tokens, seeded_generator
 from vallex.inference.scheduler import Utterance
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
@@ -149,7 +139,7 @@ def _multinomial_that_asserts_like_cuda(monkeypatch):
         assert bool(torch.isfinite(probs).all()) and bool((probs.sum(-1) > 0).all()), "device-side assert"
         return real(probs, *args, **kwargs)
 
-    monkeypatch.setattr(decoding.torch, "multinomial", checked)
+    monkeypatch.setattr(sampling.torch, "multinomial", checked)
 
 
 def test_float16_logits_at_a_small_temperature_sample_in_float32():

@@ -10,8 +10,8 @@ from torch import nn
 
 from vallex.config import VallexConfig
 from vallex.inference.cpu_features import CPU_CLASSES, TorchCPUView, cpu_features, features_from_cpuinfo
-from vallex.inference.decoding import generate, language_ids
 from vallex.inference.fastpath import install
+from vallex.inference.generation import generate, language_ids
 from vallex.inference.kernels import (
     OneDNNBf16Linear,
     onednn_bf16_linear_available,
@@ -311,7 +311,7 @@ def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(preci
 @pytest.mark.parametrize("precision", ["int8", "bfloat16"])
 def test_a_bf16_kv_cache_is_used_by_prefill_steps_and_batches(precision):
     """ar_attention="sdpa-bf16": the AR's cache is bfloat16, attended by the fused kernel, in every AR path."""
-    from vallex.inference.decoding import ARBatch, ARRequest, ar_decode, prefill
+    from vallex.inference.ar import ARBatch, ARRequest, ar_decode, prefill
     from vallex.inference.fastpath import OneFrameStep, model_cache_dtype
 
     base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni").with_kernels(ar_attention="sdpa-fp32")

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from vallex.config import VallexConfig
-from vallex.inference.decoding import NARInput, ar_decode, generate, language_ids, nar_decode
+from vallex.inference.ar import ar_decode
 from vallex.inference.fastpath import FastAttention
+from vallex.inference.generation import generate, language_ids
 from vallex.inference.kernels import (
     OneDNNFloat32Linear,
     OneDNNInt8Linear,
@@ -16,6 +17,7 @@ from vallex.inference.kernels import (
     onednn_float32_linear_available,
     onednn_int8_available,
 )
+from vallex.inference.nar import NARInput, nar_decode
 from vallex.inference.precision import (
     apply_precision,
     cpu_has_native_bfloat16,

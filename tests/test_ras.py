@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from presets_data import load_presets  # noqa: E402
 from ras_calibration import pause_mask  # noqa: E402
 
-from vallex.inference.decoding import draw_tokens_ras, sample_tokens  # noqa: E402
 from vallex.inference.ras import (  # noqa: E402
     PAD,
     RAS_THRESHOLD,
@@ -23,6 +22,7 @@ from vallex.inference.ras import (  # noqa: E402
     ras_fires,
     repetition_counts,
 )
+from vallex.inference.sampling import draw_tokens_ras, sample_tokens  # noqa: E402
 
 VOCAB = 16
 

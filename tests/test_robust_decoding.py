@@ -9,7 +9,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from vallex.cli import main as cli_main
-from vallex.inference.decoding import ar_decode, language_ids
+from vallex.inference.ar import ar_decode
+from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens
 from vallex.serving import SpeechEngine
 from vallex.serving.http import create_api

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from vallex.cli import main as cli_main
-from vallex.inference.decoding import ar_decode
+from vallex.inference.ar import ar_decode
 from vallex.training.dataset import CodesDataset
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, MANDARIN_SENTENCES, write_espeak_corpus
 from vallex.training.trainer import TrainConfig, train

@@ -23,7 +23,8 @@ from vallex.api import VallEX
 from vallex.asr import TransformersWhisperRecognizer
 from vallex.audio import SAMPLE_RATE
 from vallex.cli import main as cli_main
-from vallex.inference.decoding import ar_decode, language_ids
+from vallex.inference.ar import ar_decode
+from vallex.inference.generation import language_ids
 from vallex.inference.verification import CandidateCheck, SentenceCheck, Verifier, choose
 from vallex.prompts import VoicePrompt
 from vallex.serving import SpeechEngine

@@ -3,7 +3,7 @@
 It runs the golden cases (``cases.json`` of a golden folder, e.g. the repository's ``tests/golden/public``: the
 reference implementation's greedy codes and first-step logits, made on a CPU in float32) through the same
 loading and precision path as synthesis (:func:`vallex.weights.checkpoint.load_model`,
-:func:`vallex.inference.precision.apply_precision`) and the same decoder (:func:`vallex.inference.decoding.generate`)
+:func:`vallex.inference.precision.apply_precision`) and the same decoder (:func:`vallex.inference.generation.generate`)
 on the asked device and precision, and compares. Two checks per case:
 
 * **codes**: every greedy decision is *teacher-forced*: a logits processor (AR) and forward hooks on the NAR's
@@ -181,7 +181,7 @@ class GoldenCase:
                    ar_argmax=[int(x) for x in out.get("ar_step_argmax", [])])
 
     def generate_inputs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`vallex.inference.decoding.generate` for this case."""
+        """The keyword arguments of :func:`vallex.inference.generation.generate` for this case."""
         return dict(text=self.text, enroll_len=self.enroll_len, prompt_codes=self.prompt_codes,
                     prompt_language=self.prompt_language, text_language=self.text_language)
 
@@ -189,7 +189,7 @@ class GoldenCase:
 # Running the cases ----------------------------------------------------------------------------------------------
 def run_case(model: torch.nn.Module, case: GoldenCase, bound: Bound) -> list[Check]:
     """The codes and first-step-logits checks of ``case`` on ``model`` (already on its device and precision)."""
-    from vallex.inference.decoding import generate
+    from vallex.inference.generation import generate
 
     eos = model.config.eos_id
     forced = case.codes[0, :, 0].tolist()
@@ -197,6 +197,7 @@ def run_case(model: torch.nn.Module, case: GoldenCase, bound: Bound) -> list[Che
     ar_gaps: list[Tensor] = []  # per AR step [1]: the device's best logit minus its logit for the reference's token
     nar_gaps: list[Tensor] = []  # per NAR stage [T]: the same, per frame
     nonfinite: list[Tensor] = []
+    first_logits: list[Tensor] = []  # the first AR step's logits [1025], as the device computed them
 
     def gap(logits: Tensor, reference: Tensor) -> Tensor:  # logits [N, V], reference LongTensor [N] -> [N], >= 0
         logits = logits.float()
@@ -204,6 +205,8 @@ def run_case(model: torch.nn.Module, case: GoldenCase, bound: Bound) -> list[Che
         return logits.max(dim=-1).values - logits.gather(-1, reference[:, None])[:, 0]
 
     def teacher(step: int, logits: Tensor) -> Tensor:  # logits [1, 1025]: record, then force the reference's token
+        if step == 0:
+            first_logits.append(logits[0].float().clone())  # a copy: float() of float32 logits is no copy
         if step < len(ar_reference):
             ar_gaps.append(gap(logits, torch.tensor([ar_reference[step]], device=logits.device)))
         out = torch.full_like(logits, -1e4)  # representable in float16 too
@@ -226,11 +229,11 @@ def run_case(model: torch.nn.Module, case: GoldenCase, bound: Bound) -> list[Che
 
     hooks = [layer.register_forward_hook(nar_teacher(stage)) for stage, layer in enumerate(model.nar_predict_layers)]
     try:
-        result = generate(model, **case.generate_inputs(), top_k=1, logits_processor=teacher)
+        generate(model, **case.generate_inputs(), top_k=1, logits_processor=teacher)
     finally:
         for handle in hooks:
             handle.remove()
-    first = result.ar.first_logits[0].float().cpu()
+    first = first_logits[0].cpu()
     bad = bool(torch.stack(nonfinite).any()) if nonfinite else False
     ar = torch.cat(ar_gaps).cpu() if ar_gaps else torch.zeros(0)
     nar = torch.cat(nar_gaps).cpu() if nar_gaps else torch.zeros(0)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tutorial import show  # figures as small PNGs (notebooks/tutorial.py)
 
-from vallex.inference.decoding import language_ids
+from vallex.inference.generation import language_ids
 from vallex.text import MAX_TOKENS, SYMBOLS, auto_tag, detect_language, ids_to_phonemes, split_sentences, tokenize
 
 torch.set_num_threads(1)

@@ -23,8 +23,8 @@
 # > no memory). If `VALLEX_WEIGHTS_DIR` points at a folder with the real checkpoint, the last section loads
 # > it and looks at the trained language and stage embeddings.
 #
-# The code is in `vallex/model.py` (one file, read it top to bottom) and `vallex/inference/decoding.py`; this
-# notebook only imports it.
+# The code is in `vallex/model.py` (one file, read it top to bottom) and `vallex/inference/` (`ar.py`, `nar.py`,
+# `sampling.py`); this notebook only imports it.
 
 # %%
 import os
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tutorial import draw_token_grid, show, token_grid_legend, token_states
 
 from vallex.config import VallexConfig
-from vallex.inference.decoding import language_ids
+from vallex.inference.generation import language_ids
 from vallex.languages import MODEL_LANGUAGE_ID
 from vallex.model import VallexModel, ar_attention_mask, count_parameters
 from vallex.text import tokenize

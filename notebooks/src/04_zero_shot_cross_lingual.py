@@ -15,7 +15,7 @@
 #    8 codebooks for acoustic detail;
 # 5. **Vocos** turns the 8 codebooks back into a 24 kHz waveform.
 #
-# This notebook does each step by hand with `vallex.inference.decoding` and the model, checks it against the library,
+# This notebook does each step by hand with `vallex.inference` (`ar`, `nar`, `sampling`) and the model, checks it against the library,
 # then uses the one-call API `vallex.VallEX` for cross-lingual synthesis, accent control and long text.
 #
 # > **Runs offline with random tiny weights.** Without `VALLEX_WEIGHTS_DIR`, the cell below writes a folder
@@ -43,8 +43,11 @@ from tutorial import draw_codes, draw_token_grid, show, token_grid_legend, token
 
 from vallex.api import VallEX
 from vallex.audio import FRAME_RATE, SAMPLE_RATE
-from vallex.inference.decoding import NARInput, ar_decode, filter_logits, language_ids, nar_decode, sample_tokens
+from vallex.inference.ar import ar_decode
 from vallex.inference.fastpath import KVCache
+from vallex.inference.generation import language_ids
+from vallex.inference.nar import NARInput, nar_decode
+from vallex.inference.sampling import filter_logits, sample_tokens
 from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
 from vallex.model import ar_attention_mask
 from vallex.text import tokenize
@@ -156,7 +159,7 @@ def ar_by_hand(max_frames: int, seed: int, temperature: float = 1.0, top_k: int 
 
 codes0, step_logits = ar_by_hand(max_frames=60, seed=123)
 library = ar_decode(model, text, langs, prompt_codes[..., 0], max_frames=60, generator=torch.Generator().manual_seed(123))
-print(f"by hand: {len(codes0)} frames; vallex.inference.decoding.ar_decode: {library.codes.shape[1]} frames ({library.stop_reason})")
+print(f"by hand: {len(codes0)} frames; vallex.inference.ar.ar_decode: {library.codes.shape[1]} frames ({library.stop_reason})")
 print("identical to the library:", torch.equal(codes0, library.codes[0]))
 print("first frames:", codes0[:12].tolist())
 

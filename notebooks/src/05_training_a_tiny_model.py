@@ -37,7 +37,8 @@ import tutorial
 from tutorial import draw_codes, draw_token_grid, show, token_grid_legend, token_states
 
 from vallex.config import VallexConfig
-from vallex.inference.decoding import NARInput, ar_decode, nar_decode
+from vallex.inference.ar import ar_decode
+from vallex.inference.nar import NARInput, nar_decode
 from vallex.model import VallexModel, ar_attention_mask, count_parameters
 from vallex.text import ids_to_phonemes
 from vallex.training.dataset import CodesDataset, collate

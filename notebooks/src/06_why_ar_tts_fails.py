@@ -36,9 +36,10 @@ import tutorial
 from tutorial import draw_codes, show
 
 from vallex.audio import load_audio
-from vallex.inference.decoding import ar_decode, draw_tokens, draw_tokens_ras
+from vallex.inference.ar import ar_decode
 from vallex.inference.length_guards import SPEAKING_RATE, frame_bounds_of_tokens
 from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repeats, ras_fires
+from vallex.inference.sampling import draw_tokens, draw_tokens_ras
 from vallex.inference.verification import Verifier
 from vallex.languages import LANGUAGES
 from vallex.text import ids_to_phonemes
@@ -342,7 +343,7 @@ runs.update(table(GUARDED, ["step 150"]))  # the finished model's lengths were r
 # RAS is plain nucleus sampling.
 #
 # By hand, on the step where the half-trained model's greedy loop on `babara` has run for 150 frames, for
-# eight random seeds, each checked against the library's sampler (`vallex.inference.decoding.draw_tokens_ras`)
+# eight random seeds, each checked against the library's sampler (`vallex.inference.sampling.draw_tokens_ras`)
 # given the same random numbers:
 
 # %%

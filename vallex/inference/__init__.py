@@ -1,6 +1,7 @@
 """Inference: from token ids to codes and from requests to audio.
 
-``decoding`` (sampling, the AR batch, the NAR), ``scheduler`` (requests -> sentences -> AR, NAR, vocoder),
+``sampling`` (choosing tokens from logits), ``ar`` (the AR batch), ``nar`` (the NAR), ``generation`` (language
+ids; AR then NAR from the reference's inputs), ``scheduler`` (requests -> sentences -> AR, NAR, vocoder),
 ``streaming`` (the chunk schedule), ``ras`` and ``length_guards`` (decode-time robustness), ``verification``
 (scoring candidates by speech recognition and speaker similarity), and the speed side: ``precision`` (the
 kernel plan per CPU class), ``kernels`` (Linear kernels), ``fastpath`` (attention, norms, KV cache, the

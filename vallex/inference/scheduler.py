@@ -2,7 +2,7 @@
 
 :class:`Scheduler` is the only place that does it. It plans each request (:func:`plan_text`: the text front end
 runs once per request and decides the long-text mode; :func:`plan_request`: the voice, the accent, the
-seed), then drives one :class:`vallex.inference.decoding.ARBatch` over the current sentence of every running request:
+seed), then drives one :class:`vallex.inference.ar.ARBatch` over the current sentence of every running request:
 each :meth:`Scheduler.step` samples one frame for all of them, runs the NAR for up to ``nar_batch`` sentences
 whose chunk became due or that ended (:mod:`vallex.inference.streaming`), vocodes, and hands the audio to each request's
 :class:`Sink`; a request whose sentence ended starts its next one (sliding-window prompts chain), so it joins
@@ -29,18 +29,11 @@ from torch import Tensor
 from vallex.audio.codec_format import FRAME_RATE, SAMPLE_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
 from vallex.evaluation.speaker import VerifierUnavailableError
-from vallex.inference.decoding import (
-    MAX_FRAMES_PER_TEXT_TOKEN,
-    ARBatch,
-    ARRequest,
-    ARResult,
-    NARInput,
-    NonFiniteLogits,
-    language_ids,
-    nar_decode,
-    seeded_generator,
-)
+from vallex.inference.ar import MAX_FRAMES_PER_TEXT_TOKEN, ARBatch, ARRequest, ARResult
+from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens, length_warning
+from vallex.inference.nar import NARInput, nar_decode
+from vallex.inference.sampling import NonFiniteLogits, seeded_generator
 from vallex.inference.streaming import SentencePieces, first_chunk_frames
 from vallex.inference.verification import (
     DEFAULT_VERIFY_ROUNDS,

@@ -8,7 +8,7 @@ the pieces join without a seam (:meth:`vallex.audio.codec.AudioCodec.decode_code
 the rest is flushed.
 
 Only a sentence's first NAR pass runs over text, prompt and every frame so far, as a whole sentence would; it
-keeps the keys and values of text, prompt and the frames it fixes (:class:`vallex.inference.decoding.NARPrefix`).
+keeps the keys and values of text, prompt and the frames it fixes (:class:`vallex.inference.nar.NARPrefix`).
 Every later pass is a window over the frames not yet fixed, attending to what was kept and adding the frames it
 fixes, so that a sentence's passes together cost about one whole pass instead of one per chunk.
 :class:`SentencePieces` holds that state for one sentence; who runs the AR and the NAR (one request alone, or a
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from vallex.audio.codec_format import FRAME_RATE
 from vallex.config import MAX_UTTERANCE_SECONDS
-from vallex.inference.decoding import NARInput, NARPrefix
+from vallex.inference.nar import NARInput, NARPrefix
 
 if TYPE_CHECKING:
     from vallex.audio.codec import AudioCodec
@@ -77,7 +77,7 @@ class SentencePieces:
         nar_codes = nar_decode(model, [final])[0] if pieces.needs_final_nar(T) else None
         codes, last = pieces.finish(nar_codes)            # all codes [1, T, 8] and the last piece
 
-    where ``sentence(frames0)`` is the sentence's :class:`~vallex.inference.decoding.NARInput` for those frames.
+    where ``sentence(frames0)`` is the sentence's :class:`~vallex.inference.nar.NARInput` for those frames.
 
     The pieces concatenated are the sentence's waveform [320 * T].
     """

@@ -59,7 +59,6 @@ from vallex.serving.encoding import MEDIA_TYPES, StreamEncoder, encode
 from vallex.serving.engine import ModelUnavailable, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.serving.openai_schema import (
     DEFAULT_MAX_INPUT_CHARS,
-    LONG_TEXT_CHOICES,
     MAX_HEADER_BYTES,
     MAX_HEADER_TRANSCRIPT,
     MODELS,
@@ -87,7 +86,7 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT_S", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_RETRY_AFTER_S", "LOOPBACK_HOSTS", "MidStreamError",
     "SpeechAPI", "create_api", "create_router", "is_loopback",
     # The schema (vallex.serving.openai_schema), importable from here as before the split.
-    "DEFAULT_MAX_INPUT_CHARS", "LONG_TEXT_CHOICES", "MAX_HEADER_BYTES", "MAX_HEADER_TRANSCRIPT", "MODELS",
+    "DEFAULT_MAX_INPUT_CHARS", "MAX_HEADER_BYTES", "MAX_HEADER_TRANSCRIPT", "MODELS",
     "NO_ACCENT", "NO_PROMPT_VOICE", "OPENAI_VOICES", "SAMPLE_RATE", "APIError", "ModelUnavailable", "SpeechBody",
     "VoiceInfo", "error_response", "preset_voices",
 ]

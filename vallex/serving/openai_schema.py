@@ -46,7 +46,6 @@ OPENAI_VOICES: tuple[str, ...] = ("alloy", "ash", "ballad", "coral", "echo", "fa
 NO_PROMPT_VOICE = "none"
 #: The ``accent`` that follows the text (no accent override); the others are the model's languages.
 NO_ACCENT = "none"
-LONG_TEXT_CHOICES = ("auto", "fixed-prompt", "sliding-window")
 #: OpenAI's limit on ``input``; the default of ``max_input_chars``.
 DEFAULT_MAX_INPUT_CHARS = 4096
 #: Characters of a transcript in ``X-Vallex-Verification`` (a header line must stay well under 8 KB).
