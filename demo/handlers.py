@@ -13,7 +13,6 @@ import inspect
 import io
 import logging
 import math
-import secrets
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -24,10 +23,12 @@ import soundfile as sf
 
 from demo.engine import Engine
 from demo.plots import audio_picture
-from vallex.api import LONG_TEXT_MODES, Synthesis, VallEX, check_sampling
+from demo.sampling_controls import app_seed, takes_sampling_controls
+from vallex.api import LONG_TEXT_MODES, Synthesis, VallEX
 from vallex.asr import LANGUAGE_NAMES as SPOKEN_LANGUAGE_NAMES
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
 from vallex.inference.sampling import NonFiniteLogits
+from vallex.inference.sampling_settings import Sampling
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 
@@ -84,35 +85,6 @@ def check_text(text: Any, max_chars: int) -> str:
     return text
 
 
-#: The sampling widgets' labels, for :func:`vallex.api.check_sampling`'s messages.
-SAMPLING_LABELS = {"temperature": "Temperature", "top_k": "Top-k", "top_p": "Top-p", "best_of": "Best of",
-                   "seed": "The seed"}
-
-
-def sampling_options(seed: Any, temperature: Any, top_k: Any, top_p: Any, best_of: Any, ras: Any = False,
-                     length_guards: Any = False, verify: Any = False) -> dict[str, Any]:
-    """Widget values → ``synthesize`` options; seed -1/empty means a fresh random seed (reported back);
-    ``verify`` on checks each sentence with speech recognition (``verify="asr"``).
-
-    Top-p 1 and top-k 0 mean "off"; anything else (NaN included) goes through the library's checks, so a
-    value that is not a usable number is refused rather than silently treated as off.
-    """
-    try:
-        seed = -1 if seed is None or seed == "" else int(seed)
-        top_k = int(top_k or 0)
-        best_of = int(best_of or 1)
-        temperature = float(temperature if temperature is not None else 1.0)
-        top_p = float(top_p if top_p is not None else 1.0)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
-        raise ValueError("Seed, top-k and best-of must be whole numbers; temperature and top-p numbers.") from None
-    if seed < 0:
-        seed = secrets.randbelow(2**31)
-    options = {"seed": seed, "temperature": temperature, "top_k": top_k if top_k > 0 else None,
-               "top_p": None if top_p == 1.0 else top_p, "best_of": best_of}
-    check_sampling(**options, names=SAMPLING_LABELS)
-    return {**options, "ras": bool(ras), "length_guards": bool(length_guards), "verify": "asr" if verify else None}
-
-
 def accent_option(accent: Any) -> str | None:
     return None if accent in (None, "", "none") else str(accent)
 
@@ -145,7 +117,7 @@ def progress_callback(progress: gr.Progress) -> Callable[[str, int, int], None]:
     return report
 
 
-def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | None,
+def describe(result: Synthesis, seed: int, sampling: Sampling, prompt: VoicePrompt | None,
              extra_timings: dict[str, float]) -> tuple[str, dict[str, Any]]:
     """A one-paragraph summary (Markdown) and the full details (JSON) of a synthesis."""
     # JSON has no infinity (the real-time factor of an empty output): such values become null.
@@ -156,14 +128,13 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
         "language": result.language,
         "sample_rate": result.sample_rate,
         "duration_s": round(result.duration, 3),
-        "seed": options["seed"],
+        "seed": seed,
         "sentences": [{"text": s.text, "language": s.tokens.language, "phonemes": s.tokens.phonemes,
                        "stop_reason": s.stop_reason, "seconds": round(len(s.waveform) / SAMPLE_RATE, 3),
                        "ras_redraws": s.ras_fired,
                        "verification": s.verification.as_dict() if s.verification is not None else None}
                       for s in result.sentences],
-        "sampling": {"ras": options.get("ras", False), "length_guards": options.get("length_guards", False),
-                     "verify": options.get("verify"), "best_of": options.get("best_of", 1)},
+        "sampling": sampling.as_dict(),
         "warnings": result.warnings,
         "prompt": None if prompt is None else {"language": prompt.language, "seconds": round(prompt.seconds, 2),
                                                "transcript": prompt.transcript, "name": prompt.name},
@@ -171,7 +142,7 @@ def describe(result: Synthesis, options: dict[str, Any], prompt: VoicePrompt | N
     }
     summary = (f"**Detected language:** {languages} · **Audio:** {result.duration:.2f} s · "
                f"**Synthesis:** {result.timings['total_s']:.2f} s (real-time factor {result.timings['rtf']:.2f}) · "
-               f"**Seed:** {options['seed']}\n\n**Phonemes:** `{result.phonemes}`")
+               f"**Seed:** {seed}\n\n**Phonemes:** `{result.phonemes}`")
     if prompt is not None:
         summary += f"\n\n**Voice:** {language_name(prompt.language)} prompt, {prompt.seconds:.1f} s"
     checks = [s.verification for s in result.sentences if s.verification is not None
@@ -194,24 +165,22 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
     live = engine.config.stream_audio
 
     @friendly_errors
-    def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: float,
-              temperature: float, top_k: float, top_p: float, best_of: float, ras: bool = True,
-              length_guards: bool = True, verify: bool = False,
-              progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+    @takes_sampling_controls()
+    def clone(prompt_audio: str | None, transcript: str, text: str, language: str, accent: str, seed: int,
+              sampling: Sampling, progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
         """Speak `text` in the voice of `prompt_audio` (3-10 s; `transcript` says what it says)."""
         if not prompt_audio:
             raise ValueError("No voice prompt: upload or record 3-10 seconds of someone speaking.")
         check_text(text, max_chars)
-        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards, verify)
         started = time.perf_counter()
         # The recording for the picture is read there too: resampling it is torch work (vallex.inference.threads).
         prompt, prompt_wav = engine.with_model(
             lambda tts: (tts.make_prompt(prompt_audio, transcript or None), load_audio(prompt_audio)))
         prompt_s = time.perf_counter() - started
-        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), chunk_seconds=None,
-                                **options)
+        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), seed=seed,
+                                chunk_seconds=None, sampling=sampling)
         result = engine.speak(request, progress_callback(progress)).result()
-        summary, details = describe(result, options, prompt, {"prompt_s": prompt_s})
+        summary, details = describe(result, seed, sampling, prompt, {"prompt_s": prompt_s})
         picture = audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
         return audio_out(result.waveform), summary, details, picture
 
@@ -225,24 +194,23 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         return engine.tts().resolve_prompt(str(voice))  # the model's voice library (demo.engine.AppVoices)
 
     @friendly_errors
-    def preset(text: str, voice: str, prompt_file: str | None, language: str, accent: str, seed: float,
-               temperature: float, top_k: float, top_p: float, best_of: float, ras: bool = True,
-               length_guards: bool = True, verify: bool = False,
-               progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
+    @takes_sampling_controls()
+    def preset(text: str, voice: str, prompt_file: str | None, language: str, accent: str, seed: int,
+               sampling: Sampling, progress: gr.Progress = gr.Progress()) -> tuple[AudioOut, str, dict, Any]:
         """Speak `text` in a named voice (`voice`) or the voice of an uploaded `.npz` prompt file."""
         if voice not in (None, "", NO_VOICE):
             validate_name(voice)  # before anything else: a bad name never reaches the file system
         check_text(text, max_chars)
-        options = sampling_options(seed, temperature, top_k, top_p, best_of, ras, length_guards, verify)
+
         def prompt_and_audio(tts: VallEX) -> tuple[VoicePrompt | None, Any]:
             prompt = resolve_voice(voice, prompt_file, required=True)
             return prompt, tts.codec.decode_codes(prompt.codes).reshape(-1) if prompt is not None else None
 
         prompt, prompt_wav = engine.with_model(prompt_and_audio)
-        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), chunk_seconds=None,
-                                **options)
+        request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), seed=seed,
+                                chunk_seconds=None, sampling=sampling)
         result = engine.speak(request, progress_callback(progress)).result()
-        summary, details = describe(result, options, prompt, {})
+        summary, details = describe(result, seed, sampling, prompt, {})
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
     @friendly_errors
@@ -275,7 +243,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         check_text(text, max_chars)
         if mode not in LONG_TEXT_MODES:
             raise ValueError(f"Unknown long-text mode {mode!r}: choose {' or '.join(LONG_TEXT_MODES)}.")
-        options = sampling_options(seed, 1.0, 0, 1.0, 1)
+        seed = app_seed(seed)
         started = time.perf_counter()
         chunks: list[np.ndarray] = []
         prompt = engine.with_model(lambda tts: resolve_voice(voice, prompt_file, required=False))
@@ -283,7 +251,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         # re-sent after every chunk, so one chunk per sentence.
         chunking = {} if live else {"chunk_seconds": None}
         request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), long_text=mode,
-                                **chunking, **options)
+                                seed=seed, **chunking)
         # A client that goes away closes this generator, which cancels the request (the with block).
         sentences = 0
         with engine.speak(request, progress_callback(progress)) as stream:
@@ -293,7 +261,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
                 seconds = sum(len(c) for c in chunks) / SAMPLE_RATE
                 state = "playing" if live else "done"
                 status = (f"**Sentence {piece.sentence + 1} of {piece.sentences}** {state} · {seconds:.1f} s of "
-                          f"audio in {time.perf_counter() - started:.1f} s · mode {mode} · seed {options['seed']}")
+                          f"audio in {time.perf_counter() - started:.1f} s · mode {mode} · seed {seed}")
                 if live:
                     yield wav_bytes(piece.audio), gr.skip(), status
                 else:
@@ -301,7 +269,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         whole = np.concatenate(chunks)
         yield gr.skip(), audio_out(whole), (f"**Done:** {sentences} sentences, {len(whole) / SAMPLE_RATE:.1f} s "
                                             f"of audio in {time.perf_counter() - started:.1f} s · mode {mode} · "
-                                            f"seed {options['seed']}")
+                                            f"seed {seed}")
 
     def voices() -> list[str]:
         """The voice names usable in the Presets and Long text tabs (built-in examples, then presets)."""

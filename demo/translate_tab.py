@@ -14,7 +14,8 @@ import gradio as gr
 
 from demo import examples
 from demo.engine import Engine
-from demo.handlers import LANGUAGE_NAMES, AudioOut, friendly_errors, sampling_options
+from demo.handlers import LANGUAGE_NAMES, AudioOut, friendly_errors
+from demo.sampling_controls import app_seed, seed_control
 from demo.zero_gpu import max_characters, on_zero_gpu, translation_gpu_seconds, zero_gpu
 from vallex.audio import to_pcm16
 from vallex.languages import LANGUAGES
@@ -87,7 +88,7 @@ def make_translate_handler(engine: Engine) -> Callable:
                 raise ValueError(f"The {what} must be text.")
             if text and len(text) > max_chars:
                 raise ValueError(f"The {what} has {len(text)} characters; at most {max_chars} are accepted.")
-        seed = sampling_options(seed, 1.0, 0, 1.0, 1)["seed"]
+        seed = app_seed(seed)
         started = time.perf_counter()
         try:
             result = engine.with_translator(lambda s2st: s2st.translate(
@@ -119,7 +120,7 @@ def translate_tab(engine: Engine, model_event: dict[str, Any]) -> None:
                 translation = gr.Textbox(value="", lines=2, label="Translation (optional)",
                                          elem_id="translate-translation",
                                          placeholder="The text to speak; empty: machine translation")
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
+                seed = seed_control()
                 button = gr.Button("Translate", variant="primary", elem_id="translate-generate")
             with gr.Column():
                 audio_out = gr.Audio(label="Translated speech, in the same voice", type="numpy", format="wav",

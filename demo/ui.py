@@ -14,6 +14,7 @@ from demo.config import AppConfig
 from demo.engine import Engine, WeightsStatus
 from demo.handlers import NO_VOICE, language_name, make_handlers
 from demo.http_api import api_router
+from demo.sampling_controls import sampling_controls, seed_control
 from demo.translate_tab import translate_tab
 from demo.zero_gpu import on_zero_gpu
 from vallex.api import LONG_TEXT_MODES, select_device
@@ -57,28 +58,6 @@ def doctor_markdown() -> str:
     from vallex.doctor import describe_summary, last_result_summary
 
     return describe_summary(last_result_summary()).replace("\n", "  \n")
-
-
-def _sampling_controls(verify_default: bool) -> list[gr.components.Component]:
-    """Seed, temperature, top-k, top-p, best-of, repetition-aware sampling, length guards and the check by speech
-    recognition (in an accordion)."""
-    with gr.Accordion("Advanced sampling", open=False):
-        with gr.Row():
-            seed = gr.Number(value=-1, precision=0, label="Seed (-1: random; the seed used is shown below)")
-            best_of = gr.Slider(1, 8, value=1, step=1, label="Best of N (keeps the most likely of N tries)")
-        with gr.Row():
-            temperature = gr.Slider(0.1, 1.5, value=1.0, step=0.05, label="Temperature")
-            top_k = gr.Slider(0, 1024, value=0, step=1, label="Top-k (0: off)")
-            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="Top-p (1: off)")
-        with gr.Row():
-            ras = gr.Checkbox(value=True, label="Repetition-aware sampling (a sound repeated too often is redrawn; "
-                              "off: the reference's plain sampling)")
-            length_guards = gr.Checkbox(value=True, label="Length guards (each sentence as long as its text needs; "
-                                        "warns when one hits its limit)")
-            verify = gr.Checkbox(value=verify_default, label="Check with speech recognition (Whisper hears each of "
-                                 "the N tries; the one that says the text best is kept, and new tries are made "
-                                 "while none does; slow on a CPU)")
-    return [seed, temperature, top_k, top_p, best_of, ras, length_guards, verify]
 
 
 def verify_by_default(config: AppConfig, engine: Engine | None = None) -> bool:
@@ -156,7 +135,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     engine = engine or Engine(config)
     handlers = make_handlers(engine)
     status = status or engine.weights_status()
-    verify_default = verify_by_default(config, engine)
+    # The library's defaults, but for the check by speech recognition where it runs on a GPU (verify_by_default).
+    initial = {"verify": "asr"} if verify_by_default(config, engine) else {}
     languages = engine.languages()  # the checkpoint's, read from its files (the model loads later)
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
@@ -177,7 +157,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     text = gr.Textbox(lines=3, label="Text to speak", elem_id="clone-text",
                                       value="Welcome back. What can I do for you today?")
                     language, accent = _language_row(languages, with_mix=True)
-                    sampling = _sampling_controls(verify_default)
+                    sampling = sampling_controls(initial)
                     button = gr.Button("Generate", variant="primary", elem_id="clone-generate")
                 with gr.Column():
                     outputs = _result_column("clone")
@@ -197,7 +177,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                     file_p = gr.File(label="…or upload a prompt .npz (wins over the voice list)", file_types=[".npz"],
                                      type="filepath")
                     language_p, accent_p = _language_row(languages, with_mix=True)
-                    sampling_p = _sampling_controls(verify_default)
+                    sampling_p = sampling_controls(initial)
                     button_p = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     outputs_p = _result_column("preset")
@@ -235,7 +215,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
                         file_l = gr.File(label="…or a prompt .npz", file_types=[".npz"], type="filepath")
                     mode_l = gr.Radio(MODE_CHOICES, value="fixed-prompt", label="Mode")
                     language_l, accent_l = _language_row(languages, with_mix=False)
-                    seed_l = gr.Number(value=-1, precision=0, label="Seed (-1: random)")
+                    seed_l = seed_control()
                     button_l = gr.Button("Generate", variant="primary")
                 with gr.Column():
                     if config.stream_audio:

@@ -99,7 +99,8 @@ def request_seconds(request: SynthesisRequest) -> int:
     """GPU seconds for one call speaking ``request`` (its text a :class:`TextPlan`, as :func:`plan_calls` makes)."""
     text = request.text
     characters = plan_characters(text) if isinstance(text, TextPlan) else len(text)
-    return call_seconds(characters, request.verify_rounds if request.verify else 0)
+    sampling = request.sampling
+    return call_seconds(characters, sampling.verify_rounds if sampling.verify else 0)
 
 
 def plan_calls(request: SynthesisRequest, languages: Languages | None = None) -> list[SynthesisRequest]:
@@ -116,7 +117,8 @@ def plan_calls(request: SynthesisRequest, languages: Languages | None = None) ->
     """
     plan = request.text if isinstance(request.text, TextPlan) else plan_text(
         request.text, request.language, request.long_text, languages)
-    rounds = request.verify_rounds if request.verify else 0
+    sampling = request.sampling
+    rounds = sampling.verify_rounds if sampling.verify else 0
     if call_seconds(plan_characters(plan), rounds) <= CALL_LIMIT_S:
         return [dataclasses.replace(request, text=plan)]
     if plan.long_text is None:  # one utterance too long for a call: speak its sentences
@@ -128,9 +130,9 @@ def plan_calls(request: SynthesisRequest, languages: Languages | None = None) ->
         if group:
             seed = None if request.seed is None else request.seed + len(calls)
             part = TextPlan(tuple(group), plan.language, plan.long_text)
+            fitting = _rounds_that_fit(plan_characters(part), rounds) if rounds else sampling.verify_rounds
             calls.append(dataclasses.replace(request, text=part, seed=seed,
-                                             verify_rounds=_rounds_that_fit(plan_characters(part), rounds)
-                                             if rounds else request.verify_rounds))
+                                             sampling=dataclasses.replace(sampling, verify_rounds=fitting)))
             group.clear()
 
     for sentence in plan.sentences:

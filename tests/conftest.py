@@ -77,14 +77,17 @@ def with_voices(tts, load, names=lambda: []):
 
 @pytest.fixture
 def synthesis_calls(monkeypatch) -> list[dict]:
-    """The options of every ``VallEX.synthesize_detailed`` call made during the test (which still runs them)."""
+    """The options of every ``VallEX.synthesize_detailed`` call made during the test (which still runs them), a
+    ``sampling=`` as its fields."""
     from vallex.api import VallEX
 
     calls: list[dict] = []
     real = VallEX.synthesize_detailed
 
     def recording(self, text, prompt=None, **options):
-        calls.append(options)
+        sampling = options.get("sampling")
+        calls.append({**{k: v for k, v in options.items() if k != "sampling"},
+                      **(sampling.as_dict() if sampling is not None else {})})
         return real(self, text, prompt, **options)
 
     monkeypatch.setattr(VallEX, "synthesize_detailed", recording)

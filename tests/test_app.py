@@ -170,6 +170,17 @@ def test_preset_endpoint_with_builtin_voice(client: Client) -> None:
                                                 api_name="/preset")
     check_audio(audio)
     assert details["language"] == "zh" and details["prompt"]["name"] == "zh_mei"
+    assert details["sampling"]["ras"] is False and details["sampling"]["length_guards"] is False  # the library's
+
+
+def test_sampling_by_position_and_by_name(client: Client) -> None:
+    """The README's call: the sampling controls in order (RAS, length guards, check), or by their names."""
+    _, _, details, _ = client.predict("Hi.", "en_ben", None, "en", "none", 7, 1.0, 0, 1.0, 1, True, True, False,
+                                      api_name="/preset")
+    assert details["sampling"]["ras"] is True and details["sampling"]["length_guards"] is True
+    _, _, details, _ = client.predict(text="Hi.", voice="en_ben", prompt_file=None, language="en", accent="none",
+                                      seed=7, top_k=5, verify_rounds=2, api_name="/preset")
+    assert details["sampling"]["top_k"] == 5 and details["sampling"]["verify_rounds"] == 2
 
 
 LONG_TEXT = "The first sentence is here. The second one follows! Is this the third?"

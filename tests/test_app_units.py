@@ -15,10 +15,12 @@ import soundfile as sf
 from demo import engine as engine_module
 from demo.config import AppConfig
 from demo.engine import Engine, load_voices
-from demo.handlers import friendly_errors, make_handlers, sampling_options
+from demo.handlers import friendly_errors, make_handlers
 from demo.plots import LABEL_HEIGHT, SPEC_HEIGHT, WAVE_HEIGHT, WIDTH, audio_picture, spectrogram_db
+from demo.sampling_controls import sampling_from_controls
 from demo.translate_tab import make_translate_handler
 from demo.zero_gpu import zero_gpu
+from vallex.inference.sampling_settings import Sampling
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,15 +177,15 @@ def test_friendly_errors_hide_tracebacks() -> None:
         next(stream)
 
 
-def test_sampling_options() -> None:
-    options = sampling_options(-1, 0.8, 0, 1.0, 2)
-    assert 0 <= options["seed"] < 2**31 and options["top_k"] is None and options["top_p"] is None
-    assert sampling_options(5, 1, 50, 0.9, 1) == {"seed": 5, "temperature": 1.0, "top_k": 50, "top_p": 0.9,
-                                                  "best_of": 1, "ras": False, "length_guards": False,
-                                                  "verify": None}
-    assert sampling_options(5, 1, 0, 1.0, 1, True, True)["ras"] is True  # the app's checkboxes
-    with pytest.raises(ValueError, match="whole numbers"):
-        sampling_options("abc", 1, 0, 1, 1)
+def test_sampling_from_controls() -> None:
+    seed, sampling = sampling_from_controls([-1, 0.8, 0, 1.0, 2, False, False, False, 3, 0.25])
+    assert 0 <= seed < 2**31 and sampling == Sampling(temperature=0.8, best_of=2)  # top-k 0, top-p 1: off
+    assert sampling_from_controls([5, 1, 50, 0.9, 1, True, True, True, 2, 0.5]) == (
+        5, Sampling(top_k=50, top_p=0.9, ras=True, length_guards=True, verify="asr", verify_rounds=2,
+                    verify_threshold=0.5))
+    assert sampling_from_controls([5, None, None, None, None, None, None, None, None, None]) == (5, Sampling())
+    with pytest.raises(ValueError, match="Seed must be a whole number"):
+        sampling_from_controls(["abc", 1, 0, 1, 1, False, False, False, 3, 0.25])
 
 
 # Scratch files -------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ def _inputs(seed: int = 0):
 
 def _request(inputs, i, **options) -> ARRequest:
     text, langs, prompt, best_of = inputs[i]
-    return ARRequest(text, langs, prompt[..., 0], best_of=best_of, top_k=40, max_frames=24 + 4 * i,
-                     generator=torch.Generator().manual_seed(100 + i), **options)
+    return ARRequest.of(text, langs, prompt[..., 0], best_of=best_of, top_k=40, max_frames=24 + 4 * i,
+                        generator=torch.Generator().manual_seed(100 + i), **options)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,9 @@ def model(tiny_tts):
 
 def _alone(model, inputs, i, **options):
     r = _request(inputs, i, **options)
-    return ar_decode(model, r.text, r.text_langs, r.prompt_codes0, best_of=r.best_of, top_k=r.top_k,
-                     max_frames=r.max_frames, generator=r.generator, logits_processor=r.logits_processor)
+    return ar_decode(model, r.text, r.text_langs, r.prompt_codes0, best_of=r.sampling.best_of,
+                     top_k=r.sampling.top_k, max_frames=r.max_frames, generator=r.generator,
+                     logits_processor=r.logits_processor)
 
 
 def _keep_first_logits(into: dict, key):
@@ -161,8 +162,8 @@ def test_the_cache_is_preallocated_alone_and_sized_by_use_in_a_batch(model):
         batch.step()
     assert batch._kv[0] is kv  # never reallocated
     for i in (1, 2, 3):
-        batch.add(i, ARRequest(*inputs[i][:2], inputs[i][2][..., 0], best_of=inputs[i][3], min_frames=300,
-                               max_frames=10_000, generator=torch.Generator().manual_seed(i)))
+        batch.add(i, ARRequest.of(*inputs[i][:2], inputs[i][2][..., 0], best_of=inputs[i][3], min_frames=300,
+                                  max_frames=10_000, generator=torch.Generator().manual_seed(i)))
     assert batch._kv[0].shape[3] < 200  # not 4 rows x 10,000 frames
     for _ in range(150):
         batch.step()

@@ -19,6 +19,7 @@ from vallex.inference.ar import ARBatch, ARRequest, FrameSampler, ar_decode, ite
 from vallex.inference.nar import NARInput, NARPrefix, nar_decode
 from vallex.inference.precision import overflow_advice
 from vallex.inference.sampling import NonFiniteLogits, sample_tokens, seeded_generator
+from vallex.inference.sampling_settings import Sampling
 from vallex.inference.scheduler import Utterance
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
@@ -57,8 +58,8 @@ def test_the_plan_generator_is_on_the_model_device_and_seeded(tiny_tts):
 
 def test_a_generator_on_another_device_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="generator is on cpu but the model is on meta"):
-        FrameSampler(1, 10, 1024, torch.device("meta"), generator=torch.Generator())
-    FrameSampler(1, 10, 1024, torch.device("cpu"), generator=torch.Generator())  # the same device: fine
+        FrameSampler(Sampling(), 10, 1024, torch.device("meta"), generator=torch.Generator())
+    FrameSampler(Sampling(), 10, 1024, torch.device("cpu"), generator=torch.Generator())  # the same device: fine
 
 
 def test_every_decode_loop_creates_its_tensors_on_the_models_device(tiny_tts):
@@ -75,9 +76,9 @@ def test_every_decode_loop_creates_its_tensors_on_the_models_device(tiny_tts):
                             max_frames=8, generator=seeded_generator(0, "cpu"))
         streamed = list(iter_ar_decode(model, text, langs, prompt[..., 0], max_frames=5))
         batch = ARBatch(model)
-        batch.add("a", ARRequest(text, langs, prompt[..., 0], top_k=30, max_frames=6))
+        batch.add("a", ARRequest.of(text, langs, prompt[..., 0], top_k=30, max_frames=6))
         batch.step()
-        batch.add("b", ARRequest(text2, langs2, prompt2[..., 0], best_of=2, max_frames=9))  # joins mid-way
+        batch.add("b", ARRequest.of(text2, langs2, prompt2[..., 0], best_of=2, max_frames=9))  # joins mid-way
         finished = {}
         while batch:
             finished.update(batch.step().finished)
@@ -117,8 +118,8 @@ def test_a_batch_step_reads_back_one_value_whatever_the_batch(tiny_tts, monkeypa
     batch = ARBatch(model)
     for key, (text_len, prompt_len, best_of) in enumerate([(10, 5, 1), (17, 0, 2), (6, 12, 1)]):
         text, langs, prompt = _inputs(key, text_len, prompt_len)
-        batch.add(key, ARRequest(text, langs, prompt[..., 0], best_of=best_of, top_k=40, min_frames=50,
-                                 max_frames=50, generator=seeded_generator(key, "cpu")))
+        batch.add(key, ARRequest.of(text, langs, prompt[..., 0], best_of=best_of, top_k=40, min_frames=50,
+                                    max_frames=50, generator=seeded_generator(key, "cpu")))
     batch.step()  # the first step after joining may grow the cache
     for _ in range(3):  # rows of different lengths: the masked path
         counter = HostSyncCounter(monkeypatch)
@@ -264,7 +265,7 @@ def test_a_poisoned_utterance_leaves_the_batch_and_the_others_go_on(tiny_tts, mo
     _multinomial_that_asserts_like_cuda(monkeypatch)
     model = tiny_tts.model
     text, langs, prompt = _inputs(4, 9, 3)
-    good = ARRequest(text, langs, prompt[..., 0], top_k=30, max_frames=12, generator=seeded_generator(5, "cpu"))
+    good = ARRequest.of(text, langs, prompt[..., 0], top_k=30, max_frames=12, generator=seeded_generator(5, "cpu"))
     alone = ar_decode(model, text, langs, prompt[..., 0], top_k=30, max_frames=12,
                       generator=seeded_generator(5, "cpu"))
     batch = ARBatch(model)

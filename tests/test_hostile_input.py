@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from demo.handlers import sampling_options
-from vallex.api import MAX_SEED, check_sampling, select_device
+from demo.sampling_controls import sampling_from_controls
+from vallex.api import MAX_SEED, Sampling, SynthesisRequest, plan_request, select_device
 from vallex.cli import main
 from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
@@ -342,22 +342,29 @@ def test_any_option_values_give_one_line_before_the_model_loads(
 
 # Library and app messages ---------------------------------------------------------------------------------
 
-def test_check_sampling_refuses_nan_and_booleans() -> None:
-    for bad in ({"top_p": math.nan}, {"temperature": math.nan}, {"seed": True}, {"top_k": True},
-                {"best_of": 2.0}, {"seed": 2**63}, {"top_p": "0.5"}):
+def test_sampling_refuses_nan_and_booleans() -> None:
+    for bad in ({"top_p": math.nan}, {"temperature": math.nan}, {"top_k": True}, {"best_of": 2.0},
+                {"top_p": "0.5"}, {"ras": 1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            check_sampling(**bad)
-    check_sampling(temperature=np.float32(0.7), top_k=np.int64(5), top_p=0.9, best_of=2, seed=np.int64(3))
+            Sampling(**bad)
+    for seed in (True, 2**63, -1, 1.0):
+        with pytest.raises(ValueError, match="seed must be a whole number from 0"):  # the first check of a plan
+            plan_request(None, SynthesisRequest("Hi.", seed=seed))  # type: ignore[arg-type]
+    sampling = Sampling(temperature=np.float32(0.7), top_k=np.int64(5), top_p=0.9, best_of=2, ras=np.bool_(True))
+    assert type(sampling.top_k) is int and type(sampling.ras) is bool  # numpy scalars become Python values
 
 
 def test_the_app_refuses_top_p_nan_instead_of_turning_it_off() -> None:
+    def controls(top_k, top_p):
+        return sampling_from_controls([1, 1.0, top_k, top_p, 1, False, False, False, 3, 0.25])
+
     with pytest.raises(ValueError, match="Top-p must be a number"):
-        sampling_options(1, 1.0, 0, math.nan, 1)
+        controls(0, math.nan)
     with pytest.raises(ValueError, match="Top-p must be a number"):
-        sampling_options(1, 1.0, 0, 1.5, 1)
-    with pytest.raises(ValueError, match="whole numbers"):
-        sampling_options(1, 1.0, math.inf, 1.0, 1)
-    assert sampling_options(1, 1.0, 0, 1.0, 1)["top_p"] is None
+        controls(0, 1.5)
+    with pytest.raises(ValueError, match="Top-k must be a whole number"):
+        controls(math.inf, 1.0)
+    assert controls(0, 1.0)[1].top_p is None
 
 
 RUN_ON = ("word " * 260).strip()  # 1299 characters, no sentence end

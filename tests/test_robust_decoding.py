@@ -8,10 +8,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from vallex.audio import to_pcm16
 from vallex.cli import main as cli_main
 from vallex.inference.ar import ar_decode
 from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens
+from vallex.inference.sampling_settings import Sampling
 from vallex.serving import SpeechEngine
 from vallex.serving.http import create_api
 
@@ -101,7 +103,7 @@ def test_http_extension_fields(tiny_tts):
     assert np.frombuffer(good.content, "<i2").size > 0
 
 
-def test_the_apps_sampling_turns_ras_and_the_guards_on_by_default(tiny_weights, tmp_path):
+def test_the_app_samples_as_the_library_does_unless_told(tiny_weights, tmp_path):
     from demo.config import AppConfig
     from demo.engine import Engine
     from demo.handlers import make_handlers
@@ -110,10 +112,13 @@ def test_the_apps_sampling_turns_ras_and_the_guards_on_by_default(tiny_weights, 
                               dtype="float32"))
     try:
         handlers = make_handlers(engine)
-        _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1)
-        assert details["sampling"] == {"ras": True, "length_guards": True, "verify": None, "best_of": 1}
+        # The controls' defaults are the library's: the same seed gives the API's audio.
+        (_, audio), _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1)
+        assert details["sampling"] == Sampling().as_dict()
+        wav, _ = engine.with_model(lambda tts: tts.synthesize("Yes.", "en_ben", language="en", seed=1))
+        assert np.array_equal(audio, to_pcm16(wav))
+        _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1, True, True)
+        assert details["sampling"] == Sampling(ras=True, length_guards=True).as_dict()
         assert all(isinstance(s["ras_redraws"], int) for s in details["sentences"])
-        _, _, details, _ = handlers["preset"]("Yes.", "en_ben", None, "en", "none", 1, 1.0, 0, 1.0, 1, False, False)
-        assert details["sampling"] == {"ras": False, "length_guards": False, "verify": None, "best_of": 1}
     finally:
         engine.close()

@@ -25,6 +25,7 @@ from vallex.audio import SAMPLE_RATE
 from vallex.cli import main as cli_main
 from vallex.inference.ar import ar_decode
 from vallex.inference.generation import language_ids
+from vallex.inference.sampling_settings import Sampling
 from vallex.inference.verification import CandidateCheck, SentenceCheck, Verifier, choose
 from vallex.prompts import VoicePrompt
 from vallex.serving import SpeechEngine
@@ -298,7 +299,7 @@ def test_the_app_checks_with_speech_recognition_when_asked(tiny_weights, tmp_pat
     finally:
         engine.close()
     [sentence] = details["sentences"]
-    assert details["sampling"] == {"ras": True, "length_guards": True, "verify": "asr", "best_of": 2}
+    assert details["sampling"] == Sampling(best_of=2, ras=True, length_guards=True, verify="asr").as_dict()
     check = sentence["verification"]
     assert check["recognizer"].startswith("transformers:scripted") and len(check["candidates"]) == 2 * check["rounds"]
     assert {c["transcript"] for c in check["candidates"]} == {"Yes."}

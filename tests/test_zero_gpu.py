@@ -133,7 +133,7 @@ def test_one_utterance_too_long_for_a_call_is_spoken_by_sentences() -> None:
 def test_checking_takes_fewer_rounds_rather_than_overrunning_and_refuses_what_cannot_fit() -> None:
     sentence = "x" * (max_characters(3) + 5) + "."  # fits a call with one round of checking, not three
     (call,) = plan_calls(SpeechRequest(sentence, None, language="en", verify="asr", long_text="fixed-prompt"))
-    assert 1 <= call.verify_rounds < 3 and request_seconds(call) <= CALL_LIMIT_S
+    assert 1 <= call.sampling.verify_rounds < 3 and request_seconds(call) <= CALL_LIMIT_S
     too_long = "y" * (max_characters(1) + 10) + "."
     with pytest.raises(ValueError, match="too long for one GPU call.*turn the check off"):
         plan_calls(SpeechRequest(too_long, None, language="en", verify="asr", long_text="fixed-prompt"))

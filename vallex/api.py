@@ -31,9 +31,9 @@ import torch
 
 from vallex.audio.codec import AudioCodec
 from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.inference.sampling_settings import MAX_SEED, Sampling  # noqa: F401  (part of this module's API)
 from vallex.inference.scheduler import (  # noqa: F401  (the request types and limits are part of this module's API)
     LONG_TEXT_MODES,
-    MAX_SEED,
     MAX_SINGLE_UTTERANCE_TOKENS,
     AudioPiece,
     FrameLimits,
@@ -43,7 +43,6 @@ from vallex.inference.scheduler import (  # noqa: F401  (the request types and l
     SentenceResult,
     Synthesis,
     SynthesisRequest,
-    check_sampling,
     default_frame_limits,
     default_nar_batch,
     plan_request,
@@ -281,9 +280,10 @@ class VallEX:
                             progress: bool | ProgressCallback = False, **options: Any) -> Synthesis:
         """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings.
 
-        Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields): ``language`` ("auto", "mix",
-        "auto-mix" or one of :attr:`languages`: "en", "zh", "ja", ...), ``accent`` (one of :attr:`languages`),
-        ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
+        Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields, and the sampling settings of
+        :class:`vallex.inference.sampling_settings.Sampling` one by one or as ``sampling=Sampling(...)``):
+        ``language`` ("auto", "mix", "auto-mix" or one of :attr:`languages`: "en", "zh", "ja", ...), ``accent``
+        (one of :attr:`languages`), ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
         ``long_text`` (None, "fixed-prompt", "sliding-window", "auto"), ``ras`` (repetition-aware sampling
         instead of the reference's plain sampling; False), ``length_guards`` (frame bounds from the text's
         measured speaking rate; False: the reference's 16 frames per token), ``verify`` ("asr": verified

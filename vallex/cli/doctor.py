@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from vallex.cli.options import add_device_option, add_dtype_option
+from vallex.cli.options import add_device_option, add_dtype_option, add_threads_option, threads_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--golden", type=Path, metavar="DIR", help="golden folder (default: $VALLEX_GOLDEN_DIR, else "
                         "the repository's tests/golden/public next to the package: run it from a clone)")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON instead of text")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_threads_option(parser)
     parser.add_argument("--no-save", action="store_true", help="do not keep this result as the last one")
     parser.set_defaults(func=run)
 
@@ -34,10 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     from vallex.doctor import format_report, run_doctor, save_last_result
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}.")
-        torch.set_num_threads(args.threads)
+    threads = threads_from_args(args)
+    if threads is not None:
+        torch.set_num_threads(threads)
     report = run_doctor(args.device, args.dtype, args.golden)  # ValueError (exit 2) before anything runs
     if not args.no_save:
         try:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vallex.cli.options import add_device_option
+from vallex.cli.options import add_device_option, add_sampling_options, add_seed_option, add_threads_option
 from vallex.languages import LANGUAGES
 
 
@@ -28,41 +28,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "or the Hugging Face cache)")
     add_device_option(parser)
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "int8"], help="inference precision")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every line's synthesis (default 0)")
+    add_threads_option(parser)
+    add_seed_option(parser, default=0)  # every line synthesised with it: a line's audio depends on nothing else
     parser.add_argument("--asr", choices=["auto", "none", "faster-whisper", "openai-whisper"], default="auto",
                         help="speech recogniser for WER/CER (default auto: whichever has its weights)")
     parser.add_argument("--asr-model", help="Whisper model: size name, repository or local folder "
                         "(default $VALLEX_ASR_MODEL or large-v3)")
     parser.add_argument("--wavlm", default="auto", help="WavLM x-vector verifier: 'auto' (microsoft/"
                         "wavlm-base-plus-sv if cached), a local folder, or 'none' (default auto)")
-    parser.add_argument("--top-p", type=float, help="nucleus sampling for every line (default: off)")
-    parser.add_argument("--ras", action="store_true", help="repetition-aware sampling for every line")
-    parser.add_argument("--length-guards", action="store_true", help="length guards for every line")
-    parser.add_argument("--best-of", type=int, default=1, help="candidates per sentence (default 1)")
-    parser.add_argument("--verify", choices=["asr"], help="verified best-of-N for every line (see synthesize)")
+    add_sampling_options(parser)  # the same for every line
     parser.add_argument("--quiet", action="store_true", help="no per-line progress")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vallex.asr import whisper_device
+    from vallex.cli.options import option_name, sampling_from_args, seed_from_args, threads_from_args
     from vallex.evaluation import build_setup, read_eval_list, run_evaluation
+    from vallex.inference.sampling_settings import Sampling
 
     items = read_eval_list(args.eval_list, args.language)  # validates before any model is loaded
-    given = {"top_p": args.top_p, "ras": args.ras, "length_guards": args.length_guards, "best_of": args.best_of,
-             "verify": args.verify}
-    defaults = {"top_p": None, "ras": False, "length_guards": False, "best_of": 1, "verify": None}
-    decoding = {name: value for name, value in given.items() if value != defaults[name]}
+    seed, threads = seed_from_args(args), threads_from_args(args)
+    decoding = sampling_from_args(args).changed()
     if decoding and args.synthesized_dir is not None:
-        raise ValueError("Decoding options (--top-p, --ras, --length-guards, --best-of, --verify) need synthesis: "
-                         "leave out --synthesized-dir.")
-    from vallex.api import check_sampling
-    from vallex.inference.scheduler import check_verification
-
-    check_sampling(top_p=args.top_p, best_of=args.best_of, seed=args.seed,
-                   names={"top_p": "--top-p", "best_of": "--best-of", "seed": "--seed"})
-    check_verification(args.verify)
+        flags = ", ".join(option_name(s) for s in Sampling.settings() if s.name in decoding)
+        raise ValueError(f"Decoding options ({flags}) need synthesis: leave out --synthesized-dir.")
     if args.synthesized_dir is not None:
         if not args.synthesized_dir.is_dir():
             raise ValueError(f"--synthesized-dir {args.synthesized_dir} is not a folder.")
@@ -75,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         from vallex.api import VallEX
         from vallex.weights.manager import resolve_weights
 
-        tts = VallEX.from_pretrained(args.weights_dir, device=device, dtype=args.dtype, num_threads=args.threads)
+        tts = VallEX.from_pretrained(args.weights_dir, device=device, dtype=args.dtype, num_threads=threads)
         device = str(tts.device)
         paths = resolve_weights(args.weights_dir, download=False)
         info["model"] = f"VALL-E X ({paths.vallex}), {device}, {args.dtype or 'float32'}"
@@ -85,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         info["model"] = f"audio given in {args.synthesized_dir}"
     setup = build_setup(asr=args.asr, asr_model=args.asr_model,
                         wavlm=None if args.wavlm.lower() == "none" else args.wavlm,
-                        device=whisper_device(device or "cpu"), seed=args.seed,
+                        device=whisper_device(device or "cpu"), seed=seed,
                         decoding=decoding)
 
     def progress(index: int, total: int, item_id: str) -> None:

@@ -1,5 +1,6 @@
-"""What the commands share: the ``--device`` and ``--dtype`` options, and checks: reading a text file, where an
-output may go, the sampling options, the languages the checkpoint speaks.
+"""What the commands share: the ``--device``, ``--dtype`` and ``--threads`` options, the sampling options (one
+per :class:`~vallex.inference.sampling_settings.Sampling` setting, and ``--seed``), and checks: reading a text
+file, where an output may go, the languages the checkpoint speaks.
 
 Each check raises ValueError naming the option the user typed, so ``vallex.cli.main`` prints one line (exit 2),
 and each runs before any model loads.
@@ -8,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from vallex.inference.sampling_settings import SEED, Sampling, Setting
 
 if TYPE_CHECKING:
     from vallex.languages import Languages
-
-#: The library's sampling parameters as the command line spells them (for :func:`vallex.api.check_sampling`).
-SAMPLING_OPTIONS = {"temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
-                    "best_of": "--best-of", "seed": "--seed"}
 
 
 #: What ``--dtype`` accepts (:mod:`vallex.inference.precision`; ``auto`` is its ``resolve_precision``'s choice).
@@ -34,6 +33,59 @@ def add_dtype_option(parser: argparse.ArgumentParser) -> None:
                         "int8 on AVX512-BF16/VNNI x86; on CUDA bfloat16 from compute capability 8.0 on, else "
                         "float16; float32 reproduces the reference exactly; `vallex doctor` checks a precision on "
                         "this device)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: torch's CPU threads (checked by :func:`threads_from_args`)."""
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+
+
+def threads_from_args(args: argparse.Namespace) -> int | None:
+    """``--threads``, refused below 1 (before any model loads)."""
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    return args.threads
+
+
+def option_name(setting: Setting) -> str:
+    """A setting's option: ``--top-k`` for ``top_k``."""
+    return "--" + setting.name.replace("_", "-")
+
+
+def add_sampling_options(parser: argparse.ArgumentParser, sampling: type[Sampling] = Sampling) -> None:
+    """One option per setting of ``sampling``, its type, default, choices and help from the setting (read them
+    back with :func:`sampling_from_args`)."""
+    for setting in sampling.settings():
+        parser.add_argument(option_name(setting), **_argument(setting, help=sampling.help_of(setting, option_name)))
+
+
+def sampling_from_args(args: argparse.Namespace, sampling: type[Sampling] = Sampling) -> Sampling:
+    """The :class:`Sampling` the options say; a ValueError naming the option (``--top-k``) for a bad value."""
+    return sampling.from_values({setting.name: getattr(args, setting.name) for setting in sampling.settings()},
+                                label=option_name)
+
+
+def add_seed_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """``--seed`` (:data:`~vallex.inference.sampling_settings.SEED`; read it back with :func:`seed_from_args`)."""
+    parser.add_argument(option_name(SEED), **_argument(SEED, SEED.help, default))
+
+
+def seed_from_args(args: argparse.Namespace) -> int | None:
+    """``--seed``, checked (a ValueError naming ``--seed``)."""
+    return SEED.check(args.seed, option_name(SEED))
+
+
+def _argument(setting: Setting, help: str, default: Any = None) -> dict[str, Any]:
+    """``add_argument``'s keywords for ``setting`` (``default``: the command's own, else the setting's)."""
+    default = setting.default if default is None else default
+    help = help.replace("%", "%%")  # argparse %-formats help texts
+    if setting.kind is bool:  # a flag; one on by default can be turned off (--no-...)
+        return {"action": argparse.BooleanOptionalAction if default else "store_true", "help": help}
+    shown = setting.none_means if default is None else default
+    help_text = f"{help} (default: {shown})"
+    if setting.choices:
+        return {"choices": list(setting.choices), "default": default, "help": help_text}
+    return {"type": setting.kind, "default": default, "help": help_text}
 
 
 def read_text_file(path: Path, option: str) -> str:
@@ -67,13 +119,6 @@ def check_output(output: Path, option: str, inputs: dict[str, Path | None]) -> N
             if not parent.is_dir():
                 raise ValueError(f"{option} {output}: {parent} is a file, not a folder.")
             break
-
-
-def check_sampling_options(args: argparse.Namespace) -> None:
-    """The library's sampling checks on ``args`` (temperature, top_k, top_p, best_of, seed), naming the options."""
-    from vallex.api import check_sampling
-
-    check_sampling(**{name: getattr(args, name) for name in SAMPLING_OPTIONS}, names=SAMPLING_OPTIONS)
 
 
 def checkpoint_languages(weights_dir: Path | None, checkpoint: Path | None) -> Languages:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from vallex.cli.options import add_device_option, add_dtype_option
+from vallex.cli.options import add_device_option, add_dtype_option, add_threads_option, threads_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(alloy, nova, ...); default: no prompt (the model's own random voice)")
     add_device_option(parser)
     add_dtype_option(parser)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_threads_option(parser)
     parser.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most (default: 8)")
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get HTTP 503 "
                         "(default: 32)")
@@ -83,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.max_queue < 0:
         raise ValueError(f"--max-batch must be >= 1 and --max-queue >= 0, got {args.max_batch} and "
                          f"{args.max_queue}.")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    threads_from_args(args)
     if args.ray:
         return run_with_ray(args)
     given = [name for name, unset in _RAY_OPTIONS.items() if getattr(args, name) != unset]

@@ -5,8 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from vallex.cli.options import add_device_option, add_dtype_option
-from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, PASS_PHONEME_ERROR_RATE
+from vallex.cli.options import (
+    add_device_option,
+    add_dtype_option,
+    add_sampling_options,
+    add_seed_option,
+    add_threads_option,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,33 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "languages.json come with it; default: $VALLEX_CHECKPOINT)")
     parser.add_argument("--long-text", choices=["fixed-prompt", "sliding-window"],
                         help="split long text into sentences and speak them one by one")
-    parser.add_argument("--seed", type=int, help="random seed (same seed, same audio)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--best-of", type=int, default=1, help="sample N candidates, keep the most likely")
-    parser.add_argument("--ras", action="store_true",
-                        help="repetition-aware sampling: a token repeated too often in the last second is redrawn "
-                        "from the full distribution (needs a nucleus: --top-p, default 0.8 with --ras)")
-    parser.add_argument("--length-guards", action="store_true",
-                        help="bound each sentence's length by the text (measured speaking rates): no early end, "
-                        "no babble to the limit; a sentence that reaches the limit is reported")
-    parser.add_argument("--verify", choices=["asr"],
-                        help="verified best-of-N: each sentence's --best-of candidates are transcribed by Whisper and "
-                        "scored by phoneme error rate (and similarity to the prompt's voice); the best is kept, and "
-                        "new candidates are sampled while none passes (slow on a CPU; English uses the bundled "
-                        "Whisper tiny.en, Mandarin and Japanese need $VALLEX_ASR_MODEL)")
-    parser.add_argument("--verify-rounds", type=int, default=DEFAULT_VERIFY_ROUNDS,
-                        help=f"with --verify: rounds of new candidates at most (default {DEFAULT_VERIFY_ROUNDS})")
-    parser.add_argument("--verify-threshold", type=float, default=PASS_PHONEME_ERROR_RATE,
-                        help="with --verify: the phoneme error rate a candidate must reach (default "
-                        f"{PASS_PHONEME_ERROR_RATE})")
+    add_seed_option(parser)
+    add_sampling_options(parser)
     parser.add_argument("--weights-dir", type=Path, help="folder with the weights (default: $VALLEX_WEIGHTS_DIR "
                         "or the Hugging Face cache)")
     parser.add_argument("--presets-dir", type=Path, help="folder of named voice presets")
     add_device_option(parser)
     add_dtype_option(parser)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_threads_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")
     parser.set_defaults(func=run)
@@ -71,8 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vallex.api import VallEX, select_device
     from vallex.audio.files import save_audio
-    from vallex.cli.options import check_language_options, check_output, check_sampling_options, read_text_file
-    from vallex.inference.scheduler import check_verification
+    from vallex.cli.options import (
+        check_language_options,
+        check_output,
+        read_text_file,
+        sampling_from_args,
+        seed_from_args,
+        threads_from_args,
+    )
 
     # Every option is checked before the model loads (a minute on a slow machine).
     text = read_text_file(args.text_file, "--text-file") if args.text_file is not None else args.text
@@ -82,29 +74,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"The output must be a .wav file, got {args.output}.")
     check_output(args.output, "--output", {"--prompt-audio": args.prompt_audio, "--prompt-npz": args.prompt_npz,
                                            "--text-file": args.text_file})
-    check_sampling_options(args)
-    check_verification(args.verify, args.verify_rounds, args.verify_threshold,
-                       names={"verify": "--verify", "verify_rounds": "--verify-rounds",
-                              "verify_threshold": "--verify-threshold"})
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    seed, sampling = seed_from_args(args), sampling_from_args(args)
+    threads = threads_from_args(args)
     select_device(args.device)
     check_language_options(args)
 
     tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
-                                 num_threads=args.threads, presets_dir=args.presets_dir, checkpoint=args.checkpoint)
+                                 num_threads=threads, presets_dir=args.presets_dir, checkpoint=args.checkpoint)
     if args.prompt_audio is not None:
         prompt = tts.make_prompt(args.prompt_audio, args.prompt_text)
     elif args.prompt_npz is not None:
         prompt = args.prompt_npz
     else:
         prompt = args.preset
-    result = tts.synthesize_detailed(
-        text, prompt, language=args.language, accent=args.accent, seed=args.seed,
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, best_of=args.best_of,
-        long_text=args.long_text, progress=not args.quiet, ras=args.ras, length_guards=args.length_guards,
-        verify=args.verify, verify_rounds=args.verify_rounds, verify_threshold=args.verify_threshold,
-    )
+    result = tts.synthesize_detailed(text, prompt, language=args.language, accent=args.accent, seed=seed,
+                                     long_text=args.long_text, progress=not args.quiet, sampling=sampling)
     for index, sentence in enumerate(result.sentences, start=1):
         check = sentence.verification
         if check is not None and check.best.phoneme_error_rate is not None:

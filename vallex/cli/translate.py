@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vallex.cli.options import add_device_option
+from vallex.cli.options import add_device_option, add_sampling_options, add_seed_option, add_threads_option
 
 #: Added to a missing-model message from the library (which names no interface's options).
 MODELS_HINT = ("On the command line: --transcript and --translation skip speech recognition and translation; "
@@ -32,34 +32,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: $VALLEX_MT_MODEL or facebook/nllb-200-distilled-600M)")
     parser.add_argument("--english-via", choices=["whisper", "text"], default="whisper",
                         help="translate into English with Whisper's translate task (default) or the text model")
-    parser.add_argument("--seed", type=int, help="random seed (same seed, same audio)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
+    add_seed_option(parser)
+    add_sampling_options(parser)
     parser.add_argument("--weights-dir", type=Path, help="folder with the VALL-E X weights (default: "
                         "$VALLEX_WEIGHTS_DIR or the Hugging Face cache)")
     add_device_option(parser)
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_threads_option(parser)
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .wav file (24 kHz)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vallex.audio.files import save_audio
+    from vallex.cli.options import sampling_from_args, seed_from_args, threads_from_args
     from vallex.s2st import ModelUnavailableError, SpeechTranslator
 
+    seed, sampling, threads = seed_from_args(args), sampling_from_args(args), threads_from_args(args)
     if args.output.suffix.lower() != ".wav":
         raise ValueError(f"The output must be a .wav file, got {args.output}.")
     if not args.audio.is_file():
         raise FileNotFoundError(f"No such audio file: {args.audio}")
     s2st = SpeechTranslator.from_pretrained(args.weights_dir, asr_model=args.asr_model, mt_model=args.mt_model,
                                             english_via=args.english_via, device=args.device,
-                                            num_threads=args.threads)
+                                            num_threads=threads)
     try:
         result = s2st.translate(
             args.audio, args.target, transcript=args.transcript, translation=args.translation,
-            source_language=args.source, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
-            top_p=args.top_p,
+            source_language=args.source, seed=seed, sampling=sampling,
         )
     except ModelUnavailableError as error:
         raise ModelUnavailableError(f"{error} {MODELS_HINT}") from None

@@ -13,7 +13,7 @@ reference exactly.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Hashable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from torch import Tensor
 
 from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
 from vallex.inference.sampling import NonFiniteLogits, check_generator_device, draw_tokens, draw_tokens_ras
+from vallex.inference.sampling_settings import Sampling
 from vallex.model import VallexModel, ar_attention_mask
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
@@ -47,32 +48,33 @@ class ARResult:
     candidates: tuple[Candidate, ...] = ()  # every row, best first (the first is ``codes``)
 
 
-#: The fields of an :class:`ARRequest` that are model inputs; the others are its sampler's settings.
-_AR_INPUTS = ("text", "text_langs", "prompt_codes0")
-
-
 @dataclass
 class ARRequest:
-    """One utterance's AR: the arguments of :func:`ar_decode`.
+    """One utterance's AR: its inputs, how to sample (:class:`~vallex.inference.sampling_settings.Sampling`: the
+    AR reads temperature, top_k, top_p, best_of and ras) and its limits.
 
     text, text_langs: LongTensor [1, S] (prompt transcript ids then target ids, and their language ids, see
     :func:`vallex.inference.generation.language_ids`); prompt_codes0: LongTensor [1, P], codebook 0 of the prompt
-    (P may be 0). The sampling settings are :class:`FrameSampler`'s.
+    (P may be 0). EOS is masked until ``min_frames`` frames exist; at most ``max_frames`` (default 16 per text
+    token, the reference's rule). ``generator``: the random generator the draws use (on the model's device);
+    ``logits_processor``: ``f(step, logits [rows, 1025]) -> logits``; ``length_penalty``: the best row is the
+    one with the highest sum of log-probabilities / frames ** length_penalty.
     """
 
     text: Tensor
     text_langs: Tensor
     prompt_codes0: Tensor
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    best_of: int = 1
-    length_penalty: float = 1.0
+    sampling: Sampling = Sampling()
     min_frames: int = 1
     max_frames: int | None = None
     generator: torch.Generator | None = None
     logits_processor: Callable[[int, Tensor], Tensor] | None = None
-    ras: bool = False
+    length_penalty: float = 1.0
+
+    @classmethod
+    def of(cls, text: Tensor, text_langs: Tensor, prompt_codes0: Tensor, **options: Any) -> ARRequest:
+        """A request from keywords: :class:`Sampling`'s fields (``top_k=1``; or ``sampling=``) and this class's."""
+        return cls(text, text_langs, prompt_codes0, Sampling.pop_from(options), **options)
 
 
 @torch.inference_mode()
@@ -83,7 +85,7 @@ def ar_decode(
     prompt_codes0: Tensor,
     *,
     on_step: Callable[[int], None] | None = None,
-    **settings: Any,
+    **options: Any,
 ) -> ARResult:
     """Sample codebook 0 after the prompt: one utterance through :class:`ARBatch`.
 
@@ -92,13 +94,13 @@ def ar_decode(
         text_langs: LongTensor [1, S] language ids (see :func:`vallex.inference.generation.language_ids`).
         prompt_codes0: LongTensor [1, P], codebook 0 of the prompt (P may be 0).
         on_step: called with the step index before each sampling step (progress bars).
-        settings: :class:`ARRequest`'s sampling fields: temperature, top_k, top_p, ``best_of`` (rows sampled
-            in parallel; the row with the highest mean log-probability of its *generated* tokens wins),
-            ``min_frames`` (EOS masked until this many frames exist), ``max_frames`` (default 16 per text
-            token, the reference's rule), generator, ``logits_processor`` (``f(step, logits [B, 1025])``),
-            ``ras`` (repetition-aware sampling instead of plain sampling).
+        options: :class:`~vallex.inference.sampling_settings.Sampling`'s fields (temperature, top_k, top_p,
+            ``best_of``: rows sampled in parallel, the row with the highest mean log-probability of its
+            *generated* tokens wins; ``ras``: repetition-aware sampling instead of plain sampling), or a whole
+            ``sampling=``; and :class:`ARRequest`'s own: ``min_frames``, ``max_frames``, generator,
+            ``logits_processor``, ``length_penalty``.
     """
-    steps = _iterate_one(model, ARRequest(text, text_langs, prompt_codes0, **settings), on_step)
+    steps = _iterate_one(model, ARRequest.of(text, text_langs, prompt_codes0, **options), on_step)
     while True:
         try:
             next(steps)
@@ -112,9 +114,8 @@ def iter_ar_decode(
     text_langs: Tensor,
     prompt_codes0: Tensor,
     *,
-    best_of: int = 1,
     on_step: Callable[[int], None] | None = None,
-    **settings: Any,
+    **options: Any,
 ) -> Generator[Tensor, None, ARResult]:
     """:func:`ar_decode`, one frame at a time: yields the codebook-0 frames so far after each new frame.
 
@@ -125,13 +126,14 @@ def iter_ar_decode(
     work (the NAR, the vocoder) between steps.
 
     Args:
-        best_of: must be 1: ranking rows needs every row to finish, so there would be nothing to stream.
-        settings: the other keyword arguments of :func:`ar_decode` (temperature, top_k, generator, on_step, ...).
+        options: the keyword arguments of :func:`ar_decode` (temperature, top_k, generator, ...); ``best_of`` must
+            be 1: ranking rows needs every row to finish, so there would be nothing to stream.
     """
-    if best_of != 1:  # checked here, at the call, not at the first next()
-        raise ValueError(f"iter_ar_decode streams one row, so best_of must be 1 (got {best_of}); use ar_decode "
-                         "to pick the best of several rows.")
-    return _iterate_one(model, ARRequest(text, text_langs, prompt_codes0, **settings), on_step)
+    request = ARRequest.of(text, text_langs, prompt_codes0, **options)
+    if request.sampling.best_of != 1:  # checked here, at the call, not at the first next()
+        raise ValueError(f"iter_ar_decode streams one row, so best_of must be 1 (got {request.sampling.best_of}); "
+                         "use ar_decode to pick the best of several rows.")
+    return _iterate_one(model, request, on_step)
 
 
 @torch.inference_mode()  # on a generator function: entered around every step, left at every yield
@@ -174,40 +176,39 @@ def prefill(model: VallexModel, text: Tensor, text_langs: Tensor, prompt_codes0:
 class FrameSampler:
     """Draws one utterance's codebook-0 frames from the decoder's logits and knows when it stops.
 
-    Its ``rows`` (``best_of``) sample independently with one generator (on ``device``, where the rows are);
-    a row that drew EOS keeps emitting EOS; the utterance stops when every row has, or at ``max_frames``. EOS
-    is masked until ``min_frames`` frames exist (the reference could return nothing). The best row has the highest mean
-    log-probability of its *generated* tokens (the reference also counted BOS and the prompt's tokens,
-    which favours rows with a long prompt over rows that sampled well). ``ras``: repetition-aware sampling
-    (:func:`vallex.inference.sampling.draw_tokens_ras`) instead of the reference's plain sampling.
+    Its ``rows`` (``sampling.best_of``) sample independently with one generator (on ``device``, where the rows
+    are), as ``sampling`` says (temperature, top-k, :attr:`~vallex.inference.sampling_settings.Sampling.nucleus`;
+    ``ras``: repetition-aware sampling, :func:`vallex.inference.sampling.draw_tokens_ras`, instead of the
+    reference's plain sampling); a row that drew EOS keeps emitting EOS; the utterance stops when every row has,
+    or at ``max_frames``. EOS is masked until ``min_frames`` frames exist (the reference could return nothing).
+    The best row has the highest mean log-probability of its *generated* tokens (the reference also counted BOS
+    and the prompt's tokens, which favours rows with a long prompt over rows that sampled well).
     """
 
-    def __init__(self, rows: int, max_frames: int, eos: int, device: torch.device, *, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, length_penalty: float = 1.0,
-                 min_frames: int = 1, generator: torch.Generator | None = None,
-                 logits_processor: Callable[[int, Tensor], Tensor] | None = None, ras: bool = False) -> None:
-        if rows < 1:
-            raise ValueError(f"best_of must be >= 1, got {rows}.")
-        self.rows, self.max_frames, self.eos = rows, max_frames, eos
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+    def __init__(self, sampling: Sampling, max_frames: int, eos: int, device: torch.device, *,
+                 length_penalty: float = 1.0, min_frames: int = 1, generator: torch.Generator | None = None,
+                 logits_processor: Callable[[int, Tensor], Tensor] | None = None) -> None:
+        self.sampling = sampling
+        self.rows, self.max_frames, self.eos = sampling.best_of, max_frames, eos
         self.length_penalty, self.min_frames = length_penalty, min_frames
         check_generator_device(generator, torch.device(device))
         self.generator, self.logits_processor = generator, logits_processor
-        self.generated = torch.empty(rows, max_frames, dtype=torch.long, device=device)
-        self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
-        self.sum_logprobs = torch.zeros(rows, device=device)
+        self.generated = torch.empty(self.rows, max_frames, dtype=torch.long, device=device)
+        self.finished = torch.zeros(self.rows, dtype=torch.bool, device=device)
+        self.sum_logprobs = torch.zeros(self.rows, device=device)
         self.num_frames = 0
         self.stop_reason: str | None = None
-        self.ras = ras
         self._ras_fired = torch.zeros((), dtype=torch.long, device=device)  # draws RAS replaced, on the device
 
     @classmethod
-    def create(cls, model: VallexModel, text_len: int, *, best_of: int = 1, max_frames: int | None = None,
-               **settings: Any) -> FrameSampler:
-        """A sampler for ``model`` with :func:`ar_decode`'s keywords (max_frames default: 16 per text token)."""
+    def for_request(cls, model: VallexModel, request: ARRequest) -> FrameSampler:
+        """The sampler of ``request`` on ``model`` (max_frames default: 16 per text token)."""
+        max_frames = request.max_frames
         if max_frames is None:
-            max_frames = MAX_FRAMES_PER_TEXT_TOKEN * text_len
-        return cls(best_of, max_frames, model.config.eos_id, next(model.parameters()).device, **settings)
+            max_frames = MAX_FRAMES_PER_TEXT_TOKEN * request.text.shape[1]
+        return cls(request.sampling, max_frames, model.config.eos_id, next(model.parameters()).device,
+                   length_penalty=request.length_penalty, min_frames=request.min_frames,
+                   generator=request.generator, logits_processor=request.logits_processor)
 
     @property
     def frames(self) -> Tensor:
@@ -227,14 +228,15 @@ class FrameSampler:
         if self.num_frames < self.min_frames:
             logits = logits.clone()
             logits[:, eos] = float("-inf")
-        if self.ras:  # history: this utterance's generated frames (the prompt is natural speech)
-            tokens, logprobs, bad, fired = draw_tokens_ras(logits, self.frames, temperature=self.temperature,
-                                                           top_k=self.top_k, top_p=self.top_p,
+        sampling = self.sampling
+        if sampling.ras:  # history: this utterance's generated frames (the prompt is natural speech)
+            tokens, logprobs, bad, fired = draw_tokens_ras(logits, self.frames, temperature=sampling.temperature,
+                                                           top_k=sampling.top_k, top_p=sampling.nucleus,
                                                            generator=self.generator)
             self._ras_fired += (fired & ~self.finished).sum()
         else:
-            tokens, logprobs, bad = draw_tokens(logits, temperature=self.temperature, top_k=self.top_k,
-                                                top_p=self.top_p, generator=self.generator)
+            tokens, logprobs, bad = draw_tokens(logits, temperature=sampling.temperature, top_k=sampling.top_k,
+                                                top_p=sampling.nucleus, generator=self.generator)
         nonfinite = (bad & ~self.finished).any()  # a finished row's logits are never used
         self.sum_logprobs += torch.where(self.finished, 0.0, logprobs)
         tokens = torch.where(self.finished, eos, tokens)  # finished rows keep emitting EOS
@@ -271,7 +273,7 @@ class FrameSampler:
                       "eos" if finished[r] or self.stop_reason == "eos" else "maxlen", mean[r])
             for r in order)
         return ARResult(codes=candidates[0].codes, stop_reason=candidates[0].stop_reason, steps=steps,
-                        ras_fired=int(self._ras_fired) if self.ras else 0, candidates=candidates)
+                        ras_fired=int(self._ras_fired) if self.sampling.ras else 0, candidates=candidates)
 
 
 @dataclass
@@ -307,7 +309,7 @@ class ARBatch:
     """The AR decoders of a changing set of utterances, advanced one frame each per :meth:`step`.
 
         batch = ARBatch(model)
-        batch.add("a", ARRequest(text, langs, prompt0, generator=g_a))
+        batch.add("a", ARRequest(text, langs, prompt0, Sampling(top_k=50), generator=g_a))
         batch.add("b", ARRequest(...))                     # any time between steps
         while batch:
             out = batch.step()                             # out.frames / out.finished by key
@@ -351,8 +353,7 @@ class ARBatch:
         text, prompt0 = request.text.to(self.device), request.prompt_codes0.to(self.device)
         if text.ndim != 2 or text.shape[0] != 1:
             raise ValueError(f"text must have shape [1, S], got {tuple(text.shape)}.")
-        settings = {f.name: getattr(request, f.name) for f in fields(request) if f.name not in _AR_INPUTS}
-        sampler = FrameSampler.create(self.model, text.shape[1], **settings)
+        sampler = FrameSampler.for_request(self.model, request)
         length = text.shape[1] + 1 + prompt0.shape[1]
         alone = not self._items
         # Alone, the prefill writes straight into the batch's cache, room for every frame included; joining,

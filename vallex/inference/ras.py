@@ -16,7 +16,7 @@ nucleus sampling.
 
 The default window and threshold are calibrated for EnCodec codes at 75 frames per second (the measurement:
 ``bench/ras_calibration.py``, ``bench/README.md``). The sampler that applies it is
-:func:`vallex.inference.sampling.draw_tokens_ras` (``FrameSampler(ras=True)``); this module holds the rule.
+:func:`vallex.inference.sampling.draw_tokens_ras` (``Sampling(ras=True)``); this module holds the rule.
 """
 from __future__ import annotations
 

@@ -126,15 +126,16 @@ def draw_tokens_ras(
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
-    top_p: float | None = None,
+    top_p: float = RAS_TOP_P,
     window: int = RAS_WINDOW,
     threshold: float = RAS_THRESHOLD,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Repetition-aware sampling (:mod:`vallex.inference.ras`): (tokens [B], log-probs [B], bad [B], fired [B]).
 
-    A candidate is drawn from the nucleus (``top_p``, default :data:`~vallex.inference.ras.RAS_TOP_P`;
-    ``top_k``); where it already occurs ``ceil(threshold * window)`` times among the last ``window`` tokens of
+    A candidate is drawn from the nucleus (``top_p``, as it comes: a caller with no nucleus of its own passes
+    :data:`~vallex.inference.ras.RAS_TOP_P`, as :attr:`vallex.inference.sampling_settings.Sampling.nucleus`
+    does; ``top_k``); where it already occurs ``ceil(threshold * window)`` times among the last ``window`` tokens of
     ``history`` (LongTensor [B, T], the utterance's generated frames, oldest first), the row takes a draw from
     the full distribution instead (its log-probability from that distribution). Both draws go through
     :func:`draw_tokens` (float32, non-finite rows kept from ``multinomial``) and both are made for every row
@@ -146,8 +147,7 @@ def draw_tokens_ras(
         raise ValueError(f"RAS needs its history [B, T] with B = {logits.shape[0]} of token ids (torch.long), got "
                          f"{history.dtype} {tuple(history.shape)}.")
     repeats = min_repeats(window, threshold)
-    nucleus_p = RAS_TOP_P if top_p is None or top_p >= 1.0 else top_p
-    nucleus, nucleus_logprobs, bad = draw_tokens(logits, temperature=temperature, top_k=top_k, top_p=nucleus_p,
+    nucleus, nucleus_logprobs, bad = draw_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                                  generator=generator)
     full, full_logprobs, bad_full = draw_tokens(logits, temperature=temperature, generator=generator)
     fired = repetition_counts(nucleus, history, window) >= repeats  # [B]

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -34,18 +33,9 @@ from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens, length_warning
 from vallex.inference.nar import NARInput, nar_decode
 from vallex.inference.sampling import NonFiniteLogits, seeded_generator
+from vallex.inference.sampling_settings import SEED, Sampling, sampling_keywords
 from vallex.inference.streaming import SentencePieces, first_chunk_frames
-from vallex.inference.verification import (
-    DEFAULT_VERIFY_ROUNDS,
-    MAX_VERIFY_ROUNDS,
-    PASS_PHONEME_ERROR_RATE,
-    VERIFY_MODES,
-    CandidateCheck,
-    NoRecognizerError,
-    SentenceCheck,
-    Verifier,
-    choose,
-)
+from vallex.inference.verification import CandidateCheck, NoRecognizerError, SentenceCheck, Verifier, choose
 from vallex.languages import LANGUAGES, Languages
 from vallex.model import VallexModel
 from vallex.prompts import VoicePrompt
@@ -66,8 +56,6 @@ EDGE_FADE_SECONDS = 0.01
 LONG_TEXT_MODES = ("fixed-prompt", "sliding-window")
 #: ``long_text="auto"``: one utterance when the text fits, else ``"fixed-prompt"`` (the HTTP API's default).
 AUTO_LONG_TEXT = "auto"
-#: Largest seed (torch generators take 64-bit seeds; one below 2**63 fits every integer type we pass it through).
-MAX_SEED = 2**63 - 1
 
 PromptLike = VoicePrompt | str | Path | tuple | None
 FrameLimits = Callable[[int, int], tuple[int, int]]
@@ -205,12 +193,15 @@ def _split(text: str, language: str, long_text: str | None,
     return planned, language
 
 
+@sampling_keywords
 @dataclass(frozen=True)
 class SynthesisRequest:
     """One request: the arguments of :meth:`vallex.api.VallEX.synthesize_detailed` (see there).
 
-    ``text`` may also be a :class:`TextPlan` (:func:`plan_text` of it, made beforehand: the HTTP API does, to
-    know the long-text mode before it answers); then ``language`` and ``long_text`` are the plan's.
+    ``sampling``: how to sample (:class:`~vallex.inference.sampling_settings.Sampling`); its fields may also be
+    given as keywords, ``SynthesisRequest(text, prompt, top_k=50, ras=True)``. ``text`` may also be a
+    :class:`TextPlan` (:func:`plan_text` of it, made beforehand: the HTTP API does, to know the long-text mode
+    before it answers); then ``language`` and ``long_text`` are the plan's.
     """
 
     text: str | TextPlan
@@ -218,25 +209,21 @@ class SynthesisRequest:
     language: str = "auto"
     accent: str | None = None
     seed: int | None = None
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    best_of: int = 1
     long_text: str | None = None
     chunk_seconds: float | None = None
-    ras: bool = False
-    length_guards: bool = False
-    verify: str | None = None  # "asr": verified best-of-N (each sentence's best_of rows checked by a recogniser)
-    verify_rounds: int = DEFAULT_VERIFY_ROUNDS  # rounds of best_of new candidates while none passes
-    verify_threshold: float = PASS_PHONEME_ERROR_RATE  # phoneme error rate a candidate must reach
+    sampling: Sampling = Sampling()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.sampling, Sampling):
+            raise ValueError(f"sampling must be a Sampling, got {type(self.sampling).__name__}.")
 
     @classmethod
     def coerce(cls, request: SynthesisRequest | dict[str, Any]) -> SynthesisRequest:
-        """A request from itself or from a dict of its fields (unknown fields are an error)."""
+        """A request from itself or from a dict of its fields and :class:`Sampling`'s (unknown ones are an error)."""
         if isinstance(request, cls):
             return request
         if isinstance(request, dict):
-            unknown = set(request) - {f.name for f in dataclasses.fields(cls)}
+            unknown = set(request) - {f.name for f in dataclasses.fields(cls)} - set(Sampling.names())
             if unknown:
                 raise ValueError(f"Unknown request fields: {', '.join(sorted(unknown))}.")
             return cls(**request)
@@ -254,11 +241,7 @@ class RequestPlan:
     generator: torch.Generator | None
     chunk_frames: int | None  # first chunk of each sentence; None: whole sentences
     long_text: str | None
-    sampling: dict[str, Any]  # temperature, top_k, top_p, best_of, ras
-    length_guards: bool = False
-    verify: str | None = None
-    verify_rounds: int = DEFAULT_VERIFY_ROUNDS
-    verify_threshold: float = PASS_PHONEME_ERROR_RATE
+    sampling: Sampling
 
 
 @dataclass
@@ -276,8 +259,8 @@ class Utterance:
     max_frames: int
 
     def ar_request(self, plan: RequestPlan) -> ARRequest:
-        return ARRequest(self.text_ids, self.text_langs, self.prompt_codes[..., 0], min_frames=self.min_frames,
-                         max_frames=self.max_frames, generator=plan.generator, **plan.sampling)
+        return ARRequest(self.text_ids, self.text_langs, self.prompt_codes[..., 0], plan.sampling,
+                         min_frames=self.min_frames, max_frames=self.max_frames, generator=plan.generator)
 
     def nar_input(self, codes0: torch.Tensor) -> NARInput:
         return NARInput(self.text_ids, self.text_langs, self.prompt_codes, codes0)
@@ -308,52 +291,6 @@ def default_frame_limits(text_tokens: int, prompt_frames: int) -> tuple[int, int
             f"must fit in {MAX_UTTERANCE_SECONDS:.0f} s. Use a 3-10 s prompt."
         )
     return 1, min(MAX_FRAMES_PER_TEXT_TOKEN * text_tokens, budget)
-
-
-def check_sampling(temperature: Any = 1.0, top_k: Any = None, top_p: Any = None, best_of: Any = 1,
-                   seed: Any = None, *, names: Mapping[str, str] | None = None) -> None:
-    """Raise ValueError unless the sampling options are usable (NaN, booleans and out-of-range values are not).
-
-    ``names`` maps a parameter to what the caller calls it (the CLI: ``{"top_k": "--top-k"}``), so each
-    front end's message names the option its user typed.
-    """
-    def name(key: str) -> str:
-        return (names or {}).get(key, key)
-
-    def number(value: Any) -> bool:  # numbers.Real: numpy scalars too; a bool is a mistake, not 0 or 1
-        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-    def integer(value: Any) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-    if not number(temperature) or not 0 < temperature <= 10:  # NaN fails the comparison too
-        raise ValueError(f"{name('temperature')} must be a number in (0, 10], got {temperature!r}.")
-    if top_k is not None and (not integer(top_k) or top_k < 1):
-        raise ValueError(f"{name('top_k')} must be a positive whole number (or left out), got {top_k!r}.")
-    if top_p is not None and (not number(top_p) or not 0 < top_p <= 1):
-        raise ValueError(f"{name('top_p')} must be a number in (0, 1] (or left out), got {top_p!r}.")
-    if not integer(best_of) or not 1 <= best_of <= 16:
-        raise ValueError(f"{name('best_of')} must be a whole number from 1 to 16, got {best_of!r}.")
-    if seed is not None and (not integer(seed) or not 0 <= seed <= MAX_SEED):
-        raise ValueError(f"{name('seed')} must be a whole number from 0 to {MAX_SEED} (or left out), "
-                         f"got {seed!r}.")
-
-
-def check_verification(verify: Any = None, rounds: Any = DEFAULT_VERIFY_ROUNDS,
-                       threshold: Any = PASS_PHONEME_ERROR_RATE, *, names: Mapping[str, str] | None = None) -> None:
-    """Raise ValueError unless the options of verified best-of-N are usable (``names`` as :func:`check_sampling`)."""
-    def name(key: str) -> str:
-        return (names or {}).get(key, key)
-
-    if verify is not None and verify not in VERIFY_MODES:
-        raise ValueError(f"{name('verify')} must be one of {', '.join(VERIFY_MODES)} (or left out), got {verify!r}.")
-    if (not isinstance(rounds, numbers.Integral) or isinstance(rounds, (bool, np.bool_))
-            or not 1 <= rounds <= MAX_VERIFY_ROUNDS):
-        raise ValueError(f"{name('verify_rounds')} must be a whole number from 1 to {MAX_VERIFY_ROUNDS}, "
-                         f"got {rounds!r}.")
-    if (not isinstance(threshold, numbers.Real) or isinstance(threshold, (bool, np.bool_))
-            or not 0 <= threshold <= 1):
-        raise ValueError(f"{name('verify_threshold')} must be a phoneme error rate from 0 to 1, got {threshold!r}.")
 
 
 def _shape_chunk(wav: np.ndarray, *, pause: float, fade_in: bool, fade_out: bool) -> np.ndarray:
@@ -390,11 +327,12 @@ class Speaker(Protocol):
 
 
 def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
-    """Check a request and split it into sentences; raises ValueError for anything it cannot speak."""
-    check_sampling(request.temperature, request.top_k, request.top_p, request.best_of, request.seed)
-    check_verification(request.verify, request.verify_rounds, request.verify_threshold)
+    """Check a request and split it into sentences; raises ValueError for anything it cannot speak (its
+    :class:`Sampling` checked itself when it was made)."""
+    seed = SEED.check(request.seed)
+    sampling = request.sampling
     chunk_frames = first_chunk_frames(request.chunk_seconds)
-    if request.best_of > 1 or request.verify is not None:
+    if sampling.best_of > 1 or sampling.verify is not None:
         chunk_frames = None  # the best row is known only when the sentence ends
     accent = speaker.languages.accent(request.accent)
     voice = speaker.resolve_prompt(request.prompt)
@@ -402,17 +340,10 @@ def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
     if not isinstance(text, TextPlan):
         text = plan_text(text, request.language, request.long_text, speaker.languages)
     generator = None
-    if request.seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
-        generator = seeded_generator(request.seed, speaker.device)
-    for name in ("ras", "length_guards"):
-        if not isinstance(getattr(request, name), (bool, np.bool_)):
-            raise ValueError(f"{name} must be True or False, got {getattr(request, name)!r}.")
+    if seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
+        generator = seeded_generator(seed, speaker.device)
     return RequestPlan(sentences=text.sentences, language=text.language, voice=voice, accent=accent,
-                       generator=generator, chunk_frames=chunk_frames, long_text=text.long_text,
-                       sampling=dict(temperature=request.temperature, top_k=request.top_k, top_p=request.top_p,
-                                     best_of=request.best_of, ras=bool(request.ras)),
-                       length_guards=bool(request.length_guards), verify=request.verify,
-                       verify_rounds=int(request.verify_rounds), verify_threshold=float(request.verify_threshold))
+                       generator=generator, chunk_frames=chunk_frames, long_text=text.long_text, sampling=sampling)
 
 
 class AudioPiece(NamedTuple):
@@ -552,7 +483,7 @@ class Scheduler:
                 by_key[key].frames = result.codes
             for key, error in out.failed.items():  # non-finite logits: that request fails, the others go on
                 self._fail(by_key[key], error)
-        for state in [s for s in self._running.values() if s.ar is not None and s.plan.verify is not None]:
+        for state in [s for s in self._running.values() if s.ar is not None and s.plan.sampling.verify is not None]:
             try:
                 self._check_candidates(state)  # finishes the sentence, or samples another round of candidates
             except NonFiniteLogits as error:  # its NAR's logits: that request fails, the others go on
@@ -644,7 +575,7 @@ class Scheduler:
         langs = language_ids(text_ids.shape[1], len(prompt_ids), prompt_language, text_language, device,
                              self.speaker.languages)[None]
         min_frames, max_frames = self.speaker.frame_limits(text_ids.shape[1], prompt_codes.shape[1])
-        if plan.length_guards and tokens.langs:  # bounds from the measured speaking rates of the target text
+        if plan.sampling.length_guards and tokens.langs:  # bounds from the measured speaking rates of the target text
             bounds = frame_bounds_of_tokens(tokens.langs, self.speaker.languages)
             min_frames = min(max(min_frames, bounds.min_frames), max_frames)
             max_frames = max(min(max_frames, bounds.max_frames), min_frames)
@@ -659,6 +590,7 @@ class Scheduler:
         same for the same seed). Without a recogniser for the language, the best row by log-probability."""
         start = time.perf_counter()
         plan, job, ar = state.plan, state.job, state.ar
+        threshold, rounds = plan.sampling.verify_threshold, plan.sampling.verify_rounds
         round_number = 1 + max((check.round for check, _, _ in state.checked), default=0)
         checks = [CandidateCheck(round_number, row, c.codes.shape[1], c.stop_reason, c.mean_logprob)
                   for row, c in enumerate(ar.candidates)]
@@ -674,13 +606,13 @@ class Scheduler:
         state.check_seconds += time.perf_counter() - start
         candidates = [check for check, _, _ in state.checked]
         best = choose(candidates)
-        if (recognizer is not None and not candidates[best].passes(plan.verify_threshold)
-                and round_number < plan.verify_rounds and not state.sink.cancelled):
+        if (recognizer is not None and not candidates[best].passes(threshold)
+                and round_number < rounds and not state.sink.cancelled):
             state.ras_fired += ar.ras_fired
             state.ar, state.frames = None, None
             self._ar.add(state.key, job.ar_request(plan))
             return
-        check = SentenceCheck(language, recognizer, plan.verify_threshold, round_number, best, tuple(candidates),
+        check = SentenceCheck(language, recognizer, threshold, round_number, best, tuple(candidates),
                               state.verify_note if recognizer is None else state.no_similarity, state.check_seconds)
         chosen, nar, wav = state.checked[best]
         state.ar = dataclasses.replace(ar, codes=nar[..., 0], stop_reason=chosen.stop_reason,

@@ -29,6 +29,7 @@ import torch
 
 from vallex.api import STREAM_CHUNK_SECONDS, SentenceResult, Synthesis, SynthesisRequest, VallEX
 from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.inference.sampling_settings import sampling_keywords
 from vallex.inference.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
 from vallex.languages import Languages
 
@@ -65,9 +66,11 @@ _DEVICE_FAILURE_SIGNS = ("CUDA error", "device-side assert", "CUBLAS_STATUS_EXEC
                          "illegal memory access", "unspecified launch failure")
 
 
+@sampling_keywords
 @dataclass(frozen=True)
 class SpeechRequest(SynthesisRequest):
-    """One request for speech: the fields of :class:`vallex.api.SynthesisRequest`, streamed in chunks.
+    """One request for speech: the fields of :class:`vallex.api.SynthesisRequest` (sampling settings as keywords
+    too: ``SpeechRequest(text, prompt, seed=1, top_k=50)``), streamed in chunks.
 
     ``prompt``: a :class:`VoicePrompt`, a voice name (resolved by the model's voice library,
     :meth:`vallex.api.VallEX.resolve_prompt`), or None. ``text`` may be a :class:`vallex.inference.scheduler.TextPlan`.

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from vallex.inference.scheduler import MAX_SEED, plan_text
-from vallex.inference.verification import DEFAULT_VERIFY_ROUNDS, MAX_VERIFY_ROUNDS
+from vallex.inference.sampling_settings import SEED, Sampling, Setting
+from vallex.inference.scheduler import plan_text
 from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, STREAMED_FORMATS
@@ -190,25 +190,13 @@ def synthesis_error(error: BaseException, retry_after_s: int) -> APIError:
 
 # The request ------------------------------------------------------------------------------------------
 
-# The sampling options' ranges, those of vallex.inference.scheduler.check_sampling (seed, temperature, top_k,
-# top_p, best_of) and check_verification (verify_rounds), which the library applies again, as strict pydantic
-# types. This is the schema's one copy of them: a later change derives these types from the library's own
-# definition of the sampling options instead.
-_Seed = Annotated[int, Field(ge=0, le=MAX_SEED, strict=True)]
-_Temperature = Annotated[float, Field(gt=0, le=10, strict=True)]
-_TopK = Annotated[int, Field(ge=1, strict=True)]
-_TopP = Annotated[float, Field(gt=0, le=1, strict=True)]
-_BestOf = Annotated[int, Field(ge=1, le=16, strict=True)]
-_VerifyRounds = Annotated[int, Field(ge=1, le=MAX_VERIFY_ROUNDS, strict=True)]
-
-
 class _VoiceRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
 
 
-class SpeechBody(BaseModel):
-    """The body of ``POST /v1/audio/speech``: OpenAI's fields, then ours (see the README for each)."""
+class _SpeechFields(BaseModel):
+    """OpenAI's fields of ``POST /v1/audio/speech``, then those of ours that are not sampling settings."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -223,17 +211,34 @@ class SpeechBody(BaseModel):
     # Extensions. language and accent: checked against the model's languages (plan_speech).
     language: str = Field("auto", max_length=32)
     accent: str | None = Field(NO_ACCENT, max_length=32)
-    seed: _Seed | None = None
-    temperature: _Temperature = 1.0
-    top_k: _TopK | None = None
-    top_p: _TopP | None = None
     long_text: Literal["auto", "fixed-prompt", "sliding-window"] = "auto"
-    ras: bool = Field(False, strict=True)
-    length_guards: bool = Field(False, strict=True)
-    best_of: _BestOf = 1
-    verify: Literal["asr"] | None = None
-    verify_rounds: _VerifyRounds = DEFAULT_VERIFY_ROUNDS
     stream: bool = Field(True, strict=True)
+
+
+def schema_field(setting: Setting, description: str) -> tuple[Any, Any]:
+    """A setting as a strict pydantic field (type, default): its kind, range, choices and default; None allowed
+    where the setting is optional (off). The library checks the value again when the request is made."""
+    if setting.choices:
+        kind: Any = Literal[setting.choices]
+    else:
+        bounds = {"gt" if setting.low_open else "ge": setting.low, "le": setting.high}
+        kind = Annotated[setting.kind, Field(strict=True, **{k: v for k, v in bounds.items() if v is not None})]
+    return (kind | None if setting.optional else kind), Field(setting.default, description=description)
+
+
+def speech_body(sampling: type[Sampling] = Sampling) -> type[BaseModel]:
+    """The body of ``POST /v1/audio/speech``: OpenAI's fields, ours, ``seed`` and one field per setting of
+    ``sampling`` (its JSON name is the setting's)."""
+    fields = {SEED.name: schema_field(SEED, SEED.help)}
+    fields.update({setting.name: schema_field(setting, sampling.help_of(setting, lambda other: other.name))
+                   for setting in sampling.settings()})
+    return create_model("SpeechBody", __base__=_SpeechFields, __module__=__name__,
+                        __doc__="The body of ``POST /v1/audio/speech``: OpenAI's fields, then ours (see the README "
+                        "for each).", **fields)
+
+
+#: The body of ``POST /v1/audio/speech`` (:func:`speech_body` of :class:`Sampling`).
+SpeechBody = speech_body()
 
 
 @dataclass(frozen=True)
@@ -287,10 +292,9 @@ def plan_speech(body: SpeechBody, *, max_input_chars: int, resolve_voice: Callab
         raise APIError(400, str(error), param="input", code="invalid_value") from None
     long_text = text_plan.long_text
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    sampling = Sampling(**{name: getattr(body, name) for name in Sampling.names()})
     request = SpeechRequest(text=text_plan, prompt=voice, language=body.language, accent=accent, seed=seed,
-                            temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                            ras=body.ras, length_guards=body.length_guards, best_of=body.best_of,
-                            verify=body.verify, verify_rounds=body.verify_rounds, long_text=long_text)
+                            long_text=long_text, sampling=sampling)
     # Verification's scores go in the headers, known once every sentence is checked: one whole answer.
     streamed = body.stream and fmt in STREAMED_FORMATS and body.verify is None
     headers = {"X-Vallex-Seed": str(seed), "X-Vallex-Long-Text": long_text or "off",
