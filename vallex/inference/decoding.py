@@ -27,7 +27,7 @@ from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPo
 from vallex.inference.precision import device_overflow_advice
 from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repeats, repetition_counts
 from vallex.languages import Languages
-from vallex.model import VallexModel, ar_attention_mask
+from vallex.model import AttentionKernel, VallexModel, ar_attention_mask
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16
@@ -1013,12 +1013,12 @@ class _KeepPrefix:
 
 
 class _KeepLayer:
-    def __init__(self, owner: _KeepPrefix, attend: Callable[..., Tensor]) -> None:
+    def __init__(self, owner: _KeepPrefix, attend: AttentionKernel) -> None:
         self.owner = owner
-        self.dtype = getattr(attend, "dtype", None)  # the dtype the attention computes in, if it casts
+        self.dtype = attend.dtype  # the dtype the attention computes in, if it casts
         self.kept: list[Tensor] = []
 
-    def append(self, kv: Tensor, start: Any) -> tuple[Tensor, Tensor, None]:
+    def append(self, kv: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, None]:
         """kv [B, 2, H, X, hd]: keep the prefix positions of each kept row; return keys and values as they are."""
         self.kept = []
         for row, _, spans in self.owner.keep:
@@ -1045,7 +1045,7 @@ class _AfterPrefixLayer:
         self.prefix, self.mask = prefix, mask
         self.both: Tensor | None = None
 
-    def append(self, kv: Tensor, start: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    def append(self, kv: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, Tensor | None]:
         """kv [B, 2, H, W, hd] of the window rows -> keys, values [B, H, L + W, hd] and the padding mask."""
         self.both = torch.cat([self.prefix, kv.to(self.prefix.dtype)], dim=3)
         return self.both[:, 0], self.both[:, 1], self.mask
