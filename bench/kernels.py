@@ -33,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from vallex.config import VallexConfig  # noqa: E402
 from vallex.inference.cpu_features import cpu_features  # noqa: E402
-from vallex.inference.fastpath import matmul_attention  # noqa: E402
 from vallex.inference.kernels import (  # noqa: E402
     OneDNNBf16Linear,
+    OneDNNFloat32Linear,
     inference_function,
     int8_linear,
-    use_onednn_float32_linears,
 )
 from vallex.inference.precision import LINEAR_KERNELS, runnable_kernel  # noqa: E402
+from vallex.model import matmul_attention  # noqa: E402
 
 ROWS = (1, 8, 605)
 BASELINE = "onednn-fp32"
@@ -103,7 +103,7 @@ def convert(linear: nn.Linear, kernel: str, rows: int) -> tuple[nn.Module, torch
     copy.load_state_dict(linear.state_dict())
     copy.to(dtypes[kernel])
     if kernel == "onednn-fp32":
-        use_onednn_float32_linears(copy)
+        copy = OneDNNFloat32Linear(copy)
     return copy, dtypes[kernel]
 
 

@@ -281,7 +281,7 @@ def test_the_amx_bf16_plan_generates_close_to_the_default_bf16_and_one_frame_ste
 @pytest.mark.parametrize("precision", ["int8", "bfloat16"])
 def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(precision):
     """nar_attention="sdpa-bf16": the NAR attends through torch's fused kernel in bfloat16 (masks too)."""
-    from vallex.inference.fastpath import FastAttention, matmul_attention
+    from vallex.model import AttentionKernel, matmul_attention
 
     base = kernel_plan(precision, "cpu", "x86-avx512-bf16-vnni")
     matmul = apply_precision(small_model(), precision, "cpu", plan=base.with_kernels(nar_attention="matmul-bf16"))
@@ -289,8 +289,8 @@ def test_fused_bf16_nar_attention_is_read_back_and_close_to_the_matmul_one(preci
     assert kernels_in_use(fused)["nar_attention"] == "sdpa-bf16"
     assert kernels_in_use(matmul)["nar_attention"] == "matmul-bf16"
     attend = fused.nar_decoder.layers[0].self_attn.attend
-    assert isinstance(attend, FastAttention) and attend.fused and attend.dtype == torch.bfloat16
-    assert not getattr(fused.ar_decoder.layers[0].self_attn.attend, "fused", False)  # the AR keeps its kernel
+    assert attend == AttentionKernel(torch.bfloat16, fused=True) == fused.inference_options.nar_attention
+    assert not fused.ar_decoder.layers[0].self_attn.attend.fused  # the AR keeps its kernel
     text, prompt = inputs()
     with torch.inference_mode():
         text_emb = fused.embed_text("nar", text, language_ids(12, 5, "en", "zh")[None])

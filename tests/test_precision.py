@@ -1,13 +1,14 @@
 """Precision options (vallex.inference.precision), the memory-mapped safetensors reader, and the trimmed last layer."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
 from vallex.config import VallexConfig
 from vallex.inference.ar import ar_decode
-from vallex.inference.fastpath import FastAttention
 from vallex.inference.generation import generate, language_ids
 from vallex.inference.kernels import (
     OneDNNFloat32Linear,
@@ -26,7 +27,7 @@ from vallex.inference.precision import (
     kernels_in_use,
     normalize_precision,
 )
-from vallex.model import VallexModel
+from vallex.model import AttentionKernel, VallexModel
 from vallex.weights.checkpoint import load_model, read_safetensors_mapped, save_checkpoint
 
 
@@ -128,8 +129,12 @@ def test_int8_uses_fbgemm_for_ar_steps_and_onednn_for_nar_stages(tiny_path):
     expected = OneDNNInt8Linear if onednn_int8_available() else fbgemm_int8_linear_class()
     assert type(model.nar_decoder.layers[0].self_attn.in_proj) is expected
     bf16 = torch.bfloat16 if cpu_has_native_bfloat16() else None
-    assert all(layer.self_attn.attend.dtype is bf16 for layer in model.nar_decoder.layers)
-    assert all(layer.self_attn.attend.dtype is None for layer in model.ar_decoder.layers)
+    options = model.inference_options
+    assert options.nar_attention == AttentionKernel(bf16, fused=False) and options.ar_cache_dtype is None
+    assert options.ar_attention == AttentionKernel(None, fused=False)
+    # What the options say is what the attentions run.
+    assert all(layer.self_attn.attend is options.nar_attention for layer in model.nar_decoder.layers)
+    assert all(layer.self_attn.attend is options.ar_attention for layer in model.ar_decoder.layers)
 
 
 def test_bfloat16_nar_attention_stays_close_to_float32(tiny_path):
@@ -141,8 +146,8 @@ def test_bfloat16_nar_attention_stays_close_to_float32(tiny_path):
         text_emb = model.embed_text("nar", text, langs)
         audio = model.nar_audio_embeddings[0](torch.cat([prompt[..., 0], codes0], dim=1))
         for dtype in (None, torch.bfloat16):
-            for layer in model.nar_decoder.layers:
-                layer.self_attn.attend = FastAttention(dtype)
+            kernel = AttentionKernel(dtype, fused=False)
+            model.set_inference_options(dataclasses.replace(model.inference_options, nar_attention=kernel))
             outputs[dtype] = model.nar_forward(text_emb, audio, 2, output_start=prompt.shape[1])
     assert outputs[torch.bfloat16].dtype == torch.float32
     relative = (outputs[torch.bfloat16] - outputs[None]).norm() / outputs[None].norm()
@@ -164,6 +169,24 @@ def generate_codes(model, text, langs, prompt) -> torch.Tensor:
     result = generate(model, text, 5, prompt, "en", "zh", min_frames=7, max_frames=7,
                       generator=torch.Generator().manual_seed(0))
     return result.codes
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "int8"])
+def test_apply_precision_replaces_modules_and_changes_only_declared_options(tiny_path, precision):
+    """The model you read is the model that runs: apply_precision puts new modules in place of old ones, never
+    changes a module's class or adds attributes to it, and its attention choices are the model's declared
+    InferenceOptions, the same objects the attentions call."""
+    model = load_model(tiny_path)
+    modules = list(model.modules())  # kept alive, so no id is reused by a new module
+    before = {id(module): (type(module), set(vars(module))) for module in modules}
+    apply_precision(model, precision)
+    survivors = [module for module in model.modules() if id(module) in before]
+    assert survivors and len(survivors) < len(modules)  # some modules were replaced (the norms at least)
+    for module in survivors:
+        assert (type(module), set(vars(module))) == before[id(module)], type(module)
+    options = model.inference_options
+    for decoder, kernel in ((model.ar_decoder, options.ar_attention), (model.nar_decoder, options.nar_attention)):
+        assert all(layer.self_attn.attend is kernel for layer in decoder.layers)
 
 
 def test_float32_precision_changes_no_weight_and_keeps_the_outputs(tiny_path):
@@ -208,10 +231,15 @@ def test_float32_linear_on_onednn_matches_f_linear_and_keeps_autograd():
         pytest.fail("oneDNN's float32 Linear is missing from this x86 torch build")
     torch.manual_seed(0)
     for bias in (True, False):
-        linear = nn.Linear(48, 80, bias=bias)
-        keys = set(linear.state_dict())
-        assert use_onednn_float32_linears(linear) == 1 and type(linear) is OneDNNFloat32Linear
-        assert set(linear.state_dict()) == keys
+        plain = nn.Linear(48, 80, bias=bias)
+        parent = nn.Sequential(plain, nn.ReLU())
+        keys = list(parent.state_dict())
+        assert use_onednn_float32_linears(parent) == 1  # put in place of the plain one, in its parent
+        linear = parent[0]
+        assert type(linear) is OneDNNFloat32Linear and type(plain) is nn.Linear  # a new module, not a new class
+        assert linear.weight is plain.weight and linear.bias is plain.bias  # the same parameters, not copies
+        assert list(parent.state_dict()) == keys
+        assert use_onednn_float32_linears(parent) == 0  # nothing left to replace
         for x in (torch.randn(7, 48), torch.randn(2, 5, 48), torch.randn(3, 9, 48)[:, -1]):  # last: a strided view
             with torch.inference_mode():
                 got = linear(x)
@@ -228,8 +256,14 @@ def test_adaptive_norm_folds_its_stage_affine_once_until_the_weights_change():
     from vallex.model import AdaptiveLayerNorm
 
     torch.manual_seed(0)
-    norm = AdaptiveLayerNorm(16)
-    assert fold_adaptive_norms(norm) == 1 and type(norm) is FoldedAdaptiveLayerNorm
+    plain = AdaptiveLayerNorm(16)
+    parent = nn.ModuleList([plain])
+    keys = list(parent.state_dict())
+    assert fold_adaptive_norms(parent) == 1  # put in place of the plain one, in its parent
+    norm = parent[0]
+    assert type(norm) is FoldedAdaptiveLayerNorm and type(plain) is AdaptiveLayerNorm  # a new module, not a new class
+    assert norm.project_layer is plain.project_layer and norm.norm is plain.norm  # the same parameters
+    assert list(parent.state_dict()) == keys and fold_adaptive_norms(parent) == 0
     with torch.no_grad():  # a norm affine that is not the identity, so the folding is exercised
         norm.norm.weight.normal_(1.0, 0.5)
         norm.norm.bias.normal_(0.0, 0.5)

@@ -11,16 +11,24 @@ A language embedding (en/zh/ja) is added to every text token (§3.2): the prompt
 language, the target text its own language, or the *accent* language when the user overrides it.
 
 Module and parameter names reproduce the reference checkpoint's state-dict keys exactly, so the public
-``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.inference.decoding`; what
-only makes inference faster (kernels, the KV cache, folded norms) in :mod:`vallex.inference.fastpath`.
+``vallex-checkpoint.pt`` loads with ``strict=True``. The inference loops live in :mod:`vallex.inference.ar` and
+:mod:`vallex.inference.nar`; what only makes inference faster (the KV cache, folded norms, Linear kernels) in
+:mod:`vallex.inference.fastpath` and :mod:`vallex.inference.kernels`.
+
+What runs is what this file declares. The choices inference makes beyond the weights (each attention's kernel,
+the AR's KV-cache dtype) are the fields of :class:`InferenceOptions`, set on a model by
+:meth:`VallexModel.set_inference_options` only; the caches the layers write to are the :class:`LayerCache` and
+:class:`DecoderCache` protocols, at positions ``int | RowPositions``. Faster kernels are modules put *in place of*
+the plain ones (:func:`vallex.inference.precision.apply_precision`: int8 and oneDNN Linears, folded adaptive norms),
+never classes changed under a module, so ``print(model)`` lists the modules that run.
 """
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -86,17 +94,97 @@ class SinePositionalEmbedding(nn.Module):
         return x + self.alpha * pe
 
 
-def scaled_dot_product(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-    """softmax(q kᵀ / sqrt(hd)) v: q [B, H, T, hd] over k/v [B, H, L, hd] -> [B, H, T, hd] (mask: True = may attend)."""
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+# Attention kernels, cache positions and caches ---------------------------------------------------------------
+
+
+def matmul_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ / sqrt(hd)) v with two matmuls: q [B, H, T, hd], k/v [B, H, L, hd] -> [B, H, T, hd].
+
+    Why: on CPU in bfloat16/float16 torch's fused attention kernel is slower than this.
+    """
+    # Scaling q (T x hd values) rather than the scores (T x L) saves a pass over the largest tensor. k is
+    # made contiguous first: its transpose is then a layout the matmul reads as it is (a strided k, a view of
+    # the packed projection, made it run a slow transposing copy).
+    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.contiguous().transpose(-1, -2))  # [B, H, T, L]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    """How an attention computes softmax(q kᵀ / sqrt(hd)) v: q [B, H, T, hd] over k/v [B, H, L, hd] -> [B, H, T, hd]
+    (``attn_mask``: bool, True = may attend).
+
+    The default is the reference's: torch's fused kernel in the inputs' dtype. ``dtype``: compute q, k, v, scores
+    and weights in this dtype instead (the int8 plan's bfloat16 NAR attention). ``fused=False``: 16-bit tensors on
+    CPU take :func:`matmul_attention` (where it measured faster than the fused kernel, bench/README.md), all other
+    inputs the fused kernel.
+    """
+
+    dtype: torch.dtype | None = None
+    fused: bool = True
+
+    def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        if self.dtype is not None:
+            q, k, v = q.to(self.dtype), k.to(self.dtype), v.to(self.dtype)
+        if not self.fused and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+            return matmul_attention(q, k, v, attn_mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+@dataclass(frozen=True)
+class RowPositions:
+    """Each row's own cache position for one new frame (a batch of utterances of different lengths).
+
+    ``index``: LongTensor [B], row b writes at ``index[b]``; ``end``: ``max(index) + 1`` as a host integer
+    (no device sync per layer); ``mask``: bool [B, 1, 1, end], row b attends to its positions ``<= index[b]``;
+    ``rows``: LongTensor [B], 0..B-1. Built once per step, used by every layer.
+    """
+
+    index: Tensor
+    end: int
+    mask: Tensor
+    rows: Tensor
+
+    @classmethod
+    def of(cls, positions: list[int], device: torch.device | str) -> RowPositions:
+        """From host integers (one per row): one transfer, no sync."""
+        index = torch.tensor(positions, dtype=torch.long, device=device)
+        end = max(positions) + 1
+        mask = (torch.arange(end, device=device) <= index[:, None])[:, None, None, :]
+        return cls(index, end, mask, torch.arange(len(positions), device=device))
+
+
+class LayerCache(Protocol):
+    """One layer's keys and values across calls: what :func:`self_attention` writes to and attends over.
+
+    Implementations: the AR's preallocated :class:`vallex.inference.fastpath.LayerKVCache`, and the streamed NAR's
+    prefix caches in :mod:`vallex.inference.ar` and :mod:`vallex.inference.nar`.
+    """
+
+    def append(self, kv: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Take the keys and values kv [B, 2, H, T, hd] of T positions from ``start`` (one position per row
+        with :class:`RowPositions`); return the keys and values to attend over ([B, H, L, hd] each) and the mask
+        to attend with (None: the caller's)."""
+        ...
+
+
+class DecoderCache(Protocol):
+    """One :class:`LayerCache` per decoder layer (``layers[i]`` for layer i), e.g.
+    :class:`vallex.inference.fastpath.KVCache`."""
+
+    @property
+    def layers(self) -> Sequence[LayerCache]: ...
 
 
 class MultiheadSelfAttention(nn.Module):
     """Self-attention with one packed QKV projection.
 
     The packed projection is an ``nn.Linear`` (so quantisation and compilation treat it like any other
-    Linear) stored under the reference's names ``in_proj_weight`` / ``in_proj_bias``. ``attend`` computes the
-    attention itself (torch's fused kernel; :mod:`vallex.inference.fastpath` may give a module a faster one).
+    Linear) stored under the reference's names ``in_proj_weight`` / ``in_proj_bias``. ``attend``, an
+    :class:`AttentionKernel`, computes the attention itself: the reference's by default, the one
+    :class:`InferenceOptions` chooses for this decoder once :meth:`VallexModel.set_inference_options` has run.
     """
 
     def __init__(self, dim: int, num_heads: int) -> None:
@@ -106,14 +194,14 @@ class MultiheadSelfAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         self._register_state_dict_hook(_packed_projection_to_reference_keys)
         self._register_load_state_dict_pre_hook(_packed_projection_from_reference_keys)
-        self.attend: Callable[..., Tensor] = scaled_dot_product
+        self.attend: AttentionKernel = AttentionKernel()
 
     def forward(
         self,
         x: Tensor,
         attn_mask: Tensor | None = None,
-        cache: Any = None,
-        start: Any = 0,
+        cache: LayerCache | None = None,
+        start: int | RowPositions = 0,
         query_start: int = 0,
     ) -> Tensor:
         """x [B, T, D] -> [B, T - query_start, D]: :func:`self_attention` with this module's projections."""
@@ -124,22 +212,21 @@ class MultiheadSelfAttention(nn.Module):
 def self_attention(
     x: Tensor,
     attn_mask: Tensor | None = None,
-    cache: Any = None,
-    start: Any = 0,
+    cache: LayerCache | None = None,
+    start: int | RowPositions = 0,
     query_start: int = 0,
     *,
     in_proj: Callable[[Tensor], Tensor],
     out_proj: Callable[[Tensor], Tensor],
-    attend: Callable[..., Tensor],
+    attend: AttentionKernel,
     num_heads: int,
 ) -> Tensor:
     """Multi-head self-attention with a packed QKV projection: x [B, T, D] -> [B, T - query_start, D].
 
     ``attn_mask``: bool [T, T_total] (or broadcastable, e.g. [B, 1, 1, T_total]), True = may attend.
-    With ``cache`` (a :class:`vallex.inference.fastpath.LayerKVCache`: anything with ``append(kv, start)``
-    returning the keys, values and mask to attend with), keys/values of these T positions are written at
-    ``start`` and the queries attend to cache positions ``< start + T`` (``start`` may give each row its own position:
-    :class:`vallex.inference.fastpath.RowPositions`). Only positions ``>= query_start`` are queried: every
+    With ``cache`` (a :class:`LayerCache`, e.g. :class:`vallex.inference.fastpath.LayerKVCache`), keys/values of
+    these T positions are written at ``start`` and the queries attend to cache positions ``< start + T`` (``start``
+    may give each row its own position: :class:`RowPositions`). Only positions ``>= query_start`` are queried: every
     position still provides keys and values, but outputs nobody reads are not computed.
     """
     batch, length, dim = x.shape
@@ -209,7 +296,8 @@ class LayerOps:
     """
 
     norm1: Callable[[Tensor], Tensor]
-    attention: Callable[..., Tensor]  # (x, attn_mask, cache, start, query_start) -> :func:`self_attention`
+    attention: Callable[[Tensor, Tensor | None, LayerCache | None, int | RowPositions, int], Tensor]
+    # (x, attn_mask, cache, start, query_start) -> :func:`self_attention`
     norm2: Callable[[Tensor], Tensor]
     linear1: Callable[[Tensor], Tensor]
     linear2: Callable[[Tensor], Tensor]
@@ -219,8 +307,8 @@ def decoder_layer(
     ops: LayerOps,
     x: Tensor,
     attn_mask: Tensor | None = None,
-    cache: Any = None,
-    start: Any = 0,
+    cache: LayerCache | None = None,
+    start: int | RowPositions = 0,
     query_start: int = 0,
 ) -> Tensor:
     """Pre-norm block ``h = x + Attn(Norm1(x)); out = h + FFN(Norm2(h))`` (ReLU FFN): x [B, T, D] -> [B, T', D].
@@ -255,8 +343,8 @@ class DecoderLayer(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         stage: Tensor | None = None,
-        cache: Any = None,
-        start: Any = 0,
+        cache: LayerCache | None = None,
+        start: int | RowPositions = 0,
         query_start: int = 0,
     ) -> Tensor:  # x [B, T, D] -> [B, T - query_start, D]
         return decoder_layer(self.ops(stage), x, attn_mask, cache, start, query_start)
@@ -275,8 +363,8 @@ class Decoder(nn.Module):
         x: Tensor,
         attn_mask: Tensor | None = None,
         stage: Tensor | None = None,
-        cache: Any = None,
-        start: Any = 0,
+        cache: DecoderCache | None = None,
+        start: int | RowPositions = 0,
         output_start: int = 0,
     ) -> Tensor:  # x [B, T, D] -> [B, T - output_start, D]
         """``output_start``: only positions from there on are returned, and the last layer computes
@@ -289,13 +377,32 @@ class Decoder(nn.Module):
         return self.norm(x, stage)
 
 
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a model computes at inference beyond its weights; the defaults are the reference's arithmetic.
+
+    ``ar_attention`` / ``nar_attention``: the :class:`AttentionKernel` of every attention of the AR / NAR decoder.
+    ``ar_cache_dtype``: the AR's KV cache's dtype (None: :func:`vallex.inference.fastpath.kv_cache_dtype`'s default,
+    float32 on CPU, the model's dtype elsewhere). :func:`vallex.inference.precision.apply_precision` sets them from
+    its kernel plan (:func:`vallex.inference.fastpath.install`); :meth:`VallexModel.set_inference_options` is the one
+    way to change them. Not part of the state dict.
+    """
+
+    ar_attention: AttentionKernel = AttentionKernel()
+    nar_attention: AttentionKernel = AttentionKernel()
+    ar_cache_dtype: torch.dtype | None = None
+
+
 class VallexModel(nn.Module):
     """VALL-E X with the reference checkpoint's parameter names, in its state-dict order.
 
     Text ids are bpe_69 phoneme ids; audio ids are EnCodec codes 0..1023, EOS = 1024, BOS = 1025.
     Language ids: en=0, zh=1, ja=2 in the public checkpoint (:data:`vallex.languages.MODEL_LANGUAGE_ID`); a model
-    trained on more languages has a row for each, named in ``config.languages``.
+    trained on more languages has a row for each, named in ``config.languages``. ``inference_options``: its
+    :class:`InferenceOptions` (set by :meth:`set_inference_options`).
     """
+
+    inference_options: InferenceOptions
 
     def __init__(self, config: VallexConfig) -> None:
         super().__init__()
@@ -324,6 +431,16 @@ class VallexModel(nn.Module):
         self.ar_language_embedding = TokenEmbedding(config.num_languages, d)
         self.nar_language_embedding = TokenEmbedding(config.num_languages, d)
         self.tie_weights()
+        self.set_inference_options(InferenceOptions())
+
+    def set_inference_options(self, options: InferenceOptions) -> None:
+        """Compute as ``options`` say from now on: each decoder's attentions get its :class:`AttentionKernel`
+        (``self_attn.attend``), and the AR's caches are allocated in ``options.ar_cache_dtype``."""
+        self.inference_options = options
+        for decoder, kernel in ((self.ar_decoder, options.ar_attention), (self.nar_decoder, options.nar_attention)):
+            for module in decoder.modules():
+                if isinstance(module, MultiheadSelfAttention):
+                    module.attend = kernel
 
     def tie_weights(self) -> None:
         """Share NAR predictor j's weight with NAR audio embedding j+2 (j = 0..n_q-3), as the checkpoint does.
@@ -397,7 +514,7 @@ class VallexModel(nn.Module):
         key_padding_mask: Tensor | None = None,
         *,
         output_start: int = 0,
-        cache: Any = None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
         """One NAR stage over ``[text ; audio + PE]`` with full attention.
 
@@ -405,9 +522,9 @@ class VallexModel(nn.Module):
         before PE). ``key_padding_mask`` bool [B, S+T], True = padding (training batches only).
         Returns the decoder output of audio positions ``output_start..T-1`` [B, T - output_start, D]
         (inference passes the prompt length: prompt frames are never predicted). The last layer
-        computes only those rows. ``cache``: one per layer (``cache.layers[i]``) as :func:`self_attention` takes
-        it, at position 0 (streaming keeps the text's and prompt's keys and values through it,
-        :class:`vallex.inference.decoding.NARPrefix`).
+        computes only those rows. ``cache``: one :class:`LayerCache` per layer (``cache.layers[i]``), at position 0
+        (streaming keeps the text's and prompt's keys and values through it,
+        :class:`vallex.inference.nar.NARPrefix`).
         """
         xy = torch.cat([text_emb, self.nar_audio_position(audio_emb)], dim=1)  # [B, S+T, D]
         mask = None

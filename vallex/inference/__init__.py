@@ -5,6 +5,6 @@ for, defined once for every interface), ``ar`` (the AR batch), ``nar`` (the NAR)
 ids; AR then NAR from the reference's inputs), ``scheduler`` (requests -> sentences -> AR, NAR, vocoder),
 ``streaming`` (the chunk schedule), ``ras`` and ``length_guards`` (decode-time robustness), ``verification``
 (scoring candidates by speech recognition and speaker similarity), and the speed side: ``precision`` (the
-kernel plan per CPU class), ``kernels`` (Linear kernels), ``fastpath`` (attention, norms, KV cache, the
-one-frame step), ``cpu_features`` and ``memory``.
+kernel plan per CPU class), ``kernels`` (Linear kernels), ``fastpath`` (folded norms, KV cache, the
+one-frame step, the model's inference options), ``cpu_features`` and ``memory``.
 """

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, RowPositions, model_cache_dtype
+from vallex.inference.fastpath import KVCache, LayerKVCache, OneFrameStep, model_cache_dtype
 from vallex.inference.sampling import NonFiniteLogits, check_generator_device, draw_tokens, draw_tokens_ras
 from vallex.inference.sampling_settings import Sampling
-from vallex.model import VallexModel, ar_attention_mask
+from vallex.model import RowPositions, VallexModel, ar_attention_mask
 
 #: The reference's length rule: at most 16 generated frames per text token (prompt + target).
 MAX_FRAMES_PER_TEXT_TOKEN = 16

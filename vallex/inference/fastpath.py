@@ -5,10 +5,11 @@ adaptive norm). Everything here exists only for speed, and :func:`install` puts 
 (:func:`vallex.inference.precision.apply_precision` calls it for every precision, per its kernel plan; the Linear
 kernels it chooses are in :mod:`vallex.inference.kernels`):
 
-* :class:`FastAttention` — torch's fused attention, but two matmuls for 16-bit tensors on CPU (where the fused
-  kernel is slower), optionally computing in another dtype (the int8 plan's bfloat16 NAR attention);
+* the attention kernels of :class:`vallex.model.InferenceOptions` (:class:`vallex.model.AttentionKernel`: two
+  matmuls for 16-bit tensors on CPU, where torch's fused kernel is slower, optionally computing in another dtype:
+  the int8 plan's bfloat16 NAR attention), and the AR's KV-cache dtype;
 * :class:`FoldedAdaptiveLayerNorm` — each NAR stage's adaptive norm as one ``layer_norm`` whose affine
-  folds in the stage's scale and shift, computed once per stage;
+  folds in the stage's scale and shift, computed once per stage, put in place of each plain one;
 * :class:`KVCache` and :class:`OneFrameStep` — the AR's preallocated key/value cache, and one AR step with
   the per-call Python of the module path hoisted out of the loop (:func:`vallex.inference.kernels.inference_function`).
 
@@ -25,63 +26,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vallex.inference.kernels import inference_function
+from vallex.inference.kernels import inference_function, replace_modules
 from vallex.model import (
     LAYER_NORM_EPS,
     AdaptiveLayerNorm,
+    AttentionKernel,
     Decoder,
     DecoderLayer,
+    InferenceOptions,
     LayerNorm,
     LayerOps,
-    MultiheadSelfAttention,
+    RowPositions,
     VallexModel,
     decoder_layer,
     self_attention,
 )
-
-# Attention ---------------------------------------------------------------------------------------------------
-
-
-def matmul_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-    """softmax(q kᵀ / sqrt(hd)) v with two matmuls: q [B, H, T, hd], k/v [B, H, L, hd] -> [B, H, T, hd].
-
-    Why: on CPU in bfloat16/float16 torch's fused attention kernel is slower than this.
-    """
-    # Scaling q (T x hd values) rather than the scores (T x L) saves a pass over the largest tensor. k is
-    # made contiguous first: its transpose is then a layout the matmul reads as it is (a strided k, a view of
-    # the packed projection, made it run a slow transposing copy).
-    scores = torch.matmul(q * (q.shape[-1] ** -0.5), k.contiguous().transpose(-1, -2))  # [B, H, T, L]
-    if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, float("-inf"))
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
-
-
-class FastAttention:
-    """Attention on the fastest kernel for its inputs: two matmuls for 16-bit tensors on CPU, else torch's fused one.
-
-    ``dtype``: compute q, k, v, scores and weights in this dtype (the int8 plan's NAR attention in
-    bfloat16 on CPUs with native bfloat16); None: the inputs' dtype. ``fused``: always torch's fused kernel,
-    16-bit CPU tensors included (on AMX CPUs its bfloat16 kernel is the faster one, vallex.inference.precision).
-    """
-
-    def __init__(self, dtype: torch.dtype | None = None, fused: bool = False) -> None:
-        self.dtype = dtype
-        self.fused = fused
-
-    def __call__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        if self.dtype is not None:
-            q, k, v = q.to(self.dtype), k.to(self.dtype), v.to(self.dtype)
-        if not self.fused and q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-            return matmul_attention(q, k, v, attn_mask)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-
-    def __repr__(self) -> str:
-        return f"FastAttention(dtype={self.dtype}, fused={self.fused})"
-
-
-#: The attention of an AR step (and any module without a dtype of its own).
-fast_attention = FastAttention()
-
 
 # Adaptive norms ----------------------------------------------------------------------------------------------
 
@@ -93,10 +52,18 @@ class FoldedAdaptiveLayerNorm(AdaptiveLayerNorm):
     stage and reused, keyed on the storage and version counters of the stage embedding and of every parameter
     involved (in-place updates or new weights recompute it). Why: it saves a matrix-vector product and a pass
     over the activations per norm and NAR stage. With gradients (training) the two-step form runs as written.
-    Made from the plain norm with :func:`fold_adaptive_norms` (same parameters and keys).
+    Made from a plain norm, whose ``project_layer`` and ``norm`` it takes over (the same modules, so the same
+    parameters and state-dict keys); :func:`fold_adaptive_norms` puts one in place of each plain norm of a model.
     """
 
-    _folded_cache: dict[tuple, tuple[Tensor, Tensor]]
+    def __init__(self, plain: AdaptiveLayerNorm) -> None:
+        # nn.Module's __init__, not AdaptiveLayerNorm's: that one would allocate and initialise a Linear and a
+        # LayerNorm only to drop them for the plain norm's.
+        nn.Module.__init__(self)
+        self.dim = plain.dim
+        self.project_layer = plain.project_layer
+        self.norm = plain.norm
+        self._folded_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def forward(self, x: Tensor, stage: Tensor) -> Tensor:  # x [B, T, D], stage [1, D]
         if torch.is_grad_enabled():
@@ -111,7 +78,7 @@ class FoldedAdaptiveLayerNorm(AdaptiveLayerNorm):
             key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in parameters)
         except RuntimeError:  # inference-mode tensors have no version counter: nothing to key on
             return self._fold(stage)
-        cache = self.__dict__.setdefault("_folded_cache", {})
+        cache = self._folded_cache
         cached = cache.get(key)
         if cached is None:
             if len(cache) >= 16:  # stale entries of replaced weights
@@ -127,13 +94,9 @@ class FoldedAdaptiveLayerNorm(AdaptiveLayerNorm):
 
 
 def fold_adaptive_norms(model: nn.Module) -> int:
-    """Make every :class:`~vallex.model.AdaptiveLayerNorm` of ``model`` a :class:`FoldedAdaptiveLayerNorm`."""
-    count = 0
-    for module in model.modules():
-        if type(module) is AdaptiveLayerNorm:
-            module.__class__ = FoldedAdaptiveLayerNorm
-            count += 1
-    return count
+    """Put a :class:`FoldedAdaptiveLayerNorm` in place of every plain :class:`~vallex.model.AdaptiveLayerNorm`
+    inside ``model`` (its submodules, not ``model`` itself); returns how many. The parameters stay where they are."""
+    return replace_modules(model, AdaptiveLayerNorm, FoldedAdaptiveLayerNorm)
 
 
 # All of it ---------------------------------------------------------------------------------------------------
@@ -141,54 +104,30 @@ def fold_adaptive_norms(model: nn.Module) -> int:
 
 def install(model: VallexModel, *, nar_attention_dtype: torch.dtype | None = None,
             nar_attention_fused: bool = False, ar_cache_dtype: torch.dtype | None = None) -> None:
-    """Put the precision-independent fast paths on a loaded ``model`` (in place): folded adaptive norms and
-    :class:`FastAttention` in every attention (the NAR's computing in ``nar_attention_dtype`` if given, on
-    torch's fused kernel if ``nar_attention_fused``). ``ar_cache_dtype``: the AR's KV cache in this dtype
-    (None: :func:`kv_cache_dtype`'s default); a 16-bit one attends through torch's fused kernel.
+    """Put the precision-independent fast paths on a loaded ``model`` (in place): folded adaptive norms in place of
+    the plain ones, and :class:`~vallex.model.InferenceOptions` whose attention kernels take two matmuls for 16-bit
+    CPU tensors (the NAR's computing in ``nar_attention_dtype`` if given, on torch's fused kernel if
+    ``nar_attention_fused``). ``ar_cache_dtype``: the AR's KV cache in this dtype (None: :func:`kv_cache_dtype`'s
+    default); a 16-bit one is attended by torch's fused kernel.
 
     :func:`vallex.inference.precision.apply_precision` calls it, and chooses the Linears' kernels (e.g.
     :func:`vallex.inference.kernels.use_onednn_float32_linears`) by its kernel plan.
     """
     fold_adaptive_norms(model)
-    model.ar_cache_dtype = ar_cache_dtype
-    ar_fused = ar_cache_dtype in (torch.bfloat16, torch.float16)
-    for decoder, dtype, fused in ((model.ar_decoder, None, ar_fused),
-                                  (model.nar_decoder, nar_attention_dtype, nar_attention_fused)):
-        attention = fast_attention if dtype is None and not fused else FastAttention(dtype, fused)
-        for module in decoder.modules():
-            if isinstance(module, MultiheadSelfAttention):
-                module.attend = attention
+    model.set_inference_options(InferenceOptions(
+        ar_attention=AttentionKernel(fused=ar_cache_dtype in (torch.bfloat16, torch.float16)),
+        nar_attention=AttentionKernel(nar_attention_dtype, fused=nar_attention_fused),
+        ar_cache_dtype=ar_cache_dtype,
+    ))
 
 
 # The AR's KV cache and one-frame step ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RowPositions:
-    """Each row's own cache position for one new frame (a batch of utterances of different lengths).
-
-    ``index``: LongTensor [B], row b writes at ``index[b]``; ``end``: ``max(index) + 1`` as a host integer
-    (no device sync per layer); ``mask``: bool [B, 1, 1, end], row b attends to its positions ``<= index[b]``;
-    ``rows``: LongTensor [B], 0..B-1. Built once per step, used by every layer.
-    """
-
-    index: Tensor
-    end: int
-    mask: Tensor
-    rows: Tensor
-
-    @classmethod
-    def of(cls, positions: list[int], device: torch.device | str) -> RowPositions:
-        """From host integers (one per row): one transfer, no sync."""
-        index = torch.tensor(positions, dtype=torch.long, device=device)
-        end = max(positions) + 1
-        mask = (torch.arange(end, device=device) <= index[:, None])[:, None, None, :]
-        return cls(index, end, mask, torch.arange(len(positions), device=device))
-
-
 @dataclass
 class LayerKVCache:
-    """Preallocated keys and values of one layer, in one tensor ``kv`` [B, 2, H, capacity, hd] (keys, values).
+    """Preallocated keys and values of one layer, in one tensor ``kv`` [B, 2, H, capacity, hd] (keys, values): a
+    :class:`vallex.model.LayerCache` (positions ``int | RowPositions``, :class:`vallex.model.RowPositions`).
 
     The cache's dtype may differ from the model's: writes cast.
     """
@@ -217,7 +156,8 @@ class LayerKVCache:
 
 @dataclass
 class KVCache:
-    """One :class:`LayerKVCache` per decoder layer, allocated once for the whole generation."""
+    """One :class:`LayerKVCache` per decoder layer, allocated once for the whole generation (a
+    :class:`vallex.model.DecoderCache`)."""
 
     layers: list[LayerKVCache]
 
@@ -239,9 +179,10 @@ def kv_cache_dtype(model_dtype: torch.dtype, device: torch.device) -> torch.dtyp
     return torch.float32 if device.type == "cpu" else model_dtype
 
 
-def model_cache_dtype(model: nn.Module, activation_dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """The AR KV cache's dtype for ``model``: what :func:`install` was told, else :func:`kv_cache_dtype`'s."""
-    chosen = getattr(model, "ar_cache_dtype", None)
+def model_cache_dtype(model: VallexModel, activation_dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The AR KV cache's dtype for ``model``: its ``inference_options.ar_cache_dtype`` (what :func:`install` was
+    told), else :func:`kv_cache_dtype`'s."""
+    chosen = model.inference_options.ar_cache_dtype
     return chosen if chosen is not None else kv_cache_dtype(activation_dtype, device)
 
 

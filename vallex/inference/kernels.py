@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 import platform
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -35,12 +36,43 @@ def onednn_float32_linear_available() -> bool:
     return bool(torch.equal(out, torch.full((2, 4), 4.0)))
 
 
+Plain = TypeVar("Plain", bound=nn.Module)
+
+
+def replace_modules(model: nn.Module, plain: type[Plain], make: Callable[[Plain], nn.Module],
+                    where: Callable[[str, Plain], bool] | None = None) -> int:
+    """Put ``make(module)`` in place of every submodule of ``model`` whose class is exactly ``plain`` (and for which
+    ``where(qualified name, module)`` holds, if given); returns how many.
+
+    Each new module takes the old one's place in its parent (same attribute, so the same state-dict keys); ``model``
+    itself is never replaced. How inference puts faster kernels on a loaded model: a module of another class where
+    the plain one was, never the class of a module changed under it. Exactly ``plain``: a subclass (a replacement
+    made earlier) stays.
+    """
+    count = 0
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is plain and (where is None or where(f"{parent_name}.{name}" if parent_name else name,
+                                                                child)):
+                setattr(parent, name, make(child))
+                count += 1
+    return count
+
+
 class OneDNNFloat32Linear(nn.Linear):
     """``nn.Linear`` whose float32 CPU inference runs on oneDNN (why: MKL's kernel measured slower on x86).
 
-    Same parameters and keys; anything with gradients, other dtypes and other devices take ``F.linear``.
-    Made from an ``nn.Linear`` with :func:`use_onednn_float32_linears`.
+    Made from an ``nn.Linear`` whose parameters it takes over (the same tensors, so the same keys, and tied weights
+    stay tied); anything with gradients, other dtypes and other devices take ``F.linear``.
+    :func:`use_onednn_float32_linears` puts one in place of each float32 Linear of a model.
     """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        # nn.Module's __init__, not nn.Linear's: that one would allocate and initialise a weight only to drop it.
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.register_parameter("bias", linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:  # [..., in] -> [..., out]
         if (x.dtype == torch.float32 and x.device.type == "cpu" and self.weight.dtype == torch.float32
@@ -57,21 +89,21 @@ class OneDNNFloat32Linear(nn.Linear):
         return functools.partial(F.linear, weight=weight, bias=bias)
 
 
-def use_onednn_float32_linears(model: nn.Module) -> int:
-    """Run every float32 CPU ``nn.Linear`` of ``model`` on oneDNN (:class:`OneDNNFloat32Linear`); returns how many.
+def use_onednn_float32_linears(model: nn.Module, parts: Sequence[str] | None = None) -> int:
+    """Put a :class:`OneDNNFloat32Linear` in place of every float32 CPU ``nn.Linear`` in ``model``; returns how many.
 
-    Does nothing where oneDNN's float32 Linear is missing. Tied weights stay tied (the modules keep their
-    parameters; only their class changes).
+    ``parts``: only inside these submodules (qualified names, e.g. ``"ar_decoder"``; a Linear named here is
+    replaced itself); None: all of ``model`` (not ``model`` itself). Does nothing where oneDNN's float32 Linear is
+    missing. The new modules hold the old ones' parameters, so tied weights stay tied.
     """
     if not onednn_float32_linear_available():
         return 0
-    count = 0
-    for module in model.modules():
-        if (type(module) is nn.Linear and module.weight.dtype == torch.float32
-                and module.weight.device.type == "cpu"):
-            module.__class__ = OneDNNFloat32Linear
-            count += 1
-    return count
+
+    def where(name: str, linear: nn.Linear) -> bool:
+        return (linear.weight.dtype == torch.float32 and linear.weight.device.type == "cpu"
+                and (parts is None or any(name == part or name.startswith(part + ".") for part in parts)))
+
+    return replace_modules(model, nn.Linear, OneDNNFloat32Linear, where)
 
 
 def inference_function(module: nn.Module) -> Callable[[Tensor], Tensor]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from vallex.inference.sampling import NonFiniteLogits
-from vallex.model import VallexModel
+from vallex.model import AttentionKernel, RowPositions, VallexModel
 
 
 @dataclass
@@ -330,12 +329,12 @@ class _KeepPrefix:
 
 
 class _KeepLayer:
-    def __init__(self, owner: _KeepPrefix, attend: Callable[..., Tensor]) -> None:
+    def __init__(self, owner: _KeepPrefix, attend: AttentionKernel) -> None:
         self.owner = owner
-        self.dtype = getattr(attend, "dtype", None)  # the dtype the attention computes in, if it casts
+        self.dtype = attend.dtype  # the dtype the attention computes in, if it casts
         self.kept: list[Tensor] = []
 
-    def append(self, kv: Tensor, start: Any) -> tuple[Tensor, Tensor, None]:
+    def append(self, kv: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, None]:
         """kv [B, 2, H, X, hd]: keep the prefix positions of each kept row; return keys and values as they are."""
         self.kept = []
         for row, _, spans in self.owner.keep:
@@ -362,7 +361,7 @@ class _AfterPrefixLayer:
         self.prefix, self.mask = prefix, mask
         self.both: Tensor | None = None
 
-    def append(self, kv: Tensor, start: Any) -> tuple[Tensor, Tensor, Tensor | None]:
+    def append(self, kv: Tensor, start: int | RowPositions) -> tuple[Tensor, Tensor, Tensor | None]:
         """kv [B, 2, H, W, hd] of the window rows -> keys, values [B, H, L + W, hd] and the padding mask."""
         self.both = torch.cat([self.prefix, kv.to(self.prefix.dtype)], dim=3)
         return self.both[:, 0], self.both[:, 1], self.mask

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vallex.inference.cpu_features import CPU_CLASSES, CPUFeatures, cpu_features
-from vallex.inference.fastpath import FastAttention, install, model_cache_dtype
+from vallex.inference.fastpath import install, model_cache_dtype
 from vallex.inference.kernels import (
     AR_ROWS_HINT,
     NAR_ROWS_HINT,
@@ -171,7 +171,7 @@ def cuda_native_bfloat16(capability: tuple[int, int], bf16_supported: bool = Tru
 
     ``bf16_supported``: torch's own answer, ``torch.cuda.is_bf16_supported(including_emulation=False)`` (False e.g.
     on a CUDA build too old for bfloat16). Inference's ``"auto"``, training's ``precision: auto`` and the advice of
-    :class:`vallex.inference.decoding.NonFiniteLogits` all decide by this.
+    :class:`vallex.inference.sampling.NonFiniteLogits` all decide by this.
     """
     return tuple(capability) >= CUDA_NATIVE_BFLOAT16 and bf16_supported
 
@@ -281,8 +281,8 @@ ATTENTION_KERNELS: dict[str, str] = {
     "sdpa-fp32": "torch's fused scaled_dot_product_attention in float32 (on CPU the AR's KV cache is float32)",
     "sdpa-bf16": "torch's fused scaled_dot_product_attention in bfloat16",
     "sdpa-fp16": "torch's fused scaled_dot_product_attention in float16",
-    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.inference.fastpath.matmul_attention)",
-    "matmul-fp16": "two float16 matmuls and a softmax (vallex.inference.fastpath.matmul_attention)",
+    "matmul-bf16": "two bfloat16 matmuls and a softmax (vallex.model.matmul_attention)",
+    "matmul-fp16": "two float16 matmuls and a softmax (vallex.model.matmul_attention)",
 }
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
@@ -534,12 +534,11 @@ def apply_precision(
         # float32 Linears on oneDNN where the plan says so (float32: per decoder; the output heads follow
         # the AR); under int8 the float32 Linears left (output heads, stage projections) take it too.
         onednn = "onednn-fp32"
+        parts = [part for part, kernel in (("ar_decoder", plan.ar_linear), ("nar_decoder", plan.nar_linear))
+                 if name != "float32" or kernel == onednn]
         if name != "float32" or plan.ar_linear == onednn:
-            for part in (model.ar_predict_layer, model.nar_predict_layers):
-                use_onednn_float32_linears(part)
-        for decoder, kernel in ((model.ar_decoder, plan.ar_linear), (model.nar_decoder, plan.nar_linear)):
-            if name != "float32" or kernel == onednn:
-                use_onednn_float32_linears(decoder)
+            parts += ["ar_predict_layer", "nar_predict_layers"]
+        use_onednn_float32_linears(model, parts)
     model.eval()
     return model
 
@@ -564,8 +563,8 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
     """The kernels ``model`` runs now, read from its modules (keys as :meth:`KernelPlan.kernels`).
 
     Linears: the decoders' attention and feed-forward Linears (several kinds joined by ``+``).
-    Attention: the AR's over its KV cache (:func:`vallex.inference.fastpath.model_cache_dtype`), the NAR's in its
-    :class:`vallex.inference.fastpath.FastAttention`'s dtype or the model's dtype.
+    Attention: the AR's over its KV cache (:func:`vallex.inference.fastpath.model_cache_dtype`), the NAR's by its
+    attentions' :class:`vallex.model.AttentionKernel` (its dtype, else the model's).
     """
     dtype = model.ar_audio_embedding.weight.dtype
     device = model.ar_audio_embedding.weight.device
@@ -576,11 +575,9 @@ def kernels_in_use(model: VallexModel) -> dict[str, str]:
         return "+".join(sorted(kinds))
 
     attend = model.nar_decoder.layers[0].self_attn.attend
-    fast = isinstance(attend, FastAttention)
-    nar_dtype = (attend.dtype if fast else None) or dtype
     return {"ar_linear": linears(model.ar_decoder), "nar_linear": linears(model.nar_decoder),
             "ar_attention": _attention_kernel(model_cache_dtype(model, dtype, device), device, matmuls=False),
-            "nar_attention": _attention_kernel(nar_dtype, device, fast and not attend.fused)}
+            "nar_attention": _attention_kernel(attend.dtype or dtype, device, matmuls=not attend.fused)}
 
 
 def _is_linear_like(module: nn.Module) -> bool:
@@ -602,7 +599,7 @@ def _linear_kernel(module: nn.Module) -> str:
 
 def _attention_kernel(dtype: torch.dtype, device: torch.device, matmuls: bool = True) -> str:
     short = _SHORT.get(str(dtype).replace("torch.", ""), str(dtype))
-    # vallex.inference.fastpath.FastAttention: 16-bit attention on CPU runs as matmuls unless it is told to use the
+    # vallex.model.AttentionKernel: 16-bit attention on CPU runs as matmuls unless it is told to use the
     # fused kernel; everything else runs on the fused kernel.
     if matmuls and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         return f"matmul-{short}"
