@@ -30,10 +30,10 @@ Models:
   uses the golden fixture checkpoint and its cases instead (random weights, small).
 
 Streaming (``--part streaming``; ``all``, the default, runs both parts): a streamed sentence's codebooks 2-8
-come from NAR passes over chunks (:class:`vallex.inference.streaming.SentencePieces`: one whole pass, then
+come from NAR passes over chunks (:class:`vallex.synthesis.streaming.SentencePieces`: one whole pass, then
 windows), a whole sentence's from one pass over every frame. For each model, each precision (float32 and
 ``--precisions``) and each first chunk (``--chunk-seconds``), the sentences' codebook 0 is replayed through
-:class:`~vallex.inference.streaming.SentencePieces` and :func:`vallex.inference.nar.nar_decode` as the
+:class:`~vallex.synthesis.streaming.SentencePieces` and :func:`vallex.inference.nar.nar_decode` as the
 scheduler drives them (exact chunks), and the share of codebook 2-8 codes that differ from the same
 precision's whole-sentence codes is reported per codebook, with two yardsticks measured in the same run: the
 previous streaming (every pass whole: text, prompt and all frames so far) and, for reduced precisions, their
@@ -71,8 +71,8 @@ from vallex.inference.cpu_features import cpu_features  # noqa: E402
 from vallex.inference.generation import language_ids  # noqa: E402
 from vallex.inference.nar import NARInput, nar_decode  # noqa: E402
 from vallex.inference.precision import apply_precision, kernel_plan, kernels_in_use, normalize_precision  # noqa: E402
-from vallex.inference.streaming import SentencePieces, first_chunk_frames  # noqa: E402
 from vallex.model import VallexModel  # noqa: E402
+from vallex.synthesis.streaming import SentencePieces, first_chunk_frames  # noqa: E402
 from vallex.weights.checkpoint import load_model  # noqa: E402
 
 #: The most a streamed sentence's codebook 2-8 codes may differ from the whole sentence's (share of codes, in

@@ -147,8 +147,8 @@ def save_voice(presets: Path) -> None:
 
 def inference_checks(report: Report, tts, precision: str, recording: Path) -> None:
     """Synthesis in every form on ``tts``'s device and precision."""
-    from vallex.api import SynthesisRequest
     from vallex.serving import SpeechEngine, SpeechRequest
+    from vallex.synthesis.request import SynthesisRequest
 
     def seeded() -> dict:
         first = tts.synthesize_detailed(TEXT, "voice", seed=1, top_k=50).waveform

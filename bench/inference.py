@@ -671,8 +671,9 @@ def measure_stream(args: argparse.Namespace) -> dict:
     """Time to the first chunk of ``VallEX.synthesize_stream`` on a two-sentence text, chunked and per sentence."""
     import torch
 
-    from vallex.api import STREAM_CHUNK_SECONDS, VallEX
+    from vallex.api import VallEX
     from vallex.prompts import VoicePrompt
+    from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
     from vallex.weights.random_weights import random_codec
 
     sentence_tokens: list[int] = []

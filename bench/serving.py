@@ -319,8 +319,8 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 def measure_streaming(tmp: Path, device, dtype: str, requests: int, checkpoint: Path | None = None) -> dict:
     """One client on the engine: ``requests`` streamed (default chunks) and as many in whole sentences, alternating."""
-    from vallex.api import STREAM_CHUNK_SECONDS
     from vallex.serving import SpeechEngine, SpeechRequest
+    from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
 
     tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES, checkpoint)
     engine = SpeechEngine(tts, max_batch=16, max_queue=16)

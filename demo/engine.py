@@ -29,11 +29,11 @@ import numpy as np
 from demo.config import AppConfig
 from demo.zero_gpu import CallPiece, ZeroGPUStream, in_gpu_call, on_zero_gpu, request_seconds, zero_gpu
 from vallex.api import VallEX
-from vallex.inference.scheduler import SentenceResult
 from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt, validate_name
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
+from vallex.synthesis.results import SentenceResult
 from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
 from vallex.weights.checkpoint import checkpoint_languages
 

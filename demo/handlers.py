@@ -24,13 +24,15 @@ import soundfile as sf
 from demo.engine import Engine
 from demo.plots import audio_picture
 from demo.sampling_controls import app_seed, takes_sampling_controls
-from vallex.api import LONG_TEXT_MODES, Synthesis, VallEX
+from vallex.api import VallEX
 from vallex.asr import LANGUAGE_NAMES as SPOKEN_LANGUAGE_NAMES
 from vallex.audio import SAMPLE_RATE, load_audio, to_pcm16
 from vallex.inference.sampling import NonFiniteLogits
 from vallex.inference.sampling_settings import Sampling
 from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
+from vallex.synthesis.results import Synthesis
+from vallex.synthesis.text_plan import LONG_TEXT_MODES
 
 _LOG = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from demo.http_api import api_router
 from demo.sampling_controls import sampling_controls, seed_control
 from demo.translate_tab import translate_tab
 from demo.zero_gpu import on_zero_gpu
-from vallex.api import LONG_TEXT_MODES, select_device
+from vallex.api import select_device
 from vallex.languages import Languages, language_tag
+from vallex.synthesis.text_plan import LONG_TEXT_MODES
 
 #: How the menus write the public checkpoint's languages (others: their English name and code).
 LANGUAGE_LABELS = {"en": "English", "zh": "中文 (Chinese)", "ja": "日本語 (Japanese)"}

@@ -25,17 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from vallex.api import Synthesis, synthesis_timings
+from vallex.api import synthesis_timings
 from vallex.audio import SAMPLE_RATE
-from vallex.inference.scheduler import (
-    SENTENCE_PAUSE_SECONDS,
-    AudioPiece,
-    SentenceResult,
-    SynthesisRequest,
-    TextPlan,
-    plan_text,
-)
 from vallex.languages import Languages
+from vallex.synthesis.request import SynthesisRequest
+from vallex.synthesis.results import SENTENCE_PAUSE_SECONDS, AudioPiece, SentenceResult, Synthesis
+from vallex.synthesis.text_plan import TextPlan, plan_text
 
 #: What one GPU call of a synthesis streams back: a piece, and the sentences finished by then.
 CallPiece = tuple[AudioPiece, list[SentenceResult]]

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from vallex.api import MAX_SINGLE_UTTERANCE_TOKENS, VallEX, select_device
+from vallex.api import VallEX, select_device
 from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
-from vallex.inference.scheduler import next_sliding_prompt
 from vallex.prompts import PresetLibrary, VoicePrompt
+from vallex.synthesis.scheduler import next_sliding_prompt
+from vallex.synthesis.text_plan import MAX_SINGLE_UTTERANCE_TOKENS
 from vallex.weights.checkpoint import load_model
 from vallex.weights.random_weights import random_codec
 

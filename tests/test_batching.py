@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vallex.api import SynthesisRequest
 from vallex.inference.ar import ARBatch, ARRequest, ar_decode
 from vallex.inference.nar import NARInput, nar_decode
+from vallex.synthesis.request import SynthesisRequest
 
 # (text tokens, prompt frames, best_of, language id): different lengths, languages and row counts.
 SHAPES = [(20, 10, 1, 0), (35, 0, 1, 1), (12, 30, 2, 2), (50, 5, 1, 0), (8, 18, 1, 2)]

@@ -14,16 +14,17 @@ from fastapi.testclient import TestClient
 from sync_counter import HostSyncCounter
 
 import vallex.inference.sampling as sampling
-from vallex.api import SynthesisRequest, VallEX
+from vallex.api import VallEX
 from vallex.inference.ar import ARBatch, ARRequest, FrameSampler, ar_decode, iter_ar_decode
 from vallex.inference.nar import NARInput, NARPrefix, nar_decode
 from vallex.inference.precision import overflow_advice
 from vallex.inference.sampling import NonFiniteLogits, sample_tokens, seeded_generator
 from vallex.inference.sampling_settings import Sampling
-from vallex.inference.scheduler import Utterance
 from vallex.serving import ModelUnavailable, SpeechEngine, SpeechRequest
 from vallex.serving.engine import is_device_failure
 from vallex.serving.http import create_api
+from vallex.synthesis.request import SynthesisRequest
+from vallex.synthesis.scheduler import Utterance
 
 
 def _inputs(seed: int, text_len: int, prompt_len: int):

@@ -26,13 +26,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from demo.sampling_controls import sampling_from_controls
-from vallex.api import MAX_SEED, Sampling, SynthesisRequest, plan_request, select_device
+from vallex.api import MAX_SEED, Sampling, select_device
 from vallex.cli import main
 from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
 from vallex.serving.engine import ServerBusy
 from vallex.serving.http import LOOPBACK_HOSTS, SpeechBody, create_api
 from vallex.serving.listen import bind_socket, make_server
+from vallex.synthesis.request import SynthesisRequest, plan_request
 from vallex.text import MAX_INPUT_CHARS, tokenize
 
 BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

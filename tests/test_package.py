@@ -147,3 +147,17 @@ def test_app_py_without_gradio_says_how_to_install_it():
             "{'__name__': '__main__'})")
     out = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60, cwd=root)
     assert out.returncode == 1 and "pip install 'vallex[app]'" in out.stderr and "Traceback" not in out.stderr
+
+
+#: What the tensor floor (vallex.inference) may never import: the request floor and what only it needs.
+ABOVE_THE_TENSOR_FLOOR = ("vallex.synthesis", "vallex.text", "vallex.prompts", "vallex.evaluation", "vallex.asr",
+                          "vallex.audio.codec", "vallex.api", "vallex.serving")
+
+
+def test_the_tensor_floor_imports_nothing_above_it():
+    """vallex.inference turns ids into codes; requests, text, prompts, the codec and scoring live above it
+    (vallex.synthesis), so that no module of it reaches up, not even lazily or for type hints."""
+    offenders = sorted(f"{module} -> {target}" for module, targets in _vallex_imports().items()
+                       if module.startswith("vallex.inference") for target in targets
+                       if any(target == above or target.startswith(above + ".") for above in ABOVE_THE_TENSOR_FLOOR))
+    assert offenders == []

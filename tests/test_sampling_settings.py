@@ -19,9 +19,9 @@ from vallex.config import VallexConfig
 from vallex.inference.ar import ARRequest, FrameSampler, ar_decode
 from vallex.inference.ras import RAS_TOP_P
 from vallex.inference.sampling_settings import SEED, Sampling, setting
-from vallex.inference.scheduler import SynthesisRequest
 from vallex.model import VallexModel
 from vallex.serving.openai_schema import SpeechBody, speech_body
+from vallex.synthesis.request import SynthesisRequest
 
 
 @dataclass(frozen=True)

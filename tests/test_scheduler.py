@@ -1,4 +1,4 @@
-"""The one path from text to audio (vallex.inference.scheduler): planning once, and every caller on it."""
+"""The one path from text to audio (vallex.synthesis.scheduler): planning once, and every caller on it."""
 from __future__ import annotations
 
 import ast
@@ -10,16 +10,13 @@ import torch
 from conftest import with_voices
 from fastapi.testclient import TestClient
 
-import vallex.inference.scheduler as scheduler_module
-from vallex.api import SynthesisRequest
-from vallex.inference.scheduler import (
-    MAX_SINGLE_UTTERANCE_TOKENS,
-    Scheduler,
-    plan_text,
-)
+import vallex.synthesis.text_plan as text_plan_module
 from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.serving import SpeechEngine, SpeechRequest
 from vallex.serving.http import create_api, preset_voices
+from vallex.synthesis.request import SynthesisRequest
+from vallex.synthesis.scheduler import Scheduler
+from vallex.synthesis.text_plan import MAX_SINGLE_UTTERANCE_TOKENS, plan_text
 from vallex.text import tokenize
 
 torch.set_num_threads(1)
@@ -31,13 +28,13 @@ TWO = "The first sentence is here. And this is the second one."
 def counted_front_end(monkeypatch):
     """Every call of the text front end the scheduler makes, by text."""
     calls: list[str] = []
-    real = scheduler_module.tokenize
+    real = text_plan_module.tokenize
 
     def counting(text, *args, **kwargs):
         calls.append(text)
         return real(text, *args, **kwargs)
 
-    monkeypatch.setattr(scheduler_module, "tokenize", counting)
+    monkeypatch.setattr(text_plan_module, "tokenize", counting)
     return calls
 
 
@@ -119,7 +116,7 @@ def test_a_bad_request_ends_alone_and_the_scheduler_goes_on(tiny_tts):
 
 def test_nothing_outside_the_scheduler_module_reaches_into_it():
     """No other module calls the scheduler's private parts (names starting with an underscore)."""
-    private = {node.name for node in ast.walk(ast.parse((ROOT / "vallex/inference/scheduler.py").read_text()))
+    private = {node.name for node in ast.walk(ast.parse((ROOT / "vallex/synthesis/scheduler.py").read_text()))
                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name.startswith("_")
                and not node.name.startswith("__")}
     offenders = []

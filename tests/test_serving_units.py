@@ -174,7 +174,7 @@ def test_fastapi_errors_get_openai_shape() -> None:
 
 def test_long_text_mode_follows_the_length_of_the_text() -> None:
     """The HTTP API's default long_text "auto", decided by the library's planner while it runs the front end."""
-    from vallex.inference.scheduler import plan_text
+    from vallex.synthesis.text_plan import plan_text
 
     def mode(text: str, language: str, requested: str) -> str | None:
         return plan_text(text, language, requested).long_text

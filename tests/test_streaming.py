@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from vallex.api import MAX_CHUNK_SECONDS, NAR_LOOKAHEAD_FRAMES, VOCODER_LOOKAHEAD_FRAMES, VallEX
+from vallex.api import VallEX
 from vallex.audio import HOP, SAMPLE_RATE
 from vallex.config import VallexConfig
 from vallex.inference.ar import ar_decode, iter_ar_decode
 from vallex.inference.nar import NARInput, NARPrefix, nar_decode
-from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
-from vallex.inference.streaming import SentencePieces
 from vallex.model import VallexModel
+from vallex.synthesis.results import SENTENCE_PAUSE_SECONDS
+from vallex.synthesis.streaming import MAX_CHUNK_SECONDS, NAR_LOOKAHEAD_FRAMES, VOCODER_LOOKAHEAD_FRAMES, SentencePieces
 
 LOOKAHEAD = NAR_LOOKAHEAD_FRAMES + VOCODER_LOOKAHEAD_FRAMES
 PAUSE = int(SENTENCE_PAUSE_SECONDS * SAMPLE_RATE)
@@ -400,7 +400,7 @@ def test_sentence_pieces_run_one_whole_pass_then_windows(tiny_tts):
 def test_the_scheduler_streams_with_windows(fixed, monkeypatch):
     """What the scheduler hands the NAR for a streamed sentence: one whole pass, then windows over the frames not
     yet fixed; a sentence in one piece gets its whole pass only."""
-    import vallex.inference.scheduler as scheduler
+    import vallex.synthesis.scheduler as scheduler
 
     seen: list[list[NARInput]] = []
 

@@ -15,7 +15,7 @@ import soundfile as sf
 from vallex import asr
 from vallex.audio import SAMPLE_RATE, load_audio, save_audio
 from vallex.cli import main
-from vallex.inference.verification import (
+from vallex.synthesis.verification import (
     CandidateScore,
     NoRecognizerError,
     Verifier,

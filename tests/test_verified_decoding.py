@@ -26,10 +26,10 @@ from vallex.cli import main as cli_main
 from vallex.inference.ar import ar_decode
 from vallex.inference.generation import language_ids
 from vallex.inference.sampling_settings import Sampling
-from vallex.inference.verification import CandidateCheck, SentenceCheck, Verifier, choose
 from vallex.prompts import VoicePrompt
 from vallex.serving import SpeechEngine
 from vallex.serving.http import create_api
+from vallex.synthesis.verification import CandidateCheck, SentenceCheck, Verifier, choose
 from vallex.text import tokenize
 
 torch.set_num_threads(1)

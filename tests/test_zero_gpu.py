@@ -35,8 +35,8 @@ from demo.zero_gpu import (
     translation_gpu_seconds,
     zero_gpu,
 )
-from vallex.inference.scheduler import TextPlan
 from vallex.serving import SpeechRequest
+from vallex.synthesis.text_plan import TextPlan
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"

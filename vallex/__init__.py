@@ -17,7 +17,9 @@ __version__ = "0.1.0"
 #: Public name -> module that defines it (resolved lazily so ``import vallex`` stays cheap).
 _EXPORTS = {
     "VallEX": "vallex.api",
-    "Synthesis": "vallex.api",
+    "Synthesis": "vallex.synthesis.results",
+    "SynthesisRequest": "vallex.synthesis.request",
+    "SentenceResult": "vallex.synthesis.results",
     "VoicePrompt": "vallex.prompts",
     "PresetLibrary": "vallex.prompts",
     "VallexConfig": "vallex.config",

@@ -13,8 +13,8 @@ while it is being made: by default in chunks that start small (0.4 s, so the fir
 and double up to 3.2 s, several per sentence; ``chunk_seconds=None`` yields one chunk per sentence,
 whose concatenation is exactly :meth:`VallEX.synthesize`'s output.
 
-Every synthesis goes through :class:`vallex.inference.scheduler.Scheduler` on the caller's thread (how a sentence is
-streamed is described in :mod:`vallex.inference.streaming`); :meth:`VallEX.synthesize_batch` decodes several requests
+Every synthesis goes through :class:`vallex.synthesis.scheduler.Scheduler` on the caller's thread (how a sentence is
+streamed is described in :mod:`vallex.synthesis.streaming`); :meth:`VallEX.synthesize_batch` decodes several requests
 together in one scheduler, as the serving engine does on its thread.
 """
 from __future__ import annotations
@@ -32,32 +32,21 @@ import torch
 from vallex.audio.codec import AudioCodec
 from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.inference.sampling_settings import MAX_SEED, Sampling  # noqa: F401  (part of this module's API)
-from vallex.inference.scheduler import (  # noqa: F401  (the request types and limits are part of this module's API)
-    LONG_TEXT_MODES,
-    MAX_SINGLE_UTTERANCE_TOKENS,
-    AudioPiece,
-    FrameLimits,
-    PromptLike,
-    RequestPlan,
-    Scheduler,
-    SentenceResult,
-    Synthesis,
-    SynthesisRequest,
-    default_frame_limits,
-    default_nar_batch,
-    plan_request,
-)
-from vallex.inference.streaming import (  # noqa: F401  (the streaming constants are part of this module's API)
-    CHUNK_GROWTH,
-    MAX_CHUNK_SECONDS,
-    NAR_LOOKAHEAD_FRAMES,
-    STREAM_CHUNK_SECONDS,
-    VOCODER_LOOKAHEAD_FRAMES,
-)
-from vallex.inference.verification import NoRecognizerError, Verifier
 from vallex.languages import Languages
 from vallex.model import VallexModel
 from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
+from vallex.synthesis.request import (
+    FrameLimits,
+    PromptLike,
+    RequestPlan,
+    SynthesisRequest,
+    default_frame_limits,
+    plan_request,
+)
+from vallex.synthesis.results import AudioPiece, SentenceResult, Synthesis
+from vallex.synthesis.scheduler import Scheduler, default_nar_batch
+from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
+from vallex.synthesis.verification import NoRecognizerError, Verifier
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -110,7 +99,7 @@ class VallEX:
         :func:`default_frame_limits` (benchmarks and tests hold a random model, which rarely says EOS, to
         a set length with it). ``precision``: what :func:`vallex.inference.precision.apply_precision` made of
         the model (for display; :meth:`from_pretrained` sets it, ``dtype="auto"`` included). ``verifier``: what
-        ``verify="asr"`` checks sentences with (default: a :class:`vallex.inference.verification.Verifier`
+        ``verify="asr"`` checks sentences with (default: a :class:`vallex.synthesis.verification.Verifier`
         made on first use)."""
         self.precision = precision
         self.languages = Languages.of(model.config)  # a ValueError when the checkpoint does not name them
@@ -280,7 +269,7 @@ class VallEX:
                             progress: bool | ProgressCallback = False, **options: Any) -> Synthesis:
         """Like :meth:`synthesize`, also returning per-sentence codes, phonemes and timings.
 
-        Options (:class:`vallex.inference.scheduler.SynthesisRequest`'s fields, and the sampling settings of
+        Options (:class:`vallex.synthesis.request.SynthesisRequest`'s fields, and the sampling settings of
         :class:`vallex.inference.sampling_settings.Sampling` one by one or as ``sampling=Sampling(...)``):
         ``language`` ("auto", "mix", "auto-mix" or one of :attr:`languages`: "en", "zh", "ja", ...), ``accent``
         (one of :attr:`languages`), ``seed``, ``temperature``, ``top_k``, ``top_p``, ``best_of``,
@@ -337,7 +326,7 @@ class VallEX:
         """Several requests decoded together: what :meth:`synthesize_detailed` gives each one alone.
 
         Each request is a :class:`SynthesisRequest` (or a dict of its fields): its own text, prompt, language,
-        accent, seed and sampling settings. They run through one :class:`vallex.inference.scheduler.Scheduler`: one AR
+        accent, seed and sampling settings. They run through one :class:`vallex.synthesis.scheduler.Scheduler`: one AR
         batch over every request's current sentence (per-utterance lengths, stops and random generators; a
         finished sentence leaves the batch and the request's next sentence joins it). With a seed, each
         request's codes equal what it gets alone. Every request is checked before any is decoded.
@@ -361,12 +350,12 @@ class VallEX:
         return out
 
     def plan(self, request: SynthesisRequest) -> RequestPlan:
-        """Check a request and split it into sentences (:func:`vallex.inference.scheduler.plan_request`)."""
+        """Check a request and split it into sentences (:func:`vallex.synthesis.request.plan_request`)."""
         return plan_request(self, request)
 
     def pieces(self, request: SynthesisRequest, progress: bool | ProgressCallback = False,
                sentences: list[SentenceResult] | None = None) -> Iterator[AudioPiece]:
-        """One request through a :class:`vallex.inference.scheduler.Scheduler` on the caller's thread: its audio pieces
+        """One request through a :class:`vallex.synthesis.scheduler.Scheduler` on the caller's thread: its audio pieces
         (with their sentence and whether each ends one) as they are made; ``sentences`` collects the results."""
         scheduler = Scheduler(self, nar_batch=1)
         sink = _Collector(_progress_reporter(progress), sentences)
@@ -381,7 +370,7 @@ class VallEX:
 
 
 class _Collector:
-    """A :class:`vallex.inference.scheduler.Sink` that keeps a request's pieces, sentences and error for the caller."""
+    """A :class:`vallex.synthesis.results.Sink` that keeps a request's pieces, sentences and error for the caller."""
 
     cancelled = False
 

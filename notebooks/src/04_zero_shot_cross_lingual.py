@@ -48,8 +48,8 @@ from vallex.inference.fastpath import KVCache
 from vallex.inference.generation import language_ids
 from vallex.inference.nar import NARInput, nar_decode
 from vallex.inference.sampling import filter_logits, sample_tokens
-from vallex.inference.scheduler import SENTENCE_PAUSE_SECONDS
 from vallex.model import ar_attention_mask
+from vallex.synthesis.results import SENTENCE_PAUSE_SECONDS
 from vallex.text import tokenize
 from vallex.training.forward import TrainingBatch, training_forward
 from vallex.weights import RandomWeightsWarning, resolve_weights

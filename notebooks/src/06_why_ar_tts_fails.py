@@ -40,8 +40,8 @@ from vallex.inference.ar import ar_decode
 from vallex.inference.length_guards import SPEAKING_RATE, frame_bounds_of_tokens
 from vallex.inference.ras import RAS_THRESHOLD, RAS_TOP_P, RAS_WINDOW, min_repeats, ras_fires
 from vallex.inference.sampling import draw_tokens, draw_tokens_ras
-from vallex.inference.verification import Verifier
 from vallex.languages import LANGUAGES
+from vallex.synthesis.verification import Verifier
 from vallex.text import ids_to_phonemes
 from vallex.training.dataset import CodesDataset
 from vallex.training.forward import TrainingBatch, training_forward
@@ -407,7 +407,7 @@ for name in SENTENCES:
 # candidate to a waveform, transcribes it with a speech recogniser (Whisper), and ranks candidates by their
 # **phoneme error rate** against the target text, computed on our own G2P's phonemes so that English, Mandarin
 # and Japanese are scored alike; among candidates within 5 points of the best PER, the one whose voice is
-# closest to the prompt's (Resemblyzer speaker embeddings) wins. `vallex.inference.verification.Verifier`
+# closest to the prompt's (Resemblyzer speaker embeddings) wins. `vallex.synthesis.verification.Verifier`
 # does the scoring (`vallex verify` on the command line); the API's `verify="asr"` option, which samples N
 # rows, decodes them with the NAR and Vocos and keeps the verified best, is built on it.
 #

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from vallex.inference.verification import VERIFY_LANGUAGES
+from vallex.synthesis.verification import VERIFY_LANGUAGES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def _number(value: float) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     from vallex.audio.loading import load_audio
-    from vallex.inference.verification import Verifier, resolve_language
+    from vallex.synthesis.verification import Verifier, resolve_language
 
     language = resolve_language(args.text, args.language)  # bad text or language: one line before any model
     for path in (*args.candidates, *([args.prompt_audio] if args.prompt_audio else [])):

@@ -49,7 +49,7 @@ class NARInput:
     text, text_langs: LongTensor [1, S]; prompt_codes: LongTensor [1, P, 8]; codes0: LongTensor [1, T], the
     codebook 0 of every frame.
 
-    What streaming (:class:`vallex.inference.streaming.SentencePieces`) adds: ``prefix``, an empty
+    What streaming (:class:`vallex.synthesis.streaming.SentencePieces`) adds: ``prefix``, an empty
     :class:`NARPrefix` that this (whole) pass fills; or a filled one with ``known`` (LongTensor [1, F, 8],
     F <= T: the codes earlier passes fixed, whose keys and values the prefix holds), a *window pass*: only
     frames F..T-1 are computed, attending to themselves and to the prefix (text, prompt, the F fixed frames),

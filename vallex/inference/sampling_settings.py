@@ -18,7 +18,7 @@ evaluation applies one to every line, a server or the app to every user), while 
 request: the HTTP API and the app draw a fresh one per request and report it, speech translation and ZeroGPU
 calls use ``seed + i`` per piece, and the AR never sees a seed, only the random generator made from it on the
 model's device (:class:`~vallex.inference.ar.ARRequest`'s ``generator``). So the seed is a field of the request
-(:class:`vallex.inference.scheduler.SynthesisRequest`), defined here beside the settings by :data:`SEED`.
+(:class:`vallex.synthesis.request.SynthesisRequest`), defined here beside the settings by :data:`SEED`.
 """
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from vallex.inference.ras import RAS_TOP_P
-from vallex.inference.verification import (
-    DEFAULT_VERIFY_ROUNDS,
-    MAX_VERIFY_ROUNDS,
-    PASS_PHONEME_ERROR_RATE,
-    VERIFY_MODES,
-)
+
+#: Verified best-of-N (``verify="asr"``, :mod:`vallex.synthesis.verification`): a candidate passes at this
+#: phoneme error rate or below, and rounds of new candidates are sampled while none has passed, up to
+#: ``verify_rounds``.
+PASS_PHONEME_ERROR_RATE = 0.25
+DEFAULT_VERIFY_ROUNDS = 3
+MAX_VERIFY_ROUNDS = 8
+VERIFY_MODES = ("asr",)
 
 #: Largest seed (torch generators take 64-bit seeds; one below 2**63 fits every integer type we pass it through).
 MAX_SEED = 2**63 - 1

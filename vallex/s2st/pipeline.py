@@ -39,8 +39,9 @@ from vallex.s2st.segment import MAX_CHUNK_SECONDS, split_speech
 from vallex.s2st.translation import TextTranslator, TranslatorLike, as_translator, load_translator
 
 if TYPE_CHECKING:
-    from vallex.api import Synthesis, VallEX
+    from vallex.api import VallEX
     from vallex.prompts import VoicePrompt
+    from vallex.synthesis.results import Synthesis
 
 _LOG = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A request is queued (``submit`` refuses with :class:`ServerBusy` beyond ``max_queue`` waiting requests) and
 admitted, in arrival order, as soon as fewer than ``max_batch`` requests run, into the engine's
-:class:`vallex.inference.scheduler.Scheduler` (the same one every synthesis of :class:`vallex.api.VallEX` goes through):
+:class:`vallex.synthesis.scheduler.Scheduler` (the same one every synthesis of :class:`vallex.api.VallEX` goes through):
 its first sentence joins the running AR batch at the next step, chunks and ended sentences go through the NAR
 together, and the audio goes back through each request's :class:`SpeechStream` at once. A request whose
 client went away is cancelled and leaves at the next step. With a seed, a request's audio is what
@@ -27,11 +27,14 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from vallex.api import STREAM_CHUNK_SECONDS, SentenceResult, Synthesis, SynthesisRequest, VallEX
+from vallex.api import VallEX
 from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.inference.sampling_settings import sampling_keywords
-from vallex.inference.scheduler import AudioPiece, Scheduler, Sink, default_nar_batch
 from vallex.languages import Languages
+from vallex.synthesis.request import SynthesisRequest
+from vallex.synthesis.results import AudioPiece, SentenceResult, Sink, Synthesis
+from vallex.synthesis.scheduler import Scheduler, default_nar_batch
+from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
 
 T = TypeVar("T")
 
@@ -69,12 +72,12 @@ _DEVICE_FAILURE_SIGNS = ("CUDA error", "device-side assert", "CUBLAS_STATUS_EXEC
 @sampling_keywords
 @dataclass(frozen=True)
 class SpeechRequest(SynthesisRequest):
-    """One request for speech: the fields of :class:`vallex.api.SynthesisRequest` (sampling settings as keywords
-    too: ``SpeechRequest(text, prompt, seed=1, top_k=50)``), streamed in chunks.
+    """One request for speech: the fields of :class:`vallex.synthesis.request.SynthesisRequest` (sampling settings
+    as keywords too: ``SpeechRequest(text, prompt, seed=1, top_k=50)``), streamed in chunks.
 
     ``prompt``: a :class:`VoicePrompt`, a voice name (resolved by the model's voice library,
-    :meth:`vallex.api.VallEX.resolve_prompt`), or None. ``text`` may be a :class:`vallex.inference.scheduler.TextPlan`.
-    ``chunk_seconds``: first chunk of each sentence (then doubling, see :mod:`vallex.inference.streaming`); None: one
+    :meth:`vallex.api.VallEX.resolve_prompt`), or None. ``text`` may be a :class:`vallex.synthesis.text_plan.TextPlan`.
+    ``chunk_seconds``: first chunk of each sentence (then doubling, see :mod:`vallex.synthesis.streaming`); None: one
     chunk per sentence.
     """
 
@@ -158,7 +161,7 @@ class SpeechStream:
         if not self._finished:
             self.cancel()
 
-    # Producer side (the engine's scheduler: a vallex.inference.scheduler.Sink) --------------------------------
+    # Producer side (the engine's scheduler: a vallex.synthesis.results.Sink) --------------------------------
     def report(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
             self.progress(stage, done, total)
@@ -301,7 +304,7 @@ class SpeechEngine:
     @property
     def nar_batch(self) -> int:
         """Sentences whose NAR runs together between two AR steps
-        (:func:`vallex.inference.scheduler.default_nar_batch`)."""
+        (:func:`vallex.synthesis.scheduler.default_nar_batch`)."""
         if self._nar_batch is not None:
             return self._nar_batch
         return default_nar_batch(self.tts.device, self.max_batch)

@@ -27,12 +27,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from vallex.inference.sampling_settings import SEED, Sampling, Setting
-from vallex.inference.scheduler import plan_text
 from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, STREAMED_FORMATS
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED
+from vallex.synthesis.text_plan import plan_text
 
 _LOG = logging.getLogger(__name__)
 

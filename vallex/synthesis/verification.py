@@ -32,12 +32,6 @@ from vallex.languages import LANGUAGES
 
 #: Candidates this close to the best phoneme error rate count as saying the text equally well.
 PER_TIE = 0.05
-#: Verified best-of-N (``verify="asr"``): a candidate passes at this phoneme error rate or below, and rounds
-#: of new candidates are sampled while none has passed, up to ``verify_rounds``.
-PASS_PHONEME_ERROR_RATE = 0.25
-DEFAULT_VERIFY_ROUNDS = 3
-MAX_VERIFY_ROUNDS = 8
-VERIFY_MODES = ("asr",)
 #: Dropped before the alignment: punctuation, word boundaries and stress, which a transcript's punctuation
 #: and casing decide rather than the speech.
 _IGNORED = frozenset(" _,.!?…~-'\"ˈˌ")
