@@ -1,6 +1,6 @@
 """Text planning: a request's text through the front end once, split into sentences, its long-text mode decided.
 
-:func:`plan_text` is the only place a request's text meets :mod:`vallex.text`; the HTTP API calls it before it
+:func:`plan_text` is the only place a request's text goes through :mod:`vallex.text`; the HTTP API calls it before it
 answers (to know the long-text mode), :func:`vallex.synthesis.request.plan_request` for every other request.
 """
 from __future__ import annotations
