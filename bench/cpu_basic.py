@@ -21,7 +21,7 @@ Times are taken in the page (``performance.now()`` from the click's own event), 
 not in them. Seeds are fixed (``--seed`` + round), so two machines make the same requests. The first round is reported
 apart as ``cold`` (the app's first requests after start-up); then ``--runs`` rounds, the scenarios interleaved so
 that each sees the same machine, summarised as min / median / max. Every run records the seconds of audio it made
-and the 1-minute load average before it; the app's peak resident memory (``VmHWM``) is read at the end.
+and the 1-minute load average before and after it; the app's peak resident memory (``VmHWM``) is read at the end.
 
 A random model stops only by chance (its end-of-speech token is one of 1025 random logits), so a sentence often
 runs to its limit: in the Presets tab the length guard's (on by default there: twice the text's median speaking
@@ -152,17 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="vallex-cpu-basic-") as scratch:
         root = Path(scratch)
         weights = weights_folder(root, args.quick, args.weights)
+        app = App(root, weights, args.dtype, args.threads)
         report: dict[str, Any] = {
             "benchmark": "bench/cpu_basic.py", "argv": argv if argv is not None else sys.argv[1:],
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "quick": args.quick, "weights": f"random {'tiny' if args.quick else 'full-size'} ({weights})",
-            "machine": machine(), "load_avg_1min": {"start": os.getloadavg()[0]},
-            "texts": {name: SCENARIOS[name][2] for name in scenarios},
-            "length_bounds": {name: length_bounds(name) for name in scenarios},
+            "load_avg_1min": {"start": os.getloadavg()[0]},
         }
-        app = App(root, weights, args.dtype, args.threads)
         try:
-            report["app"] = app.start()
+            if args.quick:  # the app starts while this process prepares (its start-up time then means less)
+                app.launch()
+            report["machine"] = machine()
+            report["texts"] = {name: SCENARIOS[name][2] for name in scenarios}
+            report["length_bounds"] = {name: length_bounds(name) for name in scenarios}
+            if not args.quick:
+                app.launch()
+            report["app"] = app.ready()
             report["app"]["torch_threads"] = args.threads or report["machine"]["torch_default_threads"]
             print(f"app: precision {report['app']['precision']}, model loaded in {report['app']['model_load_s']} s, "
                   f"listening after {report['app']['startup_s']:.1f} s, RSS {report['app']['rss_after_load_mb']} MB",
@@ -288,9 +293,15 @@ def probe_app(root: Path) -> tuple[Path | None, str]:
     as on ZeroGPU here: speech recognition on by default, translation models at start-up, no HTTP API. A CPU
     basic Space has no ZeroGPU, so the app must not.
     """
-    import vallex
-    from demo.zero_gpu import on_zero_gpu
+    import importlib.util
 
+    import vallex
+
+    # demo/zero_gpu.py alone: the package's __init__ would import Gradio (seconds), and only this function is needed
+    spec = importlib.util.spec_from_file_location("_cpu_basic_zero_gpu", REPO / "demo" / "zero_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    on_zero_gpu = module.on_zero_gpu
     origin = vallex.__file__
     if not Path(origin).resolve().is_relative_to(REPO):
         raise SystemExit(f"vallex comes from {origin}, not from this checkout ({REPO}).")
@@ -317,9 +328,12 @@ class App:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = root / "server.log"
         self.process: subprocess.Popen | None = None
+        self.started, self.origin, self.spaces_hidden = 0.0, "", False
 
-    def start(self) -> dict[str, Any]:
-        hidden, origin = probe_app(self.root)
+    def launch(self) -> None:
+        """Start ``python app.py``; :meth:`ready` waits for it."""
+        hidden, self.origin = probe_app(self.root)
+        self.spaces_hidden = hidden is not None
         path = [str(hidden)] if hidden else []
         env = {
             **os.environ,
@@ -335,10 +349,13 @@ class App:
             env.pop(name, None)
             if value is not None:
                 env[name] = str(value)
-        started = time.monotonic()
+        self.started = time.monotonic()
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
                                             stderr=subprocess.STDOUT)
+
+    def ready(self) -> dict[str, Any]:
+        """Wait until the app serves its page; what it said about itself on the way."""
         while True:  # with VALLEX_PRELOAD=1 the app listens only once the model and the voices are loaded
             try:
                 with urllib.request.urlopen(self.url, timeout=5) as answer:
@@ -346,10 +363,10 @@ class App:
                         break
             except OSError:
                 pass
-            if self.process.poll() is not None or time.monotonic() - started > 600:
+            if self.process.poll() is not None or time.monotonic() - self.started > 600:
                 raise SystemExit(f"The app did not start:\n{self.log_tail()}")
             time.sleep(0.5)
-        startup_s = time.monotonic() - started
+        startup_s = time.monotonic() - self.started
         log = self.log.read_text(errors="replace")
         picked = re.search(r"dtype auto -> (\S+) on (\S+)", log)
         loaded = re.search(r"Model loaded in ([\d.]+) s", log)
@@ -359,7 +376,7 @@ class App:
             "dtype_setting": self.dtype or "auto",
             "model_load_s": float(loaded.group(1)) if loaded else None,
             "startup_s": round(startup_s, 1), "rss_after_load_mb": self._status_mb("VmRSS"),
-            "spaces_package_hidden": hidden is not None, "vallex_from": origin,
+            "spaces_package_hidden": self.spaces_hidden, "vallex_from": self.origin,
         }
 
     def _status_mb(self, key: str) -> float | None:
@@ -492,6 +509,12 @@ def one_run(browser: Any, url: str, name: str, seed: int, timeout_s: float) -> d
         run["whole_per_audio_s"] = round(run["whole_s"] / run["audio_s"], 2)
     except Exception as error:  # noqa: BLE001 - a failed run is recorded, and the run goes on
         run["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        with contextlib.suppress(Exception):  # what it reached before (a timed-out run's first audio)
+            state = page.evaluate("() => window.__bench")
+            run.setdefault("marks", {key: round(value / 1000, 2) for key, value in state["marks"].items()})
+            if live:
+                run.setdefault("first_chunk_s", run["marks"].get(f"{prefix}-live:src"))
+                run.setdefault("first_audio_s", run["marks"].get(f"{prefix}-live:audible"))
     finally:
         run["load1_after"] = round(os.getloadavg()[0], 2)
         page.close()

@@ -18,9 +18,10 @@ def test_quick_mode_measures_both_tabs_in_the_browser(tmp_path: Path) -> None:
     if not Path(cpu_basic.CHROMIUM).exists():
         pytest.fail("Debian's chromium is not installed: run make system-deps")
     out = tmp_path / "cpu-basic.json"
-    # Seeds 1002 and 1003: with the tiny random weights they make 9 s and 18 s of long-text audio here, so the
-    # live player has time to start playing before the whole audio arrives.
-    assert cpu_basic.main(["--quick", "--no-mandarin", "--seed", "1002", "--json", str(out)]) == 0
+    # The cold round only (the warm ones are the same code); seed 1003: with the tiny random weights it makes 18 s
+    # of long-text audio on this project's CPU (the Long text tab has no length guards), so the live player has
+    # time to start playing before the whole audio arrives.
+    assert cpu_basic.main(["--quick", "--runs", "0", "--no-mandarin", "--seed", "1003", "--json", str(out)]) == 0
     report = json.loads(out.read_text(encoding="utf-8"))
     assert report["quick"] and report["skipped"] == []
     assert report["app"]["precision"] in ("float32", "bfloat16", "float16", "int8")
@@ -29,18 +30,17 @@ def test_quick_mode_measures_both_tabs_in_the_browser(tmp_path: Path) -> None:
     assert set(report["scenarios"]) == {"presets-en", "long-text-en"}
     for name, result in report["scenarios"].items():
         runs = result["runs"]
-        assert [run["round"] for run in runs] == [0, 1] and [run["seed"] for run in runs] == [1002, 1003]
+        assert [(run["round"], run["cold"], run["seed"]) for run in runs] == [(0, True, 1003)]
         limit = report["length_bounds"][name]["max_s"]
         for run in runs:
             assert "error" not in run, run
             assert math.isfinite(run["whole_s"]) and run["whole_s"] > 0
             assert 0 < run["audio_s"] <= limit + 0.1  # never past the sentence's limit
             assert math.isfinite(run["load1"])
-        assert result["cold"]["whole_s"] == runs[0]["whole_s"]
-        assert result["warm"]["whole_s"]["n"] == 1
+        assert result["cold"]["whole_s"] == runs[0]["whole_s"] and result["warm"] == {}
     for run in report["scenarios"]["long-text-en"]["runs"]:
-        # the first chunk reaches the page before the whole audio does; the live player plays before it too
-        assert 0 < run["first_chunk_s"] <= run["whole_s"]
-        assert run["first_audio_s"] is not None and run["first_chunk_s"] <= run["first_audio_s"] <= run["whole_s"]
+        assert 0 < run["first_chunk_s"] <= run["whole_s"]  # the first chunk reaches the page before the whole audio
+        if run["audio_s"] >= 10:  # and with seconds of audio still to make, the live player starts before it too
+            assert run["first_chunk_s"] <= run["first_audio_s"] <= run["whole_s"]
     for run in report["scenarios"]["presets-en"]["runs"]:
         assert report["length_bounds"]["presets-en"]["length_guards"] and "first_audio_s" not in run
