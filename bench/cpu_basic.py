@@ -238,25 +238,19 @@ def machine() -> dict[str, Any]:
 
 
 def length_bounds(name: str) -> dict[str, Any]:
-    """The most (and with length guards the least) seconds of speech a scenario's sentence may get.
+    """The most seconds of speech a scenario's sentence may get with the app's default settings.
 
-    Presets: the length guards (on by default there), from the text's speaking rate. Long text: that tab runs
-    without them (demo/handlers.py), so the limit is the reference's, 16 frames per text token of the prompt's
-    transcript and the text, within 22 s with the prompt (computed here from the voice's recorded transcript and
-    length: approximate to a few frames).
+    Length guards are off by default (the library's defaults, which every interface shares), so the limit is the
+    reference's, 16 frames per text token of the prompt's transcript and the text, within 22 s with the prompt
+    (computed here from the voice's recorded transcript and length: approximate to a few frames).
     """
     from vallex.audio.codec_format import FRAME_RATE
     from vallex.config import MAX_UTTERANCE_SECONDS
-    from vallex.inference.decoding import MAX_FRAMES_PER_TEXT_TOKEN
-    from vallex.inference.length_guards import frame_bounds_of_tokens
-    from vallex.inference.scheduler import plan_text
+    from vallex.inference.ar import MAX_FRAMES_PER_TEXT_TOKEN
+    from vallex.synthesis.text_plan import plan_text
 
-    _, voice, text, live = SCENARIOS[name]
+    _, voice, text, _ = SCENARIOS[name]
     sentences = [tokens for _, tokens in plan_text(text).sentences]
-    if not live:
-        bounds = [frame_bounds_of_tokens(tokens.langs) for tokens in sentences]
-        return {"length_guards": True, "min_s": round(sum(b.min_frames for b in bounds) / FRAME_RATE, 2),
-                "max_s": round(sum(b.max_frames for b in bounds) / FRAME_RATE, 2)}
     entry = next(v for v in json.loads((REPO / "assets" / "voices.json").read_text(encoding="utf-8"))
                  if v["name"] == voice)
     prompt_tokens = sum(len(tokens.ids) for _, tokens in plan_text(entry["transcript"], entry["language"]).sentences)
@@ -284,33 +278,15 @@ def ffmpeg_dir(root: Path) -> Path:
     return folder
 
 
-def probe_app(root: Path) -> tuple[Path | None, str]:
-    """A folder whose ``spaces`` cannot be imported when the app would take this machine for ZeroGPU (else None),
-    and where the app's ``vallex`` package comes from (this checkout, as it must: ``app.py``'s folder comes first
-    on its ``sys.path``, and this script's first on ours).
-
-    Where the app decides "ZeroGPU" by whether ``spaces`` imports (it is in requirements-dev.txt), it would run
-    as on ZeroGPU here: speech recognition on by default, translation models at start-up, no HTTP API. A CPU
-    basic Space has no ZeroGPU, so the app must not.
-    """
-    import importlib.util
-
+def app_origin() -> str:
+    """Where the app's ``vallex`` package comes from: this checkout, as it must (``app.py``'s folder comes first on
+    its ``sys.path``, and this script's first on ours)."""
     import vallex
 
-    # demo/zero_gpu.py alone: the package's __init__ would import Gradio (seconds), and only this function is needed
-    spec = importlib.util.spec_from_file_location("_cpu_basic_zero_gpu", REPO / "demo" / "zero_gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    on_zero_gpu = module.on_zero_gpu
     origin = vallex.__file__
     if not Path(origin).resolve().is_relative_to(REPO):
         raise SystemExit(f"vallex comes from {origin}, not from this checkout ({REPO}).")
-    if os.environ.get("SPACES_ZERO_GPU") or not on_zero_gpu():
-        return None, origin
-    folder = root / "no-zero-gpu" / "spaces"
-    folder.mkdir(parents=True)
-    (folder / "__init__.py").write_text("raise ImportError('hidden by bench/cpu_basic.py: not a ZeroGPU Space')\n")
-    return folder.parent, origin
+    return origin
 
 
 def free_port() -> int:
@@ -328,16 +304,14 @@ class App:
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = root / "server.log"
         self.process: subprocess.Popen | None = None
-        self.started, self.origin, self.spaces_hidden = 0.0, "", False
+        self.started, self.origin = 0.0, ""
 
     def launch(self) -> None:
         """Start ``python app.py``; :meth:`ready` waits for it."""
-        hidden, self.origin = probe_app(self.root)
-        self.spaces_hidden = hidden is not None
-        path = [str(hidden)] if hidden else []
+        self.origin = app_origin()
         env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([*path, str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            **{k: v for k, v in os.environ.items() if k != "SPACES_ZERO_GPU"},  # CPU basic is no ZeroGPU Space
+            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "PATH": f"{ffmpeg_dir(self.root)}{os.pathsep}{os.environ.get('PATH', '')}",
             "VALLEX_WEIGHTS_DIR": str(self.weights), "VALLEX_PRELOAD": "1", "VALLEX_STREAM_AUDIO": "1",
             "VALLEX_PRESETS_DIR": str(self.root / "presets"), "GRADIO_SERVER_NAME": "127.0.0.1",
@@ -376,7 +350,7 @@ class App:
             "dtype_setting": self.dtype or "auto",
             "model_load_s": float(loaded.group(1)) if loaded else None,
             "startup_s": round(startup_s, 1), "rss_after_load_mb": self._status_mb("VmRSS"),
-            "spaces_package_hidden": self.spaces_hidden, "vallex_from": self.origin,
+            "vallex_from": str(Path(self.origin).resolve().relative_to(REPO)),
         }
 
     def _status_mb(self, key: str) -> float | None:
@@ -454,7 +428,7 @@ def one_run(browser: Any, url: str, name: str, seed: int, timeout_s: float) -> d
         tab = page.locator("[role=tabpanel]:visible")
         if not live:
             tab.get_by_text("Advanced sampling").click()
-        seed_field = tab.get_by_label("Seed (-1: random" + (")" if live else "; the seed used is shown below)"))
+        seed_field = tab.get_by_label("Seed (-1: random)")
         text_field = tab.get_by_label("Text" if live else "Text to speak", exact=True)
         voice_field = tab.get_by_role("combobox", name="Voice")
         for _ in range(5):  # a page still starting up may put back its defaults: set them until they stay

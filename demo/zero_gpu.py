@@ -79,10 +79,13 @@ GPU_SECONDS_TRANSLATION = CALL_LIMIT_S
 
 def call_seconds(characters: int, verify_rounds: int = 0) -> int:
     """GPU seconds to ask for to speak ``characters`` of text, with ``verify_rounds`` rounds of checking (0: none)."""
-    per_character = GPU_SECONDS_PER_CHARACTER
-    if verify_rounds:
-        per_character = (GPU_SECONDS_PER_CHARACTER + GPU_SECONDS_ASR_PER_CHARACTER) * verify_rounds
-    return int(math.ceil(GPU_SECONDS_FIXED + per_character * max(characters, 0)))
+    return int(math.ceil(GPU_SECONDS_FIXED + _seconds_per_character(verify_rounds) * max(characters, 0)))
+
+
+def _seconds_per_character(verify_rounds: int) -> float:
+    if not verify_rounds:
+        return GPU_SECONDS_PER_CHARACTER
+    return (GPU_SECONDS_PER_CHARACTER + GPU_SECONDS_ASR_PER_CHARACTER) * verify_rounds
 
 
 def plan_characters(plan: TextPlan) -> int:
@@ -152,10 +155,7 @@ def plan_source(plan: TextPlan) -> str:
 
 def max_characters(verify_rounds: int = 0) -> int:
     """The most characters one call can speak with ``verify_rounds`` rounds of checking."""
-    per_character = GPU_SECONDS_PER_CHARACTER
-    if verify_rounds:
-        per_character = (GPU_SECONDS_PER_CHARACTER + GPU_SECONDS_ASR_PER_CHARACTER) * verify_rounds
-    return int((CALL_LIMIT_S - GPU_SECONDS_FIXED) / per_character)
+    return int((CALL_LIMIT_S - GPU_SECONDS_FIXED) / _seconds_per_character(verify_rounds))
 
 
 def _rounds_that_fit(characters: int, rounds: int) -> int | None:
