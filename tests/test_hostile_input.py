@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from demo.sampling_controls import sampling_from_controls
 from vallex.api import MAX_SEED, Sampling, select_device
 from vallex.cli import main
+from vallex.files import MAX_SMALL_FILE_BYTES
 from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
 from vallex.serving.engine import ServerBusy
@@ -35,6 +37,7 @@ from vallex.serving.http import LOOPBACK_HOSTS, SpeechBody, create_api
 from vallex.serving.listen import bind_socket, make_server
 from vallex.synthesis.request import SynthesisRequest, plan_request
 from vallex.text import MAX_INPUT_CHARS, tokenize
+from vallex.training.trainer import TrainConfig
 
 BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 GOOD = {"model": "tts-1", "input": "Hello.", "voice": "alloy"}
@@ -285,6 +288,26 @@ def test_text_file_that_is_a_folder_is_one_line(tmp_path: Path, capsys: pytest.C
     code = main(synthesize(tmp_path, "--text-file", str(tmp_path), "-o", str(tmp_path / "o.wav")))
     err = capsys.readouterr().err
     assert code == 2 and "--text-file" in err and "is a folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "fifo", "too large"])
+def test_text_and_config_files_are_regular_files_of_bounded_size(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 kind: str) -> None:
+    """Devices and pipes would be read until memory runs out, or never return: each is refused before a read."""
+    path = Path(kind)
+    if kind == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    elif kind == "too large":
+        path = tmp_path / "big.txt"
+        path.write_bytes(b"a" * (MAX_SMALL_FILE_BYTES + 1))
+    code = main(synthesize(tmp_path, "--text-file", str(path), "-o", str(tmp_path / "o.wav")))
+    err = capsys.readouterr().err
+    assert code == 2 and f"--text-file {path}" in err and len(err.strip().splitlines()) == 1
+    assert main(["convert-checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--config", str(path)]) == 2
+    assert str(path) in capsys.readouterr().err
+    with pytest.raises(ValueError, match="regular file|larger than"):
+        TrainConfig.from_yaml(path)
 
 
 def test_synthesize_will_not_overwrite_its_own_prompt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vallex.files import read_small_text
 from vallex.inference.sampling_settings import SEED, Sampling, Setting
 
 if TYPE_CHECKING:
@@ -89,17 +90,8 @@ def _argument(setting: Setting, help: str, default: Any = None) -> dict[str, Any
 
 
 def read_text_file(path: Path, option: str) -> str:
-    """The UTF-8 text of ``path``; ValueError (naming ``option``) for a folder, a missing or unreadable file."""
-    if path.is_dir():
-        raise ValueError(f"{option} {path} is a folder: give a UTF-8 text file.")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{option} {path} is not UTF-8 text: save it as UTF-8.") from None
-    except FileNotFoundError:
-        raise ValueError(f"{option} {path} does not exist.") from None
-    except OSError as error:
-        raise ValueError(f"{option} {path} cannot be read: {error.strerror or error}.") from None
+    """The UTF-8 text of ``path``; ValueError (naming ``option``) for anything but a small regular UTF-8 file."""
+    return read_small_text(path, f"{option} {path}")
 
 
 def check_output(output: Path, option: str, inputs: dict[str, Path | None]) -> None:
