@@ -321,6 +321,31 @@ def test_synthesize_will_not_overwrite_its_own_prompt(tmp_path: Path, capsys: py
     assert recording.read_bytes() == b"RIFF-the user's only recording"
 
 
+def test_translate_will_not_overwrite_its_own_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    recording = tmp_path / "P.wav"
+    recording.write_bytes(b"RIFF-the user's only recording")
+    code = main(["translate", str(recording), "--to", "en", "--weights-dir", str(tmp_path / "none"),
+                 "-o", str(recording)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is the AUDIO file" in err and len(err.strip().splitlines()) == 1
+    assert recording.read_bytes() == b"RIFF-the user's only recording"
+
+
+def test_make_random_weights_will_not_replace_real_weights_without_force(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    real = tmp_path / "vallex-checkpoint.pt"
+    real.write_bytes(b"the real weights")
+    assert main(["make-random-weights", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "vallex-checkpoint.pt" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert real.read_bytes() == b"the real weights"
+    noise = tmp_path / "noise"
+    assert main(["make-random-weights", str(noise)]) == 0
+    assert main(["make-random-weights", str(noise), "--seed", "1"]) == 0  # our own random folder: rewritten freely
+    assert main(["make-random-weights", str(tmp_path), "--force"]) == 0
+    assert real.read_bytes() != b"the real weights"
+
+
 def test_make_prompt_output_is_checked_before_encoding(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "file").write_text("x")
     code = main(["make-prompt", str(tmp_path / "voice.wav"), "--transcript", "Hi.", "--weights-dir",
