@@ -250,11 +250,13 @@ def synthesize(tmp_path: Path, *extra: str) -> list[str]:
     (["--device", "cuda:banana"], "Unknown device"),
     (["--seed=18446744073709551616"], "--seed must be a whole number from 0"),
     (["--seed=-1"], "--seed must be a whole number from 0"),
-    (["--temperature=nan"], "--temperature must be a number in (0, 10]"),
+    (["--temperature=nan"], "--temperature must be a number in [0.01, 10]"),
+    (["--temperature=1e-40"], "--temperature must be a number in [0.01, 10]"),
     (["--top-p=nan"], "--top-p must be a number in (0, 1]"),
     (["--top-k=0"], "--top-k must be a positive whole number"),
     (["--best-of=17"], "--best-of must be a whole number from 1 to 16"),
-    (["--threads=0"], "--threads must be >= 1"),
+    (["--threads=0"], "--threads must be a whole number from 1 to 1024"),
+    (["--threads=100000"], "--threads must be a whole number from 1 to 1024"),
 ])
 def test_synthesize_options_are_checked_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                               extra: list[str], message: str) -> None:
@@ -367,7 +369,7 @@ CLI_INTS = st.integers(min_value=-(2**70), max_value=2**70) | st.integers(min_va
 
 def valid(temperature: float, top_k: int | None, top_p: float | None, best_of: int, seed: int | None) -> bool:
     """What the checks should accept (written out independently of them)."""
-    return (0 < temperature <= 10 and (top_k is None or top_k >= 1) and (top_p is None or 0 < top_p <= 1)
+    return (0.01 <= temperature <= 10 and (top_k is None or top_k >= 1) and (top_p is None or 0 < top_p <= 1)
             and 1 <= best_of <= 16 and (seed is None or 0 <= seed <= MAX_SEED))
 
 
@@ -390,6 +392,20 @@ def test_any_option_values_give_one_line_before_the_model_loads(
 
 
 # Library and app messages ---------------------------------------------------------------------------------
+
+def test_a_tiny_temperature_is_a_400_naming_it_never_a_500() -> None:
+    for temperature in (1e-40, 5e-324, 0.0099):
+        response = post(client(), json.dumps({**GOOD, "temperature": temperature}).encode())
+        assert_error(response, 400, "invalid_value", "temperature")
+
+
+def test_non_finite_logits_name_the_dtype_they_were_computed_in() -> None:
+    from vallex.inference.sampling import NonFiniteLogits
+
+    message = str(NonFiniteLogits.on("cpu", "the AR", dtype=torch.float32))  # an int8 model's logits
+    assert "float32" in message and "float16" not in message
+    assert "float16" in str(NonFiniteLogits.on("cpu", "the AR", dtype=torch.float16))
+
 
 def test_sampling_refuses_nan_and_booleans() -> None:
     for bad in ({"top_p": math.nan}, {"temperature": math.nan}, {"top_k": True}, {"best_of": 2.0},

@@ -8,6 +8,7 @@ and each runs before any model loads.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,10 +42,15 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
+#: Most ``--threads``: more than a few per core only slows torch down, and far more fails to start the threads.
+MAX_THREADS = 1024
+
+
 def threads_from_args(args: argparse.Namespace) -> int | None:
-    """``--threads``, refused below 1 (before any model loads)."""
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    """``--threads``, refused outside 1 to :data:`MAX_THREADS` (before any model loads)."""
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ValueError(f"--threads must be a whole number from 1 to {MAX_THREADS} (this machine has "
+                         f"{os.cpu_count() or 'an unknown number of'} CPU cores), got {args.threads}.")
     return args.threads
 
 
