@@ -7,8 +7,10 @@ whatever comes in, the answer is a 4xx JSON error naming what was wrong (HTTP) o
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 import math
 import os
 import socket
@@ -218,6 +220,28 @@ def test_a_request_body_that_never_ends_is_a_408() -> None:
 
 
 # vallex serve: checks before the model loads --------------------------------------------------------------
+
+def test_a_client_that_closes_mid_body_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Driven through ASGI directly: the client sends part of its body, then disconnects."""
+    events = [{"type": "http.request", "body": b'{"model": "tts-1", "inp', "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/audio/speech", "raw_path": b"/v1/audio/speech", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"content-length", b"100")], "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 8000)}
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(create_api(BusyEngine(), api_key="")(scope, receive, send))  # raises nothing
+    assert sent[0]["status"] == 400
+    records = [record for record in caplog.records if "closed the connection" in record.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is None and "127.0.0.1:5" in records[0].getMessage()
+
 
 def test_serve_reports_a_busy_port_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with socket.socket() as taken:
