@@ -95,6 +95,24 @@ def test_a_code_running_payload_is_refused_in_one_line(golden_state, tmp_path, f
     assert "must never run" not in capfd.readouterr().out
 
 
+class _Evaluator:
+    """A payload asking for ``eval``, a global torch's unpickler does not block by module (its advice differs)."""
+
+    def __reduce__(self):
+        return eval, ("1",)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_refusal_names_the_global_and_never_relays_advice_to_load_it_anyway(tmp_path, fmt):
+    path = tmp_path / "payload.pt"
+    torch.save({"model": {}, "sampler": _Evaluator()}, path, _use_new_zipfile_serialization=fmt == "zip")
+    with pytest.raises(ValueError) as caught:
+        read_state_dict(path)
+    message = str(caught.value)
+    assert str(path) in message and "global eval" in message and "\n" not in message
+    assert not any(advice in message for advice in ("weights_only", "safe_globals", "trusted", "allowlist"))
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_convert_checkpoint_turns_a_windows_file_into_safetensors(trainer_files, golden_state, golden, tmp_path,
                                                                   fmt, capsys):

@@ -7,9 +7,12 @@ whatever comes in, the answer is a 4xx JSON error naming what was wrong (HTTP) o
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 import math
+import os
 import socket
 import threading
 import time
@@ -28,6 +31,7 @@ from hypothesis import strategies as st
 from demo.sampling_controls import sampling_from_controls
 from vallex.api import MAX_SEED, Sampling, select_device
 from vallex.cli import main
+from vallex.files import MAX_SMALL_FILE_BYTES
 from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
 from vallex.serving.engine import ServerBusy
@@ -35,6 +39,7 @@ from vallex.serving.http import LOOPBACK_HOSTS, SpeechBody, create_api
 from vallex.serving.listen import bind_socket, make_server
 from vallex.synthesis.request import SynthesisRequest, plan_request
 from vallex.text import MAX_INPUT_CHARS, tokenize
+from vallex.training.trainer import TrainConfig
 
 BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 GOOD = {"model": "tts-1", "input": "Hello.", "voice": "alloy"}
@@ -216,6 +221,28 @@ def test_a_request_body_that_never_ends_is_a_408() -> None:
 
 # vallex serve: checks before the model loads --------------------------------------------------------------
 
+def test_a_client_that_closes_mid_body_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """Driven through ASGI directly: the client sends part of its body, then disconnects."""
+    events = [{"type": "http.request", "body": b'{"model": "tts-1", "inp', "more_body": True}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/audio/speech", "raw_path": b"/v1/audio/speech", "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"content-length", b"100")], "client": ("127.0.0.1", 5), "server": ("127.0.0.1", 8000)}
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(create_api(BusyEngine(), api_key="")(scope, receive, send))  # raises nothing
+    assert sent[0]["status"] == 400
+    records = [record for record in caplog.records if "closed the connection" in record.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is None and "127.0.0.1:5" in records[0].getMessage()
+
+
 def test_serve_reports_a_busy_port_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -247,11 +274,13 @@ def synthesize(tmp_path: Path, *extra: str) -> list[str]:
     (["--device", "cuda:banana"], "Unknown device"),
     (["--seed=18446744073709551616"], "--seed must be a whole number from 0"),
     (["--seed=-1"], "--seed must be a whole number from 0"),
-    (["--temperature=nan"], "--temperature must be a number in (0, 10]"),
+    (["--temperature=nan"], "--temperature must be a number in [0.01, 10]"),
+    (["--temperature=1e-40"], "--temperature must be a number in [0.01, 10]"),
     (["--top-p=nan"], "--top-p must be a number in (0, 1]"),
     (["--top-k=0"], "--top-k must be a positive whole number"),
     (["--best-of=17"], "--best-of must be a whole number from 1 to 16"),
-    (["--threads=0"], "--threads must be >= 1"),
+    (["--threads=0"], "--threads must be a whole number from 1 to 1024"),
+    (["--threads=100000"], "--threads must be a whole number from 1 to 1024"),
 ])
 def test_synthesize_options_are_checked_before_the_model_loads(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                               extra: list[str], message: str) -> None:
@@ -287,6 +316,26 @@ def test_text_file_that_is_a_folder_is_one_line(tmp_path: Path, capsys: pytest.C
     assert code == 2 and "--text-file" in err and "is a folder" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("kind", ["/dev/zero", "/dev/urandom", "fifo", "too large"])
+def test_text_and_config_files_are_regular_files_of_bounded_size(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                 kind: str) -> None:
+    """Devices and pipes would be read until memory runs out, or never return: each is refused before a read."""
+    path = Path(kind)
+    if kind == "fifo":
+        path = tmp_path / "pipe"
+        os.mkfifo(path)
+    elif kind == "too large":
+        path = tmp_path / "big.txt"
+        path.write_bytes(b"a" * (MAX_SMALL_FILE_BYTES + 1))
+    code = main(synthesize(tmp_path, "--text-file", str(path), "-o", str(tmp_path / "o.wav")))
+    err = capsys.readouterr().err
+    assert code == 2 and f"--text-file {path}" in err and len(err.strip().splitlines()) == 1
+    assert main(["convert-checkpoint", str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--config", str(path)]) == 2
+    assert str(path) in capsys.readouterr().err
+    with pytest.raises(ValueError, match="regular file|larger than"):
+        TrainConfig.from_yaml(path)
+
+
 def test_synthesize_will_not_overwrite_its_own_prompt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     recording = tmp_path / "voice.wav"
     recording.write_bytes(b"RIFF-the user's only recording")
@@ -296,6 +345,31 @@ def test_synthesize_will_not_overwrite_its_own_prompt(tmp_path: Path, capsys: py
     err = capsys.readouterr().err
     assert code == 2 and "is the --prompt-audio file" in err
     assert recording.read_bytes() == b"RIFF-the user's only recording"
+
+
+def test_translate_will_not_overwrite_its_own_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    recording = tmp_path / "P.wav"
+    recording.write_bytes(b"RIFF-the user's only recording")
+    code = main(["translate", str(recording), "--to", "en", "--weights-dir", str(tmp_path / "none"),
+                 "-o", str(recording)])
+    err = capsys.readouterr().err
+    assert code == 2 and "is the AUDIO file" in err and len(err.strip().splitlines()) == 1
+    assert recording.read_bytes() == b"RIFF-the user's only recording"
+
+
+def test_make_random_weights_will_not_replace_real_weights_without_force(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    real = tmp_path / "vallex-checkpoint.pt"
+    real.write_bytes(b"the real weights")
+    assert main(["make-random-weights", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "vallex-checkpoint.pt" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert real.read_bytes() == b"the real weights"
+    noise = tmp_path / "noise"
+    assert main(["make-random-weights", str(noise)]) == 0
+    assert main(["make-random-weights", str(noise), "--seed", "1"]) == 0  # our own random folder: rewritten freely
+    assert main(["make-random-weights", str(tmp_path), "--force"]) == 0
+    assert real.read_bytes() != b"the real weights"
 
 
 def test_make_prompt_output_is_checked_before_encoding(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -319,7 +393,7 @@ CLI_INTS = st.integers(min_value=-(2**70), max_value=2**70) | st.integers(min_va
 
 def valid(temperature: float, top_k: int | None, top_p: float | None, best_of: int, seed: int | None) -> bool:
     """What the checks should accept (written out independently of them)."""
-    return (0 < temperature <= 10 and (top_k is None or top_k >= 1) and (top_p is None or 0 < top_p <= 1)
+    return (0.01 <= temperature <= 10 and (top_k is None or top_k >= 1) and (top_p is None or 0 < top_p <= 1)
             and 1 <= best_of <= 16 and (seed is None or 0 <= seed <= MAX_SEED))
 
 
@@ -342,6 +416,20 @@ def test_any_option_values_give_one_line_before_the_model_loads(
 
 
 # Library and app messages ---------------------------------------------------------------------------------
+
+def test_a_tiny_temperature_is_a_400_naming_it_never_a_500() -> None:
+    for temperature in (1e-40, 5e-324, 0.0099):
+        response = post(client(), json.dumps({**GOOD, "temperature": temperature}).encode())
+        assert_error(response, 400, "invalid_value", "temperature")
+
+
+def test_non_finite_logits_name_the_dtype_they_were_computed_in() -> None:
+    from vallex.inference.sampling import NonFiniteLogits
+
+    message = str(NonFiniteLogits.on("cpu", "the AR", dtype=torch.float32))  # an int8 model's logits
+    assert "float32" in message and "float16" not in message
+    assert "float16" in str(NonFiniteLogits.on("cpu", "the AR", dtype=torch.float16))
+
 
 def test_sampling_refuses_nan_and_booleans() -> None:
     for bad in ({"top_p": math.nan}, {"temperature": math.nan}, {"top_k": True}, {"best_of": 2.0},

@@ -80,7 +80,8 @@ def test_a_new_setting_reaches_the_apps_controls_and_handlers():
 SCHEMA_BEFORE = {
     "seed": {"anyOf": [{"maximum": 9223372036854775807, "minimum": 0, "type": "integer"}, {"type": "null"}],
              "default": None, "title": "Seed"},
-    "temperature": {"default": 1.0, "exclusiveMinimum": 0, "maximum": 10, "title": "Temperature", "type": "number"},
+    # issue 36: the lower bound became MIN_TEMPERATURE (below it logits / temperature overflow).
+    "temperature": {"default": 1.0, "minimum": 0.01, "maximum": 10, "title": "Temperature", "type": "number"},
     "top_k": {"anyOf": [{"minimum": 1, "type": "integer"}, {"type": "null"}], "default": None, "title": "Top K"},
     "top_p": {"anyOf": [{"exclusiveMinimum": 0, "maximum": 1, "type": "number"}, {"type": "null"}], "default": None,
               "title": "Top P"},
@@ -145,8 +146,9 @@ def test_the_app_shows_off_as_its_controls_can():
 # Checks ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("values, message", [
-    ({"temperature": 0}, "temperature must be a number in (0, 10], got 0."),
-    ({"temperature": math.nan}, "temperature must be a number in (0, 10], got nan."),
+    ({"temperature": 0}, "temperature must be a number in [0.01, 10], got 0."),
+    ({"temperature": 1e-40}, "temperature must be a number in [0.01, 10], got 1e-40."),
+    ({"temperature": math.nan}, "temperature must be a number in [0.01, 10], got nan."),
     ({"top_k": 0}, "top_k must be a positive whole number (or left out), got 0."),
     ({"top_k": 2.0}, "top_k must be a positive whole number (or left out), got 2.0."),
     ({"top_p": 1.5}, "top_p must be a number in (0, 1] (or left out), got 1.5."),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vallex.audio.codec_format import CODEBOOK_SIZE, NUM_CODEBOOKS
-from vallex.files import write_text_atomic
+from vallex.files import read_small_text, write_text_atomic
 from vallex.languages import LANGUAGES, check_codes
 
 #: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
@@ -129,7 +129,7 @@ class VallexConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> VallexConfig:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = json.loads(read_small_text(path))
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON: {error}") from None
         if not isinstance(data, dict):

@@ -14,15 +14,23 @@ Ctrl-C, a full disk), the temporary file is removed and an existing target is le
 
 The temporary file is created like ``open(path, "w")`` creates one (mode 0o666 minus the umask), so the
 target keeps the permissions a plain write would give it. The target's folder must exist.
+
+Reading a small text file a user named (``--text-file``, ``--config``): :func:`read_small_text` reads regular
+files only, up to a size limit, so that ``/dev/zero``, ``/dev/urandom`` or a FIFO is one clear error instead of
+a read that never ends or fills memory.
 """
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+#: Largest text or config file :func:`read_small_text` reads: real ones are a few kilobytes.
+MAX_SMALL_FILE_BYTES = 1 << 20
 
 #: Ending of the temporary files (they also start with a dot, so they are hidden).
 PARTIAL_SUFFIX = ".partial"
@@ -98,3 +106,36 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+def read_small_text(path: str | os.PathLike, name: str | None = None, limit: int = MAX_SMALL_FILE_BYTES) -> str:
+    """The UTF-8 text of the regular file ``path`` of at most ``limit`` bytes.
+
+    Anything else is a ValueError naming the file (``name``, e.g. ``"--text-file x.txt"``, else the path): a
+    missing file, a folder, a device, FIFO or socket (never read: they may never end), a larger file, bytes
+    that are not UTF-8.
+    """
+    label = name or str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer before the type check could run.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ValueError(f"{label} does not exist.") from None
+    except OSError as error:
+        raise ValueError(f"{label} cannot be read: {error.strerror or error}.") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, pipe or socket)"
+        raise ValueError(f"{label} is {kind}: give a UTF-8 text file.")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)  # one byte over shows a file larger than the limit, or still growing
+        except OSError as error:
+            raise ValueError(f"{label} cannot be read: {error.strerror or error}.") from None
+    if len(data) > limit:
+        raise ValueError(f"{label} is larger than {limit // 1024} KiB: a text or config file is never that big.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{label} is not UTF-8 text: save it as UTF-8.") from None

@@ -8,9 +8,11 @@ and each runs before any model loads.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vallex.files import read_small_text
 from vallex.inference.sampling_settings import SEED, Sampling, Setting
 
 if TYPE_CHECKING:
@@ -40,10 +42,15 @@ def add_threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
 
 
+#: Most ``--threads``: more than a few per core only slows torch down, and far more fails to start the threads.
+MAX_THREADS = 1024
+
+
 def threads_from_args(args: argparse.Namespace) -> int | None:
-    """``--threads``, refused below 1 (before any model loads)."""
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}.")
+    """``--threads``, refused outside 1 to :data:`MAX_THREADS` (before any model loads)."""
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise ValueError(f"--threads must be a whole number from 1 to {MAX_THREADS} (this machine has "
+                         f"{os.cpu_count() or 'an unknown number of'} CPU cores), got {args.threads}.")
     return args.threads
 
 
@@ -89,17 +96,8 @@ def _argument(setting: Setting, help: str, default: Any = None) -> dict[str, Any
 
 
 def read_text_file(path: Path, option: str) -> str:
-    """The UTF-8 text of ``path``; ValueError (naming ``option``) for a folder, a missing or unreadable file."""
-    if path.is_dir():
-        raise ValueError(f"{option} {path} is a folder: give a UTF-8 text file.")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{option} {path} is not UTF-8 text: save it as UTF-8.") from None
-    except FileNotFoundError:
-        raise ValueError(f"{option} {path} does not exist.") from None
-    except OSError as error:
-        raise ValueError(f"{option} {path} cannot be read: {error.strerror or error}.") from None
+    """The UTF-8 text of ``path``; ValueError (naming ``option``) for anything but a small regular UTF-8 file."""
+    return read_small_text(path, f"{option} {path}")
 
 
 def check_output(output: Path, option: str, inputs: dict[str, Path | None]) -> None:

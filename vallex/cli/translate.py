@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vallex.audio.files import save_audio
-    from vallex.cli.options import sampling_from_args, seed_from_args, threads_from_args
+    from vallex.cli.options import check_output, sampling_from_args, seed_from_args, threads_from_args
     from vallex.s2st import ModelUnavailableError, SpeechTranslator
 
     seed, sampling, threads = seed_from_args(args), sampling_from_args(args), threads_from_args(args)
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"The output must be a .wav file, got {args.output}.")
     if not args.audio.is_file():
         raise FileNotFoundError(f"No such audio file: {args.audio}")
+    check_output(args.output, "--output", {"AUDIO": args.audio})
     s2st = SpeechTranslator.from_pretrained(args.weights_dir, asr_model=args.asr_model, mt_model=args.mt_model,
                                             english_via=args.english_via, device=args.device,
                                             num_threads=threads)

@@ -61,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     random.add_argument("--size", choices=["tiny", "full"], default="tiny",
                         help="VALL-E X size: tiny (2 layers, ~5 MB) or full (the public shape, 1.48 GB)")
     random.add_argument("--seed", type=int, default=0)
+    random.add_argument("--force", action="store_true",
+                        help="replace model files in DIRECTORY that are not random weights (refused otherwise)")
     random.set_defaults(func=run_make_random_weights)
 
 
@@ -121,7 +123,7 @@ def run_make_random_weights(args: argparse.Namespace) -> int:
 
     if args.directory.exists() and not args.directory.is_dir():
         raise ValueError(f"{args.directory} exists and is not a folder.")
-    paths = make_random_weights(args.directory, size=args.size, seed=args.seed)
+    paths = make_random_weights(args.directory, size=args.size, seed=args.seed, force=args.force)
     print(f"WARNING: {NOISE_WARNING}")
     print(f"Wrote random {args.size} weights to {args.directory}:")
     for name in ("vallex", "vallex_config_path", "encodec", "vocos_config", "vocos_model"):

@@ -199,6 +199,7 @@ class FrameSampler:
         self.num_frames = 0
         self.stop_reason: str | None = None
         self._ras_fired = torch.zeros((), dtype=torch.long, device=device)  # draws RAS replaced, on the device
+        self.logits_dtype: torch.dtype | None = None  # what the model computes logits in (float32 for int8)
 
     @classmethod
     def for_request(cls, model: VallexModel, request: ARRequest) -> FrameSampler:
@@ -222,7 +223,7 @@ class FrameSampler:
         EOS, a running row's logits were not finite). Pass both, the status as Python bools, to :meth:`advance`
         (why two halves: a batch of utterances reads all their statuses back at once, one sync per step).
         """
-        eos = self.eos
+        eos, self.logits_dtype = self.eos, logits.dtype
         if self.logits_processor is not None:
             logits = self.logits_processor(self.num_frames, logits)
         if self.num_frames < self.min_frames:
@@ -248,7 +249,7 @@ class FrameSampler:
 
         Raises :class:`NonFiniteLogits` if a running row's logits were not finite."""
         if nonfinite:
-            raise NonFiniteLogits.on(self.generated.device)
+            raise NonFiniteLogits.on(self.generated.device, dtype=self.logits_dtype)
         if stopped:
             self.stop_reason = "eos"
             return None

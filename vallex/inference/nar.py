@@ -113,7 +113,8 @@ def nar_decode(model: VallexModel, inputs: Sequence[NARInput],
     order = [i for indices, _ in passes for i in indices]
     failed = tuple(i for i, bad in zip(order, flags) if bad)
     if failed:
-        raise NonFiniteLogits.on(device, "the NAR", inputs=failed, codes=out)
+        dtype = next(work.logits_dtype for _, work in passes)
+        raise NonFiniteLogits.on(device, "the NAR", dtype=dtype, inputs=failed, codes=out)
     return out
 
 
@@ -183,6 +184,7 @@ class _WholePass:
         self.codes: list[list[Tensor]] = [[c] for c in codes0]
         # [B]: True once some stage's logits of that input were not finite (checked once, at the end)
         self.nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.logits_dtype: torch.dtype | None = None  # for NonFiniteLogits's message
         # (row, prefix, its positions in [text ; audio]: one range unless the text is padded) of the inputs
         # whose prefix this pass fills
         self.keep = []
@@ -210,6 +212,7 @@ class _WholePass:
             rows = hidden[i:i + 1, prompt_lens[i] - first:prompt_lens[i] - first + self.frames[i]]  # [1, T_i, D]
             logits = model.nar_predict_layers[stage](rows)  # [1, T_i, 1024]
             self.nonfinite[i] |= ~torch.isfinite(logits).all()  # argmax would take a NaN as the largest
+            self.logits_dtype = logits.dtype
             predicted = logits.argmax(dim=-1)  # [1, T_i]
             self.codes[i].append(predicted)
             if stage < model.config.num_quantizers - 2:
@@ -256,6 +259,7 @@ class _WindowPass:
                                      for length, new in zip(self.prefix_lens, self.new)])[:, None, None, :]
         self.predicted: list[list[Tensor]] = [[] for _ in inputs]
         self.nonfinite = torch.zeros(batch, dtype=torch.bool, device=device)  # [B], as _WholePass's
+        self.logits_dtype: torch.dtype | None = None
 
     def run_stage(self, stage: int) -> None:
         model = self.model
@@ -272,6 +276,7 @@ class _WindowPass:
         for i, new in enumerate(self.new):
             logits = model.nar_predict_layers[stage](hidden[i:i + 1, :new])  # [1, N_i, 1024]
             self.nonfinite[i] |= ~torch.isfinite(logits).all()
+            self.logits_dtype = logits.dtype
             predicted = logits.argmax(dim=-1)  # [1, N_i]
             self.predicted[i].append(predicted)
             self.rows[i, :new, stage + 1] = predicted[0]

@@ -56,7 +56,7 @@ def sample_tokens(
     tokens, logprobs, bad = draw_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                         generator=generator)
     if bool(bad.any()):
-        raise NonFiniteLogits.on(logits.device, None)
+        raise NonFiniteLogits.on(logits.device, None, dtype=logits.dtype)
     return tokens, logprobs
 
 
@@ -78,12 +78,23 @@ class NonFiniteLogits(RuntimeError):
         self.inputs, self.codes = inputs, codes
 
     @classmethod
-    def on(cls, device: torch.device | str, where: str | None = "the AR", **details: Any) -> NonFiniteLogits:
-        """The error for logits computed on ``device`` (in ``where``, e.g. "the NAR"): its advice names the dtypes
-        that run natively there (:func:`vallex.inference.precision.device_overflow_advice`: float32 on a T4)."""
+    def on(cls, device: torch.device | str, where: str | None = "the AR", dtype: torch.dtype | None = None,
+           **details: Any) -> NonFiniteLogits:
+        """The error for logits of ``dtype`` computed on ``device`` (in ``where``, e.g. "the NAR").
+
+        float16 logits (or an unknown dtype) overflowed: the advice names the dtypes that run natively there
+        (:func:`vallex.inference.precision.device_overflow_advice`: float32 on a T4). Other dtypes (float32, as
+        int8 models compute their logits in; bfloat16, with float32's range) do not overflow at a valid
+        temperature, so the message says so instead of blaming float16.
+        """
         place = f" in {where}" if where else ""
-        return cls(f"The model produced non-finite logits (NaN or inf){place}, so no token can be chosen. With "
-                   f"float16 weights this is an overflow: use dtype {device_overflow_advice(device)}.",
+        if dtype is None or dtype == torch.float16:
+            cause = f"With float16 weights this is an overflow: use dtype {device_overflow_advice(device)}."
+        else:
+            name = str(dtype).removeprefix("torch.")
+            cause = (f"The logits were computed in {name}, which does not overflow here: the weights may be "
+                     "damaged (check them with `vallex download --check`).")
+        return cls(f"The model produced non-finite logits (NaN or inf){place}, so no token can be chosen. {cause}",
                    **details)
 
 

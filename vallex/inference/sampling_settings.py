@@ -40,6 +40,11 @@ DEFAULT_VERIFY_ROUNDS = 3
 MAX_VERIFY_ROUNDS = 8
 VERIFY_MODES = ("asr",)
 
+#: Smallest temperature: already as good as always taking the most likely token, and logits / temperature stays
+#: finite: logits up to 655 in size stay within float16 (65504), the largest to 3e36 within float32 and bfloat16.
+#: Below it (1e-40, 5e-324) the division overflows to inf and no token can be drawn.
+MIN_TEMPERATURE = 0.01
+
 #: Largest seed (torch generators take 64-bit seeds; one below 2**63 fits every integer type we pass it through).
 MAX_SEED = 2**63 - 1
 
@@ -157,7 +162,7 @@ class Sampling:
     """
 
     temperature: float = setting(
-        1.0, float, low=0, high=10, low_open=True, slider=(0.1, 1.5, 0.05), title="Temperature",
+        1.0, float, low=MIN_TEMPERATURE, high=10, slider=(0.1, 1.5, 0.05), title="Temperature",
         help="divides the logits of each next token: below 1 sharpens their distribution, above 1 flattens it")
     top_k: int | None = setting(
         None, int, low=1, off=0, slider=(0, 1024, 1), title="Top-k",

@@ -50,6 +50,7 @@ from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from vallex.doctor import last_result_summary
 from vallex.languages import Languages
@@ -357,6 +358,11 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
 
     try:
         await asyncio.wait_for(read(), timeout_s)
+    except ClientDisconnect:  # the client's loss, not the server's: one line, no traceback
+        client = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        _LOG.info("%s closed the connection before its request body arrived (%d bytes read).", client, size)
+        raise APIError(400, "The connection closed before the request body arrived.", code="client_disconnected",
+                       headers={"Connection": "close"}) from None
     except asyncio.TimeoutError:
         raise APIError(408, f"The request body did not arrive within {timeout_s:g} s: send it all at once.",
                        code="request_timeout", headers={"Connection": "close"}) from None

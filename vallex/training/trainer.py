@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from vallex.config import VallexConfig
-from vallex.files import atomic_open, atomic_path, write_text_atomic
+from vallex.files import atomic_open, atomic_path, read_small_text, write_text_atomic
 from vallex.inference.precision import cuda_auto_precision, cuda_device_facts, cuda_native_bfloat16
 from vallex.model import VallexModel
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
@@ -139,10 +139,7 @@ class TrainConfig:
         """Read a YAML file of TrainConfig keys; ``overrides`` (non-None values) win over the file."""
         import yaml
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Training config not found: {path}")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_small_text(path)) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path} must be a YAML mapping of training options.")
         return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}})

@@ -123,11 +123,21 @@ def load_pickled_checkpoint(path: Path, mmap: bool = True) -> object:
 
 
 def _refusal_reason(error: pickle.UnpicklingError) -> str:
-    """The unpickler's own reason (e.g. ``Unsupported global: GLOBAL os.system ...``), without torch's advice."""
-    advice = ("Weights only load failed", "Check the documentation", "Please file an issue")
-    lines = [line.strip() for line in str(error).splitlines()[1:]]
-    reason = " ".join(line for line in lines if line and not line.startswith(advice))
-    return reason.removeprefix("WeightsUnpickler error:").strip().rstrip(".") or _first_line(error)
+    """What was refused (e.g. ``it asks for the Python global posix.system``), without torch's advice.
+
+    torch's message goes on to suggest ``weights_only=False`` or allowlisting the global: advice never to follow
+    for a refused file, so only the refused global (or, failing one, the unpickler's first sentence) is kept.
+    """
+    text = " ".join(str(error).split())
+    refused = _REFUSED_GLOBAL.search(text)
+    if refused:
+        return f"it asks for the Python global {refused.group(1)}"
+    reason = text.partition("WeightsUnpickler error:")[2].strip().split(". ")[0].rstrip(".")
+    return reason or _first_line(error)
+
+
+#: The refused global in torch's unpickler messages ("Unsupported global: GLOBAL posix.system was not ...").
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def _first_line(error: BaseException) -> str:

@@ -22,7 +22,7 @@ import torch
 from vallex.audio.codec import AudioCodec, build_vocos, encodec_skeleton
 from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.files import atomic_path, write_text_atomic
-from vallex.weights.checks import CHECKSUMS_NAME, NOISE_WARNING, sha256_file
+from vallex.weights.checks import CHECKSUMS_NAME, NOISE_WARNING, read_checksums, sha256_file
 from vallex.weights.manager import WeightPaths, WeightsManager
 from vallex.weights.sources import ENCODEC_CHECKPOINT, VALLEX_CHECKPOINT, VALLEX_CONFIG_NAME, VOCOS_CONFIG, VOCOS_MODEL
 
@@ -122,13 +122,16 @@ def save_vocos(vocos: Vocos, config_path: str | Path, model_path: str | Path, co
         torch.save(state, partial)
 
 
-def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: int = 0) -> WeightPaths:
+def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: int = 0,
+                        force: bool = False) -> WeightPaths:
     """Write random-weight VALL-E X, EnCodec and Vocos files in the weights-folder layout.
 
     The files have exactly the formats of the real ones (so every loader runs for real, offline), plus a
     checksum file (``vallex-weights.json``) that marks them as random and records their SHA-256.
     ``size``: "tiny" (a 2-layer VALL-E X) or "full" (the public checkpoint's shape, 1.48 GB). EnCodec and
     Vocos always have their real architectures. **Everything synthesised with these files is noise.**
+    A folder already holding model files not marked random by our checksum file is refused (ValueError) unless
+    ``force``: they may be the only copy of real weights.
     """
     from vallex.config import VallexConfig
     from vallex.model import VallexModel
@@ -136,6 +139,10 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
 
     config = VallexConfig.named(size)
     directory = Path(directory)
+    files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
+             VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
+    if not force:
+        _refuse_to_replace_real_weights(directory, files)
     directory.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random stream
         torch.manual_seed(seed)
@@ -148,8 +155,6 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
         torch.save(encodec.state_dict(), partial)
     vocos = build_random_vocos(encodec, seed)
     save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
-    files = [VALLEX_CHECKPOINT.layout_name, VALLEX_CONFIG_NAME, ENCODEC_CHECKPOINT.layout_name,
-             VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
     checksums = {
         "random": True,
         "warning": NOISE_WARNING,
@@ -160,3 +165,25 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
     }
     write_text_atomic(directory / CHECKSUMS_NAME, json.dumps(checksums, indent=1) + "\n")
     return WeightsManager(directory).resolve()
+
+
+def _refuse_to_replace_real_weights(directory: Path, files: list[str]) -> None:
+    """ValueError when ``directory`` holds any of ``files`` that is not random weights of ours.
+
+    Ours: the checksum file says random and records each present file's SHA-256 (a file downloaded later over
+    random weights changes its digest, so it counts as real).
+    """
+    present = [name for name in files if (directory / name).exists()]
+    if not present:
+        return
+    try:
+        checksums = read_checksums(directory) or {}
+    except ValueError:  # a damaged checksum file proves nothing about the files beside it
+        checksums = {}
+    recorded = checksums.get("sha256", {}) if checksums.get("random") else {}
+    ours = all((directory / name).is_file() and recorded.get(name) == sha256_file(directory / name)
+               for name in present)
+    if not ours:
+        raise ValueError(f"{directory} holds model files ({', '.join(present)}) that are not random weights made by "
+                         "make-random-weights; writing noise over them would replace them. Choose another folder, "
+                         "or pass --force to replace them.")
