@@ -437,8 +437,8 @@ def training_checks(report: Report, sizes: Sizes, device: torch.device, work: Pa
             if len(losses) != sizes.train_steps or not all(np.isfinite(losses)):
                 raise AssertionError(f"losses: {losses}")
             last = Path(result.last_checkpoint)
-            state = torch.load(last.with_name(last.name.removesuffix(".pt") + ".state.pt"), map_location="cpu",
-                               weights_only=True)
+            state_file = last.with_name(last.name.removesuffix(".pt") + ".state.pt")
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
             if ("scaler" in state) != (precision == "fp16"):  # fp16's gradient scaler is saved, and only it
                 raise AssertionError(f"{precision} checkpoint state keys: {sorted(state)}")
             return {"steps": len(losses), "first_loss": losses[0], "last_loss": losses[-1],
