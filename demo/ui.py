@@ -61,17 +61,19 @@ def doctor_markdown() -> str:
     return describe_summary(last_result_summary()).replace("\n", "  \n")
 
 
-def verify_by_default(config: AppConfig, engine: Engine | None = None) -> bool:
+def verify_by_default(config: AppConfig, engine: Engine | None = None, status: WeightsStatus | None = None) -> bool:
     """The speech-recognition check is on by default where the app runs on a GPU (ZeroGPU or CUDA; on a CPU it
     costs several times the synthesis) and a recogniser for every language the model speaks is installed
-    (``engine.verifiable()``, which loads them; without an engine, not asked)."""
+    (``engine.verifiable()``, which loads them; not asked without an engine, or when ``status``, the weights'
+    status the page shows, says the model cannot load)."""
     if not on_zero_gpu():
         try:
             if select_device(config.device).type != "cuda":
                 return False
         except ValueError:  # a device that is not here: the model's loading will say so
             return False
-    return engine is not None and engine.weights_status().level in ("ok", "warning") and engine.verifiable()
+    loadable = status is not None and status.level in ("ok", "warning")
+    return engine is not None and loadable and engine.verifiable()
 
 
 def language_choices(languages: Languages, with_mix: bool = False) -> list[tuple[str, str]]:
@@ -137,7 +139,7 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     handlers = make_handlers(engine)
     status = status or engine.weights_status()
     # The library's defaults, but for the check by speech recognition where it runs on a GPU (verify_by_default).
-    initial = {"verify": "asr"} if verify_by_default(config, engine) else {}
+    initial = {"verify": "asr"} if verify_by_default(config, engine, status) else {}
     languages = engine.languages()  # the checkpoint's, read from its files (the model loads later)
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
