@@ -37,10 +37,12 @@ CSS = """
 #weights-banner.error { background: #fdecea; border: 1px solid #e57373; }
 #weights-banner.warning { background: #fff8e1; border: 1px solid #ffb300; }
 #weights-banner.info { background: #e8f4fd; border: 1px solid #64b5f6; }
+/* Gradio's code blocks keep each line whole and scroll sideways: the reason, one long line, was cut off. */
+#weights-banner pre, #weights-banner pre code { white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 BANNER_TITLES = {
-    "error": "⚠️ **The model weights are missing, so nothing can be synthesised yet.**",
+    "error": "⚠️ **The model weights are missing or cannot be used, so nothing can be synthesised yet.**",
     "warning": "⚠️ **Random weights: everything you hear is noise, not speech.**",
     "info": "ℹ️ **First start.**",
 }

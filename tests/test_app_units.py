@@ -81,6 +81,23 @@ def test_missing_weights_give_one_banner_and_a_readable_request_error(no_weights
         engine.tts()
 
 
+def test_unusable_weights_give_a_banner_with_the_whole_reason(no_weights: AppConfig) -> None:
+    """A file that is there but fails its check is not "missing", and its reason, one long line, is shown whole."""
+    from demo.ui import CSS, banner_markdown
+
+    for name in ("vallex-checkpoint.pt", "encodec_24khz-d7cc33bc.th", "vocos-encodec-24khz/config.yaml",
+                 "vocos-encodec-24khz/pytorch_model.bin"):
+        path = no_weights.weights_dir / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"not the published file")
+    status = Engine(no_weights).weights_status()
+    assert status.level == "error" and status.message.startswith("Checksum mismatch for")
+    assert "is not the published EnCodec 24 kHz's" in status.message and "--only encodec --force" in status.message
+    banner = banner_markdown(status)
+    assert "missing or cannot be used" in banner.splitlines()[0] and status.message in banner
+    assert "#weights-banner pre" in CSS and "pre-wrap" in CSS  # Gradio's code blocks would cut the line off
+
+
 def test_online_without_cached_weights_announces_the_download(monkeypatch: pytest.MonkeyPatch,
                                                               tmp_path: Path) -> None:
     import huggingface_hub.constants

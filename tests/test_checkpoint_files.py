@@ -247,3 +247,31 @@ def test_the_digest_sees_every_change_of_value_dtype_shape_or_name(golden_state,
     assert golden_digest not in digests.values() and len(set(digests.values())) == len(changes), digests
     for what, state in changes.items():  # the hand-made digest agrees on each
         assert tensors_digest_by_hand(state) == digests[what], what
+
+
+@pytest.mark.parametrize("wrapped", [True, False])
+def test_a_ddp_state_dict_loads_with_its_module_prefix_stripped(golden, golden_state, golden_config, golden_digest,
+                                                               tmp_path, wrapped, capsys):
+    """``torch.save(ddp_model.state_dict())`` puts ``module.`` before every key; such a file is the same model."""
+    from vallex.weights.checkpoint import check_checkpoint
+
+    ddp = {f"module.{key}": value for key, value in golden_state.items()}
+    path = tmp_path / "ddp.pt"
+    torch.save({"model": ddp} if wrapped else ddp, path)
+    state, _ = read_state_dict(path)
+    assert list(state) == list(golden_state)
+    assert all(torch.equal(state[key], value) for key, value in golden_state.items())
+    check_checkpoint(path, golden_config)  # what `vallex download --check` and downloads run
+    model = load_model(path, golden_config)
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in golden_state.items())
+    assert checkpoint_digest(path) == golden_digest  # the same tensors as the golden file
+
+
+def test_a_state_dict_mixing_ddp_and_plain_keys_is_refused_in_one_line(golden_state, golden_config, tmp_path):
+    mixed = {(f"module.{key}" if number % 2 else key): value
+             for number, (key, value) in enumerate(golden_state.items())}
+    path = tmp_path / "mixed.pt"
+    torch.save({"model": mixed}, path)
+    with pytest.raises(ValueError, match=r"mixes keys with and without the 'module\.' prefix") as caught:
+        load_model(path, golden_config)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)

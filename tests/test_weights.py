@@ -14,10 +14,12 @@ import pytest
 import torch
 
 from vallex.cli import main as cli_main
+from vallex.config import VallexConfig
 from vallex.weights import (
     CHECKSUMS_NAME,
     ENCODEC_CHECKPOINT,
     SOURCES_RECORD_NAME,
+    VALLEX_CHECKPOINT,
     VOCOS_MODEL,
     VOCOS_REVISION,
     DownloadFailedError,
@@ -189,10 +191,18 @@ def test_the_checksum_file_catches_a_modified_file(random_dir, tmp_path, empty_c
     directory, _ = random_dir
     copy = tmp_path / "copy"
     shutil.copytree(directory, copy)
-    config = copy / "vocos-encodec-24khz" / "config.yaml"
-    config.write_text(config.read_text() + "# edited\n")
-    with pytest.raises(ValueError, match="Checksum mismatch"):
+    weights = copy / LAYOUT[3]
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ValueError, match="Checksum mismatch") as caught:  # held to its pin on every load
         resolve_weights(copy)
+    message = str(caught.value)
+    assert "neither the published Vocos weights" in message and "nor the random file make-random-weights" in message
+    assert "--only vocos --force" in message and "\n" not in message
+    shutil.copy(directory / LAYOUT[3], weights)
+    config = copy / "vocos-encodec-24khz" / "config.yaml"  # no pin: a file placed by hand, checked for its form
+    config.write_text(config.read_text() + "# edited\n")
+    assert resolve_weights(copy).random  # the other files are still the random ones
     (copy / CHECKSUMS_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         resolve_weights(copy)
@@ -259,6 +269,116 @@ def test_cli_download_check_and_offline_download(random_dir, empty_caches, capsy
     assert capsys.readouterr().out.count("MISSING") == 4
     assert cli_main(["download"]) == 2
     assert "offline" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def other_random_dir(tmp_path_factory):
+    """Random files of another seed: stand-ins for the published files, whose SHA-256 tests pin (:func:`pin`)."""
+    from vallex.weights.random_weights import make_random_weights
+
+    directory = tmp_path_factory.mktemp("weights") / "other"
+    make_random_weights(directory, size="tiny", seed=2)
+    return directory
+
+
+def pin(monkeypatch, *files) -> None:
+    """Pin each of ``files`` (a WeightFile and a path) as its published file, as the real files are pinned."""
+    pins = {weight_file.layout_name: hashlib.sha256(path.read_bytes()).hexdigest() for weight_file, path in files}
+    monkeypatch.setattr(manager, "WEIGHT_FILES", tuple(
+        dataclasses.replace(f, sha256=pins[f.layout_name]) if f.layout_name in pins else f
+        for f in manager.WEIGHT_FILES))
+
+
+def test_a_published_file_placed_in_a_random_folder_is_the_published_one(random_dir, other_random_dir, tmp_path,
+                                                                         empty_caches, monkeypatch):
+    """The published SHA-256 wins over the random folder's checksum file, which records the random files only."""
+    directory, _ = random_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(directory, copy)
+    published = [(VALLEX_CHECKPOINT, other_random_dir / LAYOUT[0]), (ENCODEC_CHECKPOINT, other_random_dir / LAYOUT[1])]
+    pin(monkeypatch, *published)
+    shutil.copy(other_random_dir / LAYOUT[0], copy / LAYOUT[0])
+    shutil.copy(other_random_dir / LAYOUT[1], copy / LAYOUT[1])
+    paths = resolve_weights(copy)  # was: "Checksum mismatch ... damaged ...; delete it and download it again"
+    assert paths.vallex == copy / LAYOUT[0] and paths.encodec == copy / LAYOUT[1]
+    assert paths.random  # Vocos is still the random one: outputs are noise
+    # The random folder's vallex-config.json describes the random checkpoint it was written with, not this one.
+    assert paths.public_sizes and paths.vallex_config == VallexConfig.public()
+    assert resolve_weights(directory).vallex_config == VallexConfig.named("tiny")  # beside its own checkpoint
+    shutil.copy(other_random_dir / LAYOUT[2], copy / LAYOUT[2])  # the same bytes as this folder's: random still
+    pin(monkeypatch, *published, (VOCOS_MODEL, other_random_dir / LAYOUT[3]))
+    shutil.copy(other_random_dir / LAYOUT[3], copy / LAYOUT[3])
+    config = copy / LAYOUT[2]
+    config.write_text(config.read_text() + "# the published one\n")
+    assert not resolve_weights(copy).random  # every random file replaced: no longer noise
+
+
+def _check_output(directory, *only) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli_main(["download", "--check", "--weights-dir", str(directory), *(["--only", *only] if only else [])])
+    return code, out.getvalue()
+
+
+def test_download_check_runs_the_checks_loading_runs(random_dir, other_random_dir, tmp_path, empty_caches,
+                                                     monkeypatch):
+    directory, _ = random_dir
+    folder = tmp_path / "placed"  # files placed by hand: no checksum file
+    shutil.copytree(directory, folder)
+    (folder / CHECKSUMS_NAME).unlink()
+    code, out = _check_output(folder)
+    assert code == 1  # was: "ok" for each, while loading refuses EnCodec and Vocos for their SHA-256
+    sections = _sections(out)
+    assert sections["EnCodec 24 kHz"].startswith("UNUSABLE")
+    assert "cannot be used: Checksum mismatch for" in sections["EnCodec 24 kHz"]
+    assert "is not the published EnCodec 24 kHz's d7cc33bcf1aad7f2" in sections["EnCodec 24 kHz"]
+    with pytest.raises(ValueError, match="is not the published EnCodec"):  # the same words as loading's
+        resolve_weights(folder, components=("encodec",))
+    # The checkpoint: its own size, not the published file's label; its keys and shapes checked.
+    checkpoint = sections["VALL-E X checkpoint"]
+    assert checkpoint.startswith("ok       VALL-E X checkpoint\n") and "(1.48 GB)" not in checkpoint.splitlines()[0]
+    size = (folder / LAYOUT[0]).stat().st_size
+    assert f"size:    {size / 1e6:.3g} MB ({size:,} bytes); the published file: 1.48 GB" in checkpoint
+
+    state = torch.load(folder / LAYOUT[0], weights_only=True)["model"]
+    torch.save({"model": {f"module.{key}": value for key, value in state.items()}}, folder / LAYOUT[0])
+    code, out = _check_output(folder, "vallex")
+    assert code == 0 and out.startswith("ok")  # DDP keys: loading strips the prefix, so --check says ok
+    mixed = {(f"module.{key}" if number % 2 else key): value for number, (key, value) in enumerate(state.items())}
+    torch.save({"model": mixed}, folder / LAYOUT[0])
+    code, out = _check_output(folder, "vallex")
+    assert code == 1 and out.startswith("UNUSABLE") and "cannot be used:" in out and "mixes keys" in out
+    (folder / LAYOUT[0]).write_bytes(b"")
+    code, out = _check_output(folder, "vallex")
+    assert code == 1 and "cannot be used:" in out and "is empty" in out
+
+    # In a random folder: the random files are ok (and said to be), a published one placed there too.
+    copy = tmp_path / "random"
+    shutil.copytree(directory, copy)
+    pin(monkeypatch, (VALLEX_CHECKPOINT, other_random_dir / LAYOUT[0]))
+    shutil.copy(other_random_dir / LAYOUT[0], copy / LAYOUT[0])
+    # its stand-in is tiny, so here the public sizes are the tiny ones (the random vallex-config.json is not used)
+    monkeypatch.setattr(VallexConfig, "public", classmethod(lambda cls: cls.named("tiny")))
+    code, out = _check_output(copy)
+    assert code == 0, out
+    sections = _sections(out)
+    assert "pinned:  the published file" in sections["VALL-E X checkpoint"]
+    assert "is:      the random file make-random-weights wrote here" in sections["EnCodec 24 kHz"]
+    (copy / LAYOUT[1]).write_bytes(b"not EnCodec")
+    code, out = _check_output(copy, "encodec")
+    assert code == 1 and "neither the published EnCodec 24 kHz" in _sections(out)["EnCodec 24 kHz"]
+
+
+def _sections(out: str) -> dict[str, str]:
+    """``download --check``'s report, by file description: each file's lines."""
+    sections: dict[str, str] = {}
+    for block in ("\n" + out).split("\n")[1:]:
+        if block[:1].strip():  # a state word starts each file's lines
+            name = block[9:]
+            sections[name] = block
+        else:
+            sections[name] += "\n" + block
+    return sections
 
 
 def test_is_offline_reads_both_variables(monkeypatch):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 # cheap: these modules import no model code
+from vallex.weights.checks import CHECKSUMS_NAME, RANDOM, REPLACED
 from vallex.weights.environment import CHECKPOINT_REPO_ENV, ENCODEC_URL_ENV, HF_MIRROR_ENV, VOCOS_REPO_ENV
 from vallex.weights.record import SOURCES_RECORD_NAME
 from vallex.weights.sources import COMPONENTS
@@ -81,30 +82,70 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def _check(manager: WeightsManager, components: list[str]) -> int:
-    """Print each file's state, path, source and SHA-256; 1 when one is missing or differs from its record."""
+    """Print each file's state, path, size, source and SHA-256, checked as loading checks it (its SHA-256 against
+    the pin or the random-weights folder's checksum file, then its form); 1 when one is missing, cannot be used or
+    differs from its download record."""
+    from vallex.weights.checks import check_form, checkpoint_config_file, identify, read_checksums
+
     problems = 0
+    try:
+        checksums = read_checksums(manager.weights_dir)
+    except ValueError as error:  # every load stops here too; the files are then checked as in any folder
+        problems += 1
+        checksums = None
+        print(f"UNUSABLE {CHECKSUMS_NAME}\n         cannot be used: {error}")
     for weight_file, path in manager.status():
         if weight_file.component not in components:
             continue
         if path is None:
             problems += 1
-            print(f"MISSING  {weight_file.description}\n         sources: {manager.sources_text(weight_file)}")
+            print(f"MISSING  {weight_file.label}\n         sources: {manager.sources_text(weight_file)}")
             continue
+        try:
+            kind = identify(weight_file, path, manager.sha256, checksums, manager.weights_dir)
+            config = checkpoint_config_file(path.parent, kind, manager.sha256, checksums)
+            check_form(weight_file, path, config if weight_file.component == "vallex" else None)
+            reason = None
+        except Exception as error:  # noqa: BLE001 - whatever stops a load (a YAML or unpickling error too) is reported
+            kind, reason = None, " ".join(str(error).split())  # one line, whole: never cut
         record = manager.record(weight_file, path)
         digest = manager.sha256(path)
+        state = "ok" if reason is None else "UNUSABLE"
         if record is None:
-            state, source = "ok     ", "not recorded (placed by hand or downloaded before records were kept)"
+            source = "not recorded (placed by hand or downloaded before records were kept)"
         elif record.get("sha256") == digest:
-            state, source = "ok     ", f"{record.get('source')} (downloaded {record.get('downloaded')})"
+            source = f"{record.get('source')} (downloaded {record.get('downloaded')})"
         else:
-            problems += 1
-            state = "CHANGED"
+            state = "CHANGED" if reason is None else state
             source = f"{record.get('source')}; recorded SHA-256 {record.get('sha256')}: the file changed since"
-        print(f"{state}  {weight_file.description}\n         path:    {path}\n         source:  {source}\n"
+        if state != "ok":
+            problems += 1
+        published = f"; the published file: {weight_file.published_size}" if weight_file.published_size else ""
+        print(f"{state:8s} {weight_file.description}\n         path:    {path}\n"
+              f"         size:    {_size_text(path.stat().st_size)}{published}\n         source:  {source}\n"
               f"         sha256:  {digest}")
         if weight_file.sha256:
             print(f"         pinned:  {_pin_state(weight_file, path, digest)}")
+        if kind in _KIND_TEXT:
+            print(f"         is:      {_KIND_TEXT[kind]}")
+        if reason is not None:
+            print(f"         cannot be used: {reason}")
     return 1 if problems else 0
+
+
+#: What a file in a random-weights folder is, by :func:`vallex.weights.checks.identify` (the pin line says the rest).
+_KIND_TEXT = {
+    RANDOM: "the random file make-random-weights wrote here (everything made with it is noise)",
+    REPLACED: "not the random file make-random-weights wrote here: a file placed by hand, checked for its form",
+}
+
+
+def _size_text(size: int) -> str:
+    """``size`` bytes as people read it: "4.9 MB", "1.48 GB" (decimal units, as the published sizes are given)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit} ({size:,} bytes)"
+    return f"{size:,} bytes"
 
 
 def _pin_state(weight_file: WeightFile, path: Path, digest: str) -> str:

@@ -200,11 +200,24 @@ def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, st
     return state, metadata
 
 
+#: What ``torch.nn.parallel.DistributedDataParallel`` puts before every key of the model it wraps.
+DDP_PREFIX = "module."
+
+
 def _unwrap(payload: object, path: Path) -> dict[str, Tensor]:
+    """The state dict of a pickled checkpoint: ``payload["model"]`` or ``payload`` itself, with the ``module.`` that
+    a DDP-wrapped model's ``state_dict()`` puts before every key removed (all keys have it, or none may)."""
     if isinstance(payload, Mapping) and "model" in payload and isinstance(payload["model"], Mapping):
         payload = payload["model"]
     if not isinstance(payload, Mapping) or not all(isinstance(v, Tensor) for v in payload.values()):
         raise ValueError(f"{path} is not a VALL-E X checkpoint: expected {{'model': state_dict}} of tensors.")
+    prefixed = [str(key).startswith(DDP_PREFIX) for key in payload]
+    if any(prefixed) and not all(prefixed):
+        raise ValueError(f"{path} mixes keys with and without the {DDP_PREFIX!r} prefix that DDP adds "
+                         f"({sum(prefixed)} of {len(prefixed)} have it): not one model's state dict; save the "
+                         "unwrapped model's (model.module.state_dict()) instead.")
+    if prefixed and all(prefixed):  # saved from the DDP wrapper instead of the model inside it
+        return {key.removeprefix(DDP_PREFIX): value for key, value in payload.items()}
     return dict(payload)
 
 
@@ -257,9 +270,12 @@ def _checked_on_meta(state: Mapping[str, Tensor], config: VallexConfig,
 
 def check_checkpoint(path: str | Path, config: VallexConfig | None = None) -> None:
     """Raise ValueError unless the file at ``path`` is a readable checkpoint whose every key and shape fits the
-    model of ``config`` (default: the one stored in the file, else the public checkpoint's). Loads nothing."""
+    model of ``config`` (default: the one stored in the file, else the public checkpoint's), and whose languages
+    agree with its rows as :func:`load_model` checks them. Loads nothing."""
+    path = Path(path)
     state, stored = read_state_dict(path)
-    _checked_on_meta(state, config or stored or VallexConfig.public(), str(path))
+    rows = state[LANGUAGE_EMBEDDING_KEY].shape[0] if LANGUAGE_EMBEDDING_KEY in state else None
+    _checked_on_meta(state, _with_languages(config or stored or VallexConfig.public(), path, rows), str(path))
 
 
 #: :func:`state_dict_digest` of the published checkpoint (the file of SHA-256 ``c5fcd05e…``, published as

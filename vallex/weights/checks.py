@@ -52,43 +52,83 @@ def read_checksums(weights_dir: Path | None) -> dict | None:
     return checksums
 
 
-def verify_sha256(weight_file: WeightFile, path: Path, sha256: Callable[[Path], str], checksums: dict | None = None,
-                  weights_dir: Path | None = None) -> None:
-    """Check ``path``'s SHA-256 against the checksum file of ``weights_dir`` (random weights), else the published
-    one; a file with neither (or the VALL-E X checkpoint, checked key by key when loaded) passes.
+#: What a model file is, as :func:`identify` tells it by its SHA-256.
+PUBLISHED = "published"  # the published file: its SHA-256 is the pinned one
+RANDOM = "random"  # the random file that make-random-weights wrote there (its checksum file records it)
+REPLACED = "replaced"  # not the random file written there, and held to no pin on load: a file placed by hand
+UNCHECKED = "unchecked"  # nothing to compare its SHA-256 with (its form is checked when it is loaded)
 
-    ``sha256`` hashes a file (the manager's, which hashes each file once).
+
+def identify(weight_file: WeightFile, path: Path, sha256: Callable[[Path], str], checksums: dict | None = None,
+             weights_dir: Path | None = None) -> str:
+    """What ``path`` is, told by its SHA-256: :data:`PUBLISHED`, :data:`RANDOM`, :data:`REPLACED` or
+    :data:`UNCHECKED`; the check every load makes (:meth:`vallex.weights.manager.WeightsManager.resolve`).
+
+    The published SHA-256 wins over the checksum file of ``weights_dir``: it names the one published file, whereas
+    the checksum file only records the random files make-random-weights wrote, which a file copied over one of them
+    no longer is. A file is hashed only when there is something to hold it to: the checksum file's record, or a pin
+    held on every load (EnCodec's and Vocos's weights; the checkpoint's is held on download only, since a folder may
+    hold your own checkpoint or its ``.safetensors``). ``sha256`` hashes a file (the manager's hashes each once).
 
     Raises:
-        ValueError: the digest differs.
+        ValueError: one line: a file held to its pin on every load that is neither the published file nor the
+            random one written in its folder (damaged, or another file).
     """
-    expected = None
-    if checksums is not None and weights_dir is not None:
-        expected = checksums.get("sha256", {}).get(path.relative_to(weights_dir).as_posix())
-    if expected is None and not (checksums and checksums.get("random")) and not weight_file.same_tensors_suffice:
-        expected = weight_file.sha256
-    if not expected:
-        return
-    actual = sha256(path)
-    if not actual.startswith(expected.lower()):
+    written = None
+    if checksums is not None and weights_dir is not None and path.is_relative_to(weights_dir):
+        written = checksums.get("sha256", {}).get(path.relative_to(weights_dir).as_posix())
+    pin_held = bool(weight_file.sha256) and not weight_file.same_tensors_suffice
+    random_folder = bool(checksums and checksums.get("random"))
+    if not written and (not pin_held or random_folder):
+        return UNCHECKED
+    digest = sha256(path)
+    if weight_file.sha256 and digest.startswith(weight_file.sha256.lower()):
+        return PUBLISHED
+    if written and digest.startswith(str(written).lower()):
+        return RANDOM
+    if not pin_held:
+        return REPLACED
+    folder = f" --weights-dir {weights_dir}" if weights_dir is not None else ""
+    again = f"`vallex download{folder} --only {weight_file.component} --force`"
+    if written:
         raise ValueError(
-            f"Checksum mismatch for {path}: SHA-256 {actual[:16]}... does not start with {expected[:16]}. "
-            "The file is damaged or not the expected one; delete it and download it again."
-        )
+            f"Checksum mismatch for {path}: SHA-256 {digest[:16]}... is neither the published {weight_file.description}"
+            f" ({weight_file.sha256[:16]}...) nor the random file make-random-weights wrote there ({written[:16]}... "
+            f"in {CHECKSUMS_NAME}): it is damaged or another file. Get the published one with {again}, or write "
+            f"the random files again with `vallex make-random-weights {weights_dir} --force`.")
+    raise ValueError(
+        f"Checksum mismatch for {path}: SHA-256 {digest[:16]}... is not the published {weight_file.description}'s "
+        f"{weight_file.sha256[:16]}...: it is damaged or another file. Delete it and download it again ({again}).")
 
 
-def check_form(weight_file: WeightFile, path: Path, folder: Path | None) -> None:
+def checkpoint_config_file(folder: Path | None, checkpoint_kind: str, sha256: Callable[[Path], str],
+                           checksums: dict | None) -> Path | None:
+    """The ``vallex-config.json`` of ``folder`` that gives the sizes of the checkpoint in it (of
+    :func:`identify`'s ``checkpoint_kind``), or None: the public sizes.
+
+    Not the one make-random-weights wrote (``checksums`` records it) once the checkpoint beside it is another
+    (:data:`PUBLISHED`, :data:`REPLACED`): it describes the random checkpoint written with it, and nothing else.
+    """
+    config = folder / VALLEX_CONFIG_NAME if folder is not None else None
+    if config is None or not config.is_file():
+        return None
+    written = (checksums or {}).get("sha256", {}).get(VALLEX_CONFIG_NAME)
+    if checkpoint_kind in (PUBLISHED, REPLACED) and written and sha256(config).startswith(str(written).lower()):
+        return None
+    return config
+
+
+def check_form(weight_file: WeightFile, path: Path, config_file: Path | None) -> None:
     """Raise ValueError unless ``path`` is what ``weight_file`` must be (checkpoint keys and shapes, Vocos forms).
 
-    ``folder``: the weights folder it goes into, whose ``vallex-config.json`` gives the checkpoint's sizes
-    (None: the caches, the public sizes).
+    ``config_file``: the ``vallex-config.json`` that gives the checkpoint's sizes (:func:`checkpoint_config_file`;
+    None: the public sizes).
     """
     if weight_file.component == "vallex":
         from vallex.config import VallexConfig
         from vallex.weights.checkpoint import check_checkpoint
 
-        config_file = (folder / VALLEX_CONFIG_NAME) if folder is not None else None
-        check_checkpoint(path, VallexConfig.from_json(config_file) if config_file and config_file.is_file() else None)
+        check_checkpoint(path, VallexConfig.from_json(config_file) if config_file is not None else None)
     elif weight_file.layout_name.endswith(".yaml"):
         import yaml
 

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from vallex.weights.checks import check_form
+from vallex.weights.checks import PUBLISHED, check_form, checkpoint_config_file, read_checksums
 from vallex.weights.environment import HF_MIRROR_ENV, torch_hub_dir
 from vallex.weights.sources import Source, WeightFile
 
@@ -53,7 +53,7 @@ class Downloader:
         """
         attempts = []
         for number, source in enumerate(sources, 1):
-            self._report(f"{weight_file.description}: downloading from {source} ({number} of {len(sources)})")
+            self._report(f"{weight_file.label}: downloading from {source} ({number} of {len(sources)})")
             try:
                 path = self._fetch(weight_file, source, into)
                 digest = self._check(weight_file, path, into)
@@ -117,7 +117,8 @@ class Downloader:
             other_bytes = bool(published) and not digest.startswith(published)
             if other_bytes and not weight_file.same_tensors_suffice:
                 raise ValueError(f"SHA-256 {digest[:16]}... is not the published {published[:16]}...")
-            check_form(weight_file, path, into)
+            # the published file (or its tensors): a random-weights folder's sizes are not its sizes
+            check_form(weight_file, path, checkpoint_config_file(into, PUBLISHED, self._sha256, read_checksums(into)))
             if other_bytes:
                 from vallex.weights.checkpoint import check_published_tensors
 

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vallex.weights.checks import NOISE_WARNING, RandomWeightsWarning, read_checksums, sha256_file, verify_sha256
+from vallex.weights.checks import (
+    NOISE_WARNING,
+    RANDOM,
+    UNCHECKED,
+    RandomWeightsWarning,
+    checkpoint_config_file,
+    identify,
+    read_checksums,
+    sha256_file,
+)
 from vallex.weights.download import Downloader, DownloadFailedError
 from vallex.weights.environment import (
     CHECKPOINT_ENV,
@@ -61,15 +70,20 @@ class WeightPaths:
     vocos_model: Path | None = None
     #: True when the files come from ``make_random_weights`` (outputs are noise).
     random: bool = False
+    #: True when the ``vallex-config.json`` beside the checkpoint is the one make-random-weights wrote for the random
+    #: checkpoint that another has since replaced (:func:`~vallex.weights.checks.checkpoint_config_file`): the public
+    #: sizes are used instead.
+    public_sizes: bool = False
 
     @property
     def vallex_config(self) -> VallexConfig | None:
-        """The model sizes from ``vallex-config.json`` beside the checkpoint; None means the public sizes."""
-        if self.vallex_config_path is None:
-            return None
+        """The model sizes: from ``vallex-config.json`` beside the checkpoint, or the public ones (``public_sizes``);
+        None: whatever the checkpoint's loader finds (:func:`vallex.weights.checkpoint.load_model`)."""
         from vallex.config import VallexConfig
 
-        return VallexConfig.from_json(self.vallex_config_path)
+        if self.public_sizes:
+            return VallexConfig.public()
+        return VallexConfig.from_json(self.vallex_config_path) if self.vallex_config_path is not None else None
 
 
 def resolve_weights(
@@ -138,21 +152,26 @@ class WeightsManager:
             missing = still_missing
         if missing:
             raise WeightsNotFoundError(self._missing_message(missing, download))
-        for weight_file in files:
-            verify_sha256(weight_file, found[weight_file.layout_name], self.sha256, checksums, self.weights_dir)
-        if checksums is not None and checksums.get("random"):
+        kinds = {f.layout_name: identify(f, found[f.layout_name], self.sha256, checksums, self.weights_dir)
+                 for f in files}
+        # Random while any file is still one make-random-weights wrote (or cannot be told from one): a folder
+        # whose random files were all replaced by the published ones is no longer noise.
+        random = bool(checksums and checksums.get("random")) and any(k in (RANDOM, UNCHECKED) for k in kinds.values())
+        if random:
             # A warning, not a log line: Python shows it once per folder however often the folder is resolved.
             warnings.warn(f"{NOISE_WARNING} ({self.weights_dir})", RandomWeightsWarning, stacklevel=1)
-        config_path = None
         checkpoint = found.get(VALLEX_CHECKPOINT.layout_name)
-        if checkpoint is not None and checkpoint.with_name(VALLEX_CONFIG_NAME).is_file():
-            config_path = checkpoint.with_name(VALLEX_CONFIG_NAME)
+        config_path, public_sizes = None, False
+        if checkpoint is not None:
+            kind = kinds[VALLEX_CHECKPOINT.layout_name]
+            config_path = checkpoint_config_file(checkpoint.parent, kind, self.sha256, checksums)
+            public_sizes = config_path is None and checkpoint.with_name(VALLEX_CONFIG_NAME).is_file()
         if own_checkpoint is not None:
             checkpoint = own_checkpoint  # its configuration: load_model finds the .json written beside it
         return WeightPaths(
             vallex=checkpoint, vallex_config_path=config_path,
             encodec=found.get(ENCODEC_CHECKPOINT.layout_name), vocos_config=found.get(VOCOS_CONFIG.layout_name),
-            vocos_model=found.get(VOCOS_MODEL.layout_name), random=bool(checksums and checksums.get("random")),
+            vocos_model=found.get(VOCOS_MODEL.layout_name), random=random, public_sizes=public_sizes,
         )
 
     def _own_checkpoint(self) -> Path | None:
@@ -181,7 +200,7 @@ class WeightsManager:
             try:
                 self._download(weight_file, into=self.weights_dir)
             except DownloadFailedError as error:
-                failures.append(f"  - {weight_file.description}: every source failed:")
+                failures.append(f"  - {weight_file.label}: every source failed:")
                 failures.extend(f"      {attempt}" for attempt in error.attempts)
         if failures:
             raise WeightsNotFoundError(
@@ -271,7 +290,7 @@ class WeightsManager:
             why = "and could not be downloaded"
         lines = [f"{len(missing)} model file(s) not found {why}:"]
         for weight_file, places, attempts in missing:
-            lines.append(f"  - {weight_file.description}: {weight_file.layout_name}")
+            lines.append(f"  - {weight_file.label}: {weight_file.layout_name}")
             lines.append(f"      looked in: {'; '.join(places)}")
             if attempts:
                 lines.append("      tried, in order:")

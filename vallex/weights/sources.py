@@ -84,7 +84,7 @@ class WeightFile:
     """One file of one model: where it comes from and where it lives in a weights folder."""
 
     component: str  # "vallex" | "encodec" | "vocos"
-    description: str
+    description: str  # what the file is, e.g. "EnCodec 24 kHz"
     layout_name: str  # path inside a weights folder
     sources: tuple[Source, ...]  # built-in public sources, tried in order after the user's own
     #: The environment variable with the user's own sources (comma-separated), tried first.
@@ -98,6 +98,14 @@ class WeightFile:
     same_tensors_suffice: bool = False
     #: Names in a weights folder that are tried BEFORE ``layout_name`` (e.g. a converted, pickle-free copy).
     preferred: tuple[str, ...] = ()
+    #: The published file's size (decimal units), for messages about downloading it; a file on disk is described
+    #: by its own size.
+    published_size: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The description with the published size, e.g. "EnCodec 24 kHz (93 MB)": what a download fetches."""
+        return f"{self.description} ({self.published_size})" if self.published_size else self.description
 
     @property
     def default_filename(self) -> str:
@@ -109,7 +117,8 @@ def _hf(repo_id: str, filename: str, revision: str = TRACKED_REVISION, repo_type
 
 
 VALLEX_CHECKPOINT = WeightFile(
-    component="vallex", description="VALL-E X checkpoint (1.48 GB)", layout_name="vallex-checkpoint.pt",
+    component="vallex", description="VALL-E X checkpoint", published_size="1.48 GB",
+    layout_name="vallex-checkpoint.pt",
     # The original repository answers "Repository not found" since 2025-09 (reference issue #187). The author's
     # Space (initial commit b1e1a76, as its duplicates show) and camenduru/vall-e-x (commit 4c7b62c) hold the same
     # bytes as epoch-10.pt: their LFS pointers name the SHA-256 below. audo/vall-e-x, a copy of the same size and
@@ -123,7 +132,8 @@ VALLEX_CHECKPOINT = WeightFile(
     preferred=("vallex-checkpoint.safetensors",),  # made by `vallex convert-checkpoint`: no pickle, mmapped
 )
 ENCODEC_CHECKPOINT = WeightFile(
-    component="encodec", description="EnCodec 24 kHz (89 MB)", layout_name="encodec_24khz-d7cc33bc.th",
+    component="encodec", description="EnCodec 24 kHz", published_size="93 MB",
+    layout_name="encodec_24khz-d7cc33bc.th",
     sources=(Source(url="https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"),
              _hf("facebook/encodec", "encodec_24khz-d7cc33bc.th")),
     override_env=ENCODEC_URL_ENV,
@@ -137,7 +147,8 @@ VOCOS_CONFIG = WeightFile(
     override_names_file=False,
 )
 VOCOS_MODEL = WeightFile(
-    component="vocos", description="Vocos weights (40 MB)", layout_name=f"{VOCOS_SUBDIR}/pytorch_model.bin",
+    component="vocos", description="Vocos weights", published_size="40 MB",
+    layout_name=f"{VOCOS_SUBDIR}/pytorch_model.bin",
     sources=(_hf("charactr/vocos-encodec-24khz", "pytorch_model.bin", VOCOS_REVISION),), override_env=VOCOS_REPO_ENV,
     override_names_file=False,
     sha256="7e95bb260b74a1bfc43c52d355831c951acb81c8960e9c62b79bd2b3ab1e3a90",  # its LFS pointer at VOCOS_REVISION
