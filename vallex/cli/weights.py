@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=f"a copy of vallex-checkpoint.pt to try first (replaces ${CHECKPOINT_REPO_ENV}; "
                           "several separated by commas)")
     download.add_argument("--check", action="store_true",
-                          help="report each file's path, source and SHA-256, and whether it still matches what was "
-                          "recorded when it was downloaded (no network)")
+                          help="check each file as loading checks it (SHA-256, then form) and report its path, "
+                          "size, source and SHA-256, why it cannot be used, and whether it still matches what was "
+                          "recorded when it was downloaded; exit 1 on any problem (no network)")
     download.add_argument("--force", action="store_true", help="download again even if present")
     download.set_defaults(func=run_download)
 

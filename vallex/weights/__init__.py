@@ -44,10 +44,13 @@ place in a folder yourself, or give as ``checkpoint`` (a fine-tuned run), is you
 loaded, never against the pin. Vocos's configuration is checked for its form. The VALL-E X sources track each
 repository's ``main`` branch (:data:`TRACKED_REVISION`); the pinned SHA-256 says what they must hold. The SHA-256,
 size and source of every download are recorded in ``vallex-sources.json`` in the folder that holds it (the weights
-folder, or the cache's root); ``vallex download --check`` prints them and says whether each file still matches its
-record.
-A folder made by ``vallex make-random-weights`` carries a checksum file with the SHA-256 of each of its files,
-which are checked instead.
+folder, or the cache's root); ``vallex download --check`` checks each file as loading does
+(:func:`~vallex.weights.checks.identify`, then :func:`~vallex.weights.checks.check_form`), prints them and says
+whether each file still matches its record.
+A folder made by ``vallex make-random-weights`` carries a checksum file with the SHA-256 of each of the random
+files it wrote, which are checked against it; the published SHA-256 wins over it, so a published file copied over a
+random one is the published file (and the random ``vallex-config.json`` is not used for a checkpoint that replaced
+the random one).
 
 The modules, by idea: :mod:`~vallex.weights.sources` (the files and their sources), :mod:`~vallex.weights.environment`
 (the variables above, offline), :mod:`~vallex.weights.manager` (lookup, download, verification:
