@@ -120,10 +120,9 @@ def run(args: argparse.Namespace) -> int:
                     "(set VALLEX_API_KEY).", args.host)
             port = sock.getsockname()[1]
             identity = tts.identity()  # worked out now (a checkpoint no record knows is hashed once), not at a request
-            print(f"Serving the speech API on http://{args.host}:{port}/v1/audio/speech with "
-                  f"{identity.describe() if identity else 'an unknown checkpoint'} "
-                  f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}).",
-                  file=sys.stderr)
+            print(f"Serving the speech API on http://{args.host}:{port}/v1/audio/speech "
+                  f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}; "
+                  f"model: {identity.describe() if identity else 'unknown'}).", file=sys.stderr)
             serve(app, sock, log_level=args.log_level)
         finally:
             engine.close()
