@@ -34,7 +34,14 @@ from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.synthesis.results import SentenceResult
-from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
+from vallex.weights import (
+    NOISE_WARNING,
+    ModelIdentity,
+    WeightsManager,
+    WeightsNotFoundError,
+    is_offline,
+    model_identity,
+)
 from vallex.weights.checkpoint import checkpoint_languages
 
 _LOG = logging.getLogger(__name__)
@@ -104,6 +111,8 @@ class Engine:
         self._scratch_root: Path | None = None
         self._scratch_dirs: list[tuple[float, Path]] = []
         self._scratch_lock = threading.Lock()
+        self._identity: ModelIdentity | None = None
+        self._identity_lock = threading.Lock()  # not _load_lock: /health must not wait for the model to load
 
     # Model ----------------------------------------------------------------------------------------
     def weights_status(self) -> WeightsStatus:
@@ -131,6 +140,21 @@ class Engine:
     @property
     def loaded(self) -> bool:
         return self._tts is not None
+
+    def model_identity(self) -> ModelIdentity | None:
+        """Which checkpoint the app runs (file name, SHA-256 prefix, languages, random or not), read from its files
+        without loading the model; None while they are missing or unreadable. Worked out once, then kept (the
+        checkpoint is hashed only when no record knows its digest: :func:`vallex.weights.model_identity`)."""
+        with self._identity_lock:
+            if self._identity is None:
+                manager = WeightsManager(self.config.weights_dir, checkpoint=self.config.checkpoint)
+                try:
+                    paths = manager.resolve(("vallex",), download=False)
+                    languages = checkpoint_languages(paths.vallex, paths.vallex_config)
+                    self._identity = model_identity(manager, paths, languages)
+                except (WeightsNotFoundError, ValueError, OSError):  # the banner says what is wrong with the files
+                    return None
+            return self._identity
 
     def languages(self) -> Languages:
         """The model's languages: the loaded one's, else its checkpoint's (read, not loaded), else the public ones."""

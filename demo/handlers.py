@@ -33,6 +33,7 @@ from vallex.prompts import VoicePrompt, validate_name
 from vallex.serving import ModelUnavailable, ServerBusy, SpeechRequest
 from vallex.synthesis.results import Synthesis
 from vallex.synthesis.text_plan import LONG_TEXT_MODES
+from vallex.weights import ModelIdentity
 
 _LOG = logging.getLogger(__name__)
 
@@ -120,8 +121,9 @@ def progress_callback(progress: gr.Progress) -> Callable[[str, int, int], None]:
 
 
 def describe(result: Synthesis, seed: int, sampling: Sampling, prompt: VoicePrompt | None,
-             extra_timings: dict[str, float]) -> tuple[str, dict[str, Any]]:
-    """A one-paragraph summary (Markdown) and the full details (JSON) of a synthesis."""
+             extra_timings: dict[str, float], model: ModelIdentity | None = None) -> tuple[str, dict[str, Any]]:
+    """A one-paragraph summary (Markdown) and the full details (JSON) of a synthesis; ``model``: the checkpoint
+    that made it (the details' ``model``)."""
     # JSON has no infinity (the real-time factor of an empty output): such values become null.
     timings = {k: round(float(v), 3) if math.isfinite(v) else None
                for k, v in {**extra_timings, **result.timings}.items()}
@@ -141,6 +143,7 @@ def describe(result: Synthesis, seed: int, sampling: Sampling, prompt: VoiceProm
         "prompt": None if prompt is None else {"language": prompt.language, "seconds": round(prompt.seconds, 2),
                                                "transcript": prompt.transcript, "name": prompt.name},
         "timings": timings,
+        "model": model.as_dict() if model is not None else None,
     }
     summary = (f"**Detected language:** {languages} · **Audio:** {result.duration:.2f} s · "
                f"**Synthesis:** {result.timings['total_s']:.2f} s (real-time factor {result.timings['rtf']:.2f}) · "
@@ -182,7 +185,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), seed=seed,
                                 chunk_seconds=None, sampling=sampling)
         result = engine.speak(request, progress_callback(progress)).result()
-        summary, details = describe(result, seed, sampling, prompt, {"prompt_s": prompt_s})
+        summary, details = describe(result, seed, sampling, prompt, {"prompt_s": prompt_s}, engine.model_identity())
         picture = audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
         return audio_out(result.waveform), summary, details, picture
 
@@ -212,7 +215,7 @@ def make_handlers(engine: Engine) -> dict[str, Callable]:
         request = SpeechRequest(text, prompt, language=language, accent=accent_option(accent), seed=seed,
                                 chunk_seconds=None, sampling=sampling)
         result = engine.speak(request, progress_callback(progress)).result()
-        summary, details = describe(result, seed, sampling, prompt, {})
+        summary, details = describe(result, seed, sampling, prompt, {}, engine.model_identity())
         return audio_out(result.waveform), summary, details, audio_picture(result.waveform, SAMPLE_RATE, prompt_wav)
 
     @friendly_errors

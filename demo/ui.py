@@ -13,13 +13,14 @@ from demo import examples, zero_gpu
 from demo.config import AppConfig
 from demo.engine import Engine, WeightsStatus
 from demo.handlers import NO_VOICE, language_name, make_handlers
-from demo.http_api import api_router
+from demo.http_api import api_router, host_guard
 from demo.sampling_controls import sampling_controls, seed_control
 from demo.translate_tab import translate_tab
 from demo.zero_gpu import on_zero_gpu
 from vallex.api import select_device
 from vallex.languages import Languages, language_tag
 from vallex.synthesis.text_plan import LONG_TEXT_MODES
+from vallex.weights import ModelIdentity
 
 #: How the menus write the public checkpoint's languages (others: their English name and code).
 LANGUAGE_LABELS = {"en": "English", "zh": "中文 (Chinese)", "ja": "日本語 (Japanese)"}
@@ -27,7 +28,7 @@ MODE_CHOICES = [("Same prompt for every sentence (fixed-prompt)", "fixed-prompt"
                 ("Each sentence continues the last (sliding-window)", "sliding-window")]
 assert [value for _, value in MODE_CHOICES] == list(LONG_TEXT_MODES)  # noqa: S101 - a programming error
 
-INTRO = """# VALL-E X: speak in anyone's voice, in English, 中文 and 日本語
+INTRO = """# VALL-E X: speak in anyone's voice, in {languages}
 Give a few seconds of someone speaking, and VALL-E X reads your text in that voice, even in another
 language (*cross-lingual*). The **accent** setting keeps a speaker's native accent, or gives them another.
 Tips: a clean 3-10 s recording with its exact transcript works best; the same seed gives the same result."""
@@ -39,6 +40,7 @@ CSS = """
 #weights-banner.info { background: #e8f4fd; border: 1px solid #64b5f6; }
 /* Gradio's code blocks keep each line whole and scroll sideways: the reason, one long line, was cut off. */
 #weights-banner pre, #weights-banner pre code { white-space: pre-wrap; overflow-wrap: anywhere; }
+#weights-banner.ok { background: #f5f7f9; border: 1px solid #cfd8dc; }
 """
 
 BANNER_TITLES = {
@@ -48,12 +50,20 @@ BANNER_TITLES = {
 }
 
 
-def banner_markdown(status: WeightsStatus) -> str:
-    """The banner text for a weights problem ("" when all is well)."""
+def banner_markdown(status: WeightsStatus, identity: ModelIdentity | None = None) -> str:
+    """The banner text: the weights' problem, if any, then which checkpoint runs (when known; "" when neither)."""
+    model = f"**Model:** {identity.describe()}" if identity is not None else ""
     if status.level == "ok":
-        return ""
+        return model
     body = f"```text\n{status.message}\n```" if status.level == "error" else status.message
-    return f"{BANNER_TITLES[status.level]}\n\n{body}"
+    return "\n\n".join(part for part in (BANNER_TITLES[status.level], body, model) if part)
+
+
+def intro_markdown(languages: Languages) -> str:
+    """The page's title and introduction, naming the languages the loaded checkpoint speaks."""
+    names = [LANGUAGE_LABELS.get(code, language_name(code)).partition(" (")[0] for code in languages]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return INTRO.format(languages=listed)
 
 
 def doctor_markdown() -> str:
@@ -146,8 +156,8 @@ def build_app(config: AppConfig | None = None, engine: Engine | None = None,
     model_event: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": config.concurrency}
 
     with gr.Blocks(title=config.title, delete_cache=(600, 3600), analytics_enabled=config.analytics) as app:
-        gr.Markdown(INTRO)
-        banner = banner_markdown(status)
+        gr.Markdown(intro_markdown(languages))
+        banner = banner_markdown(status, engine.model_identity())
         gr.Markdown(banner, visible=bool(banner), elem_id="weights-banner", elem_classes=[status.level])
         with gr.Accordion("Device check (vallex doctor)", open=False):
             doctor = gr.Markdown(doctor_markdown(), elem_id="doctor-result")
@@ -270,10 +280,11 @@ def main() -> None:
     app = build_app(config, engine, status)
     app.queue(**queue_options(config))
     routes = http_routes(engine)
+    middleware = host_guard(config)  # every route, Gradio's too: a keyless app on loopback answers only its names
     # SIGTERM (a Space or a test stopping us) shuts down like Ctrl-C, so the scratch files are removed.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        app.launch(**launch_options(config), app_kwargs={"routes": routes})
+        app.launch(**launch_options(config), app_kwargs={"routes": routes, "middleware": middleware})
     finally:
         engine.close()
 

@@ -147,6 +147,8 @@ def test_clone_endpoint(client: Client) -> None:
     assert details["prompt"]["language"] == "en" and 4 < details["prompt"]["seconds"] < 6
     assert "Detected language:** English" in summary and "Seed:** 7" in summary
     assert Path(picture).stat().st_size > 1000
+    model = details["model"]  # which checkpoint made it
+    assert (model["file"], model["languages"], model["random"]) == ("vallex-checkpoint.pt", ["en", "zh", "ja"], True)
 
 
 def test_make_prompt_then_preset_with_the_file(client: Client, tmp_path: Path) -> None:
@@ -286,6 +288,11 @@ def test_http_api_next_to_the_ui(server: tuple[str, Path]) -> None:
     url = server[0]
     health = httpx.get(url + "health").json()
     assert health["status"] == "ok" and health["model_loaded"] is True  # VALLEX_PRELOAD=1
+    checkpoint = health["checkpoint"]  # which model answers: random tiny weights
+    assert (checkpoint["file"], checkpoint["languages"], checkpoint["random"]) == ("vallex-checkpoint.pt",
+                                                                                  ["en", "zh", "ja"], True)
+    models = httpx.get(url + "v1/models").json()["data"]
+    assert models[0]["id"] == "vallex" and all(model["checkpoint"] == checkpoint for model in models)
     assert (health["max_queue"], health["auth_required"]) == (16, False)
     voices = httpx.get(url + "v1/voices").json()
     assert [v["name"] for v in voices["data"]][:2] == ["en_ada", "en_ben"] and voices["default"] == "en_ada"
@@ -301,6 +308,30 @@ def test_http_api_next_to_the_ui(server: tuple[str, Path]) -> None:
     assert httpx.get(url + "health").json()["engine"]["completed"] == completed + 1
     page = httpx.get(url)
     assert page.status_code == 200 and "gradio" in page.text.lower()  # the UI is still there
+
+
+def test_only_loopback_names_reach_the_app(server: tuple[str, Path]) -> None:
+    """Keyless on 127.0.0.1: a DNS-rebinding page (its own name in Host) reaches no route, Gradio's included."""
+    import httpx
+
+    url = server[0]
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    requests = [("GET", "", {}), ("GET", "config", {}), ("GET", "health", {}), ("GET", "v1/voices", {}),
+                ("POST", "gradio_api/upload", {"files": {"files": ("a.txt", b"hello")}}),
+                ("POST", "gradio_api/call/clone", {"json": {"data": []}}),
+                ("POST", "gradio_api/queue/join", {"json": {"data": [], "fn_index": 0, "session_hash": "s"}}),
+                ("GET", f"gradio_api/file={EN_VOICE}", {})]
+    for method, path, body in requests:
+        response = httpx.request(method, url + path, headers={"host": "evil.example"}, **body)
+        assert response.status_code == 403, (path, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "host_not_allowed" and "\n" not in error["message"], path
+        assert "'evil.example'" in error["message"] and "127.0.0.1" in error["message"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert httpx.get(url, headers={"host": host}).status_code == 200, host
+    # The page names the checkpoint in its banner (Gradio's config carries the components' values).
+    config = httpx.get(url + "config").text
+    assert "**Model:** vallex-checkpoint.pt (SHA-256 " in config and "languages en, zh, ja; RANDOM weights" in config
 
 
 # (2) the page in Chromium ---------------------------------------------------------------------------------

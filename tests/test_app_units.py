@@ -404,3 +404,82 @@ def test_tabs_and_api_share_one_speech_engine_and_its_thread(no_weights: AppConf
         assert not speech.model_lock._is_owned()
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("server_name, key, share, limited", [
+    (None, "", None, True), ("localhost", "", None, True), ("::1", "", "false", True),
+    ("0.0.0.0", "", None, False),  # a Space: HF's proxy brings the Space's own name
+    ("127.0.0.1", "k-1", None, False), (None, "", "True", False)])
+def test_the_app_answers_only_loopback_names_where_the_api_does(monkeypatch: pytest.MonkeyPatch,
+                                                                no_weights: AppConfig, server_name: str | None,
+                                                                key: str, share: str | None, limited: bool) -> None:
+    from dataclasses import replace
+
+    from demo.http_api import allowed_hosts, host_guard
+    from vallex.serving.http import LOOPBACK_HOSTS
+
+    for name, value in (("GRADIO_SERVER_NAME", server_name), ("GRADIO_SHARE", share)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    config = replace(no_weights, api_key=key)
+    assert allowed_hosts(config) == (LOOPBACK_HOSTS if limited else None)
+    assert len(host_guard(config)) == (1 if limited else 0)
+
+
+@pytest.mark.parametrize("server_name", ["127.0.0.1", "0.0.0.0"])
+def test_the_host_guard_covers_gradios_own_routes(monkeypatch: pytest.MonkeyPatch, no_weights: AppConfig,
+                                                  server_name: str) -> None:
+    """A real Gradio app, given the middleware as ``demo.ui.main`` gives it: on loopback every route refuses a
+    rebinding page's name; as on a Space (GRADIO_SERVER_NAME=0.0.0.0) nothing changes."""
+    import httpx
+
+    from demo.http_api import host_guard
+
+    monkeypatch.setenv("GRADIO_SERVER_NAME", server_name)
+    monkeypatch.delenv("GRADIO_SHARE", raising=False)
+    with gr.Blocks() as blocks:
+        text = gr.Textbox()
+        gr.Button().click(lambda value: value, text, text, api_name="echo")
+    blocks.queue()
+    # Where it listens is the launch's own business (loopback here): the guard follows the setting.
+    _, url, _ = blocks.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True,
+                              app_kwargs={"middleware": host_guard(no_weights)})
+    try:
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        requests = [("GET", "", {}), ("GET", "config", {}),
+                    ("POST", "gradio_api/call/echo", {"json": {"data": ["hi"]}}),
+                    ("POST", "gradio_api/upload", {"files": {"files": ("a.txt", b"hello")}}),
+                    ("POST", "gradio_api/queue/join", {"json": {"data": ["hi"], "fn_index": 0, "session_hash": "s"}})]
+        for method, path, body in requests:
+            response = httpx.request(method, url + path, headers={"host": "evil.example"}, **body)
+            if server_name == "0.0.0.0":
+                assert response.status_code == 200, (path, response.text)
+                continue
+            assert response.status_code == 403, (path, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "host_not_allowed" and "\n" not in error["message"], path
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            assert httpx.get(url, headers={"host": host}).status_code == 200, host
+            assert httpx.post(url + "gradio_api/call/echo", headers={"host": host},
+                              json={"data": ["hi"]}).status_code == 200, host
+    finally:
+        blocks.close()
+
+
+def test_banner_and_title_name_the_checkpoint() -> None:
+    from demo.engine import WeightsStatus
+    from demo.ui import banner_markdown, intro_markdown
+    from vallex.languages import Languages
+    from vallex.weights import ModelIdentity
+
+    identity = ModelIdentity("checkpoint-00002000.pt", "0123456789ab", ("en", "zh", "ja", "de"), False)
+    assert banner_markdown(WeightsStatus("ok", ""), identity) == (
+        "**Model:** checkpoint-00002000.pt (SHA-256 0123456789ab; languages en, zh, ja, de)")
+    assert banner_markdown(WeightsStatus("ok", "")) == ""  # nothing known, nothing wrong: no banner
+    warning = banner_markdown(WeightsStatus("warning", "Random!"), identity)
+    assert warning.startswith("⚠️ **Random weights") and warning.endswith("languages en, zh, ja, de)")
+    assert intro_markdown(Languages.public()).startswith("# VALL-E X: speak in anyone's voice, in English, 中文 and "
+                                                         "日本語\n")
+    assert intro_markdown(Languages(("de",))).startswith("# VALL-E X: speak in anyone's voice, in German\n")

@@ -221,6 +221,8 @@ def test_serve_runs_the_http_api(tiny_weights, tmp_path):
                     pytest.fail("vallex serve did not start:\n" + (tmp_path / "serve.log").read_text()[-3000:])
                 time.sleep(0.2)
         assert health.json()["model_loaded"] is True and health.json()["auth_required"] is True
+        checkpoint = health.json()["checkpoint"]
+        assert (checkpoint["file"], checkpoint["random"]) == ("vallex-checkpoint.pt", True)
         body = {"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "wav", "seed": 1}
         assert httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120).status_code == 401
         response = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=120,
@@ -231,3 +233,6 @@ def test_serve_runs_the_http_api(tiny_weights, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+    started = (tmp_path / "serve.log").read_text()
+    assert (f"/v1/audio/speech (API key required; presets: {tmp_path}; model: vallex-checkpoint.pt (SHA-256 "
+            f"{checkpoint['sha256']}; languages en, zh, ja; RANDOM weights: outputs are noise)).") in started

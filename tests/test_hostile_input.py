@@ -35,7 +35,7 @@ from vallex.files import MAX_SMALL_FILE_BYTES
 from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
 from vallex.serving.engine import ServerBusy
-from vallex.serving.http import LOOPBACK_HOSTS, SpeechBody, create_api
+from vallex.serving.http import LOOPBACK_HOSTS, HostGuard, SpeechBody, create_api
 from vallex.serving.listen import bind_socket, make_server
 from vallex.synthesis.request import SynthesisRequest, plan_request
 from vallex.text import MAX_INPUT_CHARS, tokenize
@@ -157,6 +157,25 @@ def test_only_loopback_names_reach_a_server_limited_to_them() -> None:
     for host in ("localhost", "localhost:8000", "127.0.0.1:80", "[::1]:8000", "LOCALHOST"):
         assert api.get("/v1/voices", headers={"host": host}).status_code == 200, host
     assert client().get("/v1/voices", headers={"host": "any.example"}).status_code == 200  # not limited
+
+
+def test_the_host_guard_closes_a_websocket_from_another_name() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    app = HostGuard(Starlette(routes=[WebSocketRoute("/ws", echo)]), allowed_hosts=LOOPBACK_HOSTS)
+    with pytest.raises(WebSocketDisconnect) as refused:
+        with TestClient(app).websocket_connect("ws://evil.example/ws"):
+            pass
+    assert refused.value.code == 1008
+    with TestClient(app).websocket_connect("ws://localhost:7860/ws") as websocket:
+        assert websocket.receive_text() == "hello"
 
 
 def test_docs_are_closed_when_a_key_is_set() -> None:

@@ -27,7 +27,7 @@ from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt
 from vallex.serving import SpeechEngine, SpeechRequest, SpeechStream
 from vallex.serving.engine import EngineStats
-from vallex.serving.http import ModelUnavailable, create_api, preset_voices
+from vallex.serving.http import LOOPBACK_HOSTS, MODELS, ModelUnavailable, create_api, preset_voices
 from vallex.text import tokenize
 
 torch.set_num_threads(1)
@@ -202,6 +202,46 @@ def test_voices_and_health(url: str, engine: RecordingEngine) -> None:
     assert health["engine"]["completed"] >= 1 and health["engine"]["running"] == 0
     assert {"submitted", "waiting", "cancelled", "failed", "uptime_s"} <= set(health["engine"])
     assert (health["max_batch"], health["max_queue"]) == (2, 8)
+
+
+def test_health_and_models_name_the_checkpoint(tiny_tts, library: PresetLibrary) -> None:
+    """Which checkpoint answers (random tiny weights here), on /health and on every /v1/models entry; asking
+    never loads a model that is not loaded yet."""
+    expected = tiny_tts.identity().as_dict()
+    assert (expected["file"], expected["languages"], expected["random"]) == ("vallex-checkpoint.pt",
+                                                                              ["en", "zh", "ja"], True)
+    assert len(expected["sha256"]) == 12 and int(expected["sha256"], 16) >= 0
+    loaded = SpeechEngine(tiny_tts, max_batch=1)
+    try:
+        with LiveServer(create_api(loaded, **api_options(library))) as url:
+            assert httpx.get(f"{url}/health").json()["checkpoint"] == expected
+            models = httpx.get(f"{url}/v1/models").json()["data"]
+            assert [model["id"] for model in models] == list(MODELS)  # the ids do not depend on the checkpoint
+            assert all(model["checkpoint"] == expected and model["languages"] == ["en", "zh", "ja"]
+                       for model in models)
+    finally:
+        loaded.close()
+    lazy = SpeechEngine(lambda: tiny_tts, max_batch=1)  # loads on its first request
+    try:
+        with LiveServer(create_api(lazy, **api_options(library, model_loaded=None))) as url:
+            assert httpx.get(f"{url}/health").json()["checkpoint"] is None
+            assert not lazy.loaded
+    finally:
+        lazy.close()
+
+
+def test_a_server_limited_to_loopback_names_refuses_others_on_every_route(engine: RecordingEngine,
+                                                                          library: PresetLibrary) -> None:
+    with LiveServer(create_api(engine, **api_options(library, allowed_hosts=LOOPBACK_HOSTS))) as url:
+        port = url.rsplit(":", 1)[1]
+        for path in ("/health", "/docs", "/openapi.json", "/v1/models", "/nowhere"):
+            response = httpx.get(f"{url}{path}", headers={"host": "evil.example"})
+            assert response.status_code == 403, path
+            error = response.json()["error"]
+            assert error["code"] == "host_not_allowed" and "\n" not in error["message"]
+            assert "'evil.example'" in error["message"] and "localhost" in error["message"]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            assert httpx.get(f"{url}/health", headers={"host": host}).status_code == 200, host
 
 
 # Errors: every bad field is a 4xx naming it ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from vallex.text import tokenize
 from vallex.training.dataset import CodesDataset
 from vallex.training.espeak_corpus import ENGLISH_SENTENCES, write_espeak_corpus
 from vallex.training.trainer import TrainConfig, train
+from vallex.weights import sha256_file
 from vallex.weights.checkpoint import checkpoint_languages, load_model
 
 GERMAN_SENTENCES = ("Guten Tag.", "Danke schön.", "Wie geht es dir?", "Ich trinke gern Tee.")
@@ -192,6 +193,8 @@ def test_http_api_speaks_german(run: dict, german_tts: VallEX, model_inputs: lis
 
 def test_app_speaks_german(run: dict, tiny_weights: Path, tmp_path: Path, model_inputs: list,
                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
     from demo.config import AppConfig
     from demo.engine import Engine
     from demo.handlers import make_handlers
@@ -214,6 +217,12 @@ def test_app_speaks_german(run: dict, tiny_weights: Path, tmp_path: Path, model_
         app = build_app(config, engine)
         menus = [block for block in app.blocks.values() if getattr(block, "label", None) == "Language of the text"]
         assert menus and all("de" in [value for _, value in menu.choices] for menu in menus)
+        # The title names the checkpoint's languages; the banner names the checkpoint itself.
+        texts = [block.value for block in app.blocks.values() if isinstance(block, gr.Markdown)]
+        assert texts[0].startswith("# VALL-E X: speak in anyone's voice, in English, 中文, 日本語 and German\n")
+        banner = next(block for block in app.blocks.values() if getattr(block, "elem_id", None) == "weights-banner")
+        assert banner.visible and f"{Path(run['checkpoint']).name} (SHA-256 " in banner.value
+        assert "languages en, zh, ja, de" in banner.value
         engine.tts().frame_limits = few_frames
         handlers = make_handlers(engine)
         *_, (_, audio, status) = list(handlers["long_text"]("Ich trinke gern Tee.", "none", None, "fixed-prompt",
@@ -225,6 +234,9 @@ def test_app_speaks_german(run: dict, tiny_weights: Path, tmp_path: Path, model_
         # (a keyless app answers loopback names only)
         models = TestClient(api, base_url="http://localhost").get("/v1/models").json()["data"]
         assert tuple(models[0]["languages"]) == TRAINED
+        checkpoint = models[0]["checkpoint"]
+        assert (checkpoint["file"], tuple(checkpoint["languages"])) == (Path(run["checkpoint"]).name, TRAINED)
+        assert checkpoint["sha256"] == sha256_file(run["checkpoint"])[:12]  # a run's checkpoint: hashed, once
     finally:
         engine.close()
 

@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -47,6 +47,10 @@ from vallex.synthesis.results import AudioPiece, SentenceResult, Synthesis
 from vallex.synthesis.scheduler import Scheduler, default_nar_batch
 from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
 from vallex.synthesis.verification import NoRecognizerError, Verifier
+
+if TYPE_CHECKING:
+    from vallex.weights.identity import ModelIdentity
+    from vallex.weights.manager import WeightPaths, WeightsManager
 
 ProgressCallback = Callable[[str, int, int], None]
 
@@ -111,6 +115,9 @@ class VallEX:
         self._transcriber: Any = None  # Whisper, loaded on first use (prompts without a transcript)
         self.transcriber_device: str | None = None  # where that Whisper runs; None: beside the model (cuda:N or cpu)
         self._verifier = verifier
+        # Set by from_pretrained: the manager that found the weights and what it found (for identity()).
+        self._weights: tuple[WeightsManager, WeightPaths] | None = None
+        self._identity: ModelIdentity | None = None
 
     # Construction -------------------------------------------------------------------------------
     @classmethod
@@ -148,7 +155,7 @@ class VallEX:
                 Vocos still come from ``weights_dir``.
         """
         from vallex.weights.checkpoint import load_model
-        from vallex.weights.manager import resolve_weights
+        from vallex.weights.manager import WeightsManager
 
         if num_threads is not None:
             if num_threads < 1:
@@ -159,7 +166,8 @@ class VallEX:
         from vallex.inference.threads import in_passing_thread
 
         precision = resolve_precision(dtype, device)  # None: float32; "auto": per device and CPU class
-        paths = resolve_weights(weights_dir, download=download, checkpoint=checkpoint)
+        manager = WeightsManager(weights_dir, checkpoint=checkpoint)
+        paths = manager.resolve(download=download)
 
         def load() -> VallexModel:
             model = load_model(paths.vallex, config=paths.vallex_config, device=device)
@@ -170,7 +178,19 @@ class VallEX:
         model = in_passing_thread(load)
         codec = AudioCodec.from_paths(paths, device=device)
         presets = PresetLibrary(presets_dir) if presets_dir is not None else PresetLibrary.default()
-        return cls(model, codec, presets, device, precision=precision)
+        tts = cls(model, codec, presets, device, precision=precision)
+        tts._weights = (manager, paths)
+        return tts
+
+    def identity(self) -> ModelIdentity | None:
+        """Which checkpoint this is: its file name, SHA-256 prefix, languages and whether its weights are random
+        (:func:`vallex.weights.identity.model_identity`); None for a model not loaded from files. Worked out on the
+        first call (the checkpoint is hashed only when no record knows its digest) and kept."""
+        if self._identity is None and self._weights is not None:
+            from vallex.weights.identity import model_identity
+
+            self._identity = model_identity(*self._weights, self.languages)
+        return self._identity
 
     # Prompts ------------------------------------------------------------------------------------
     def make_prompt(self, audio: Any, transcript: str | None = None, language: str | None = None,

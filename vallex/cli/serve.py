@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from vallex.api import VallEX, select_device
     from vallex.prompts import PresetLibrary
     from vallex.serving import SpeechEngine
-    from vallex.serving.http import LOOPBACK_HOSTS, SpeechAPI, create_api, is_loopback, preset_voices
+    from vallex.serving.http import SpeechAPI, create_api, is_loopback, loopback_only_hosts, preset_voices
     from vallex.serving.listen import bind_socket, serve
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(voices=lambda: preset_voices(library), voice_names=library.names,
                    default_voice=args.default_voice, api_key=args.api_key, max_input_chars=args.max_input_chars,
                    # Keyless on loopback: only requests addressed to this machine's names (DNS rebinding).
-                   allowed_hosts=LOOPBACK_HOSTS if local and not args.api_key else None)
+                   allowed_hosts=loopback_only_hosts(args.host, args.api_key))
     SpeechAPI(None, **options)  # checks the settings before the (slow) model load
     select_device(args.device)
     sock = bind_socket(args.host, args.port)  # a busy port is reported now, not after the model has loaded
@@ -119,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
                     "Listening on %s without an API key: anyone who can reach this port can use the model "
                     "(set VALLEX_API_KEY).", args.host)
             port = sock.getsockname()[1]
+            identity = tts.identity()  # worked out now (a checkpoint no record knows is hashed once), not at a request
             print(f"Serving the speech API on http://{args.host}:{port}/v1/audio/speech "
-                  f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}).",
-                  file=sys.stderr)
+                  f"({'API key required' if args.api_key else 'no API key'}; presets: {library.directory}; "
+                  f"model: {identity.describe() if identity else 'unknown'}).", file=sys.stderr)
             serve(app, sock, log_level=args.log_level)
         finally:
             engine.close()
@@ -137,7 +138,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
 
     from vallex.api import select_device
     from vallex.serving import ray_serve
-    from vallex.serving.http import LOOPBACK_HOSTS, is_loopback
+    from vallex.serving.http import is_loopback, loopback_only_hosts
     from vallex.serving.listen import bind_socket
 
     if args.port == 0:
@@ -173,7 +174,7 @@ def run_with_ray(args: argparse.Namespace) -> int:
         presets_dir=str(presets_dir) if presets_dir is not None else None, default_voice=args.default_voice,
         device=args.device, dtype=args.dtype, num_threads=args.threads, max_batch=args.max_batch,
         max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key,
-        allowed_hosts=LOOPBACK_HOSTS if is_loopback(args.host) and not args.api_key else None)
+        allowed_hosts=loopback_only_hosts(args.host, args.api_key))
     if local:  # this machine's folders are the replicas': check them before starting anything
         from vallex.weights.manager import resolve_weights
 

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
@@ -49,8 +49,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vallex.doctor import last_result_summary
 from vallex.languages import Languages
@@ -82,10 +84,13 @@ from vallex.serving.openai_schema import (
 )
 from vallex.serving.stretch import TimeStretcher
 
+if TYPE_CHECKING:
+    from vallex.weights.identity import ModelIdentity
+
 __all__ = [
     # The transport (this module).
-    "DEFAULT_BODY_TIMEOUT_S", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_RETRY_AFTER_S", "LOOPBACK_HOSTS", "MidStreamError",
-    "SpeechAPI", "create_api", "create_router", "is_loopback",
+    "DEFAULT_BODY_TIMEOUT_S", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_RETRY_AFTER_S", "LOOPBACK_HOSTS", "HostGuard",
+    "MidStreamError", "SpeechAPI", "check_host", "create_api", "create_router", "is_loopback", "loopback_only_hosts",
     # The schema (vallex.serving.openai_schema), importable from here as before the split.
     "DEFAULT_MAX_INPUT_CHARS", "MAX_HEADER_BYTES", "MAX_HEADER_TRANSCRIPT", "MODELS",
     "NO_ACCENT", "NO_PROMPT_VOICE", "OPENAI_VOICES", "SAMPLE_RATE", "APIError", "ModelUnavailable", "SpeechBody",
@@ -114,7 +119,8 @@ class SpeechAPI:
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, model_loaded: Callable[[], bool] | None = None,
                  retry_after_s: int = DEFAULT_RETRY_AFTER_S, allowed_hosts: Collection[str] | None = None,
                  body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
-                 languages: Callable[[], Languages] | None = None) -> None:
+                 languages: Callable[[], Languages] | None = None,
+                 identity: Callable[[], ModelIdentity | None] | None = None) -> None:
         if api_key is None:
             api_key = os.environ.get("VALLEX_API_KEY", "").strip()
         if api_key and not _KEY_PATTERN.fullmatch(api_key):
@@ -126,6 +132,7 @@ class SpeechAPI:
             raise ValueError(f"Invalid default voice {default_voice!r}: use 1-64 letters, digits, '_' or '-'.")
         self.engine = engine
         self._languages = languages or (lambda: self.engine.languages)
+        self._identity = identity or self._loaded_identity
         self._voices = voices or (lambda: [])
         self._voice_names = voice_names or (lambda: [voice.name for voice in self._voices()])
         self.default_voice = default_voice
@@ -204,12 +211,12 @@ class SpeechAPI:
             languages: list[str] | None = list(await run_in_threadpool(self.languages))
         except APIError:  # the model cannot be loaded: the names are still accepted ones
             languages = None
-        return JSONResponse(model_list(languages))
+        return JSONResponse(model_list(languages, await run_in_threadpool(self.checkpoint)))
 
     async def health(self, request: Request) -> Response:
         """``GET /health`` (no key needed): liveness, whether the model is loaded, the engine's counters, and
         ``doctor``: the summary of this machine's last ``vallex doctor`` run (:func:`vallex.doctor.last_result_summary`;
-        null when it never ran).
+        null when it never ran), and ``checkpoint``: which model this is (:meth:`checkpoint`).
 
         503 with ``"status": "unhealthy"`` after a device failure (the engine serves nothing any more).
         """
@@ -229,20 +236,32 @@ class SpeechAPI:
             "max_queue": getattr(self.engine, "max_queue", None),
             "auth_required": self.auth_required,
             "doctor": await run_in_threadpool(last_result_summary),
+            "checkpoint": await run_in_threadpool(self.checkpoint),
         })
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Which checkpoint answers (:meth:`vallex.weights.identity.ModelIdentity.as_dict`: file name, SHA-256
+        prefix, languages, random or not); None while it is not known (not loaded, or its files missing)."""
+        try:
+            identity = self._identity()
+        except (OSError, ValueError) as error:  # a file gone or damaged since it loaded: /health still answers
+            _LOG.warning("Which checkpoint is loaded cannot be told: %s", error)
+            return None
+        return identity.as_dict() if identity is not None else None
+
+    def _loaded_identity(self) -> ModelIdentity | None:
+        """The engine's model's identity once it is loaded (asking never loads it)."""
+        if not getattr(self.engine, "loaded", False):
+            return None
+        identify = getattr(self.engine.tts, "identity", None)  # a stand-in model may have none
+        return identify() if callable(identify) else None
 
     # Guards ---------------------------------------------------------------------------------------
     def authorize(self, request: Request) -> None:
         """Raise a 403 APIError for a ``Host`` not in ``allowed_hosts`` (when set), then a 401 one unless the
         request carries ``Authorization: Bearer <the key>`` (when a key is set)."""
         if self.allowed_hosts is not None:
-            # A web page that rebinds its own name to 127.0.0.1 still sends that name as Host: refusing
-            # names other than the server's own stops it from using a local server without a key.
-            given = _host_name(request.headers.get("host", ""))
-            if given not in self.allowed_hosts:
-                raise APIError(403, f"This server answers requests addressed to {', '.join(sorted(self.allowed_hosts))}"
-                               f", not {given or 'no Host header'!r}: use one of those names in the URL (to serve "
-                               "other names, set an API key).", code="host_not_allowed")
+            check_host(request.headers.get("host", ""), self.allowed_hosts)
         if self._key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -305,7 +324,9 @@ def create_router(engine: SpeechEngine, **options: Any) -> APIRouter:
     ``allowed_hosts`` (None: any ``Host``; else the names requests must be addressed to, e.g.
     :data:`LOOPBACK_HOSTS` for a keyless server on loopback), ``body_timeout_s`` (30), ``languages`` (a function
     giving the model's :class:`vallex.languages.Languages`, the choices of ``language`` and ``accent``; default:
-    ``engine.languages``, which loads the model if it is not loaded yet).
+    ``engine.languages``, which loads the model if it is not loaded yet), ``identity`` (a function giving the
+    :class:`vallex.weights.identity.ModelIdentity` that ``/health`` and ``/v1/models`` show, or None; default: the
+    engine's model's, once loaded).
     """
     api = SpeechAPI(engine, **options)
     router = APIRouter()
@@ -317,13 +338,16 @@ def create_router(engine: SpeechEngine, **options: Any) -> APIRouter:
 
 
 def create_api(engine: SpeechEngine, **options: Any) -> FastAPI:
-    """A FastAPI app serving :func:`create_router`'s routes; every error answer has OpenAI's shape."""
+    """A FastAPI app serving :func:`create_router`'s routes; every error answer has OpenAI's shape. With
+    ``allowed_hosts``, :class:`HostGuard` refuses other names on every route (``/health`` and ``/docs`` too)."""
     router = create_router(engine, **options)
     # The docs page and its schema describe the API to anyone who asks: with a key they are not served.
     keyed = SpeechAPI.key_required(options.get("api_key"))
     app = FastAPI(title="VALL-E X speech API", version="1", docs_url=None if keyed else "/docs", redoc_url=None,
                   openapi_url=None if keyed else "/openapi.json")
     app.include_router(router)
+    if options.get("allowed_hosts"):
+        app.add_middleware(HostGuard, allowed_hosts=options["allowed_hosts"])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -372,6 +396,49 @@ async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
 def is_loopback(host: str) -> bool:
     """True for a listening address on this machine's loopback interface (only local programs can connect)."""
     return _host_name(host) in LOOPBACK_HOSTS
+
+
+def loopback_only_hosts(listen_host: str, api_key: str | None) -> tuple[str, ...] | None:
+    """The ``allowed_hosts`` of a server listening on ``listen_host``: :data:`LOOPBACK_HOSTS` when that is a
+    loopback address and no API key is set (what only this machine may use must not be reachable through a
+    DNS-rebinding page), else None: any ``Host`` (a public server, e.g. on ``0.0.0.0`` behind a Space's proxy)."""
+    return LOOPBACK_HOSTS if is_loopback(listen_host) and not api_key else None
+
+
+def check_host(host_header: str, allowed_hosts: Collection[str]) -> None:
+    """Raise a 403 ``host_not_allowed`` APIError unless the ``Host`` header names one of ``allowed_hosts``
+    (names as :func:`_host_name` gives them: lower case, no port).
+
+    Why: a web page that rebinds its own name to 127.0.0.1 can reach a local server, but its requests still say
+    that name in ``Host``; refusing names other than the server's own keeps it out.
+    """
+    given = _host_name(host_header)
+    if given not in allowed_hosts:
+        raise APIError(403, f"This server answers requests addressed to {', '.join(sorted(allowed_hosts))}, not "
+                       f"{given or 'no Host header'!r}: use one of those names in the URL (to serve other names, "
+                       "listen on another address or set an API key).", code="host_not_allowed")
+
+
+class HostGuard:
+    """ASGI middleware that applies :func:`check_host` to every HTTP and WebSocket request of the app it wraps
+    (all its routes: a Gradio app's page, uploads, queue and files too); refused HTTP requests get the 403
+    JSON error, WebSockets are closed before they open (the server answers 403)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Collection[str]) -> None:
+        self.app = app
+        self.allowed_hosts = frozenset(_host_name(host) for host in allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            try:
+                check_host(Headers(scope=scope).get("host", ""), self.allowed_hosts)
+            except APIError as error:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                else:
+                    await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _media_type(request: Request) -> str:

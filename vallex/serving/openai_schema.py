@@ -88,11 +88,13 @@ def voice_list(voices: Sequence[VoiceInfo], default_voice: str | None) -> dict[s
     }
 
 
-def model_list(languages: list[str] | None) -> dict[str, Any]:
+def model_list(languages: list[str] | None, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
     """The body of ``GET /v1/models``: the accepted ``model`` names (all are VALL-E X), each with the model's
-    languages (None when the model cannot be loaded to tell)."""
+    languages (None when the model cannot be loaded to tell) and ``checkpoint``, which one it is (the form of
+    :meth:`vallex.weights.identity.ModelIdentity.as_dict`; None when unknown). OpenAI's model object allows such
+    extra fields; the ids stay the same whatever the checkpoint."""
     return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "vallex",
-                                        "languages": languages} for name in MODELS]}
+                                        "languages": languages, "checkpoint": checkpoint} for name in MODELS]}
 
 
 def resolve_voice(name: str | None, voice_names: Callable[[], Collection[str]],

@@ -56,6 +56,7 @@ The modules, by idea: :mod:`~vallex.weights.sources` (the files and their source
 (the variables above, offline), :mod:`~vallex.weights.manager` (lookup, download, verification:
 :class:`WeightsManager`, :func:`resolve_weights`), :mod:`~vallex.weights.download` (one file from its sources, checked),
 :mod:`~vallex.weights.checks` (SHA-256 and form), :mod:`~vallex.weights.record` (``vallex-sources.json``),
+:mod:`~vallex.weights.identity` (which checkpoint is running: :func:`model_identity`),
 :mod:`~vallex.weights.codec` (:func:`pretrained_codec`: EnCodec and Vocos from these files),
 :mod:`~vallex.weights.checkpoint` (the VALL-E X checkpoint: safe loading, strict checks, conversion) and
 :mod:`~vallex.weights.random_weights` (development only). Importing this package imports no model code (no torch).
@@ -75,6 +76,7 @@ from vallex.weights.environment import (
     default_weights_dir,
     is_offline,
 )
+from vallex.weights.identity import ModelIdentity, model_identity
 from vallex.weights.manager import WeightPaths, WeightsManager, WeightsNotFoundError, resolve_weights
 from vallex.weights.record import SOURCES_RECORD_NAME
 from vallex.weights.sources import (
@@ -98,7 +100,7 @@ __all__ = [
     "CHECKPOINT_ENV", "CHECKPOINT_REPO_ENV", "CHECKSUMS_NAME", "COMPONENTS", "ENCODEC_CHECKPOINT", "ENCODEC_URL_ENV",
     "HF_MIRROR_ENV", "NOISE_WARNING", "OFFLINE_ENV", "SOURCES_RECORD_NAME", "TRACKED_REVISION", "VALLEX_CHECKPOINT",
     "VALLEX_CONFIG_NAME", "VOCOS_CONFIG", "VOCOS_MODEL", "VOCOS_REPO_ENV", "VOCOS_REVISION", "VOCOS_SUBDIR",
-    "WEIGHTS_DIR_ENV", "WEIGHT_FILES", "DownloadFailedError", "RandomWeightsWarning", "Source", "WeightFile",
-    "WeightPaths", "WeightsManager", "WeightsNotFoundError", "default_checkpoint", "default_weights_dir",
-    "is_offline", "parse_source", "pretrained_codec", "resolve_weights", "sha256_file", "sources_for",
+    "WEIGHTS_DIR_ENV", "WEIGHT_FILES", "DownloadFailedError", "ModelIdentity", "RandomWeightsWarning", "Source",
+    "WeightFile", "WeightPaths", "WeightsManager", "WeightsNotFoundError", "default_checkpoint", "default_weights_dir",
+    "is_offline", "model_identity", "parse_source", "pretrained_codec", "resolve_weights", "sha256_file", "sources_for",
 ]
