@@ -34,15 +34,9 @@ from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt, make_prompt
 from vallex.s2st import ModelUnavailableError, SpeechTranslator
 from vallex.serving import AudioPiece, SpeechEngine, SpeechRequest, SpeechStream
 from vallex.synthesis.results import SentenceResult
-from vallex.weights import (
-    NOISE_WARNING,
-    ModelIdentity,
-    WeightsManager,
-    WeightsNotFoundError,
-    is_offline,
-    model_identity,
-)
+from vallex.weights import NOISE_WARNING, WeightsManager, WeightsNotFoundError, is_offline
 from vallex.weights.checkpoint import checkpoint_languages
+from vallex.weights.identity import ModelIdentity, model_identity
 
 _LOG = logging.getLogger(__name__)
 
