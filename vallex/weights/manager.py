@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vallex.weights.checks import NOISE_WARNING, RandomWeightsWarning, read_checksums, sha256_file, verify_sha256
+from vallex.weights.checks import read_checksums, sha256_file, verify_sha256, warn_random_weights
 from vallex.weights.download import Downloader, DownloadFailedError
 from vallex.weights.environment import (
     CHECKPOINT_ENV,
@@ -142,7 +141,7 @@ class WeightsManager:
             verify_sha256(weight_file, found[weight_file.layout_name], self.sha256, checksums, self.weights_dir)
         if checksums is not None and checksums.get("random"):
             # A warning, not a log line: Python shows it once per folder however often the folder is resolved.
-            warnings.warn(f"{NOISE_WARNING} ({self.weights_dir})", RandomWeightsWarning, stacklevel=1)
+            warn_random_weights(self.weights_dir)
         config_path = None
         checkpoint = found.get(VALLEX_CHECKPOINT.layout_name)
         if checkpoint is not None and checkpoint.with_name(VALLEX_CONFIG_NAME).is_file():
