@@ -36,7 +36,7 @@ def warn_random_weights(weights_dir: Path) -> None:
     """
     package = str(Path(__file__).resolve().parents[1]) + os.sep
     level, frame = 1, sys._getframe(0)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+    while frame is not None and os.path.realpath(frame.f_code.co_filename).startswith(package):
         level, frame = level + 1, frame.f_back
     warnings.warn(f"{NOISE_WARNING} ({weights_dir})", RandomWeightsWarning, stacklevel=level)
 
