@@ -169,6 +169,30 @@ def test_cli_prepare_data(tmp_path, corpus, capsys):
     assert cli_main(["prepare-data", "--folder", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
 
 
+def test_cli_prepare_data_with_nothing_usable_exits_2_saying_why(tmp_path, capsys):
+    """Every item skipped is no success: exit 2, one error line with the skip counts, no "Prepared data"."""
+    folder = tmp_path / "unusable" / "en"
+    folder.mkdir(parents=True)
+    _sine(folder / "short.wav", 0.1)  # under the 0.5 s minimum
+    (folder / "short.txt").write_text("Too short.", encoding="utf-8")
+    _sine(folder / "long.wav", 20.5)  # over the 20 s maximum
+    (folder / "long.txt").write_text("Too long.", encoding="utf-8")
+    code = cli_main(["prepare-data", "--folder", str(folder.parent), "--out", str(tmp_path / "out"),
+                     "--random-codec", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 2
+    error_lines = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, captured.err
+    assert "Nothing was prepared: all 2 item(s) were skipped (too long: 1, too short: 1)" in error_lines[0]
+    assert "Prepared data" not in captured.out and "Traceback" not in captured.err
+    # A second run over items already prepared is a success, though it adds nothing.
+    assert cli_main(["prepare-data", "--folder", str(tmp_path / "unusable"), "--out", str(tmp_path / "out"),
+                     "--random-codec", "--no-progress", "--min-seconds", "0.05", "--max-seconds", "30"]) == 0
+    assert cli_main(["prepare-data", "--folder", str(tmp_path / "unusable"), "--out", str(tmp_path / "out"),
+                     "--random-codec", "--no-progress"]) == 0
+    assert "0 added, 2 already prepared" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("option", ["--list", "--manifest"])  # --manifest: the option's old name still works
 def test_cli_prepare_data_from_a_recording_list(tmp_path, corpus, capsys, option):
     (tmp_path / "list.csv").write_text(f"path,text,language\n{corpus}/en/en-000.wav,Hello there.,en\n",

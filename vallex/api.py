@@ -34,6 +34,7 @@ from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.inference.sampling_settings import MAX_SEED, Sampling  # noqa: F401  (part of this module's API)
 from vallex.languages import Languages
 from vallex.model import VallexModel
+from vallex.progress import progress_bar
 from vallex.prompts import PresetLibrary, VoiceLibrary, VoicePrompt
 from vallex.synthesis.request import (
     FrameLimits,
@@ -427,8 +428,6 @@ def _progress_reporter(progress: bool | ProgressCallback) -> ProgressCallback:
         return progress
     if not progress:
         return lambda stage, done, total: None
-    from tqdm.auto import tqdm
-
     bars: dict[str, Any] = {}
 
     def report(stage: str, done: int, total: int) -> None:
@@ -436,10 +435,10 @@ def _progress_reporter(progress: bool | ProgressCallback) -> ProgressCallback:
         if bar is None or (stage == "ar_step" and done == 0):
             if bar is not None:
                 bar.close()
-            bar = bars[stage] = tqdm(total=total, desc="sentences" if stage == "sentence" else "AR steps",
-                                     leave=stage == "sentence", unit="step" if stage == "ar_step" else "sentence")
-        bar.n = done
-        bar.refresh()
+            bar = bars[stage] = progress_bar(total=total, desc="sentences" if stage == "sentence" else "AR steps",
+                                             leave=stage == "sentence", fine=stage == "ar_step",
+                                             unit="step" if stage == "ar_step" else "sentence")
+        bar.update(done - bar.n)  # not refresh(): that redraws on every step, whatever the bar's interval
         if stage == "sentence" and done >= total:
             bar.close()
             for other in bars.values():

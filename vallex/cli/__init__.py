@@ -4,14 +4,17 @@ Each sub-command lives in its own module of this package and exposes ``register(
 which adds an argparse parser whose ``func`` default takes the parsed arguments and returns an
 exit code. Bad input raises ``ValueError`` (or ``FileNotFoundError``); ``main`` turns it into a
 one-line message and exit code 2, so users never see a traceback for their own mistakes. Any other
-``OSError`` (permission denied, a full disk) is one line too, with exit code 1.
+``OSError`` (permission denied, a full disk) is one line too, with exit code 1. The library's own warnings
+(e.g. random weights) are one ``Warning: ...`` line each, like the command's other warnings.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 # Modules that provide a sub-command, in the order `vallex --help` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -40,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None, *, fallback: Callable) -> None:
+    """``warnings.showwarning`` for the command line: the library's own warnings as one ``Warning: ...`` line
+    (the file and source line Python adds would name our code, not the user's); any other by ``fallback``."""
+    if category.__module__.split(".")[0] == "vallex":
+        print(f"Warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        fallback(message, category, filename, lineno, file, line)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -47,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores Python's showwarning when the command ends
+            warnings.showwarning = functools.partial(show_warning, fallback=warnings.showwarning)
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as error:
         print(f"vallex {args.command}: error: {error}", file=sys.stderr)
         return 2

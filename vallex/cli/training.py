@@ -74,6 +74,9 @@ def run_prepare(args: argparse.Namespace) -> int:
              if getattr(args, name) is not None}
     report = prepare_dataset(items, args.out, codec, progress=not args.no_progress, **given)
     print(report.summary())
+    if report.added == 0 and report.already_done == 0:  # a folder with nothing to train on is no success
+        raise ValueError(f"Nothing was prepared: all {report.skipped_count} item(s) were skipped "
+                         f"({report.skip_counts()}); the reasons per item are above.")
     print(f"Prepared data: {args.out}")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import warnings
 
 # Letter -> bopomofo of its English name. The replacements hold no Latin letters, so order only
 # matters for matching, never for cascades.
@@ -53,7 +54,11 @@ _POST_RULES = [
 @functools.lru_cache(maxsize=1)
 def _jieba():
     """The jieba module, initialised once (it builds a cache file and logs to stderr on first use)."""
-    import jieba
+    with warnings.catch_warnings():
+        # jieba 0.42 imports setuptools' deprecated pkg_resources (a UserWarning, a DeprecationWarning in later
+        # setuptools), on every process's first Mandarin text: a warning users cannot act on.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=Warning)
+        import jieba
 
     jieba.setLogLevel(logging.WARNING)
     jieba.initialize()

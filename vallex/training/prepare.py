@@ -44,6 +44,7 @@ from vallex.audio.codec_format import FRAME_RATE, SAMPLE_RATE
 from vallex.audio.files import PYAV_EXTENSIONS, SOUNDFILE_EXTENSIONS
 from vallex.files import atomic_open, write_text_atomic
 from vallex.languages import LANGUAGE_CODE_PATTERN, LANGUAGES
+from vallex.progress import progress_bar
 
 if TYPE_CHECKING:
     import torch
@@ -96,6 +97,10 @@ class PrepareReport:
     def reject(self, reason: str, item_id: str, detail: str) -> None:
         self.skipped.setdefault(reason, []).append((item_id, detail))
         _LOG.warning("skipped %s (%s): %s", item_id, reason, detail)
+
+    def skip_counts(self) -> str:
+        """How many items each reason skipped, on one line: ``"too short: 2, bad text: 1"``."""
+        return ", ".join(f"{reason}: {len(items)}" for reason, items in sorted(self.skipped.items()))
 
     def summary(self) -> str:
         parts = [f"{self.added} added", f"{self.already_done} already prepared", f"{self.skipped_count} skipped"]
@@ -467,6 +472,4 @@ def _progress(items: list, enabled: bool) -> Iterator:
     if not enabled:
         yield from items
         return
-    from tqdm.auto import tqdm
-
-    yield from tqdm(items, desc="prepare", unit="utt")
+    yield from progress_bar(items, desc="prepare", unit="utt")

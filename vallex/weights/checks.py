@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,20 @@ NOISE_WARNING = ("These are RANDOM weights for development and tests: every outp
 
 class RandomWeightsWarning(UserWarning):
     """The weights folder was made by ``vallex.weights.random_weights.make_random_weights``: outputs are noise."""
+
+
+def warn_random_weights(weights_dir: Path) -> None:
+    """Warn that ``weights_dir`` holds random weights, at the caller's line outside this package.
+
+    Python shows a warning with the file, line and source of the frame it names: the first one outside
+    ``vallex/`` is the user's own call (``VallEX.from_pretrained(...)`` in a script), not our ``warnings.warn``.
+    Shown once per folder and calling line, however often the folder is resolved.
+    """
+    package = str(Path(__file__).resolve().parents[1]) + os.sep
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and os.path.realpath(frame.f_code.co_filename).startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(f"{NOISE_WARNING} ({weights_dir})", RandomWeightsWarning, stacklevel=level)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

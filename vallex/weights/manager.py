@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vallex.weights.checks import (
-    NOISE_WARNING,
     RANDOM,
     UNCHECKED,
-    RandomWeightsWarning,
     checkpoint_config_file,
     identify,
     read_checksums,
     sha256_file,
+    warn_random_weights,
 )
 from vallex.weights.download import Downloader, DownloadFailedError
 from vallex.weights.environment import (
@@ -159,7 +157,7 @@ class WeightsManager:
         random = bool(checksums and checksums.get("random")) and any(k in (RANDOM, UNCHECKED) for k in kinds.values())
         if random:
             # A warning, not a log line: Python shows it once per folder however often the folder is resolved.
-            warnings.warn(f"{NOISE_WARNING} ({self.weights_dir})", RandomWeightsWarning, stacklevel=1)
+            warn_random_weights(self.weights_dir)
         checkpoint = found.get(VALLEX_CHECKPOINT.layout_name)
         config_path, public_sizes = None, False
         if checkpoint is not None:
