@@ -397,3 +397,20 @@ def test_a_config_that_does_not_describe_the_tensors_is_refused_before_a_model_i
     with pytest.raises(ValueError, match="d_model 64 in the file, 1024 in the configuration"):
         checkpoint.model_from_state_dict(state, VallexConfig.public(), source="bare.pt")
     assert built == []
+
+
+def test_a_renamed_tensor_is_one_short_line_however_long_its_name(tmp_path, capsys):
+    """Sizes that match but a key that does not: the key-by-key check's message is one line, each name cut."""
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
+
+    source = save_checkpoint(VallexModel(VallexConfig.tiny()), tmp_path / "tiny.safetensors")
+    data = source.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["x" * 1_000_000] = header.pop("ar_decoder.norm.weight")
+    write_safetensors(source, header, data[8 + length:])
+    assert cli_main(["convert-checkpoint", str(source), str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(source) in err and "missing keys: ar_decoder.norm.weight" in err
+    assert "unexpected keys: xxxx" in err and len(err) < 2000

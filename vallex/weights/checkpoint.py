@@ -14,6 +14,11 @@ Both load through a model built on the ``meta`` device and ``load_state_dict(ass
 weights are never held twice in memory; the state dict is checked key-by-key and shape-by-shape first,
 with an error that names every missing, unexpected and mismatched key.
 
+A model file is untrusted input (a download, a file from a stranger): a safetensors header is checked as the format
+specifies before a tensor is mapped, the configuration's sizes are bounded (:data:`vallex.config.SIZE_BOUNDS`) and
+compared with the sizes the tensors show (:func:`sizes_in_state_dict`) before a module is built, even on ``meta``;
+whatever is wrong is one ValueError line naming the file.
+
 Which copy is the published checkpoint: :func:`state_dict_digest` hashes a state dict's tensors in one canonical
 form, so a copy re-pickled elsewhere (other bytes, other trainer keys, other path classes) or converted to
 safetensors has the digest of the file it came from; :func:`check_published_tensors` compares a download with
@@ -225,7 +230,7 @@ def _safetensors_entries(header: object, data_size: int, path: Path) -> tuple[
         raise damaged("its __metadata__ is not a mapping of names to strings")
     entries = []
     for key, info in header.items():
-        name = _shown_name(key)
+        name = repr(_shown_name(key))
         if not isinstance(info, dict):
             raise damaged(f"tensor {name} has a malformed header entry")
         dtype = _SAFETENSORS_DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
@@ -251,7 +256,7 @@ def _safetensors_entries(header: object, data_size: int, path: Path) -> tuple[
     for key, _, _, begin, end in sorted(entries, key=lambda entry: (entry[3], entry[4])):
         if begin != position:
             where = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
-            raise damaged(f"tensor {_shown_name(key)} {where} (bytes {begin}..{end})")
+            raise damaged(f"tensor {_shown_name(key)!r} {where} (bytes {begin}..{end})")
         position = end
     if position != data_size:
         raise damaged(f"its tensors take {position} bytes but the file holds {data_size} after the header "
@@ -266,7 +271,7 @@ def _whole_numbers(value: object) -> bool:
 
 def _shown_name(key: str) -> str:
     """A tensor's name as an error shows it: at most 80 characters (a hostile file's may be megabytes)."""
-    return repr(key) if len(key) <= 80 else repr(key[:80]) + "..."
+    return key if len(key) <= 80 else key[:80] + "..."
 
 
 def _unwrap(payload: object, path: Path) -> dict[str, Tensor]:
@@ -280,21 +285,21 @@ def _unwrap(payload: object, path: Path) -> dict[str, Tensor]:
 def check_state_dict(state: Mapping[str, Tensor], model: VallexModel, source: str = "checkpoint") -> None:
     """Raise a ValueError naming every missing, unexpected and wrongly shaped key."""
     expected = {key: tuple(value.shape) for key, value in model.state_dict(keep_vars=True).items()}
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
+    missing = [_shown_name(key) for key in expected if key not in state]
+    unexpected = [_shown_name(key) for key in state if key not in expected]
     mismatched = [
-        f"{key}: file {tuple(state[key].shape)} vs model {expected[key]}"
+        f"{_shown_name(key)}: file {tuple(state[key].shape)} vs model {expected[key]}"
         for key in expected if key in state and tuple(state[key].shape) != expected[key]
     ]
     if missing or unexpected or mismatched:
-        lines = [f"{source} does not match the model configuration {model.config}:"]
+        parts = []
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
                              ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
-                lines.append(f"  {title}: {shown}")
-        lines.append("Check that the configuration (config.json / --size) matches the weights file.")
-        raise ValueError("\n".join(lines))
+            if items:  # a hostile file's names may be megabytes long: each is cut, and a dozen at most shown
+                shown = ", ".join(items[:12])
+                parts.append(f"{title}: {shown}" + (f", ... ({len(items)} in all)" if len(items) > 12 else ""))
+        raise ValueError(f"{source} does not match the model configuration {model.config}: {'; '.join(parts)}. "
+                         "Check that the configuration (config.json / --config) matches the weights file.")
 
 
 def model_from_state_dict(
