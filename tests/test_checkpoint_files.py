@@ -324,6 +324,10 @@ def test_a_hostile_safetensors_header_is_one_line_naming_the_file(kind, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(source) in err and expected in err, err
     assert not (tmp_path / "out.pt").exists()
+    # synthesize reads the file's languages before anything else loads: the same line.
+    assert cli_main(["synthesize", "--checkpoint", str(source), "--weights-dir", str(tmp_path), "--text", "Hi.",
+                     "-o", str(tmp_path / "out.wav"), "--quiet"]) == 2
+    assert capsys.readouterr().err == err.replace("convert-checkpoint", "synthesize")
 
 
 def test_a_header_nested_deeply_or_longer_than_the_file_is_one_line(tmp_path):
@@ -414,3 +418,20 @@ def test_a_renamed_tensor_is_one_short_line_however_long_its_name(tmp_path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(source) in err and "missing keys: ar_decoder.norm.weight" in err
     assert "unexpected keys: xxxx" in err and len(err) < 2000
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff[]", "is not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"[" * 600 + b"]" * 600, "languages"),
+])
+def test_a_damaged_languages_file_beside_a_checkpoint_is_named(tmp_path, content, message):
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import checkpoint_languages, save_checkpoint
+
+    source = save_checkpoint(VallexModel(VallexConfig.tiny()), tmp_path / "model.safetensors")
+    table = tmp_path / "languages.json"
+    table.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        checkpoint_languages(source)
+    assert str(table) in str(caught.value) and "\n" not in str(caught.value) and len(str(caught.value)) < 1000

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ class VallexConfig:
             # bool is an int in Python: ``"d_model": true`` in a JSON file is a mistake, not the size 1.
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= bound:
                 raise ValueError(f"VallexConfig.{name} must be a whole number from 1 to {bound}, got "
-                                 f"{_shown(value)}.")
+                                 f"{reprlib.repr(value)}.")
         if self.d_model % self.nhead:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
         if self.num_quantizers < 2:
@@ -89,14 +90,11 @@ class VallexConfig:
         elif self.languages is not None:
             if not isinstance(self.languages, (list, tuple)):
                 raise ValueError(f"VallexConfig.languages must be a list of language codes, one per language row, "
-                                 f"got {_shown(self.languages)}.")
+                                 f"got {reprlib.repr(self.languages)}.")
             if len(self.languages) != self.num_languages:  # checked first: the list may be a long one
                 raise ValueError(f"VallexConfig.languages names {len(self.languages)} languages but the model has "
                                  f"{self.num_languages} language rows (num_languages): give one code per row.")
-            try:
-                codes = check_codes(self.languages, "VallexConfig.languages")  # a JSON list becomes a tuple
-            except ValueError as error:  # its message quotes the list, which may be long
-                raise ValueError(_shown_text(str(error))) from None
+            codes = check_codes(self.languages, "VallexConfig.languages")  # a JSON list becomes a tuple
             object.__setattr__(self, "languages", codes)
 
     # Special audio ids ---------------------------------------------------------------------------
@@ -154,7 +152,7 @@ class VallexConfig:
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"A model configuration must be a JSON object of model options, got "
-                             f"{type(data).__name__} {_shown(data)}.")
+                             f"{type(data).__name__} {reprlib.repr(data)}.")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -164,11 +162,11 @@ class VallexConfig:
                 expected = _FIXED_CHOICES[key]
                 if value != expected or isinstance(value, bool) != isinstance(expected, bool):  # 1 is not True
                     raise ValueError(
-                        f"Unsupported model option {key}={_shown(value)}: only {key}={expected!r} "
+                        f"Unsupported model option {key}={reprlib.repr(value)}: only {key}={expected!r} "
                         "(the public checkpoint's choice) is implemented."
                     )
             else:
-                raise ValueError(f"Unknown model option {_shown(key)} in the configuration.")
+                raise ValueError(f"Unknown model option {reprlib.repr(key)} in the configuration.")
         return cls(**kwargs)
 
     @classmethod
@@ -198,15 +196,3 @@ class VallexConfig:
         """Write the fields as JSON (atomically: a reader never sees half a file)."""
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
-
-def _shown(value: object, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters: a value read from a file may be megabytes long."""
-    try:
-        text = repr(value)
-    except RecursionError:  # a list nested thousands deep
-        return f"a deeply nested {type(value).__name__}"
-    return text if len(text) <= limit else f"{text[:limit]}... ({type(value).__name__})"
-
-
-def _shown_text(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
