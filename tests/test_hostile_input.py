@@ -557,7 +557,7 @@ def test_the_apps_api_limits_hosts_only_when_keyless_on_loopback(tmp_path: Path,
 _SIZES = sorted(SIZE_BOUNDS)
 _NOT_A_SIZE = (st.booleans() | st.floats(allow_nan=True) | st.text(max_size=20) | st.none()
                | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
-               | st.integers(max_value=0) | st.integers(min_value=1 << 16 + 1))
+               | st.integers(max_value=0) | st.integers(min_value=(1 << 16) + 1))
 
 
 @BOUNDED
