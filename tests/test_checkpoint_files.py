@@ -6,8 +6,10 @@ with torch.save alone; what each must load to is the state dict read from the go
 """
 from __future__ import annotations
 
+import json
 import pathlib
 import pickle
+import re
 
 import pytest
 import torch
@@ -20,6 +22,8 @@ from checkpoint_fixtures import (
     write_code_running_checkpoint,
     write_trainer_checkpoint,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vallex.cli import main as cli_main
 from vallex.config import VallexConfig
@@ -275,3 +279,187 @@ def test_a_state_dict_mixing_ddp_and_plain_keys_is_refused_in_one_line(golden_st
     with pytest.raises(ValueError, match=r"mixes keys with and without the 'module\.' prefix") as caught:
         load_model(path, golden_config)
     assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+# A model file is untrusted input: damaged or hostile safetensors headers -----------------------------------------
+
+def write_safetensors(path: pathlib.Path, header: object, data: bytes = b"", raw: bytes | None = None) -> pathlib.Path:
+    """A safetensors file with exactly this header (any JSON value, or ``raw`` header bytes) and data."""
+    encoded = raw if raw is not None else json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+    return path
+
+
+def small_header(**metadata: str) -> tuple[dict, bytes]:
+    """A valid header of two tensors (float32 [2, 3], int64 [4]) and their 56 bytes of data."""
+    header = {"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+              "b": {"dtype": "I64", "shape": [4], "data_offsets": [24, 56]}}
+    if metadata:
+        header["__metadata__"] = metadata
+    return header, bytes(range(56))
+
+
+def _entry(change: dict) -> tuple[dict, bytes]:
+    header, data = small_header()
+    header["a"] = {**header["a"], **change}
+    return header, data
+
+
+#: name -> (header, data, the words the one-line error must hold); each file was a traceback before.
+HOSTILE_SAFETENSORS = {
+    "header a list": ([1, 2], b"", "header is a JSON list"),
+    "header a string": ("tensors", b"", "header is a JSON str"),
+    "header null": (None, b"", "header is a JSON NoneType"),
+    "metadata a list": ({"__metadata__": ["x"]}, b"", "__metadata__ is not a mapping"),
+    "metadata value a number": ({"__metadata__": {"vallex_config": 3}}, b"", "__metadata__ is not a mapping"),
+    "config not JSON": ({"__metadata__": {"vallex_config": "{d_model: 1"}}, b"", "is not valid JSON"),
+    "config a list": ({"__metadata__": {"vallex_config": "[1, 2]"}}, b"", "must be a JSON object"),
+    "config nested deeply": ({"__metadata__": {"vallex_config": "[" * 100_000 + "]" * 100_000}}, b"",
+                             "nested too deeply"),
+    "config too large": ({"__metadata__": {"vallex_config": '{"num_layers": 2000000}'}}, b"",
+                         "num_layers must be a whole number from 1 to 256"),
+    "config a boolean size": ({"__metadata__": {"vallex_config": '{"d_model": true}'}}, b"",
+                              "d_model must be a whole number"),
+    "entry a list": ({"a": [1]}, b"", "malformed header entry"),
+    "unknown dtype": (*_entry({"dtype": "F8_E9"}), "unsupported dtype"),
+    "dtype a list": (*_entry({"dtype": ["F32"]}), "unsupported dtype"),
+    "negative shape": (*_entry({"shape": [-2, -3]}), "no valid shape"),
+    "shape of booleans": (*_entry({"shape": [True, 6]}), "no valid shape"),
+    "shape of floats": (*_entry({"shape": [2.0, 3]}), "no valid shape"),
+    "huge shape": (*_entry({"shape": [2 ** 62, 2 ** 62]}), "elements"),
+    "many dimensions": (*_entry({"shape": [1] * 100}), "no valid shape"),
+    "bytes not the shape's": (*_entry({"shape": [3, 3]}), "needs 36 bytes"),
+    "bytes not the dtype's": (*_entry({"dtype": "F16"}), "needs 12 bytes"),
+    "offsets reversed": (*_entry({"data_offsets": [24, 0]}), "no valid data_offsets"),
+    "offsets strings": (*_entry({"data_offsets": ["0", "24"]}), "no valid data_offsets"),
+    "offsets past the file": (*_entry({"data_offsets": [100, 124]}), "outside the file"),
+    "offsets overlapping": ({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                             "b": {"dtype": "F32", "shape": [2, 3], "data_offsets": [12, 36]}}, bytes(36),
+                            "overlaps"),
+    "a gap": ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, bytes(16), "gap"),
+    "bytes after the tensors": (small_header()[0], bytes(60), "truncated or damaged"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_SAFETENSORS))
+def test_a_hostile_safetensors_header_is_one_line_naming_the_file(kind, tmp_path, capsys):
+    header, data, expected = HOSTILE_SAFETENSORS[kind]
+    source = write_safetensors(tmp_path / "hostile.safetensors", header, data)
+    with pytest.raises(ValueError, match=re.escape(str(source))) as caught:
+        read_state_dict(source)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+    assert cli_main(["convert-checkpoint", str(source), str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(source) in err and expected in err, err
+    assert not (tmp_path / "out.pt").exists()
+    # synthesize reads the file's languages before anything else loads: the same line.
+    assert cli_main(["synthesize", "--checkpoint", str(source), "--weights-dir", str(tmp_path), "--text", "Hi.",
+                     "-o", str(tmp_path / "out.wav"), "--quiet"]) == 2
+    assert capsys.readouterr().err == err.replace("convert-checkpoint", "synthesize")
+
+
+def test_a_header_nested_deeply_or_longer_than_the_file_is_one_line(tmp_path):
+    for name, raw, data in (("deep", b"[" * 100_000 + b"]" * 100_000, b""), ("long", b"{}", b"")):
+        source = write_safetensors(tmp_path / f"{name}.safetensors", None, data, raw=raw)
+        if name == "long":  # the length prefix claims more header bytes than the file holds
+            source.write_bytes((10 ** 6).to_bytes(8, "little") + raw)
+        with pytest.raises(ValueError, match=re.escape(str(source))):
+            read_state_dict(source)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                  max_size=4), max_leaves=12)
+_FIELDS = st.sampled_from(["dtype", "shape", "data_offsets", "__metadata__", "vallex_config", "whole entry",
+                           "whole header"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(st.tuples(_FIELDS, _JSON, st.sampled_from(["a", "b"])), min_size=1, max_size=3),
+       data_length=st.sampled_from([0, 24, 55, 56, 57, 200]))
+def test_any_damage_to_a_safetensors_header_is_a_value_error_naming_the_file(changes, data_length, tmp_path):
+    """Whatever a header holds, reading it gives tensors matching the header or one ValueError line naming the
+    file: never a TypeError, RuntimeError, RecursionError or a tensor view beyond its bytes."""
+    header, data = small_header(vallex_config=json.dumps(VallexConfig.tiny().to_dict()))
+    for field, value, key in changes:
+        if field == "whole header":
+            header = value
+        elif not isinstance(header, dict):
+            continue
+        elif field == "whole entry":
+            header[key] = value
+        elif field == "__metadata__":
+            header["__metadata__"] = value
+        elif field == "vallex_config":
+            header.setdefault("__metadata__", {})
+            if isinstance(header["__metadata__"], dict):
+                header["__metadata__"]["vallex_config"] = json.dumps(value)
+        elif isinstance(header.get(key), dict):
+            header[key][field] = value
+    source = write_safetensors(tmp_path / "fuzzed.safetensors", header, (data * 4)[:data_length])
+    try:
+        state, config = read_state_dict(source)
+    except ValueError as error:
+        assert str(source) in str(error) and "\n" not in str(error)
+        return
+    for tensor in state.values():  # accepted: every tensor is exactly what its header entry says
+        assert tensor.numel() * tensor.element_size() <= data_length
+
+
+def test_a_config_that_does_not_describe_the_tensors_is_refused_before_a_model_is_built(tmp_path, monkeypatch):
+    from vallex.model import VallexModel
+    from vallex.weights import checkpoint
+
+    tiny = VallexModel(VallexConfig.tiny())
+    source = checkpoint.save_checkpoint(tiny, tmp_path / "tiny.safetensors")
+    built = []
+    monkeypatch.setattr(checkpoint, "VallexModel", lambda config: built.append(config))
+    for sizes, named in (({"num_layers": 200}, "num_layers 2 in the file, 200 in the configuration"),
+                         ({"d_model": 4096, "nhead": 16}, "d_model 64 in the file, 4096"),
+                         ({"num_quantizers": 32}, "num_quantizers 8 in the file, 32"),
+                         ({"text_vocab_size": 60000}, "text_vocab_size 2048 in the file, 60000"),
+                         ({"ff_multiplier": 16}, "ff_multiplier 4 in the file, 16")):
+        config = VallexConfig(**{**VallexConfig.tiny().to_dict(), **sizes})
+        with pytest.raises(ValueError, match=re.escape(named)) as caught:
+            checkpoint.load_model(source, config)
+        assert str(source) in str(caught.value) and "\n" not in str(caught.value)
+    assert built == []
+    # The public sizes (no config given) against a tiny file: the same one line, before anything is built.
+    state = {key: value.clone() for key, value in tiny.state_dict().items()}
+    with pytest.raises(ValueError, match="d_model 64 in the file, 1024 in the configuration"):
+        checkpoint.model_from_state_dict(state, VallexConfig.public(), source="bare.pt")
+    assert built == []
+
+
+def test_a_renamed_tensor_is_one_short_line_however_long_its_name(tmp_path, capsys):
+    """Sizes that match but a key that does not: the key-by-key check's message is one line, each name cut."""
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
+
+    source = save_checkpoint(VallexModel(VallexConfig.tiny()), tmp_path / "tiny.safetensors")
+    data = source.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["x" * 1_000_000] = header.pop("ar_decoder.norm.weight")
+    write_safetensors(source, header, data[8 + length:])
+    assert cli_main(["convert-checkpoint", str(source), str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(source) in err and "missing keys: ar_decoder.norm.weight" in err
+    assert "unexpected keys: xxxx" in err and len(err) < 2000
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff[]", "is not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b"[" * 600 + b"]" * 600, "languages"),
+])
+def test_a_damaged_languages_file_beside_a_checkpoint_is_named(tmp_path, content, message):
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import checkpoint_languages, save_checkpoint
+
+    source = save_checkpoint(VallexModel(VallexConfig.tiny()), tmp_path / "model.safetensors")
+    table = tmp_path / "languages.json"
+    table.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        checkpoint_languages(source)
+    assert str(table) in str(caught.value) and "\n" not in str(caught.value) and len(str(caught.value)) < 1000

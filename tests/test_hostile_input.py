@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 from demo.sampling_controls import sampling_from_controls
 from vallex.api import MAX_SEED, Sampling, select_device
 from vallex.cli import main
+from vallex.config import SIZE_BOUNDS, VallexConfig
 from vallex.files import MAX_SMALL_FILE_BYTES
 from vallex.languages import Languages
 from vallex.prompts import PresetLibrary, VoicePrompt, make_prompt
@@ -568,3 +569,126 @@ def test_the_apps_api_limits_hosts_only_when_keyless_on_loopback(tmp_path: Path,
     headers = {"host": "rebound.example"} | ({"authorization": f"Bearer {key}"} if key else {})
     status = TestClient(app).get("/v1/models", headers=headers).status_code
     assert status == (403 if limited else 200)
+
+
+# A model configuration is untrusted input: it comes with downloaded files ----------------------------------------
+
+_SIZES = sorted(SIZE_BOUNDS)
+_NOT_A_SIZE = (st.booleans() | st.floats(allow_nan=True) | st.text(max_size=20) | st.none()
+               | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+               | st.integers(max_value=0) | st.integers(min_value=(1 << 16) + 1))
+
+
+@BOUNDED
+@given(name=st.sampled_from(_SIZES), value=_NOT_A_SIZE)
+def test_a_size_of_the_wrong_type_or_beyond_its_bound_is_one_line_naming_it(name: str, value: Any) -> None:
+    """``true`` is an int to Python and was taken for 1; floats, strings, lists and sizes beyond every real model
+    (which would build without end) are refused by name, in one short line."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= SIZE_BOUNDS[name]:
+        return
+    with pytest.raises(ValueError, match=f"VallexConfig.{name} must be a whole number from 1 to") as caught:
+        VallexConfig.from_dict({**VallexConfig.tiny().to_dict(), name: value})
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+@BOUNDED
+@given(d_model=st.sampled_from([8, 16, 24, 32]), nhead=st.sampled_from([1, 2, 4, 8]),
+       num_layers=st.integers(1, 3), num_quantizers=st.integers(2, 9), text_vocab_size=st.integers(1, 90),
+       audio_vocab_size=st.integers(1, 40), num_languages=st.integers(1, 5), ff_multiplier=st.integers(1, 5))
+def test_the_weight_count_is_the_models_matrices_known_before_building(**sizes: int) -> None:
+    from vallex.model import VallexModel
+
+    config = VallexConfig(**sizes)
+    with torch.device("meta"):
+        model = VallexModel(config)
+    assert config.weight_count == sum(p.numel() for p in model.parameters() if p.dim() == 2)
+
+
+def test_the_size_bounds_admit_every_real_model_and_refuse_a_runaway_one() -> None:
+    assert VallexConfig.public().weight_count == 370_164_736  # of its 370.5 M parameters, the rest are biases
+    VallexConfig(d_model=2048, nhead=32, num_layers=24)  # twice the public width and depth: 2.9 billion weights
+    with pytest.raises(ValueError, match="billion weights, more than the 4 billion allowed"):
+        VallexConfig(d_model=16384, nhead=16, num_layers=256)  # each size within its bound, together 10^12
+    with pytest.raises(ValueError, match="Unsupported model option norm_first=1"):
+        VallexConfig.from_dict({"norm_first": 1})  # 1 == True, but not the choice the checkpoint records
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe{}", "is not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'["d_model", 64]', "must be a JSON object"),
+    (b'{"d_model": 1e3}', "d_model must be a whole number"),
+    (b'{"languages": "en"}', "languages must be a list"),
+    (b'{"num_languages": 1, "languages": [["en"]]}', "languages"),
+])
+def test_a_config_file_error_names_the_file(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "vallex-config.json"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message) as caught:
+        VallexConfig.from_json(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+#: Runs CLI commands in a process whose heap is capped at 1 GiB (they need about 260 MiB; RLIMIT_DATA, not
+#: RLIMIT_AS, so that torch's large shared libraries do not count): a configuration that builds without end fails
+#: the cap (a MemoryError traceback) or the timeout, one refused before building prints its line. Prints
+#: [exit code, stderr] for each command.
+_CAPPED_CLI = """
+import contextlib, io, json, resource, sys
+resource.setrlimit(resource.RLIMIT_DATA, (1 << 30, 1 << 30))
+from vallex.cli import main
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    print(json.dumps([code, err.getvalue()]), flush=True)
+"""
+
+
+def test_a_runaway_configuration_is_refused_before_memory_is_spent(tmp_path: Path, tiny_weights: Path) -> None:
+    """``"num_layers": 2000000`` in a safetensors file's metadata, a ``vallex-config.json`` beside a checkpoint or
+    ``--config`` grew memory at 40 MB/s without end; now every command refuses it in one line naming the file."""
+    import subprocess
+    import sys
+
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
+
+    runaway = {**VallexConfig.tiny().to_dict(), "num_layers": 2_000_000}
+    model = VallexModel(VallexConfig.tiny())
+    stored = save_checkpoint(model, tmp_path / "stored" / "model.safetensors")
+    _rewrite_metadata(stored, {"vallex_config": json.dumps(runaway)})
+    beside = save_checkpoint(model, tmp_path / "beside" / "model.pt")
+    (tmp_path / "beside" / "vallex-config.json").write_text(json.dumps(runaway))
+    config = tmp_path / "runaway.json"
+    config.write_text(json.dumps(runaway))
+    plain = save_checkpoint(model, tmp_path / "plain" / "model.pt")
+    out = tmp_path / "out.wav"
+    cases = [
+        (["convert-checkpoint", str(stored), str(tmp_path / "a.pt")], stored),
+        (["convert-checkpoint", str(beside), str(tmp_path / "b.safetensors")], beside.with_name("vallex-config.json")),
+        (["convert-checkpoint", str(plain), str(tmp_path / "c.safetensors"), "--config", str(config)], config),
+        (["synthesize", "--checkpoint", str(stored), "--text", "Hi.", "-o", str(out), "--quiet"], stored),
+        (["synthesize", "--checkpoint", str(beside), "--text", "Hi.", "-o", str(out), "--quiet"],
+         beside.with_name("vallex-config.json")),
+    ]
+    serve = ["serve", "--weights-dir", str(tiny_weights), "--port", "0", "--log-level", "error", "--checkpoint"]
+    cases += [([*serve, str(stored)], stored), ([*serve, str(beside)], beside.with_name("vallex-config.json"))]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "VALLEX_WEIGHTS_DIR": str(tmp_path)}
+    command = [sys.executable, "-W", "ignore", "-c", _CAPPED_CLI, json.dumps([argv for argv, _ in cases])]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(results) == len(cases), done.stderr[-2000:]
+    for (argv, named), (code, err) in zip(cases, results):
+        assert code == 2 and err.count("\n") == 1, (argv, err)
+        assert str(named) in err and "num_layers must be a whole number from 1 to 256" in err, (argv, err)
+
+
+def _rewrite_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Replace a safetensors file's ``__metadata__``, keeping its tensors' bytes."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    header["__metadata__"] = metadata
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data[8 + length:])

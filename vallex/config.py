@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,24 @@ _FIXED_CHOICES: dict[str, Any] = {
     "nar_scale_factor": 1.0,  # NAR width = AR width
     "prepend_bos": True,  # AR audio input starts with BOS (id 1025)
 }
+
+
+#: Largest value of each size field. A configuration comes from files a user may have downloaded (safetensors
+#: metadata, a ``.json`` beside the checkpoint), so every size is bounded before anything is built: each bound is
+#: far above the public model's (in the comment) and every VALL-E X published, yet finite.
+SIZE_BOUNDS: dict[str, int] = {
+    "d_model": 16384,  # 1024
+    "nhead": 256,  # 16
+    "num_layers": 256,  # 12 per decoder
+    "num_quantizers": 32,  # 8; EnCodec has at most 32 codebooks (24 kbps)
+    "text_vocab_size": 1 << 16,  # 2048
+    "audio_vocab_size": 1 << 16,  # 1024
+    "num_languages": 1024,  # 3
+    "ff_multiplier": 16,  # 4
+}
+#: Largest :attr:`VallexConfig.weight_count` (4 billion: 16 GB in float32, ten times the public model's 370 M),
+#: which bounds the sizes together (each within its bound, d_model 16384 and 256 layers would be 10^12 weights).
+MAX_WEIGHTS = 4_000_000_000
 
 
 @dataclass(frozen=True)
@@ -51,23 +71,30 @@ class VallexConfig:
     languages: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "nhead", "num_layers", "num_quantizers", "text_vocab_size",
-                     "audio_vocab_size", "num_languages", "ff_multiplier"):
+        for name, bound in SIZE_BOUNDS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"VallexConfig.{name} must be a positive integer, got {value!r}.")
+            # bool is an int in Python: ``"d_model": true`` in a JSON file is a mistake, not the size 1.
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= bound:
+                raise ValueError(f"VallexConfig.{name} must be a whole number from 1 to {bound}, got "
+                                 f"{reprlib.repr(value)}.")
         if self.d_model % self.nhead:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
         if self.num_quantizers < 2:
             raise ValueError("num_quantizers must be at least 2 (one AR codebook plus NAR codebooks).")
+        if self.weight_count > MAX_WEIGHTS:
+            raise ValueError(f"This configuration ({self.num_layers} layers of width {self.d_model}) implies "
+                             f"{self.weight_count / 1e9:.1f} billion weights, more than the {MAX_WEIGHTS / 1e9:g} "
+                             f"billion allowed (the public model has {VallexConfig().weight_count / 1e6:.0f} million).")
         if self.languages is None and self.num_languages == len(LANGUAGES):
             object.__setattr__(self, "languages", LANGUAGES)  # every 3-row model has the public rows
         elif self.languages is not None:
+            if not isinstance(self.languages, (list, tuple)):
+                raise ValueError(f"VallexConfig.languages must be a list of language codes, one per language row, "
+                                 f"got {reprlib.repr(self.languages)}.")
+            if len(self.languages) != self.num_languages:  # checked first: the list may be a long one
+                raise ValueError(f"VallexConfig.languages names {len(self.languages)} languages but the model has "
+                                 f"{self.num_languages} language rows (num_languages): give one code per row.")
             codes = check_codes(self.languages, "VallexConfig.languages")  # a JSON list becomes a tuple
-            if len(codes) != self.num_languages:
-                raise ValueError(f"VallexConfig.languages names {len(codes)} languages ({', '.join(codes)}) but "
-                                 f"the model has {self.num_languages} language rows (num_languages): give one "
-                                 "code per row.")
             object.__setattr__(self, "languages", codes)
 
     # Special audio ids ---------------------------------------------------------------------------
@@ -82,6 +109,17 @@ class VallexConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.nhead
+
+    @property
+    def weight_count(self) -> int:
+        """The weights of the model's matrices (embeddings, attention, feed-forward, adaptive norms, predictors,
+        tied ones once): its parameter count less the biases and norm scales, known without building it."""
+        d, f, v = self.d_model, self.ff_multiplier, self.audio_vocab_size
+        per_layer = (4 + 2 * f) * d * d  # in_proj (3 d x d), out_proj, linear1 (f d x d), linear2
+        decoders = 2 * self.num_layers * per_layer + (2 * self.num_layers + 1) * 2 * d * d  # NAR norms: 2d x d each
+        embeddings = (2 * self.text_vocab_size + 2 * self.num_languages + self.num_quantizers - 1) * d
+        audio = ((v + 2) + (v + 1) + (v + 1) + (self.num_quantizers - 1) * v + v) * d  # AR in/out, NAR in, untied out
+        return decoders + embeddings + audio
 
     # Named configurations -------------------------------------------------------------------------
     @classmethod
@@ -105,39 +143,51 @@ class VallexConfig:
 
     # (De)serialisation ---------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VallexConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> VallexConfig:
         """Build from our own fields or from the reference's ``VALLE(...)`` constructor arguments.
 
         Reference-only arguments (``norm_first``, ``prefix_mode``, ...) are accepted only with the
-        value the public checkpoint uses, because the other variants are not implemented.
+        value the public checkpoint uses, because the other variants are not implemented. Anything else, a value
+        of the wrong type (``true`` for a size) or out of :data:`SIZE_BOUNDS` is a one-line ValueError.
         """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"A model configuration must be a JSON object of model options, got "
+                             f"{type(data).__name__} {reprlib.repr(data)}.")
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in fields:
                 kwargs[key] = value
             elif key in _FIXED_CHOICES:
-                if value != _FIXED_CHOICES[key]:
+                expected = _FIXED_CHOICES[key]
+                if value != expected or isinstance(value, bool) != isinstance(expected, bool):  # 1 is not True
                     raise ValueError(
-                        f"Unsupported model option {key}={value!r}: only {key}={_FIXED_CHOICES[key]!r} "
+                        f"Unsupported model option {key}={reprlib.repr(value)}: only {key}={expected!r} "
                         "(the public checkpoint's choice) is implemented."
                     )
             else:
-                raise ValueError(f"Unknown model option {key!r} in the configuration.")
+                raise ValueError(f"Unknown model option {reprlib.repr(key)} in the configuration.")
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, path: str | Path) -> VallexConfig:
+    def from_text(cls, text: str | bytes, source: str) -> VallexConfig:
+        """Build from JSON text (a config file's, or a checkpoint's metadata); every error is one line naming
+        ``source``."""
         try:
-            data = json.loads(read_small_text(path))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object of model options.")
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{source} is not valid JSON: {error}") from None
+        except RecursionError:  # json recurses once per level of nesting
+            raise ValueError(f"{source} is not a model configuration: its JSON is nested too deeply.") from None
         try:
             return cls.from_dict(data)
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise ValueError(f"{source}: {error}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> VallexConfig:
+        """Read a config file (a regular UTF-8 file of at most 1 MiB, :func:`vallex.files.read_small_text`)."""
+        return cls.from_text(read_small_text(path), str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,3 +195,4 @@ class VallexConfig:
     def to_json(self, path: str | Path) -> None:
         """Write the fields as JSON (atomically: a reader never sees half a file)."""
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+

@@ -8,6 +8,7 @@ mixing the two up silently gives the wrong accent, so every table lives here and
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -88,9 +89,9 @@ class Languages:
         codes = tuple(self.codes) if isinstance(self.codes, (list, tuple)) else None
         if not codes or not all(isinstance(c, str) and LANGUAGE_CODE_PATTERN.match(c) for c in codes):
             raise ValueError(f"A model's languages must be a non-empty list of language codes such as "
-                             f"['en', 'zh', 'ja', 'de'], got {self.codes!r}.")
+                             f"['en', 'zh', 'ja', 'de'], got {reprlib.repr(self.codes)}.")  # may be long
         if len(set(codes)) != len(codes):
-            raise ValueError(f"A model's languages must not repeat a code, got {list(codes)}.")
+            raise ValueError(f"A model's languages must not repeat a code, got {reprlib.repr(list(codes))}.")
         object.__setattr__(self, "codes", codes)
 
     @classmethod

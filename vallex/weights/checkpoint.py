@@ -14,6 +14,11 @@ Both load through a model built on the ``meta`` device and ``load_state_dict(ass
 weights are never held twice in memory; the state dict is checked key-by-key and shape-by-shape first,
 with an error that names every missing, unexpected and mismatched key.
 
+A model file is untrusted input (a download, a file from a stranger): a safetensors header is checked as the format
+specifies before a tensor is mapped, the configuration's sizes are bounded (:data:`vallex.config.SIZE_BOUNDS`) and
+compared with the sizes the tensors show (:func:`sizes_in_state_dict`) before a module is built, even on ``meta``;
+whatever is wrong is one ValueError line naming the file.
+
 Which copy is the published checkpoint: :func:`state_dict_digest` hashes a state dict's tensors in one canonical
 form, so a copy re-pickled elsewhere (other bytes, other trainer keys, other path classes) or converted to
 safetensors has the digest of the file it came from; :func:`check_published_tensors` compares a download with
@@ -28,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import pickle
 import re
 import sys
@@ -39,7 +45,7 @@ import torch
 from torch import Tensor
 
 from vallex.config import VallexConfig
-from vallex.files import atomic_path
+from vallex.files import atomic_path, read_small_text
 from vallex.languages import Languages, check_codes
 from vallex.model import VallexModel
 
@@ -89,7 +95,7 @@ def read_state_dict(path: str | Path, mmap: bool = True) -> tuple[dict[str, Tens
         state, metadata = read_safetensors_mapped(path)
         config = None
         if CONFIG_METADATA_KEY in metadata:
-            config = VallexConfig.from_dict(json.loads(metadata[CONFIG_METADATA_KEY]))
+            config = VallexConfig.from_text(metadata[CONFIG_METADATA_KEY], f"{path} ({CONFIG_METADATA_KEY} metadata)")
         return state, config
     return _unwrap(load_pickled_checkpoint(path, mmap=mmap), path), None
 
@@ -153,6 +159,14 @@ _SAFETENSORS_DTYPES = {
 }
 
 
+#: Largest safetensors header read (the safetensors library's own limit); the public checkpoint's is about 60 kB.
+MAX_SAFETENSORS_HEADER_BYTES = 100_000_000
+#: Most dimensions a stored tensor may have, and the most elements (2^40, 4 TB of float32): bounds that no real
+#: checkpoint nears and that keep every shape computation within int64 even for empty tensors.
+MAX_TENSOR_DIMS = 8
+MAX_TENSOR_ELEMENTS = 1 << 40
+
+
 def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read a ``.safetensors`` file with one private memory map per tensor; returns (state, metadata).
 
@@ -161,6 +175,9 @@ def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, st
     it has read would stay resident because the embeddings still point into the same mapping (peak RSS
     2.1 GB instead of 0.8 GB for int8). A map per tensor is released with its tensor. Pages are
     copy-on-write, so writing to a tensor never touches the file.
+
+    The header is checked as the format specifies before any tensor is mapped (:func:`_safetensors_entries`):
+    any damage is one ValueError line naming the file.
     """
     import numpy as np
 
@@ -169,35 +186,92 @@ def read_safetensors_mapped(path: Path) -> tuple[dict[str, Tensor], dict[str, st
         if len(prefix) != 8:
             raise ValueError(f"{path} is not a safetensors file (too short).")
         header_len = int.from_bytes(prefix, "little")
-        if header_len > 100_000_000:
-            raise ValueError(f"{path} is not a safetensors file (header of {header_len} bytes).")
+        file_size = path.stat().st_size
+        if header_len > min(MAX_SAFETENSORS_HEADER_BYTES, file_size - 8):
+            raise ValueError(f"{path} is not a safetensors file (a header of {header_len} bytes in a file of "
+                             f"{file_size}).")
         try:
             header = json.loads(handle.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"{path} is not a safetensors file: {error}") from None
+        except RecursionError:  # json recurses once per level of nesting
+            raise ValueError(f"{path} is not a safetensors file: its header is nested too deeply.") from None
     data_start = 8 + header_len
-    file_size = path.stat().st_size
-    metadata = header.pop("__metadata__", None) or {}
+    metadata, entries = _safetensors_entries(header, file_size - data_start, path)
     state: dict[str, Tensor] = {}
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors file (its header is not a JSON object).")
-    for key, info in header.items():
-        try:
-            dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
-            begin, end = (int(offset) for offset in info["data_offsets"])
-            shape = tuple(int(size) for size in info["shape"])
-        except (AttributeError, KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: tensor {key!r} has a malformed header entry (damaged file?).") from None
-        if dtype is None:
-            raise ValueError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}.")
-        if not 0 <= begin <= end <= file_size - data_start:
-            raise ValueError(f"{path}: tensor {key!r} lies outside the file (truncated download?).")
+    for key, dtype, shape, begin, end in entries:
         if end == begin:
             state[key] = torch.empty(shape, dtype=dtype)
             continue
         raw = np.memmap(path, dtype=np.uint8, mode="c", offset=data_start + begin, shape=(end - begin,))
         state[key] = torch.from_numpy(raw).view(dtype).view(shape)
     return state, metadata
+
+
+def _safetensors_entries(header: object, data_size: int, path: Path) -> tuple[
+        dict[str, str], list[tuple[str, torch.dtype, tuple[int, ...], int, int]]]:
+    """The metadata and the (name, dtype, shape, begin, end) of each tensor of a parsed safetensors header.
+
+    Checked as the format specifies: a JSON object; ``__metadata__`` a mapping of strings to strings; each tensor's
+    dtype known, its shape whole numbers >= 0, its byte range ``[begin, end)`` exactly its elements' bytes; the
+    ranges in offset order tiling the data without gap or overlap up to the end of the file (a shorter or longer
+    file is truncated or damaged). ``data_size``: bytes after the header. Raises ValueError naming ``path``.
+    """
+    def damaged(why: str) -> ValueError:
+        return ValueError(f"{path} is not a valid safetensors file: {why}.")
+
+    if not isinstance(header, dict):
+        raise damaged(f"its header is a JSON {type(header).__name__}, not an object")
+    header = dict(header)
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(value, str) for value in metadata.values()):
+        raise damaged("its __metadata__ is not a mapping of names to strings")
+    entries = []
+    for key, info in header.items():
+        name = repr(_shown_name(key))
+        if not isinstance(info, dict):
+            raise damaged(f"tensor {name} has a malformed header entry")
+        dtype = _SAFETENSORS_DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
+        if dtype is None:
+            raise damaged(f"tensor {name} has an unsupported dtype {str(info.get('dtype'))[:20]!r}")
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not _whole_numbers(shape) or len(shape) > MAX_TENSOR_DIMS:
+            raise damaged(f"tensor {name} has no valid shape (at most {MAX_TENSOR_DIMS} whole numbers >= 0)")
+        if math.prod(max(size, 1) for size in shape) > MAX_TENSOR_ELEMENTS:
+            raise damaged(f"tensor {name} has more than {MAX_TENSOR_ELEMENTS} elements")
+        if not _whole_numbers(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+            raise damaged(f"tensor {name} has no valid data_offsets (two whole numbers, begin <= end)")
+        begin, end = offsets
+        nbytes = math.prod(shape) * dtype.itemsize
+        if end - begin != nbytes:
+            raise damaged(f"tensor {name} of shape {list(shape)} needs {nbytes} bytes but its data_offsets span "
+                          f"{end - begin}")
+        if end > data_size:
+            raise damaged(f"tensor {name} lies outside the file (bytes {begin}..{end} of {data_size}: truncated "
+                          "download?)")
+        entries.append((key, dtype, tuple(shape), begin, end))
+    position = 0
+    for key, _, _, begin, end in sorted(entries, key=lambda entry: (entry[3], entry[4])):
+        if begin != position:
+            where = "overlaps the tensor before it" if begin < position else "leaves a gap before it"
+            raise damaged(f"tensor {_shown_name(key)!r} {where} (bytes {begin}..{end})")
+        position = end
+    if position != data_size:
+        raise damaged(f"its tensors take {position} bytes but the file holds {data_size} after the header "
+                      "(truncated or damaged?)")
+    return metadata, entries
+
+
+def _whole_numbers(value: object) -> bool:
+    """``value`` is a list of ints >= 0 (not bools, which JSON's true would give)."""
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+
+def _shown_name(key: str) -> str:
+    """A tensor's name as an error shows it: at most 80 characters (a hostile file's may be megabytes)."""
+    return key if len(key) <= 80 else key[:80] + "..."
 
 
 #: What ``torch.nn.parallel.DistributedDataParallel`` puts before every key of the model it wraps.
@@ -224,21 +298,21 @@ def _unwrap(payload: object, path: Path) -> dict[str, Tensor]:
 def check_state_dict(state: Mapping[str, Tensor], model: VallexModel, source: str = "checkpoint") -> None:
     """Raise a ValueError naming every missing, unexpected and wrongly shaped key."""
     expected = {key: tuple(value.shape) for key, value in model.state_dict(keep_vars=True).items()}
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
+    missing = [_shown_name(key) for key in expected if key not in state]
+    unexpected = [_shown_name(key) for key in state if key not in expected]
     mismatched = [
-        f"{key}: file {tuple(state[key].shape)} vs model {expected[key]}"
+        f"{_shown_name(key)}: file {tuple(state[key].shape)} vs model {expected[key]}"
         for key in expected if key in state and tuple(state[key].shape) != expected[key]
     ]
     if missing or unexpected or mismatched:
-        lines = [f"{source} does not match the model configuration {model.config}:"]
+        parts = []
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
                              ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:12]) + (f", ... ({len(items)} in all)" if len(items) > 12 else "")
-                lines.append(f"  {title}: {shown}")
-        lines.append("Check that the configuration (config.json / --size) matches the weights file.")
-        raise ValueError("\n".join(lines))
+            if items:  # a hostile file's names may be megabytes long: each is cut, and a dozen at most shown
+                shown = ", ".join(items[:12])
+                parts.append(f"{title}: {shown}" + (f", ... ({len(items)} in all)" if len(items) > 12 else ""))
+        raise ValueError(f"{source} does not match the model configuration {model.config}: {'; '.join(parts)}. "
+                         "Check that the configuration (config.json / --config) matches the weights file.")
 
 
 def model_from_state_dict(
@@ -262,10 +336,48 @@ def _checked_on_meta(state: Mapping[str, Tensor], config: VallexConfig,
     for predictor, embedding in _tied_keys(config.num_quantizers).items():
         state.setdefault(predictor, state.get(embedding))  # safetensors files store the pair once
     state = {key: value for key, value in state.items() if value is not None}
+    # Sizes first, from the shapes alone: a configuration that does not describe these tensors (one from a
+    # hostile file: 2000 layers, say) is refused before a module of it is built, even on ``meta``.
+    differences = [f"{name} {stored} in the file, {getattr(config, name)} in the configuration"
+                   for name, stored in sizes_in_state_dict(state).items() if stored != getattr(config, name)]
+    if differences:
+        raise ValueError(f"{source} does not match the model configuration: {'; '.join(differences)}. Check that "
+                         "the configuration (config.json / --config) belongs to this weights file.")
     with torch.device("meta"):
         model = VallexModel(config)
     check_state_dict(state, model, source)
     return model, state
+
+
+#: A decoder layer's index in a state-dict key (``ar_decoder.layers.11.linear1.weight``).
+_AR_LAYER = re.compile(r"ar_decoder\.layers\.(\d+)\.")
+
+
+def sizes_in_state_dict(state: Mapping[str, Tensor]) -> dict[str, int]:
+    """The :class:`VallexConfig` sizes the state dict's tensors show (all but ``nhead``, which no shape shows).
+
+    Read from the AR side's text and audio embeddings, language embedding, first feed-forward layer, and the
+    counts of AR decoder layers and NAR audio embeddings; a field whose tensor is missing or of another rank is
+    left out (the key-by-key check names it). Only shapes are read, so it is cheap and bounded by the file.
+    """
+    def shape(key: str) -> tuple[int, ...] | None:
+        value = state.get(key)
+        return tuple(value.shape) if isinstance(value, Tensor) and value.dim() == 2 else None
+
+    sizes: dict[str, int] = {
+        "num_layers": len({m.group(1) for key in state if (m := _AR_LAYER.match(key))}),
+        "num_quantizers": sum(1 for key in state if _NAR_EMBEDDING.fullmatch(key)),
+    }
+    if text := shape("ar_text_embedding.word_embeddings.weight"):
+        sizes["text_vocab_size"], sizes["d_model"] = text
+    if audio := shape("ar_audio_embedding.word_embeddings.weight"):
+        sizes["audio_vocab_size"] = audio[0] - 2  # + EOS and BOS rows
+    if languages := shape(LANGUAGE_EMBEDDING_KEY):
+        sizes["num_languages"] = languages[0]
+    feed_forward = shape("ar_decoder.layers.0.linear1.weight")
+    if feed_forward and "d_model" in sizes and sizes["d_model"] and feed_forward[0] % sizes["d_model"] == 0:
+        sizes["ff_multiplier"] = feed_forward[0] // sizes["d_model"]
+    return sizes
 
 
 def check_checkpoint(path: str | Path, config: VallexConfig | None = None) -> None:
@@ -408,9 +520,10 @@ def read_languages_file(path: str | Path) -> tuple[str, ...]:
     """The codes of a ``languages.json`` (a JSON list, one code per language-embedding row); ValueError if it is
     not one."""
     try:
-        codes = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); it must list one language code per row, e.g. "
+        codes = json.loads(read_small_text(path))
+    except (json.JSONDecodeError, RecursionError) as error:
+        why = "nested too deeply" if isinstance(error, RecursionError) else error
+        raise ValueError(f"{path} is not valid JSON ({why}); it must list one language code per row, e.g. "
                          '["en", "zh", "ja", "de"].') from None
     return check_codes(codes, str(path))
 
