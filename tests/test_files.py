@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from golden_fixtures import REPO_ROOT
+
 from vallex.config import VallexConfig
 from vallex.files import atomic_open, atomic_path, write_bytes_atomic, write_text_atomic
 from vallex.model import VallexModel
