@@ -99,8 +99,8 @@ def test_bad_input_is_refused_before_any_model_loads():
         verifier.verify([], TARGET, language="en")
     with pytest.raises(ValueError, match=r"candidate 0: expected mono samples \[N\]"):
         verifier.verify([np.zeros((2, 100), dtype=np.float32)], TARGET, language="en")
-    with pytest.raises(ValueError, match="Unknown language 'fr'"):
-        verifier.verify([np.zeros(100, dtype=np.float32)], TARGET, language="fr")
+    with pytest.raises(ValueError, match="Unknown language 'f1'"):
+        verifier.verify([np.zeros(100, dtype=np.float32)], TARGET, language="f1")
     with pytest.raises(ValueError, match="text to verify against is empty"):
         verifier.verify([np.zeros(100, dtype=np.float32)], "  ")
     assert verifier._recognizers == {}
@@ -163,7 +163,8 @@ def test_no_recogniser_for_the_language_is_one_line(recordings, capsys):
         Verifier().verify([load_audio(recordings["right"])], "我喜欢咖啡。", language="zh")
     assert main(["verify", "--text", "我喜欢早上喝咖啡，然后走路去车站。", str(recordings["right"])]) == 2  # auto: zh
     error = capsys.readouterr().err
-    assert error.startswith("vallex verify: error: No speech recogniser for Mandarin (zh)")
+    assert error.startswith("vallex verify: error: Not checked: No speech recogniser for Mandarin (zh)")
+    assert error.rstrip().endswith("(--text read as zh: give --language if it is another)")
     assert error.count("\n") == 1
 
 
