@@ -101,6 +101,47 @@ def test_console_script_runs_offline(tiny_weights, tmp_path):
     assert out.is_file()
 
 
+def run_with_size_limit(argv: list[str], limit: int) -> subprocess.CompletedProcess:
+    """``vallex ARGV`` in a fresh process whose files may not grow past ``limit`` bytes (RLIMIT_FSIZE): its
+    writes fail as on a full disk (EFBIG; Python ignores SIGXFSZ), with no privileges needed."""
+    code = ("import resource, sys; from vallex.cli import main; "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.getrlimit(resource.RLIMIT_FSIZE)[1])); "
+            "sys.exit(main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO)), timeout=300)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The error lines of ``stderr`` (the random weights' noise warning aside), after checking that it holds no
+    traceback and ends with them."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.strip().splitlines() if ": error: " in line]
+    assert stderr.strip().endswith(lines[-1]), stderr
+    return lines
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="file size limits are POSIX")
+def test_a_refused_output_is_one_line_exit_2_and_no_partial_file(tiny_weights, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "speech.wav"
+    result = run_with_size_limit(["synthesize", "--text", "Hello there.", "--weights-dir", str(tiny_weights),
+                                  "--seed", "1", "--threads", "1", "--quiet", "-o", str(out)], 2048)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr) == [
+        f"vallex synthesize: error: Could not write {out}: the file grew past the largest file allowed (the "
+        "process's file size limit, ulimit -f, or the file system's). No partial file was left."]
+    assert list(out_dir.iterdir()) == []
+
+    weights = tmp_path / "weights"  # torch.save's own error (inline_container), the same line
+    result = run_with_size_limit(["make-random-weights", str(weights)], 64 * 1024)
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"vallex make-random-weights: error: Could not write {weights}/")
+    assert "file size limit" in lines[0]
+    assert not [path.name for path in weights.iterdir() if path.name.endswith(".partial")]
+
+
 def test_missing_weights_is_a_clear_error(tmp_path, capsys):
     code = main(["synthesize", "--text", "Hi.", "--weights-dir", str(tmp_path / "empty"), "--quiet",
                  "-o", str(tmp_path / "o.wav")])

@@ -1,11 +1,17 @@
 """Atomic writes: an interrupted write leaves neither a partial target nor a temporary file."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from golden_fixtures import REPO_ROOT
 
 from vallex.config import VallexConfig
 from vallex.files import atomic_open, atomic_path, write_bytes_atomic, write_text_atomic
@@ -87,3 +93,84 @@ def test_an_interrupted_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, 
     monkeypatch.undo()
     reloaded = load_model(path, config)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), reloaded.state_dict().values()))
+
+
+# The system refusing a write ------------------------------------------------------------------------------
+# Real refusals, no privileges needed: a child process whose file size limit (RLIMIT_FSIZE) is smaller than
+# what it writes gets EFBIG from write() (Python ignores SIGXFSZ, which would otherwise kill it). Each writer
+# library wraps that its own way; every one must come out as one WriteError naming the target.
+
+WRITERS = {
+    "soundfile": "from vallex.audio.files import save_audio; save_audio(target + '.wav', np.zeros(48000))",
+    "torch.save": "with atomic_path(target + '.pt') as p: torch.save({'x': torch.zeros(100000)}, p)",
+    "safetensors": "with atomic_path(target + '.safetensors') as p: "
+                   "save_file({'x': torch.zeros(100000)}, str(p))",
+    "np.save": "with atomic_open(target + '.npy') as h: np.save(h, np.zeros(100000))",
+    "plain": "write_text_atomic(target + '.json', 'x' * 100000)",
+}
+
+
+def writer_code(folder: Path, statement: str, size_limit: int | None) -> str:
+    """Python that runs ``statement`` (``target`` is ``folder/out``) limited to ``size_limit`` bytes a file and,
+    on a WriteError, prints its errno, its message and what ``folder`` then holds, and exits with 3."""
+    return "\n".join([
+        "import os, resource, sys",
+        "import numpy as np, torch",
+        "from safetensors.torch import save_file",
+        "from vallex.files import WriteError, atomic_open, atomic_path, write_text_atomic",
+        f"target = {str(folder / 'out')!r}",
+        f"limit = {size_limit!r}",
+        "if limit: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))",
+        "try:",
+        f"    {statement}",
+        "except WriteError as error:",
+        f"    print(error.errno); print(error); print(sorted(os.listdir({str(folder)!r}))); sys.exit(3)",
+    ])
+
+
+def refusal(result: subprocess.CompletedProcess) -> tuple[int, str, str]:
+    """(errno, message, the folder's listing) printed by a :func:`writer_code` child that got a WriteError."""
+    assert result.returncode == 3, result.stdout + result.stderr
+    number, message, listing = result.stdout.strip().splitlines()
+    return int(number), message, listing
+
+
+def run_child(code: str, *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*command, sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)), timeout=120)
+
+
+@pytest.mark.skipif(not hasattr(os, "statvfs"), reason="file size limits are POSIX")
+@pytest.mark.parametrize("writer", list(WRITERS))
+def test_a_refused_write_is_one_line_naming_the_target_and_leaves_nothing(tmp_path, writer):
+    number, message, listing = refusal(run_child(writer_code(tmp_path, WRITERS[writer], 4096)))
+    assert number == errno.EFBIG
+    assert message.startswith(f"Could not write {tmp_path / 'out'}.") and "file size limit" in message
+    assert listing == "[]" and list(tmp_path.iterdir()) == []  # no temporary file, no partial target
+
+
+def test_a_refused_write_keeps_the_old_target(tmp_path):
+    old = tmp_path / "out.json"
+    old.write_text("complete")
+    refusal(run_child(writer_code(tmp_path, WRITERS["plain"], 4096)))
+    assert old.read_text() == "complete" and list(tmp_path.iterdir()) == [old]
+
+
+@pytest.mark.parametrize("writer", ["soundfile", "torch.save", "safetensors", "plain"])
+def test_a_full_disk_and_a_read_only_folder_are_named(tmp_path, writer):
+    """A real full disk (ENOSPC) and read-only folder (EROFS): tmpfs mounts in a user namespace, which needs
+    no privileges where the kernel allows unprivileged namespaces (skipped where it does not)."""
+    full, readonly = tmp_path / "full", tmp_path / "readonly"
+    full.mkdir()
+    readonly.mkdir()
+    mounts = f"mount -t tmpfs -o size=64k tmpfs {full} && mount -t tmpfs -o ro tmpfs {readonly}"
+    namespace = ["unshare", "--user", "--map-root-user", "--mount"]
+    if shutil.which("unshare") is None or subprocess.run([*namespace, "sh", "-c", mounts],
+                                                         capture_output=True, timeout=30).returncode != 0:
+        pytest.skip("no unprivileged user namespace to mount a small tmpfs in")
+    for folder, number, cause in ((full, errno.ENOSPC, "no space left"), (readonly, errno.EROFS, "read-only")):
+        code = writer_code(folder, WRITERS[writer], None)
+        result = run_child(code, *namespace, "sh", "-c", f'{mounts} && exec "$0" "$@"')
+        got, message, listing = refusal(result)
+        assert got == number and message.startswith(f"Could not write {folder / 'out'}.") and cause in message
+        assert listing == "[]"

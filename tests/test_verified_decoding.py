@@ -29,6 +29,7 @@ from vallex.inference.sampling_settings import Sampling
 from vallex.prompts import VoicePrompt
 from vallex.serving import SpeechEngine
 from vallex.serving.http import create_api
+from vallex.synthesis import scheduler as scheduler_module
 from vallex.synthesis.verification import CandidateCheck, SentenceCheck, Verifier, choose
 from vallex.text import tokenize
 
@@ -273,10 +274,40 @@ def test_sentence_check_reports_itself():
                   CandidateCheck(2, 0, 80, "eos", -2.1, "hello there", 0.3, 0.7))
     check = SentenceCheck("en", "faster-whisper:tiny.en", 0.25, 2, 1, candidates)
     assert not check.passed and check.best.transcript == "hello there"
-    assert check.warning == ("No candidate passed speech recognition in 2 round(s) of 1: the best heard "
+    assert check.warning == ("No candidate passed speech recognition in 2 round(s) of 1: the kept one heard "
                              "'hello there' (phoneme error rate 0.30; failed: phoneme error rate above 0.25).")
     as_json = json.loads(json.dumps(check.as_dict()))
     assert as_json["passed"] is False and as_json["candidates"][1]["transcript"] == "hello there"
+    assert as_json["chosen"] == 1  # the index of the kept candidate
+
+
+def test_a_failed_check_says_plainly_what_was_heard():
+    nothing = SentenceCheck("en", "r", 0.25, 1, 0, (CandidateCheck(1, 0, 75, "eos", -2.0, "", 1.0),))
+    assert "speech recognition heard nothing in the kept one (phoneme error rate 1.00;" in nothing.warning
+    assert "''" not in nothing.warning
+    babble = SentenceCheck("en", "r", 0.25, 1, 0, (CandidateCheck(1, 0, 75, "eos", -2.0, "la " * 300, 10.42),))
+    assert "(phoneme error rate > 1.00;" in babble.warning and "10.42" not in babble.warning
+    heard = babble.warning.split("heard ")[1].split(" (phoneme")[0]
+    assert len(eval(heard)) == 200 and heard.endswith("…'")  # a repr of the cut transcript
+
+
+def test_a_language_without_a_recogniser_is_looked_for_once_and_decoded_once(tiny_tts, monkeypatch):
+    """Two sentences in a language the recogniser does not hear: one search for a recogniser, one round, and
+    the NAR runs on one row per sentence (not on every candidate)."""
+    searches, nar_rows = [], []
+    english_only = scripted("en", "Hello.", multilingual=False)
+    monkeypatch.setattr("vallex.synthesis.verification.find_recognizer",
+                        lambda *args, **kwargs: searches.append(args) or english_only)
+    real_nar = scheduler_module.nar_decode
+    monkeypatch.setattr(scheduler_module, "nar_decode",
+                        lambda model, inputs, **kw: nar_rows.append(len(inputs)) or real_nar(model, inputs, **kw))
+    tts = speaker(tiny_tts, Verifier())
+    result = tts.synthesize_detailed(ZH_TEXT + ZH_TEXT, language="zh", seed=5, best_of=3, verify="asr",
+                                     long_text="fixed-prompt")
+    checks = [sentence.verification for sentence in result.sentences]
+    assert len(checks) == 2 and len(searches) == 1 and [rows for rows in nar_rows if rows] == [1, 1]
+    assert all(c.rounds == 1 and c.verdict == "not checked" and c.recognizer is None for c in checks)
+    assert all(c.note.startswith("No speech recogniser for Mandarin (zh)") for c in checks)
 
 
 def test_the_app_checks_with_speech_recognition_when_asked(tiny_weights, tmp_path, monkeypatch):

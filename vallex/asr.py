@@ -63,6 +63,12 @@ MAX_NEW_TOKENS = 224
 #: English names of the Whisper language codes that messages mention.
 LANGUAGE_NAMES = {"en": "English", "zh": "Mandarin", "ja": "Japanese", "ko": "Korean", "yue": "Cantonese",
                   "fr": "French", "de": "German", "es": "Spanish", "ru": "Russian"}
+#: The languages a multilingual Whisper hears (its language tokens; "yue" since large-v3). An English-only
+#: model (``tiny.en``, ``medium.en``, ...) hears English alone: :meth:`WhisperRecognizer.supports`.
+WHISPER_LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi hr ht hu hy "
+    "id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru sa "
+    "sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue".split())
 #: What to do about a missing model, in words that fit every interface (the CLI and the app add theirs).
 REMEDY = ("Download it once while online, or point the speech recogniser at a local model folder "
           f"(${ASR_MODEL_ENV}), or give the transcript yourself so that no speech model is needed.")
@@ -122,6 +128,11 @@ def spoken_language(code: str, remedy: str = "Use speech in one of these, or, if
     speaks = ("English, Mandarin and Japanese" if tuple(languages) == LANGUAGES else
               ", ".join(LANGUAGE_NAMES.get(c, c) for c in languages))
     raise ValueError(f"Speech recognition heard {name} ({code!r}), but VALL-E X speaks only {speaks}. {remedy}")
+
+
+def whisper_language(code: str) -> str:
+    """Whisper's code for a language code: "fr-fr" (espeak-ng's, a model's) is Whisper's "fr"."""
+    return code.split("-")[0]
 
 
 def load_recognizer(model: str | os.PathLike | None = None, *, backend: str | None = None, device: str = "cpu",
@@ -272,8 +283,14 @@ class WhisperRecognizer:
         return not self.multilingual
 
     def supports(self, language: str) -> bool:
-        """Whether the model can transcribe ``language`` (a Whisper code)."""
-        return language == "en" or self.multilingual
+        """Whether the model can transcribe ``language`` (a Whisper code, or an espeak-ng one such as "fr-fr"):
+        English-only models hear "en" alone, multilingual ones :data:`WHISPER_LANGUAGES`."""
+        code = whisper_language(language)
+        return code == "en" or (code in WHISPER_LANGUAGES and self.multilingual)
+
+    def hears(self) -> str:
+        """What :meth:`supports` allows, in words for messages: "English only" or "Whisper's 100 languages"."""
+        return f"Whisper's {len(WHISPER_LANGUAGES)} languages" if self.multilingual else "English only"
 
     def recognize(self, wav: np.ndarray, *, language: str | None = None, task: str = "transcribe",
                   sample_rate: int = ASR_SAMPLE_RATE) -> Recognition:
@@ -291,6 +308,7 @@ class WhisperRecognizer:
 
             wav = resample(wav, sample_rate, ASR_SAMPLE_RATE)
         self.load()
+        language = whisper_language(language) if language is not None else None
         if not self.multilingual and (task == "translate" or language not in (None, "en")):
             raise ValueError(f"{self.title} is an English-only Whisper model: it can neither hear {language!r} nor "
                              "translate. Use a multilingual Whisper model (such as 'medium').")
@@ -502,5 +520,5 @@ __all__ = [
     "ASR_MODEL_ENV", "ASR_SAMPLE_RATE", "BACKENDS", "DEFAULT_ASR_MODEL", "FasterWhisperRecognizer",
     "ModelUnavailableError", "OpenAIWhisperRecognizer", "Recognition", "SpeechRecognizer",
     "TransformersWhisperRecognizer", "WhisperRecognizer", "bundled_tiny_en", "default_model", "find_recognizer",
-    "load_recognizer", "spoken_language", "whisper_device",
+    "load_recognizer", "spoken_language", "WHISPER_LANGUAGES", "whisper_device", "whisper_language",
 ]

@@ -12,6 +12,13 @@ named ``.<name>.<random>.partial``, flushes it to disk (fsync), and renames it o
 itself survives a power cut. If anything fails before the rename (an exception in the ``with`` block,
 Ctrl-C, a full disk), the temporary file is removed and an existing target is left untouched.
 
+When the system refuses the write (a full disk, a quota, a read-only folder, no permission, a file size
+limit), the error is a :class:`WriteError`: one line naming the target and the cause. The writers' own
+wrappers of those errors count too: soundfile's ``LibsndfileError`` ("System error"), torch's
+``PytorchStreamWriter``/``inline_container`` RuntimeError and safetensors' I/O error keep no ``errno`` (or
+bury it in their text), so the cause is then read from the error's text or from the folder (no free space
+left, or the temporary file stopped at the process's file size limit).
+
 The temporary file is created like ``open(path, "w")`` creates one (mode 0o666 minus the umask), so the
 target keeps the permissions a plain write would give it. The target's folder must exist.
 
@@ -21,7 +28,9 @@ a read that never ends or fills memory.
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -35,12 +44,46 @@ MAX_SMALL_FILE_BYTES = 1 << 20
 #: Ending of the temporary files (they also start with a dot, so they are hidden).
 PARTIAL_SUFFIX = ".partial"
 
+#: What to do about each way the system refuses a write, by errno; others say the system's own words.
+_WRITE_CAUSES: dict[int, str] = {
+    errno.ENOSPC: "no space left on the device: free some space and run again",
+    errno.EDQUOT: "your disk quota is used up: free some space and run again",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.EACCES: "permission denied: write to a folder you own",
+    errno.EPERM: "operation not permitted: write to a folder you own",
+    errno.ENOENT: "its folder does not exist",
+    errno.EFBIG: "the file grew past the largest file allowed (the process's file size limit, ulimit -f, "
+                 "or the file system's)",
+}
+
+#: Less free space than this after a failed write means the write filled the disk.
+_FULL_DISK_BYTES = 1 << 20
+
+#: How the writers that wrap a failed write() in their own errors say it (errno lost or inside the text).
+_WRAPPED_WRITE_FAILURE = re.compile(
+    r"PytorchStreamWriter|inline_container|iostream error|file write failed|I/O error|os error \d+|System error")
+
+
+class WriteError(OSError):
+    """The system refused to write a file (full disk, read-only, no permission...); ``str()`` is one line
+    naming the target and the cause, ``errno`` is the cause's (None when it could not be told)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)  # one argument: OSError would otherwise print "[Errno 28] ..."
+        self.errno = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` to write; on success it replaces ``path``, on failure it is removed."""
     target = Path(path)
-    temporary = _create_temporary(target)
+    try:
+        temporary = _create_temporary(target)
+    except OSError as error:
+        raise _write_error(target, None, error) from error
     mode = temporary.stat().st_mode & 0o777  # 0o666 less the umask, as for any new file
     try:
         yield temporary
@@ -48,8 +91,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.chmod(temporary, mode)
         _fsync_file(temporary)
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as error:
+        # Told apart before the temporary file goes: its size and the space it holds are the evidence.
+        failure = _write_error(target, temporary, error) if _is_write_failure(error) else None
         temporary.unlink(missing_ok=True)
+        if failure is not None:
+            raise failure from error
         raise
     _fsync_folder(target.parent)
 
@@ -76,6 +123,51 @@ def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8
     with atomic_open(path, "w", encoding=encoding) as handle:
         handle.write(text)
     return Path(path)
+
+
+def _is_write_failure(error: BaseException) -> bool:
+    """Whether ``error`` is the system refusing a write, raised as such or wrapped by a writer library."""
+    if isinstance(error, WriteError):
+        return False  # already says it (a nested atomic write)
+    if isinstance(error, OSError):
+        return True
+    if not isinstance(error, Exception):  # Ctrl-C; SafetensorError is a plain Exception
+        return False
+    return bool(_WRAPPED_WRITE_FAILURE.search(f"{error} {getattr(error, 'error_string', '')}"))
+
+
+def _write_error(target: Path, temporary: Path | None, error: BaseException) -> WriteError:
+    """One line naming ``target`` and why the system refused it (``temporary``: the file being written)."""
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None:
+        found = re.search(r"os error (\d+)|errno (\d+)", str(error), re.IGNORECASE)  # safetensors: "(os error 28)"
+        code = int(found.group(1) or found.group(2)) if found else _cause_from_folder(target, temporary)
+    if code in _WRITE_CAUSES:
+        cause = _WRITE_CAUSES[code]
+    elif code is not None:
+        cause = os.strerror(code)
+    else:  # a quota, a network file system: nothing on this side tells which
+        cause = "the system refused the write (a full disk or quota?)"
+    return WriteError(f"Could not write {target}: {cause}. No partial file was left.", code)
+
+
+def _cause_from_folder(target: Path, temporary: Path | None) -> int | None:
+    """The errno a writer's wrapper lost, told from what it left: a full disk, or a file stopped at the size
+    limit (RLIMIT_FSIZE; a write past it fails with EFBIG once SIGXFSZ is ignored)."""
+    try:
+        import resource  # POSIX only, as are statvfs and the size limit
+    except ImportError:
+        return None
+    try:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if temporary is not None and limit != resource.RLIM_INFINITY and temporary.stat().st_size >= limit:
+            return errno.EFBIG
+        space = os.statvfs(target.parent)
+        if space.f_bavail * space.f_frsize < _FULL_DISK_BYTES:
+            return errno.ENOSPC
+    except OSError:
+        pass
+    return None
 
 
 def _create_temporary(target: Path) -> Path:

@@ -3,9 +3,11 @@
 Each sub-command lives in its own module of this package and exposes ``register(subparsers)``,
 which adds an argparse parser whose ``func`` default takes the parsed arguments and returns an
 exit code. Bad input raises ``ValueError`` (or ``FileNotFoundError``); ``main`` turns it into a
-one-line message and exit code 2, so users never see a traceback for their own mistakes. Any other
-``OSError`` (permission denied, a full disk) is one line too, with exit code 1. The library's own warnings
-(e.g. random weights) are one ``Warning: ...`` line each, like the command's other warnings.
+one-line message and exit code 2, so users never see a traceback for their own mistakes. An output the
+system refuses to write (a full disk, a read-only folder: :class:`vallex.files.WriteError`, raised by the
+atomic writers every command writes through) is one line naming the file, exit code 2, too. Any other
+``OSError`` is one line, with exit code 1. The library's own warnings (e.g. random weights) are one
+``Warning: ...`` line each, like the command's other warnings.
 """
 from __future__ import annotations
 
@@ -58,14 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from vallex.files import WriteError
+
     try:
         with warnings.catch_warnings():  # restores Python's showwarning when the command ends
             warnings.showwarning = functools.partial(show_warning, fallback=warnings.showwarning)
             return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, WriteError) as error:
         print(f"vallex {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # the system refused (permissions, a full disk): the user's to fix, no traceback
+    except OSError as error:  # the system refused something else: the user's to fix, no traceback
         print(f"vallex {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         seed_from_args,
         threads_from_args,
     )
+    from vallex.synthesis.verification import reported_transcript, shown_error_rate
 
     # Every option is checked before the model loads (a minute on a slow machine).
     text = read_text_file(args.text_file, "--text-file") if args.text_file is not None else args.text
@@ -92,9 +93,11 @@ def run(args: argparse.Namespace) -> int:
     for index, sentence in enumerate(result.sentences, start=1):
         check = sentence.verification
         if check is not None and check.best.phoneme_error_rate is not None:
-            print(f"Sentence {index}: heard {check.best.transcript!r}, phoneme error rate "
-                  f"{check.best.phoneme_error_rate:.2f} ({check.verdict}; "
-                  f"{len(check.candidates)} candidate(s) in {check.rounds} round(s)).", file=sys.stderr)
+            best = check.best
+            heard = f"heard {reported_transcript(best.transcript)!r}" if best.transcript else "heard nothing"
+            print(f"Sentence {index}: {heard}, phoneme error rate {shown_error_rate(best.phoneme_error_rate)} "
+                  f"({check.verdict}; {len(check.candidates)} candidate(s) in {check.rounds} round(s)).",
+                  file=sys.stderr)
     for warning in result.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     save_audio(args.output, result.waveform, result.sample_rate)  # atomic: no partial file on failure

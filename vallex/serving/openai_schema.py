@@ -33,6 +33,7 @@ from vallex.serving.encoding import FORMATS, STREAMED_FORMATS
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED
 from vallex.synthesis.text_plan import plan_text
+from vallex.synthesis.verification import MAX_REPORTED_TRANSCRIPT
 
 _LOG = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ NO_ACCENT = "none"
 #: OpenAI's limit on ``input``; the default of ``max_input_chars``.
 DEFAULT_MAX_INPUT_CHARS = 4096
 #: Characters of a transcript in ``X-Vallex-Verification`` (a header line must stay well under 8 KB).
-MAX_HEADER_TRANSCRIPT = 200
+MAX_HEADER_TRANSCRIPT = MAX_REPORTED_TRANSCRIPT
 MAX_HEADER_BYTES = 6000
 SAMPLE_RATE = SpeechStream.sample_rate
 

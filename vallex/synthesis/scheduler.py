@@ -34,7 +34,6 @@ from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens
 from vallex.inference.nar import NARInput, nar_decode
 from vallex.inference.sampling import NonFiniteLogits
-from vallex.languages import LANGUAGES
 from vallex.prompts import VoicePrompt
 from vallex.synthesis.request import RequestPlan, Speaker, SynthesisRequest, plan_request
 from vallex.synthesis.results import AudioPiece, SentenceResult, Sink, sentence_audio
@@ -336,11 +335,11 @@ class Scheduler:
 
     def _recognizer_label(self, sentence: _Sentence, language: str) -> str | None:
         """The label of the recogniser that checks ``language``, or None (the sentence's note says why)."""
-        if language not in LANGUAGES:  # the phoneme error rate compares English, Mandarin and Japanese
-            what = "Mixed-language sentences" if language == "mix" else f"Sentences in {language!r}"
-            sentence.verify_note = f"{what} are not checked by speech recognition; ranked by log-probability."
+        if language == "mix":  # one recogniser pass is told one language
+            sentence.verify_note = ("Mixed-language sentences are not checked by speech recognition; ranked by "
+                                    "log-probability.")
             return None
-        try:
+        try:  # the verifier remembers a language it has no recogniser for: no second load, no second round
             return self.speaker.verifier().recognizer(language).label
         except NoRecognizerError as error:
             sentence.verify_note = f"{error} Ranked by log-probability instead."

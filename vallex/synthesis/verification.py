@@ -28,7 +28,7 @@ from vallex.asr import LANGUAGE_NAMES, REMEDY, ModelUnavailableError, WhisperRec
 from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.evaluation.error_rate import token_error_counts
 from vallex.evaluation.speaker import ResemblyzerVerifier, SpeakerVerifier, cosine
-from vallex.languages import LANGUAGES
+from vallex.languages import LANGUAGES, language_code
 
 #: Candidates this close to the best phoneme error rate count as saying the text equally well.
 PER_TIE = 0.05
@@ -37,7 +37,29 @@ PER_TIE = 0.05
 _IGNORED = frozenset(" _,.!?…~-'\"ˈˌ")
 #: Japanese pitch-accent marks (Mandarin uses the same arrows for its tones, which are kept).
 _JAPANESE_ACCENTS = frozenset("↑↓")
+#: What ``language="auto"`` tells apart: the public checkpoint's three, and the languages langid and Whisper both
+#: know well whose text would otherwise pass for English (German read as English scored 0.70 when right).
+#: Any other language is given by its code.
+AUTO_LANGUAGES = (*LANGUAGES, "de", "fr", "es", "it", "pt", "nl", "ru", "ko")
+#: Shown for the choices of ``--language``; any language code (``de``, ``fr-fr``) is accepted too.
 VERIFY_LANGUAGES = ("auto", *LANGUAGES)
+#: Transcripts in reports are cut to this many characters (a noise clip can make Whisper repeat itself).
+MAX_REPORTED_TRANSCRIPT = 200
+
+
+def shown_error_rate(value: float | None) -> str:
+    """A phoneme error rate for people: "0.42", or "> 1.00" when the transcript adds more phonemes than the
+    text has (the rate is (S + D + I) / N, so insertions take it past 1: white noise heard as words gave 10.42)."""
+    if value is None:
+        return "not checked"
+    return f"{value:.2f}" if value <= 1.0 else "> 1.00"
+
+
+def reported_transcript(text: str | None, limit: int = MAX_REPORTED_TRANSCRIPT) -> str | None:
+    """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit - 1].rstrip() + "…"
 
 
 class NoRecognizerError(ModelUnavailableError):
@@ -77,11 +99,23 @@ def scoring_phonemes(text: str, language: str) -> list[str]:
     Raises:
         ValueError: the text has nothing to pronounce (empty, punctuation only, wrong script).
     """
-    from vallex.text import tokenize
+    from vallex.text import tokenize_language
 
-    phonemes = tokenize(text, language, max_tokens=None).phonemes
+    phonemes = tokenize_language(text, _g2p_language(language), max_tokens=None).phonemes
     ignored = _IGNORED | _JAPANESE_ACCENTS if language == "ja" else _IGNORED
     return [c for c in phonemes if c not in ignored]
+
+
+def _g2p_language(language: str) -> str:
+    """The code our G2P reads ``language`` with: en/zh/ja as they are, any other through espeak-ng, whose code
+    for a Whisper language may carry a region ("fr" is espeak-ng's "fr-fr")."""
+    if language in LANGUAGES:
+        return language
+    from vallex.text.espeak import supported_languages
+
+    available = supported_languages()
+    regional = sorted(code for code in available if code.split("-")[0] == language)
+    return language if language in available or not regional else regional[0]
 
 
 def phoneme_error_rate(target: str, transcript: str, language: str) -> float:
@@ -102,16 +136,21 @@ def phoneme_error_rate(target: str, transcript: str, language: str) -> float:
 
 
 def resolve_language(text: str, language: str) -> str:
-    """``language`` checked, or for "auto" the language of ``text`` (:func:`vallex.text.detect_language`)."""
-    if language not in VERIFY_LANGUAGES:
-        raise ValueError(f"Unknown language {language!r}: expected one of {', '.join(VERIFY_LANGUAGES)}.")
+    """``language`` checked (any language code: the recogniser decides later whether it hears it), or for
+    "auto" the language of ``text`` among :data:`AUTO_LANGUAGES` (:func:`vallex.text.detect_language`)."""
+    if language != "auto":
+        try:
+            language = language_code(language)
+        except ValueError:
+            raise ValueError(f"Unknown language {language!r}: expected 'auto' or a language code such as "
+                             f"{', '.join(LANGUAGES)} or de.") from None
     if not isinstance(text, str) or not text.strip():
         raise ValueError("The text to verify against is empty.")
     if language != "auto":
         return language
     from vallex.text import detect_language
 
-    return detect_language(text)
+    return detect_language(text, AUTO_LANGUAGES)
 
 
 def recognizer_for(language: str, model: str | None = None, device: str = "cpu") -> WhisperRecognizer:
@@ -128,11 +167,17 @@ def recognizer_for(language: str, model: str | None = None, device: str = "cpu")
         raise NoRecognizerError(f"No speech recogniser for {name} ({language}): {error.reason}. {REMEDY}",
                                 reason=error.reason) from None
     if not recognizer.supports(language):
-        reason = f"{recognizer.title} hears English only"
-        raise NoRecognizerError(
-            f"No speech recogniser for {name} ({language}) on this machine: {reason}. Point $VALLEX_ASR_MODEL "
-            "at a multilingual Whisper model (such as 'medium') or a local folder holding one.", reason=reason)
+        raise _unheard(recognizer, language)
     return recognizer
+
+
+def _unheard(recognizer: WhisperRecognizer, language: str) -> NoRecognizerError:
+    name = LANGUAGE_NAMES.get(language, language)
+    reason = f"{recognizer.title} hears {recognizer.hears()}"
+    remedy = ("Point $VALLEX_ASR_MODEL at a multilingual Whisper model (such as 'medium') or a local folder "
+              "holding one." if recognizer.english_only else "No Whisper model hears it.")
+    return NoRecognizerError(f"No speech recogniser for {name} ({language}) on this machine: {reason}. {remedy}",
+                             reason=reason)
 
 
 def rank(scores: Sequence[CandidateScore]) -> list[CandidateScore]:
@@ -172,19 +217,24 @@ class Verifier:
                  *, asr_model: str | None = None, device: str = "cpu") -> None:
         self.asr_model, self.device = asr_model, device
         self._recognizers: dict[str, WhisperRecognizer] = {}
+        # why a language is not heard, kept: asking again (each sentence of verify="asr") must not load again
+        self._unheard: dict[str, NoRecognizerError] = {}
         self._given = recognizer
         self._speaker = speaker_verifier
 
     def recognizer(self, language: str) -> WhisperRecognizer:
-        """The recogniser for ``language`` (:class:`NoRecognizerError` when none hears it)."""
-        if self._given is not None:
-            if not self._given.supports(language):
-                name = LANGUAGE_NAMES.get(language, language)
-                raise NoRecognizerError(f"No speech recogniser for {name} ({language}): {self._given.title} "
-                                        "hears English only.")
-            return self._given
+        """The recogniser for ``language`` (:class:`NoRecognizerError` when none hears it; looked for once a
+        language)."""
+        if language in self._unheard:
+            raise self._unheard[language]
         if language not in self._recognizers:
-            self._recognizers[language] = recognizer_for(language, self.asr_model, self.device)
+            try:
+                if self._given is not None and not self._given.supports(language):
+                    raise _unheard(self._given, language)
+                self._recognizers[language] = self._given or recognizer_for(language, self.asr_model, self.device)
+            except NoRecognizerError as error:
+                self._unheard[language] = error
+                raise
         return self._recognizers[language]
 
     def verify(self, candidates: Sequence[np.ndarray], text: str, *, language: str = "auto",
@@ -192,7 +242,8 @@ class Verifier:
         """Score and rank ``candidates`` (each float32 ``[N]`` at 24 kHz) against ``text``.
 
         Args:
-            language: "en", "zh", "ja", or "auto" (detected from ``text``).
+            language: a language code ("en", "zh", "ja", "de", ...) or "auto" (detected from ``text`` among
+                :data:`AUTO_LANGUAGES`).
             prompt: float32 ``[N]`` at 24 kHz of the voice the candidates should have (adds similarity).
 
         Raises:
@@ -253,7 +304,7 @@ class SentenceCheck:
     recognizer: str | None  # the recogniser's label; None when nothing was checked
     threshold: float  # the phoneme error rate a candidate had to reach
     rounds: int
-    chosen: int  # index into ``candidates``
+    chosen: int  # which of ``candidates`` was kept and spoken (its index; ``best`` is that candidate)
     candidates: tuple[CandidateCheck, ...]
     note: str | None = None  # why candidates were ranked by log-probability or without similarity
     seconds: float = field(default=0.0, compare=False)  # spent on the NAR, vocoder and scoring of the candidates
@@ -284,15 +335,18 @@ class SentenceCheck:
             return f"Not checked by speech recognition: {self.note}" if self.note else None
         if self.passed:
             return None
-        return (f"No candidate passed speech recognition in {self.rounds} round(s) of {self._per_round()}: the "
-                f"best heard {self.best.transcript!r} (phoneme error rate {self.best.phoneme_error_rate:.2f}; "
-                f"{self.verdict}).")
+        best = self.best
+        heard = (f"the kept one heard {reported_transcript(best.transcript)!r}" if best.transcript
+                 else "speech recognition heard nothing in the kept one")
+        return (f"No candidate passed speech recognition in {self.rounds} round(s) of {self._per_round()}: {heard} "
+                f"(phoneme error rate {shown_error_rate(best.phoneme_error_rate)}; {self.verdict}).")
 
     def _per_round(self) -> int:
         return sum(1 for c in self.candidates if c.round == 1)
 
     def as_dict(self) -> dict:
-        """JSON-ready: the fields, ``passed`` and the candidates as dicts."""
+        """JSON-ready: the fields, ``passed`` and the candidates as dicts (``chosen``: the index in
+        ``candidates`` of the one kept)."""
         return {**asdict(self), "passed": self.passed}
 
 
