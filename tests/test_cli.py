@@ -138,8 +138,14 @@ def test_a_refused_output_is_one_line_exit_2_and_no_partial_file(tiny_weights, t
     assert result.returncode == 2, result.stderr
     lines = error_lines(result.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"vallex make-random-weights: error: Could not write {weights}/")
-    assert "file size limit" in lines[0]
-    assert not [path.name for path in weights.iterdir() if path.name.endswith(".partial")]
+    assert "file size limit" in lines[0] and ".partial" not in lines[0]
+    assert list(weights.iterdir()) == []  # the files come as a set or not at all: no half-made weights folder
+
+    blocked = tmp_path / "a-file"  # its folder cannot be made: one line too
+    blocked.write_text("not a folder")
+    code = main(["synthesize", "--text", "Hi.", "--weights-dir", str(tiny_weights), "--quiet", "--threads", "1",
+                 "-o", str(blocked / "speech.wav")])
+    assert code == 2
 
 
 def test_missing_weights_is_a_clear_error(tmp_path, capsys):

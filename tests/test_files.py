@@ -14,7 +14,15 @@ import torch
 from golden_fixtures import REPO_ROOT
 
 from vallex.config import VallexConfig
-from vallex.files import atomic_open, atomic_path, write_bytes_atomic, write_text_atomic
+from vallex.files import (
+    WriteError,
+    atomic_open,
+    atomic_path,
+    make_folder,
+    staged_files,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from vallex.model import VallexModel
 from vallex.weights.checkpoint import load_model, save_checkpoint
 
@@ -174,3 +182,29 @@ def test_a_full_disk_and_a_read_only_folder_are_named(tmp_path, writer):
         got, message, listing = refusal(result)
         assert got == number and message.startswith(f"Could not write {folder / 'out'}.") and cause in message
         assert listing == "[]"
+
+
+def test_make_folder_refusals_are_write_errors(tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("x")
+    with pytest.raises(WriteError, match="a file .not a folder. is in the way") as caught:
+        make_folder(blocked / "inside")
+    assert str(blocked / "inside") in str(caught.value) and "\n" not in str(caught.value)
+    assert make_folder(tmp_path / "a" / "b").is_dir()
+
+
+def test_staged_files_appear_together_or_not_at_all(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "one.txt").write_text("old one")
+    with staged_files(folder) as staging:
+        write_text_atomic(staging / "one.txt", "new one")
+        write_text_atomic(staging / "two.txt", "new two")
+        assert not (folder / "two.txt").exists()  # nothing shows before the block ends
+    assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "two.txt"]
+    assert (folder / "one.txt").read_text() == "new one"
+    with pytest.raises(RuntimeError, match="half-way"), staged_files(folder) as staging:
+        write_text_atomic(staging / "one.txt", "newer one")
+        raise RuntimeError("failed half-way")
+    assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "two.txt"]
+    assert (folder / "one.txt").read_text() == "new one"

@@ -452,10 +452,10 @@ def last_result_path() -> Path:
 
 def save_last_result(report: DoctorReport, path: Path | None = None) -> Path:
     """Write ``report`` (as :meth:`DoctorReport.as_dict`) to :func:`last_result_path` (or ``path``), atomically."""
-    from vallex.files import write_text_atomic
+    from vallex.files import make_folder, write_text_atomic
 
     target = path or last_result_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     return write_text_atomic(target, json.dumps(report.as_dict(), indent=1) + "\n")
 
 

@@ -20,7 +20,9 @@ bury it in their text), so the cause is then read from the error's text or from 
 left, or the temporary file stopped at the process's file size limit).
 
 The temporary file is created like ``open(path, "w")`` creates one (mode 0o666 minus the umask), so the
-target keeps the permissions a plain write would give it. The target's folder must exist.
+target keeps the permissions a plain write would give it. The target's folder must exist: :func:`make_folder`
+makes one (a refusal is a :class:`WriteError` too). Several files that belong together (a weights folder) are
+written into a staging folder by :func:`staged_files` and appear all at once, or not at all.
 
 Reading a small text file a user named (``--text-file``, ``--config``): :func:`read_small_text` reads regular
 files only, up to a size limit, so that ``/dev/zero``, ``/dev/urandom`` or a FIFO is one clear error instead of
@@ -74,6 +76,45 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """``mkdir -p path``; a refusal (read-only, no permission, a file in the way) is a :class:`WriteError`."""
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        code = errno.EEXIST if isinstance(error, FileExistsError) else error.errno
+        if code in (errno.EEXIST, errno.ENOTDIR):
+            cause = "a file (not a folder) is in the way on that path"
+        else:
+            cause = _WRITE_CAUSES.get(code, os.strerror(code) if code else str(error))
+        raise WriteError(f"Could not make the folder {folder}: {cause}.", code) from error
+    return folder
+
+
+@contextmanager
+def staged_files(directory: str | os.PathLike) -> Iterator[Path]:
+    """A staging folder inside ``directory`` to write several files into; when the block ends without an
+    exception each file in it replaces its namesake in ``directory``, otherwise the staging folder is removed and
+    ``directory`` is as it was (a full disk half-way leaves no half-made set)."""
+    import shutil
+
+    folder = make_folder(directory)
+    staging = folder / f".staged-{secrets.token_hex(6)}{PARTIAL_SUFFIX}"
+    try:
+        staging.mkdir()
+    except OSError as error:
+        raise _write_error(staging, None, error) from error
+    try:
+        yield staging
+        for item in sorted(staging.iterdir()):
+            os.replace(item, folder / item.name)
+        _fsync_folder(folder)
+    except WriteError as error:  # named by the file it was to become, not its staging copy
+        raise WriteError(str(error).replace(str(staging), str(folder)), error.errno) from error.__cause__
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from vallex.asr import ModelUnavailableError, find_recognizer, spoken_language
 from vallex.audio.codec_format import CODEBOOK_SIZE, FRAME_RATE, NUM_CODEBOOKS, SAMPLE_RATE
 from vallex.audio.loading import PROMPT_MAX_SECONDS, load_prompt_audio
 from vallex.config import VallexConfig
-from vallex.files import write_bytes_atomic
+from vallex.files import make_folder, write_bytes_atomic
 from vallex.languages import (
     LANGUAGE_CODE_PATTERN,
     NPZ_CODE_LANGUAGE,
@@ -150,7 +150,7 @@ class VoicePrompt:
         """Write the prompt in the reference ``.npz`` format (deterministic bytes; see the module docstring),
         creating a missing folder."""
         # Readers never see a half-written file; a missing folder is created, as save_audio does.
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        make_folder(Path(path).parent)
         return write_bytes_atomic(path, write_npz(self.to_arrays(), self._zip_style))
 
     def to_npz_bytes(self) -> bytes:
@@ -386,7 +386,7 @@ class PresetLibrary:
         path = self.path_for(name)
         if path.exists() and not overwrite:
             raise ValueError(f"A preset named {name!r} already exists; choose another name or overwrite it.")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_folder(self.directory)
         return prompt.save_npz(path)
 
     def delete(self, name: str) -> None:

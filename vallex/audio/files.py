@@ -11,7 +11,7 @@ import torch
 
 from vallex.audio.codec_format import SAMPLE_RATE
 from vallex.audio.samples import to_numpy
-from vallex.files import atomic_path
+from vallex.files import atomic_path, make_folder
 
 #: Hard limits on anything we decode, whatever the caller's duration limits (uploads are untrusted).
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -63,7 +63,7 @@ def save_audio(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_r
     if suffix not in formats:
         raise ValueError(f"Cannot write {path.name}: choose a .wav, .flac or .ogg file name.")
     fmt, subtype = formats[suffix]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with atomic_path(path) as partial:  # a failure never leaves a partial file under the final name
         sf.write(partial, samples, sample_rate, format=fmt, subtype=subtype)
     return path

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vallex.evaluation.results import LineResult
-from vallex.files import atomic_open, write_text_atomic
+from vallex.files import atomic_open, make_folder, write_text_atomic
 
 #: Column order of ``results.csv`` (every column is always present; empty cell = not measured).
 CSV_COLUMNS = (
@@ -108,7 +108,7 @@ def write_report(rows: list[LineResult], out_dir: str | Path, info: dict[str, An
     {column: reason} for every metric column that is empty for the whole run).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     summary = aggregates(rows)
     paths = {"csv": out / "results.csv", "json": out / "results.json", "markdown": out / "report.md"}
     with atomic_open(paths["csv"], "w", encoding="utf-8", newline="") as handle:

@@ -23,6 +23,7 @@ from vallex.evaluation.error_rate import ErrorCounts, error_counts, metric_for
 from vallex.evaluation.eval_list import EvalItem
 from vallex.evaluation.results import LineResult
 from vallex.evaluation.speaker import ResemblyzerVerifier, SpeakerVerifier, cosine
+from vallex.files import make_folder
 
 #: File types looked for in ``--synthesized-dir`` (``<id><suffix>``), in this order.
 SYNTHESIZED_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -109,7 +110,7 @@ def evaluate_items(
     out = Path(out_dir)
     audio_dir = out / "audio"
     if tts is not None:
-        audio_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(audio_dir)
     embeddings = _Embeddings()
     results = []
     for index, item in enumerate(items):

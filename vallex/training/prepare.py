@@ -42,7 +42,7 @@ import numpy as np
 
 from vallex.audio.codec_format import FRAME_RATE, SAMPLE_RATE
 from vallex.audio.files import PYAV_EXTENSIONS, SOUNDFILE_EXTENSIONS
-from vallex.files import atomic_open, write_text_atomic
+from vallex.files import atomic_open, make_folder, write_text_atomic
 from vallex.languages import LANGUAGE_CODE_PATTERN, LANGUAGES
 from vallex.progress import progress_bar
 
@@ -324,7 +324,7 @@ def prepare_dataset(
     if not 0 < min_seconds < max_seconds:
         raise ValueError(f"Need 0 < min_seconds < max_seconds, got {min_seconds} and {max_seconds}.")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     index = load_index(out_dir)
     done = {item["id"] for item in index["items"]}
     encode_text = text_encoder or TextEncoder()
@@ -370,7 +370,7 @@ def prepare_prompts(prompts: Iterable[VoicePrompt], out_dir: str | Path, *,
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}.")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     index = load_index(out_dir)
     done = {item["id"] for item in index["items"]}
     report = PrepareReport()

@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from vallex.config import VallexConfig
-from vallex.files import atomic_open, atomic_path, read_small_text, write_text_atomic
+from vallex.files import atomic_open, atomic_path, make_folder, read_small_text, write_text_atomic
 from vallex.inference.precision import cuda_auto_precision, cuda_device_facts, cuda_native_bfloat16
 from vallex.model import VallexModel
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, collate, shard_batch, split_ids
@@ -595,7 +595,7 @@ def _set_up(config: TrainConfig) -> _Run:
     amp = _training_precision(config, device)
     autocast = amp.autocast
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     full, train_set, valid_set = _load_data(config, dist)
 
     resume = _load_resume(out_dir) if config.resume else None

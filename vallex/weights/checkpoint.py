@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from vallex.config import VallexConfig
-from vallex.files import atomic_path, read_small_text
+from vallex.files import atomic_path, make_folder, read_small_text
 from vallex.languages import Languages, check_codes
 from vallex.model import VallexModel
 
@@ -542,7 +542,7 @@ def save_checkpoint(model: VallexModel, path: str | Path) -> Path:
     Atomic (:mod:`vallex.files`): an interrupted save leaves the previous file, never half a checkpoint.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     with atomic_path(path) as partial:
         if path.suffix == ".safetensors":

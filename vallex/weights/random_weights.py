@@ -21,7 +21,7 @@ import torch
 
 from vallex.audio.codec import AudioCodec, build_vocos, encodec_skeleton
 from vallex.audio.codec_format import SAMPLE_RATE
-from vallex.files import atomic_path, write_text_atomic
+from vallex.files import atomic_path, staged_files, write_text_atomic
 from vallex.weights.checks import CHECKSUMS_NAME, NOISE_WARNING, read_checksums, sha256_file
 from vallex.weights.manager import WeightPaths, WeightsManager
 from vallex.weights.sources import ENCODEC_CHECKPOINT, VALLEX_CHECKPOINT, VALLEX_CONFIG_NAME, VOCOS_CONFIG, VOCOS_MODEL
@@ -143,27 +143,27 @@ def make_random_weights(directory: str | os.PathLike, size: str = "tiny", seed: 
              VOCOS_CONFIG.layout_name, VOCOS_MODEL.layout_name]
     if not force:
         _refuse_to_replace_real_weights(directory, files)
-    directory.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random stream
-        torch.manual_seed(seed)
-        model = VallexModel(config)
-        save_checkpoint(model, directory / VALLEX_CHECKPOINT.layout_name)
-        config.to_json(directory / VALLEX_CONFIG_NAME)
-        del model
-    encodec = build_random_encodec(seed)
-    with atomic_path(directory / ENCODEC_CHECKPOINT.layout_name) as partial:
-        torch.save(encodec.state_dict(), partial)
-    vocos = build_random_vocos(encodec, seed)
-    save_vocos(vocos, directory / VOCOS_CONFIG.layout_name, directory / VOCOS_MODEL.layout_name, vocos_config_dict())
-    checksums = {
-        "random": True,
-        "warning": NOISE_WARNING,
-        "made_by": "vallex make-random-weights",
-        "size": size,
-        "seed": seed,
-        "sha256": {name: sha256_file(directory / name) for name in files},
-    }
-    write_text_atomic(directory / CHECKSUMS_NAME, json.dumps(checksums, indent=1) + "\n")
+    with staged_files(directory) as staging:  # all five files and the checksum file, or none (a full disk)
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random stream
+            torch.manual_seed(seed)
+            model = VallexModel(config)
+            save_checkpoint(model, staging / VALLEX_CHECKPOINT.layout_name)
+            config.to_json(staging / VALLEX_CONFIG_NAME)
+            del model
+        encodec = build_random_encodec(seed)
+        with atomic_path(staging / ENCODEC_CHECKPOINT.layout_name) as partial:
+            torch.save(encodec.state_dict(), partial)
+        vocos = build_random_vocos(encodec, seed)
+        save_vocos(vocos, staging / VOCOS_CONFIG.layout_name, staging / VOCOS_MODEL.layout_name, vocos_config_dict())
+        checksums = {
+            "random": True,
+            "warning": NOISE_WARNING,
+            "made_by": "vallex make-random-weights",
+            "size": size,
+            "seed": seed,
+            "sha256": {name: sha256_file(staging / name) for name in files},
+        }
+        write_text_atomic(staging / CHECKSUMS_NAME, json.dumps(checksums, indent=1) + "\n")
     return WeightsManager(directory).resolve()
 
 
