@@ -33,9 +33,10 @@ import torch
 
 from vallex.api import VallEX
 from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.config import DEFAULT_MAX_REQUEST_WORK, DEFAULT_STREAM_TIMEOUT_S
 from vallex.inference.sampling_settings import sampling_keywords
 from vallex.languages import Languages
-from vallex.synthesis.request import DEFAULT_MAX_REQUEST_WORK, SynthesisRequest, check_request_work
+from vallex.synthesis.request import SynthesisRequest, check_request_work
 from vallex.synthesis.results import AudioPiece, SentenceResult, Sink, Synthesis
 from vallex.synthesis.scheduler import Scheduler, default_nar_batch
 from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
@@ -47,8 +48,6 @@ T = TypeVar("T")
 #: seconds of audio (chunks grow to 3.2 s; whole sentences, up to 22 s), enough that a reader playing in real
 #: time never waits for the engine.
 DEFAULT_STREAM_BUFFER = 4
-#: Seconds a streamed request may wait with a full buffer for its reader before it is cancelled.
-DEFAULT_READ_TIMEOUT_S = 60.0
 
 
 class ServerBusy(RuntimeError):
@@ -299,7 +298,7 @@ class SpeechEngine:
     def __init__(self, tts: VallEX | Callable[[], VallEX], *, max_batch: int = 8, max_queue: int = 32,
                  nar_batch: int | None = None, exact_chunks: bool = False,
                  max_request_work: int | None = DEFAULT_MAX_REQUEST_WORK, stream_buffer: int = DEFAULT_STREAM_BUFFER,
-                 read_timeout_s: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
+                 read_timeout_s: float | None = DEFAULT_STREAM_TIMEOUT_S) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}.")
         if nar_batch is not None and nar_batch < 1:

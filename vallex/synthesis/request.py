@@ -31,15 +31,15 @@ if TYPE_CHECKING:
 PromptLike = VoicePrompt | str | Path | tuple | None
 FrameLimits = Callable[[int, int], tuple[int, int]]
 
-#: A server's default :func:`request_work` limit per request (:class:`vallex.serving.SpeechEngine`, ``vallex serve
-#: --max-request-work``). Why this number: the longest input the HTTP API takes (4096 characters) in the shortest
-#: sentences ("好。" 2048 times) fits without best-of-N, so no plain request is refused; best_of 16 with 8 verify
-#: rounds (128 candidates a sentence) fits for 16 sentences.
-DEFAULT_MAX_REQUEST_WORK = 2048
-
-
 class RequestTooCostly(ValueError):
-    """A request would decode more sentence-candidates than the server allows (:func:`check_request_work`)."""
+    """A request would decode more sentence-candidates than the server allows (:func:`check_request_work`).
+
+    ``param``: the request field to lower: "best_of" when it samples several candidates, else "input".
+    """
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @sampling_keywords
@@ -126,7 +126,8 @@ def check_request_work(sentences: int, sampling: Sampling, limit: int | None) ->
     raise RequestTooCostly(
         f"This request would decode up to {work} sentence-candidates ({sentences} sentence(s) x best_of "
         f"{sampling.best_of}{rounds}), more than this server's limit of {limit} per request: lower best_of or "
-        "verify_rounds, or send the text in several requests.")
+        "verify_rounds, or send the text in several requests.",
+        param="best_of" if sampling.best_of > 1 or sampling.verify is not None else "input")
 
 
 class Speaker(Protocol):
