@@ -108,6 +108,7 @@ class SpeechStream:
     Iteration raises the request's error (a ``ValueError`` for bad input) where it happened. ``cancel()``
     (or leaving a ``with`` block early) tells the engine to stop working on it.
 
+    ``keep_audio``: keep every chunk for :meth:`result` (False: a reader that iterates has them all already).
     ``buffer``: chunks that may wait for the reader at most; the scheduler sends the request nothing more
     while they do (:attr:`full`). None: every chunk is queued (a stream kept whole for :meth:`result`).
     ``wake``: called when a read makes room or the stream is cancelled (the engine may be waiting for it).
