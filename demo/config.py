@@ -9,6 +9,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vallex.config import DEFAULT_MAX_REQUEST_WORK
+
 #: The example voices made by assets/make_assets.py.
 DEFAULT_ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 
@@ -69,6 +71,8 @@ class AppConfig:
     concurrency: int = 8  # requests the tabs' model events handle at once (default: max_batch)
     max_queue: int = 32  # requests waiting beyond this are refused with "queue full" (HTTP API: 503)
     max_batch: int = 8  # requests (tabs and HTTP API) the speech engine decodes together at most
+    # sentence-candidates one request may decode (sentences x best_of x verify rounds); None: no limit
+    max_request_work: int | None = DEFAULT_MAX_REQUEST_WORK
     api_key: str = field(default="", repr=False)  # HTTP API: required bearer key ("" = none); never printed
     max_upload_mb: int = 20  # uploads above this are refused by Gradio before they reach the app
     max_text_chars: int = 5000  # longest text accepted by any tab
@@ -87,7 +91,8 @@ class AppConfig:
         (default ``auto``: the fastest precision measured for this device and CPU class; ``float32`` for the
         reference's exact arithmetic),
         ``VALLEX_THREADS``, ``VALLEX_CONCURRENCY`` (default: ``VALLEX_MAX_BATCH``), ``VALLEX_MAX_QUEUE`` (32),
-        ``VALLEX_MAX_BATCH`` (8), ``VALLEX_API_KEY`` (unset: the HTTP API needs no key),
+        ``VALLEX_MAX_BATCH`` (8), ``VALLEX_MAX_REQUEST_WORK`` (2048; 0: no limit), ``VALLEX_API_KEY`` (unset: the
+        HTTP API needs no key),
         ``VALLEX_MAX_UPLOAD_MB`` (20), ``VALLEX_MAX_TEXT_CHARS`` (5000), ``VALLEX_PRELOAD`` (default: on when
         running on a Hugging Face Space, i.e. ``SPACE_ID`` is set), ``VALLEX_STREAM_AUDIO`` (default: on when
         an ``ffmpeg`` program is on the PATH, which Gradio's streaming audio output needs), and Gradio's
@@ -111,5 +116,6 @@ class AppConfig:
             preload=_env_flag("VALLEX_PRELOAD", default=bool(os.environ.get("SPACE_ID"))),
             stream_audio=_env_flag("VALLEX_STREAM_AUDIO", default=shutil.which("ffmpeg") is not None),
             max_batch=max_batch,
+            max_request_work=_env_int("VALLEX_MAX_REQUEST_WORK", DEFAULT_MAX_REQUEST_WORK, 0) or None,
             analytics=_env_flag("GRADIO_ANALYTICS_ENABLED", default=False),
         )

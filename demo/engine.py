@@ -194,7 +194,8 @@ class Engine:
         with self._load_lock:
             if self._speech is None:
                 self._speech = SpeechEngine(self.tts, max_batch=self.config.max_batch,
-                                            max_queue=self.config.max_queue)
+                                            max_queue=self.config.max_queue,
+                                            max_request_work=self.config.max_request_work)
             return self._speech
 
     def speak(self, request: SpeechRequest, progress: Callable[[str, int, int], None] | None = None

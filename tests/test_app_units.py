@@ -37,7 +37,7 @@ def no_weights(tmp_path: Path) -> AppConfig:
 
 def test_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("VALLEX_WEIGHTS_DIR", "VALLEX_CONCURRENCY", "VALLEX_PRELOAD", "SPACE_ID", "VALLEX_THREADS",
-                 "VALLEX_MAX_BATCH"):
+                 "VALLEX_MAX_BATCH", "VALLEX_MAX_REQUEST_WORK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
     default = AppConfig.from_env()
@@ -54,6 +54,12 @@ def test_config_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert (config.weights_dir, config.concurrency, config.max_upload_mb, config.preload) == (tmp_path, 3, 7, True)
     monkeypatch.setenv("VALLEX_PRELOAD", "off")
     assert AppConfig.from_env().preload is False
+    # The speech engine's work budget per request (sentences x best_of x verify rounds); 0: no limit.
+    assert default.max_request_work == 2048
+    monkeypatch.setenv("VALLEX_MAX_REQUEST_WORK", "64")
+    assert AppConfig.from_env().max_request_work == 64
+    monkeypatch.setenv("VALLEX_MAX_REQUEST_WORK", "0")
+    assert AppConfig.from_env().max_request_work is None
 
 
 @pytest.mark.parametrize("name, value, words", [("VALLEX_CONCURRENCY", "two", "not an integer"),

@@ -161,7 +161,8 @@ def test_serve_help_lists_its_options(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     for option in ("--host", "--port", "--weights-dir", "--device", "--dtype", "--threads", "--max-batch",
-                   "--max-queue", "--api-key", "--presets-dir", "--default-voice"):
+                   "--max-queue", "--api-key", "--presets-dir", "--default-voice", "--max-request-work",
+                   "--stream-timeout"):
         assert option in out, option
 
 
@@ -175,6 +176,8 @@ def test_serve_without_weights_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--port", "70000"], "--port"),
     (["--max-batch", "0"], "--max-batch"),
+    (["--max-request-work", "-1"], "--max-request-work must be >= 1, or 0 for no limit"),
+    (["--stream-timeout", "0"], "--stream-timeout must be > 0 seconds"),
     (["--api-key", "two words"], "printable ASCII"),
     (["--default-voice", "nobody"], "not a preset"),
 ])

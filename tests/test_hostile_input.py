@@ -52,7 +52,7 @@ class BusyEngine:
     stats = None
     languages = Languages.public()  # what its (absent) model would speak
 
-    def submit(self, request: Any) -> Any:
+    def submit(self, request: Any, **options: Any) -> Any:
         raise ServerBusy("busy")
 
 

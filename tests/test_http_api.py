@@ -73,8 +73,8 @@ class RecordingEngine(SpeechEngine):
         super().__init__(*args, **kwargs)
         self.streams: list[SpeechStream] = []
 
-    def submit(self, request: SpeechRequest) -> SpeechStream:
-        stream = super().submit(request)
+    def submit(self, request: SpeechRequest, **options: Any) -> SpeechStream:
+        stream = super().submit(request, **options)
         self.streams.append(stream)
         return stream
 
@@ -429,7 +429,7 @@ class FakeEngine:
     stats: EngineStats = field(default_factory=EngineStats)
     languages: Languages = Languages.public()  # what its (absent) model would speak
 
-    def submit(self, request: SpeechRequest) -> FakeStream:
+    def submit(self, request: SpeechRequest, **options: Any) -> FakeStream:
         return FakeStream(self.chunks, self.error)
 
 
@@ -456,3 +456,49 @@ def test_an_error_mid_stream_truncates_the_response() -> None:
             assert response.status_code == 200
             with pytest.raises(httpx.RemoteProtocolError):  # never a complete-looking, shortened file
                 response.read()
+
+
+# One request cannot hold everyone: the work budget, a client that stops reading ------------------------------
+
+def test_a_request_past_the_work_budget_is_a_400_naming_its_cost(tiny_tts, library: PresetLibrary) -> None:
+    from fastapi.testclient import TestClient
+
+    engine = SpeechEngine(with_voices(tiny_tts, library.load, library.names), max_batch=1, max_request_work=4)
+    try:
+        with TestClient(create_api(engine, **api_options(library))) as api:
+            costly = api.post("/v1/audio/speech", json={"input": "Hi.", "best_of": 5, "response_format": "pcm"})
+            long = api.post("/v1/audio/speech", json={"input": "One. Two. Three. Four. Five.",
+                                                      "long_text": "fixed-prompt", "response_format": "pcm"})
+            fits = api.post("/v1/audio/speech", json={"input": "Hi.", "best_of": 4, "response_format": "pcm"})
+    finally:
+        engine.close()
+    assert costly.status_code == 400 and costly.json()["error"]["code"] == "request_too_costly"
+    assert costly.json()["error"]["param"] == "best_of"
+    assert ("up to 5 sentence-candidates (1 sentence(s) x best_of 5), more than this server's limit of 4"
+            in costly.json()["error"]["message"])
+    assert long.status_code == 400 and long.json()["error"]["param"] == "input"
+    assert fits.status_code == 200 and len(fits.content) > 0
+    assert engine.stats.submitted == 1  # the refused ones never waited for the engine
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_request_cancelled(tiny_tts, library: PresetLibrary) -> None:
+    engine = RecordingEngine(with_voices(tiny_tts, library.load, library.names), max_batch=1, stream_buffer=2,
+                             read_timeout_s=None)  # only the HTTP write timeout can end it
+    body = b'{"input": "%s", "voice": "alice", "response_format": "pcm"}' % LONG_TEXT.encode()
+    try:
+        with LiveServer(create_api(engine, **api_options(library, write_timeout_s=0.5))) as url:
+            host, port = url.removeprefix("http://").split(":")
+            with socket.socket() as raw:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: writes back up soon
+                raw.connect((host, int(port)))
+                raw.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                assert raw.recv(12) == b"HTTP/1.1 200"  # the audio has started; the client reads no more
+                wait_until(lambda: engine.stats.cancelled == 1, what="the server to give up on the client")
+                assert engine.stats.running == 0 and engine.stats.completed == 0
+                assert engine.streams[-1].buffered == 0  # what it had made and nobody took is let go
+                raw.settimeout(60)
+                rest = b"".join(iter(lambda: raw.recv(1 << 16), b""))  # the server closed the connection ...
+                assert not rest.endswith(b"0\r\n\r\n")  # ... without the final chunk: a truncated answer
+    finally:
+        engine.close()

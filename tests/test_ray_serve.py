@@ -272,6 +272,13 @@ def test_settings_are_checked_before_loading(tmp_path: Path) -> None:
         ReplicaSettings(presets_dir=str(tmp_path), api_key="two words").check()
     with pytest.raises(ValueError, match="port"):
         serve_http(build_app(ReplicaSettings()), port=0)
+    with pytest.raises(ValueError, match="max_request_work must be >= 1"):
+        ReplicaSettings(max_request_work=0)
+    with pytest.raises(ValueError, match="stream_timeout_s must be > 0"):
+        ReplicaSettings.from_mapping({"stream_timeout_s": "0"})
+    given = ReplicaSettings.from_mapping({"max_request_work": "64", "stream_timeout_s": "5"})  # Serve's key=value
+    assert (given.max_request_work, given.stream_timeout_s) == (64, 5.0)
+    assert given.api_options(PresetLibrary(tmp_path))["write_timeout_s"] == 5.0
 
 
 def test_replicas_needed() -> None:

@@ -282,3 +282,108 @@ def test_run_does_model_work_on_the_engines_thread_between_steps(tiny_tts):
         engine.close()
     with pytest.raises(RuntimeError, match="closed"):
         engine.run(lambda: None)
+
+
+# A fair share: the work budget, verified requests taking turns, bounded streams -------------------------------
+
+def test_a_costly_verified_request_checks_one_candidate_between_the_steps_of_others(tiny_tts):
+    from test_verified_decoding import ZH_TEXT, scripted, speaker
+
+    from vallex.synthesis.verification import Verifier
+
+    log: list[tuple[str, int]] = []  # in the worker's order: candidate checks and the cheap request's steps
+    streams = {}
+
+    class Logged(Verifier):
+        def verify(self, candidates, text, **options):
+            log.append(("check", len(candidates)))
+            if "cheap" not in streams:  # the costly request is checking its first round: the cheap one arrives
+                streams["cheap"] = engine.submit(SpeechRequest("Hello there.", seed=2, chunk_seconds=None),
+                                                 progress=lambda stage, done, total: log.append((stage, done)))
+            return super().verify(candidates, text, **options)
+
+    tts = speaker(tiny_tts, Logged(scripted("zh", "谢谢你的帮助。")))  # hears another sentence: every round fails
+    engine = SpeechEngine(tts, max_batch=2)
+    try:
+        costly = engine.submit(SpeechRequest(ZH_TEXT, language="zh", seed=1, best_of=3, verify="asr",
+                                             verify_rounds=3))
+        result = costly.result(timeout=600)
+        cheap = streams["cheap"].result(timeout=60)
+    finally:
+        engine.close()
+    check = result.sentences[0].verification
+    assert [c.round for c in check.candidates] == [1, 1, 1, 2, 2, 2, 3, 3, 3]  # all of them, as alone
+    assert all(n == 1 for kind, n in log if kind == "check")  # one candidate at a time, never a round at once
+    start = log.index(("sentence", 0))
+    end = log.index(("sentence", 1), start)  # the cheap request's end
+    during = log[start:end]
+    steps = [i for i, (kind, _) in enumerate(during) if kind == "ar_step"]
+    assert len(steps) > 1 and cheap.waveform.size > 0
+    # Between two frames of the cheap request, at most one candidate of the costly one was checked.
+    assert all(sum(kind == "check" for kind, _ in during[a:b]) <= 1 for a, b in zip(steps, steps[1:]))
+    assert sum(kind == "check" for kind, _ in log[end:]) >= 1  # and it finished first, with checks left to do
+
+
+def test_a_request_past_the_work_budget_is_refused_naming_its_cost(tiny_tts):
+    from vallex.synthesis.request import RequestTooCostly, request_work
+    from vallex.synthesis.text_plan import plan_text
+
+    engine = SpeechEngine(tiny_tts, max_batch=2, max_request_work=8)
+    try:
+        text = "One. Two. Three."
+        planned = SpeechRequest(plan_text(text, "en", "fixed-prompt"), seed=1, best_of=3)
+        with pytest.raises(RequestTooCostly, match=r"up to 9 sentence-candidates \(3 sentence\(s\) x best_of 3\), "
+                                                   r"more than this server's limit of 8") as refused:
+            engine.submit(planned)  # a planned text is refused before it waits
+        assert refused.value.param == "best_of"
+        with pytest.raises(RequestTooCostly, match="x 4 verify_rounds"):  # a text planned by the worker: its stream
+            list(engine.submit(SpeechRequest("Hi.", seed=1, best_of=3, verify="asr", verify_rounds=4)))
+        assert request_work(3, SpeechRequest(text, best_of=2).sampling) == 6
+        assert np.concatenate(list(engine.submit(SpeechRequest(text, seed=1, best_of=2, long_text="fixed-prompt",
+                                                               chunk_seconds=None)))).size > 0
+    finally:
+        engine.close()
+    with pytest.raises(ValueError, match="max_request_work must be >= 1"):
+        SpeechEngine(tiny_tts, max_request_work=0)
+
+
+def test_a_stream_nobody_reads_holds_its_bound_then_is_cancelled(tiny_tts):
+    from vallex.serving.engine import StreamStalled
+
+    engine = SpeechEngine(tiny_tts, max_batch=2, stream_buffer=2, read_timeout_s=0.2)
+    seen: list[int] = []  # chunks waiting for the reader, after every step
+    held: dict = {}
+    try:
+        stream = held["stream"] = engine.submit(
+            SpeechRequest(TEXTS[3] * 3, seed=1, long_text="fixed-prompt", chunk_seconds=0.1), keep_audio=False,
+            progress=lambda *_: seen.append(held["stream"].buffered) if held else None)
+        _wait(lambda: engine.stats.cancelled == 1)  # nobody reads: the engine gives up on it
+        assert engine.stats.running == 0 and engine.stats.completed == 0
+        assert max(seen) == 2  # it filled its buffer, and never went past it
+        assert stream.buffered == 0  # the audio nobody read is let go
+        with pytest.raises(StreamStalled, match="Nobody read request 1's audio for 0.2 s"):
+            list(stream)
+        with pytest.raises(RuntimeError, match="keep_audio=False"):
+            stream.result()
+    finally:
+        engine.close()
+
+
+def test_a_bounded_stream_pauses_for_its_reader_and_gives_the_same_audio(tiny_tts, engine):
+    request = SpeechRequest(TEXTS[3], seed=4, long_text="fixed-prompt", chunk_seconds=0.1)
+    stream = engine.submit(request, keep_audio=False)
+    _wait(lambda: stream.full)  # the reader is late: the request waits for it ...
+    assert engine.stats.running == 1 and stream.buffered == engine.stream_buffer
+    audio = np.concatenate(list(stream))  # ... and goes on as it reads
+    want = _alone(tiny_tts, request)
+    assert audio.shape == want.shape and np.abs(audio - want).max() < 1e-4
+
+
+def _wait(condition, timeout: float = 120.0) -> None:
+    """Poll ``condition`` until it holds (a deadline, not a measurement)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)

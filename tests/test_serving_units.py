@@ -148,7 +148,7 @@ class _IdleEngine:
     stats = None
     max_batch = max_queue = 1
 
-    def submit(self, request):
+    def submit(self, request, **options):
         raise AssertionError("nothing should reach the engine")
 
 

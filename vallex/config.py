@@ -20,6 +20,16 @@ from vallex.languages import LANGUAGES, check_codes
 #: The checkpoint was trained on utterances under 22 s: prompt + generated audio stay within this.
 MAX_UTTERANCE_SECONDS = 22.0
 
+#: A server's default limit of :func:`vallex.synthesis.request.request_work` per request
+#: (:class:`vallex.serving.SpeechEngine`, ``vallex serve --max-request-work``). Why this number: the longest input
+#: the HTTP API takes (4096 characters) in the shortest sentences ("好。" 2048 times) fits without best-of-N, so
+#: no plain request is refused; best_of 16 with 8 verify rounds (128 candidates a sentence) fits for 16 sentences.
+DEFAULT_MAX_REQUEST_WORK = 2048
+#: Seconds a streamed request waits for a reader that takes none of its audio before it is cancelled (the
+#: engine's ``read_timeout_s``, the HTTP API's ``write_timeout_s``, ``vallex serve --stream-timeout``): a client
+#: that stops reading frees its slot and memory.
+DEFAULT_STREAM_TIMEOUT_S = 60.0
+
 #: Reference constructor arguments whose only supported value is the public checkpoint's.
 _FIXED_CHOICES: dict[str, Any] = {
     "norm_first": True,  # pre-norm residual blocks

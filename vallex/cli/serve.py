@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from vallex.cli.options import add_device_option, add_dtype_option, add_threads_option, threads_from_args
+from vallex.config import DEFAULT_MAX_REQUEST_WORK, DEFAULT_STREAM_TIMEOUT_S
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-queue", type=int, default=32, help="requests that may wait; more get HTTP 503 "
                         "(default: 32)")
     parser.add_argument("--max-input-chars", type=int, default=4096, help="longest 'input' accepted (default: 4096)")
+    parser.add_argument("--max-request-work", type=int, default=DEFAULT_MAX_REQUEST_WORK,
+                        help="most sentence-candidates one request may decode: sentences x best_of x verify_rounds "
+                        f"(with verify); a costlier request gets HTTP 400 (default: {DEFAULT_MAX_REQUEST_WORK}; "
+                        "0: no limit)")
+    parser.add_argument("--stream-timeout", type=float, default=DEFAULT_STREAM_TIMEOUT_S,
+                        help="seconds a streamed response waits for a client that takes none of its audio; then "
+                        f"its request is cancelled and the connection closed (default: {DEFAULT_STREAM_TIMEOUT_S:g})")
     parser.add_argument("--api-key", default=os.environ.get("VALLEX_API_KEY", "").strip(),
                         help="require 'Authorization: Bearer KEY' on /v1/* (default: $VALLEX_API_KEY, which is "
                         "better: a command line is visible to other users; empty: no key)")
@@ -83,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.max_queue < 0:
         raise ValueError(f"--max-batch must be >= 1 and --max-queue >= 0, got {args.max_batch} and "
                          f"{args.max_queue}.")
+    if args.max_request_work < 0:
+        raise ValueError(f"--max-request-work must be >= 1, or 0 for no limit, got {args.max_request_work}.")
+    if not args.stream_timeout > 0:
+        raise ValueError(f"--stream-timeout must be > 0 seconds, got {args.stream_timeout:g}.")
     threads_from_args(args)
     if args.ray:
         return run_with_ray(args)
@@ -102,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     local = is_loopback(args.host)
     options = dict(voices=lambda: preset_voices(library), voice_names=library.names,
                    default_voice=args.default_voice, api_key=args.api_key, max_input_chars=args.max_input_chars,
+                   write_timeout_s=args.stream_timeout,
                    # Keyless on loopback: only requests addressed to this machine's names (DNS rebinding).
                    allowed_hosts=loopback_only_hosts(args.host, args.api_key))
     SpeechAPI(None, **options)  # checks the settings before the (slow) model load
@@ -111,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         tts = VallEX.from_pretrained(args.weights_dir, device=args.device, dtype=args.dtype,
                                      num_threads=args.threads, presets_dir=library.directory,
                                      checkpoint=args.checkpoint)
-        engine = SpeechEngine(tts, max_batch=args.max_batch, max_queue=args.max_queue)
+        engine = SpeechEngine(tts, max_batch=args.max_batch, max_queue=args.max_queue,
+                              max_request_work=args.max_request_work or None, read_timeout_s=args.stream_timeout)
         try:
             app = create_api(engine, model_loaded=lambda: True, **options)
             if not args.api_key and not local:
@@ -173,7 +187,8 @@ def run_with_ray(args: argparse.Namespace) -> int:
         checkpoint=str(args.checkpoint) if args.checkpoint is not None else None,
         presets_dir=str(presets_dir) if presets_dir is not None else None, default_voice=args.default_voice,
         device=args.device, dtype=args.dtype, num_threads=args.threads, max_batch=args.max_batch,
-        max_queue=args.max_queue, max_input_chars=args.max_input_chars, api_key=args.api_key,
+        max_queue=args.max_queue, max_input_chars=args.max_input_chars, max_request_work=args.max_request_work or None,
+        stream_timeout_s=args.stream_timeout, api_key=args.api_key,
         allowed_hosts=loopback_only_hosts(args.host, args.api_key))
     if local:  # this machine's folders are the replicas': check them before starting anything
         from vallex.weights.manager import resolve_weights

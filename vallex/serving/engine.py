@@ -5,7 +5,12 @@ admitted, in arrival order, as soon as fewer than ``max_batch`` requests run, in
 :class:`vallex.synthesis.scheduler.Scheduler` (the same one every synthesis of :class:`vallex.api.VallEX` goes through):
 its first sentence joins the running AR batch at the next step, chunks and ended sentences go through the NAR
 together, and the audio goes back through each request's :class:`SpeechStream` at once. A request whose
-client went away is cancelled and leaves at the next step. With a seed, a request's audio is what
+client went away is cancelled and leaves at the next step. A request may cost at most ``max_request_work``
+decoded sentence-candidates (:func:`vallex.synthesis.request.request_work`), and a verified one checks one
+candidate per step, within half of the engine's time while others decode, so one costly request cannot hold
+everyone. A stream submitted with ``keep_audio=False`` holds at most ``stream_buffer`` chunks for its reader:
+its request pauses while they wait, and is cancelled (:class:`StreamStalled`) when none is read for
+``read_timeout_s``. With a seed, a request's audio is what
 :meth:`vallex.api.VallEX.synthesize_stream` gives it alone, whatever else is being served.
 Nothing else touches the model, so callers on any thread may submit concurrently. Other work with the model
 (encoding a voice prompt, translation, loading it) goes to the same thread through :meth:`SpeechEngine.run`, between
@@ -16,7 +21,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import itertools
-import queue
 import threading
 import time
 from collections import deque
@@ -29,18 +33,29 @@ import torch
 
 from vallex.api import VallEX
 from vallex.audio.codec_format import SAMPLE_RATE
+from vallex.config import DEFAULT_MAX_REQUEST_WORK, DEFAULT_STREAM_TIMEOUT_S
 from vallex.inference.sampling_settings import sampling_keywords
 from vallex.languages import Languages
-from vallex.synthesis.request import SynthesisRequest
+from vallex.synthesis.request import SynthesisRequest, check_request_work
 from vallex.synthesis.results import AudioPiece, SentenceResult, Sink, Synthesis
 from vallex.synthesis.scheduler import Scheduler, default_nar_batch
 from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
+from vallex.synthesis.text_plan import TextPlan
 
 T = TypeVar("T")
+
+#: Chunks a streamed request (``keep_audio=False``) may have waiting for its reader before it pauses: a few
+#: seconds of audio (chunks grow to 3.2 s; whole sentences, up to 22 s), enough that a reader playing in real
+#: time never waits for the engine.
+DEFAULT_STREAM_BUFFER = 4
 
 
 class ServerBusy(RuntimeError):
     """The queue is full: the request was not accepted (HTTP 503 / the app's "server busy")."""
+
+
+class StreamStalled(TimeoutError):
+    """Nobody read a stream's audio for ``read_timeout_s``: its request was cancelled and its audio dropped."""
 
 
 class ModelUnavailable(RuntimeError):
@@ -92,12 +107,18 @@ class SpeechStream:
 
     Iteration raises the request's error (a ``ValueError`` for bad input) where it happened. ``cancel()``
     (or leaving a ``with`` block early) tells the engine to stop working on it.
+
+    ``keep_audio``: keep every chunk for :meth:`result` (False: a reader that iterates has them all already).
+    ``buffer``: chunks that may wait for the reader at most; the scheduler sends the request nothing more
+    while they do (:attr:`full`). None: every chunk is queued (a stream kept whole for :meth:`result`).
+    ``wake``: called when a read makes room or the stream is cancelled (the engine may be waiting for it).
     """
 
     sample_rate = SAMPLE_RATE
 
     def __init__(self, request: SpeechRequest, request_id: int,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
+                 progress: Callable[[str, int, int], None] | None = None, *, keep_audio: bool = True,
+                 buffer: int | None = None, wake: Callable[[], None] | None = None) -> None:
         self.request = request
         self.id = request_id
         self.progress = progress
@@ -106,9 +127,15 @@ class SpeechStream:
         self.first_audio_s: float | None = None  # seconds from submit to the first chunk
         self.total_s: float | None = None  # seconds from submit to the last chunk
         self.sentences: list[SentenceResult] = []  # filled as sentences finish
-        self._chunks: queue.Queue = queue.Queue()
-        self._audio: list[np.ndarray] = []  # every chunk sent, for result()
+        self.keep_audio = keep_audio
+        self.buffer = buffer
+        self._wake = wake
+        self._chunks: deque = deque()  # AudioPieces waiting for the reader, then _DONE or the error
+        self._ready = threading.Condition()
+        self._full_since: float | None = None  # time.monotonic() when the buffer filled up (None: not full)
+        self._audio: list[np.ndarray] = []  # every chunk sent, for result() (keep_audio)
         self._cancelled = threading.Event()
+        self._cancel_error: BaseException | None = None  # what the reader gets when the engine cancelled it
         self._done = threading.Event()
         self._error: BaseException | None = None
         self._finished = False
@@ -121,7 +148,15 @@ class SpeechStream:
     def pieces(self) -> Iterator[AudioPiece]:
         """Like iterating the stream, with each chunk's place: which sentence of how many, its last chunk?"""
         while True:
-            item = self._chunks.get()
+            with self._ready:
+                while not self._chunks:
+                    self._ready.wait()
+                item = self._chunks.popleft()
+                made_room = self._full_since is not None and not self.full
+                if made_room:
+                    self._full_since = None
+            if made_room and self._wake is not None:
+                self._wake()
             if item is _DONE:
                 self._finished = True
                 return
@@ -133,8 +168,11 @@ class SpeechStream:
     def result(self, timeout: float | None = None) -> Synthesis:
         """Wait for the end and return everything: the whole waveform, each sentence, timings.
 
-        Raises the request's error, or ``TimeoutError``. Works whether or not the chunks were iterated.
+        Raises the request's error, or ``TimeoutError``. Works whether or not the chunks were iterated, unless the
+        stream was submitted with ``keep_audio=False`` (then there is nothing to return: ``RuntimeError``).
         """
+        if not self.keep_audio:
+            raise RuntimeError("This stream keeps no audio (submitted with keep_audio=False): iterate it instead.")
         if not self._done.wait(timeout):
             raise TimeoutError(f"request {self.id} is still running")
         if self._error is not None:
@@ -149,6 +187,29 @@ class SpeechStream:
 
     def cancel(self) -> None:
         self._cancelled.set()
+        if self._wake is not None:
+            self._wake()
+
+    @property
+    def buffered(self) -> int:
+        """Chunks sent and not read yet."""
+        return sum(1 for item in self._chunks if isinstance(item, AudioPiece))
+
+    @property
+    def full(self) -> bool:
+        """Whether ``buffer`` chunks wait for the reader (the scheduler then pauses the request)."""
+        return self.buffer is not None and self.buffered >= self.buffer
+
+    def stalled_for(self, now: float) -> float:
+        """Seconds (by ``time.monotonic()``) the buffer has been full with nobody reading; 0 when it is not full."""
+        return now - self._full_since if self._full_since is not None else 0.0
+
+    def time_out(self, seconds: float) -> None:
+        """Cancel the request because nobody read for ``seconds``; the reader, if it comes back, gets
+        :class:`StreamStalled`."""
+        self._cancel_error = StreamStalled(f"Nobody read request {self.id}'s audio for {seconds:g} s: it was "
+                                           "cancelled.")
+        self.cancel()
 
     @property
     def cancelled(self) -> bool:
@@ -172,13 +233,25 @@ class SpeechStream:
     def put(self, piece: AudioPiece) -> None:
         if self.first_audio_s is None:
             self.first_audio_s = time.perf_counter() - self.submitted_at
-        self._audio.append(piece.audio)
-        self._chunks.put(piece)
+        if self.keep_audio:
+            self._audio.append(piece.audio)
+        with self._ready:
+            self._chunks.append(piece)
+            if self.full and self._full_since is None:
+                self._full_since = time.monotonic()
+            self._ready.notify()
 
     def close(self, error: BaseException | None = None) -> None:
         self.total_s = time.perf_counter() - self.submitted_at
+        if error is None and self.cancelled:
+            error = self._cancel_error
         self._error = error
-        self._chunks.put(error if error is not None else _DONE)
+        with self._ready:
+            if self.cancelled:  # nobody wants the audio that waits: let its memory go now
+                self._chunks.clear()
+            self._full_since = None
+            self._chunks.append(error if error is not None else _DONE)
+            self._ready.notify()
         self._done.set()
 
 
@@ -214,22 +287,40 @@ class SpeechEngine:
             would have had. Default False: a chunk that waited is made from all the frames there are by
             then, one longer chunk instead of several, which saves NAR passes when the server is busy. Either
             way codebook 1 (the AR's) is the one it gets alone.
+        max_request_work: the most decoded sentence-candidates one request may cost
+            (:func:`vallex.synthesis.request.request_work`: sentences x best_of x verify rounds); a costlier one
+            is refused with :class:`vallex.synthesis.request.RequestTooCostly` (a ValueError). None: no limit.
+        stream_buffer: chunks a ``keep_audio=False`` stream may have waiting for its reader; its request
+            pauses while they wait.
+        read_timeout_s: seconds such a stream may wait with a full buffer before its request is cancelled
+            (:class:`StreamStalled`); None: it waits for ever.
     """
 
     def __init__(self, tts: VallEX | Callable[[], VallEX], *, max_batch: int = 8, max_queue: int = 32,
-                 nar_batch: int | None = None, exact_chunks: bool = False) -> None:
+                 nar_batch: int | None = None, exact_chunks: bool = False,
+                 max_request_work: int | None = DEFAULT_MAX_REQUEST_WORK, stream_buffer: int = DEFAULT_STREAM_BUFFER,
+                 read_timeout_s: float | None = DEFAULT_STREAM_TIMEOUT_S) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch must be >= 1 and max_queue >= 0, got {max_batch} and {max_queue}.")
         if nar_batch is not None and nar_batch < 1:
             raise ValueError(f"nar_batch must be >= 1, got {nar_batch}.")
+        if max_request_work is not None and max_request_work < 1:
+            raise ValueError(f"max_request_work must be >= 1 (or None: no limit), got {max_request_work}.")
+        if stream_buffer < 1:
+            raise ValueError(f"stream_buffer must be >= 1 chunk, got {stream_buffer}.")
+        if read_timeout_s is not None and not read_timeout_s > 0:
+            raise ValueError(f"read_timeout_s must be > 0 seconds (or None: no timeout), got {read_timeout_s}.")
         self.max_batch, self.max_queue = max_batch, max_queue
+        self.max_request_work, self.stream_buffer, self.read_timeout_s = max_request_work, stream_buffer, read_timeout_s
         self.exact_chunks = exact_chunks
         self._nar_batch = nar_batch
         self._tts_source = tts
         self._tts: VallEX | None = tts if isinstance(tts, VallEX) else None
         self._waiting: deque[SpeechStream] = deque()
         self._jobs: deque[_Job] = deque()  # run() calls waiting for the worker
-        self._lock = threading.Condition()
+        self._streams: dict[int, SpeechStream] = {}  # the admitted ones, until they end (to time out stalled ones)
+        # Reentrant: a stream cancelled by the worker, which holds it, wakes the worker through it.
+        self._lock = threading.Condition(threading.RLock())
         self._ids = itertools.count(1)
         self._closed = False
         self._unhealthy: str | None = None
@@ -241,17 +332,23 @@ class SpeechEngine:
         self._worker.start()
 
     # Public ---------------------------------------------------------------------------------------
-    def submit(self, request: SpeechRequest,
-               progress: Callable[[str, int, int], None] | None = None) -> SpeechStream:
-        """Queue ``request``; raises :class:`ServerBusy` if ``max_queue`` requests are already waiting.
+    def submit(self, request: SpeechRequest, progress: Callable[[str, int, int], None] | None = None, *,
+               keep_audio: bool = True) -> SpeechStream:
+        """Queue ``request``; raises :class:`ServerBusy` if ``max_queue`` requests are already waiting, and
+        :class:`~vallex.synthesis.request.RequestTooCostly` past ``max_request_work`` (here when the text is a
+        :class:`~vallex.synthesis.text_plan.TextPlan`, else from the stream once it is planned).
 
         ``progress(stage, done, total)`` is called from the worker as in :meth:`VallEX.synthesize`
-        (``"sentence"`` when a sentence starts, ``"ar_step"`` after each frame).
+        (``"sentence"`` when a sentence starts, ``"ar_step"`` after each frame). ``keep_audio``: keep every
+        chunk for :meth:`SpeechStream.result`; False for a reader that iterates the chunks (a streamed
+        response): then at most ``stream_buffer`` chunks wait for it, and ``read_timeout_s`` applies.
         """
         if not isinstance(request, SpeechRequest):
             raise TypeError("submit() takes a SpeechRequest.")
         if isinstance(request.text, str) and not request.text.strip():
             raise ValueError("Text is empty: type the sentence you want to hear.")
+        if isinstance(request.text, TextPlan):  # its sentences are known: refuse a costly one before it waits
+            check_request_work(len(request.text.sentences), request.sampling, self.max_request_work)
         with self._lock:
             if self._closed:
                 raise RuntimeError("The speech engine is closed.")
@@ -261,7 +358,8 @@ class SpeechEngine:
                 self.stats.refused += 1
                 raise ServerBusy(f"The server is busy: {len(self._waiting)} requests are already waiting. "
                                  "Try again in a moment.")
-            stream = SpeechStream(request, next(self._ids), progress)
+            stream = SpeechStream(request, next(self._ids), progress, keep_audio=keep_audio,
+                                  buffer=None if keep_audio else self.stream_buffer, wake=self._wake)
             self._waiting.append(stream)
             self.stats.submitted += 1
             self.stats.waiting = len(self._waiting)
@@ -293,6 +391,11 @@ class SpeechEngine:
             self._jobs.append(job)
             self._lock.notify()
         return job.wait()
+
+    def _wake(self) -> None:
+        """A stream made room or was cancelled: the worker, if it waits for readers, looks again."""
+        with self._lock:
+            self._lock.notify()
 
     def close(self, timeout: float | None = 60.0) -> None:
         """Refuse new requests, fail the waiting ones (``RuntimeError``), let the running ones finish."""
@@ -365,9 +468,9 @@ class SpeechEngine:
                 self._give_up(failure)
                 return
             with self._lock:
-                while (not self._jobs and not self._waiting and not (scheduler and scheduler.active)
-                       and not self._closed):
-                    self._lock.wait()
+                while (not self._jobs and not self._waiting and not self._closed and not self._time_out_stalled()
+                       and not (scheduler and scheduler.active and not scheduler.waiting_for_readers)):
+                    self._lock.wait(self._next_timeout())  # a read, a cancel, a request, or a stall's deadline
                 if self._jobs:  # waited on: before the next step
                     continue
                 if self._closed:  # no more admissions; the running requests finish
@@ -385,7 +488,7 @@ class SpeechEngine:
             if scheduler is None:
                 try:  # loads the model at the first request
                     scheduler = Scheduler(self.tts, nar_batch=self.nar_batch, exact_chunks=self.exact_chunks,
-                                          on_end=self._count_end)
+                                          max_request_work=self.max_request_work, on_end=self._count_end)
                 except Exception as error:  # noqa: BLE001 - told to every waiting client; the next one retries
                     unavailable = error if isinstance(error, ModelUnavailable) else ModelUnavailable(str(error))
                     for stream in admitted:
@@ -397,6 +500,7 @@ class SpeechEngine:
                     for stream in admitted:
                         if not stream.cancelled:
                             stream.started_s = time.perf_counter() - stream.submitted_at
+                        self._streams[stream.id] = stream
                         scheduler.admit(stream.request, stream)
                     scheduler.step()
             except Exception as error:  # a failure of the model itself: fail everyone in the batch, go on
@@ -427,7 +531,28 @@ class SpeechEngine:
                 return job.error
         return None
 
+    def _time_out_stalled(self) -> bool:
+        """Cancel the running streams whose reader has let their buffer stay full for ``read_timeout_s``;
+        whether there were any (the scheduler drops them at its next step)."""
+        if self.read_timeout_s is None:
+            return False
+        now = time.monotonic()
+        stalled = [stream for stream in self._streams.values()
+                   if not stream.cancelled and stream.stalled_for(now) >= self.read_timeout_s]
+        for stream in stalled:
+            stream.time_out(self.read_timeout_s)
+        return bool(stalled)
+
+    def _next_timeout(self) -> float | None:
+        """Seconds until the first running stream's reader times out (None: none is waited for)."""
+        if self.read_timeout_s is None:
+            return None
+        now = time.monotonic()
+        stalled = [stream.stalled_for(now) for stream in self._streams.values() if stream.full]
+        return max(0.0, self.read_timeout_s - max(stalled)) if stalled else None
+
     def _count_end(self, sink: Sink, error: BaseException | None, cancelled: bool) -> None:
+        self._streams.pop(getattr(sink, "id", None), None)
         if error is not None:
             self.stats.failed += 1
         elif cancelled:

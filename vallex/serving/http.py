@@ -27,6 +27,10 @@ too long, missing weights) is a JSON error with the right status. An error after
 valid input) cannot change the status any more: the connection is closed without the final empty chunk, so the
 client sees a truncated response (httpx: ``RemoteProtocolError``), never a silently shortened file. A client
 that goes away, before or during the audio, cancels the request in the engine.
+
+A streamed response holds little audio: the engine keeps at most its ``stream_buffer`` chunks for it and pauses
+the request while they wait, the pump at most :data:`PUMP_BUFFER` encoded pieces. A client that takes no data
+for ``write_timeout_s`` seconds is dropped: its request is cancelled and the connection closed.
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vallex.config import DEFAULT_STREAM_TIMEOUT_S
 from vallex.doctor import last_result_summary
 from vallex.languages import Languages
 from vallex.prompts import NAME_PATTERN
@@ -90,7 +95,8 @@ if TYPE_CHECKING:
 __all__ = [
     # The transport (this module).
     "DEFAULT_BODY_TIMEOUT_S", "DEFAULT_MAX_BODY_BYTES", "DEFAULT_RETRY_AFTER_S", "LOOPBACK_HOSTS", "HostGuard",
-    "MidStreamError", "SpeechAPI", "check_host", "create_api", "create_router", "is_loopback", "loopback_only_hosts",
+    "MidStreamError", "PUMP_BUFFER", "SpeechAPI", "check_host", "create_api", "create_router", "is_loopback",
+    "loopback_only_hosts",
     # The schema (vallex.serving.openai_schema), importable from here as before the split.
     "DEFAULT_MAX_INPUT_CHARS", "MAX_HEADER_BYTES", "MAX_HEADER_TRANSCRIPT", "MODELS",
     "NO_ACCENT", "NO_PROMPT_VOICE", "OPENAI_VOICES", "SAMPLE_RATE", "APIError", "ModelUnavailable", "SpeechBody",
@@ -107,6 +113,8 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 #: ``Retry-After`` seconds of a 503.
 DEFAULT_RETRY_AFTER_S = 2
+#: Encoded pieces a streamed response's pump makes ahead of what the client has taken.
+PUMP_BUFFER = 2
 _KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what fits in a header unchanged
 
 
@@ -120,7 +128,9 @@ class SpeechAPI:
                  retry_after_s: int = DEFAULT_RETRY_AFTER_S, allowed_hosts: Collection[str] | None = None,
                  body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
                  languages: Callable[[], Languages] | None = None,
-                 identity: Callable[[], ModelIdentity | None] | None = None) -> None:
+                 identity: Callable[[], ModelIdentity | None] | None = None,
+
+                 write_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S) -> None:
         if api_key is None:
             api_key = os.environ.get("VALLEX_API_KEY", "").strip()
         if api_key and not _KEY_PATTERN.fullmatch(api_key):
@@ -140,6 +150,9 @@ class SpeechAPI:
         self.max_input_chars, self.max_body_bytes = max_input_chars, max_body_bytes
         if not body_timeout_s > 0:
             raise ValueError(f"body_timeout_s must be > 0, got {body_timeout_s}.")
+        if not write_timeout_s > 0:
+            raise ValueError(f"write_timeout_s must be > 0, got {write_timeout_s}.")
+        self.write_timeout_s = write_timeout_s
         self._model_loaded = model_loaded
         self.retry_after_s = retry_after_s
         self.allowed_hosts = frozenset(_host_name(host) for host in allowed_hosts) if allowed_hosts else None
@@ -189,8 +202,9 @@ class SpeechAPI:
         media_type = MEDIA_TYPES[plan.response_format]
         if not plan.streamed:
             return Response(value, media_type=media_type, headers={**plan.headers, **result_headers(stream)})
-        return StreamingResponse(_body(value, pump, stream.id), media_type=media_type, headers=plan.headers,
-                                 background=BackgroundTask(pump.stop))
+        return _TimedStreamingResponse(_body(value, pump, stream.id), media_type=media_type, headers=plan.headers,
+                                       background=BackgroundTask(pump.stop), write_timeout_s=self.write_timeout_s,
+                                       on_timeout=pump.stop)
 
     async def voices(self, request: Request) -> Response:
         """``GET /v1/voices``: the voices a request may name."""
@@ -303,8 +317,8 @@ class SpeechAPI:
         return openai_schema.resolve_voice(name, self._voice_names, self.default_voice)
 
     def submit(self, request: SpeechRequest) -> SpeechStream:
-        try:
-            return self.engine.submit(request)
+        try:  # the pump reads every chunk: the engine keeps none for result(), and few for the reader
+            return self.engine.submit(request, keep_audio=False)
         except (ValueError, RuntimeError) as error:  # ModelUnavailable and ServerBusy are RuntimeErrors
             raise submit_error(error, self.retry_after_s) from None
 
@@ -326,7 +340,8 @@ def create_router(engine: SpeechEngine, **options: Any) -> APIRouter:
     giving the model's :class:`vallex.languages.Languages`, the choices of ``language`` and ``accent``; default:
     ``engine.languages``, which loads the model if it is not loaded yet), ``identity`` (a function giving the
     :class:`vallex.weights.identity.ModelIdentity` that ``/health`` and ``/v1/models`` show, or None; default: the
-    engine's model's, once loaded).
+    engine's model's, once loaded), ``write_timeout_s`` (60: a streamed response whose client takes nothing for
+    that long is dropped and its request cancelled).
     """
     api = SpeechAPI(engine, **options)
     router = APIRouter()
@@ -499,13 +514,15 @@ def _produce(stream: SpeechStream, plan: SpeechPlan) -> Iterator[bytes]:
 class _Pump:
     """Runs the blocking side of one response on its own thread and hands its events to the event loop.
 
-    Events: ``("data", bytes)``, then ``("end", None)`` or ``("error", exception)``. ``stop()`` cancels the
-    engine's stream unless it has finished (idempotent).
+    Events: ``("data", bytes)``, then ``("end", None)`` or ``("error", exception)``; at most :data:`PUMP_BUFFER`
+    data events wait to be taken (the thread waits for room, and so stops reading the engine's stream, which
+    then pauses its request). ``stop()`` cancels the engine's stream unless it has finished (idempotent).
     """
 
     def __init__(self, stream: SpeechStream, produce: Iterator[bytes]) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._room = threading.Semaphore(PUMP_BUFFER)  # data events that may wait in _queue
         self._stream = stream
         self._stopped = threading.Event()
         self._finished = threading.Event()
@@ -516,6 +533,7 @@ class _Pump:
     def _run(self, produce: Iterator[bytes]) -> None:
         try:
             for data in produce:
+                self._room.acquire()  # released when the event loop takes a piece, or by stop()
                 if self._stopped.is_set():
                     return
                 self._emit(("data", data))
@@ -533,12 +551,16 @@ class _Pump:
             pass
 
     async def next(self) -> tuple[str, Any]:
-        return await self._queue.get()
+        event = await self._queue.get()
+        if event[0] == "data":
+            self._room.release()
+        return event
 
     def stop(self) -> None:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self._room.release()  # a thread waiting for room sees that it is stopped
         if not self._finished.is_set():
             self._stream.cancel()
 
@@ -561,6 +583,36 @@ async def _first_event(request: Request, pump: _Pump) -> tuple[str, Any] | None:
         if not event.done():
             event.cancel()
     return event.result() if event in done else None
+
+
+class _ClientStalled(Exception):
+    """The client took no data for the write timeout (raised inside the response, caught around it)."""
+
+
+class _TimedStreamingResponse(StreamingResponse):
+    """A streamed response that gives up on a client that takes no data for ``write_timeout_s`` seconds: it calls
+    ``on_timeout`` (the pump's stop, which cancels the request) and ends without the final chunk, so that the
+    server closes the connection (a client that stops reading would otherwise hold it, its request and the
+    audio made for it for ever)."""
+
+    def __init__(self, *args: Any, write_timeout_s: float, on_timeout: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.write_timeout_s, self.on_timeout = write_timeout_s, on_timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def timed_send(message: Any) -> None:
+            try:
+                await asyncio.wait_for(send(message), self.write_timeout_s)
+            except asyncio.TimeoutError:
+                raise _ClientStalled from None
+
+        try:
+            await super().__call__(scope, receive, timed_send)
+        except _ClientStalled:
+            client = scope.get("client") or ("a client", "")
+            _LOG.info("%s:%s took no audio for %g s: its request is cancelled and the connection closed.",
+                      *client, self.write_timeout_s)
+            self.on_timeout()
 
 
 class MidStreamError(RuntimeError):

@@ -32,6 +32,7 @@ from vallex.prompts import NAME_PATTERN, PresetLibrary, VoicePrompt
 from vallex.serving.encoding import FORMATS, STREAMED_FORMATS
 from vallex.serving.engine import ModelUnavailable, ServerBusy, SpeechRequest, SpeechStream
 from vallex.serving.stretch import MAX_SPEED, MIN_SPEED
+from vallex.synthesis.request import RequestTooCostly
 from vallex.synthesis.text_plan import plan_text
 from vallex.synthesis.verification import MAX_REPORTED_TRANSCRIPT
 
@@ -164,7 +165,7 @@ def submit_error(error: ValueError | RuntimeError, retry_after_s: int) -> APIErr
     """The answer when :meth:`SpeechEngine.submit <vallex.serving.SpeechEngine.submit>` refuses a request: the
     model cannot be loaded (503, e.g. after a device failure) or the queue is full (503), the request is invalid
     (400), the engine is shutting down (503)."""
-    if isinstance(error, (ModelUnavailable, ServerBusy)):
+    if isinstance(error, (ModelUnavailable, ServerBusy, RequestTooCostly)):
         return synthesis_error(error, retry_after_s)
     if isinstance(error, ValueError):
         return APIError(400, str(error), param="input", code="invalid_value")
@@ -182,6 +183,8 @@ def synthesis_error(error: BaseException, retry_after_s: int) -> APIError:
     if isinstance(error, ServerBusy):
         return APIError(503, str(error), code="server_busy", kind="server_error",
                         headers={"Retry-After": str(retry_after_s)})
+    if isinstance(error, RequestTooCostly):  # the message names the cost, its parts and the server's limit
+        return APIError(400, str(error), param=error.param, code="request_too_costly")
     if isinstance(error, ValueError):
         message = str(error)
         about_voice = any(word in message.lower() for word in ("prompt", "preset", "voice"))

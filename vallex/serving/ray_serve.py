@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from vallex.config import DEFAULT_MAX_REQUEST_WORK, DEFAULT_STREAM_TIMEOUT_S
+
 if TYPE_CHECKING:  # pragma: no cover
     from fastapi import FastAPI
     from ray.serve import Application, Deployment
@@ -87,6 +89,8 @@ class ReplicaSettings:
     max_batch: int = 8
     max_queue: int = 32
     max_input_chars: int = 4096
+    max_request_work: int | None = DEFAULT_MAX_REQUEST_WORK  # vallex serve --max-request-work (None: no limit)
+    stream_timeout_s: float = DEFAULT_STREAM_TIMEOUT_S  # vallex serve --stream-timeout
     api_key: str | None = field(default=None, repr=False)  # never in a log line
     allowed_hosts: tuple[str, ...] | None = None  # e.g. LOOPBACK_HOSTS: a keyless server on loopback
 
@@ -106,6 +110,10 @@ class ReplicaSettings:
             object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
         if self.max_input_chars < 1:
             raise ValueError(f"max_input_chars must be >= 1, got {self.max_input_chars}.")
+        if self.max_request_work is not None and self.max_request_work < 1:
+            raise ValueError(f"max_request_work must be >= 1 (or None: no limit), got {self.max_request_work}.")
+        if not self.stream_timeout_s > 0:
+            raise ValueError(f"stream_timeout_s must be > 0 seconds, got {self.stream_timeout_s}.")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ReplicaSettings:
@@ -116,11 +124,17 @@ class ReplicaSettings:
             raise ValueError(f"Unknown setting(s) {', '.join(unknown)}: use {', '.join(known)}.")
         parsed: dict[str, Any] = {}
         for name, value in values.items():
-            if name in ("num_threads", "max_batch", "max_queue", "max_input_chars") and value is not None:
+            if name in ("num_threads", "max_batch", "max_queue", "max_input_chars", "max_request_work") \
+                    and value is not None:
                 try:
                     value = int(value)
                 except (TypeError, ValueError):
                     raise ValueError(f"{name} must be an integer, got {value!r}.") from None
+            if name == "stream_timeout_s":
+                try:
+                    value = float(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name} must be a number of seconds, got {value!r}.") from None
             parsed[name] = value
         return cls(**parsed)
 
@@ -136,7 +150,7 @@ class ReplicaSettings:
 
         return dict(voices=lambda: preset_voices(library), voice_names=library.names,
                     default_voice=self.default_voice, api_key=self.api_key, max_input_chars=self.max_input_chars,
-                    allowed_hosts=self.allowed_hosts)
+                    allowed_hosts=self.allowed_hosts, write_timeout_s=self.stream_timeout_s)
 
     def check(self, library: PresetLibrary | None = None) -> None:
         """Raise ``ValueError`` for a bad API key or default voice (before any model is loaded)."""
@@ -166,7 +180,8 @@ class SpeechReplica:
         tts = VallEX.from_pretrained(settings.weights_dir, device=settings.device, dtype=settings.dtype,
                                      num_threads=settings.num_threads, presets_dir=library.directory,
                                      checkpoint=settings.checkpoint)
-        self.engine = SpeechEngine(tts, max_batch=settings.max_batch, max_queue=settings.max_queue)
+        self.engine = SpeechEngine(tts, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                                   max_request_work=settings.max_request_work, read_timeout_s=settings.stream_timeout_s)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         from vallex.serving.http import create_api

@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 PromptLike = VoicePrompt | str | Path | tuple | None
 FrameLimits = Callable[[int, int], tuple[int, int]]
 
+class RequestTooCostly(ValueError):
+    """A request would decode more sentence-candidates than the server allows (:func:`check_request_work`).
+
+    ``param``: the request field to lower: "best_of" when it samples several candidates, else "input".
+    """
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
 
 @sampling_keywords
 @dataclass(frozen=True)
@@ -99,6 +109,27 @@ def default_frame_limits(text_tokens: int, prompt_frames: int) -> tuple[int, int
     return 1, min(MAX_FRAMES_PER_TEXT_TOKEN * text_tokens, budget)
 
 
+def request_work(sentences: int, sampling: Sampling) -> int:
+    """What a request costs at most, in decoded sentence-candidates: every sentence is sampled ``best_of`` times per
+    round, and with ``verify`` up to ``verify_rounds`` rounds (each candidate then also through the NAR, the vocoder
+    and the recogniser)."""
+    rounds = sampling.verify_rounds if sampling.verify is not None else 1
+    return sentences * sampling.best_of * rounds
+
+
+def check_request_work(sentences: int, sampling: Sampling, limit: int | None) -> None:
+    """Raise :class:`RequestTooCostly` when :func:`request_work` passes ``limit`` (None: no limit)."""
+    work = request_work(sentences, sampling)
+    if limit is None or work <= limit:
+        return
+    rounds = f" x {sampling.verify_rounds} verify_rounds" if sampling.verify is not None else ""
+    raise RequestTooCostly(
+        f"This request would decode up to {work} sentence-candidates ({sentences} sentence(s) x best_of "
+        f"{sampling.best_of}{rounds}), more than this server's limit of {limit} per request: lower best_of or "
+        "verify_rounds, or send the text in several requests.",
+        param="best_of" if sampling.best_of > 1 or sampling.verify is not None else "input")
+
+
 class Speaker(Protocol):
     """What the scheduler speaks with (:class:`vallex.api.VallEX` is one)."""
 
@@ -114,9 +145,10 @@ class Speaker(Protocol):
         """The recognisers and speaker encoder of ``verify="asr"`` (loaded once, on first use)."""
 
 
-def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
+def plan_request(speaker: Speaker, request: SynthesisRequest, max_work: int | None = None) -> RequestPlan:
     """Check a request and split it into sentences; raises ValueError for anything it cannot speak (its
-    :class:`Sampling` checked itself when it was made)."""
+    :class:`Sampling` checked itself when it was made), :class:`RequestTooCostly` past ``max_work``
+    (:func:`check_request_work`; None: no limit)."""
     seed = SEED.check(request.seed)
     sampling = request.sampling
     chunk_frames = first_chunk_frames(request.chunk_seconds)
@@ -127,6 +159,7 @@ def plan_request(speaker: Speaker, request: SynthesisRequest) -> RequestPlan:
     text = request.text
     if not isinstance(text, TextPlan):
         text = plan_text(text, request.language, request.long_text, speaker.languages)
+    check_request_work(len(text.sentences), sampling, max_work)
     generator = None
     if seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
         generator = seeded_generator(seed, speaker.device)

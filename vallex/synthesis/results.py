@@ -81,7 +81,11 @@ class AudioPiece(NamedTuple):
 
 
 class Sink(Protocol):
-    """Where one request's audio goes (:class:`vallex.serving.SpeechStream`, or a caller's collector)."""
+    """Where one request's audio goes (:class:`vallex.serving.SpeechStream`, or a caller's collector).
+
+    A sink may also have a ``full`` property: while it is True (its reader has fallen behind) the scheduler
+    sends it nothing and makes no audio for it; without one it is never full.
+    """
 
     @property
     def cancelled(self) -> bool: ...

@@ -7,7 +7,14 @@ then drives one :class:`vallex.inference.ar.ARBatch` over the current sentence o
 :meth:`Scheduler.step` samples one frame for all of them, runs the NAR for up to ``nar_batch`` sentences whose
 chunk became due or that ended (:mod:`vallex.synthesis.streaming`), vocodes, and hands the audio to each
 request's :class:`~vallex.synthesis.results.Sink`; a request whose sentence ended starts its next one
-(sliding-window prompts chain), so it joins the batch at the next step. :meth:`vallex.api.VallEX.synthesize_stream`
+(sliding-window prompts chain), so it joins the batch at the next step. A request whose reader has fallen behind
+(its sink is ``full``) is sent nothing until it catches up: its frames wait, its audio is not made.
+
+Verified best-of-N (``verify="asr"``) checks a sentence's candidates (each through the NAR, the vocoder and the
+recogniser: far costlier than a frame) one per step, taking turns between the requests that have some, and,
+while other sentences are being sampled, only as long as the checks have taken no more of the thread's time
+than the steps in between: a costly request gets about half the time, never all of it.
+:meth:`vallex.api.VallEX.synthesize_stream`
 (and ``synthesize``, ``synthesize_detailed``, ``synthesize_batch``) drive a scheduler on the caller's thread;
 :class:`vallex.serving.SpeechEngine` is a thread, a queue and admission around one. With a seed, a request's
 audio is the same whoever else is being served.
@@ -20,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +37,7 @@ from torch import Tensor
 
 from vallex.audio.codec_format import FRAME_RATE
 from vallex.evaluation.speaker import VerifierUnavailableError
-from vallex.inference.ar import ARBatch, ARRequest, ARResult
+from vallex.inference.ar import ARBatch, ARRequest, ARResult, Candidate
 from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens
 from vallex.inference.nar import NARInput, nar_decode
@@ -97,6 +105,9 @@ class _Sentence:
     check_seconds: float = 0.0  # verify: spent on the NAR, vocoder and scoring of its candidates
     ras_fired: int = 0  # verify: RAS redraws of its earlier rounds
     verify_note: str | None = None  # verify: why it is not checked (no recogniser for its language)
+    round: int = 0  # verify: the round being checked (1 for the first)
+    recognizer: str | None = None  # verify: the label of the recogniser that checks this round (None: none)
+    unchecked: deque[tuple[int, Candidate]] | None = None  # verify: this round's (row, candidate)s left to check
 
 
 @dataclass
@@ -113,6 +124,7 @@ class _Running:
     sent_audio: bool = False
     no_similarity: str | None = None  # verify: why no sentence of the request gets a similarity (no encoder)
     prompt_wav: np.ndarray | None = None  # verify: the prompt as the codec hears it (for similarity)
+    last_check: int = -1  # verify: when it last had a candidate checked (turns between requests)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -137,25 +149,39 @@ class Scheduler:
     Args:
         speaker: the model, codec, device, frame limits and prompt resolver.
         nar_batch: see :func:`default_nar_batch` (default: that rule for ``max_batch`` 8).
+        max_request_work: a request that would cost more (:func:`vallex.synthesis.request.request_work`) fails
+            at admission with :class:`~vallex.synthesis.request.RequestTooCostly`; None: no limit.
         on_end: ``f(sink, error, cancelled)`` once per request when it ends (the engine's counters).
     """
 
     def __init__(self, speaker: Speaker, *, nar_batch: int | None = None, exact_chunks: bool = False,
+                 max_request_work: int | None = None,
                  on_end: Callable[[Sink, BaseException | None, bool], None] | None = None) -> None:
         if nar_batch is not None and nar_batch < 1:
             raise ValueError(f"nar_batch must be >= 1, got {nar_batch}.")
         self.speaker = speaker
         self.nar_batch = nar_batch if nar_batch is not None else default_nar_batch(speaker.device, 8)
         self.exact_chunks = exact_chunks
+        self.max_request_work = max_request_work
         self._on_end = on_end
         self._ar = ARBatch(speaker.model)
         self._running: dict[int, _Running] = {}
         self._order = itertools.count()
+        self._check_turns = itertools.count()
+        # Seconds of candidate checks not yet matched by as many seconds of the other sentences' steps.
+        self._checks_ahead = 0.0
 
     @property
     def active(self) -> int:
         """Requests running (admitted and not ended)."""
         return len(self._running)
+
+    @property
+    def waiting_for_readers(self) -> bool:
+        """Whether nothing can go on until a reader reads: every running request's sink is full and no sentence
+        is being sampled (a caller that drives :meth:`step` should wait instead)."""
+        return (bool(self._running) and not self._ar
+                and all(_reader_behind(s) and not s.sink.cancelled for s in self._running.values()))
 
     # Running --------------------------------------------------------------------------------------------
     def admit(self, request: SynthesisRequest | RequestPlan, sink: Sink) -> None:
@@ -165,7 +191,8 @@ class Scheduler:
             self._end(sink, cancelled=True)
             return
         try:
-            plan = request if isinstance(request, RequestPlan) else plan_request(self.speaker, request)
+            plan = (request if isinstance(request, RequestPlan)
+                    else plan_request(self.speaker, request, self.max_request_work))
         except Exception as error:  # noqa: BLE001 - bad input: this request fails, the others go on
             self._end(sink, error=error)
             return
@@ -174,7 +201,9 @@ class Scheduler:
         self._start_sentence(state)
 
     def step(self) -> None:
-        """One frame for every running sentence, then the NAR work that became due, then the audio."""
+        """One frame for every running sentence, then the NAR work that became due, then the audio, then (within
+        its share of the time) one candidate check of verified best-of-N."""
+        started = time.perf_counter()
         for state in [s for s in self._running.values() if s.sink.cancelled]:
             self._ar.remove(state.key)
             del self._running[state.order]
@@ -191,13 +220,8 @@ class Scheduler:
                 by_key[key].sentence.frames = result.codes
             for key, error in out.failed.items():  # non-finite logits: that request fails, the others go on
                 self._fail(by_key[key], error)
-        for state in [s for s in self._running.values()
-                      if s.sentence.ar is not None and s.plan.sampling.verify is not None]:
-            try:
-                self._check_candidates(state)  # finishes the sentence, or samples another round of candidates
-            except NonFiniteLogits as error:  # its NAR's logits: that request fails, the others go on
-                self._fail(state, error)
-        wanting = sorted((s for s in self._running.values() if self._wants_nar(s)), key=lambda s: s.priority)
+        wanting = sorted((s for s in self._running.values() if self._wants_nar(s) and not _reader_behind(s)),
+                         key=lambda s: s.priority)
         work = [(state, *self._nar_work(state)) for state in wanting[:self.nar_batch]]
         try:
             codes = nar_decode(self.speaker.model,
@@ -216,8 +240,10 @@ class Scheduler:
                 self._finish_sentence(state, nar)
             else:
                 self._send(state, state.sentence.pieces.chunk(nar), final=False)
-        for state in [s for s in self._running.values() if s.sentence.ar is not None and not self._wants_nar(s)]:
+        for state in [s for s in self._running.values() if s.sentence.ar is not None and not _is_verified(s)
+                      and not self._wants_nar(s) and not _reader_behind(s)]:
             self._finish_sentence(state, None)  # the chunks already cover every frame
+        self._check_one_candidate(time.perf_counter() - started)
 
     def run(self) -> None:
         """Step until every admitted request has ended (on the caller's thread)."""
@@ -238,9 +264,28 @@ class Scheduler:
         self._ar = ARBatch(self.speaker.model)
 
     # Helpers --------------------------------------------------------------------------------------------
+    def _check_one_candidate(self, step_seconds: float) -> None:
+        """Check one candidate of verified best-of-N, of the request whose turn it is, unless the checks are ahead
+        of the other sentences' steps (``step_seconds``: this step's so far) while some are being sampled."""
+        sampling = bool(self._ar)  # other sentences are waiting for their next frame
+        self._checks_ahead = max(0.0, self._checks_ahead - step_seconds) if sampling else 0.0
+        checking = [s for s in self._running.values()
+                    if _is_verified(s) and s.sentence.ar is not None and not _reader_behind(s)]
+        if not checking or self._checks_ahead > 0:
+            return
+        state = min(checking, key=lambda s: (s.last_check, s.order))  # the one that waited longest
+        state.last_check = next(self._check_turns)
+        started = time.perf_counter()
+        try:
+            self._check_next_candidate(state)  # the last of a round finishes the sentence, or samples another round
+        except NonFiniteLogits as error:  # its NAR's logits: that request fails, the others go on
+            self._fail(state, error)
+        if sampling:
+            self._checks_ahead += time.perf_counter() - started
+
     def _wants_nar(self, state: _Running) -> bool:
         sentence = state.sentence
-        if sentence.frames is None:
+        if sentence.frames is None or _is_verified(state):  # verified sentences: their candidates are checked instead
             return False
         if sentence.pieces.due(sentence.frames.shape[1]):
             return True
@@ -293,28 +338,37 @@ class Scheduler:
                          prompt_codes=prompt_codes.to(device), prompt_language=prompt_language,
                          accent=plan.accent, min_frames=min_frames, max_frames=max_frames)
 
-    def _check_candidates(self, state: _Running) -> None:
-        """Verified best-of-N for a sentence whose AR rows ended: each row through the NAR and the vocoder, scored by
-        the recogniser (and the speaker encoder, with a prompt); the best so far is kept, and while none passes
-        and rounds are left, ``best_of`` new rows are sampled (the request's generator goes on: new draws, the
-        same for the same seed). Without a recogniser for the language, the best row by log-probability."""
+    def _check_next_candidate(self, state: _Running) -> None:
+        """Verified best-of-N for a sentence whose AR rows ended, one row per call: through the NAR and the vocoder,
+        scored by the recogniser (and the speaker encoder, with a prompt). After the round's last row the best so
+        far is kept, and while none passes and rounds are left, ``best_of`` new rows are sampled (the request's
+        generator goes on: new draws, the same for the same seed). Without a recogniser for the language, the
+        best row by log-probability (the only one checked)."""
         start = time.perf_counter()
         plan, sentence = state.plan, state.sentence
         job, ar = sentence.job, sentence.ar
         threshold, rounds = plan.sampling.verify_threshold, plan.sampling.verify_rounds
-        round_number = 1 + max((check.round for check, _, _ in sentence.checked), default=0)
-        checks = [CandidateCheck(round_number, row, c.codes.shape[1], c.stop_reason, c.mean_logprob)
-                  for row, c in enumerate(ar.candidates)]
         language = job.tokens.language
-        recognizer = self._recognizer_label(sentence, language)
-        rows = ar.candidates if recognizer is not None else ar.candidates[:1]
-        codes = nar_decode(self.speaker.model, [job.nar_input(c.codes.to(self.speaker.device)) for c in rows])
-        wavs: list[np.ndarray | None] = [None] * len(codes)
+        if sentence.unchecked is None:  # the round's rows have just ended
+            sentence.round += 1
+            sentence.recognizer = self._recognizer_label(sentence, language)
+            rows = ar.candidates if sentence.recognizer is not None else ar.candidates[:1]
+            sentence.unchecked = deque(enumerate(rows))
+        row, candidate = sentence.unchecked.popleft()
+        check = CandidateCheck(sentence.round, row, candidate.codes.shape[1], candidate.stop_reason,
+                               candidate.mean_logprob)
+        [codes] = nar_decode(self.speaker.model, [job.nar_input(candidate.codes.to(self.speaker.device))])
+        wav: np.ndarray | None = None
+        recognizer = sentence.recognizer
         if recognizer is not None:
-            wavs = [np.asarray(self.speaker.codec.decode_codes(c), dtype=np.float32).reshape(-1) for c in codes]
-            checks = self._score(state, checks, wavs, language)
-        sentence.checked += list(zip(checks, codes, wavs))
+            wav = np.asarray(self.speaker.codec.decode_codes(codes), dtype=np.float32).reshape(-1)
+            [check] = self._score(state, [check], [wav], language)
+        sentence.checked.append((check, codes, wav))
         sentence.check_seconds += time.perf_counter() - start
+        if sentence.unchecked:  # the round's other rows: at the next steps
+            return
+        sentence.unchecked = None
+        round_number = sentence.round
         candidates = [check for check, _, _ in sentence.checked]
         best = choose(candidates)
         if (recognizer is not None and not candidates[best].passes(threshold)
@@ -388,6 +442,15 @@ class Scheduler:
         sink.close(error)
         if self._on_end is not None:
             self._on_end(sink, error, cancelled)
+
+
+def _is_verified(state: _Running) -> bool:
+    return state.plan.sampling.verify is not None
+
+
+def _reader_behind(state: _Running) -> bool:
+    """Whether the request's reader has fallen behind (its sink is ``full``): it is sent nothing until it reads."""
+    return bool(getattr(state.sink, "full", False))
 
 
 def next_sliding_prompt(result: SentenceResult, original: VoicePrompt | None) -> VoicePrompt | None:

@@ -221,6 +221,9 @@ class Verifier:
         self._unheard: dict[str, NoRecognizerError] = {}
         self._given = recognizer
         self._speaker = speaker_verifier
+        # The last prompt embedded and its embedding: a sentence's candidates are checked one at a time against
+        # the same prompt array (the scheduler's), which is embedded once.
+        self._prompt: tuple[np.ndarray, np.ndarray] | None = None
 
     def recognizer(self, language: str) -> WhisperRecognizer:
         """The recogniser for ``language`` (:class:`NoRecognizerError` when none hears it; looked for once a
@@ -260,7 +263,11 @@ class Verifier:
         prompt_embedding = None
         if prompt is not None:
             speaker = self._speaker = self._speaker or ResemblyzerVerifier(self.device)
-            prompt_embedding, _ = speaker.embed(_check_candidate(prompt, "prompt"))
+            if self._prompt is not None and self._prompt[0] is prompt:
+                prompt_embedding = self._prompt[1]
+            else:
+                prompt_embedding, _ = speaker.embed(_check_candidate(prompt, "prompt"))
+                self._prompt = (prompt, prompt_embedding)
         scores = []
         for index, wav in enumerate(wavs):
             transcript = recognizer.recognize(wav, language=language, sample_rate=SAMPLE_RATE).text
