@@ -197,14 +197,19 @@ def test_staged_files_appear_together_or_not_at_all(tmp_path):
     folder = tmp_path / "set"
     folder.mkdir()
     (folder / "one.txt").write_text("old one")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "kept.txt").write_text("kept")
     with staged_files(folder) as staging:
         write_text_atomic(staging / "one.txt", "new one")
         write_text_atomic(staging / "two.txt", "new two")
+        (staging / "sub").mkdir()
+        write_text_atomic(staging / "sub" / "three.txt", "new three")
         assert not (folder / "two.txt").exists()  # nothing shows before the block ends
-    assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "two.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "sub", "two.txt"]
     assert (folder / "one.txt").read_text() == "new one"
+    assert sorted(p.name for p in (folder / "sub").iterdir()) == ["kept.txt", "three.txt"]  # into a full subfolder
     with pytest.raises(RuntimeError, match="half-way"), staged_files(folder) as staging:
         write_text_atomic(staging / "one.txt", "newer one")
         raise RuntimeError("failed half-way")
-    assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "two.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["one.txt", "sub", "two.txt"]
     assert (folder / "one.txt").read_text() == "new one"

@@ -95,9 +95,9 @@ def make_folder(path: str | os.PathLike) -> Path:
 
 @contextmanager
 def staged_files(directory: str | os.PathLike) -> Iterator[Path]:
-    """A staging folder inside ``directory`` to write several files into; when the block ends without an
-    exception each file in it replaces its namesake in ``directory``, otherwise the staging folder is removed and
-    ``directory`` is as it was (a full disk half-way leaves no half-made set)."""
+    """A staging folder inside ``directory`` to write several files into. When the block ends without an
+    exception each file in it (subfolders included) replaces its namesake in ``directory``; otherwise the staging
+    folder is removed and ``directory`` is as it was (a full disk half-way leaves no half-made set)."""
     import shutil
 
     folder = make_folder(directory)
@@ -108,9 +108,14 @@ def staged_files(directory: str | os.PathLike) -> Iterator[Path]:
         raise _write_error(staging, None, error) from error
     try:
         yield staging
-        for item in sorted(staging.iterdir()):
-            os.replace(item, folder / item.name)
-        _fsync_folder(folder)
+        files = sorted(path for path in staging.rglob("*") if path.is_file())
+        parents = {folder / path.parent.relative_to(staging) for path in files}
+        for parent in sorted(parents):
+            make_folder(parent)
+        for path in files:  # file by file: a subfolder's other files stay (a rename would refuse a full folder)
+            os.replace(path, folder / path.relative_to(staging))
+        for parent in parents:
+            _fsync_folder(parent)
     except WriteError as error:  # named by the file it was to become, not its staging copy
         raise WriteError(str(error).replace(str(staging), str(folder)), error.errno) from error.__cause__
     finally:
