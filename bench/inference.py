@@ -91,6 +91,13 @@ GENERATED_FRAMES = 300
 STREAM_TEXT = ("The quick brown fox jumps over the lazy dog. "
                "Speech synthesis has improved a great deal over the last ten years.")
 STREAM_FRAMES_PER_TOKEN = 6
+#: --paragraph: six sentences of about 50 phonemes, ~4 s each at STREAM_FRAMES_PER_TOKEN: ~24 s of speech.
+PARAGRAPH_TEXT = ("The old lighthouse keeper climbed the stairs every evening at dusk. "
+                  "He carried a small lamp and a notebook full of careful drawings. "
+                  "From the top he could see the fishing boats coming home slowly. "
+                  "Some nights the wind was so strong that the windows rattled loudly. "
+                  "He wrote down the weather and the names of the ships he saw. "
+                  "In the morning he walked back to the village for fresh bread.")
 SUMMARY_KEYS = ("load_s", "peak_rss_mb", "ar_ms_per_step", "nar_s", "total_s", "rtf")
 REFERENCE = "reference"  # the row of bench/reference_baseline.py
 REFERENCE_LABEL = "reference (fp32)"
@@ -113,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a full-size .safetensors to load (default: random weights, written once to "
                              "a temporary folder)")
     parser.add_argument("--stream", action="store_true", help="also measure time to first audio when streaming")
+    parser.add_argument("--paragraph", action="store_true",
+                        help="also measure a six-sentence paragraph (fixed prompt): decoded as a batch and one "
+                             "sentence after another, streamed and whole")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                         help="wait up to this long for the 1-minute load average to fall below 0.5")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                              "default: this machine's class)")
     parser.add_argument("--kernel", action="append", default=[], metavar="FIELD=KERNEL",
                         help="override one choice of the kernel plan, e.g. ar_linear=onednn-int8 (repeatable)")
-    parser.add_argument("--worker", choices=("generate", "stream", REFERENCE), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("generate", "stream", "paragraph", REFERENCE), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -136,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         _set_threads(args.threads)
-        result = measure_stream(args) if args.worker == "stream" else measure(args)
+        workers = {"stream": measure_stream, "paragraph": measure_paragraph}
+        result = workers.get(args.worker, measure)(args)
         write_text_atomic(args.result_file, json.dumps(result))
         return 0
 
@@ -162,7 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{stream['first_chunk_s']:.2f} s of audio); {stream['ttfa_per_sentence_s']:.2f} s with one chunk "
                   "per sentence", flush=True)
 
+        paragraph = None
+        if args.paragraph:
+            paragraph_dtype = "int8" if "int8" in dtypes else dtypes[0]
+            if args.wait_idle > 0:
+                wait_for_idle(args.wait_idle)
+            paragraph = run_worker("paragraph", paragraph_dtype, checkpoint, args, Path(tmp))
+            print(format_paragraph(paragraph), flush=True)
+
     report = build_report(results, stream, args)
+    report["paragraph"] = paragraph
     print()
     print(format_table(report))
     if args.json:
@@ -321,7 +341,20 @@ def format_table(report: dict) -> str:
                      f"{stream['total_s']:.2f} s; one chunk per sentence: {stream['ttfa_per_sentence_s']:.2f} s, "
                      f"whole text {stream['total_per_sentence_s']:.2f} s; streamed / per sentence "
                      f"{stream['streamed_vs_per_sentence']:.2f}x")
+    if report.get("paragraph"):
+        lines.append(format_paragraph(report["paragraph"]))
     return "\n".join(lines)
+
+
+def format_paragraph(result: dict) -> str:
+    """The --paragraph workload's line: batched against one by one, streamed and whole."""
+    batched, alone = result["batched"], result["one_by_one"]
+    return (f"paragraph ({result['dtype']}, {result['sentences']} sentences, {result['audio_s']:.1f} s of speech): "
+            f"as a batch RTF {batched['rtf']:.2f} (whole {batched['whole_s']:.1f} s, streamed "
+            f"{batched['streamed_s']:.1f} s = {batched['streamed_vs_whole']:.2f}x, first audio "
+            f"{batched['ttfa_s']:.2f} s); one by one RTF {alone['rtf']:.2f} (whole {alone['whole_s']:.1f} s, first "
+            f"audio {alone['ttfa_s']:.2f} s); batch speed-up {result['speedup']:.2f}x; a one-sentence text's first "
+            f"audio {result['single_ttfa_s']:.2f} s")
 
 
 def format_kernels(results: list[dict]) -> list[str]:
@@ -728,6 +761,70 @@ def measure_stream(args: argparse.Namespace) -> dict:
             "first_sentence_s": round(len(sentences[0]) / SAMPLE_RATE, 3),
             "first_sentence_tokens": sentence_tokens[0], "load_s": round(load_s, 3),
             "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads(), **kernel_record(model, plan)}
+
+
+def measure_paragraph(args: argparse.Namespace) -> dict:
+    """A six-sentence paragraph (fixed prompt) decoded as a batch (the default) and one sentence after another
+    (``VallEX.paragraph = 1``): time to first audio and to the end, streamed (default chunks) and whole
+    (``synthesize``, one chunk per sentence); medians of ``--runs``, the four kinds interleaved each run."""
+    import torch
+
+    from vallex.api import VallEX
+    from vallex.prompts import VoicePrompt
+    from vallex.synthesis.scheduler import PARAGRAPH_SENTENCES
+    from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
+    from vallex.weights.random_weights import random_codec
+
+    def forced_length(text_tokens: int, prompt_frames: int) -> tuple[int, int]:
+        frames = STREAM_FRAMES_PER_TOKEN * (text_tokens - ENROLL_TOKENS)  # the random model never says EOS
+        return frames, frames
+
+    model, device, load_s, plan = load(args)
+    codec = random_codec(seed=0, device=device)
+    _, _, prompt_codes = workload(device)
+    voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
+    tts = VallEX(model, codec, presets=None, device=device, frame_limits=forced_length)
+    first_sentence = PARAGRAPH_TEXT.split(". ")[0] + "."
+
+    def timed(text: str, paragraph: int, chunk_seconds: float | None) -> tuple[float, float, float]:
+        """(seconds to the first chunk, seconds to the end, seconds of audio) of one synthesis."""
+        tts.paragraph = paragraph
+        start = time.perf_counter()
+        chunks = tts.synthesize_stream(text, prompt=voice, language="en", seed=0, long_text="fixed-prompt",
+                                       chunk_seconds=chunk_seconds)
+        first = next(chunks)
+        ttfa = time.perf_counter() - start
+        audio = len(first) + sum(len(chunk) for chunk in chunks)
+        return ttfa, time.perf_counter() - start, audio / SAMPLE_RATE
+
+    timed("Warm up.", PARAGRAPH_SENTENCES, STREAM_CHUNK_SECONDS)
+    runs: dict[str, list[tuple[float, float, float]]] = {}
+    for _ in range(max(args.runs, 1)):
+        for name, paragraph, chunk in (("batched_streamed", PARAGRAPH_SENTENCES, STREAM_CHUNK_SECONDS),
+                                       ("batched_whole", PARAGRAPH_SENTENCES, None),
+                                       ("alone_streamed", 1, STREAM_CHUNK_SECONDS), ("alone_whole", 1, None)):
+            runs.setdefault(name, []).append(timed(PARAGRAPH_TEXT, paragraph, chunk))
+        runs.setdefault("single", []).append(timed(first_sentence, PARAGRAPH_SENTENCES, STREAM_CHUNK_SECONDS))
+
+    def median(name: str, index: int) -> float:
+        return statistics.median(run[index] for run in runs[name])
+
+    audio_s = runs["batched_whole"][0][2]
+
+    def kind(prefix: str) -> dict:
+        whole, streamed = median(f"{prefix}_whole", 1), median(f"{prefix}_streamed", 1)
+        return {"ttfa_s": round(median(f"{prefix}_streamed", 0), 3), "streamed_s": round(streamed, 3),
+                "whole_s": round(whole, 3), "rtf": round(whole / audio_s, 3),
+                "streamed_rtf": round(streamed / audio_s, 3), "streamed_vs_whole": round(streamed / whole, 3)}
+
+    batched, alone = kind("batched"), kind("alone")
+    return {"dtype": args.dtype[0], "text": PARAGRAPH_TEXT, "sentences": len(PARAGRAPH_TEXT.split(". ")),
+            "audio_s": round(audio_s, 2), "paragraph": PARAGRAPH_SENTENCES, "batched": batched, "one_by_one": alone,
+            "speedup": round(alone["whole_s"] / batched["whole_s"], 3),
+            "single_ttfa_s": round(median("single", 0), 3),
+            "runs_s": {name: [[round(x, 3) for x in run] for run in values] for name, values in runs.items()},
+            "load_s": round(load_s, 3), "peak_rss_mb": round(peak_rss_mb(), 1), "threads": torch.get_num_threads(),
+            **kernel_record(model, plan)}
 
 
 if __name__ == "__main__":

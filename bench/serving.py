@@ -22,6 +22,10 @@ Parts (``--part``, default all):
   model, voice, text and 300 frames as ``clients``), ``--stream-requests`` requests streamed with the default
   chunks and as many in whole sentences (``chunk_seconds=None``, what a non-streamed answer needs),
   alternating so both see the same machine: throughput of each, their ratio, time to first audio.
+* ``paragraph``: a paragraph is a batch. C concurrent clients in a closed loop over HTTP (as ``clients``), each
+  request a six-sentence text in ``fixed-prompt`` mode (every sentence held to 300 frames: 24 s of speech), with
+  its sentences decoded together (the default, ``VallEX.paragraph``) and one after another (``paragraph=1``) on
+  the same batching engine; for each C in ``--paragraph-clients``: throughput, time to first audio, the ratio.
 * ``soak``: ``--soak`` requests from 8 client threads over HTTP with the official ``openai`` client on the
   tiny model, random cancellations (a client that closes the connection after the first bytes) and bad
   requests interleaved; every completed answer must equal the PCM of that request made alone (same seed):
@@ -54,7 +58,8 @@ GENERATED_FRAMES = 300  # 4 s at 75 Hz
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "ar-step", "clients", "streaming", "soak"), default="all")
+    parser.add_argument("--part", choices=("all", "ar-step", "clients", "streaming", "paragraph", "soak"),
+                        default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: int8 on CPU, what auto picks on a GPU")
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -65,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="timed AR steps per batch size (ar-step)")
     parser.add_argument("--clients", default="1,2,4,8,16", help="concurrent clients (clients)")
     parser.add_argument("--requests-per-client", type=int, default=1)
+    parser.add_argument("--paragraph-clients", default="1,4", help="concurrent clients (paragraph)")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--soak", type=int, default=200, help="requests in the soak")
     parser.add_argument("--stream-requests", type=int, default=3,
@@ -95,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("all", "streaming"):
             _wait_for_idle(args.wait_idle)
             report["streaming"] = measure_streaming(Path(tmp), device, dtype, args.stream_requests, args.checkpoint)
+        if args.part in ("all", "paragraph"):
+            _wait_for_idle(args.wait_idle)
+            report["paragraph"] = measure_paragraph(Path(tmp), device, dtype,
+                                                    [int(c) for c in args.paragraph_clients.split(",")],
+                                                    args.max_batch, args.checkpoint)
         if args.part in ("all", "soak"):
             report["soak"] = run_soak(Path(tmp), args.soak)
     print(format_report(report))
@@ -248,7 +259,7 @@ def measure_clients(tmp: Path, device, dtype: str, clients: list[int], per_clien
             "audio_s_per_request": GENERATED_FRAMES / 75, "prompt_frames": PROMPT_FRAMES, "text": CLIENT_TEXT}
 
 
-def _closed_loop(tts, library, clients: int, per_client: int, max_batch: int) -> dict:
+def _closed_loop(tts, library, clients: int, per_client: int, max_batch: int, text: str | None = None) -> dict:
     """``clients`` threads, each sending ``per_client`` requests one after another; timings of every request."""
     import threading
 
@@ -264,11 +275,11 @@ def _closed_loop(tts, library, clients: int, per_client: int, max_batch: int) ->
     lock = threading.Lock()
     try:
         with LiveServer(app) as url:
-            _one_request(httpx, url, seed=10_000)  # warm-up: kernels, allocator, the text front end
+            _one_request(httpx, url, seed=10_000, text=text)  # warm-up: kernels, allocator, the text front end
 
             def client(index: int) -> None:
                 for number in range(per_client):
-                    record = _one_request(httpx, url, seed=1000 * index + number)
+                    record = _one_request(httpx, url, seed=1000 * index + number, text=text)
                     with lock:
                         records.append(record)
 
@@ -290,9 +301,12 @@ def _closed_loop(tts, library, clients: int, per_client: int, max_batch: int) ->
             "rtf_max": round(rtf[-1], 3)}
 
 
-def _one_request(httpx, url: str, seed: int) -> dict:
-    """One streamed PCM request: seconds to the first audio bytes and to the end, seconds of audio."""
-    body = {"model": "tts-1", "input": CLIENT_TEXT, "voice": "voice", "response_format": "pcm", "seed": seed}
+def _one_request(httpx, url: str, seed: int, text: str | None = None) -> dict:
+    """One streamed PCM request (``CLIENT_TEXT``, or ``text`` in fixed-prompt mode): seconds to the first audio
+    bytes and to the end, seconds of audio."""
+    body = {"model": "tts-1", "input": text or CLIENT_TEXT, "voice": "voice", "response_format": "pcm", "seed": seed}
+    if text is not None:
+        body["long_text"] = "fixed-prompt"
     start = time.perf_counter()
     first = None
     received = 0
@@ -313,6 +327,31 @@ def _percentile(sorted_values: list[float], q: float) -> float:
         return float("nan")
     rank = max(1, -(-len(sorted_values) * q // 100))
     return sorted_values[int(rank) - 1]
+
+
+# A paragraph is a batch ----------------------------------------------------------------------------------
+
+def measure_paragraph(tmp: Path, device, dtype: str, clients: list[int], max_batch: int,
+                      checkpoint: Path | None = None) -> dict:
+    """Closed-loop HTTP clients sending six-sentence paragraphs, their sentences decoded together and one by one."""
+    from bench.inference import PARAGRAPH_TEXT
+    from vallex.synthesis.scheduler import PARAGRAPH_SENTENCES
+
+    tts, library = serving_tts(tmp, device, dtype, GENERATED_FRAMES, checkpoint)
+    rows = []
+    for count in clients:
+        for name, paragraph in (("together", PARAGRAPH_SENTENCES), ("one_by_one", 1)):
+            tts.paragraph = paragraph
+            row = _closed_loop(tts, library, count, 1, max_batch, text=PARAGRAPH_TEXT)
+            row.update(clients=count, sentences=name, paragraph=paragraph)
+            rows.append(row)
+            print(f"{count:2d} paragraph clients, sentences {name:10s}: {row['throughput']:.2f} audio s/s, first "
+                  f"audio p50 {row['ttfa_p50_s']:.2f} s, RTF p50 {row['rtf_p50']:.2f} (load {os.getloadavg()[0]:.2f})",
+                  flush=True)
+    alone = {row["clients"]: row["throughput"] for row in rows if row["paragraph"] == 1}
+    for row in rows:
+        row["vs_one_by_one"] = round(row["throughput"] / alone[row["clients"]], 2)
+    return {"rows": rows, "text": PARAGRAPH_TEXT, "frames_per_sentence": GENERATED_FRAMES, "max_batch": max_batch}
 
 
 # Streaming against whole sentences ---------------------------------------------------------------------------
@@ -473,6 +512,13 @@ def format_report(report: dict) -> str:
                          f"{row['total_p50_s']} | {row['chunks']} |")
         lines.append(f"streamed / whole-sentence throughput (median of {streaming['requests']} pairs): "
                      f"{streaming['streamed_vs_whole_throughput']}")
+    if "paragraph" in report:
+        lines += ["", "| paragraph clients | sentences | throughput (audio s / s) | vs one by one "
+                      "| first audio p50 (s) | "
+                      "RTF per request p50 |", "|---:|---|---:|---:|---:|---:|"]
+        for row in report["paragraph"]["rows"]:
+            lines.append(f"| {row['clients']} | {row['sentences'].replace('_', ' ')} | {row['throughput']} | "
+                         f"{row['vs_one_by_one']} | {row['ttfa_p50_s']} | {row['rtf_p50']} |")
     if "soak" in report:
         soak = report["soak"]
         lines += ["", f"soak: {soak['requests']} requests, {soak['ok']} complete and correct, "

@@ -37,3 +37,21 @@ def test_clients_and_streaming_run_over_http_and_the_engine(tmp_path):
             assert streaming["streamed"]["chunks"] > 1 and streaming["whole_sentences"]["chunks"] == 1
             for kind in ("streamed", "whole_sentences"):
                 assert [run["audio_s"] for run in streaming[kind]["runs"]] == [4.0]
+
+
+def test_the_paragraph_part_runs_each_paragraph_together_and_one_by_one(tmp_path):
+    from vallex.config import VallexConfig
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(VallexModel(VallexConfig.tiny()), checkpoint)
+    out = tmp_path / "serving.json"
+    argv = ["--part", "paragraph", "--threads", "1", "--paragraph-clients", "1", "--checkpoint", str(checkpoint),
+            "--json", str(out)]
+    assert serving.main(argv) == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))["paragraph"]["rows"]
+    assert [(row["clients"], row["paragraph"]) for row in rows] == [(1, 8), (1, 1)]
+    for row in rows:  # six sentences of 300 frames (24 s) and five pauses of 0.2 s, however they were decoded
+        assert row["requests"] == 1 and abs(row["audio_s"] - 25.0) < 0.01 and row["vs_one_by_one"] > 0

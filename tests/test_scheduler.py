@@ -86,25 +86,26 @@ def test_the_engine_and_the_api_make_the_same_audio_through_the_same_scheduler(t
     assert np.array_equal(served, direct)
 
 
+class Sink:
+    cancelled = False
+
+    def __init__(self):
+        self.pieces, self.sentences, self.closed = [], [], []
+
+    def report(self, stage, done, total):
+        pass
+
+    def put(self, piece):
+        self.pieces.append(piece)
+
+    def sentence_done(self, result):
+        self.sentences.append(result)
+
+    def close(self, error=None):
+        self.closed.append(error)
+
+
 def test_a_bad_request_ends_alone_and_the_scheduler_goes_on(tiny_tts):
-    class Sink:
-        cancelled = False
-
-        def __init__(self):
-            self.pieces, self.sentences, self.closed = [], [], []
-
-        def report(self, stage, done, total):
-            pass
-
-        def put(self, piece):
-            self.pieces.append(piece)
-
-        def sentence_done(self, result):
-            self.sentences.append(result)
-
-        def close(self, error=None):
-            self.closed.append(error)
-
     scheduler = Scheduler(tiny_tts)
     bad, good = Sink(), Sink()
     scheduler.admit(SynthesisRequest("   "), bad)
@@ -129,3 +130,81 @@ def test_nothing_outside_the_scheduler_module_reaches_into_it():
                   and (node.module or "").endswith("scheduler") for alias in node.names}
         offenders += [f"{path.relative_to(ROOT)}: {name}" for name in sorted(names & private)]
     assert offenders == []
+
+
+PARAGRAPH = "One two three. Four five six seven. Eight nine. Ten eleven twelve. Thirteen."
+
+
+def _decode(tts, requests, **scheduler_options):
+    """Run ``requests`` on one scheduler; (their sinks, AR rows after each step, step of each sink's first piece)."""
+    scheduler = Scheduler(tts, **scheduler_options)
+    sinks = [Sink() for _ in requests]
+    for request, sink in zip(requests, sinks):
+        scheduler.admit(request, sink)
+    rows, first_piece = [], [None] * len(sinks)
+    while scheduler.active:
+        scheduler.step()
+        rows.append(scheduler.rows)
+        for i, sink in enumerate(sinks):
+            if sink.pieces and first_piece[i] is None:
+                first_piece[i] = len(rows)
+    return sinks, rows, first_piece
+
+
+@pytest.mark.parametrize("chunk_seconds", [None, 0.2])
+def test_a_paragraph_is_a_batch_with_the_codes_of_its_sentences_one_by_one(tiny_tts, chunk_seconds):
+    """Whole sentences, or a stream's chunks at the frames a stream alone has them (``exact_chunks``, as when the
+    engine is asked for it): the very codes and audio of the sentences decoded one after another."""
+    request = SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=11, chunk_seconds=chunk_seconds)
+    (batched,), batched_rows, (batched_first,) = _decode(tiny_tts, [request], paragraph=8, exact_chunks=True)
+    (alone,), alone_rows, (alone_first,) = _decode(tiny_tts, [request], paragraph=1, exact_chunks=True)
+    assert len(batched.sentences) == len(alone.sentences) == 5 and batched.closed == alone.closed == [None]
+    for together, one_by_one in zip(batched.sentences, alone.sentences, strict=True):
+        assert together.text == one_by_one.text and torch.equal(together.codes, one_by_one.codes)
+    # played in order, the same audio, sentence after sentence
+    assert [piece.sentence for piece in batched.pieces] == sorted(piece.sentence for piece in batched.pieces)
+    assert np.array_equal(np.concatenate([p.audio for p in batched.pieces]),
+                          np.concatenate([p.audio for p in alone.pieces]))
+    assert max(alone_rows) == 1 and max(batched_rows) > 1  # decoded together: fewer, wider AR steps
+    assert len(batched_rows) < len(alone_rows)
+    assert batched_first <= alone_first  # the first audio is no later for being a paragraph
+
+
+def test_a_streamed_paragraph_starts_its_other_sentences_after_its_first_audio(tiny_tts):
+    request = SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=3, chunk_seconds=0.2)
+    (sink,), rows, (first,) = _decode(tiny_tts, [request], paragraph=8)
+    assert set(rows[:first - 1]) == {1}  # one row until the first piece is out, then the rest join
+    assert max(rows[first - 1:]) > 1
+    # A late chunk may be a longer one (the NAR serves the sentence being played first): codebook 0, which the AR
+    # samples with each sentence's own generator, is still the one-by-one decoding's.
+    (alone,), _, _ = _decode(tiny_tts, [request], paragraph=1)
+    for together, one_by_one in zip(sink.sentences, alone.sentences, strict=True):
+        assert torch.equal(together.codes[..., 0], one_by_one.codes[..., 0])
+
+
+def test_sliding_window_and_one_utterance_are_never_batched_within_a_request(tiny_tts):
+    sliding = SynthesisRequest(PARAGRAPH, language="en", long_text="sliding-window", seed=3)
+    _, rows, _ = _decode(tiny_tts, [sliding], paragraph=8)
+    assert max(rows) == 1
+
+
+def test_paragraph_sentences_stay_within_the_row_limit_and_every_request_keeps_its_row(tiny_tts):
+    requests = [SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=seed) for seed in (1, 2)]
+    sinks, rows, first = _decode(tiny_tts, requests, paragraph=8, max_rows=3)
+    assert max(rows) == 3 and all(sink.closed == [None] and len(sink.sentences) == 5 for sink in sinks)
+    assert None not in first  # neither request waited for the other's paragraph to end
+
+
+def test_a_cancelled_paragraph_leaves_the_batch_at_once(tiny_tts):
+    scheduler = Scheduler(tiny_tts, paragraph=8)
+    sink, other = Sink(), Sink()
+    scheduler.admit(SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=4), sink)
+    scheduler.admit(SynthesisRequest("Hello there.", language="en", seed=4), other)
+    for _ in range(3):
+        scheduler.step()
+    assert scheduler.rows == 6  # five sentences of the paragraph and the other request's one
+    sink.cancelled = True
+    scheduler.step()
+    assert sink.closed == [None] and scheduler.active == 1 and scheduler.rows <= 1
+    scheduler.run()
+    assert other.closed == [None] and len(other.sentences) == 1

@@ -45,7 +45,7 @@ from vallex.synthesis.request import (
     plan_request,
 )
 from vallex.synthesis.results import AudioPiece, SentenceResult, Synthesis
-from vallex.synthesis.scheduler import Scheduler, default_nar_batch
+from vallex.synthesis.scheduler import PARAGRAPH_SENTENCES, Scheduler, default_nar_batch
 from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
 from vallex.synthesis.verification import NoRecognizerError, Verifier
 
@@ -99,13 +99,17 @@ class VallEX:
 
     def __init__(self, model: VallexModel, codec: AudioCodec, presets: VoiceLibrary | None = None,
                  device: torch.device | None = None, frame_limits: FrameLimits | None = None,
-                 precision: str = "float32", verifier: Verifier | None = None):
+                 precision: str = "float32", verifier: Verifier | None = None, paragraph: int = PARAGRAPH_SENTENCES):
         """``frame_limits(text_tokens, prompt_frames) -> (min_frames, max_frames)`` replaces
         :func:`default_frame_limits` (benchmarks and tests hold a random model, which rarely says EOS, to
         a set length with it). ``precision``: what :func:`vallex.inference.precision.apply_precision` made of
         the model (for display; :meth:`from_pretrained` sets it, ``dtype="auto"`` included). ``verifier``: what
         ``verify="asr"`` checks sentences with (default: a :class:`vallex.synthesis.verification.Verifier`
-        made on first use)."""
+        made on first use). ``paragraph``: sentences of a fixed-prompt text decoded together (1: one after
+        another; :class:`vallex.synthesis.scheduler.Scheduler`)."""
+        if isinstance(paragraph, bool) or not isinstance(paragraph, int) or paragraph < 1:
+            raise ValueError(f"paragraph must be a whole number >= 1, got {paragraph!r}.")
+        self.paragraph = paragraph
         self.precision = precision
         self.languages = Languages.of(model.config)  # a ValueError when the checkpoint does not name them
         self.model = model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -172,6 +173,17 @@ def seeded_generator(seed: int, device: torch.device | str) -> torch.Generator:
     generator = torch.Generator(device=torch.device(device))
     generator.manual_seed(int(seed))
     return generator
+
+
+def sentence_generator(seed: int, index: int, device: torch.device | str) -> torch.Generator:
+    """The generator sentence ``index`` (> 0) of a fixed-prompt text samples with, for a request's ``seed``.
+
+    Its own stream, mixed from both numbers (seed + index would be another request's seed), so that a sentence's
+    codes do not depend on the draws of the sentences before it: decoded one after another or together, the
+    same. Sentence 0 samples with ``seed`` itself, as a one-sentence text does.
+    """
+    mixed = np.random.SeedSequence([int(seed) & (2**64 - 1), int(index)]).generate_state(2, np.uint32)
+    return seeded_generator((int(mixed[0]) << 31) ^ int(mixed[1]), device)
 
 
 def check_generator_device(generator: torch.Generator | None, device: torch.device) -> None:

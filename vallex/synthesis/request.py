@@ -89,6 +89,7 @@ class RequestPlan:
     voice: VoicePrompt | None
     accent: str | None
     generator: torch.Generator | None
+    seed: int | None  # what seeded ``generator`` (each later fixed-prompt sentence derives its own from it)
     chunk_frames: int | None  # first chunk of each sentence; None: whole sentences
     long_text: str | None
     sampling: Sampling
@@ -138,6 +139,7 @@ class Speaker(Protocol):
     device: torch.device
     frame_limits: FrameLimits
     languages: Languages  # the model's (its language rows)
+    paragraph: int  # sentences of a fixed-prompt text decoded together
 
     def resolve_prompt(self, prompt: PromptLike) -> VoicePrompt | None: ...
 
@@ -164,4 +166,5 @@ def plan_request(speaker: Speaker, request: SynthesisRequest, max_work: int | No
     if seed is not None:  # on the model's device: CUDA's and MPS's multinomial refuse a CPU one
         generator = seeded_generator(seed, speaker.device)
     return RequestPlan(sentences=text.sentences, language=text.language, voice=voice, accent=accent,
-                       generator=generator, chunk_frames=chunk_frames, long_text=text.long_text, sampling=sampling)
+                       generator=generator, seed=seed, chunk_frames=chunk_frames, long_text=text.long_text,
+                       sampling=sampling)

@@ -41,7 +41,7 @@ from vallex.inference.ar import ARBatch, ARRequest, ARResult, Candidate
 from vallex.inference.generation import language_ids
 from vallex.inference.length_guards import frame_bounds_of_tokens
 from vallex.inference.nar import NARInput, nar_decode
-from vallex.inference.sampling import NonFiniteLogits
+from vallex.inference.sampling import NonFiniteLogits, sentence_generator
 from vallex.prompts import VoicePrompt
 from vallex.synthesis.request import RequestPlan, Speaker, SynthesisRequest, plan_request
 from vallex.synthesis.results import AudioPiece, SentenceResult, Sink, sentence_audio
@@ -51,6 +51,10 @@ from vallex.text import TextTokens
 
 #: A sliding-window prompt longer than this falls back to the user's prompt (keeps room for the output).
 MAX_SLIDING_PROMPT_SECONDS = 10.0
+#: A paragraph is a batch: sentences of one fixed-prompt request decoded together, and the AR rows beyond which
+#: no extra one starts (bench/README.md: what a batch of rows costs against one row).
+PARAGRAPH_SENTENCES = 8
+PARAGRAPH_MAX_ROWS = 16
 
 
 @dataclass
@@ -67,9 +71,9 @@ class Utterance:
     min_frames: int
     max_frames: int
 
-    def ar_request(self, plan: RequestPlan) -> ARRequest:
+    def ar_request(self, plan: RequestPlan, generator: torch.Generator | None) -> ARRequest:
         return ARRequest(self.text_ids, self.text_langs, self.prompt_codes[..., 0], plan.sampling,
-                         min_frames=self.min_frames, max_frames=self.max_frames, generator=plan.generator)
+                         min_frames=self.min_frames, max_frames=self.max_frames, generator=generator)
 
     def nar_input(self, codes0: torch.Tensor) -> NARInput:
         return NARInput(self.text_ids, self.text_langs, self.prompt_codes, codes0)
@@ -92,12 +96,17 @@ def default_nar_batch(device: torch.device, max_batch: int) -> int:
 
 @dataclass
 class _Sentence:
-    """The sentence a request is decoding: made afresh when it starts (:meth:`Scheduler._start_sentence`), so that
+    """A sentence a request is decoding: made afresh when it starts (:meth:`Scheduler._start_sentence`), so that
     nothing of one sentence (its frames, candidates, redraws, notes, timings) can carry over to the next."""
 
+    index: int  # which sentence of the request
     job: Utterance
     pieces: SentencePieces
-    first_piece: bool = True  # no audio of it sent yet (the fade-in at a sentence join)
+    generator: torch.Generator | None  # what it samples with (its own in a paragraph, see Scheduler)
+    verified: bool  # verify="asr": its candidates are checked, not chunked by the NAR
+    pieces_made: bool = False  # any audio of it made yet (the fade-in at a sentence join)
+    held: list[AudioPiece] = field(default_factory=list)  # its audio, made before its turn to be played
+    result: SentenceResult | None = None  # set when it is done (it waits for its turn if an earlier one is not)
     frames: Tensor | None = None  # LongTensor [1, n]: its codebook-0 frames so far (of this round)
     ar: ARResult | None = None  # set when its AR has stopped (this round)
     # verify: every candidate so far, its NAR codes [1, T, 8] and its audio (None when it was not vocoded)
@@ -112,28 +121,36 @@ class _Sentence:
 
 @dataclass
 class _Running:
-    """A request being served: its plan, where its audio stands, and the sentence being decoded."""
+    """A request being served: its plan, where its audio stands, and the sentences being decoded.
+
+    Sentence ``turn`` is the one being played: its audio goes to the sink as it comes. In a paragraph
+    (:meth:`Scheduler._paragraph`) later sentences are decoded beside it; their audio and results are held until
+    their turn.
+    """
 
     sink: Sink
     plan: RequestPlan
     order: int  # admission order (NAR priority among equals)
-    # the sentence being decoded: set by Scheduler._start_sentence, replaced (never reset) by the next one
-    sentence: _Sentence = field(init=False)
-    index: int = 0  # which sentence that is
+    sentences: dict[int, _Sentence] = field(default_factory=dict)  # started and not yet played, by index
+    started: int = 0  # sentences started so far (the next one to start)
+    turn: int = 0  # the sentence being played
     voice: VoicePrompt | None = None  # its prompt (the previous sentence in sliding-window mode)
     sent_audio: bool = False
     no_similarity: str | None = None  # verify: why no sentence of the request gets a similarity (no encoder)
     prompt_wav: np.ndarray | None = None  # verify: the prompt as the codec hears it (for similarity)
     last_check: int = -1  # verify: when it last had a candidate checked (turns between requests)
 
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.order, self.index)
+    def key(self, sentence: _Sentence) -> tuple[int, int]:
+        return (self.order, sentence.index)
 
-    @property
-    def priority(self) -> tuple[int, int, int]:
-        """NAR work order: requests still waiting for their first audio, then the oldest first."""
-        return (1 if self.sent_audio else 0, self.order, self.index)
+    def priority(self, sentence: _Sentence) -> tuple[int, int, int]:
+        """NAR work order: requests still waiting for their first audio, then the oldest first, then the
+        sentence to be played soonest."""
+        return (1 if self.sent_audio else 0, self.order, sentence.index)
+
+    def decoding(self) -> list[_Sentence]:
+        """Its sentences still being decoded, in order."""
+        return [sentence for _, sentence in sorted(self.sentences.items()) if sentence.result is None]
 
 
 class Scheduler:
@@ -149,16 +166,24 @@ class Scheduler:
     Args:
         speaker: the model, codec, device, frame limits and prompt resolver.
         nar_batch: see :func:`default_nar_batch` (default: that rule for ``max_batch`` 8).
+        paragraph: sentences of one fixed-prompt request decoded together (1: one after another); default:
+            the speaker's ``paragraph`` (:data:`PARAGRAPH_SENTENCES` unless set).
+        max_rows: AR rows (sentences x ``best_of``) beyond which no extra paragraph sentence starts.
         max_request_work: a request that would cost more (:func:`vallex.synthesis.request.request_work`) fails
             at admission with :class:`~vallex.synthesis.request.RequestTooCostly`; None: no limit.
         on_end: ``f(sink, error, cancelled)`` once per request when it ends (the engine's counters).
     """
 
     def __init__(self, speaker: Speaker, *, nar_batch: int | None = None, exact_chunks: bool = False,
-                 max_request_work: int | None = None,
+                 max_request_work: int | None = None, paragraph: int | None = None,
+                 max_rows: int = PARAGRAPH_MAX_ROWS,
                  on_end: Callable[[Sink, BaseException | None, bool], None] | None = None) -> None:
         if nar_batch is not None and nar_batch < 1:
             raise ValueError(f"nar_batch must be >= 1, got {nar_batch}.")
+        paragraph = speaker.paragraph if paragraph is None else paragraph
+        if paragraph < 1 or max_rows < 1:
+            raise ValueError(f"paragraph and max_rows must be >= 1, got {paragraph} and {max_rows}.")
+        self.paragraph, self.max_rows = paragraph, max_rows
         self.speaker = speaker
         self.nar_batch = nar_batch if nar_batch is not None else default_nar_batch(speaker.device, 8)
         self.exact_chunks = exact_chunks
@@ -175,6 +200,11 @@ class Scheduler:
     def active(self) -> int:
         """Requests running (admitted and not ended)."""
         return len(self._running)
+
+    @property
+    def rows(self) -> int:
+        """AR rows being decoded (each running sentence's ``best_of``)."""
+        return self._ar.rows
 
     @property
     def waiting_for_readers(self) -> bool:
@@ -198,51 +228,58 @@ class Scheduler:
             return
         state = _Running(sink, plan, next(self._order), voice=plan.voice)
         self._running[state.order] = state
-        self._start_sentence(state)
+        sink.report("sentence", 0, len(plan.sentences))
+        self._start_sentence(state)  # the rest of a paragraph joins after a step (requests admitted with it first)
 
     def step(self) -> None:
         """One frame for every running sentence, then the NAR work that became due, then the audio, then (within
         its share of the time) one candidate check of verified best-of-N."""
         started = time.perf_counter()
         for state in [s for s in self._running.values() if s.sink.cancelled]:
-            self._ar.remove(state.key)
-            del self._running[state.order]
+            self._drop(state)
             self._end(state.sink, cancelled=True)
         if self._ar:
             out = self._ar.step()
-            by_key = {state.key: state for state in self._running.values()}
+            by_key = {state.key(sentence): (state, sentence)
+                      for state in self._running.values() for sentence in state.sentences.values()}
             for key, frames in out.frames.items():
-                state = by_key[key]
-                state.sentence.frames = frames
-                state.sink.report("ar_step", frames.shape[1], state.sentence.job.max_frames)
+                state, sentence = by_key[key]
+                sentence.frames = frames
+                if sentence.index == state.turn:
+                    state.sink.report("ar_step", frames.shape[1], sentence.job.max_frames)
             for key, result in out.finished.items():
-                by_key[key].sentence.ar = result
-                by_key[key].sentence.frames = result.codes
+                sentence = by_key[key][1]
+                sentence.ar, sentence.frames = result, result.codes
             for key, error in out.failed.items():  # non-finite logits: that request fails, the others go on
-                self._fail(by_key[key], error)
-        wanting = sorted((s for s in self._running.values() if self._wants_nar(s) and not _reader_behind(s)),
-                         key=lambda s: s.priority)
-        work = [(state, *self._nar_work(state)) for state in wanting[:self.nar_batch]]
+                if by_key[key][0].order in self._running:
+                    self._fail(by_key[key][0], error)
+        wanting = sorted(self._sentences(self._wants_nar, lambda state: not _reader_behind(state)),
+                         key=lambda pair: pair[0].priority(pair[1]))
+        work = [(state, sentence, *self._nar_work(sentence)) for state, sentence in wanting[:self.nar_batch]]
         try:
             codes = nar_decode(self.speaker.model,
-                               [state.sentence.pieces.nar_input(state.sentence.job.nar_input(frames), final=final)
-                                for state, final, frames in work])
+                               [sentence.pieces.nar_input(sentence.job.nar_input(frames), final=final)
+                                for _, sentence, final, frames in work])
         except NonFiniteLogits as error:  # the requests whose NAR logits were not finite fail, the others go on
             if error.codes is None:
                 raise
             codes = error.codes
             for index in error.inputs:
-                self._fail(work[index][0], error)
-        for (state, final, _), nar in zip(work, codes):
+                if work[index][0].order in self._running:
+                    self._fail(work[index][0], error)
+        for (state, sentence, final, _), nar in zip(work, codes):
             if state.order not in self._running:  # failed just now
                 continue
             if final:
-                self._finish_sentence(state, nar)
+                self._finish_sentence(state, sentence, nar)
             else:
-                self._send(state, state.sentence.pieces.chunk(nar), final=False)
-        for state in [s for s in self._running.values() if s.sentence.ar is not None and not _is_verified(s)
-                      and not self._wants_nar(s) and not _reader_behind(s)]:
-            self._finish_sentence(state, None)  # the chunks already cover every frame
+                self._send(state, sentence, sentence.pieces.chunk(nar), final=False)
+        for state, sentence in self._sentences(lambda s: s.ar is not None and not self._wants_nar(s),
+                                               lambda state: not _is_verified(state) and not _reader_behind(state)):
+            if state.order in self._running:
+                self._finish_sentence(state, sentence, None)  # the chunks already cover every frame
+        for state in list(self._running.values()):
+            self._fill(state)
         self._check_one_candidate(time.perf_counter() - started)
 
     def run(self) -> None:
@@ -250,10 +287,22 @@ class Scheduler:
         while self._running:
             self.step()
 
+    def _sentences(self, wanted: Callable[[_Sentence], bool],
+                   request: Callable[[_Running], bool] = lambda state: True) -> list[tuple[_Running, _Sentence]]:
+        """(request, sentence) for every sentence being decoded that is ``wanted``, of the requests ``request``
+        accepts, in admission order."""
+        return [(state, sentence) for state in list(self._running.values()) if request(state)
+                for sentence in state.decoding() if wanted(sentence)]
+
+    def _drop(self, state: _Running) -> None:
+        """Take a request out: its rows leave the AR batch."""
+        for sentence in state.sentences.values():
+            self._ar.remove(state.key(sentence))
+        del self._running[state.order]
+
     def _fail(self, state: _Running, error: BaseException) -> None:
         """End one running request with ``error`` (its logits were not finite); the others go on."""
-        self._ar.remove(state.key)
-        del self._running[state.order]
+        self._drop(state)
         self._end(state.sink, error=error)
 
     def fail_all(self, error: BaseException) -> None:
@@ -269,49 +318,83 @@ class Scheduler:
         of the other sentences' steps (``step_seconds``: this step's so far) while some are being sampled."""
         sampling = bool(self._ar)  # other sentences are waiting for their next frame
         self._checks_ahead = max(0.0, self._checks_ahead - step_seconds) if sampling else 0.0
-        checking = [s for s in self._running.values()
-                    if _is_verified(s) and s.sentence.ar is not None and not _reader_behind(s)]
+        checking = self._sentences(lambda sentence: sentence.ar is not None,
+                                   lambda state: _is_verified(state) and not _reader_behind(state))
         if not checking or self._checks_ahead > 0:
             return
-        state = min(checking, key=lambda s: (s.last_check, s.order))  # the one that waited longest
+        # the request that waited longest, its sentence to be played soonest
+        state, sentence = min(checking, key=lambda pair: (pair[0].last_check, pair[0].order, pair[1].index))
         state.last_check = next(self._check_turns)
         started = time.perf_counter()
         try:
-            self._check_next_candidate(state)  # the last of a round finishes the sentence, or samples another round
+            self._check_next_candidate(state, sentence)  # the last of a round ends it or samples anew
         except NonFiniteLogits as error:  # its NAR's logits: that request fails, the others go on
             self._fail(state, error)
         if sampling:
             self._checks_ahead += time.perf_counter() - started
 
-    def _wants_nar(self, state: _Running) -> bool:
-        sentence = state.sentence
-        if sentence.frames is None or _is_verified(state):  # verified sentences: their candidates are checked instead
-            return False
+    def _wants_nar(self, sentence: _Sentence) -> bool:
+        if sentence.frames is None or sentence.result is not None or sentence.verified:
+            return False  # verified sentences: their candidates are checked instead
         if sentence.pieces.due(sentence.frames.shape[1]):
             return True
         return sentence.ar is not None and sentence.pieces.needs_final_nar(sentence.frames.shape[1])
 
-    def _nar_work(self, state: _Running) -> tuple[bool, Tensor]:
+    def _nar_work(self, sentence: _Sentence) -> tuple[bool, Tensor]:
         """(is the sentence's final NAR, codebook-0 frames [1, n] to run it on)."""
-        frames, pieces = state.sentence.frames, state.sentence.pieces
+        frames, pieces = sentence.frames, sentence.pieces
         if self.exact_chunks:
             if pieces.due(frames.shape[1]):
                 return False, frames[:, :pieces.next_due]  # the chunk a stream alone would make now
             return True, frames
-        return state.sentence.ar is not None, frames  # everything so far: a late chunk becomes a longer one
+        return sentence.ar is not None, frames  # everything so far: a late chunk becomes a longer one
 
-    def _finish_sentence(self, state: _Running, nar: Tensor | None) -> None:
-        sentence = state.sentence
+    def _finish_sentence(self, state: _Running, sentence: _Sentence, nar: Tensor | None) -> None:
         sentence_codes, last = sentence.pieces.finish(nar)
-        self._send(state, last, final=True)
-        self._sentence_done(state, sentence.job.result(sentence_codes, sentence.ar, sentence.pieces.waveform))
+        self._send(state, sentence, last, final=True)
+        self._sentence_done(state, sentence,
+                            sentence.job.result(sentence_codes, sentence.ar, sentence.pieces.waveform))
+
+    def _paragraph(self, state: _Running) -> int:
+        """How many of the request's sentences may be decoded at once: ``paragraph`` for fixed-prompt text (for a
+        stream, once its first audio is out), else 1 (a sliding window's prompt is the sentence before)."""
+        if state.plan.long_text != "fixed-prompt":
+            return 1
+        if state.plan.chunk_frames is not None and not state.sent_audio:
+            return 1
+        return self.paragraph
+
+    def _fill(self, state: _Running) -> None:
+        """Start the request's next sentences while its paragraph and the AR batch have room (one is always
+        being decoded until the last has started)."""
+        rows = state.plan.sampling.best_of
+        while (state.order in self._running and state.started < len(state.plan.sentences)
+               and not state.sink.cancelled):
+            decoding = len(state.decoding())
+            if decoding and (decoding >= self._paragraph(state)
+                             or self._ar.rows + self._reserved(state) + rows > self.max_rows):
+                return
+            self._start_sentence(state)
+
+    def _reserved(self, asking: _Running) -> int:
+        """AR rows the other requests will take back without asking: those with no sentence sampling now (its
+        NAR or checks are running) and another sentence to start."""
+        return sum(state.plan.sampling.best_of for state in self._running.values()
+                   if state is not asking and state.started < len(state.plan.sentences)
+                   and all(sentence.ar is not None for sentence in state.decoding()))
 
     def _start_sentence(self, state: _Running) -> None:
-        state.sink.report("sentence", state.index, len(state.plan.sentences))
-        text, tokens = state.plan.sentences[state.index]
+        index = state.started
+        text, tokens = state.plan.sentences[index]
         job = self._utterance(text, tokens, state.voice, state.plan)
-        state.sentence = _Sentence(job, SentencePieces(self.speaker.codec, state.plan.chunk_frames))
-        self._ar.add(state.key, job.ar_request(state.plan))
+        generator = state.plan.generator
+        if state.plan.long_text == "fixed-prompt" and state.plan.seed is not None and index > 0:
+            generator = sentence_generator(state.plan.seed, index, self.speaker.device)
+        sentence = _Sentence(index, job, SentencePieces(self.speaker.codec, state.plan.chunk_frames), generator,
+                             _is_verified(state))
+        state.sentences[index] = sentence
+        state.started += 1
+        self._ar.add(state.key(sentence), job.ar_request(state.plan, generator))
 
     def _utterance(self, text: str, tokens: TextTokens, prompt: VoicePrompt | None, plan: RequestPlan) -> Utterance:
         """The model inputs of one sentence spoken with ``prompt`` (None: no prompt)."""
@@ -338,15 +421,14 @@ class Scheduler:
                          prompt_codes=prompt_codes.to(device), prompt_language=prompt_language,
                          accent=plan.accent, min_frames=min_frames, max_frames=max_frames)
 
-    def _check_next_candidate(self, state: _Running) -> None:
+    def _check_next_candidate(self, state: _Running, sentence: _Sentence) -> None:
         """Verified best-of-N for a sentence whose AR rows ended, one row per call: through the NAR and the vocoder,
         scored by the recogniser (and the speaker encoder, with a prompt). After the round's last row the best so
         far is kept, and while none passes and rounds are left, ``best_of`` new rows are sampled (the request's
         generator goes on: new draws, the same for the same seed). Without a recogniser for the language, the
         best row by log-probability (the only one checked)."""
         start = time.perf_counter()
-        plan, sentence = state.plan, state.sentence
-        job, ar = sentence.job, sentence.ar
+        plan, job, ar = state.plan, sentence.job, sentence.ar
         threshold, rounds = plan.sampling.verify_threshold, plan.sampling.verify_rounds
         language = job.tokens.language
         if sentence.unchecked is None:  # the round's rows have just ended
@@ -362,7 +444,7 @@ class Scheduler:
         recognizer = sentence.recognizer
         if recognizer is not None:
             wav = np.asarray(self.speaker.codec.decode_codes(codes), dtype=np.float32).reshape(-1)
-            [check] = self._score(state, [check], [wav], language)
+            [check] = self._score(state, job.text, [check], [wav], language)
         sentence.checked.append((check, codes, wav))
         sentence.check_seconds += time.perf_counter() - start
         if sentence.unchecked:  # the round's other rows: at the next steps
@@ -375,7 +457,7 @@ class Scheduler:
                 and round_number < rounds and not state.sink.cancelled):
             sentence.ras_fired += ar.ras_fired
             sentence.ar, sentence.frames = None, None
-            self._ar.add(state.key, job.ar_request(plan))
+            self._ar.add(state.key(sentence), job.ar_request(plan, sentence.generator))
             return
         check = SentenceCheck(language, recognizer, threshold, round_number, best, tuple(candidates),
                               sentence.verify_note if recognizer is None else state.no_similarity,
@@ -384,8 +466,8 @@ class Scheduler:
         sentence.ar = dataclasses.replace(ar, codes=nar[..., 0], stop_reason=chosen.stop_reason,
                                           ras_fired=sentence.ras_fired + ar.ras_fired)  # every round's redraws
         sentence_codes, last = sentence.pieces.finish(nar, wav)
-        self._send(state, last, final=True)
-        self._sentence_done(state, job.result(sentence_codes, sentence.ar, sentence.pieces.waveform, check))
+        self._send(state, sentence, last, final=True)
+        self._sentence_done(state, sentence, job.result(sentence_codes, sentence.ar, sentence.pieces.waveform, check))
 
     def _recognizer_label(self, sentence: _Sentence, language: str) -> str | None:
         """The label of the recogniser that checks ``language``, or None (the sentence's note says why)."""
@@ -399,14 +481,13 @@ class Scheduler:
             sentence.verify_note = f"{error} Ranked by log-probability instead."
             return None
 
-    def _score(self, state: _Running, checks: list[CandidateCheck], wavs: list[np.ndarray],
+    def _score(self, state: _Running, text: str, checks: list[CandidateCheck], wavs: list[np.ndarray],
                language: str) -> list[CandidateCheck]:
         """``checks`` with their transcripts, phoneme error rates and similarities to the prompt's voice."""
         verifier = self.speaker.verifier()
         if state.plan.voice is not None and state.prompt_wav is None and state.no_similarity is None:
             state.prompt_wav = np.asarray(self.speaker.codec.decode_codes(state.plan.voice.codes),
                                           dtype=np.float32).reshape(-1)
-        text = state.sentence.job.text
         try:
             result = verifier.verify(wavs, text, language=language, prompt=state.prompt_wav)
         except VerifierUnavailableError as error:  # no speaker encoder: intelligibility alone
@@ -419,23 +500,44 @@ class Scheduler:
                                     similarity=by_index[i].similarity)
                 for i, check in enumerate(checks)]
 
-    def _send(self, state: _Running, wav: np.ndarray, *, final: bool) -> None:
+    def _send(self, state: _Running, sentence: _Sentence, wav: np.ndarray, *, final: bool) -> None:
+        """A piece of ``sentence``: to the sink if it is its turn, else held until then."""
         count = len(state.plan.sentences)
-        audio = sentence_audio(wav, state.index, count, first_piece=state.sentence.first_piece, final=final)
-        state.sink.put(AudioPiece(audio, state.index, count, final))
-        state.sentence.first_piece = False
+        audio = sentence_audio(wav, sentence.index, count, first_piece=not sentence.pieces_made, final=final)
+        sentence.pieces_made = True
+        piece = AudioPiece(audio, sentence.index, count, final)
+        if sentence.index != state.turn:
+            sentence.held.append(piece)
+            return
+        state.sink.put(piece)
         state.sent_audio = True
 
-    def _sentence_done(self, state: _Running, result: SentenceResult) -> None:
-        state.sink.sentence_done(result)
+    def _sentence_done(self, state: _Running, sentence: _Sentence, result: SentenceResult) -> None:
+        """Keep the result; play every sentence whose turn has come; end the request after its last."""
+        sentence.result = result
         if state.plan.long_text == "sliding-window":
             state.voice = next_sliding_prompt(result, state.plan.voice)
-        state.index += 1
-        if state.index < len(state.plan.sentences) and not state.sink.cancelled:
-            self._start_sentence(state)
+        count = len(state.plan.sentences)
+        while state.turn in state.sentences and state.sentences[state.turn].result is not None:
+            done = state.sentences.pop(state.turn)
+            state.sink.sentence_done(done.result)
+            state.turn += 1
+            if state.turn < count:
+                state.sink.report("sentence", state.turn, count)
+            following = state.sentences.get(state.turn)
+            if following is not None:  # decoded beside the one before: what it has made so far, now
+                for piece in following.held:
+                    state.sink.put(piece)
+                    state.sent_audio = True
+                following.held.clear()
+        if state.turn < count and not state.sink.cancelled:
+            self._fill(state)  # the next sentence joins the AR batch at the next step
             return
-        del self._running[state.order]
-        state.sink.report("sentence", state.index, len(state.plan.sentences))
+        if state.turn < count:  # cancelled: the rest never starts
+            self._drop(state)
+        else:
+            del self._running[state.order]
+            state.sink.report("sentence", count, count)
         self._end(state.sink, cancelled=state.sink.cancelled)
 
     def _end(self, sink: Sink, *, error: BaseException | None = None, cancelled: bool = False) -> None:
