@@ -26,6 +26,11 @@ Parts (``--part``, default all):
   request a six-sentence text in ``fixed-prompt`` mode (every sentence held to 300 frames: 24 s of speech), with
   its sentences decoded together (the default, ``VallEX.paragraph``) and one after another (``paragraph=1``) on
   the same batching engine; for each C in ``--paragraph-clients``: throughput, time to first audio, the ratio.
+* ``fairness``: one request cannot hold everyone. On the engine, a normal request (``CLIENT_TEXT``, 300 frames)
+  alone, then the same submitted while a costly one runs (the same text with ``best_of`` 16, ``verify="asr"``,
+  8 rounds: the real recogniser, Whisper tiny.en, hears random weights' noise, so every round fails and the
+  costly request would take many minutes); the normal request's time both ways and their ratio. The costly one is
+  cancelled once the normal one is done.
 * ``soak``: ``--soak`` requests from 8 client threads over HTTP with the official ``openai`` client on the
   tiny model, random cancellations (a client that closes the connection after the first bytes) and bad
   requests interleaved; every completed answer must equal the PCM of that request made alone (same seed):
@@ -58,7 +63,7 @@ GENERATED_FRAMES = 300  # 4 s at 75 Hz
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("all", "ar-step", "clients", "streaming", "paragraph", "soak"),
+    parser.add_argument("--part", choices=("all", "ar-step", "clients", "streaming", "paragraph", "fairness", "soak"),
                         default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: int8 on CPU, what auto picks on a GPU")
@@ -106,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             report["paragraph"] = measure_paragraph(Path(tmp), device, dtype,
                                                     [int(c) for c in args.paragraph_clients.split(",")],
                                                     args.max_batch, args.checkpoint)
+        if args.part in ("all", "fairness"):
+            _wait_for_idle(args.wait_idle)
+            report["fairness"] = measure_fairness(Path(tmp), device, dtype, args.checkpoint)
         if args.part in ("all", "soak"):
             report["soak"] = run_soak(Path(tmp), args.soak)
     print(format_report(report))
@@ -354,6 +362,39 @@ def measure_paragraph(tmp: Path, device, dtype: str, clients: list[int], max_bat
     return {"rows": rows, "text": PARAGRAPH_TEXT, "frames_per_sentence": GENERATED_FRAMES, "max_batch": max_batch}
 
 
+# One request cannot hold everyone ---------------------------------------------------------------------------
+
+def measure_fairness(tmp: Path, device, dtype: str, checkpoint: Path | None = None) -> dict:
+    """A normal request's time alone and beside a costly verified one (which is then cancelled)."""
+    from vallex.serving import SpeechEngine, SpeechRequest
+
+    tts, _ = serving_tts(tmp, device, dtype, GENERATED_FRAMES, checkpoint)
+    checkable = tts.load_verifier()
+    engine = SpeechEngine(tts, max_batch=16, max_queue=16)
+
+    def normal(seed: int) -> float:
+        start = time.perf_counter()
+        engine.submit(SpeechRequest(CLIENT_TEXT, prompt="voice", language="en", seed=seed)).result(timeout=600)
+        return time.perf_counter() - start
+
+    try:
+        normal(10_000)  # warm-up: kernels, allocator, the text front end
+        alone = normal(1)
+        costly = engine.submit(SpeechRequest(CLIENT_TEXT, prompt="voice", language="en", seed=2, best_of=16,
+                                             verify="asr", verify_rounds=8))
+        time.sleep(1.0)  # the costly request is sampling its 16 rows
+        beside = normal(1)
+        costly.cancel()
+    finally:
+        engine.close()
+    row = {"alone_s": round(alone, 3), "beside_costly_s": round(beside, 3), "ratio": round(beside / alone, 2),
+           "costly": {"best_of": 16, "verify": "asr", "verify_rounds": 8}, "recogniser_hears_en": checkable.get("en"),
+           "frames": GENERATED_FRAMES, "text": CLIENT_TEXT}
+    print(f"fairness: a normal request {alone:.2f} s alone, {beside:.2f} s beside a best_of 16 x 8 rounds verified "
+          f"request ({row['ratio']}x)", flush=True)
+    return row
+
+
 # Streaming against whole sentences ---------------------------------------------------------------------------
 
 def measure_streaming(tmp: Path, device, dtype: str, requests: int, checkpoint: Path | None = None) -> dict:
@@ -519,6 +560,10 @@ def format_report(report: dict) -> str:
         for row in report["paragraph"]["rows"]:
             lines.append(f"| {row['clients']} | {row['sentences'].replace('_', ' ')} | {row['throughput']} | "
                          f"{row['vs_one_by_one']} | {row['ttfa_p50_s']} | {row['rtf_p50']} |")
+    if "fairness" in report:
+        fair = report["fairness"]
+        lines += ["", f"fairness: a normal request {fair['alone_s']} s alone, {fair['beside_costly_s']} s beside a "
+                      f"best_of 16 x 8 rounds verified request ({fair['ratio']}x)"]
     if "soak" in report:
         soak = report["soak"]
         lines += ["", f"soak: {soak['requests']} requests, {soak['ok']} complete and correct, "

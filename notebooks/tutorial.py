@@ -8,7 +8,9 @@ finds this file.
 * :func:`draw_codes` draws EnCodec code ids with categorical colours (an id is a name, not a quantity);
 * :func:`token_states` / :func:`draw_token_grid` draw what the AR and NAR know, predict and do not know yet;
 * :func:`train_tiny_model` trains (once) the 2-layer model of notebook 5 on real speech codes, the reference's
-  voice presets in ``data/presets`` (:data:`TRAIN_PRESETS`; :data:`HELD_OUT_PRESETS` are never trained on).
+  voice presets in ``data/presets`` (:data:`TRAIN_PRESETS`; :data:`HELD_OUT_PRESETS` are never trained on);
+* :func:`real_codec` / :func:`hear`: the published Vocos where a learner's machine has it (never downloaded
+  here), to play what a stage produced; without it, one line on how to get it.
 """
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ HELD_OUT_PRESETS = ("librispeech_3", "vctk_2")
 #: Where the trained model is kept ($VALLEX_TUTORIAL_DIR, else a folder in the temporary directory).
 TUTORIAL_DIR_ENV = "VALLEX_TUTORIAL_DIR"
 
-#: Moderate resolution keeps the stored notebooks small (a figure is 20-60 KB).
-FIGURE_DPI = 72
+#: Legible figures that keep the stored notebooks small (256-colour PNGs).
+FIGURE_DPI = 110
+#: What the real model sounds like: the paper's own samples.
+DEMO_PAGE = "https://vallex-demo.github.io/"
 
 
 def show(fig: plt.Figure) -> None:
@@ -182,3 +186,39 @@ def train_tiny_model(on_step: Callable[[int, dict], None] | None = None) -> Trai
     prepare_prompts((library.load(name) for name in TRAIN_PRESETS), data)
     prepare_prompts((library.load(name) for name in HELD_OUT_PRESETS), valid)
     return train(tiny_model_recipe(data, valid, root / "run"), on_step=on_step)
+
+
+def real_codec():
+    """The published EnCodec + Vocos when this machine has them (``vallex download``; never fetched here), else None.
+
+    Random-weights folders (``vallex make-random-weights``) do not count: their Vocos makes noise.
+    """
+    from vallex.weights import WeightsNotFoundError, resolve_weights
+
+    try:
+        paths = resolve_weights(download=False, components=("encodec", "vocos"))
+    except (WeightsNotFoundError, ValueError, OSError):
+        return None
+    if paths.random:
+        return None
+    from vallex.audio.codec import AudioCodec
+
+    return AudioCodec.from_paths(paths, "cpu")
+
+
+def hear(codes, codec=None, label: str = "") -> None:
+    """Play EnCodec ``codes`` (LongTensor [1, T, 8] or [T, 8]) through the real Vocos when it is here; otherwise
+    say in one line how to get it, and where the paper's own samples are."""
+    codec = codec if codec is not None else real_codec()
+    if codec is None:
+        print(f"(No published Vocos on this machine, so nothing to play{f' for {label}' if label else ''}: "
+              f"`vallex download --only encodec vocos` fetches it. The paper's samples: {DEMO_PAGE})")
+        return
+    import torch
+    from IPython.display import Audio
+
+    codes = torch.as_tensor(codes).reshape(1, -1, NUM_CODEBOOKS).long()
+    waveform = codec.decode_codes(codes).reshape(-1)
+    if label:
+        print(label)
+    display(Audio(np.asarray(waveform, dtype=np.float32), rate=24000))

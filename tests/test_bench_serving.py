@@ -55,3 +55,19 @@ def test_the_paragraph_part_runs_each_paragraph_together_and_one_by_one(tmp_path
     assert [(row["clients"], row["paragraph"]) for row in rows] == [(1, 8), (1, 1)]
     for row in rows:  # six sentences of 300 frames (24 s) and five pauses of 0.2 s, however they were decoded
         assert row["requests"] == 1 and abs(row["audio_s"] - 25.0) < 0.01 and row["vs_one_by_one"] > 0
+
+
+def test_the_fairness_part_times_a_normal_request_alone_and_beside_a_costly_one(tmp_path):
+    from vallex.config import VallexConfig
+    from vallex.model import VallexModel
+    from vallex.weights.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(VallexModel(VallexConfig.tiny()), checkpoint)
+    out = tmp_path / "serving.json"
+    assert serving.main(["--part", "fairness", "--threads", "1", "--checkpoint", str(checkpoint),
+                         "--json", str(out)]) == 0
+    fair = json.loads(out.read_text(encoding="utf-8"))["fairness"]
+    assert fair["recogniser_hears_en"] is True  # the bundled Whisper tiny.en checked the costly request's rows
+    assert fair["alone_s"] > 0 and fair["beside_costly_s"] > 0 and fair["ratio"] > 0

@@ -285,8 +285,8 @@ def test_a_poisoned_utterance_leaves_the_batch_and_the_others_go_on(tiny_tts, mo
 def test_the_engine_fails_a_poisoned_request_alone(tiny_tts, monkeypatch):
     real_request = Utterance.ar_request
 
-    def ar_request(self, plan):
-        request = real_request(self, plan)
+    def ar_request(self, plan, generator):
+        request = real_request(self, plan, generator)
         if self.text == "Poison.":
             request = dataclasses.replace(request, logits_processor=lambda step, logits: logits * float("nan"))
         return request
