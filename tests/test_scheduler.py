@@ -189,20 +189,38 @@ def test_sliding_window_and_one_utterance_are_never_batched_within_a_request(tin
 
 
 def test_paragraph_sentences_stay_within_the_row_limit_and_every_request_keeps_its_row(tiny_tts):
-    requests = [SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=seed) for seed in (1, 2)]
+    requests = [SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=seed, chunk_seconds=0.2)
+                for seed in (1, 2)]
     sinks, rows, first = _decode(tiny_tts, requests, paragraph=8, max_rows=3)
     assert max(rows) == 3 and all(sink.closed == [None] and len(sink.sentences) == 5 for sink in sinks)
-    assert None not in first  # neither request waited for the other's paragraph to end
+    # No extra sentence joined before both had their first audio: each request's first piece came from one row.
+    assert set(rows[:max(first) - 1]) == {2}
+
+
+def test_a_paragraph_waits_for_other_requests_first_audio_before_widening(tiny_tts):
+    scheduler = Scheduler(tiny_tts, paragraph=8)
+    paragraph, other = Sink(), Sink()
+    scheduler.admit(SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=5), paragraph)
+    scheduler.admit(SynthesisRequest("Hello there.", language="en", seed=5), other)
+    while not other.pieces:
+        scheduler.step()
+        assert scheduler.rows <= 2  # the paragraph's first sentence and the other request's
+    scheduler.step()
+    assert scheduler.rows > 2  # once it has its audio, the paragraph's other sentences join
+    scheduler.run()
+    assert paragraph.closed == other.closed == [None] and len(paragraph.sentences) == 5
 
 
 def test_a_cancelled_paragraph_leaves_the_batch_at_once(tiny_tts):
     scheduler = Scheduler(tiny_tts, paragraph=8)
     sink, other = Sink(), Sink()
     scheduler.admit(SynthesisRequest(PARAGRAPH, language="en", long_text="fixed-prompt", seed=4), sink)
-    scheduler.admit(SynthesisRequest("Hello there.", language="en", seed=4), other)
-    for _ in range(3):
+    for _ in range(2):
         scheduler.step()
-    assert scheduler.rows == 6  # five sentences of the paragraph and the other request's one
+    assert scheduler.rows == 5  # the paragraph's five sentences together
+    scheduler.admit(SynthesisRequest("Hello there.", language="en", seed=4), other)
+    scheduler.step()
+    assert scheduler.rows == 6  # and the other request's one
     sink.cancelled = True
     scheduler.step()
     assert sink.closed == [None] and scheduler.active == 1 and scheduler.rows <= 1

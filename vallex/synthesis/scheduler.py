@@ -238,6 +238,10 @@ class Scheduler:
         for state in [s for s in self._running.values() if s.sink.cancelled]:
             self._drop(state)
             self._end(state.sink, cancelled=True)
+        # A paragraph's other sentences join here, not at the end of the step that made its first audio: their
+        # prefills would otherwise run before a caller on this thread gets that audio.
+        for state in list(self._running.values()):
+            self._fill(state)
         if self._ar:
             out = self._ar.step()
             by_key = {state.key(sentence): (state, sentence)
@@ -278,8 +282,6 @@ class Scheduler:
                                                lambda state: not _is_verified(state) and not _reader_behind(state)):
             if state.order in self._running:
                 self._finish_sentence(state, sentence, None)  # the chunks already cover every frame
-        for state in list(self._running.values()):
-            self._fill(state)
         self._check_one_candidate(time.perf_counter() - started)
 
     def run(self) -> None:
@@ -366,15 +368,20 @@ class Scheduler:
 
     def _fill(self, state: _Running) -> None:
         """Start the request's next sentences while its paragraph and the AR batch have room (one is always
-        being decoded until the last has started)."""
+        being decoded until the last has started). No extra sentence starts while another request waits for its
+        first audio: wider AR steps would make it wait longer."""
         rows = state.plan.sampling.best_of
         while (state.order in self._running and state.started < len(state.plan.sentences)
                and not state.sink.cancelled):
             decoding = len(state.decoding())
-            if decoding and (decoding >= self._paragraph(state)
+            if decoding and (decoding >= self._paragraph(state) or self._others_await_audio(state)
                              or self._ar.rows + self._reserved(state) + rows > self.max_rows):
                 return
             self._start_sentence(state)
+
+    def _others_await_audio(self, asking: _Running) -> bool:
+        return any(not state.sent_audio and not state.sink.cancelled
+                   for state in self._running.values() if state is not asking)
 
     def _reserved(self, asking: _Running) -> int:
         """AR rows the other requests will take back without asking: those with no sentence sampling now (its
