@@ -3,20 +3,20 @@
     python bench/gpu_smoke.py                          # CUDA GPU 0; writes bench/results/gpu-smoke.json
     python bench/gpu_smoke.py --device cpu --quick     # tiny model, a few frames: the same code on a CPU (a test)
 
-On the device, in float32, float16 and bfloat16 (``--dtypes``), with full-size random weights (or
-``--checkpoint``) and a random-weight EnCodec/Vocos (no network): a seeded synthesis with top-k (run twice:
-the same audio), best-of-3, a two-sentence stream (long text), a batch of three requests, four concurrent
-requests through the continuous-batching engine, a prompt made from a recording, and the GPU seconds per
-character that ZeroGPU's call sizes assume (``demo.zero_gpu``; on CUDA within them). Then injected NaN logits
-in the AR and in a NAR stage (the request must fail with ``NonFiniteLogits`` and the device keep working); the
-precision decisions of this GPU's compute capability (inference's and training's ``auto``, the overflow advice:
-they must agree); on CUDA a real device-side assert in ``SpeechEngine.run`` work (in a child process: the engine
-must turn unhealthy) and faster-whisper on the last GPU's index; greedy float32 codes on the device against the
-CPU's (they must be equal), ``vallex doctor`` in every precision (the golden cases of tests/golden/public on the
-device against the reference's values, :mod:`vallex.doctor`), 20 training steps in fp16 (its gradient scaler
-saved) and in bf16, and the benchmarks: ``bench/inference.py --device DEVICE --dtype all`` and the serving
-AR-step sweep (``bench/serving.py --part ar-step``). Every waveform and loss must be finite. A random model
-never says EOS, so every sentence is held to a fixed number of frames.
+On the device, in float32, float16 and bfloat16 (``--dtypes``), with full-size random weights (or ``--checkpoint``)
+and a random-weight EnCodec/Vocos (no network): a seeded synthesis with top-k (run twice: the same audio),
+best-of-3, a two-sentence stream (long text), a batch of three requests, a paragraph as a batch, four concurrent
+requests through the continuous-batching engine, a prompt made from a recording, and the GPU seconds per character
+that ZeroGPU's call sizes assume (``demo.zero_gpu``; on CUDA within them). Then injected NaN logits in the AR and
+in a NAR stage (the request must fail with ``NonFiniteLogits`` and the device keep working); the precision
+decisions of this GPU's compute capability (inference's and training's ``auto``, the overflow advice: they must
+agree); on CUDA a real device-side assert in ``SpeechEngine.run`` work (in a child process: the engine must turn
+unhealthy) and faster-whisper on the last GPU's index; greedy float32 codes on the device against the CPU's (they
+must be equal), ``vallex doctor`` in every precision (the golden cases of tests/golden/public on the device against
+the reference's values, :mod:`vallex.doctor`), 20 training steps in fp16 (its gradient scaler saved) and in bf16,
+and the benchmarks: ``bench/inference.py --device DEVICE --dtype all`` and the serving AR-step sweep
+(``bench/serving.py --part ar-step``). Every waveform and loss must be finite. A random model never says EOS, so
+every sentence is held to a fixed number of frames.
 
 One JSON (``--json``) holds each check's name, precision, seconds, outcome and details, the doctor's reports
 (``doctor``: one per precision), the benchmarks' reports and the GPU's name; the exit status is 0 only if every
@@ -149,6 +149,7 @@ def inference_checks(report: Report, tts, precision: str, recording: Path) -> No
     """Synthesis in every form on ``tts``'s device and precision."""
     from vallex.serving import SpeechEngine, SpeechRequest
     from vallex.synthesis.request import SynthesisRequest
+    from vallex.synthesis.scheduler import PARAGRAPH_SENTENCES
 
     def seeded() -> dict:
         first = tts.synthesize_detailed(TEXT, "voice", seed=1, top_k=50).waveform
@@ -192,6 +193,19 @@ def inference_checks(report: Report, tts, precision: str, recording: Path) -> No
         finally:
             speech.close()
 
+    def paragraph() -> dict:
+        """A paragraph decoded as a batch and one by one: finite audio, and whether the codes agree (on a GPU a
+        batch may round differently from one row: reported, not required)."""
+        text = "第一句话说完了。第二句话也来了。第三句话在这里。第四句话结束了。"
+        batched = tts.synthesize_detailed(text, "voice", seed=7, long_text="fixed-prompt")
+        tts.paragraph = 1
+        try:
+            alone = tts.synthesize_detailed(text, "voice", seed=7, long_text="fixed-prompt")
+        finally:
+            tts.paragraph = PARAGRAPH_SENTENCES
+        same = [bool(torch.equal(a.codes, b.codes)) for a, b in zip(batched.sentences, alone.sentences, strict=True)]
+        return {"samples": finite_audio(batched.waveform, "paragraph"), "same_codes_per_sentence": same}
+
     def prompt() -> dict:
         made = tts.make_prompt(str(recording), "你好，很高兴认识你。", "zh", name="smoke")
         codes = made.codes
@@ -201,7 +215,8 @@ def inference_checks(report: Report, tts, precision: str, recording: Path) -> No
 
     for name, function in (("synthesize seeded top_k (twice, equal)", seeded), ("synthesize best_of=3", best_of),
                            ("synthesize_stream long text", stream), ("synthesize_batch of 3", batch),
-                           ("engine: 4 concurrent requests", engine), ("make_prompt", prompt)):
+                           ("engine: 4 concurrent requests", engine), ("a paragraph as a batch", paragraph),
+                           ("make_prompt", prompt)):
         report.check(name, precision, function)
 
 
@@ -453,7 +468,7 @@ def benchmarks(report: Report, sizes: Sizes, device: torch.device, checkpoint: P
     results: dict[str, Any] = {}
     runs = {
         "inference": [sys.executable, str(REPO / "bench" / "inference.py"), "--device", str(device),
-                      "--dtype", "float32" if quick else "all", "--runs", str(sizes.bench_runs),
+                      "--dtype", "float32" if quick else "all", "--runs", str(sizes.bench_runs), "--paragraph",
                       *(["--frames", str(sizes.bench_frames), "--checkpoint", str(checkpoint),
                          "--baseline", "float32", "--threads", "1"] if quick else []),
                       "--json", str(work / "inference.json")],
