@@ -12,8 +12,9 @@ request's :class:`~vallex.synthesis.results.Sink`; a request whose sentence ende
 
 Verified best-of-N (``verify="asr"``) checks a sentence's candidates (each through the NAR, the vocoder and the
 recogniser: far costlier than a frame) one per step, taking turns between the requests that have some, and,
-while other sentences are being sampled, only as long as the checks have taken no more of the thread's time
-than the steps in between: a costly request gets about half the time, never all of it.
+while other sentences have work waiting (frames to sample, NAR passes to run), only as long as the checks have
+taken no more of the thread's time than the steps in between: a costly request gets about half the time, never
+all of it.
 :meth:`vallex.api.VallEX.synthesize_stream`
 (and ``synthesize``, ``synthesize_detailed``, ``synthesize_batch``) drive a scheduler on the caller's thread;
 :class:`vallex.serving.SpeechEngine` is a thread, a queue and admission around one. With a seed, a request's
@@ -317,8 +318,9 @@ class Scheduler:
     # Helpers --------------------------------------------------------------------------------------------
     def _check_one_candidate(self, step_seconds: float) -> None:
         """Check one candidate of verified best-of-N, of the request whose turn it is, unless the checks are ahead
-        of the other sentences' steps (``step_seconds``: this step's so far) while some are being sampled."""
-        sampling = bool(self._ar)  # other sentences are waiting for their next frame
+        of the other sentences' steps (``step_seconds``: this step's so far) while others have work waiting (frames
+        to sample, or NAR passes: a stream's last chunks come after its frames)."""
+        sampling = bool(self._ar) or bool(self._sentences(self._wants_nar, lambda state: not _reader_behind(state)))
         self._checks_ahead = max(0.0, self._checks_ahead - step_seconds) if sampling else 0.0
         checking = self._sentences(lambda sentence: sentence.ar is not None,
                                    lambda state: _is_verified(state) and not _reader_behind(state))
