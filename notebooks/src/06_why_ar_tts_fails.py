@@ -183,13 +183,15 @@ first_note = (f"more over the first 10 frames, which sound alike in every uttera
 greedy_half = ("EOS is never the most likely id on these frames, so greedy decoding would not stop on them"
                if not half["greedy_stops"] else
                f"EOS is the most likely id after {half['greedy_stops'][:6]} frames, where greedy decoding would stop")
+greedy_done = (f"stops after {done['greedy_stops'][0]} frames" if done["greedy_stops"] else
+               "never stops on these frames")
 display(Markdown(
     f"The half-trained model gives EOS a median P of {np.median(half['p_eos'][:true_end]):.2%} per step before the "
     f"true end ({first_note}), so a "
     f"sampled run reaches the true end with a chance of only {half['alive'][true_end - 1]:.0%}: the others stop "
-    f"early, a **skip**. At the true end ({true_end} frames) its P(EOS) rises to {half['p_eos'][true_end]:.2f}; "
+    f"early, a **skip**. At the true end ({true_end} frames) its P(EOS) is {half['p_eos'][true_end]:.2f}; "
     f"{greedy_half}. The finished model gives EOS a median {np.median(done['p_eos'][:true_end]):.4f} before the "
-    f"end and {done['p_eos'][true_end]:.2f} at it: greedy decoding stops after {done['greedy_stops'][:6]} frames, "
+    f"end and {done['p_eos'][true_end]:.2f} at it: greedy decoding {greedy_done}, "
     f"and a sampled run reaches the true end with a chance of {done['alive'][true_end - 1]:.0%}."))
 
 # %% [markdown]
@@ -258,18 +260,17 @@ axes[-1].set_title("share of attention on the text", fontsize=9)
 axes[-1].legend(fontsize=8)
 show(fig)
 print(f"logits with the recorded attention equal the model's: {same}")
-for i, ((early, late), r) in enumerate(zip(text_share, order)):
-    print(f"layer {i}: share on the text {early:.0%} over the first 10 frames, {late:.0%} over the last 100; "
+for i, ((first_share, last_share), r) in enumerate(zip(text_share, order)):
+    print(f"layer {i}: share on the text {first_share:.0%} over the first 10 frames, {last_share:.0%} over the last 100; "
           f"correlation of the frame index with where in the text it looks: {r:+.2f}")
 diagonal = max(abs(r) for r in order) > 0.8
 display(Markdown(
     ("A diagonal: the frames walk through the phonemes in order" if diagonal else
      "No diagonal: the frames do not walk through the phonemes in order") +
     f" (an alignment would correlate the frame index with where it looks at close to 1; the layers give "
-    f"{', '.join(f'{r:+.2f}' for r in order)}). The share of attention on the text goes from "
-    f"{', '.join(f'{e:.0%}' for e, _ in text_share)} over the first 10 frames to "
-    f"{', '.join(f'{la:.0%}' for _, la in text_share)} over the last 100 (layer 0, layer 1): the rest goes to "
-    "the audio so far." +
+    f"{', '.join(f'{r:+.2f}' for r in order)}). The share of attention on the text, over the first 10 frames "
+    f"and over the last 100: {'; '.join(f'layer {i} {e:.0%} and {la:.0%}' for i, (e, la) in enumerate(text_share))}; "
+    "the rest goes to the audio so far." +
     (" That is how a model that *memorised* a few sequences works: the text tells it *which* sequence, the "
      "previous frames *where* in it. It is also why a model that leans on its own previous frames can lock into "
      "a loop: nothing in the text pulls it forward." if all(la < e for e, la in text_share) and not diagonal else "")))
@@ -278,13 +279,14 @@ display(Markdown(
 # ## 6.3 Decoding strategies, on the same sentences
 #
 # Now the whole sentence, decoded freely from the text alone (each frame conditioned on the model's own
-# previous frames), by the strategies of notebook 4, three random seeds each. With logits $z$, a temperature
-# $\tau$ draws from $p_\tau(v) \propto \exp(z_v / \tau)$; top-k keeps the $k$ most likely ids; the nucleus
-# of top-p keeps the most likely ids until they hold $p$ of the probability,
+# previous frames), by the strategies of notebook 4, three random seeds each. With logits $z$ and the
+# next-frame distribution $P(v) \propto \exp(z_v)$, a temperature $\tau$ draws from
+# $P_\tau(v) \propto \exp(z_v / \tau)$; top-k keeps the $k$ most likely ids; the nucleus of top-p keeps the
+# most likely ids until they hold $p$ of the probability,
 #
-# $$V^{(p)} = \text{the smallest set of most likely ids with } \sum_{v \in V^{(p)}} p(v) \ge p,$$
+# $$V^{(p)} = \text{the smallest set of most likely ids with } \sum_{v \in V^{(p)}} P(v) \ge p,$$
 #
-# and draws from $p$ renormalised on it (`vallex.inference.sampling.filter_logits`):
+# and draws from $P$ renormalised on it (`vallex.inference.sampling.filter_logits`):
 #
 # | strategy | what it draws from |
 # |---|---|
@@ -414,6 +416,8 @@ done_runs = {strategy: counts("step 450", strategy) for strategy in STRATEGIES}
 greedy_stops = sorted({(r["name"], r["frames"]) for r in runs["step 150", "greedy"] if r["stopped"]})
 preset_frames = {name: tutorial.presets().load(name).codes.shape[1] for name in PRESET_NAMES}
 three_s = [name for name in tutorial.TRAIN_PRESETS if preset_frames[name] == 225]
+print("half-trained model, runs stopped by EOS: " +
+      ", ".join(f"{k} {c['stops']}/{c['n']} ({c['skips']} early)" for k, c in half_runs.items()))
 print(f"greedy runs of the half-trained model that stopped by EOS (sentence, frames): {greedy_stops}")
 print(f"training presets lasting exactly 225 frames (3 s): {len(three_s)} of {len(tutorial.TRAIN_PRESETS)} "
       f"({', '.join(three_s)}); of all {len(PRESET_NAMES)} presets: "
@@ -537,7 +541,7 @@ display(Markdown(
 # 2. count how often it occurred among the last $K$ frames (`RAS_WINDOW`, 75: one second),
 #    $r = \frac{1}{K} \sum_{i=1}^{K} \mathbb{1}[c_{t-i} = c']$;
 # 3. if $r \ge t_r$ (`RAS_THRESHOLD`, 0.2: 15 of the last 75 frames, calibrated on the presets' real codes,
-#    `bench/ras_calibration.py`), throw $c'$ away and draw $c_t$ from the **full** distribution $p$ instead;
+#    `bench/ras_calibration.py`), throw $c'$ away and draw $c_t$ from the **full** distribution $P$ instead;
 #    otherwise $c_t = c'$.
 #
 # The full distribution gives the tail a chance to pull the sentence out of the loop. When the rule does not
