@@ -434,7 +434,7 @@ display(Markdown("\n".join([
     f"* **greedy** on the half-trained model runs to the length limit in {g['limit']} of its {g['n']} runs, with "
     f"{g['flagged']:.0%} of its frames flagged as loops. It stops by EOS in {g['stops']} "
     f"({', '.join(f'{n} after {f} frames' for n, f in greedy_stops) or 'none'}; greedy ignores the seed, so a "
-    "sentence's three runs are one)" +
+    f"sentence's {len(SEEDS)} runs are one)" +
     (f": exactly 225 frames, 3 s, because {len(three_s)} of its {len(tutorial.TRAIN_PRESETS)} training "
      "utterances last exactly 3 s (the reference's presets are cut there). What it learnt first is *when* "
      "speech ends, not what it says." if stops_at_225 else "."),
@@ -455,21 +455,22 @@ display(Markdown("\n".join([
 # %% [markdown]
 # ## 6.4 The length limit, and length guards
 #
-# The reference caps a sentence at **16 frames per text token**, several times any real speaking rate (the
-# next cell prints it in milliseconds per token), so a loop runs for many seconds before the cap ends it,
-# and nothing tells the caller that it did. `vallex.inference.length_guards` bounds each sentence by the
+# The reference caps a sentence at **16 frames per text token**, well above any measured speaking rate (the
+# next cell prints both), so a loop runs for seconds before the cap ends it, and nothing tells the caller that
+# it did. `vallex.inference.length_guards` bounds each sentence by the
 # speaking rates measured on real speech instead (codebook-1 frames per text token, the median over the
 # reference's presets per language, `SPEAKING_RATE`; `bench/speaking_rates.py` measures them). With
 # $r(\ell_i)$ the rate of text token $i$'s language, a sentence's expected length is
 # $E = \sum_i r(\ell_i)$ frames, and
 #
-# $$\text{min\_frames} = \max\big(1, \lfloor 0.5\,E \rfloor\big), \qquad
-#   \text{max\_frames} = \lceil 75 + 2\,E \rceil:$$
+# $$n_{\min} = \max\big(1, \lfloor 0.5\,E \rfloor\big), \qquad n_{\max} = \lceil 75 + 2\,E \rceil$$
 #
-# * EOS is **masked** until half the median-rate length (`MIN_RATE_FACTOR`: the fastest preset of any
-#   language is faster than its median by less than that), which removes early stops;
-# * the sentence **stops** at twice the median-rate length (`MAX_RATE_FACTOR`) plus one second
-#   (`MAX_SLACK_FRAMES`, 75 frames: the silence and breaths around a sentence), and is marked
+# (`min_frames` and `max_frames`):
+#
+# * EOS is **masked** until half the median-rate length (`MIN_RATE_FACTOR`: no preset of any language is
+#   that much shorter than its median-rate length, `bench/README.md`), which removes early stops;
+# * the sentence **stops** at twice the median-rate length (`MAX_RATE_FACTOR`: none is that much longer) plus
+#   one second (`MAX_SLACK_FRAMES`, 75 frames: the silence and breaths around a sentence), and is marked
 #   `StopReason.MAX_LENGTH`, which the API turns into a warning.
 #
 # ### Exercise 2: the length guards' frame bounds
@@ -499,7 +500,8 @@ report("length bounds", check_length_bounds, length_bounds)
 assert (MIN_RATE_FACTOR, MAX_RATE_FACTOR, MAX_SLACK_FRAMES) == (0.5, 2.0, 75)  # the formula's constants above
 print(f"the reference's cap: {MAX_FRAMES_PER_TEXT_TOKEN} frames per text token = "
       f"{1000 * MAX_FRAMES_PER_TEXT_TOKEN / 75:.0f} ms per token")
-print("median frames per text token:", SPEAKING_RATE)
+print(f"median frames per text token: {SPEAKING_RATE}; the cap is {MAX_FRAMES_PER_TEXT_TOKEN / max(SPEAKING_RATE.values()):.1f}x "
+      "the fastest of them")
 for name in SENTENCES:
     bounds, tokens = bounds_of(name), len(utterances[name].langs)
     cap = MAX_FRAMES_PER_TEXT_TOKEN * tokens
