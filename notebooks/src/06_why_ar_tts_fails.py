@@ -159,8 +159,9 @@ for (label, model), color in zip(models.items(), ("tab:red", "tab:blue")):
     greedy_stops = np.flatnonzero(logits.argmax(-1).numpy() == EOS)
     stats[label] = dict(p_eos=p_eos, alive=alive, greedy_stops=greedy_stops.tolist())
     axes[0].semilogy(p_eos, color=color, lw=0.8, label=label)
-    axes[0].plot(greedy_stops, p_eos[greedy_stops], "*", color=color, ms=14, mec="black", mew=0.8,
-                 label=f"{label}: EOS the most likely id ({len(greedy_stops)} steps)")
+    if len(greedy_stops):
+        axes[0].plot(greedy_stops, p_eos[greedy_stops], "*", color=color, ms=14, mec="black", mew=0.8,
+                     label=f"{label}: EOS the most likely id")
     axes[1].plot(alive, color=color, label=label)
     print(f"{label}: P(EOS) median {np.median(p_eos[:true_end]):.4f} before the true end, {p_eos[true_end]:.2f} at "
           f"it; EOS is the most likely id after {greedy_stops.tolist()[:6]} frames; chance a sampled run is still "
@@ -170,10 +171,10 @@ for ax in axes:
     ax.set_xlabel("frames so far (true ones)")
 axes[0].set_ylabel("P(EOS) at the next step")
 axes[0].set_title("acou_1: probability of stopping now", fontsize=10)
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: the curves fill the axes
 axes[1].set_ylabel("P(a sampled run has not stopped yet)")
 axes[1].set_title("sampling: chance of still speaking, Π (1 − P(EOS))", fontsize=10)
-axes[1].legend(fontsize=8)
+axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
 show(fig)
 
 half, done = stats["step 150"], stats["step 450"]
