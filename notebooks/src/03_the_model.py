@@ -34,7 +34,7 @@
 # > counts do not depend on the weight values, so a tiny randomly initialised model (`VallexConfig.tiny()`)
 # > shows it all in a few seconds. The full-size model is only ever built on PyTorch's `meta` device (shapes,
 # > no memory). If `VALLEX_WEIGHTS_DIR` points at a folder with the real checkpoint, the last section loads
-# > it and looks at the trained language and stage embeddings.
+# > it and looks at the trained language embeddings and positional scales.
 #
 # The code is in `vallex/model.py` (one file, read it top to bottom) and `vallex/inference/` (`ar.py`, `nar.py`,
 # `sampling.py`); this notebook only imports it.
@@ -79,12 +79,12 @@ def box(ax, x, y, w, h, text, color):
     ax.text(x, y, text, ha="center", va="center", fontsize=8.5)
 
 
-def arrow(ax, start, end, text="", **kw):
-    """An arrow from ``start`` to ``end``, labelled at its middle."""
-    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, lw=1.1, color="0.25", **kw))
+def arrow(ax, start, end, text="", at=None):
+    """An arrow from ``start`` to ``end``, labelled ``text`` at ``at`` (default: just above its middle)."""
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, lw=1.1, color="0.25"))
     if text:
-        ax.text((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.13, text, ha="center", fontsize=7.5,
-                color="0.25")
+        x, y = at or ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.13)
+        ax.text(x, y, text, ha="center", fontsize=7.5, color="0.25")
 
 
 fig, ax = plt.subplots(figsize=(12, 4.4))
@@ -108,10 +108,10 @@ arrow(ax, (1.9, 1.0), (2.45, 1.0))
 arrow(ax, (4.35, 3.2), (4.8, 3.2))
 arrow(ax, (4.35, 1.0), (4.8, 1.0))
 arrow(ax, (6.8, 3.2), (7.3, 3.2), "x, ℓ")
-arrow(ax, (6.8, 1.15), (7.35, 2.8), "C̃ :,1")
-arrow(ax, (6.8, 2.9), (7.3, 1.35), "x, ℓ")
-arrow(ax, (6.8, 0.95), (7.3, 0.95), "C̃ (all 8)")
-arrow(ax, (8.3, 2.75), (8.3, 1.45), "c :,1 (until EOS)")
+arrow(ax, (6.8, 1.3), (7.3, 2.75), "C̃:,1", at=(6.85, 1.75))
+arrow(ax, (6.8, 2.75), (7.3, 1.45), "x, ℓ", at=(6.85, 2.3))
+arrow(ax, (6.8, 0.9), (7.3, 0.9), "C̃ (all 8)", at=(7.05, 0.55))
+arrow(ax, (8.3, 2.75), (8.3, 1.45), "c:,1 (until EOS)", at=(8.95, 2.05))
 arrow(ax, (9.3, 1.0), (10.15, 1.0), "C [T × 8]")
 arrow(ax, (10.9, 1.3), (10.9, 2.9))
 ax.set_title("VALL-E X: phonemes and a voice prompt in, codec codes out; two decoders between them", fontsize=10)

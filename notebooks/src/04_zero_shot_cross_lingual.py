@@ -168,9 +168,10 @@ codes0, step_logits = ar_by_hand(max_frames=60, seed=123)
 library = ar_decode(model, text, langs, prompt_codes[..., 0], max_frames=60, generator=torch.Generator().manual_seed(123))
 print(f"by hand: {len(codes0)} frames; vallex.inference.ar.ar_decode: {library.codes.shape[1]} frames ({library.stop_reason})")
 print("identical to the library:", torch.equal(codes0, library.codes[0]))
+assert torch.equal(codes0, library.codes[0])
 print("first frames:", codes0[:12].tolist())
 eos_probability = step_logits.softmax(-1)[:, model.config.eos_id]  # [steps]: the chance of stopping at each step
-print(f"the random model's chance of drawing end-of-speech per step: {eos_probability.mean():.2e} on average over "
+print(f"this model's chance of drawing end-of-speech per step: {eos_probability.mean():.2e} on average over "
       f"{len(step_logits)} steps (1/1025 = {1 / 1025:.2e}): it stops after ~{1 / eos_probability.mean():.0f} frames "
       f"(~{1 / eos_probability.mean() / FRAME_RATE:.0f} s) on average, if no limit stops it first")
 
