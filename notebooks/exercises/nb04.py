@@ -103,10 +103,11 @@ def check_temperature_order(order: Sequence[tuple[float, int | None]]) -> str | 
     entropies = setting_entropies(peaked_logits())
     truth = sorted(SETTINGS, key=entropies.get)
     if order != truth:
+        # Says where the guess first goes wrong, not what belongs there: the table in the notebook is the answer.
         first_wrong = next(i for i, (a, b) in enumerate(zip(order, truth)) if a != b)
-        return (f"position {first_wrong + 1} should be T={truth[first_wrong][0]}, top_k={truth[first_wrong][1]} "
-                f"({entropies[truth[first_wrong]]:.2f} bits), not T={order[first_wrong][0]}, "
-                f"top_k={order[first_wrong][1]} ({entropies[order[first_wrong]]:.2f} bits).")
+        temperature, top_k = order[first_wrong]
+        return (f"position {first_wrong + 1} is wrong: T={temperature}, top_k={top_k} is not the setting with the "
+                f"{first_wrong + 1}{'st' if first_wrong == 0 else 'nd' if first_wrong == 1 else 'rd'}-lowest entropy.")
     return None
 
 
@@ -126,11 +127,12 @@ def answer_length_guard(text_tokens: int, language: str) -> tuple[int, int]:
 
 def check_length_guard(length_guard: Callable[[int, str], tuple[int, int]]) -> str | None:
     """``length_guard(n, language)`` must equal :func:`vallex.inference.length_guards.frame_bounds` for 1..120
-    tokens of English, Mandarin and Japanese."""
+    tokens of English, Mandarin and Japanese, each bound within one frame (the library adds the rate token by token,
+    so where r * n lands on a whole number its float sum can floor one frame lower than the product does)."""
     for language in ("en", "zh", "ja"):
         for tokens in range(1, 121):
             got = tuple(int(v) for v in length_guard(tokens, language))
             want = tuple(frame_bounds(tokens, language))
-            if got != want:
+            if len(got) != 2 or any(abs(a - b) > 1 for a, b in zip(got, want)):
                 return f"for {tokens} {language} tokens it gives (min, max) = {got}, the library {want}."
     return None

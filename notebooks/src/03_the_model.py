@@ -110,7 +110,7 @@ arrow(ax, (4.35, 1.0), (4.8, 1.0))
 arrow(ax, (6.8, 3.2), (7.3, 3.2), "x, ℓ")
 arrow(ax, (6.8, 1.3), (7.3, 2.75), "C̃:,1", at=(6.85, 1.75))
 arrow(ax, (6.8, 2.75), (7.3, 1.45), "x, ℓ", at=(6.85, 2.3))
-arrow(ax, (6.8, 0.9), (7.3, 0.9), "C̃ (all 8)", at=(7.05, 0.55))
+arrow(ax, (6.8, 0.9), (7.3, 0.9), "C̃ (8 rows)", at=(6.95, 0.52))
 arrow(ax, (8.3, 2.75), (8.3, 1.45), "c:,1 (until EOS)", at=(8.95, 2.05))
 arrow(ax, (9.3, 1.0), (10.15, 1.0), "C [T × 8]")
 arrow(ax, (10.9, 1.3), (10.9, 2.9))
@@ -343,7 +343,7 @@ def ar_mask(S: int, T: int) -> torch.Tensor:
 from exercises import report
 from exercises.nb03 import check_ar_mask
 
-report("AR mask", check_ar_mask, ar_mask)
+_ = report("AR mask", check_ar_mask, ar_mask)
 
 # %% [markdown]
 # ### The AR's product over frames (VALL-E §4.2, Eq. 1)
@@ -368,9 +368,9 @@ target_c1 = torch.randint(0, 1024, (1, 6), generator=g)  # c_{:,1}: codebook 1 o
 factors = []
 with torch.inference_mode():
     for t in range(target_c1.shape[1]):  # one factor p(c_{t,1} | c_{<t,1}, C~_{:,1}, x) per frame
-        audio_in = torch.cat([torch.tensor([[tiny.bos_id]]), prompt_c1, target_c1[:, :t]], dim=1)  # BOS, C~, c_<t
-        seq = torch.cat([model.embed_text("ar", x_ids, x_langs), model.embed_ar_audio(audio_in)], dim=1)
-        last = model.ar_decoder(seq, ar_attention_mask(S, audio_in.shape[1]))[:, -1]  # [1, D]
+        ar_in = torch.cat([torch.tensor([[tiny.bos_id]]), prompt_c1, target_c1[:, :t]], dim=1)  # BOS, C~, c_<t
+        seq = torch.cat([model.embed_text("ar", x_ids, x_langs), model.embed_ar_audio(ar_in)], dim=1)
+        last = model.ar_decoder(seq, ar_attention_mask(S, ar_in.shape[1]))[:, -1]  # [1, D]
         factors.append(model.ar_logits(last).softmax(-1)[0, target_c1[0, t]].item())  # of 1025 ids
 log_likelihood = float(np.log(factors).sum())
 print("factors p(c_t,1 | ...):", [f"{p:.2e}" for p in factors])
@@ -383,7 +383,7 @@ print(f"log p(c_:,1 | x, C~_:,1) = sum of their logs = {log_likelihood:.3f} nats
 # Write `ar_log_likelihood(model, text, langs, prompt0, target0)`: run the AR decoder **once** over
 # `[text ; BOS, prompt0, target0 without its last frame]` with `ar_attention_mask`, take the log-softmax of the
 # logits at the positions that predict the target frames, and add up the log-probabilities of the true codes.
-# As shipped it returns what a uniform guess would (the number printed above in brackets for these frames).
+# As shipped it returns what a uniform guess would, T · ln 1025 below zero.
 # **Expected:** `✓ AR log-likelihood in one pass: right.` when your number equals the check's frame-by-frame
 # product (as computed above) within 0.001 nats.
 
@@ -396,7 +396,7 @@ def ar_log_likelihood(model, text, langs, prompt0, target0) -> float:
 # %%
 from exercises.nb03 import check_ar_log_likelihood
 
-report("AR log-likelihood in one pass", check_ar_log_likelihood, ar_log_likelihood)
+_ = report("AR log-likelihood in one pass", check_ar_log_likelihood, ar_log_likelihood)
 
 # %% [markdown]
 # ## 3.6 Inside one decoder layer: attention and feed-forward, by hand
@@ -568,7 +568,7 @@ def nar_input(model, codes: torch.Tensor, prompt_frames: int, j: int) -> torch.T
 # %%
 from exercises.nb03 import check_nar_input
 
-report("NAR input", check_nar_input, nar_input)
+_ = report("NAR input", check_nar_input, nar_input)
 
 # %% [markdown]
 # Now the product itself, one factor per stage, on random codes (4 prompt frames, 6 target frames, all 8 rows
@@ -591,8 +591,14 @@ with torch.inference_mode():
         stage_logp.append(float(logp.gather(-1, codes8[:, P_NAR:, j:j + 1]).sum()))  # frames' product, as logs
 print("log p(c_:,j | C_:,<j, x, C~) for rows q1..q7:", [f"{v:.2f}" for v in stage_logp])
 print(f"log p(C_:,2:8 | x, C~) = {sum(stage_logp):.2f} nats (uniform over 1024 codes: {-7 * T_NAR * np.log(1024):.2f})")
+assert sum(stage_logp) < -7 * T_NAR * np.log(1024) and max(stage_logp) == stage_logp[-1]  # the prose below
 
 # %% [markdown]
+# With random weights this is far *below* a uniform guess: the output layers of rows q1-q6 share their weights
+# with NAR input embeddings (the end of this section), initialised N(0, 1) like every embedding, so their logits
+# are large and confidently wrong; row q7's output layer is untied (a small initialisation) and comes closest to
+# uniform. Training (notebook 5) is what brings each factor up.
+#
 # One set of weights serves all seven stages; it learns which stage it is in from a **stage embedding**
 # `nar_stage_embeddings[i]` (a [1, D] vector; stage *i* = 0..6 predicts row q*i+1*) that drives every layer norm:
 # `AdaptiveLayerNorm(x) = w ⊙ LayerNorm(x) + b` with `[w, b] = project_layer(stage embedding)`. So each stage gets
