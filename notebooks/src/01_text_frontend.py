@@ -131,7 +131,7 @@ print("library:", phonemes_to_ids("san→k⁼ə↓"))
 from exercises import report
 from exercises.nb01 import check_phonemes_to_ids
 
-report("phonemes to ids", check_phonemes_to_ids, my_phonemes_to_ids)
+_ = report("phonemes to ids", check_phonemes_to_ids, my_phonemes_to_ids)
 
 # %% [markdown]
 # Which symbols does each language use? Counting the symbols of a few sentences per language shows the
@@ -226,7 +226,7 @@ print("script_of:", {char: script_of(char) for char in "今はG。"})
 # %%
 from exercises.nb01 import check_auto_tag
 
-report("auto_tag", check_auto_tag, my_auto_tag)
+_ = report("auto_tag", check_auto_tag, my_auto_tag)
 
 # %% [markdown]
 # ## 1.4 What accent control changes
@@ -277,7 +277,7 @@ print("library:", language_ids(len(prompt) + len(mixed_tokens), len(prompt), "zh
 # %%
 from exercises.nb01 import check_language_ids
 
-report("language ids", check_language_ids, my_language_ids)
+_ = report("language ids", check_language_ids, my_language_ids)
 
 # %% [markdown]
 # ## 1.5 Long text
