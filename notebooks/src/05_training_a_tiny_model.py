@@ -54,7 +54,7 @@ from vallex.text import ids_to_phonemes
 from vallex.training.dataset import BucketBatchSampler, CodesDataset, TrainingBatch, collate
 from vallex.training.forward import training_forward
 from vallex.training.prepare import prepare_prompts
-from vallex.training.trainer import _draws, evaluate, learning_rate, train
+from vallex.training.trainer import batch_draws, evaluate, learning_rate, train
 from vallex.weights.checkpoint import load_model
 
 torch.set_num_threads(1)
@@ -299,7 +299,7 @@ def train_by_hand(model: VallexModel, data: CodesDataset, steps: int, *, lr: flo
 # %% [markdown]
 # **Is it the library's step?** The recipe trained below (`tutorial.tiny_model_recipe`) starts from
 # `torch.manual_seed(seed)` and the tiny model, takes its first batch from the same bucketing sampler, and
-# draws its NAR stage and prompt length from generators seeded by (seed, step) (the trainer's `_draws`, which
+# draws its NAR stage and prompt length from generators seeded by (seed, step) (the trainer's `batch_draws`, which
 # makes every DDP rank draw alike). We give our step exactly those and compare it with one step of
 # `vallex.training.train`: the losses, the gradient norm, and every weight afterwards.
 
@@ -309,7 +309,7 @@ assert all(math.isclose(lr_at(s, recipe.lr, recipe.warmup_steps, recipe.max_step
            for s in range(recipe.max_steps))  # our schedule is the library's, at every step of the recipe
 ids = BucketBatchSampler(dataset.frames, recipe.batch_size, seed=recipe.seed).batches(0)[0]  # the first batch
 first = collate([dataset[i] for i in ids])
-draws = _draws(recipe, 0, 0, [dataset.frames[i] for i in ids], NUM_CODEBOOKS)  # the trainer's j - 1 and P
+draws = batch_draws(recipe, 0, 0, [dataset.frames[i] for i in ids], NUM_CODEBOOKS)  # the trainer's j - 1 and P
 
 _ = torch.manual_seed(recipe.seed)
 mine = VallexModel(VallexConfig.named(recipe.model))  # the trainer's initial weights

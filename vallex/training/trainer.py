@@ -437,7 +437,7 @@ def _step_seed(seed: int, step: int, micro: int = 0) -> int:
     return (seed * 1_000_003 + step * 8191 + micro * 131) % (2**63 - 1)
 
 
-def _draws(config: TrainConfig, step: int, micro: int, batch_frames: list[int], num_q: int) -> dict:
+def batch_draws(config: TrainConfig, step: int, micro: int, batch_frames: list[int], num_q: int) -> dict:
     """NAR stage, prompt length and NAR scale of one global batch: identical on every rank."""
     rng = random.Random(_step_seed(config.seed, step, micro))
     generator = torch.Generator().manual_seed(_step_seed(config.seed + 1, step, micro))
@@ -498,7 +498,7 @@ def evaluate(model: VallexModel, dataset: CodesDataset, config: TrainConfig, dev
         local = shard_batch(batch_ids, dist.rank, dist.world_size)
         if not local:
             continue
-        options = _draws(config, -1, i, frames, model.config.num_quantizers)
+        options = batch_draws(config, -1, i, frames, model.config.num_quantizers)
         batch = collate([dataset[j] for j in local]).to(device)
         with _autocast(device, autocast):
             out = training_forward(model, batch, train_stage=config.stage,
@@ -725,7 +725,7 @@ def _optimisation_step(run: _Run, group: list[list[int]], step: int, epoch: int,
     step_frames = sum(frames_of[i] for batch in group for i in batch)
     sums = _LossSums(run.device)
     for micro, batch_ids in enumerate(group):
-        options = _draws(config, step, micro, [frames_of[i] for i in batch_ids], run.model.config.num_quantizers)
+        options = batch_draws(config, step, micro, [frames_of[i] for i in batch_ids], run.model.config.num_quantizers)
         options.update(train_stage=config.stage, ar_loss_on_padding=config.ar_loss_on_padding)
         batch = next(batches).to(run.device)
         sync = micro == len(group) - 1 or not dist.enabled
