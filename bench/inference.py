@@ -700,21 +700,18 @@ def floors(model, plan, device, text: int, prompt: int, frames: int, measured: d
             "nar_floor_s": nar_floor_s, "nar_vs_floor": measured["nar_s"] / nar_floor_s}
 
 
-def measure_stream(args: argparse.Namespace) -> dict:
-    """Time to the first chunk of ``VallEX.synthesize_stream`` on a two-sentence text, chunked and per sentence."""
-    import torch
-
+def speaking_setup(args: argparse.Namespace, sentence_tokens: list[int] | None = None):
+    """(VallEX, 3 s voice prompt, model, load seconds, kernel plan) for the stream and paragraph workers: the row's
+    model, a random-weight codec, and every sentence held to STREAM_FRAMES_PER_TOKEN frames per target phoneme
+    (the random model never says EOS); ``sentence_tokens`` collects each sentence's phonemes."""
     from vallex.api import VallEX
     from vallex.prompts import VoicePrompt
-    from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
     from vallex.weights.random_weights import random_codec
 
-    sentence_tokens: list[int] = []
-
     def forced_length(text_tokens: int, prompt_frames: int) -> tuple[int, int]:
-        # The random model never says EOS: hold each sentence to a realistic length instead.
         target_tokens = text_tokens - ENROLL_TOKENS
-        sentence_tokens.append(target_tokens)
+        if sentence_tokens is not None:
+            sentence_tokens.append(target_tokens)
         frames = STREAM_FRAMES_PER_TOKEN * target_tokens
         return frames, frames
 
@@ -723,6 +720,17 @@ def measure_stream(args: argparse.Namespace) -> dict:
     _, _, prompt_codes = workload(device)
     voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
     tts = VallEX(model, codec, presets=None, device=device, frame_limits=forced_length)
+    return tts, voice, model, load_s, plan
+
+
+def measure_stream(args: argparse.Namespace) -> dict:
+    """Time to the first chunk of ``VallEX.synthesize_stream`` on a two-sentence text, chunked and per sentence."""
+    import torch
+
+    from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
+
+    sentence_tokens: list[int] = []
+    tts, voice, model, load_s, plan = speaking_setup(args, sentence_tokens)
 
     def start_stream(chunk_seconds: float | None):
         return tts.synthesize_stream(STREAM_TEXT, prompt=voice, language="en", seed=0, long_text="fixed-prompt",
@@ -769,21 +777,10 @@ def measure_paragraph(args: argparse.Namespace) -> dict:
     (``synthesize``, one chunk per sentence); medians of ``--runs``, the four kinds interleaved each run."""
     import torch
 
-    from vallex.api import VallEX
-    from vallex.prompts import VoicePrompt
     from vallex.synthesis.scheduler import PARAGRAPH_SENTENCES
     from vallex.synthesis.streaming import STREAM_CHUNK_SECONDS
-    from vallex.weights.random_weights import random_codec
 
-    def forced_length(text_tokens: int, prompt_frames: int) -> tuple[int, int]:
-        frames = STREAM_FRAMES_PER_TOKEN * (text_tokens - ENROLL_TOKENS)  # the random model never says EOS
-        return frames, frames
-
-    model, device, load_s, plan = load(args)
-    codec = random_codec(seed=0, device=device)
-    _, _, prompt_codes = workload(device)
-    voice = VoicePrompt(codes=prompt_codes.cpu(), text_ids=list(range(1, ENROLL_TOKENS + 1)), language="en")
-    tts = VallEX(model, codec, presets=None, device=device, frame_limits=forced_length)
+    tts, voice, model, load_s, plan = speaking_setup(args)
     first_sentence = PARAGRAPH_TEXT.split(". ")[0] + "."
 
     def timed(text: str, paragraph: int, chunk_seconds: float | None) -> tuple[float, float, float]:
