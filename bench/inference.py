@@ -162,23 +162,20 @@ def main(argv: list[str] | None = None) -> int:
                 wait_for_idle(args.wait_idle)
             results.append(run_worker(kind, dtype, checkpoint, args, Path(tmp)))
             _print_result(results[-1])
-        stream = None
-        if args.stream:
-            stream_dtype = "int8" if "int8" in dtypes else dtypes[0]
+        def extra(kind: str) -> dict:
+            """The stream or paragraph workload, in int8 when it is measured (else the first --dtype)."""
             if args.wait_idle > 0:
                 wait_for_idle(args.wait_idle)
-            stream = run_worker("stream", stream_dtype, checkpoint, args, Path(tmp))
-            print(f"time to first audio ({stream_dtype}, streaming, first sentence of "
+            return run_worker(kind, "int8" if "int8" in dtypes else dtypes[0], checkpoint, args, Path(tmp))
+
+        stream = extra("stream") if args.stream else None
+        if stream is not None:
+            print(f"time to first audio ({stream['dtype']}, streaming, first sentence of "
                   f"{stream['first_sentence_tokens']} phonemes): {stream['ttfa_s']:.2f} s (first chunk "
                   f"{stream['first_chunk_s']:.2f} s of audio); {stream['ttfa_per_sentence_s']:.2f} s with one chunk "
                   "per sentence", flush=True)
-
-        paragraph = None
-        if args.paragraph:
-            paragraph_dtype = "int8" if "int8" in dtypes else dtypes[0]
-            if args.wait_idle > 0:
-                wait_for_idle(args.wait_idle)
-            paragraph = run_worker("paragraph", paragraph_dtype, checkpoint, args, Path(tmp))
+        paragraph = extra("paragraph") if args.paragraph else None
+        if paragraph is not None:
             print(format_paragraph(paragraph), flush=True)
 
     report = build_report(results, stream, args)

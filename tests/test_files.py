@@ -184,6 +184,17 @@ def test_a_full_disk_and_a_read_only_folder_are_named(tmp_path, writer):
         assert listing == "[]"
 
 
+@pytest.mark.parametrize(("number", "cause"), [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
+                                               (errno.EDQUOT, "quota"), (errno.EACCES, "permission denied")])
+def test_each_refusal_cause_is_named_where_no_tmpfs_can_be_mounted(tmp_path, number, cause):
+    """The causes the tmpfs test above gets from a real kernel, raised as the OS raises them, on any machine
+    (the test above needs unprivileged user namespaces, which some kernels refuse)."""
+    with pytest.raises(WriteError) as caught, atomic_path(tmp_path / "out") as partial:
+        partial.write_bytes(b"half")
+        raise OSError(number, os.strerror(number))
+    assert caught.value.errno == number and cause in str(caught.value) and list(tmp_path.iterdir()) == []
+
+
 def test_make_folder_refusals_are_write_errors(tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("x")
